@@ -1,0 +1,1 @@
+//! hashgrid-coordinator: the scheduling core and its service shell.

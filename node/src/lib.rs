@@ -1,0 +1,4 @@
+//! hashgrid-node: the SHA-256d nonce search backends (GPU through wgpu, CPU threads) and the
+//! node service that runs them for a coordinator.
+
+pub mod search;

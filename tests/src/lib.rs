@@ -1,0 +1,1 @@
+//! Shared helpers for the cross-process tests in `tests/tests/`.

@@ -1,7 +1,9 @@
 //! hashgrid-common: the Bitcoin domain types (header, target, difficulty, midstate) and the
 //! coordinator ↔ node protocol (messages and their framed codec). Pure data and arithmetic: no I/O.
 
+pub mod codec;
 pub mod header;
+pub mod message;
 pub mod sha256;
 pub mod target;
 

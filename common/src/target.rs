@@ -174,6 +174,13 @@ impl Target {
         if w.bit_len() > 128 { u128::MAX } else { w.to::<u128>() }
     }
 
+    /// The target whose shares are each worth about `work` expected hashes: floor((2^256 - 1) /
+    /// work), so `expected_hashes` is within one of `work`. Used to set a node's share
+    /// difficulty from its rate.
+    pub fn from_expected_hashes(work: u128) -> Target {
+        if work <= 1 { Target::MAX } else { Target(U256::MAX / U256::from(work)) }
+    }
+
     /// Whether `hash` (read as a little-endian number) is at or below this target.
     pub fn is_met_by(&self, hash: &Hash256) -> bool {
         U256::from_le_bytes(hash.0) <= self.0
@@ -325,6 +332,15 @@ mod tests {
         assert!(!below.is_met_by(&hash));
         let above = Hash256((target.value() + U256::from(1u8)).to_le_bytes::<32>());
         assert!(!target.is_met_by(&above));
+    }
+
+    #[test]
+    fn target_from_work() {
+        for work in [2u128, 3, 1000, 4_295_032_833, 1 << 40, u128::MAX] {
+            let got = Target::from_expected_hashes(work).work();
+            assert!(got.abs_diff(work) <= 1, "{work} -> {got}");
+        }
+        assert_eq!(Target::from_expected_hashes(0), Target::MAX);
     }
 
     #[test]

@@ -1,0 +1,264 @@
+//! The hashgrid/1 protocol messages between nodes, the operator CLI and the coordinator.
+//!
+//! Every connection opens one bidirectional QUIC stream and sends a `Hello` first. A node
+//! then exchanges `NodeMessage`s and `CoordinatorMessage`s on it for the life of the
+//! connection; an operator sends one `AdminRequest` per stream and reads one `AdminResponse`.
+//! Messages travel in the frames of `codec`. docs/protocol.md describes the exchange.
+
+use serde::{Deserialize, Serialize};
+
+use crate::header::{Hash256, Header};
+use crate::target::Target;
+
+/// The ALPN of the current protocol version; a peer that offers no version the coordinator
+/// speaks is refused during the TLS handshake.
+pub const ALPN: &[u8] = b"hashgrid/1";
+/// The protocol version carried by `ALPN`.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// A node's identity for the life of a coordinator process.
+pub type NodeId = u64;
+/// A job: a header template source (a local-chain template or a submitted job).
+pub type JobId = u64;
+/// One range of nonces issued to one node.
+pub type AssignmentId = u64;
+
+/// The first frame of every connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Hello {
+    Node(NodeHello),
+    Admin { token: String },
+}
+
+/// What a node says about itself when it joins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeHello {
+    /// The join token from the coordinator's `node.token` file.
+    pub token: String,
+    /// A name unique in the farm, e.g. the rig's host name.
+    pub name: String,
+    /// The node build's version (`CARGO_PKG_VERSION`).
+    pub software_version: String,
+    /// Join as a standby: connected and measured, but given no ranges until promoted.
+    pub standby: bool,
+    pub devices: Vec<DeviceInfo>,
+    /// The node's measured hash rate, hashes per second.
+    pub hashrate: f64,
+}
+
+/// One compute device of a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// "cpu" or "gpu".
+    pub kind: String,
+    pub name: String,
+    pub hashrate: f64,
+}
+
+/// Node → coordinator, after `Hello`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum NodeMessage {
+    /// A hash at or below the assignment's share target.
+    Share(Share),
+    /// The node searched its whole range (`hashes` nonces) and has sent every share in it.
+    RangeDone { assignment: AssignmentId, hashes: u64 },
+    /// Liveness and the current rate, sent every `Welcome::heartbeat_ms`.
+    Heartbeat { hashrate: f64 },
+}
+
+/// A node's proof of work: the header of `job` with this version, time and nonce hashes at or
+/// below the share target. `id` is the node's own sequence number, echoed in the reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Share {
+    pub id: u64,
+    pub assignment: AssignmentId,
+    pub job: JobId,
+    pub version: u32,
+    pub time: u32,
+    pub nonce: u32,
+}
+
+/// Coordinator → node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CoordinatorMessage {
+    Welcome { node: NodeId, heartbeat_ms: u32 },
+    /// Search this range; send shares meeting `share_target`, then `RangeDone`.
+    Assign(Assignment),
+    /// Stop searching this range (its template went stale, its account is served elsewhere,
+    /// or it was reassigned). Shares already found may still be sent.
+    Revoke { assignment: AssignmentId },
+    /// The reply to one `Share`, sent once its credit is durable.
+    ShareResult { id: u64, outcome: ShareOutcome },
+    /// The connection is about to close, and why.
+    Close { reason: String },
+}
+
+/// A nonce range of one header template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub id: AssignmentId,
+    pub job: JobId,
+    /// The template; its nonce field is ignored.
+    pub header: Header,
+    pub share_target: Target,
+    pub start: u32,
+    pub count: u64,
+}
+
+/// What became of a share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShareOutcome {
+    /// Credited to the job's account: `work` expected hashes.
+    Accepted { work: u128 },
+    Rejected(RejectReason),
+}
+
+/// Why a share was rejected, in the order the checks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RejectReason {
+    UnknownJob,
+    StaleJob,
+    TimeOutOfWindow,
+    VersionOutsideMask,
+    AboveTarget,
+    Duplicate,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 6] = [
+        RejectReason::UnknownJob,
+        RejectReason::StaleJob,
+        RejectReason::TimeOutOfWindow,
+        RejectReason::VersionOutsideMask,
+        RejectReason::AboveTarget,
+        RejectReason::Duplicate,
+    ];
+
+    /// A stable snake_case name for logs, metrics and the database.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RejectReason::UnknownJob => "unknown_job",
+            RejectReason::StaleJob => "stale_job",
+            RejectReason::TimeOutOfWindow => "time_out_of_window",
+            RejectReason::VersionOutsideMask => "version_outside_mask",
+            RejectReason::AboveTarget => "above_target",
+            RejectReason::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// The allocation policy: how capacity is split across accounts not yet up to standard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Policy {
+    /// All capacity to the first account (by order) below its standard, then the next.
+    #[default]
+    Sequential,
+    /// Capacity split in proportion to the work each account still lacks.
+    Proportional,
+}
+
+impl Policy {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Policy::Sequential => "sequential",
+            Policy::Proportional => "proportional",
+        }
+    }
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sequential" => Ok(Policy::Sequential),
+            "proportional" => Ok(Policy::Proportional),
+            other => Err(format!("unknown policy {other:?} (expected sequential or proportional)")),
+        }
+    }
+}
+
+/// Operator → coordinator, one per stream after `Hello::Admin`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    AccountAdd { name: String, standard: u128, period_secs: Option<u64>, order: Option<i64> },
+    AccountList,
+    Status,
+    JobSubmit { account: String, header: Header, target: Target },
+    JobShow { job: JobId },
+    PolicySet(Policy),
+}
+
+/// Coordinator → operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AdminResponse {
+    Ok,
+    Accounts(Vec<AccountStatus>),
+    Status(Status),
+    JobSubmitted { job: JobId },
+    Job(JobStatus),
+    /// The request was refused; the text says why.
+    Error(String),
+}
+
+/// Where one sub-account stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountStatus {
+    pub name: String,
+    pub order: i64,
+    /// Contracted work, expected hashes per period.
+    pub standard: u128,
+    /// Credited work in the current period.
+    pub delivered: u128,
+    pub period_secs: Option<u64>,
+    pub up_to_standard: bool,
+    pub shares: u64,
+}
+
+/// One node as the coordinator sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    /// "active", "standby" or "failed".
+    pub state: String,
+    /// Delivered rate measured from verified shares, hashes per second.
+    pub hashrate: f64,
+    pub announced_hashrate: f64,
+    /// The account it currently hashes for, if any.
+    pub account: Option<String>,
+    pub software_version: String,
+}
+
+/// The whole farm at a glance: `hashgrid status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub policy: Policy,
+    pub accounts: Vec<AccountStatus>,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// A submitted job: its progress and the hits found so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub job: JobId,
+    pub account: String,
+    pub header: Header,
+    pub target: Target,
+    /// Nonces searched (ranges done).
+    pub searched: u64,
+    /// Nonces in ranges still in flight.
+    pub in_flight: u64,
+    /// Nonces of ranges abandoned and not yet searched again.
+    pub abandoned: u64,
+    /// Nonces in the job's space.
+    pub total: u64,
+    pub hits: Vec<JobHit>,
+}
+
+/// A header of a submitted job that meets the job's own target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobHit {
+    pub version: u32,
+    pub time: u32,
+    pub nonce: u32,
+    pub hash: Hash256,
+}

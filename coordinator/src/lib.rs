@@ -1,1 +1,7 @@
-//! hashgrid-coordinator: the scheduling core and its service shell.
+//! hashgrid-coordinator: owns the sub-accounts and their computing-capability standards and
+//! decides which node hashes for whom.
+//!
+//! `core` is the scheduling and accounting state machine (events and the time in, commands
+//! out; no I/O). `service` is the tokio shell around it: QUIC, SQLite, timers, admin API.
+
+pub mod service;

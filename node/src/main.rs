@@ -1,1 +1,19 @@
-fn main() {}
+//! The `hashgrid-node` binary: nonce search, benchmarks and device listing on this rig (and,
+//! with the coordinator, the node service). Errors are one line on stderr and exit code 2.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("hashgrid-node: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! The service shell: translates QUIC connections, the SQLite store and timers into core
+//! events and carries out the core's commands.
+
+pub mod tls;

@@ -4,4 +4,6 @@
 //! `core` is the scheduling and accounting state machine (events and the time in, commands
 //! out; no I/O). `service` is the tokio shell around it: QUIC, SQLite, timers, admin API.
 
+pub mod amount;
+pub mod core;
 pub mod service;

@@ -1,0 +1,283 @@
+//! Work sources and the share check: header templates from the built-in local chain or from
+//! submitted jobs, BIP 320 version rolling when a template's nonces run out, and the checks a
+//! share passes before it earns credit.
+//!
+//! The share check runs in a fixed order, each failure with its own reason: unknown job, stale
+//! job, time outside the window, version bits outside the rollable mask, hash above the share
+//! target, duplicate. Duplicates are keyed on the values (version, time, nonce) within a job,
+//! never on any hex spelling; the seen-set lives and dies with its job.
+
+use std::collections::{BTreeMap, HashSet};
+
+use hashgrid_common::message::{JobHit, JobId, RejectReason};
+use hashgrid_common::{BlockHash, CompactTarget, Hash256, Header, Target};
+
+use super::ranges::{Coverage, RangeBook};
+
+/// The BIP 320 version bits a miner may roll.
+pub const VERSION_ROLLING_MASK: u32 = 0x1fff_e000;
+/// Rolled versions available per template: 2^16.
+pub const VERSION_ROLLS: u32 = 1 << 16;
+
+/// Where a job's templates come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobKind {
+    /// A template of the coordinator's own chain at `height`.
+    LocalChain { height: u64 },
+    /// A header submitted by an operator, searched for hashes meeting `target`.
+    Submitted { target: Target, hits: Vec<JobHit> },
+}
+
+/// One header template and the state of its search.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: JobId,
+    pub account: String,
+    pub kind: JobKind,
+    /// The base header (version before rolling; nonce ignored).
+    pub template: Header,
+    /// Roll version bits once the nonces of a version are all issued.
+    pub roll_versions: bool,
+    /// One range book per rolled version, keyed by the version.
+    pub books: BTreeMap<u32, RangeBook>,
+    next_roll: u32,
+    pub stale: bool,
+    seen: HashSet<(u32, u32, u32)>,
+}
+
+/// A share that passed every check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    pub header: Header,
+    pub hash: BlockHash,
+}
+
+impl Job {
+    pub fn new(id: JobId, account: String, kind: JobKind, template: Header, roll_versions: bool) -> Self {
+        Job {
+            id,
+            account,
+            kind,
+            template,
+            roll_versions,
+            books: BTreeMap::new(),
+            next_roll: 0,
+            stale: false,
+            seen: HashSet::new(),
+        }
+    }
+
+    /// Issues up to `count` nonces: abandoned ranges of any version first, then fresh nonces of
+    /// the newest version, rolling a new version when those run out. Returns (version, start,
+    /// count), or `None` when the job has nothing left to issue.
+    pub fn issue(&mut self, count: u64, assignment: u64) -> Option<(u32, u32, u64)> {
+        for (&version, book) in self.books.iter_mut() {
+            if book.coverage().abandoned > 0 {
+                if let Some((start, n)) = book.issue(count, assignment) {
+                    return Some((version, start, n));
+                }
+            }
+        }
+        if let Some((&version, book)) = self.books.iter_mut().next_back() {
+            if let Some((start, n)) = book.issue(count, assignment) {
+                return Some((version, start, n));
+            }
+        }
+        let rolls = if self.roll_versions { VERSION_ROLLS } else { 1 };
+        if self.next_roll >= rolls {
+            return None;
+        }
+        let version = self.template.version ^ (self.next_roll << 13);
+        self.next_roll += 1;
+        let book = self.books.entry(version).or_default();
+        book.issue(count, assignment).map(|(start, n)| (version, start, n))
+    }
+
+    pub fn book_mut(&mut self, version: u32) -> Option<&mut RangeBook> {
+        self.books.get_mut(&version)
+    }
+
+    /// True when nothing more can be issued (every version rolled and every nonce issued).
+    pub fn is_exhausted(&self) -> bool {
+        let rolls = if self.roll_versions { VERSION_ROLLS } else { 1 };
+        self.next_roll >= rolls && self.books.values().all(RangeBook::is_exhausted)
+    }
+
+    pub fn coverage(&self) -> Coverage {
+        let mut total = Coverage::default();
+        for book in self.books.values() {
+            let c = book.coverage();
+            total.done += c.done;
+            total.in_flight += c.in_flight;
+            total.abandoned += c.abandoned;
+            total.unissued += c.unissued;
+        }
+        total
+    }
+
+    /// The checks after the job is found and current: time window, version mask, the hash
+    /// against `share_target`, duplicates. Records the share as seen when it passes.
+    pub fn check_share(
+        &mut self,
+        version: u32,
+        time: u32,
+        nonce: u32,
+        share_target: &Target,
+        time_window_secs: u32,
+    ) -> Result<Verified, RejectReason> {
+        if self.stale {
+            return Err(RejectReason::StaleJob);
+        }
+        if time < self.template.time || time - self.template.time > time_window_secs {
+            return Err(RejectReason::TimeOutOfWindow);
+        }
+        if (version ^ self.template.version) & !VERSION_ROLLING_MASK != 0 {
+            return Err(RejectReason::VersionOutsideMask);
+        }
+        let header = Header { version, time, nonce, ..self.template };
+        let hash = header.block_hash();
+        if !share_target.is_met_by(&hash) {
+            return Err(RejectReason::AboveTarget);
+        }
+        if !self.seen.insert((version, time, nonce)) {
+            return Err(RejectReason::Duplicate);
+        }
+        Ok(Verified { header, hash })
+    }
+
+    /// Makes the job stale and drops its search state: its shares are refused from now on.
+    pub fn retire(&mut self) {
+        self.stale = true;
+        self.books.clear();
+        self.seen = HashSet::new();
+    }
+
+    /// Marks a share as already credited (restoring from the store after a restart).
+    pub fn mark_seen(&mut self, version: u32, time: u32, nonce: u32) {
+        self.seen.insert((version, time, nonce));
+    }
+}
+
+/// The coordinator's built-in chain: real 80-byte headers whose coinbase carries the account's
+/// name and an extranonce, at a configurable difficulty. A share that also meets the block
+/// target extends the chain and makes every template built on the old tip stale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalChain {
+    pub height: u64,
+    pub tip: BlockHash,
+    pub bits: CompactTarget,
+    extranonce: u64,
+}
+
+impl LocalChain {
+    pub fn new(bits: CompactTarget) -> Self {
+        LocalChain { height: 0, tip: Hash256::ZERO, bits, extranonce: 0 }
+    }
+
+    pub fn at(height: u64, tip: BlockHash, bits: CompactTarget) -> Self {
+        LocalChain { height, tip, bits, extranonce: 0 }
+    }
+
+    /// A fresh template for `account` on the current tip (a new extranonce each call).
+    pub fn template(&mut self, account: &str, now_secs: u32) -> Header {
+        self.extranonce += 1;
+        Header {
+            version: 0x2000_0000,
+            prev_blockhash: self.tip,
+            merkle_root: Hash256::sha256d(&coinbase(self.height + 1, account, self.extranonce)),
+            time: now_secs,
+            bits: self.bits,
+            nonce: 0,
+        }
+    }
+
+    /// The block target.
+    pub fn target(&self) -> Target {
+        Target::from_compact(self.bits).unwrap_or(Target::DIFFICULTY_1)
+    }
+
+    /// Extends the chain with the block whose hash is `hash`.
+    pub fn extend(&mut self, hash: BlockHash) {
+        self.height += 1;
+        self.tip = hash;
+    }
+}
+
+/// The single transaction of a local-chain block: a coinbase whose input script carries the
+/// height (BIP 34), the account's name and the extranonce; its txid is the merkle root.
+fn coinbase(height: u64, account: &str, extranonce: u64) -> Vec<u8> {
+    let mut script = Vec::new();
+    script.push(8);
+    script.extend_from_slice(&height.to_le_bytes());
+    let tag = format!("hashgrid:{account}");
+    let tag = &tag.as_bytes()[..tag.len().min(75)];
+    script.push(tag.len() as u8);
+    script.extend_from_slice(tag);
+    script.push(8);
+    script.extend_from_slice(&extranonce.to_le_bytes());
+
+    let mut tx = Vec::new();
+    tx.extend_from_slice(&1u32.to_le_bytes()); // version
+    tx.push(1); // one input
+    tx.extend_from_slice(&[0; 32]); // null outpoint
+    tx.extend_from_slice(&u32::MAX.to_le_bytes());
+    tx.push(script.len() as u8);
+    tx.extend_from_slice(&script);
+    tx.extend_from_slice(&u32::MAX.to_le_bytes()); // sequence
+    tx.push(1); // one output
+    tx.extend_from_slice(&5_000_000_000u64.to_le_bytes());
+    tx.push(1);
+    tx.push(0x51); // OP_TRUE
+    tx.extend_from_slice(&0u32.to_le_bytes()); // lock time
+    tx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(roll: bool) -> Job {
+        let mut chain = LocalChain::new(CompactTarget(0x1d00ffff));
+        let template = chain.template("alice", 1_700_000_000);
+        Job::new(1, "alice".into(), JobKind::LocalChain { height: 1 }, template, roll)
+    }
+
+    #[test]
+    fn templates_differ_by_account_and_extranonce() {
+        let mut chain = LocalChain::new(CompactTarget(0x1d00ffff));
+        let a = chain.template("alice", 1);
+        let b = chain.template("alice", 1);
+        let c = chain.template("bob", 1);
+        assert_ne!(a.merkle_root, b.merkle_root);
+        assert_ne!(b.merkle_root, c.merkle_root);
+    }
+
+    #[test]
+    fn share_checks_run_in_order() {
+        let mut j = job(true);
+        let easy = Target::MAX;
+        let t = j.template;
+        assert_eq!(j.check_share(t.version, t.time - 1, 0, &easy, 600), Err(RejectReason::TimeOutOfWindow));
+        assert_eq!(j.check_share(t.version, t.time + 601, 0, &easy, 600), Err(RejectReason::TimeOutOfWindow));
+        assert_eq!(j.check_share(t.version ^ 1, t.time, 0, &easy, 600), Err(RejectReason::VersionOutsideMask));
+        let hard = Target::from_expected_hashes(u128::MAX);
+        assert_eq!(j.check_share(t.version, t.time, 0, &hard, 600), Err(RejectReason::AboveTarget));
+        let ok = j.check_share(t.version ^ (5 << 13), t.time + 1, 7, &easy, 600).unwrap();
+        assert_eq!(ok.hash, Header { version: t.version ^ (5 << 13), time: t.time + 1, nonce: 7, ..t }.block_hash());
+        assert_eq!(j.check_share(t.version ^ (5 << 13), t.time + 1, 7, &easy, 600), Err(RejectReason::Duplicate));
+        j.stale = true;
+        assert_eq!(j.check_share(t.version, t.time, 8, &easy, 600), Err(RejectReason::StaleJob));
+    }
+
+    #[test]
+    fn versions_roll_when_nonces_run_out() {
+        let mut j = job(true);
+        let base = j.template.version;
+        assert_eq!(j.issue(1 << 32, 1), Some((base, 0, 1 << 32)));
+        assert_eq!(j.issue(10, 2), Some((base ^ (1 << 13), 0, 10)));
+        let mut fixed = job(false);
+        assert!(fixed.issue(1 << 32, 1).is_some());
+        assert_eq!(fixed.issue(10, 2), None);
+        assert!(fixed.is_exhausted());
+    }
+}

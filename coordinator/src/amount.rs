@@ -3,7 +3,9 @@
 
 /// Why an amount was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid amount {0:?}: expected a number of hashes with an optional k, M, G, T, P or E suffix, e.g. 500M or 2.5G")]
+#[error(
+    "invalid amount {0:?}: expected a number of hashes with an optional k, M, G, T, P or E suffix, e.g. 500M or 2.5G"
+)]
 pub struct AmountError(pub String);
 
 /// Parses `2.5G` as 2_500_000_000. Fractions must resolve to whole hashes.
@@ -64,7 +66,9 @@ mod tests {
         assert_eq!(parse_amount("12345"), Ok(12345));
         assert_eq!(parse_amount("1.5k"), Ok(1500));
         assert_eq!(parse_amount("0.0000015G"), Ok(1500));
-        for bad in ["", "G", "1.5", "1.0001k", "-5", "5X", "1e9", "1..2M", "999999999999999999999999999999999999999999E"] {
+        for bad in
+            ["", "G", "1.5", "1.0001k", "-5", "5X", "1e9", "1..2M", "999999999999999999999999999999999999999999E"]
+        {
             assert!(parse_amount(bad).is_err(), "{bad}");
         }
         assert_eq!(format_amount(2_500_000_000), "2.50 G");

@@ -79,7 +79,9 @@ impl Account {
 pub fn choose(policy: Policy, accounts: &[Account], count: u64, excluded: impl Fn(usize) -> bool) -> Option<usize> {
     let eligible = accounts.iter().enumerate().filter(|(i, a)| !a.up_to_standard() && !excluded(*i));
     match policy {
-        Policy::Sequential => eligible.min_by(|(_, a), (_, b)| (a.order, &a.name).cmp(&(b.order, &b.name))).map(|(i, _)| i),
+        Policy::Sequential => {
+            eligible.min_by(|(_, a), (_, b)| (a.order, &a.name).cmp(&(b.order, &b.name))).map(|(i, _)| i)
+        }
         Policy::Proportional => eligible
             .min_by(|(_, a), (_, b)| {
                 // (issued_a + count) / lacking_a  <  (issued_b + count) / lacking_b, exactly.

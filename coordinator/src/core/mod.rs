@@ -15,8 +15,8 @@ pub mod work;
 use std::collections::{BTreeMap, VecDeque};
 
 use hashgrid_common::message::{
-    Assignment, AssignmentId, CoordinatorMessage, JobHit, JobId, JobStatus, NodeHello, NodeId, NodeMessage,
-    NodeStatus, Policy, RejectReason, Share, ShareOutcome, Status,
+    Assignment, AssignmentId, CoordinatorMessage, JobHit, JobId, JobStatus, NodeHello, NodeId, NodeMessage, NodeStatus,
+    Policy, RejectReason, Share, ShareOutcome, Status,
 };
 use hashgrid_common::{BlockHash, CompactTarget, Header, Target};
 
@@ -78,15 +78,53 @@ pub enum Command {
 /// A record the shell must make durable.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreOp {
-    AccountAdded { name: String, standard: u128, period_ms: Option<u64>, order: i64, period_start_ms: u64 },
+    AccountAdded {
+        name: String,
+        standard: u128,
+        period_ms: Option<u64>,
+        order: i64,
+        period_start_ms: u64,
+    },
     /// An accepted share: `work` credited to `account`.
-    Credit { account: String, work: u128, node: String, job: JobId, header: Header, share_target: Target, at_ms: u64 },
-    PeriodRenewed { account: String, period_start_ms: u64 },
+    Credit {
+        account: String,
+        work: u128,
+        node: String,
+        job: JobId,
+        header: Header,
+        share_target: Target,
+        at_ms: u64,
+    },
+    PeriodRenewed {
+        account: String,
+        period_start_ms: u64,
+    },
     PolicySet(Policy),
-    JobSubmitted { job: JobId, account: String, header: Header, target: Target },
-    JobHit { job: JobId, hit: JobHit },
-    BlockFound { height: u64, hash: BlockHash, account: String },
-    AssignmentIssued { assignment: AssignmentId, node: String, account: String, job: JobId, version: u32, start: u32, count: u64, at_ms: u64 },
+    JobSubmitted {
+        job: JobId,
+        account: String,
+        header: Header,
+        target: Target,
+    },
+    JobHit {
+        job: JobId,
+        hit: JobHit,
+    },
+    BlockFound {
+        height: u64,
+        hash: BlockHash,
+        account: String,
+    },
+    AssignmentIssued {
+        assignment: AssignmentId,
+        node: String,
+        account: String,
+        job: JobId,
+        version: u32,
+        start: u32,
+        count: u64,
+        at_ms: u64,
+    },
 }
 
 /// A refused operator request.
@@ -144,7 +182,6 @@ struct AssignmentEntry {
     job: JobId,
     version: u32,
     start: u32,
-    count: u64,
     share_target: Target,
     live: bool,
 }
@@ -191,7 +228,8 @@ impl Core {
             out: Vec::new(),
         };
         for s in snapshot.jobs {
-            let mut job = Job::new(s.job, s.account, JobKind::Submitted { target: s.target, hits: s.hits }, s.header, false);
+            let mut job =
+                Job::new(s.job, s.account, JobKind::Submitted { target: s.target, hits: s.hits }, s.header, false);
             for (v, t, n) in s.shares {
                 job.mark_seen(v, t, n);
             }
@@ -228,7 +266,9 @@ impl Core {
         period_ms: Option<u64>,
         order: Option<i64>,
     ) -> Result<(), AdminError> {
-        let valid = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !valid {
             return Err(AdminError::InvalidAccount(format!("{name:?}: use 1-64 letters, digits, '-', '_' or '.'")));
         }
@@ -268,7 +308,13 @@ impl Core {
         self.fill_all(now_ms);
     }
 
-    pub fn submit_job(&mut self, now_ms: u64, account: &str, header: Header, target: Target) -> Result<JobId, AdminError> {
+    pub fn submit_job(
+        &mut self,
+        now_ms: u64,
+        account: &str,
+        header: Header,
+        target: Target,
+    ) -> Result<JobId, AdminError> {
         if !self.accounts.iter().any(|a| a.name == account) {
             return Err(AdminError::NoSuchAccount(account.into()));
         }
@@ -425,8 +471,13 @@ impl Core {
             .copied()
             .ok_or(RejectReason::UnknownJob)?;
         let job = self.jobs.get_mut(&share.job).ok_or(RejectReason::UnknownJob)?;
-        let verified =
-            job.check_share(share.version, share.time, share.nonce, &assignment.share_target, self.config.time_window_secs)?;
+        let verified = job.check_share(
+            share.version,
+            share.time,
+            share.nonce,
+            &assignment.share_target,
+            self.config.time_window_secs,
+        )?;
         let work = assignment.share_target.work();
         let account_name = job.account.clone();
         let job_id = job.id;
@@ -434,7 +485,8 @@ impl Core {
         match &mut job.kind {
             JobKind::Submitted { target, hits } => {
                 if target.is_met_by(&verified.hash) {
-                    let hit = JobHit { version: share.version, time: share.time, nonce: share.nonce, hash: verified.hash };
+                    let hit =
+                        JobHit { version: share.version, time: share.time, nonce: share.nonce, hash: verified.hash };
                     hits.push(hit);
                     self.out.push(Command::Persist(StoreOp::JobHit { job: job_id, hit }));
                 }
@@ -533,7 +585,9 @@ impl Core {
             let Some(account) = accounts::choose(self.policy, &self.accounts, count, |_| false) else { return };
             let account_name = self.accounts[account].name.clone();
             let id = self.fresh_id();
-            let Some((job_id, version, start, count)) = self.issue_for(now_ms, &account_name, count, id) else { return };
+            let Some((job_id, version, start, count)) = self.issue_for(now_ms, &account_name, count, id) else {
+                return;
+            };
             let job = &self.jobs[&job_id];
             let mut share_target = Target::from_expected_hashes(share_work);
             if let JobKind::Submitted { target, .. } = &job.kind {
@@ -542,7 +596,8 @@ impl Core {
             }
             let header = Header { version, ..job.template };
             self.accounts[account].issued += count as u128;
-            self.assignments.insert(id, AssignmentEntry { node, job: job_id, version, start, count, share_target, live: true });
+            self.assignments
+                .insert(id, AssignmentEntry { node, job: job_id, version, start, share_target, live: true });
             let n = self.nodes.get_mut(&node).expect("checked above");
             n.assignments.push(id);
             let node_name = n.name.clone();
@@ -565,7 +620,13 @@ impl Core {
 
     /// A range for `account`: its oldest submitted job with work left, else its local-chain
     /// template (a new one when the current is stale or exhausted).
-    fn issue_for(&mut self, now_ms: u64, account: &str, count: u64, id: AssignmentId) -> Option<(JobId, u32, u32, u64)> {
+    fn issue_for(
+        &mut self,
+        now_ms: u64,
+        account: &str,
+        count: u64,
+        id: AssignmentId,
+    ) -> Option<(JobId, u32, u32, u64)> {
         let submitted = self
             .jobs
             .values_mut()
@@ -633,8 +694,12 @@ impl Core {
     /// jobs stay known (as stale, for late shares) until `STALE_JOBS_KEPT` newer ones exist.
     fn retire_local_templates(&mut self) {
         let stale: Vec<JobId> = std::mem::take(&mut self.local_jobs).into_values().collect();
-        let ids: Vec<(AssignmentId, NodeId)> =
-            self.assignments.iter().filter(|(_, a)| a.live && stale.contains(&a.job)).map(|(&id, a)| (id, a.node)).collect();
+        let ids: Vec<(AssignmentId, NodeId)> = self
+            .assignments
+            .iter()
+            .filter(|(_, a)| a.live && stale.contains(&a.job))
+            .map(|(&id, a)| (id, a.node))
+            .collect();
         for (id, node) in ids {
             self.retire(id);
             self.out.push(Command::Send { node, msg: CoordinatorMessage::Revoke { assignment: id } });

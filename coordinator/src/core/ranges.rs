@@ -148,7 +148,10 @@ mod tests {
         assert_eq!(book.issue(10, 5), Some((2000, 10)));
         assert!(!book.complete(0, 1), "the old holder's range is no longer its own");
         assert!(book.complete(0, 3));
-        assert_eq!(book.coverage(), Coverage { done: 400, in_flight: 1610, abandoned: 0, unissued: NONCE_SPACE - 2010 });
+        assert_eq!(
+            book.coverage(),
+            Coverage { done: 400, in_flight: 1610, abandoned: 0, unissued: NONCE_SPACE - 2010 }
+        );
     }
 
     #[test]

@@ -38,7 +38,9 @@ impl Farm {
     fn absorb(&mut self, core: &mut Core) {
         for c in core.drain_commands() {
             match c {
-                Command::Send { node, msg: CoordinatorMessage::Assign(a) } => self.held.entry(node).or_default().push(a),
+                Command::Send { node, msg: CoordinatorMessage::Assign(a) } => {
+                    self.held.entry(node).or_default().push(a)
+                }
                 Command::Send { node, msg: CoordinatorMessage::Revoke { assignment } } => {
                     self.held.entry(node).or_default().retain(|a| a.id != assignment)
                 }
@@ -128,7 +130,8 @@ fn sequential_serves_accounts_in_order_and_switches_at_the_standard() {
     assert!(core.accounts().iter().all(Account::up_to_standard));
     assert!(farm.held.get(&1).is_none_or(Vec::is_empty), "nodes park when everyone is up to standard");
     // Credit equals the sum over accepted shares.
-    let credited: u128 = farm.credits.iter().map(|c| if let StoreOp::Credit { work, .. } = c { *work } else { 0 }).sum();
+    let credited: u128 =
+        farm.credits.iter().map(|c| if let StoreOp::Credit { work, .. } = c { *work } else { 0 }).sum();
     assert_eq!(credited, core.accounts().iter().map(|a| a.delivered).sum::<u128>());
 }
 
@@ -232,7 +235,10 @@ fn shares_are_checked_in_order() {
     };
     assert_eq!(bad(Share { job: 999, ..good }), ShareOutcome::Rejected(RejectReason::UnknownJob));
     assert_eq!(bad(Share { time: good.time + 10_000, ..good }), ShareOutcome::Rejected(RejectReason::TimeOutOfWindow));
-    assert_eq!(bad(Share { version: good.version | 1, ..good }), ShareOutcome::Rejected(RejectReason::VersionOutsideMask));
+    assert_eq!(
+        bad(Share { version: good.version | 1, ..good }),
+        ShareOutcome::Rejected(RejectReason::VersionOutsideMask)
+    );
     let above = (a.start..).find(|&n| !a.share_target.is_met_by(&a.header.with_nonce(n).block_hash())).unwrap();
     assert_eq!(bad(Share { nonce: above, ..good }), ShareOutcome::Rejected(RejectReason::AboveTarget));
     assert_eq!(bad(good), ShareOutcome::Accepted { work: a.share_target.work() });
@@ -288,7 +294,8 @@ fn standby_nodes_get_no_ranges() {
     let mut core = core();
     core.add_account(T0, "a", 1 << 40, None, None).unwrap();
     core.handle_node_joined(T0, 1, &hello("spare", 10_000.0, true));
-    let assigned = core.drain_commands().iter().any(|c| matches!(c, Command::Send { msg: CoordinatorMessage::Assign(_), .. }));
+    let assigned =
+        core.drain_commands().iter().any(|c| matches!(c, Command::Send { msg: CoordinatorMessage::Assign(_), .. }));
     assert!(!assigned);
 }
 
@@ -385,7 +392,8 @@ proptest! {
             prop_assert!(d.iter().zip(&last).all(|(x, y)| x >= y));
             last = d;
             // Live ranges of a template never overlap.
-            let mut live: Vec<(u64, u32, u64, u64)> = core.assignments.values().filter(|a| a.live).map(|a| (a.job, a.version, a.start as u64, a.count)).collect();
+            let counts: BTreeMap<AssignmentId, u64> = farm.held.values().flatten().map(|a| (a.id, a.count)).collect();
+            let mut live: Vec<(u64, u32, u64, u64)> = core.assignments.iter().filter(|(_, a)| a.live).map(|(id, a)| (a.job, a.version, a.start as u64, counts.get(id).copied().unwrap_or(1))).collect();
             live.sort();
             for w in live.windows(2) {
                 if (w[0].0, w[0].1) == (w[1].0, w[1].1) {

@@ -2,3 +2,5 @@
 //! events and carries out the core's commands.
 
 pub mod tls;
+pub mod store;
+pub mod server;

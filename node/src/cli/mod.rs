@@ -2,6 +2,7 @@
 
 mod bench;
 mod devices;
+mod run;
 mod search;
 
 use clap::{Args, Parser, Subcommand};
@@ -22,6 +23,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// List GPU adapters and the CPU.
     Devices(devices::DevicesArgs),
+    /// Join a coordinator and search the ranges it assigns, until Ctrl-C or SIGTERM.
+    Run(run::RunArgs),
 }
 
 /// Which device searches.
@@ -43,5 +46,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Search(args) => search::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Devices(args) => devices::run(args),
+        Command::Run(args) => run::run(args),
     }
 }

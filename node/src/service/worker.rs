@@ -1,0 +1,206 @@
+//! The search worker: one dedicated thread that owns the backend for the life of the node.
+//!
+//! It opens the backend, measures its rate (about a second of searching, as `bench` does),
+//! then takes assignments from a queue in order and searches each in slices worth about a
+//! quarter of a second, so a revoked range stops quickly and hits are reported as they are
+//! found rather than at the end of a range. Everything it learns goes back as `WorkerEvent`s,
+//! in order: a range's hits always come before its `Finished`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hashgrid_common::message::{Assignment, AssignmentId};
+use hashgrid_common::{Header, Target};
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+
+use crate::search::{Backend, BackendChoice, BackendKind, NONCE_SPACE, SearchError, SearchJob, open_backend};
+
+/// How long one slice of a range should take.
+pub(crate) const SLICE_TARGET: Duration = Duration::from_millis(250);
+/// The smallest slice, in nonces.
+const MIN_SLICE: u64 = 1 << 12;
+
+/// What the worker found out about its backend before taking work.
+#[derive(Debug, Clone)]
+pub(crate) struct Ready {
+    pub kind: BackendKind,
+    pub device: String,
+    /// Measured hashes per second.
+    pub hashrate: f64,
+}
+
+/// One range to search.
+#[derive(Debug)]
+pub(crate) struct Work {
+    /// The node's own number for this piece of work, unique for the node's life (assignment
+    /// ids are not: a restarted coordinator may reuse them).
+    pub ticket: u64,
+    pub assignment: Assignment,
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// What the worker reports.
+#[derive(Debug)]
+pub(crate) enum WorkerEvent {
+    /// A verified hit in a range.
+    Hit { assignment: Assignment, nonce: u32 },
+    /// A slice was searched: a rate sample.
+    Progress { hashes: u64, elapsed: Duration },
+    /// A range ended: searched in full (`complete`) or cancelled.
+    Finished { ticket: u64, assignment: AssignmentId, hashes: u64, complete: bool },
+    /// A range that cannot be searched (it runs past the last nonce, or is empty).
+    Invalid { ticket: u64, assignment: AssignmentId, error: SearchError },
+    /// The backend failed; the worker has stopped.
+    Failed(SearchError),
+}
+
+/// The handle to the worker thread.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    work: Option<mpsc::Sender<Work>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts the thread; `ready` resolves once the backend is open and measured.
+    pub fn start(
+        choice: BackendChoice,
+        adapter: Option<String>,
+        threads: Option<usize>,
+        measure_for: Duration,
+        events: tokio_mpsc::UnboundedSender<WorkerEvent>,
+    ) -> std::io::Result<(Worker, oneshot::Receiver<Result<Ready, SearchError>>)> {
+        let (work_tx, work_rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let thread = std::thread::Builder::new().name("hashgrid-search".into()).spawn(move || {
+            let opened = open_backend(choice, adapter.as_deref(), threads)
+                .and_then(|mut backend| measure(backend.as_mut(), measure_for).map(|m| (backend, m)));
+            match opened {
+                Ok((backend, (hashrate, slice))) => {
+                    let ready = Ready { kind: backend.kind(), device: backend.device(), hashrate };
+                    if ready_tx.send(Ok(ready)).is_ok() {
+                        serve(backend, slice, &work_rx, &events);
+                    }
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        })?;
+        Ok((Worker { work: Some(work_tx), thread: Some(thread) }, ready_rx))
+    }
+
+    /// Queues a range; `false` if the worker has stopped.
+    pub fn submit(&self, work: Work) -> bool {
+        self.work.as_ref().is_some_and(|tx| tx.send(work).is_ok())
+    }
+
+    /// Closes the queue and waits (at most `patience`) for the thread to finish its slice.
+    /// The caller cancels the running range first.
+    pub async fn stop(mut self, patience: Duration) {
+        self.work = None;
+        if let Some(thread) = self.thread.take() {
+            let joined = tokio::task::spawn_blocking(move || thread.join());
+            if tokio::time::timeout(patience, joined).await.is_err() {
+                tracing::warn!("the search thread is still busy; leaving it behind");
+            }
+        }
+    }
+}
+
+/// Measures the backend for about `budget`: slices double until one takes a tenth of the
+/// budget, then the rest of the budget is measured. Returns the rate and the slice size that
+/// takes about `SLICE_TARGET`.
+fn measure(backend: &mut dyn Backend, budget: Duration) -> Result<(f64, u64), SearchError> {
+    // Any header will do; the target is hard enough that hits are rare.
+    let header = Header::from_bytes(&[0x5a; 80]);
+    let cancel = AtomicBool::new(false);
+    let started = Instant::now();
+    let mut slice = MIN_SLICE;
+    let (mut start, mut hashes, mut elapsed) = (0u64, 0u64, Duration::ZERO);
+    let mut warm = false;
+    loop {
+        if start + slice > NONCE_SPACE {
+            start = 0;
+        }
+        let report = backend.search(&SearchJob::new(header, Target::DIFFICULTY_1, start as u32, slice)?, &cancel)?;
+        start += slice;
+        if warm {
+            hashes += report.hashes;
+            elapsed += report.elapsed;
+        } else if report.elapsed >= budget / 10 || started.elapsed() >= budget / 2 {
+            warm = true;
+        } else {
+            slice = (slice * 2).min(NONCE_SPACE);
+        }
+        if started.elapsed() >= budget && hashes > 0 {
+            break;
+        }
+    }
+    let hashrate = hashes as f64 / elapsed.as_secs_f64().max(1e-9);
+    Ok((hashrate, slice_for(hashrate)))
+}
+
+/// The slice size that takes about `SLICE_TARGET` at `hashrate`.
+fn slice_for(hashrate: f64) -> u64 {
+    ((hashrate * SLICE_TARGET.as_secs_f64()) as u64).clamp(MIN_SLICE, NONCE_SPACE)
+}
+
+/// Searches queued ranges until the queue closes or the events receiver is gone.
+fn serve(
+    mut backend: Box<dyn Backend>,
+    mut slice: u64,
+    work: &mpsc::Receiver<Work>,
+    events: &tokio_mpsc::UnboundedSender<WorkerEvent>,
+) {
+    while let Ok(Work { ticket, assignment, cancel }) = work.recv() {
+        let job = match SearchJob::new(assignment.header, assignment.share_target, assignment.start, assignment.count) {
+            Ok(job) => job,
+            Err(error) => {
+                if events.send(WorkerEvent::Invalid { ticket, assignment: assignment.id, error }).is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let mut done = 0u64;
+        let mut complete = true;
+        while done < job.count {
+            if cancel.load(Ordering::Relaxed) {
+                complete = false;
+                break;
+            }
+            let count = slice.min(job.count - done);
+            let report = match backend.search(&job.slice(done, count), &cancel) {
+                Ok(report) => report,
+                Err(e) => {
+                    let _ = events.send(WorkerEvent::Failed(e));
+                    return;
+                }
+            };
+            done += report.hashes;
+            for hit in &report.hits {
+                if events.send(WorkerEvent::Hit { assignment, nonce: hit.nonce }).is_err() {
+                    return;
+                }
+            }
+            if events.send(WorkerEvent::Progress { hashes: report.hashes, elapsed: report.elapsed }).is_err() {
+                return;
+            }
+            if report.hashes < count {
+                complete = false;
+                break;
+            }
+            if count == slice && !report.elapsed.is_zero() {
+                slice = slice_for(report.hashrate());
+            }
+        }
+        let finished = WorkerEvent::Finished { ticket, assignment: assignment.id, hashes: done, complete };
+        if events.send(finished).is_err() {
+            return;
+        }
+    }
+}

@@ -180,14 +180,8 @@ pub(crate) mod tests {
         assert_eq!(header.nonce, 2083236893);
         assert_eq!(header.bits, CompactTarget(0x1d00ffff));
         assert_eq!(header.time, 1231006505);
-        assert_eq!(
-            header.block_hash().to_string(),
-            "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f"
-        );
-        assert_eq!(
-            header.merkle_root.to_string(),
-            "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b"
-        );
+        assert_eq!(header.block_hash().to_string(), "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f");
+        assert_eq!(header.merkle_root.to_string(), "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b");
         assert_eq!(header.to_hex(), GENESIS_HEX);
     }
 
@@ -201,10 +195,7 @@ pub(crate) mod tests {
             f2b9441a\
             42a14695";
         let header = Header::from_hex(hex).unwrap();
-        assert_eq!(
-            header.block_hash().to_string(),
-            "00000000000000001e8d6829a8a21adc5d38d0a473b144b6765798e61f98bd1d"
-        );
+        assert_eq!(header.block_hash().to_string(), "00000000000000001e8d6829a8a21adc5d38d0a473b144b6765798e61f98bd1d");
     }
 
     #[test]
@@ -217,10 +208,7 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_hex_is_an_error() {
-        assert_eq!(
-            Header::from_hex("00"),
-            Err(HeaderError::Length { expected: 160, got: 2 })
-        );
+        assert_eq!(Header::from_hex("00"), Err(HeaderError::Length { expected: 160, got: 2 }));
         let bad = GENESIS_HEX.replace('1', "g");
         assert!(matches!(Header::from_hex(&bad), Err(HeaderError::Hex(_))));
         let odd = &GENESIS_HEX[..159];

@@ -81,16 +81,26 @@ pub struct Share {
 /// Coordinator → node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CoordinatorMessage {
-    Welcome { node: NodeId, heartbeat_ms: u32 },
+    Welcome {
+        node: NodeId,
+        heartbeat_ms: u32,
+    },
     /// Search this range; send shares meeting `share_target`, then `RangeDone`.
     Assign(Assignment),
     /// Stop searching this range (its template went stale, its account is served elsewhere,
     /// or it was reassigned). Shares already found may still be sent.
-    Revoke { assignment: AssignmentId },
+    Revoke {
+        assignment: AssignmentId,
+    },
     /// The reply to one `Share`, sent once its credit is durable.
-    ShareResult { id: u64, outcome: ShareOutcome },
+    ShareResult {
+        id: u64,
+        outcome: ShareOutcome,
+    },
     /// The connection is about to close, and why.
-    Close { reason: String },
+    Close {
+        reason: String,
+    },
 }
 
 /// A nonce range of one header template.
@@ -109,7 +119,9 @@ pub struct Assignment {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ShareOutcome {
     /// Credited to the job's account: `work` expected hashes.
-    Accepted { work: u128 },
+    Accepted {
+        work: u128,
+    },
     Rejected(RejectReason),
 }
 
@@ -194,7 +206,9 @@ pub enum AdminResponse {
     Ok,
     Accounts(Vec<AccountStatus>),
     Status(Status),
-    JobSubmitted { job: JobId },
+    JobSubmitted {
+        job: JobId,
+    },
     Job(JobStatus),
     /// The request was refused; the text says why.
     Error(String),

@@ -129,11 +129,8 @@ impl Target {
         let bits = difficulty.to_bits();
         let raw_exponent = ((bits >> 52) & 0x7ff) as i32;
         let fraction = bits & ((1u64 << 52) - 1);
-        let (mantissa, exponent) = if raw_exponent == 0 {
-            (fraction, -1074)
-        } else {
-            (fraction | (1u64 << 52), raw_exponent - 1075)
-        };
+        let (mantissa, exponent) =
+            if raw_exponent == 0 { (fraction, -1074) } else { (fraction | (1u64 << 52), raw_exponent - 1075) };
         let diff1 = U512::from_le_slice(&Self::DIFFICULTY_1.0.to_le_bytes::<32>());
         let value = if exponent >= 0 {
             if exponent > 256 {

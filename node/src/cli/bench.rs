@@ -73,7 +73,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             })
         );
     } else {
-        println!("{} on {}: {} ({} hashes in {:.2} s)", backend.kind(), backend.device(), format_rate(hashrate), hashes, elapsed.as_secs_f64());
+        println!(
+            "{} on {}: {} ({} hashes in {:.2} s)",
+            backend.kind(),
+            backend.device(),
+            format_rate(hashrate),
+            hashes,
+            elapsed.as_secs_f64()
+        );
     }
     Ok(())
 }

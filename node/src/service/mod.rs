@@ -114,7 +114,7 @@ pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) ->
             return Err(e.into());
         }
     };
-    info!(backend = %ready.kind, device = %ready.device, hashrate = ready.hashrate, "search backend ready");
+    info!(backend = %ready.kind, device = %ready.device, hashrate = format_args!("{:.2} MH/s", ready.hashrate / 1e6), "search backend ready");
 
     let mut node = Node::new(config, ready, worker, events);
     let result = node.run(&endpoint, shutdown.as_mut()).await;
@@ -338,6 +338,8 @@ impl Node {
             let sent = tokio::select! {
                 biased;
                 () = shutdown.as_mut() => return Ok(SessionEnd::Shutdown),
+                // Before the others, so a flood of shares cannot delay heartbeats.
+                _ = ticker.tick() => writer.send(&NodeMessage::Heartbeat { hashrate: self.hashrate }).await,
                 item = inbound.recv() => match item {
                     Some(Ok(Some(msg))) => {
                         self.on_message(msg);
@@ -352,7 +354,6 @@ impl Node {
                     }
                 },
                 event = self.events.recv() => self.on_event(event, Some(writer)).await?,
-                _ = ticker.tick() => writer.send(&NodeMessage::Heartbeat { hashrate: self.hashrate }).await,
             };
             if let Err(e) = sent {
                 return lost(e);

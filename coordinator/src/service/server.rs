@@ -382,8 +382,14 @@ async fn serve_node(
             }
             Ok(None) => break,
             Err(e) => {
-                warn!(node, "closing node connection: {e}");
-                close_for(&conn, &e);
+                match e.close_reason() {
+                    Some((code, reason)) if code == u64::from(close_code::SHUTDOWN) => info!(node, "node left: {reason}"),
+                    Some(_) => warn!(node, "node connection closed: {e}"),
+                    None => {
+                        warn!(node, "closing node connection: {e}");
+                        close_for(&conn, &e);
+                    }
+                }
                 break;
             }
         }

@@ -1,0 +1,724 @@
+//! The SQLite store: the durable record behind the core's `Command::Persist(StoreOp)`s, and the
+//! `Snapshot` the core is restored from at start-up.
+//!
+//! Durability rule: `Store::apply` writes a whole batch of ops in ONE transaction and returns
+//! only once it is committed with `synchronous=FULL` (the WAL is fsynced at every commit), so
+//! an acknowledgement sent after `apply` returns survives kill -9 and power loss. The shell
+//! batches the ops of many shares into one call (group commit); if any op fails, nothing of
+//! the batch is written.
+//!
+//! Schema (version tracked in `PRAGMA user_version`, raised by `MIGRATIONS`, one transaction
+//! per step; a database newer than this build is refused). `u128` amounts of work are TEXT
+//! decimals (SQLite integers are i64) and are added in Rust inside the transaction; hashes
+//! are 32-byte BLOBs in hash order, headers 80-byte BLOBs in wire order, targets 32-byte
+//! BLOBs big-endian.
+//!
+//! - `accounts(name PK, standard, period_ms NULL = one-off, sort_order, delivered, period_start_ms, shares)`
+//! - `shares(id PK, account, period_start_ms, node, job, version, time, nonce, header, hash,
+//!   share_target, work, at_ms)`, UNIQUE(job, version, time, nonce): every credited share, the
+//!   delivery receipt. `period_start_ms` is the account's period it was credited in.
+//! - `settings(key PK, value)`: `policy`.
+//! - `jobs(id PK, account, header, target)` and `job_hits(job, version, time, nonce, hash)`:
+//!   submitted jobs and the headers found meeting their targets.
+//! - `blocks(height PK, hash, account)`: the local chain; the tip is the highest block.
+//! - `assignments(id, node, account, job, version, start, count, at_ms)`: issued ranges, a
+//!   history for audit only (never read back into the core).
+
+use std::path::Path;
+use std::time::Duration;
+
+use hashgrid_common::message::Policy;
+use hashgrid_common::{Hash256, Header, Target};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use crate::core::{Account, Snapshot, StoreOp, SubmittedJob};
+
+/// Schema migrations: step `i` takes the database from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    "CREATE TABLE accounts (
+        name TEXT PRIMARY KEY,
+        standard TEXT NOT NULL,
+        period_ms INTEGER,
+        sort_order INTEGER NOT NULL,
+        delivered TEXT NOT NULL,
+        period_start_ms INTEGER NOT NULL,
+        shares INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE shares (
+        id INTEGER PRIMARY KEY,
+        account TEXT NOT NULL REFERENCES accounts(name),
+        period_start_ms INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        job INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        time INTEGER NOT NULL,
+        nonce INTEGER NOT NULL,
+        header BLOB NOT NULL CHECK (length(header) = 80),
+        hash BLOB NOT NULL CHECK (length(hash) = 32),
+        share_target BLOB NOT NULL CHECK (length(share_target) = 32),
+        work TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        UNIQUE (job, version, time, nonce)
+    ) STRICT;
+    CREATE INDEX shares_by_account ON shares(account, period_start_ms);
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        account TEXT NOT NULL REFERENCES accounts(name),
+        header BLOB NOT NULL CHECK (length(header) = 80),
+        target BLOB NOT NULL CHECK (length(target) = 32)
+    ) STRICT;
+    CREATE TABLE job_hits (
+        job INTEGER NOT NULL REFERENCES jobs(id),
+        version INTEGER NOT NULL,
+        time INTEGER NOT NULL,
+        nonce INTEGER NOT NULL,
+        hash BLOB NOT NULL CHECK (length(hash) = 32),
+        PRIMARY KEY (job, version, time, nonce)
+    ) STRICT;
+    CREATE TABLE blocks (
+        height INTEGER PRIMARY KEY,
+        hash BLOB NOT NULL CHECK (length(hash) = 32),
+        account TEXT NOT NULL REFERENCES accounts(name)
+    ) STRICT;
+    CREATE TABLE assignments (
+        id INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        account TEXT NOT NULL,
+        job INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        start INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX assignments_by_id ON assignments(id);",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the database has schema version {found}, newer than this build knows ({known}): use a newer coordinator")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("share credited twice: job {job}, version {version:#010x}, time {time}, nonce {nonce}")]
+    DuplicateShare { job: u64, version: u32, time: u32, nonce: u32 },
+    #[error("no account named {0:?} in the store")]
+    UnknownAccount(String),
+    #[error("corrupt value in the store ({what}): {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error("{what} = {value} does not fit a SQLite integer")]
+    OutOfRange { what: &'static str, value: u64 },
+}
+
+/// One credited share of a delivery receipt: re-hash `header`, check the hash meets
+/// `share_target` and that `work` is `share_target.work()`; the works sum to the delivered total.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShareRow {
+    pub header: Header,
+    pub share_target: Target,
+    pub work: u128,
+    pub node: String,
+    pub at_ms: u64,
+}
+
+/// The coordinator's database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = Store { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self.conn.pragma_query_value(None, "user_version", |row| row.get(0))?)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let found = self.schema_version()?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew { found, known: SCHEMA_VERSION });
+        }
+        for (version, sql) in (1..).zip(MIGRATIONS).skip(found.max(0) as usize) {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", version)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Makes `ops` durable, all or nothing, in one transaction.
+    pub fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for op in ops {
+            apply_one(&tx, op)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The state the core restarts from (`issued` is zero: proportional's clock restarts).
+    pub fn load(&self) -> Result<Snapshot, StoreError> {
+        let policy = match self.setting("policy")? {
+            Some(p) => p.parse().map_err(|detail| StoreError::Corrupt { what: "settings.policy", detail })?,
+            None => Policy::default(),
+        };
+
+        let mut stmt = self.conn.prepare(
+            "SELECT name, standard, period_ms, sort_order, delivered, period_start_ms, shares
+             FROM accounts ORDER BY sort_order, name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })?;
+        let mut accounts = Vec::new();
+        for row in rows {
+            let (name, standard, period_ms, order, delivered, period_start_ms, shares) = row?;
+            accounts.push(Account {
+                name,
+                standard: parse_u128("accounts.standard", &standard)?,
+                period_ms: period_ms.map(|p| to_u64("accounts.period_ms", p)).transpose()?,
+                order,
+                delivered: parse_u128("accounts.delivered", &delivered)?,
+                period_start_ms: to_u64("accounts.period_start_ms", period_start_ms)?,
+                shares: to_u64("accounts.shares", shares)?,
+                issued: 0,
+            });
+        }
+
+        let chain = self
+            .conn
+            .query_row("SELECT height, hash FROM blocks ORDER BY height DESC LIMIT 1", [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .optional()?
+            .map(|(height, hash)| {
+                Ok::<_, StoreError>((to_u64("blocks.height", height)?, to_hash("blocks.hash", &hash)?))
+            })
+            .transpose()?;
+
+        let mut stmt = self.conn.prepare("SELECT id, account, header, target FROM jobs ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, Vec<u8>>(3)?))
+        })?;
+        let mut jobs = Vec::new();
+        for row in rows {
+            let (id, account, header, target) = row?;
+            jobs.push(SubmittedJob {
+                job: to_u64("jobs.id", id)?,
+                account,
+                header: to_header("jobs.header", &header)?,
+                target: to_target("jobs.target", &target)?,
+                hits: Vec::new(),
+                shares: Vec::new(),
+            });
+        }
+        let mut hits =
+            self.conn.prepare("SELECT version, time, nonce, hash FROM job_hits WHERE job = ?1 ORDER BY rowid")?;
+        let mut shares = self.conn.prepare("SELECT version, time, nonce FROM shares WHERE job = ?1 ORDER BY id")?;
+        for job in &mut jobs {
+            let id = to_i64("jobs.id", job.job)?;
+            let rows = hits.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, Vec<u8>>(3)?)))?;
+            for row in rows {
+                let (version, time, nonce, hash) = row?;
+                job.hits.push(hashgrid_common::message::JobHit {
+                    version,
+                    time,
+                    nonce,
+                    hash: to_hash("job_hits.hash", &hash)?,
+                });
+            }
+            job.shares =
+                shares.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+        }
+
+        Ok(Snapshot { policy, accounts, chain, jobs })
+    }
+
+    /// The delivery receipt of `account`'s current period: every share credited to it, oldest
+    /// first.
+    pub fn receipt(&self, account: &str) -> Result<Vec<ShareRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT s.header, s.share_target, s.work, s.node, s.at_ms
+             FROM shares s JOIN accounts a ON a.name = s.account AND a.period_start_ms = s.period_start_ms
+             WHERE s.account = ?1 ORDER BY s.id",
+        )?;
+        let rows = stmt.query_map([account], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (header, share_target, work, node, at_ms) = row?;
+            out.push(ShareRow {
+                header: to_header("shares.header", &header)?,
+                share_target: to_target("shares.share_target", &share_target)?,
+                work: parse_u128("shares.work", &work)?,
+                node,
+                at_ms: to_u64("shares.at_ms", at_ms)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The work of the shares credited to `account` in its current period, summed from the
+    /// share rows (it equals the account's `delivered` unless that saturated).
+    pub fn credited_total(&self, account: &str) -> Result<u128, StoreError> {
+        self.receipt(account)?.iter().try_fold(0u128, |sum, row| {
+            sum.checked_add(row.work)
+                .ok_or_else(|| StoreError::Corrupt { what: "shares.work", detail: "the sum overflows u128".into() })
+        })
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    }
+}
+
+fn apply_one(tx: &Transaction<'_>, op: &StoreOp) -> Result<(), StoreError> {
+    match op {
+        StoreOp::AccountAdded { name, standard, period_ms, order, period_start_ms } => {
+            let period_ms = period_ms.map(|p| to_i64("period_ms", p)).transpose()?;
+            tx.prepare_cached(
+                "INSERT INTO accounts (name, standard, period_ms, sort_order, delivered, period_start_ms, shares)
+                 VALUES (?1, ?2, ?3, ?4, '0', ?5, 0)",
+            )?
+            .execute(params![
+                name,
+                standard.to_string(),
+                period_ms,
+                order,
+                to_i64("period_start_ms", *period_start_ms)?
+            ])?;
+        }
+        StoreOp::Credit { account, work, node, job, header, share_target, at_ms } => {
+            let (delivered, period_start_ms): (String, i64) = tx
+                .prepare_cached("SELECT delivered, period_start_ms FROM accounts WHERE name = ?1")?
+                .query_row([account], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+                .ok_or_else(|| StoreError::UnknownAccount(account.clone()))?;
+            // Saturating, as the core adds.
+            let delivered = parse_u128("accounts.delivered", &delivered)?.saturating_add(*work);
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO shares (account, period_start_ms, node, job, version, time, nonce, header, hash,
+                                         share_target, work, at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     ON CONFLICT (job, version, time, nonce) DO NOTHING",
+                )?
+                .execute(params![
+                    account,
+                    period_start_ms,
+                    node,
+                    to_i64("job", *job)?,
+                    header.version,
+                    header.time,
+                    header.nonce,
+                    &header.to_bytes()[..],
+                    &header.block_hash().0[..],
+                    &share_target.value().to_be_bytes::<32>()[..],
+                    work.to_string(),
+                    to_i64("at_ms", *at_ms)?,
+                ])?;
+            if inserted == 0 {
+                return Err(StoreError::DuplicateShare {
+                    job: *job,
+                    version: header.version,
+                    time: header.time,
+                    nonce: header.nonce,
+                });
+            }
+            tx.prepare_cached("UPDATE accounts SET delivered = ?1, shares = shares + 1 WHERE name = ?2")?
+                .execute(params![delivered.to_string(), account])?;
+        }
+        StoreOp::PeriodRenewed { account, period_start_ms } => {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE accounts SET delivered = '0', shares = 0, period_start_ms = ?1 WHERE name = ?2",
+                )?
+                .execute(params![to_i64("period_start_ms", *period_start_ms)?, account])?;
+            if changed == 0 {
+                return Err(StoreError::UnknownAccount(account.clone()));
+            }
+        }
+        StoreOp::PolicySet(policy) => {
+            tx.prepare_cached(
+                "INSERT INTO settings (key, value) VALUES ('policy', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([policy.as_str()])?;
+        }
+        StoreOp::JobSubmitted { job, account, header, target } => {
+            tx.prepare_cached("INSERT INTO jobs (id, account, header, target) VALUES (?1, ?2, ?3, ?4)")?.execute(
+                params![to_i64("job", *job)?, account, &header.to_bytes()[..], &target.value().to_be_bytes::<32>()[..]],
+            )?;
+        }
+        StoreOp::JobHit { job, hit } => {
+            tx.prepare_cached("INSERT INTO job_hits (job, version, time, nonce, hash) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![to_i64("job", *job)?, hit.version, hit.time, hit.nonce, &hit.hash.0[..]])?;
+        }
+        StoreOp::BlockFound { height, hash, account } => {
+            tx.prepare_cached("INSERT INTO blocks (height, hash, account) VALUES (?1, ?2, ?3)")?.execute(params![
+                to_i64("height", *height)?,
+                &hash.0[..],
+                account
+            ])?;
+        }
+        StoreOp::AssignmentIssued { assignment, node, account, job, version, start, count, at_ms } => {
+            tx.prepare_cached(
+                "INSERT INTO assignments (id, node, account, job, version, start, count, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                to_i64("assignment", *assignment)?,
+                node,
+                account,
+                to_i64("job", *job)?,
+                version,
+                start,
+                to_i64("count", *count)?,
+                to_i64("at_ms", *at_ms)?,
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+fn to_i64(what: &'static str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::OutOfRange { what, value })
+}
+
+fn to_u64(what: &'static str, value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt { what, detail: format!("{value} is negative") })
+}
+
+fn parse_u128(what: &'static str, s: &str) -> Result<u128, StoreError> {
+    s.parse().map_err(|_| StoreError::Corrupt { what, detail: format!("{s:?} is not a u128") })
+}
+
+fn to_hash(what: &'static str, bytes: &[u8]) -> Result<Hash256, StoreError> {
+    Ok(Hash256(fixed(what, bytes)?))
+}
+
+fn to_header(what: &'static str, bytes: &[u8]) -> Result<Header, StoreError> {
+    Ok(Header::from_bytes(&fixed(what, bytes)?))
+}
+
+fn to_target(what: &'static str, bytes: &[u8]) -> Result<Target, StoreError> {
+    let bytes: [u8; 32] = fixed(what, bytes)?;
+    Target::from_hex(&hex::encode(bytes)).map_err(|e| StoreError::Corrupt { what, detail: e.to_string() })
+}
+
+fn fixed<const N: usize>(what: &'static str, bytes: &[u8]) -> Result<[u8; N], StoreError> {
+    bytes.try_into().map_err(|_| StoreError::Corrupt { what, detail: format!("{} bytes, expected {N}", bytes.len()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hashgrid_common::CompactTarget;
+    use hashgrid_common::message::JobHit;
+
+    const T0: u64 = 1_700_000_000_000;
+
+    fn template(seed: u8) -> Header {
+        Header {
+            version: 0x2000_0000,
+            prev_blockhash: Hash256([seed; 32]),
+            merkle_root: Hash256::sha256d(&[seed]),
+            time: 1_700_000_000,
+            bits: CompactTarget(0x1d00ffff),
+            nonce: 0,
+        }
+    }
+
+    /// `n` real shares of `template` meeting a target worth `work` hashes each.
+    fn mine(template: Header, work: u128, n: usize) -> Vec<(Header, Target)> {
+        let target = Target::from_expected_hashes(work);
+        (0..u32::MAX)
+            .map(|nonce| template.with_nonce(nonce))
+            .filter(|h| target.is_met_by(&h.block_hash()))
+            .take(n)
+            .map(|h| (h, target))
+            .collect()
+    }
+
+    fn credit(account: &str, job: u64, header: Header, share_target: Target, at_ms: u64) -> StoreOp {
+        StoreOp::Credit {
+            account: account.into(),
+            work: share_target.work(),
+            node: "rig-1".into(),
+            job,
+            header,
+            share_target,
+            at_ms,
+        }
+    }
+
+    fn added(name: &str, standard: u128, period_ms: Option<u64>, order: i64) -> StoreOp {
+        StoreOp::AccountAdded { name: name.into(), standard, period_ms, order, period_start_ms: T0 }
+    }
+
+    fn open(dir: &tempfile::TempDir) -> Store {
+        Store::open(&dir.path().join("hashgrid.db")).expect("open")
+    }
+
+    #[test]
+    fn a_batch_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = template(1);
+        let submitted = template(2);
+        let job_target = Target::from_expected_hashes(4);
+        let local_shares = mine(local, 16, 5);
+        let job_shares = mine(submitted, 4, 3);
+        let hit = JobHit {
+            version: job_shares[0].0.version,
+            time: job_shares[0].0.time,
+            nonce: job_shares[0].0.nonce,
+            hash: job_shares[0].0.block_hash(),
+        };
+        let block = local_shares[4].0.block_hash();
+
+        let mut ops = vec![
+            added("bob", 1_000_000, None, 2),
+            added("alice", 5_000, Some(60_000), 1),
+            StoreOp::PolicySet(Policy::Proportional),
+            StoreOp::JobSubmitted { job: 7, account: "bob".into(), header: submitted, target: job_target },
+            StoreOp::AssignmentIssued {
+                assignment: 8,
+                node: "rig-1".into(),
+                account: "alice".into(),
+                job: 3,
+                version: local.version,
+                start: 0,
+                count: 1 << 20,
+                at_ms: T0,
+            },
+        ];
+        // Two of alice's shares, then her period renews, then three more.
+        ops.extend(local_shares[..2].iter().map(|&(h, t)| credit("alice", 3, h, t, T0 + 10)));
+        ops.push(StoreOp::PeriodRenewed { account: "alice".into(), period_start_ms: T0 + 60_000 });
+        ops.extend(local_shares[2..].iter().map(|&(h, t)| credit("alice", 3, h, t, T0 + 60_010)));
+        ops.extend(job_shares.iter().map(|&(h, t)| credit("bob", 7, h, t, T0 + 20)));
+        ops.push(StoreOp::JobHit { job: 7, hit });
+        ops.push(StoreOp::BlockFound { height: 1, hash: block, account: "alice".into() });
+
+        open(&dir).apply(&ops).unwrap();
+        let snap = open(&dir).load().unwrap();
+
+        assert_eq!(snap.policy, Policy::Proportional);
+        let alice_work: u128 = local_shares[2..].iter().map(|(_, t)| t.work()).sum();
+        let bob_work: u128 = job_shares.iter().map(|(_, t)| t.work()).sum();
+        assert_eq!(
+            snap.accounts,
+            vec![
+                Account {
+                    name: "alice".into(),
+                    standard: 5_000,
+                    period_ms: Some(60_000),
+                    order: 1,
+                    delivered: alice_work,
+                    period_start_ms: T0 + 60_000,
+                    shares: 3,
+                    issued: 0
+                },
+                Account {
+                    name: "bob".into(),
+                    standard: 1_000_000,
+                    period_ms: None,
+                    order: 2,
+                    delivered: bob_work,
+                    period_start_ms: T0,
+                    shares: 3,
+                    issued: 0
+                },
+            ]
+        );
+        assert_eq!(snap.chain, Some((1, block)));
+        assert_eq!(snap.jobs.len(), 1);
+        let job = &snap.jobs[0];
+        assert_eq!((job.job, job.account.as_str(), job.header, job.target), (7, "bob", submitted, job_target));
+        assert_eq!(job.hits, vec![hit]);
+        assert_eq!(job.shares, job_shares.iter().map(|(h, _)| (h.version, h.time, h.nonce)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_empty_store_loads_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = open(&dir).load().unwrap();
+        assert_eq!(snap.policy, Policy::Sequential);
+        assert!(snap.accounts.is_empty() && snap.jobs.is_empty() && snap.chain.is_none());
+    }
+
+    #[test]
+    fn a_duplicate_share_rolls_the_whole_batch_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(&dir);
+        let shares = mine(template(1), 8, 3);
+        store.apply(&[added("alice", 1000, None, 0), credit("alice", 3, shares[0].0, shares[0].1, T0)]).unwrap();
+        let before = store.load().unwrap().accounts;
+
+        let batch = [
+            credit("alice", 3, shares[1].0, shares[1].1, T0),
+            credit("alice", 3, shares[2].0, shares[2].1, T0),
+            credit("alice", 3, shares[0].0, shares[0].1, T0),
+        ];
+        let err = store.apply(&batch).unwrap_err();
+        assert!(matches!(err, StoreError::DuplicateShare { job: 3, nonce, .. } if nonce == shares[0].0.nonce), "{err}");
+        assert_eq!(store.load().unwrap().accounts, before);
+        assert_eq!(store.receipt("alice").unwrap().len(), 1);
+        // The same share twice within one batch is caught too.
+        let twice = [batch[0].clone(), batch[0].clone()];
+        assert!(matches!(store.apply(&twice), Err(StoreError::DuplicateShare { .. })));
+        // And the batch without the duplicate goes through.
+        store.apply(&batch[..2]).unwrap();
+        assert_eq!(store.load().unwrap().accounts[0].shares, 3);
+    }
+
+    #[test]
+    fn a_credit_to_an_unknown_account_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let shares = mine(template(1), 2, 1);
+        let err = open(&dir).apply(&[credit("nobody", 1, shares[0].0, shares[0].1, T0)]).unwrap_err();
+        assert!(matches!(err, StoreError::UnknownAccount(ref n) if n == "nobody"), "{err}");
+    }
+
+    #[test]
+    fn migrations_run_once_and_newer_schemas_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hashgrid.db");
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        store.apply(&[added("alice", 10, None, 0)]).unwrap();
+        drop(store);
+        // Reopening does not re-run the migrations (they would fail on existing tables).
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.load().unwrap().accounts.len(), 1);
+        store.conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        drop(store);
+        let err = Store::open(&path).unwrap_err();
+        assert!(
+            matches!(err, StoreError::SchemaTooNew { found, known } if found == SCHEMA_VERSION + 1 && known == SCHEMA_VERSION)
+        );
+        assert!(err.to_string().contains("newer than this build"), "{err}");
+    }
+
+    #[test]
+    fn u128_amounts_near_2_pow_127_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = (1u128 << 127) + 12_345;
+        let shares = mine(template(1), 2, 2);
+        let op = |i: usize, work: u128| StoreOp::Credit {
+            account: "whale".into(),
+            work,
+            node: "rig-1".into(),
+            job: 1,
+            header: shares[i].0,
+            share_target: shares[i].1,
+            at_ms: T0,
+        };
+        open(&dir).apply(&[added("whale", big, None, 0), op(0, (1 << 127) - 1), op(1, (1 << 127) - 7)]).unwrap();
+        let store = open(&dir);
+        let whale = &store.load().unwrap().accounts[0];
+        assert_eq!(whale.standard, big);
+        assert_eq!(whale.delivered, u128::MAX - 7);
+        assert_eq!(store.credited_total("whale").unwrap(), whale.delivered);
+    }
+
+    #[test]
+    fn receipts_rehash_and_sum_to_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(&dir);
+        let old = mine(template(1), 32, 2);
+        let new: Vec<_> = mine(template(2), 32, 4).into_iter().chain(mine(template(3), 1000, 2)).collect();
+        let mut ops = vec![added("alice", 1 << 30, Some(1000), 0)];
+        ops.extend(old.iter().map(|&(h, t)| credit("alice", 1, h, t, T0 + 1)));
+        ops.push(StoreOp::PeriodRenewed { account: "alice".into(), period_start_ms: T0 + 1000 });
+        ops.extend(new.iter().enumerate().map(|(i, &(h, t))| credit("alice", 2 + i as u64 / 4, h, t, T0 + 1001)));
+        store.apply(&ops).unwrap();
+
+        let receipt = store.receipt("alice").unwrap();
+        assert_eq!(receipt.len(), new.len(), "only the current period");
+        let mut stored = store.conn.prepare("SELECT hash FROM shares WHERE header = ?1").unwrap();
+        for row in &receipt {
+            let hash = row.header.block_hash();
+            let stored: Vec<u8> = stored.query_row([&row.header.to_bytes()[..]], |r| r.get(0)).unwrap();
+            assert_eq!(stored, hash.0);
+            assert!(row.share_target.is_met_by(&hash));
+            assert_eq!(row.work, row.share_target.work());
+            assert_eq!((row.node.as_str(), row.at_ms), ("rig-1", T0 + 1001));
+        }
+        let total: u128 = receipt.iter().map(|r| r.work).sum();
+        assert_eq!(total, store.load().unwrap().accounts[0].delivered);
+        assert_eq!(store.credited_total("alice").unwrap(), total);
+        assert_eq!(store.credited_total("nobody").unwrap(), 0);
+    }
+
+    /// Credit throughput of one 1000-op batch with synchronous=FULL. Run by hand:
+    /// `cargo test -p hashgrid-coordinator --release store::tests::credit_throughput -- --ignored --nocapture`
+    /// (`HASHGRID_BENCH_DIR` picks the disk; the default temp dir may be a RAM disk).
+    #[test]
+    #[ignore]
+    fn credit_throughput() {
+        let dir = match std::env::var_os("HASHGRID_BENCH_DIR") {
+            Some(d) => tempfile::tempdir_in(d).unwrap(),
+            None => tempfile::tempdir().unwrap(),
+        };
+        let mut store = open(&dir);
+        store.apply(&[added("alice", u128::MAX, None, 0)]).unwrap();
+        let target = Target::MAX;
+        let batches = 20u32;
+        let mut elapsed = Duration::ZERO;
+        for b in 0..batches {
+            let ops: Vec<_> =
+                (0..1000).map(|n| credit("alice", 1, template(1).with_nonce(b * 1000 + n), target, T0)).collect();
+            let start = std::time::Instant::now();
+            store.apply(&ops).unwrap();
+            elapsed += start.elapsed();
+        }
+        let ops = f64::from(batches) * 1000.0;
+        println!(
+            "{} batches of 1000 credits: {:.1} ms per batch, {:.0} credits/s",
+            batches,
+            elapsed.as_secs_f64() * 1000.0 / f64::from(batches),
+            ops / elapsed.as_secs_f64()
+        );
+        // For comparison: one credit per transaction (the cost of a durable commit).
+        let start = std::time::Instant::now();
+        for n in 0..100 {
+            store.apply(&[credit("alice", 2, template(2).with_nonce(n), target, T0)]).unwrap();
+        }
+        println!("single-credit batches: {:.0} credits/s", 100.0 / start.elapsed().as_secs_f64());
+    }
+}

@@ -1,65 +1,254 @@
-//! The CPU search backend: the nonce range split across N threads, each hashing from the
-//! header midstate with the portable SHA-256 compression.
+//! The CPU search backend: the nonce range handed out in chunks to N threads, each hashing
+//! with the fastest kernel this CPU supports, plus the CPU feature report.
+//!
+//! Kernels (`Kernel`), slowest to fastest: `baseline` (midstate, then two full compressions
+//! per nonce), `scalar` (the shared kernel on one `u32` lane: the per-job precomputations and
+//! the early exit on the top hash word, see `kernel`), `avx2x8` (8 lanes) and `avx512x16`
+//! (16 lanes). The SIMD kernels are picked only after runtime detection of their features.
+//! `HASHGRID_CPU_KERNEL` forces a kernel by name (for benchmarks); one this CPU lacks, or an
+//! unknown name, falls back to the best. `device()` names the kernel that runs.
+//!
+//! Invariants: a kernel reports a superset of the hits (every nonce whose top hash word is at
+//! or below the target's); each candidate is finished with the full portable sha256d and
+//! `state_meets`, then passed through `verify_hit`, so only true hits come back, sorted, and
+//! none is missed. Every nonce of the job is hashed exactly once unless cancelled.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+mod kernel;
+mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use hashgrid_common::sha256::{compress, header_tail_block, second_hash};
-use hashgrid_common::target::state_meets;
+use serde::Serialize;
 
+use self::kernel::JobConsts;
 use super::{Backend, BackendKind, Hit, SearchError, SearchJob, SearchReport, verify_hit};
+
+/// The environment variable that forces a kernel by name (`Kernel::name`).
+pub const KERNEL_ENV: &str = "HASHGRID_CPU_KERNEL";
 
 /// All the cores this process may use.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Searches with `threads` OS threads.
+/// What this CPU offers the search, as `hashgrid-node devices` reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CpuFeatures {
+    /// The threads the CPU backend uses by default.
+    pub threads: usize,
+    /// SHA extensions (SHA-NI); used by `sha2` for verification, not by the search kernels.
+    pub sha_ni: bool,
+    pub avx2: bool,
+    /// AVX-512 F and BW, what the 16-lane kernel needs.
+    pub avx512: bool,
+    /// `model name` from /proc/cpuinfo, or "unknown".
+    pub model: String,
+}
+
+/// Detects this CPU's features.
+pub fn cpu_features() -> CpuFeatures {
+    CpuFeatures {
+        threads: default_threads(),
+        sha_ni: has_sha_ni(),
+        avx2: Kernel::Avx2.is_supported(),
+        avx512: Kernel::Avx512.is_supported(),
+        model: cpu_model().unwrap_or_else(|| "unknown".to_owned()),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_sha_ni() -> bool {
+    std::arch::is_x86_feature_detected!("sha")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_sha_ni() -> bool {
+    false
+}
+
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(key, _)| key.trim() == "model name")
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|model| !model.is_empty())
+}
+
+/// A hashing kernel of the CPU backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernel {
+    /// Midstate, then two full compressions per nonce (the benchmark baseline).
+    Baseline,
+    /// One lane with the per-job precomputations and the early exit; runs everywhere.
+    Scalar,
+    /// 8 lanes of AVX2.
+    #[serde(rename = "avx2x8")]
+    Avx2,
+    /// 16 lanes of AVX-512 (F and BW).
+    #[serde(rename = "avx512x16")]
+    Avx512,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 4] = [Kernel::Baseline, Kernel::Scalar, Kernel::Avx2, Kernel::Avx512];
+
+    /// The name `device()`, `HASHGRID_CPU_KERNEL` and the benchmarks use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Baseline => "baseline",
+            Kernel::Scalar => "scalar",
+            Kernel::Avx2 => "avx2x8",
+            Kernel::Avx512 => "avx512x16",
+        }
+    }
+
+    /// Nonces hashed side by side.
+    pub fn lanes(self) -> usize {
+        match self {
+            Kernel::Baseline | Kernel::Scalar => 1,
+            Kernel::Avx2 => 8,
+            Kernel::Avx512 => 16,
+        }
+    }
+
+    /// Whether this CPU can run the kernel (runtime detection; cached by std).
+    pub fn is_supported(self) -> bool {
+        match self {
+            Kernel::Baseline | Kernel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => {
+                std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx2 | Kernel::Avx512 => false,
+        }
+    }
+
+    /// The fastest kernel this CPU supports.
+    pub fn best() -> Kernel {
+        [Kernel::Avx512, Kernel::Avx2].into_iter().find(|k| k.is_supported()).unwrap_or(Kernel::Scalar)
+    }
+
+    /// `HASHGRID_CPU_KERNEL` if it names a kernel this CPU supports, else the best.
+    pub fn from_env() -> Kernel {
+        std::env::var(KERNEL_ENV)
+            .ok()
+            .and_then(|name| name.parse::<Kernel>().ok())
+            .filter(|k| k.is_supported())
+            .unwrap_or_else(Kernel::best)
+    }
+}
+
+impl fmt::Display for Kernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Kernel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Kernel::ALL
+            .into_iter()
+            .find(|k| k.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("unknown CPU kernel {s:?} (baseline, scalar, avx2x8, avx512x16)"))
+    }
+}
+
+/// Hashes nonces `first..first + count` of the job with `kernel` and appends the candidates
+/// (a superset of the hits, in order) to `out`. An unsupported kernel panics.
+fn scan(kernel: Kernel, job: &JobConsts, first: u32, count: u64, out: &mut Vec<u32>) {
+    debug_assert!(first as u64 + count <= super::NONCE_SPACE);
+    assert!(kernel.is_supported(), "CPU kernel {kernel} is not supported here");
+    match kernel {
+        Kernel::Baseline => scalar::scan_baseline(job, first, count, out),
+        Kernel::Scalar => scalar::scan(job, first, count, out),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => {
+            // SAFETY: `avx2::scan` only needs the CPU to have AVX2, which `is_supported` has
+            // just detected at runtime.
+            unsafe { avx2::scan(job, first, count, out) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => {
+            // SAFETY: `avx512::scan` only needs the CPU to have AVX-512 F and BW, which
+            // `is_supported` has just detected at runtime.
+            unsafe { avx512::scan(job, first, count, out) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Kernel::Avx2 | Kernel::Avx512 => unreachable!("never supported off x86-64"),
+    }
+}
+
+/// Searches with `threads` OS threads and one kernel.
 #[derive(Debug)]
 pub struct CpuBackend {
     threads: usize,
+    kernel: Kernel,
 }
 
 impl CpuBackend {
+    /// A backend with the kernel `Kernel::from_env` picks (the best, unless forced).
     pub fn new(threads: usize) -> Result<Self, SearchError> {
+        Self::with_kernel(threads, Kernel::from_env())
+    }
+
+    /// A backend with `kernel`, or with `Kernel::best()` if this CPU cannot run it.
+    pub fn with_kernel(threads: usize, kernel: Kernel) -> Result<Self, SearchError> {
         if threads == 0 {
             return Err(SearchError::NoThreads);
         }
-        Ok(CpuBackend { threads })
+        let kernel = if kernel.is_supported() { kernel } else { Kernel::best() };
+        Ok(CpuBackend { threads, kernel })
     }
 
     pub fn threads(&self) -> usize {
         self.threads
     }
+
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
 }
 
-/// Nonces between cancellation checks.
+/// Nonces a thread takes at a time; cancellation is checked between chunks (a few ms each).
 const CHUNK: u64 = 1 << 16;
 
-/// Searches one contiguous slice; returns hashes done and candidate nonces.
-fn search_slice(job: &SearchJob, cancel: &AtomicBool) -> (u64, Vec<u32>) {
-    let midstate = job.header.midstate().0;
-    let tail = job.header.tail_words();
-    let target = job.target.to_le_words();
-    let mut found = Vec::new();
-    let mut done = 0u64;
-    while done < job.count {
-        if cancel.load(Ordering::Relaxed) {
+/// One thread's share: takes chunks from `next` until the job is done or cancelled. Returns
+/// the nonces hashed and the hits found (finished with the full hash, not yet verified).
+fn worker(
+    kernel: Kernel,
+    job: &SearchJob,
+    consts: &JobConsts,
+    next: &AtomicU64,
+    cancel: &AtomicBool,
+) -> (u64, Vec<u32>) {
+    let mut done = 0;
+    let mut hits = Vec::new();
+    let mut candidates = Vec::new();
+    while !cancel.load(Ordering::Relaxed) {
+        let offset = next.fetch_add(CHUNK, Ordering::Relaxed);
+        if offset >= job.count {
             break;
         }
-        let n = CHUNK.min(job.count - done);
-        let first = job.start as u64 + done;
-        for nonce in first..first + n {
-            let nonce = nonce as u32;
-            let mut state = midstate;
-            compress(&mut state, &header_tail_block(&tail, nonce));
-            if state_meets(&second_hash(&state), &target) {
-                found.push(nonce);
-            }
-        }
-        done += n;
+        let count = CHUNK.min(job.count - offset);
+        scan(kernel, consts, (job.start as u64 + offset) as u32, count, &mut candidates);
+        hits.extend(candidates.drain(..).filter(|&nonce| consts.meets(nonce)));
+        done += count;
     }
-    (done, found)
+    (done, hits)
 }
 
 impl Backend for CpuBackend {
@@ -68,30 +257,27 @@ impl Backend for CpuBackend {
     }
 
     fn device(&self) -> String {
-        format!("cpu ({} threads)", self.threads)
+        let plural = if self.threads == 1 { "" } else { "s" };
+        format!("cpu ({} thread{plural}, {})", self.threads, self.kernel)
     }
 
     fn search(&mut self, job: &SearchJob, cancel: &AtomicBool) -> Result<SearchReport, SearchError> {
         let started = Instant::now();
-        let threads = (self.threads as u64).min(job.count.div_ceil(CHUNK)).max(1);
-        let per = job.count.div_ceil(threads);
-        let results: Vec<(u64, Vec<u32>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|i| i * per)
-                .take_while(|&offset| offset < job.count)
-                .map(|offset| {
-                    let slice = job.slice(offset, per.min(job.count - offset));
-                    s.spawn(move || search_slice(&slice, cancel))
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("search thread panicked")).collect()
-        });
+        let consts = JobConsts::new(&job.header, &job.target);
+        let next = AtomicU64::new(0);
+        let workers = (self.threads as u64).min(job.count.div_ceil(CHUNK)) as usize;
+        let work = || worker(self.kernel, job, &consts, &next, cancel);
+        let results: Vec<(u64, Vec<u32>)> = if workers <= 1 {
+            vec![work()]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..workers).map(|_| s.spawn(work)).collect();
+                handles.into_iter().map(|h| h.join().expect("search thread panicked")).collect()
+            })
+        };
         let hashes = results.iter().map(|r| r.0).sum();
-        let mut hits: Vec<Hit> = results
-            .into_iter()
-            .flat_map(|r| r.1)
-            .filter_map(|nonce| verify_hit(job, nonce))
-            .collect();
+        let mut hits: Vec<Hit> =
+            results.into_iter().flat_map(|r| r.1).filter_map(|nonce| verify_hit(job, nonce)).collect();
         hits.sort();
         Ok(SearchReport { hashes, elapsed: started.elapsed(), hits })
     }
@@ -99,41 +285,231 @@ impl Backend for CpuBackend {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use hashgrid_common::sha256::{compress, header_tail_block, second_hash};
     use hashgrid_common::{CompactTarget, Header, Target};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
 
     const GENESIS_HEX: &str = "0100000000000000000000000000000000000000000000000000000000000000000000003ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a51323a9fb8aa4b1e5e4a29ab5f49ffff001d1dac2b7c";
+    const GENESIS_NONCE: u32 = 2_083_236_893;
+
+    fn genesis() -> Header {
+        Header::from_hex(GENESIS_HEX).unwrap()
+    }
+
+    /// The kernels this CPU runs (the SIMD ones are skipped, with a note, where absent).
+    fn kernels() -> Vec<Kernel> {
+        Kernel::ALL
+            .into_iter()
+            .filter(|k| {
+                let ok = k.is_supported();
+                if !ok {
+                    eprintln!("skipping CPU kernel {k}: not supported on this CPU");
+                }
+                ok
+            })
+            .collect()
+    }
+
+    fn search(kernel: Kernel, threads: usize, job: &SearchJob) -> SearchReport {
+        let mut backend = CpuBackend::with_kernel(threads, kernel).unwrap();
+        assert_eq!(backend.kernel(), kernel);
+        backend.search(job, &AtomicBool::new(false)).unwrap()
+    }
+
+    /// The final state words of the sha256d of `header` with `nonce`, the portable way.
+    fn reference_state(header: &Header, nonce: u32) -> [u32; 8] {
+        let mut state = header.midstate().0;
+        compress(&mut state, &header_tail_block(&header.tail_words(), nonce));
+        second_hash(&state)
+    }
+
+    fn random_header(rng: &mut StdRng) -> Header {
+        let mut bytes = [0u8; 80];
+        rng.fill(&mut bytes[..]);
+        Header::from_bytes(&bytes)
+    }
+
+    /// A target from its little-endian bytes (the maximum if they are all zero).
+    fn target_from_le(bytes: [u8; 32]) -> Target {
+        let hex: String = bytes.iter().rev().map(|b| format!("{b:02x}")).collect();
+        Target::from_hex(&hex).unwrap_or(Target::MAX)
+    }
+
+    /// A target that makes the tests interesting: easy pool difficulties (many hits), a
+    /// random top word, exactly some nonce's hash (or one below it, so the top words are
+    /// equal and the lower words decide), or the maximum.
+    fn random_target(rng: &mut StdRng, header: &Header, start: u32, count: u64) -> Target {
+        match rng.random_range(0..5) {
+            0 => Target::from_difficulty(2f64.powi(-rng.random_range(16..=32))).unwrap(),
+            1 => {
+                let mut bytes = [0u8; 32];
+                rng.fill(&mut bytes[..]);
+                bytes[31] = rng.random_range(0..4);
+                target_from_le(bytes)
+            }
+            2 | 3 => {
+                let nonce = (start as u64 + rng.random_range(0..count)) as u32;
+                let mut bytes = header.with_nonce(nonce).block_hash().0;
+                if rng.random_bool(0.5) {
+                    // One less, with borrow.
+                    for byte in bytes.iter_mut() {
+                        let (value, borrow) = byte.overflowing_sub(1);
+                        *byte = value;
+                        if !borrow {
+                            break;
+                        }
+                    }
+                }
+                target_from_le(bytes)
+            }
+            _ => Target::MAX,
+        }
+    }
+
+    #[test]
+    fn kernels_match_the_reference_on_random_jobs() {
+        let mut rng = StdRng::seed_from_u64(0x6861_7368_6772_6964);
+        let (mut total_hits, mut false_candidates) = (0, 0);
+        for round in 0..48 {
+            let header = random_header(&mut rng);
+            let count: u64 = rng.random_range(1..=2500);
+            let start = match round % 3 {
+                0 => (super::super::NONCE_SPACE - count) as u32,
+                _ => rng.random_range(0..=(super::super::NONCE_SPACE - count)) as u32,
+            };
+            let target = random_target(&mut rng, &header, start, count);
+            let words = target.to_le_words();
+            let nonces = (start..=(start as u64 + count - 1) as u32).collect::<Vec<_>>();
+            let states: Vec<[u32; 8]> = nonces.iter().map(|&n| reference_state(&header, n)).collect();
+            let top_candidates: Vec<u32> =
+                nonces.iter().zip(&states).filter(|(_, s)| s[7].swap_bytes() <= words[7]).map(|(&n, _)| n).collect();
+            let hits: Vec<u32> =
+                nonces.iter().copied().filter(|&n| target.is_met_by(&header.with_nonce(n).block_hash())).collect();
+            total_hits += hits.len();
+            false_candidates += top_candidates.len() - hits.len();
+            let consts = JobConsts::new(&header, &target);
+            for kernel in kernels() {
+                let mut out = Vec::new();
+                scan(kernel, &consts, start, count, &mut out);
+                if kernel == Kernel::Baseline {
+                    assert_eq!(out, hits, "{kernel}, round {round}");
+                } else {
+                    assert_eq!(out, top_candidates, "{kernel} candidates, round {round}");
+                }
+                let job = SearchJob::new(header, target, start, count).unwrap();
+                let report = search(kernel, 2, &job);
+                assert_eq!(report.hashes, count);
+                assert_eq!(report.hits.iter().map(|h| h.nonce).collect::<Vec<_>>(), hits, "{kernel}");
+            }
+        }
+        // The jobs must have exercised both hits and candidates the lower words reject.
+        assert!(total_hits > 1000 && false_candidates > 0, "{total_hits} hits, {false_candidates} false candidates");
+    }
 
     #[test]
     fn finds_the_genesis_nonce() {
-        let header = Header::from_hex(GENESIS_HEX).unwrap();
+        let header = genesis();
         let target = Target::from_compact(CompactTarget(0x1d00ffff)).unwrap();
-        let job = SearchJob::new(header.with_nonce(0), target, 2_083_236_893 - 1000, 3000).unwrap();
-        let report = CpuBackend::new(2).unwrap().search(&job, &AtomicBool::new(false)).unwrap();
-        assert_eq!(report.hashes, 3000);
-        assert_eq!(report.hits.len(), 1);
-        assert_eq!(report.hits[0].nonce, 2_083_236_893);
-        assert_eq!(report.hits[0].hash, header.block_hash());
+        for kernel in kernels() {
+            let job = SearchJob::new(header.with_nonce(0), target, GENESIS_NONCE - 1000, 3001).unwrap();
+            let report = search(kernel, 2, &job);
+            assert_eq!(report.hashes, 3001);
+            assert_eq!(report.hits.len(), 1, "{kernel}");
+            assert_eq!(report.hits[0].nonce, GENESIS_NONCE);
+            assert_eq!(report.hits[0].hash, header.block_hash());
+        }
     }
 
     #[test]
     fn easy_target_hits_match_brute_force() {
-        let header = Header::from_hex(GENESIS_HEX).unwrap();
+        // Difficulty 2^-20: about one hit per 4096 nonces. Two chunks (two threads), an odd
+        // count, the range ending at the last nonce.
+        let header = genesis();
         let target = Target::from_difficulty(1.0 / 1_048_576.0).unwrap();
-        let job = SearchJob::new(header, target, u32::MAX - 99_999, 100_000).unwrap();
-        let report = CpuBackend::new(3).unwrap().search(&job, &AtomicBool::new(false)).unwrap();
-        let expected: Vec<u32> = (u32::MAX - 99_999..=u32::MAX)
-            .filter(|&n| target.is_met_by(&header.with_nonce(n).block_hash()))
-            .collect();
-        assert!(!expected.is_empty());
-        assert_eq!(report.hits.iter().map(|h| h.nonce).collect::<Vec<_>>(), expected);
+        let count = CHUNK + 12_345;
+        let start = (super::super::NONCE_SPACE - count) as u32;
+        let expected: Vec<u32> =
+            (start..=u32::MAX).filter(|&n| target.is_met_by(&header.with_nonce(n).block_hash())).collect();
+        assert!(expected.len() >= 10, "{} hits", expected.len());
+        for kernel in kernels() {
+            let job = SearchJob::new(header, target, start, count).unwrap();
+            let report = search(kernel, 3, &job);
+            assert_eq!(report.hashes, count);
+            assert_eq!(report.hits.iter().map(|h| h.nonce).collect::<Vec<_>>(), expected, "{kernel}");
+        }
     }
 
     #[test]
-    fn cancel_stops_early() {
-        let header = Header::from_hex(GENESIS_HEX).unwrap();
-        let job = SearchJob::new(header, Target::DIFFICULTY_1, 0, 1 << 30).unwrap();
-        let report = CpuBackend::new(1).unwrap().search(&job, &AtomicBool::new(true)).unwrap();
-        assert_eq!(report.hashes, 0);
+    fn every_count_and_the_last_nonce() {
+        // The maximum target is met by every hash, so each hashed lane must be reported once
+        // and no lane past the range (or wrapped past nonce 2^32 - 1) may be.
+        let header = genesis();
+        for kernel in kernels() {
+            for count in 1..=40u64 {
+                for start in [0, 1000, (super::super::NONCE_SPACE - count) as u32] {
+                    let job = SearchJob::new(header, Target::MAX, start, count).unwrap();
+                    let report = search(kernel, 2, &job);
+                    let nonces: Vec<u32> = report.hits.iter().map(|h| h.nonce).collect();
+                    let expected: Vec<u32> = (0..count).map(|i| start + i as u32).collect();
+                    assert_eq!(report.hashes, count);
+                    assert_eq!(nonces, expected, "{kernel}, start {start}, count {count}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cancel_before_start_hashes_nothing() {
+        let job = SearchJob::new(genesis(), Target::DIFFICULTY_1, 0, 1 << 30).unwrap();
+        for kernel in kernels() {
+            let mut backend = CpuBackend::with_kernel(2, kernel).unwrap();
+            let report = backend.search(&job, &AtomicBool::new(true)).unwrap();
+            assert_eq!(report.hashes, 0);
+            assert!(report.hits.is_empty());
+        }
+    }
+
+    #[test]
+    fn cancel_mid_search_stops_early() {
+        let job = SearchJob::new(genesis(), Target::DIFFICULTY_1, 0, super::super::NONCE_SPACE).unwrap();
+        let cancel = AtomicBool::new(false);
+        let mut backend = CpuBackend::new(2).unwrap();
+        let report = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                cancel.store(true, Ordering::Relaxed);
+            });
+            backend.search(&job, &cancel).unwrap()
+        });
+        assert!(report.hashes > 0 && report.hashes < job.count, "{}", report.hashes);
+        assert_eq!(report.hashes % CHUNK, 0);
+    }
+
+    #[test]
+    fn kernel_names_and_selection() {
+        for kernel in Kernel::ALL {
+            assert_eq!(kernel.name().parse::<Kernel>(), Ok(kernel));
+            assert_eq!(serde_json::to_string(&kernel).unwrap(), format!("\"{}\"", kernel.name()));
+        }
+        assert!("sse9".parse::<Kernel>().is_err());
+        assert!(Kernel::best().is_supported());
+        let backend = CpuBackend::with_kernel(1, Kernel::Scalar).unwrap();
+        assert_eq!(backend.device(), "cpu (1 thread, scalar)");
+        assert!(matches!(CpuBackend::new(0), Err(SearchError::NoThreads)));
+    }
+
+    #[test]
+    fn cpu_features_are_consistent() {
+        let features = cpu_features();
+        assert!(features.threads >= 1);
+        assert!(!features.model.is_empty());
+        assert_eq!(features.avx2, Kernel::Avx2.is_supported());
+        assert_eq!(features.avx512, Kernel::Avx512.is_supported());
+        let json = serde_json::to_value(&features).unwrap();
+        assert!(json["model"].is_string() && json["sha_ni"].is_boolean());
     }
 }

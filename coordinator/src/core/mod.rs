@@ -632,10 +632,10 @@ impl Core {
             .values_mut()
             .filter(|j| j.account == account && !j.stale && matches!(j.kind, JobKind::Submitted { .. }))
             .find(|j| !j.is_exhausted());
-        if let Some(job) = submitted {
-            if let Some((v, s, n)) = job.issue(count, id) {
-                return Some((job.id, v, s, n));
-            }
+        if let Some(job) = submitted
+            && let Some((v, s, n)) = job.issue(count, id)
+        {
+            return Some((job.id, v, s, n));
         }
         for _ in 0..2 {
             let job_id = match self.local_jobs.get(account).filter(|j| self.jobs.get(j).is_some_and(|j| !j.stale)) {

@@ -72,16 +72,16 @@ impl Job {
     /// count), or `None` when the job has nothing left to issue.
     pub fn issue(&mut self, count: u64, assignment: u64) -> Option<(u32, u32, u64)> {
         for (&version, book) in self.books.iter_mut() {
-            if book.coverage().abandoned > 0 {
-                if let Some((start, n)) = book.issue(count, assignment) {
-                    return Some((version, start, n));
-                }
-            }
-        }
-        if let Some((&version, book)) = self.books.iter_mut().next_back() {
-            if let Some((start, n)) = book.issue(count, assignment) {
+            if book.coverage().abandoned > 0
+                && let Some((start, n)) = book.issue(count, assignment)
+            {
                 return Some((version, start, n));
             }
+        }
+        if let Some((&version, book)) = self.books.iter_mut().next_back()
+            && let Some((start, n)) = book.issue(count, assignment)
+        {
+            return Some((version, start, n));
         }
         let rolls = if self.roll_versions { VERSION_ROLLS } else { 1 };
         if self.next_roll >= rolls {

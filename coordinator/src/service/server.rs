@@ -208,16 +208,16 @@ fn core_loop(mut core: Core, mut store: Store, mut events: mpsc::UnboundedReceiv
             .iter()
             .filter_map(|c| if let Command::Persist(op) = c { Some(op.clone()) } else { None })
             .collect();
-        if !ops.is_empty() {
-            if let Err(e) = store.apply(&ops) {
-                // Nothing after an unrecorded credit may be acknowledged: stop here.
-                tracing::error!("store failed, stopping: {e}");
-                for outbox in outboxes.values() {
-                    let _ = outbox
-                        .send(Outgoing::Close { code: close_code::FAILED, reason: "coordinator store failed".into() });
-                }
-                return Err(e.into());
+        if !ops.is_empty()
+            && let Err(e) = store.apply(&ops)
+        {
+            // Nothing after an unrecorded credit may be acknowledged: stop here.
+            tracing::error!("store failed, stopping: {e}");
+            for outbox in outboxes.values() {
+                let _ = outbox
+                    .send(Outgoing::Close { code: close_code::FAILED, reason: "coordinator store failed".into() });
             }
+            return Err(e.into());
         }
         for c in commands {
             match c {
@@ -383,7 +383,9 @@ async fn serve_node(
             Ok(None) => break,
             Err(e) => {
                 match e.close_reason() {
-                    Some((code, reason)) if code == u64::from(close_code::SHUTDOWN) => info!(node, "node left: {reason}"),
+                    Some((code, reason)) if code == u64::from(close_code::SHUTDOWN) => {
+                        info!(node, "node left: {reason}")
+                    }
                     Some(_) => warn!(node, "node connection closed: {e}"),
                     None => {
                         warn!(node, "closing node connection: {e}");

@@ -239,7 +239,7 @@ pub fn print_status(status: &Status) {
     println!("policy: {}", status.policy.as_str());
     print_accounts(&status.accounts);
     println!();
-    println!("{:<16} {:<8} {:>12} {:>12} {:<16} {}", "NODE", "STATE", "RATE", "ANNOUNCED", "SERVING", "VERSION");
+    println!("{:<16} {:<8} {:>12} {:>12} {:<16} VERSION", "NODE", "STATE", "RATE", "ANNOUNCED", "SERVING");
     for n in &status.nodes {
         println!(
             "{:<16} {:<8} {:>10}/s {:>10}/s {:<16} {}",

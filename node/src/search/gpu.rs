@@ -1,17 +1,750 @@
-//! Placeholder until the wgpu backend lands (being written now).
-use std::sync::atomic::AtomicBool;
-use super::{Backend, BackendKind, SearchError, SearchJob, SearchReport};
-#[derive(Debug)]
-pub struct GpuBackend;
-impl GpuBackend {
-    pub fn open(_adapter: Option<&str>, _allow_software: bool) -> Result<Self, SearchError> {
-        Err(SearchError::NoAdapter(String::new()))
+//! The GPU search backend: SHA-256d nonce search in a WGSL compute shader through wgpu.
+//!
+//! This module owns adapter discovery and selection (`list_adapters`, `GpuBackend::open`), the
+//! long-lived per-adapter context (device, queue, pipeline, and a fixed set of dispatch slots
+//! whose buffers are created once and refilled with `Queue::write_buffer`), the host-side
+//! mining precomputations that go into the job uniform, and the dispatch loop.
+//!
+//! Each shader invocation tests one nonce. A search is cut into batches; two are in flight at
+//! a time (one slot computes while the other's results are read back), and the batch size is
+//! tuned from measured dispatch times toward `TARGET_DISPATCH_TIME`. Hits go to a bounded
+//! result buffer through an atomic counter that keeps counting past the capacity: when a batch
+//! overflows, its nonces are searched again in smaller pieces (which may split again), so no
+//! hit is dropped. Every candidate is re-hashed on the CPU (`verify_hit`) before it is
+//! reported. Failures come back as `SearchError::Gpu`; nothing here panics on a device error.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use bytemuck::{Pod, Zeroable};
+use hashgrid_common::sha256::{K, big_sigma0, big_sigma1, ch, maj, small_sigma0, small_sigma1};
+use hashgrid_common::{Header, Target};
+use serde::Serialize;
+
+use super::{Backend, BackendKind, Hit, NONCE_SPACE, SearchError, SearchJob, SearchReport, verify_hit};
+
+/// The optimized search shader (host precomputations, folded padding, early exit).
+const OPTIMIZED_SHADER: &str = include_str!("../../../shaders/sha256d.wgsl");
+/// The straightforward search shader, kept for differential tests and measurements.
+const REFERENCE_SHADER: &str = include_str!("../../../shaders/sha256d_reference.wgsl");
+
+/// Invocations per workgroup (each tests one nonce); passed to the shaders' `WORKGROUP_SIZE`.
+pub const WORKGROUP_SIZE: u32 = 256;
+/// Hits one dispatch can hold before the batch must be searched again in pieces.
+pub const DEFAULT_RESULT_CAPACITY: u32 = 1024;
+/// The dispatch time the batch size is tuned toward.
+pub const TARGET_DISPATCH_TIME: Duration = Duration::from_millis(80);
+/// Dispatch slots, i.e. batches in flight at once.
+const SLOTS: usize = 2;
+/// The batch size a new backend starts from.
+const FIRST_BATCH: u64 = 1 << 16;
+const MIN_BATCH: u64 = WORKGROUP_SIZE as u64;
+/// 2^30 nonces: 4,194,304 workgroups, dispatched as 65,535 × 65.
+const MAX_BATCH: u64 = 1 << 30;
+/// The WebGPU limit on workgroups per dispatch dimension.
+const MAX_GROUPS_PER_DIMENSION: u32 = 65_535;
+/// How long to wait for one dispatch before declaring the device hung.
+const DISPATCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Which WGSL search kernel a backend runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShaderVariant {
+    /// `shaders/sha256d.wgsl`: the mining kernel.
+    #[default]
+    Optimized,
+    /// `shaders/sha256d_reference.wgsl`: plain SHA-256d from the midstate.
+    Reference,
+}
+
+impl ShaderVariant {
+    fn source(self) -> &'static str {
+        match self {
+            ShaderVariant::Optimized => OPTIMIZED_SHADER,
+            ShaderVariant::Reference => REFERENCE_SHADER,
+        }
     }
 }
+
+/// How a `GpuBackend` is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuOptions {
+    pub shader: ShaderVariant,
+    /// Hits one dispatch can return (at least 1); more trigger a re-search in smaller pieces.
+    pub result_capacity: u32,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions { shader: ShaderVariant::Optimized, result_capacity: DEFAULT_RESULT_CAPACITY }
+    }
+}
+
+/// A GPU adapter as `hashgrid-node devices` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdapterInfo {
+    /// Position in `list_adapters()`; `--adapter` accepts it.
+    pub index: usize,
+    pub name: String,
+    /// The graphics API: vulkan, metal, dx12, gl.
+    pub backend: String,
+    /// discrete, integrated, virtual, cpu or other.
+    pub device_type: String,
+    /// A software rasterizer running on the CPU (Mesa llvmpipe/lavapipe, WARP, SwiftShader).
+    pub software: bool,
+}
+
+impl AdapterInfo {
+    fn new(index: usize, info: &wgpu::AdapterInfo) -> Self {
+        let device_type = match info.device_type {
+            wgpu::DeviceType::DiscreteGpu => "discrete",
+            wgpu::DeviceType::IntegratedGpu => "integrated",
+            wgpu::DeviceType::VirtualGpu => "virtual",
+            wgpu::DeviceType::Cpu => "cpu",
+            wgpu::DeviceType::Other => "other",
+        };
+        AdapterInfo {
+            index,
+            name: info.name.clone(),
+            backend: info.backend.to_str().to_owned(),
+            device_type: device_type.to_owned(),
+            software: info.device_type == wgpu::DeviceType::Cpu,
+        }
+    }
+
+    fn is_hardware(&self) -> bool {
+        matches!(self.device_type.as_str(), "discrete" | "integrated" | "virtual")
+    }
+}
+
+/// The wgpu instance searches use: Vulkan, Metal and DX12 (`WGPU_BACKEND` overrides).
+fn new_instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::PRIMARY;
+    wgpu::Instance::new(desc.with_env())
+}
+
+fn enumerate(instance: &wgpu::Instance) -> Vec<(wgpu::Adapter, AdapterInfo)> {
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        .into_iter()
+        .enumerate()
+        .map(|(index, adapter)| {
+            let info = AdapterInfo::new(index, &adapter.get_info());
+            (adapter, info)
+        })
+        .collect()
+}
+
+/// Every adapter wgpu can see, in the order `--adapter INDEX` refers to.
+pub fn list_adapters() -> Vec<AdapterInfo> {
+    enumerate(&new_instance()).into_iter().map(|(_, info)| info).collect()
+}
+
+/// Picks the adapter `wanted` names (index or case-insensitive name substring), or by default
+/// the first hardware GPU, else (when `allow_software`) the first software adapter.
+fn select(
+    adapters: Vec<(wgpu::Adapter, AdapterInfo)>,
+    wanted: Option<&str>,
+    allow_software: bool,
+) -> Result<(wgpu::Adapter, AdapterInfo), SearchError> {
+    let software_refused = |name: &str| {
+        SearchError::NoAdapter(format!(
+            ": {name:?} is a software adapter (run on the CPU); pass --backend gpu to use it anyway"
+        ))
+    };
+    match wanted.map(str::trim) {
+        Some(wanted) => {
+            let needle = wanted.to_lowercase();
+            let matches: Vec<_> = match wanted.parse::<usize>() {
+                Ok(index) => adapters.into_iter().filter(|(_, info)| info.index == index).collect(),
+                Err(_) => adapters.into_iter().filter(|(_, info)| info.name.to_lowercase().contains(&needle)).collect(),
+            };
+            if matches.is_empty() {
+                return Err(SearchError::UnknownAdapter(wanted.to_owned()));
+            }
+            let first_name = matches[0].1.name.clone();
+            matches
+                .into_iter()
+                .find(|(_, info)| allow_software || !info.software)
+                .ok_or_else(|| software_refused(&first_name))
+        }
+        None => {
+            let mut software = None;
+            for (adapter, info) in adapters {
+                if info.is_hardware() {
+                    return Ok((adapter, info));
+                }
+                if info.software && software.is_none() {
+                    software = Some((adapter, info));
+                }
+            }
+            match software {
+                Some(found) if allow_software => Ok(found),
+                Some((_, info)) => Err(software_refused(&info.name)),
+                None => Err(SearchError::NoAdapter(
+                    " (no Vulkan, Metal or DX12 adapter; install a GPU driver, or Mesa's \
+                     lavapipe for a software one)"
+                        .to_owned(),
+                )),
+            }
+        }
+    }
+}
+
+fn gpu_error(context: &str, error: impl fmt::Display) -> SearchError {
+    SearchError::Gpu(format!("{context}: {error}"))
+}
+
+/// The job uniform, laid out as the shaders' `Job` struct (ten `vec4<u32>`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+struct JobUniform {
+    midstate: [u32; 8],
+    tail: [u32; 3],
+    first_nonce: u32,
+    target: [u32; 8],
+    count: u32,
+    capacity: u32,
+    zero: [u32; 2],
+    /// The first hash's state after round 3, less the nonce word (see `round3_state`).
+    round3: [u32; 8],
+    /// The nonce-independent message schedule terms (see `schedule_terms`).
+    schedule: [u32; 8],
+}
+
+const UNIFORM_SIZE: u64 = std::mem::size_of::<JobUniform>() as u64;
+
+impl JobUniform {
+    fn new(header: &Header, target: &Target, capacity: u32) -> Self {
+        let midstate = header.midstate().0;
+        let tail = header.tail_words();
+        JobUniform {
+            midstate,
+            tail,
+            first_nonce: 0,
+            target: target.to_le_words(),
+            count: 0,
+            capacity,
+            zero: [0; 2],
+            round3: round3_state(&midstate, &tail),
+            schedule: schedule_terms(&tail),
+        }
+    }
+}
+
+/// Rounds 0-2 of the header's second block use only the tail words, so they run once per job
+/// here. Round 3 adds the nonce word W3 to both new registers; everything else in it is
+/// constant too. Returns the state after round 3 with W3 left out of `a` and `e`: the shader
+/// adds the byte-swapped nonce to words 0 and 4.
+fn round3_state(midstate: &[u32; 8], tail: &[u32; 3]) -> [u32; 8] {
+    let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = *midstate;
+    for (i, &w) in tail.iter().enumerate() {
+        let t1 = h.wrapping_add(big_sigma1(e)).wrapping_add(ch(e, f, g)).wrapping_add(K[i]).wrapping_add(w);
+        let t2 = big_sigma0(a).wrapping_add(maj(a, b, c));
+        (h, g, f, e, d, c, b, a) = (g, f, e, d.wrapping_add(t1), c, b, a, t1.wrapping_add(t2));
+    }
+    let t1 = h.wrapping_add(big_sigma1(e)).wrapping_add(ch(e, f, g)).wrapping_add(K[3]);
+    let t2 = big_sigma0(a).wrapping_add(maj(a, b, c));
+    [t1.wrapping_add(t2), a, b, c, d.wrapping_add(t1), e, f, g]
+}
+
+/// The second block's words are W0..W2 = tail, W3 = nonce, then constant padding (W4 =
+/// 0x80000000, W15 = 640, zeros). The message schedule terms that involve no nonce are
+/// computed here once per job:
+/// `[W16, W17, K16 + W16, K17 + W17, σ1(W16) + W2, σ1(W17) + σ0(W4), σ0(W16) + W15,
+/// σ0(W17) + W16]`; the shader completes W18, W19, W31 and W32 from the last four.
+fn schedule_terms(tail: &[u32; 3]) -> [u32; 8] {
+    let [w0, w1, w2] = *tail;
+    let (w4, w15) = (0x8000_0000u32, 640u32);
+    let w16 = small_sigma0(w1).wrapping_add(w0);
+    let w17 = small_sigma1(w15).wrapping_add(small_sigma0(w2)).wrapping_add(w1);
+    [
+        w16,
+        w17,
+        K[16].wrapping_add(w16),
+        K[17].wrapping_add(w17),
+        small_sigma1(w16).wrapping_add(w2),
+        small_sigma1(w17).wrapping_add(small_sigma0(w4)),
+        small_sigma0(w16).wrapping_add(w15),
+        small_sigma0(w17).wrapping_add(w16),
+    ]
+}
+
+/// One dispatch's buffers: created once, reused for every batch.
+#[derive(Debug)]
+struct Slot {
+    uniform: wgpu::Buffer,
+    /// `[hit count, nonces...]`, written by the shader.
+    results: wgpu::Buffer,
+    /// Where `results` is copied for the host to map.
+    readback: wgpu::Buffer,
+    bind_group: wgpu::BindGroup,
+    mapped_tx: mpsc::Sender<Result<(), wgpu::BufferAsyncError>>,
+    mapped_rx: mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>,
+}
+
+/// A batch submitted and not yet read back.
+#[derive(Debug)]
+struct Batch {
+    slot: usize,
+    /// Nonces `offset..offset + count` of the job.
+    offset: u64,
+    count: u64,
+    submitted: Instant,
+    submission: wgpu::SubmissionIndex,
+    /// Whether its timing may steer the batch size (a full-size batch, not a remainder or piece).
+    tunable: bool,
+}
+
+/// What one dispatch found.
+#[derive(Debug)]
+struct BatchResult {
+    /// Hits the shader counted, possibly more than it could store.
+    total: u64,
+    nonces: Vec<u32>,
+}
+
+/// The device, pipeline and slots of one adapter.
+#[derive(Debug)]
+struct Context {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    pipeline: wgpu::ComputePipeline,
+    slots: Vec<Slot>,
+    capacity: u32,
+    results_size: u64,
+    /// Errors wgpu reported outside any error scope, and device loss.
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl Context {
+    fn new(adapter: &wgpu::Adapter, options: &GpuOptions) -> Result<Self, SearchError> {
+        let capacity = options.result_capacity.max(1);
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("hashgrid search"),
+            required_limits: wgpu::Limits::downlevel_defaults(),
+            ..Default::default()
+        }))
+        .map_err(|e| gpu_error("requesting the device", e))?;
+
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&errors);
+        device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
+            if let Ok(mut errors) = sink.lock() {
+                errors.push(error.to_string());
+            }
+        }));
+        let sink = Arc::clone(&errors);
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut errors) = sink.lock() {
+                errors.push(format!("device lost ({reason:?}): {message}"));
+            }
+        });
+
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("sha256d search"),
+            source: wgpu::ShaderSource::Wgsl(options.shader.source().into()),
+        });
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("sha256d search"),
+            entries: &[
+                wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: wgpu::BufferSize::new(UNIFORM_SIZE),
+                    },
+                    count: None,
+                },
+                wgpu::BindGroupLayoutEntry {
+                    binding: 1,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage { read_only: false },
+                        has_dynamic_offset: false,
+                        min_binding_size: wgpu::BufferSize::new(8),
+                    },
+                    count: None,
+                },
+            ],
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("sha256d search"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("sha256d search"),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some("search"),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &[("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))],
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+
+        let results_size = 4 * (1 + u64::from(capacity));
+        let slots = (0..SLOTS)
+            .map(|i| {
+                let buffer = |what: &str, size: u64, usage: wgpu::BufferUsages| {
+                    device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some(&format!("sha256d search {what} {i}")),
+                        size,
+                        usage,
+                        mapped_at_creation: false,
+                    })
+                };
+                let uniform = buffer("job", UNIFORM_SIZE, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
+                let results = buffer(
+                    "results",
+                    results_size,
+                    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                );
+                let readback =
+                    buffer("readback", results_size, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+                let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("sha256d search"),
+                    layout: &layout,
+                    entries: &[
+                        wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() },
+                        wgpu::BindGroupEntry { binding: 1, resource: results.as_entire_binding() },
+                    ],
+                });
+                let (mapped_tx, mapped_rx) = mpsc::channel();
+                Slot { uniform, results, readback, bind_group, mapped_tx, mapped_rx }
+            })
+            .collect();
+        if let Some(error) = pollster::block_on(scope.pop()) {
+            return Err(gpu_error("building the search pipeline", error));
+        }
+        let context = Context { device, queue, pipeline, slots, capacity, results_size, errors };
+        context.check_errors()?;
+        Ok(context)
+    }
+
+    /// Fails with the first error wgpu reported asynchronously, if any.
+    fn check_errors(&self) -> Result<(), SearchError> {
+        let errors = self.errors.lock().map_err(|_| SearchError::Gpu("error log poisoned".to_owned()))?;
+        match errors.first() {
+            Some(error) => Err(SearchError::Gpu(error.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues a dispatch over nonces `first_nonce..first_nonce + count` in `slot`, with the
+    /// copy of its results to the slot's readback buffer and the buffer's mapping.
+    fn submit(&self, slot: usize, uniform: &JobUniform) -> wgpu::SubmissionIndex {
+        let slot = &self.slots[slot];
+        self.queue.write_buffer(&slot.uniform, 0, bytemuck::bytes_of(uniform));
+        let groups = uniform.count.div_ceil(WORKGROUP_SIZE);
+        let x = groups.clamp(1, MAX_GROUPS_PER_DIMENSION);
+        let y = groups.div_ceil(x).max(1);
+        let mut encoder =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("sha256d search") });
+        encoder.clear_buffer(&slot.results, 0, Some(4));
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("sha256d search"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&self.pipeline);
+            pass.set_bind_group(0, &slot.bind_group, &[]);
+            pass.dispatch_workgroups(x, y, 1);
+        }
+        encoder.copy_buffer_to_buffer(&slot.results, 0, &slot.readback, 0, self.results_size);
+        let submission = self.queue.submit([encoder.finish()]);
+        let mapped = slot.mapped_tx.clone();
+        slot.readback.map_async(wgpu::MapMode::Read, .., move |result| {
+            // The receiver lives as long as the slot; a send can only fail during teardown.
+            let _ = mapped.send(result);
+        });
+        submission
+    }
+
+    /// Waits for `batch` and reads its hits.
+    fn collect(&self, batch: &Batch) -> Result<BatchResult, SearchError> {
+        let slot = &self.slots[batch.slot];
+        let mut mapped = slot.mapped_rx.try_recv().map_err(|e| e.to_string());
+        let deadline = Instant::now() + DISPATCH_TIMEOUT;
+        while mapped.is_err() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(SearchError::Gpu(format!(
+                    "dispatch of {} nonces did not finish within {DISPATCH_TIMEOUT:?}",
+                    batch.count
+                )));
+            }
+            self.device
+                .poll(wgpu::PollType::Wait { submission_index: Some(batch.submission.clone()), timeout: Some(left) })
+                .map_err(|e| gpu_error("waiting for a dispatch", e))?;
+            self.check_errors()?;
+            mapped = slot.mapped_rx.recv_timeout(Duration::from_millis(1)).map_err(|e| e.to_string());
+        }
+        match mapped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(gpu_error("mapping the results", e)),
+            Err(e) => return Err(gpu_error("mapping the results", e)),
+        }
+        let words: Vec<u32> = {
+            let view = slot.readback.get_mapped_range(..).map_err(|e| gpu_error("reading the results", e))?;
+            view.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        };
+        slot.readback.unmap();
+        let total = u64::from(words.first().copied().unwrap_or(0));
+        let stored = total.min(u64::from(self.capacity)) as usize;
+        let nonces = words.get(1..1 + stored).map(<[u32]>::to_vec).unwrap_or_default();
+        Ok(BatchResult { total, nonces })
+    }
+
+    /// Waits out batches abandoned by a failed search so their slots can be mapped again.
+    fn drain(&self, in_flight: VecDeque<Batch>) {
+        for batch in in_flight {
+            if self.collect(&batch).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A search backend on one GPU adapter (hardware, or a software one when allowed).
+#[derive(Debug)]
+pub struct GpuBackend {
+    info: AdapterInfo,
+    context: Context,
+    /// The current batch size, steered toward `TARGET_DISPATCH_TIME`; kept across searches.
+    batch: u64,
+}
+
+impl GpuBackend {
+    /// Opens the adapter `adapter` names (an index into `list_adapters()` or a case-insensitive
+    /// part of its name), or by default the first hardware GPU; a software adapter is used only
+    /// when `allow_software`.
+    pub fn open(adapter: Option<&str>, allow_software: bool) -> Result<Self, SearchError> {
+        Self::open_with(adapter, allow_software, GpuOptions::default())
+    }
+
+    /// `open` with a choice of shader and result capacity.
+    pub fn open_with(adapter: Option<&str>, allow_software: bool, options: GpuOptions) -> Result<Self, SearchError> {
+        let instance = new_instance();
+        let (adapter, info) = select(enumerate(&instance), adapter, allow_software)?;
+        let context = Context::new(&adapter, &options)?;
+        Ok(GpuBackend { info, context, batch: FIRST_BATCH })
+    }
+
+    /// Whether the adapter is a software rasterizer on the CPU.
+    pub fn is_software(&self) -> bool {
+        self.info.software
+    }
+
+    /// The adapter this backend runs on.
+    pub fn adapter(&self) -> &AdapterInfo {
+        &self.info
+    }
+
+    /// Hits one dispatch can hold.
+    pub fn result_capacity(&self) -> u32 {
+        self.context.capacity
+    }
+
+    /// The batch size the next search starts with.
+    pub fn batch_size(&self) -> u64 {
+        self.batch
+    }
+
+    /// Steers the batch size from the `count` nonces of a full-size batch that kept the device
+    /// busy for `busy`: toward `TARGET_DISPATCH_TIME`, at most 4× up or down per batch.
+    fn tune(&mut self, count: u64, busy: Duration) {
+        let busy = busy.as_secs_f64().max(1e-6);
+        let ideal = count as f64 * TARGET_DISPATCH_TIME.as_secs_f64() / busy;
+        let next = (ideal as u64).clamp(self.batch / 4, self.batch.saturating_mul(4));
+        self.batch = next.clamp(MIN_BATCH, MAX_BATCH) / MIN_BATCH * MIN_BATCH;
+    }
+
+    fn run(
+        &mut self,
+        job: &SearchJob,
+        cancel: &AtomicBool,
+        base: &mut JobUniform,
+        in_flight: &mut VecDeque<Batch>,
+        candidates: &mut Vec<u32>,
+    ) -> Result<u64, SearchError> {
+        let capacity = u64::from(self.context.capacity);
+        // Ranges to search again in pieces after their batch overflowed the result buffer.
+        let mut pieces: VecDeque<(u64, u64)> = VecDeque::new();
+        let mut next = 0u64;
+        let mut hashes = 0u64;
+        // The largest batch whose expected hits fit the result buffer (easy targets).
+        let mut hit_bound = MAX_BATCH;
+        let mut last_done: Option<Instant> = None;
+        let mut free: Vec<usize> = (0..SLOTS).rev().collect();
+        loop {
+            while !cancel.load(Ordering::Relaxed) {
+                let Some(&slot) = free.last() else { break };
+                let (offset, count, tunable) = if let Some((offset, count)) = pieces.pop_front() {
+                    (offset, count, false)
+                } else if next < job.count {
+                    let size = self.batch.min(hit_bound);
+                    let count = size.min(job.count - next);
+                    next += count;
+                    (next - count, count, count == self.batch)
+                } else {
+                    break;
+                };
+                free.pop();
+                base.first_nonce = (u64::from(job.start) + offset) as u32;
+                base.count = count as u32;
+                let submission = self.context.submit(slot, base);
+                in_flight.push_back(Batch { slot, offset, count, submitted: Instant::now(), submission, tunable });
+            }
+            let Some(batch) = in_flight.front() else { break };
+            let result = self.context.collect(batch)?;
+            let Some(batch) = in_flight.pop_front() else { break };
+            free.push(batch.slot);
+            let done = Instant::now();
+            if result.total > capacity {
+                // Dropped hits: search the batch again in pieces expected to hold at most half
+                // the capacity each. A piece no larger than the capacity cannot overflow.
+                let parts = (2 * result.total).div_ceil(capacity).clamp(2, batch.count);
+                let size = batch.count.div_ceil(parts);
+                let mut offset = batch.offset;
+                let end = batch.offset + batch.count;
+                let mut split = Vec::new();
+                while offset < end {
+                    let count = size.min(end - offset);
+                    split.push((offset, count));
+                    offset += count;
+                }
+                for piece in split.into_iter().rev() {
+                    pieces.push_front(piece);
+                }
+                hit_bound = hit_bound.min(size.max(1));
+            } else {
+                hashes += batch.count;
+                candidates.extend(result.nonces);
+                if batch.tunable {
+                    let started = last_done.map_or(batch.submitted, |t| t.max(batch.submitted));
+                    self.tune(batch.count, done.saturating_duration_since(started));
+                }
+            }
+            last_done = Some(done);
+        }
+        Ok(hashes)
+    }
+}
+
 impl Backend for GpuBackend {
-    fn kind(&self) -> BackendKind { BackendKind::Gpu }
-    fn device(&self) -> String { String::new() }
-    fn search(&mut self, _job: &SearchJob, _cancel: &AtomicBool) -> Result<SearchReport, SearchError> {
-        Err(SearchError::NoAdapter(String::new()))
+    fn kind(&self) -> BackendKind {
+        BackendKind::Gpu
+    }
+
+    fn device(&self) -> String {
+        if self.info.software { format!("{} (software)", self.info.name) } else { self.info.name.clone() }
+    }
+
+    fn search(&mut self, job: &SearchJob, cancel: &AtomicBool) -> Result<SearchReport, SearchError> {
+        let started = Instant::now();
+        if job.count == 0 {
+            return Err(SearchError::EmptyRange);
+        }
+        if u64::from(job.start) + job.count > NONCE_SPACE {
+            return Err(SearchError::RangePastEnd { start: job.start, count: job.count });
+        }
+        let mut base = JobUniform::new(&job.header, &job.target, self.context.capacity);
+        let mut in_flight = VecDeque::new();
+        let mut candidates = Vec::new();
+        let hashes = match self.run(job, cancel, &mut base, &mut in_flight, &mut candidates) {
+            Ok(hashes) => hashes,
+            Err(error) => {
+                self.context.drain(in_flight);
+                return Err(error);
+            }
+        };
+        candidates.sort_unstable();
+        candidates.dedup();
+        let hits: Vec<Hit> = candidates.into_iter().filter_map(|nonce| verify_hit(job, nonce)).collect();
+        Ok(SearchReport { hashes, elapsed: started.elapsed(), hits })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hashgrid_common::sha256::header_tail_block;
+
+    /// The full message schedule of a block.
+    fn schedule(block: &[u32; 16]) -> [u32; 64] {
+        let mut w = [0u32; 64];
+        w[..16].copy_from_slice(block);
+        for i in 16..64 {
+            w[i] = small_sigma1(w[i - 2])
+                .wrapping_add(w[i - 7])
+                .wrapping_add(small_sigma0(w[i - 15]))
+                .wrapping_add(w[i - 16]);
+        }
+        w
+    }
+
+    fn headers() -> impl Iterator<Item = Header> {
+        (0u32..50).map(|i| {
+            let mut bytes = [0u8; 80];
+            for (j, b) in bytes.iter_mut().enumerate() {
+                *b = (i.wrapping_mul(2_654_435_761).wrapping_add(j as u32 * 40_503)).to_le_bytes()[j % 4];
+            }
+            Header::from_bytes(&bytes)
+        })
+    }
+
+    #[test]
+    fn precomputed_schedule_terms_complete_the_schedule() {
+        for header in headers() {
+            let tail = header.tail_words();
+            let terms = schedule_terms(&tail);
+            for nonce in [0u32, 1, 0x1234_5678, u32::MAX] {
+                let n = nonce.swap_bytes();
+                let w = schedule(&header_tail_block(&tail, nonce));
+                assert_eq!([terms[0], terms[1]], [w[16], w[17]]);
+                assert_eq!([terms[2], terms[3]], [K[16].wrapping_add(w[16]), K[17].wrapping_add(w[17])]);
+                assert_eq!(terms[4].wrapping_add(small_sigma0(n)), w[18]);
+                assert_eq!(terms[5].wrapping_add(n), w[19]);
+                assert_eq!(small_sigma1(w[29]).wrapping_add(w[24]).wrapping_add(terms[6]), w[31]);
+                assert_eq!(small_sigma1(w[30]).wrapping_add(w[25]).wrapping_add(terms[7]), w[32]);
+            }
+        }
+    }
+
+    #[test]
+    fn round3_state_plus_nonce_is_four_rounds() {
+        for header in headers() {
+            let midstate = header.midstate().0;
+            let tail = header.tail_words();
+            let pre = round3_state(&midstate, &tail);
+            for nonce in [0u32, 7, u32::MAX] {
+                let block = header_tail_block(&tail, nonce);
+                let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = midstate;
+                for (i, &w) in block.iter().enumerate().take(4) {
+                    let t1 = h.wrapping_add(big_sigma1(e)).wrapping_add(ch(e, f, g)).wrapping_add(K[i]).wrapping_add(w);
+                    let t2 = big_sigma0(a).wrapping_add(maj(a, b, c));
+                    (h, g, f, e, d, c, b, a) = (g, f, e, d.wrapping_add(t1), c, b, a, t1.wrapping_add(t2));
+                }
+                let n = nonce.swap_bytes();
+                let mut expected = pre;
+                expected[0] = expected[0].wrapping_add(n);
+                expected[4] = expected[4].wrapping_add(n);
+                assert_eq!(expected, [a, b, c, d, e, f, g, h]);
+            }
+        }
+    }
+
+    #[test]
+    fn uniform_matches_the_shader_layout() {
+        // Ten vec4<u32>.
+        assert_eq!(UNIFORM_SIZE, 160);
     }
 }

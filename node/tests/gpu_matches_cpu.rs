@@ -1,0 +1,266 @@
+//! Differential tests of the GPU search backend: on random headers, targets and ranges the
+//! GPU (optimized and reference shaders) must report exactly the hits of the CPU backend,
+//! including result-buffer overflow, ranges ending at nonce 4294967295, partial workgroups
+//! and targets equal to a hash in their top words.
+//!
+//! Without a GPU or Vulkan adapter (hardware or Mesa lavapipe) each test prints
+//! "SKIPPED: no GPU/Vulkan adapter" and passes, unless `HASHGRID_REQUIRE_GPU=1`.
+//! Work per test is kept to a few million nonces: lavapipe on a small CPU is slow.
+
+use std::sync::atomic::AtomicBool;
+
+use hashgrid_common::{CompactTarget, Hash256, Header, Target};
+use hashgrid_node::search::cpu::CpuBackend;
+use hashgrid_node::search::gpu::{self, GpuBackend, GpuOptions, ShaderVariant};
+use hashgrid_node::search::{Backend, BackendKind, SearchError, SearchJob, SearchReport};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const GENESIS_HEX: &str = "0100000000000000000000000000000000000000000000000000000000000000000000003ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a51323a9fb8aa4b1e5e4a29ab5f49ffff001d1dac2b7c";
+const GENESIS_NONCE: u32 = 2_083_236_893;
+
+fn require_gpu() -> bool {
+    std::env::var("HASHGRID_REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
+/// A GPU backend (software adapters allowed), or `None` after printing why the test is skipped.
+fn open_gpu(options: GpuOptions) -> Option<GpuBackend> {
+    match GpuBackend::open_with(None, true, options) {
+        Ok(gpu) => Some(gpu),
+        Err(SearchError::NoAdapter(hint)) if !require_gpu() => {
+            eprintln!("SKIPPED: no GPU/Vulkan adapter{hint}");
+            None
+        }
+        Err(error) => panic!("opening the GPU backend: {error}"),
+    }
+}
+
+fn optimized() -> Option<GpuBackend> {
+    open_gpu(GpuOptions::default())
+}
+
+fn cpu() -> CpuBackend {
+    CpuBackend::new(2).unwrap()
+}
+
+fn search(backend: &mut dyn Backend, job: &SearchJob) -> SearchReport {
+    let report = backend.search(job, &AtomicBool::new(false)).unwrap();
+    assert_eq!(report.hashes, job.count, "{} hashed the whole range", backend.device());
+    assert!(report.hits.windows(2).all(|w| w[0].nonce < w[1].nonce), "hits sorted, no duplicates");
+    for hit in &report.hits {
+        assert!(job.start as u64 <= hit.nonce as u64 && hit.nonce as u64 <= job.last_nonce() as u64);
+    }
+    report
+}
+
+/// Searches `job` on the GPU and the CPU and checks both report the same hits; returns them.
+fn assert_same_hits(gpu: &mut GpuBackend, job: &SearchJob) -> Vec<u32> {
+    let on_gpu = search(gpu, job);
+    let on_cpu = search(&mut cpu(), job);
+    assert_eq!(
+        on_gpu.hits,
+        on_cpu.hits,
+        "GPU and CPU disagree on {}..={} of {} with target {}",
+        job.start,
+        job.last_nonce(),
+        job.header,
+        job.target
+    );
+    on_gpu.hits.iter().map(|h| h.nonce).collect()
+}
+
+fn random_header(rng: &mut StdRng) -> Header {
+    let mut bytes = [0u8; 80];
+    rng.fill(&mut bytes[..]);
+    Header::from_bytes(&bytes)
+}
+
+/// A target met by about one hash in `2^bits`.
+fn one_in_2_pow(bits: u32) -> Target {
+    Target::from_difficulty(2f64.powi(bits as i32 - 32)).unwrap()
+}
+
+/// The target whose value is the hash `le` (little-endian bytes), if not zero.
+fn target_from_le_bytes(le: [u8; 32]) -> Option<Target> {
+    let hex: String = le.iter().rev().map(|b| format!("{b:02x}")).collect();
+    Target::from_hex(&hex).ok()
+}
+
+#[test]
+fn random_headers_and_targets_match_cpu() {
+    let Some(mut gpu) = optimized() else { return };
+    let mut rng = StdRng::seed_from_u64(0x5eed_0001);
+    let mut total_hits = 0;
+    for _ in 0..12 {
+        let header = random_header(&mut rng);
+        let target = one_in_2_pow(rng.random_range(8..=16));
+        let count = rng.random_range(1..=120_000u64);
+        let start = rng.random_range(0..=(u32::MAX as u64 + 1 - count)) as u32;
+        let job = SearchJob::new(header, target, start, count).unwrap();
+        total_hits += assert_same_hits(&mut gpu, &job).len();
+    }
+    assert!(total_hits > 100, "the targets are easy enough to give hits ({total_hits})");
+}
+
+#[test]
+fn finds_the_genesis_nonce() {
+    let Some(mut gpu) = optimized() else { return };
+    let header = Header::from_hex(GENESIS_HEX).unwrap();
+    let target = Target::from_compact(CompactTarget(0x1d00ffff)).unwrap();
+    let job = SearchJob::new(header.with_nonce(0), target, GENESIS_NONCE - 150_000, 300_001).unwrap();
+    let hits = assert_same_hits(&mut gpu, &job);
+    assert_eq!(hits, vec![GENESIS_NONCE]);
+    let report = gpu.search(&job, &AtomicBool::new(false)).unwrap();
+    assert_eq!(report.hits[0].hash, header.block_hash());
+    assert_eq!(report.hits[0].hash.to_string(), "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f");
+}
+
+#[test]
+fn range_ending_at_the_last_nonce() {
+    let Some(mut gpu) = optimized() else { return };
+    let header = Header::from_hex(GENESIS_HEX).unwrap();
+    let job = SearchJob::new(header, one_in_2_pow(10), u32::MAX - 99_999, 100_000).unwrap();
+    let hits = assert_same_hits(&mut gpu, &job);
+    assert!(hits.len() > 20);
+    // Single nonces at the very end, with a target every hash meets.
+    for count in [1u64, 2, 255, 257] {
+        let start = (1u64 << 32) - count;
+        let job = SearchJob::new(header, Target::MAX, start as u32, count).unwrap();
+        let hits = assert_same_hits(&mut gpu, &job);
+        assert_eq!(hits.len() as u64, count);
+        assert_eq!(hits.last(), Some(&u32::MAX));
+    }
+}
+
+#[test]
+fn counts_that_are_not_a_multiple_of_the_workgroup_size() {
+    let Some(mut gpu) = optimized() else { return };
+    let mut rng = StdRng::seed_from_u64(0x5eed_0002);
+    let wg = u64::from(gpu::WORKGROUP_SIZE);
+    for count in [1, 2, wg - 1, wg + 1, 3 * wg + 17, 65_535, 65_537, 200_003] {
+        let header = random_header(&mut rng);
+        let start = rng.random::<u32>() / 2;
+        // Every hash meets the target for short ranges, so a missed tail shows up at once.
+        let target = if count <= 1024 { Target::MAX } else { one_in_2_pow(8) };
+        let job = SearchJob::new(header, target, start, count).unwrap();
+        let hits = assert_same_hits(&mut gpu, &job);
+        if count <= 1024 {
+            assert_eq!(hits.len() as u64, count);
+        }
+    }
+}
+
+#[test]
+fn easy_target_with_many_hits() {
+    let Some(mut gpu) = optimized() else { return };
+    let header = Header::from_hex(GENESIS_HEX).unwrap();
+    // About one hash in 16 meets it: ~25,000 hits.
+    let job = SearchJob::new(header, one_in_2_pow(4), 1_000_000, 400_000).unwrap();
+    let hits = assert_same_hits(&mut gpu, &job);
+    assert!(hits.len() > 20_000, "{} hits", hits.len());
+}
+
+#[test]
+fn result_buffer_overflow_is_searched_again() {
+    let options = GpuOptions { result_capacity: 8, ..GpuOptions::default() };
+    let Some(mut gpu) = open_gpu(options) else { return };
+    assert_eq!(gpu.result_capacity(), 8);
+    let mut rng = StdRng::seed_from_u64(0x5eed_0003);
+    // ~3,000 hits over batches of tens of thousands of nonces: every batch overflows.
+    let header = random_header(&mut rng);
+    let job = SearchJob::new(header, one_in_2_pow(5), 12_345, 100_000).unwrap();
+    let hits = assert_same_hits(&mut gpu, &job);
+    assert!(hits.len() > 2_000, "{} hits", hits.len());
+    // Every nonce a hit: pieces must shrink to the capacity itself.
+    let job = SearchJob::new(header, Target::MAX, u32::MAX - 2_999, 3_000).unwrap();
+    let hits = assert_same_hits(&mut gpu, &job);
+    assert_eq!(hits.len(), 3_000);
+}
+
+#[test]
+fn targets_equal_to_a_hash_in_their_top_words() {
+    // Random hashes almost never share a top word with the target, so build targets from a
+    // known hash: equal to it, or one off in one word with all the words above it equal.
+    let Some(mut gpu) = optimized() else { return };
+    let mut rng = StdRng::seed_from_u64(0x5eed_0004);
+    for _ in 0..3 {
+        let header = random_header(&mut rng);
+        let nonce = rng.random_range(1_000..u32::MAX - 1_000);
+        let Hash256(hash) = header.with_nonce(nonce).block_hash();
+        let mut cases = vec![(hash, true)];
+        for word in 0..8 {
+            let at = 4 * word;
+            let value = u32::from_le_bytes(hash[at..at + 4].try_into().unwrap());
+            for (delta, met) in [(1i64, true), (-1, false)] {
+                let Some(changed) = u32::try_from(value as i64 + delta).ok() else { continue };
+                let mut le = hash;
+                le[at..at + 4].copy_from_slice(&changed.to_le_bytes());
+                cases.push((le, met));
+            }
+        }
+        for (le, met) in cases {
+            let Some(target) = target_from_le_bytes(le) else { continue };
+            let job = SearchJob::new(header, target, nonce - 300, 601).unwrap();
+            let hits = assert_same_hits(&mut gpu, &job);
+            assert_eq!(hits.contains(&nonce), met, "nonce {nonce} against target {target}");
+        }
+    }
+}
+
+#[test]
+fn optimized_shader_matches_reference_shader() {
+    let Some(mut fast) = optimized() else { return };
+    let reference = GpuOptions { shader: ShaderVariant::Reference, ..GpuOptions::default() };
+    let Some(mut plain) = open_gpu(reference) else { return };
+    let mut rng = StdRng::seed_from_u64(0x5eed_0005);
+    for _ in 0..6 {
+        let header = random_header(&mut rng);
+        let target = one_in_2_pow(rng.random_range(6..=12));
+        let count = rng.random_range(1..=60_000u64);
+        let start = rng.random_range(0..=(u32::MAX as u64 + 1 - count)) as u32;
+        let job = SearchJob::new(header, target, start, count).unwrap();
+        let a = search(&mut fast, &job);
+        let b = search(&mut plain, &job);
+        assert_eq!(a.hits, b.hits, "optimized and reference shaders disagree on {job:?}");
+        assert!(!a.hits.is_empty() || count < 5_000);
+    }
+    // The reference shader against the CPU on a range with the genesis nonce.
+    let header = Header::from_hex(GENESIS_HEX).unwrap();
+    let target = Target::from_compact(CompactTarget(0x1d00ffff)).unwrap();
+    let job = SearchJob::new(header, target, GENESIS_NONCE - 5_000, 10_000).unwrap();
+    assert_eq!(assert_same_hits(&mut plain, &job), vec![GENESIS_NONCE]);
+}
+
+#[test]
+fn cancelled_search_reports_no_work() {
+    let Some(mut gpu) = optimized() else { return };
+    let header = Header::from_hex(GENESIS_HEX).unwrap();
+    let job = SearchJob::new(header, Target::DIFFICULTY_1, 0, 1 << 32).unwrap();
+    let report = gpu.search(&job, &AtomicBool::new(true)).unwrap();
+    assert_eq!(report.hashes, 0);
+    assert!(report.hits.is_empty());
+}
+
+#[test]
+fn backend_identity_and_adapter_selection() {
+    let Some(gpu) = optimized() else { return };
+    assert_eq!(gpu.kind(), BackendKind::Gpu);
+    assert_eq!(gpu.device().ends_with(" (software)"), gpu.is_software());
+    assert!(gpu.device().starts_with(&gpu.adapter().name));
+    let adapters = gpu::list_adapters();
+    assert!(!adapters.is_empty());
+    assert!(adapters.iter().enumerate().all(|(i, a)| a.index == i));
+    assert!(matches!(GpuBackend::open(Some("no such adapter, surely"), true), Err(SearchError::UnknownAdapter(_))));
+    assert!(matches!(GpuBackend::open(Some("4096"), true), Err(SearchError::UnknownAdapter(_))));
+    // By index and by name, whatever case.
+    let by_index = GpuBackend::open(Some(&gpu.adapter().index.to_string()), true).unwrap();
+    assert_eq!(by_index.adapter().name, gpu.adapter().name);
+    let by_name = GpuBackend::open(Some(&gpu.adapter().name.to_uppercase()), true).unwrap();
+    assert_eq!(by_name.adapter().name, gpu.adapter().name);
+    if adapters.iter().all(|a| a.software) {
+        // Software adapters only when allowed.
+        assert!(matches!(GpuBackend::open(None, false), Err(SearchError::NoAdapter(_))));
+        let name = &gpu.adapter().name;
+        assert!(matches!(GpuBackend::open(Some(name), false), Err(SearchError::NoAdapter(_))));
+    }
+}

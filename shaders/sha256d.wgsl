@@ -1,0 +1,409 @@
+// Optimized SHA-256d nonce search (the kernel `GpuBackend` runs by default).
+//
+// Each invocation tests one nonce of a Bitcoin header: it compresses the header's second
+// 64-byte block from the midstate, hashes the 32-byte digest again, and appends the nonce to
+// `results` if the hash, read as a little-endian 256-bit number, is at or below the target.
+// The host re-hashes every reported nonce on the CPU; `sha256d_reference.wgsl` is the plain
+// version of this kernel that the tests compare it with.
+//
+// Both compressions are fully unrolled, with the standard mining precomputations:
+// - Rounds 0-2 of the first hash see only header words that every nonce shares, and round 3
+//   adds the nonce to two registers: the host runs them once per job (`round3_lo/hi`).
+// - W4..W15 of the first block are padding, so rounds 4-15 add constants, and the terms of
+//   W16..W32 that do not involve the nonce come from the host (`schedule_lo/hi`).
+// - W8..W15 of the second block are padding too: folded into constants below.
+// - The hash's most significant word is H7 = IV7 + e after round 60, so rounds 61-63 run only
+//   when that word equals the target's top word; otherwise it decides on its own.
+// What each step is worth on lavapipe is noted in the `search::gpu` module docs.
+//
+// The bindings and the `Job` layout are shared with `sha256d_reference.wgsl` and filled by
+// `node/src/search/gpu.rs` (`JobUniform`).
+struct Job {
+    // The SHA-256 state after the first 64 header bytes.
+    midstate_lo: vec4<u32>,
+    midstate_hi: vec4<u32>,
+    // xyz: header bytes 64..76 as big-endian words (W0..W2); w: the dispatch's first nonce.
+    tail: vec4<u32>,
+    // The target as 32-bit words, least significant first (`Target::to_le_words`).
+    target_lo: vec4<u32>,
+    target_hi: vec4<u32>,
+    // x: nonces in this dispatch; y: capacity of `results.nonces`; z, w: zero.
+    limits: vec4<u32>,
+    // The state after round 3 without the nonce word (host `round3_state`).
+    round3_lo: vec4<u32>,
+    round3_hi: vec4<u32>,
+    // W16, W17, K16 + W16, K17 + W17 / the rest of W18, W19, W31, W32 (host `schedule_terms`).
+    schedule_lo: vec4<u32>,
+    schedule_hi: vec4<u32>,
+}
+
+// Hits: `count` is incremented once per hit, even past the capacity, so the host can tell
+// that nonces were dropped and search the dispatch again in smaller pieces.
+struct Results {
+    count: atomic<u32>,
+    nonces: array<u32>,
+}
+
+@group(0) @binding(0) var<uniform> job: Job;
+@group(0) @binding(1) var<storage, read_write> results: Results;
+
+// Invocations per workgroup, set by the host when it builds the pipeline.
+override WORKGROUP_SIZE: u32 = 256u;
+
+// The SHA-256 working registers.
+struct State {
+    a: u32,
+    b: u32,
+    c: u32,
+    d: u32,
+    e: u32,
+    f: u32,
+    g: u32,
+    h: u32,
+}
+
+fn rotr(x: u32, n: u32) -> u32 {
+    return (x >> n) | (x << (32u - n));
+}
+
+fn bsig0(x: u32) -> u32 {
+    return rotr(x, 2u) ^ rotr(x, 13u) ^ rotr(x, 22u);
+}
+
+fn bsig1(x: u32) -> u32 {
+    return rotr(x, 6u) ^ rotr(x, 11u) ^ rotr(x, 25u);
+}
+
+fn ssig0(x: u32) -> u32 {
+    return rotr(x, 7u) ^ rotr(x, 18u) ^ (x >> 3u);
+}
+
+fn ssig1(x: u32) -> u32 {
+    return rotr(x, 17u) ^ rotr(x, 19u) ^ (x >> 10u);
+}
+
+fn byte_swap(x: u32) -> u32 {
+    return (x << 24u) | ((x & 0xff00u) << 8u) | ((x >> 8u) & 0xff00u) | (x >> 24u);
+}
+
+// One SHA-256 round; `kw` is the round constant plus the message schedule word.
+fn round(s: State, kw: u32) -> State {
+    let t1 = s.h + bsig1(s.e) + (s.g ^ (s.e & (s.f ^ s.g))) + kw;
+    let t2 = bsig0(s.a) + ((s.a & s.b) | (s.c & (s.a | s.b)));
+    return State(t1 + t2, s.a, s.b, s.c, s.d + t1, s.e, s.f, s.g);
+}
+
+// Whether the final digest (state words H0..H7) meets the target: the hash, read as a
+// little-endian number, has word i = byte_swap(Hi); compare from the top word down.
+fn meets_target(hash: State) -> bool {
+    let t = job.target_hi;
+    let u = job.target_lo;
+    let h7 = byte_swap(hash.h);
+    if h7 != t.w {
+        return h7 < t.w;
+    }
+    let h6 = byte_swap(hash.g);
+    if h6 != t.z {
+        return h6 < t.z;
+    }
+    let h5 = byte_swap(hash.f);
+    if h5 != t.y {
+        return h5 < t.y;
+    }
+    let h4 = byte_swap(hash.e);
+    if h4 != t.x {
+        return h4 < t.x;
+    }
+    let h3 = byte_swap(hash.d);
+    if h3 != u.w {
+        return h3 < u.w;
+    }
+    let h2 = byte_swap(hash.c);
+    if h2 != u.z {
+        return h2 < u.z;
+    }
+    let h1 = byte_swap(hash.b);
+    if h1 != u.y {
+        return h1 < u.y;
+    }
+    return byte_swap(hash.a) <= u.x;
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn search(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    // Dispatches are two-dimensional to stay under 65,535 workgroups per dimension.
+    let index = (group.y * groups.x + group.x) * WORKGROUP_SIZE + local;
+    if index >= job.limits.x {
+        return;
+    }
+    // The host keeps first nonce + count <= 2^32, so this never wraps.
+    let nonce = job.tail.w + index;
+    // Block word W3: the nonce field is little-endian in the header.
+    let n = byte_swap(nonce);
+
+    // First hash: the header's second block, compressed from the midstate.
+    // Rounds 0-2 and all of round 3 but the nonce word ran on the host (`round3_state`).
+    var s = State(
+        job.round3_lo.x + n, job.round3_lo.y, job.round3_lo.z, job.round3_lo.w,
+        job.round3_hi.x + n, job.round3_hi.y, job.round3_hi.z, job.round3_hi.w,
+    );
+    // W4..W15 are padding: rounds 4-15 add constants, and the schedule terms that do
+    // not involve the nonce come from the host (`schedule_terms`).
+    s = round(s, 0xb956c25bu);
+    s = round(s, 0x59f111f1u);
+    s = round(s, 0x923f82a4u);
+    s = round(s, 0xab1c5ed5u);
+    s = round(s, 0xd807aa98u);
+    s = round(s, 0x12835b01u);
+    s = round(s, 0x243185beu);
+    s = round(s, 0x550c7dc3u);
+    s = round(s, 0x72be5d74u);
+    s = round(s, 0x80deb1feu);
+    s = round(s, 0x9bdc06a7u);
+    s = round(s, 0xc19bf3f4u);
+    let w16 = job.schedule_lo.x;
+    s = round(s, job.schedule_lo.z);
+    let w17 = job.schedule_lo.y;
+    s = round(s, job.schedule_lo.w);
+    let w18 = job.schedule_hi.x + ssig0(n);
+    s = round(s, 0x0fc19dc6u + w18);
+    let w19 = job.schedule_hi.y + n;
+    s = round(s, 0x240ca1ccu + w19);
+    let w20 = ssig1(w18) + 0x80000000u;
+    s = round(s, 0x2de92c6fu + w20);
+    let w21 = ssig1(w19);
+    s = round(s, 0x4a7484aau + w21);
+    let w22 = ssig1(w20) + 0x00000280u;
+    s = round(s, 0x5cb0a9dcu + w22);
+    let w23 = ssig1(w21) + w16;
+    s = round(s, 0x76f988dau + w23);
+    let w24 = ssig1(w22) + w17;
+    s = round(s, 0x983e5152u + w24);
+    let w25 = ssig1(w23) + w18;
+    s = round(s, 0xa831c66du + w25);
+    let w26 = ssig1(w24) + w19;
+    s = round(s, 0xb00327c8u + w26);
+    let w27 = ssig1(w25) + w20;
+    s = round(s, 0xbf597fc7u + w27);
+    let w28 = ssig1(w26) + w21;
+    s = round(s, 0xc6e00bf3u + w28);
+    let w29 = ssig1(w27) + w22;
+    s = round(s, 0xd5a79147u + w29);
+    let w30 = ssig1(w28) + w23 + 0x00a00055u;
+    s = round(s, 0x06ca6351u + w30);
+    let w31 = ssig1(w29) + w24 + job.schedule_hi.z;
+    s = round(s, 0x14292967u + w31);
+    let w32 = ssig1(w30) + w25 + job.schedule_hi.w;
+    s = round(s, 0x27b70a85u + w32);
+    let w33 = ssig1(w31) + w26 + ssig0(w18) + w17;
+    s = round(s, 0x2e1b2138u + w33);
+    let w34 = ssig1(w32) + w27 + ssig0(w19) + w18;
+    s = round(s, 0x4d2c6dfcu + w34);
+    let w35 = ssig1(w33) + w28 + ssig0(w20) + w19;
+    s = round(s, 0x53380d13u + w35);
+    let w36 = ssig1(w34) + w29 + ssig0(w21) + w20;
+    s = round(s, 0x650a7354u + w36);
+    let w37 = ssig1(w35) + w30 + ssig0(w22) + w21;
+    s = round(s, 0x766a0abbu + w37);
+    let w38 = ssig1(w36) + w31 + ssig0(w23) + w22;
+    s = round(s, 0x81c2c92eu + w38);
+    let w39 = ssig1(w37) + w32 + ssig0(w24) + w23;
+    s = round(s, 0x92722c85u + w39);
+    let w40 = ssig1(w38) + w33 + ssig0(w25) + w24;
+    s = round(s, 0xa2bfe8a1u + w40);
+    let w41 = ssig1(w39) + w34 + ssig0(w26) + w25;
+    s = round(s, 0xa81a664bu + w41);
+    let w42 = ssig1(w40) + w35 + ssig0(w27) + w26;
+    s = round(s, 0xc24b8b70u + w42);
+    let w43 = ssig1(w41) + w36 + ssig0(w28) + w27;
+    s = round(s, 0xc76c51a3u + w43);
+    let w44 = ssig1(w42) + w37 + ssig0(w29) + w28;
+    s = round(s, 0xd192e819u + w44);
+    let w45 = ssig1(w43) + w38 + ssig0(w30) + w29;
+    s = round(s, 0xd6990624u + w45);
+    let w46 = ssig1(w44) + w39 + ssig0(w31) + w30;
+    s = round(s, 0xf40e3585u + w46);
+    let w47 = ssig1(w45) + w40 + ssig0(w32) + w31;
+    s = round(s, 0x106aa070u + w47);
+    let w48 = ssig1(w46) + w41 + ssig0(w33) + w32;
+    s = round(s, 0x19a4c116u + w48);
+    let w49 = ssig1(w47) + w42 + ssig0(w34) + w33;
+    s = round(s, 0x1e376c08u + w49);
+    let w50 = ssig1(w48) + w43 + ssig0(w35) + w34;
+    s = round(s, 0x2748774cu + w50);
+    let w51 = ssig1(w49) + w44 + ssig0(w36) + w35;
+    s = round(s, 0x34b0bcb5u + w51);
+    let w52 = ssig1(w50) + w45 + ssig0(w37) + w36;
+    s = round(s, 0x391c0cb3u + w52);
+    let w53 = ssig1(w51) + w46 + ssig0(w38) + w37;
+    s = round(s, 0x4ed8aa4au + w53);
+    let w54 = ssig1(w52) + w47 + ssig0(w39) + w38;
+    s = round(s, 0x5b9cca4fu + w54);
+    let w55 = ssig1(w53) + w48 + ssig0(w40) + w39;
+    s = round(s, 0x682e6ff3u + w55);
+    let w56 = ssig1(w54) + w49 + ssig0(w41) + w40;
+    s = round(s, 0x748f82eeu + w56);
+    let w57 = ssig1(w55) + w50 + ssig0(w42) + w41;
+    s = round(s, 0x78a5636fu + w57);
+    let w58 = ssig1(w56) + w51 + ssig0(w43) + w42;
+    s = round(s, 0x84c87814u + w58);
+    let w59 = ssig1(w57) + w52 + ssig0(w44) + w43;
+    s = round(s, 0x8cc70208u + w59);
+    let w60 = ssig1(w58) + w53 + ssig0(w45) + w44;
+    s = round(s, 0x90befffau + w60);
+    let w61 = ssig1(w59) + w54 + ssig0(w46) + w45;
+    s = round(s, 0xa4506cebu + w61);
+    let w62 = ssig1(w60) + w55 + ssig0(w47) + w46;
+    s = round(s, 0xbef9a3f7u + w62);
+    let w63 = ssig1(w61) + w56 + ssig0(w48) + w47;
+    s = round(s, 0xc67178f2u + w63);
+    let h0 = job.midstate_lo.x + s.a;
+    let h1 = job.midstate_lo.y + s.b;
+    let h2 = job.midstate_lo.z + s.c;
+    let h3 = job.midstate_lo.w + s.d;
+    let h4 = job.midstate_hi.x + s.e;
+    let h5 = job.midstate_hi.y + s.f;
+    let h6 = job.midstate_hi.z + s.g;
+    let h7 = job.midstate_hi.w + s.h;
+
+    // Second hash: the 32-byte digest and its padding, compressed from the IV.
+    // W8..W15 are padding, folded into the constants below.
+    s = State(0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au, 0x510e527fu, 0x9b05688cu, 0x1f83d9abu, 0x5be0cd19u);
+    s = round(s, 0x428a2f98u + h0);
+    s = round(s, 0x71374491u + h1);
+    s = round(s, 0xb5c0fbcfu + h2);
+    s = round(s, 0xe9b5dba5u + h3);
+    s = round(s, 0x3956c25bu + h4);
+    s = round(s, 0x59f111f1u + h5);
+    s = round(s, 0x923f82a4u + h6);
+    s = round(s, 0xab1c5ed5u + h7);
+    s = round(s, 0x5807aa98u);
+    s = round(s, 0x12835b01u);
+    s = round(s, 0x243185beu);
+    s = round(s, 0x550c7dc3u);
+    s = round(s, 0x72be5d74u);
+    s = round(s, 0x80deb1feu);
+    s = round(s, 0x9bdc06a7u);
+    s = round(s, 0xc19bf274u);
+    let x16 = ssig0(h1) + h0;
+    s = round(s, 0xe49b69c1u + x16);
+    let x17 = ssig0(h2) + h1 + 0x00a00000u;
+    s = round(s, 0xefbe4786u + x17);
+    let x18 = ssig1(x16) + ssig0(h3) + h2;
+    s = round(s, 0x0fc19dc6u + x18);
+    let x19 = ssig1(x17) + ssig0(h4) + h3;
+    s = round(s, 0x240ca1ccu + x19);
+    let x20 = ssig1(x18) + ssig0(h5) + h4;
+    s = round(s, 0x2de92c6fu + x20);
+    let x21 = ssig1(x19) + ssig0(h6) + h5;
+    s = round(s, 0x4a7484aau + x21);
+    let x22 = ssig1(x20) + ssig0(h7) + h6 + 0x00000100u;
+    s = round(s, 0x5cb0a9dcu + x22);
+    let x23 = ssig1(x21) + x16 + h7 + 0x11002000u;
+    s = round(s, 0x76f988dau + x23);
+    let x24 = ssig1(x22) + x17 + 0x80000000u;
+    s = round(s, 0x983e5152u + x24);
+    let x25 = ssig1(x23) + x18;
+    s = round(s, 0xa831c66du + x25);
+    let x26 = ssig1(x24) + x19;
+    s = round(s, 0xb00327c8u + x26);
+    let x27 = ssig1(x25) + x20;
+    s = round(s, 0xbf597fc7u + x27);
+    let x28 = ssig1(x26) + x21;
+    s = round(s, 0xc6e00bf3u + x28);
+    let x29 = ssig1(x27) + x22;
+    s = round(s, 0xd5a79147u + x29);
+    let x30 = ssig1(x28) + x23 + 0x00400022u;
+    s = round(s, 0x06ca6351u + x30);
+    let x31 = ssig1(x29) + x24 + ssig0(x16) + 0x00000100u;
+    s = round(s, 0x14292967u + x31);
+    let x32 = ssig1(x30) + x25 + ssig0(x17) + x16;
+    s = round(s, 0x27b70a85u + x32);
+    let x33 = ssig1(x31) + x26 + ssig0(x18) + x17;
+    s = round(s, 0x2e1b2138u + x33);
+    let x34 = ssig1(x32) + x27 + ssig0(x19) + x18;
+    s = round(s, 0x4d2c6dfcu + x34);
+    let x35 = ssig1(x33) + x28 + ssig0(x20) + x19;
+    s = round(s, 0x53380d13u + x35);
+    let x36 = ssig1(x34) + x29 + ssig0(x21) + x20;
+    s = round(s, 0x650a7354u + x36);
+    let x37 = ssig1(x35) + x30 + ssig0(x22) + x21;
+    s = round(s, 0x766a0abbu + x37);
+    let x38 = ssig1(x36) + x31 + ssig0(x23) + x22;
+    s = round(s, 0x81c2c92eu + x38);
+    let x39 = ssig1(x37) + x32 + ssig0(x24) + x23;
+    s = round(s, 0x92722c85u + x39);
+    let x40 = ssig1(x38) + x33 + ssig0(x25) + x24;
+    s = round(s, 0xa2bfe8a1u + x40);
+    let x41 = ssig1(x39) + x34 + ssig0(x26) + x25;
+    s = round(s, 0xa81a664bu + x41);
+    let x42 = ssig1(x40) + x35 + ssig0(x27) + x26;
+    s = round(s, 0xc24b8b70u + x42);
+    let x43 = ssig1(x41) + x36 + ssig0(x28) + x27;
+    s = round(s, 0xc76c51a3u + x43);
+    let x44 = ssig1(x42) + x37 + ssig0(x29) + x28;
+    s = round(s, 0xd192e819u + x44);
+    let x45 = ssig1(x43) + x38 + ssig0(x30) + x29;
+    s = round(s, 0xd6990624u + x45);
+    let x46 = ssig1(x44) + x39 + ssig0(x31) + x30;
+    s = round(s, 0xf40e3585u + x46);
+    let x47 = ssig1(x45) + x40 + ssig0(x32) + x31;
+    s = round(s, 0x106aa070u + x47);
+    let x48 = ssig1(x46) + x41 + ssig0(x33) + x32;
+    s = round(s, 0x19a4c116u + x48);
+    let x49 = ssig1(x47) + x42 + ssig0(x34) + x33;
+    s = round(s, 0x1e376c08u + x49);
+    let x50 = ssig1(x48) + x43 + ssig0(x35) + x34;
+    s = round(s, 0x2748774cu + x50);
+    let x51 = ssig1(x49) + x44 + ssig0(x36) + x35;
+    s = round(s, 0x34b0bcb5u + x51);
+    let x52 = ssig1(x50) + x45 + ssig0(x37) + x36;
+    s = round(s, 0x391c0cb3u + x52);
+    let x53 = ssig1(x51) + x46 + ssig0(x38) + x37;
+    s = round(s, 0x4ed8aa4au + x53);
+    let x54 = ssig1(x52) + x47 + ssig0(x39) + x38;
+    s = round(s, 0x5b9cca4fu + x54);
+    let x55 = ssig1(x53) + x48 + ssig0(x40) + x39;
+    s = round(s, 0x682e6ff3u + x55);
+    let x56 = ssig1(x54) + x49 + ssig0(x41) + x40;
+    s = round(s, 0x748f82eeu + x56);
+    let x57 = ssig1(x55) + x50 + ssig0(x42) + x41;
+    s = round(s, 0x78a5636fu + x57);
+    let x58 = ssig1(x56) + x51 + ssig0(x43) + x42;
+    s = round(s, 0x84c87814u + x58);
+    let x59 = ssig1(x57) + x52 + ssig0(x44) + x43;
+    s = round(s, 0x8cc70208u + x59);
+    let x60 = ssig1(x58) + x53 + ssig0(x45) + x44;
+    s = round(s, 0x90befffau + x60);
+    // After round 60 the e register holds what rounds 61-63 only shift into h, so the
+    // hash's most significant word is known: reject on it, accept below the target's top
+    // word, and only when it equals that word finish the hash and compare the rest.
+    let top = byte_swap(0x5be0cd19u + s.e);
+    if top > job.target_hi.w {
+        return;
+    }
+    if top == job.target_hi.w {
+        let x61 = ssig1(x59) + x54 + ssig0(x46) + x45;
+        s = round(s, 0xa4506cebu + x61);
+        let x62 = ssig1(x60) + x55 + ssig0(x47) + x46;
+        s = round(s, 0xbef9a3f7u + x62);
+        let x63 = ssig1(x61) + x56 + ssig0(x48) + x47;
+        s = round(s, 0xc67178f2u + x63);
+        let hash = State(
+            0x6a09e667u + s.a, 0xbb67ae85u + s.b, 0x3c6ef372u + s.c, 0xa54ff53au + s.d,
+            0x510e527fu + s.e, 0x9b05688cu + s.f, 0x1f83d9abu + s.g, 0x5be0cd19u + s.h,
+        );
+        if !meets_target(hash) {
+            return;
+        }
+    }
+
+    let slot = atomicAdd(&results.count, 1u);
+    if slot < job.limits.y {
+        results.nonces[slot] = nonce;
+    }
+}

@@ -1,6 +1,6 @@
 //! The service shell: translates QUIC connections, the SQLite store and timers into core
 //! events and carries out the core's commands.
 
-pub mod tls;
-pub mod store;
 pub mod server;
+pub mod store;
+pub mod tls;

@@ -1,1 +1,571 @@
 //! Shared helpers for the cross-process tests in `tests/tests/`.
+//!
+//! Everything runs as real processes on loopback: the `hashgrid-coordinator`, `hashgrid` and
+//! `hashgrid-node` binaries that `cargo build --workspace` puts next to the test executables
+//! (checked to exist and to be newer than their sources).
+//! A `Site` is one test's temporary directory (the coordinator's data dir and every process's
+//! log); a `Process` is a child that is killed when dropped, so a failing test never leaves
+//! processes behind (and prints the tail of their logs to help). Every wait has a deadline.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+/// The longest any one `hashgrid` or `hashgrid-node` command may take.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a coordinator may take to start listening.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Pause between two looks at the farm while waiting for something.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The path of a workspace binary: next to the test executable's `deps` directory. Checked
+/// once per test process: it must exist and be newer than every source it was built from.
+pub fn binary(name: &str) -> PathBuf {
+    static RESOLVED: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut resolved = RESOLVED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    resolved.entry(name.to_string()).or_insert_with(|| locate_binary(name)).clone()
+}
+
+fn locate_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let mut dir = exe.parent().expect("the test executable's directory").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{} not found: build the workspace binaries first with `cargo build --workspace`",
+        path.display()
+    );
+    if let Some(source) = newer_source(&path, &dir.join(format!("{name}.d"))) {
+        panic!(
+            "{} is older than {}, one of its sources: rebuild the workspace binaries with \
+             `cargo build --workspace` (`cargo test` rebuilds libraries, not other packages' binaries)",
+            path.display(),
+            source.display()
+        );
+    }
+    path
+}
+
+/// A source file of `binary` modified after it was built, from the dep-info file cargo writes
+/// next to it (`target/debug/NAME.d`: "BINARY: SOURCE SOURCE ..."), if there is one.
+fn newer_source(binary: &Path, dep_info: &Path) -> Option<PathBuf> {
+    let built = std::fs::metadata(binary).and_then(|m| m.modified()).ok()?;
+    let text = std::fs::read_to_string(dep_info).ok()?;
+    let (_, sources) = text.lines().next()?.split_once(": ")?;
+    // Spaces inside paths are escaped as "\ ".
+    let sources = sources.replace("\\ ", "\u{0}");
+    sources
+        .split_whitespace()
+        .map(|s| PathBuf::from(s.replace('\u{0}', " ")))
+        .find(|source| std::fs::metadata(source).and_then(|m| m.modified()).is_ok_and(|modified| modified > built))
+}
+
+/// Repeats `probe` every `POLL_INTERVAL` until it yields a value; panics after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// A finished command: exit code and what it printed.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The exit code; `None` if a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Panics unless the command succeeded; returns its stdout.
+    pub fn expect_success(self, what: &str) -> String {
+        assert_eq!(self.code, Some(0), "{what} failed: {self:#?}");
+        self.stdout
+    }
+
+    /// Asserts the documented failure shape of every hashgrid binary: exit code 2 and exactly
+    /// one line on stderr, no panic; returns that line.
+    pub fn expect_one_line_error(&self, what: &str) -> String {
+        assert_eq!(self.code, Some(2), "{what}: expected exit code 2: {self:#?}");
+        assert!(
+            !self.stderr.contains("panicked") && !self.stderr.contains("RUST_BACKTRACE"),
+            "{what}: panicked: {self:#?}"
+        );
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{what}: expected one line on stderr: {self:#?}");
+        lines[0].to_string()
+    }
+}
+
+/// Runs `cmd` to completion, killing it and panicking if it takes longer than `timeout`.
+pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Outcome {
+    let description = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {description}: {e}"));
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{description} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Outcome {
+        code: status.code(),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Runs `hashgrid-node ARGS` to completion.
+///
+/// Commands that enumerate GPU adapters load the system's Vulkan drivers, and Mesa's window
+/// system layer prints "error: XDG_RUNTIME_DIR is invalid or not set" to stderr when that
+/// variable is missing (as it is in bare CI containers, unlike a login session). That line
+/// is the environment's, not the node's, so the command gets a private runtime dir.
+pub fn node_command(args: &[&str]) -> Outcome {
+    let runtime_dir = tempfile::tempdir().expect("a runtime dir");
+    let mut cmd = Command::new(binary("hashgrid-node"));
+    cmd.args(args).env("RUST_LOG", "warn").env("XDG_RUNTIME_DIR", runtime_dir.path());
+    run_with_timeout(cmd, COMMAND_TIMEOUT)
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped.
+#[derive(Debug)]
+pub struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts `cmd` with its stderr going to `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Process {
+        let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        Process { name: name.to_string(), child, log: log.to_path_buf() }
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The last lines of its stderr log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- last lines of {} ({}) ----\n{}", self.name, self.log.display(), self.log_tail(40));
+        }
+    }
+}
+
+/// One test's temporary directory: the coordinator's data dir and the processes' logs.
+/// Declare it first in a test so it is removed after every process in it is gone.
+#[derive(Debug)]
+pub struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Default for Site {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Site {
+    pub fn new() -> Site {
+        Site { dir: tempfile::Builder::new().prefix("hashgrid-test-").tempdir().expect("a temporary directory") }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The coordinator's data dir (created by the coordinator on first start).
+    pub fn data_dir(&self) -> PathBuf {
+        self.path().join("data")
+    }
+
+    /// A log file for the process called `name`, not yet used by another process.
+    pub fn log_file(&self, name: &str) -> PathBuf {
+        (0..).map(|i| self.path().join(format!("{name}.{i}.log"))).find(|p| !p.exists()).expect("a free name")
+    }
+
+    /// Starts `hashgrid-coordinator serve` on this site's data dir, listening on `listen`
+    /// (`127.0.0.1:0` for a free port).
+    pub fn start_coordinator(&self, listen: &str, policy: &str) -> Coordinator {
+        Coordinator::start(self, listen, policy)
+    }
+
+    /// Starts `hashgrid-node run` for `coordinator`: one CPU thread, warnings only.
+    pub fn start_node(&self, coordinator: &Coordinator, name: &str) -> Process {
+        let data = self.data_dir();
+        let mut cmd = Command::new(binary("hashgrid-node"));
+        cmd.arg("run")
+            .arg("--coordinator")
+            .arg(coordinator.addr.to_string())
+            .arg("--ca")
+            .arg(data.join("cert.pem"))
+            .arg("--token-file")
+            .arg(data.join("node.token"))
+            .args(["--name", name, "--backend", "cpu", "--threads", "1"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        Process::spawn(name, cmd, &self.log_file(name))
+    }
+}
+
+/// A running `hashgrid-coordinator serve`.
+#[derive(Debug)]
+pub struct Coordinator {
+    /// The address it printed ("listening on ADDR").
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    process: Process,
+}
+
+impl Coordinator {
+    fn start(site: &Site, listen: &str, policy: &str) -> Coordinator {
+        let data_dir = site.data_dir();
+        let mut cmd = Command::new(binary("hashgrid-coordinator"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--listen", listen, "--policy", policy, "--failover-after", "3s"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped());
+        let mut process = Process::spawn("coordinator", cmd, &site.log_file("coordinator"));
+        let stdout = process.child.stdout.take().expect("piped stdout");
+        let (lines_tx, lines) = mpsc::channel();
+        // Reads stdout to its end, so the coordinator never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        let addr = loop {
+            match lines.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) => {
+                    if let Some(addr) = line.split("listening on ").nth(1) {
+                        break addr
+                            .trim()
+                            .parse::<SocketAddr>()
+                            .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("the coordinator exited before listening:\n{}", process.log_tail(20))
+                }
+            }
+            assert!(Instant::now() < deadline, "the coordinator did not start within {START_TIMEOUT:?}");
+        };
+        let coordinator = Coordinator { addr, data_dir, process };
+        wait_for("the coordinator's certificate and tokens", START_TIMEOUT, || {
+            ["cert.pem", "key.pem", "node.token", "admin.token"]
+                .iter()
+                .all(|f| coordinator.data_dir.join(f).is_file())
+                .then_some(())
+        });
+        coordinator
+    }
+
+    /// The operator CLI, pointed at this coordinator with its certificate and admin token.
+    pub fn operator(&self) -> Operator {
+        Operator { addr: self.addr, ca: self.data_dir.join("cert.pem"), token_file: self.data_dir.join("admin.token") }
+    }
+
+    /// The coordinator's SQLite database.
+    pub fn database(&self) -> PathBuf {
+        self.data_dir.join("hashgrid.db")
+    }
+
+    /// `kill -9`: no drain, no flush.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+}
+
+/// The `hashgrid` operator CLI with its connection flags.
+#[derive(Debug, Clone)]
+pub struct Operator {
+    pub addr: SocketAddr,
+    pub ca: PathBuf,
+    pub token_file: PathBuf,
+}
+
+impl Operator {
+    /// Runs `hashgrid --coordinator ADDR --ca CA --token-file TOKEN ARGS`.
+    pub fn run(&self, args: &[&str]) -> Outcome {
+        let mut cmd = Command::new(binary("hashgrid"));
+        cmd.arg("--coordinator")
+            .arg(self.addr.to_string())
+            .arg("--ca")
+            .arg(&self.ca)
+            .arg("--token-file")
+            .arg(&self.token_file)
+            .args(args);
+        run_with_timeout(cmd, COMMAND_TIMEOUT)
+    }
+
+    /// `account add NAME --standard AMOUNT --order N`.
+    pub fn add_account(&self, name: &str, standard: &str, order: i64) {
+        let out = self.run(&["account", "add", name, "--standard", standard, "--order", &order.to_string()]);
+        out.expect_success(&format!("account add {name}"));
+    }
+
+    /// `status --json`.
+    pub fn status(&self) -> Status {
+        let out = self.run(&["status", "--json"]).expect_success("status --json");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json is not a status ({e}): {out}"))
+    }
+
+    /// `account list --json`.
+    pub fn accounts(&self) -> Vec<AccountRow> {
+        let out = self.run(&["account", "list", "--json"]).expect_success("account list --json");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("account list --json is not a list ({e}): {out}"))
+    }
+
+    /// `account list --json` once two reads `POLL_INTERVAL * 3` apart agree: no share is
+    /// still being credited. Call after the nodes are stopped.
+    pub fn settled_accounts(&self) -> Vec<AccountRow> {
+        let mut last = self.accounts();
+        wait_for("the credited totals to settle", Duration::from_secs(10), || {
+            std::thread::sleep(POLL_INTERVAL * 3);
+            let now = self.accounts();
+            let settled = now == last;
+            last = now;
+            settled.then(|| last.clone())
+        })
+    }
+}
+
+/// `status --json`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Status {
+    pub policy: String,
+    pub accounts: Vec<AccountRow>,
+    pub nodes: Vec<NodeRow>,
+}
+
+impl Status {
+    pub fn account(&self, name: &str) -> &AccountRow {
+        self.accounts.iter().find(|a| a.name == name).unwrap_or_else(|| panic!("no account {name} in {self:#?}"))
+    }
+
+    /// Nodes the coordinator counts as active.
+    pub fn active_nodes(&self) -> usize {
+        self.nodes.iter().filter(|n| n.state == "active").count()
+    }
+
+    pub fn all_up_to_standard(&self) -> bool {
+        self.accounts.iter().all(|a| a.up_to_standard)
+    }
+}
+
+/// One account in `status --json` and `account list --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AccountRow {
+    pub name: String,
+    pub order: i64,
+    pub standard: u128,
+    pub delivered: u128,
+    pub up_to_standard: bool,
+    pub shares: u64,
+}
+
+/// One node in `status --json`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct NodeRow {
+    pub name: String,
+    pub state: String,
+    pub account: Option<String>,
+    pub hashrate: f64,
+}
+
+/// What the database holds for one account: its stored totals and the receipts behind them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ledger {
+    /// `accounts.delivered`.
+    pub delivered: u128,
+    /// `accounts.shares`.
+    pub shares: u64,
+    /// Rows in `shares` for the account's current period.
+    pub share_rows: u64,
+    /// Sum of those rows' `work`.
+    pub share_work: u128,
+}
+
+/// Reads every account's ledger from the coordinator's database, read-only (the coordinator
+/// may still be running; the database is in WAL mode).
+pub fn read_ledgers(database: &Path) -> BTreeMap<String, Ledger> {
+    use rusqlite::{Connection, OpenFlags};
+    let conn = Connection::open_with_flags(database, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap_or_else(|e| panic!("cannot open {} read-only: {e}", database.display()));
+    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+    let amount = |what: &str, text: String| -> u128 {
+        text.parse().unwrap_or_else(|e| panic!("{what} {text:?} is not a decimal amount: {e}"))
+    };
+    let mut ledgers = BTreeMap::new();
+    let mut accounts = conn.prepare("SELECT name, delivered, shares FROM accounts").expect("accounts query");
+    let rows = accounts
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+        .expect("accounts rows");
+    for row in rows {
+        let (name, delivered, shares) = row.expect("accounts row");
+        let ledger =
+            Ledger { delivered: amount("accounts.delivered", delivered), shares: shares as u64, ..Ledger::default() };
+        ledgers.insert(name, ledger);
+    }
+    // `work` is a TEXT decimal (a u128 does not fit SQLite's integers): summed here.
+    let mut shares = conn
+        .prepare(
+            "SELECT s.account, s.work FROM shares s
+             JOIN accounts a ON a.name = s.account AND a.period_start_ms = s.period_start_ms",
+        )
+        .expect("shares query");
+    let rows = shares.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).expect("shares rows");
+    for row in rows {
+        let (account, work) = row.expect("shares row");
+        let ledger = ledgers.get_mut(&account).unwrap_or_else(|| panic!("share for unknown account {account}"));
+        ledger.share_rows += 1;
+        ledger.share_work += amount("shares.work", work);
+    }
+    ledgers
+}
+
+/// Asserts that the credit is exact: for every account, the database's delivered total is
+/// the sum of the work of its accepted shares, and equals what the CLI reports.
+pub fn assert_credit_matches_receipts(database: &Path, reported: &[AccountRow]) {
+    let ledgers = read_ledgers(database);
+    assert_eq!(ledgers.len(), reported.len(), "accounts in the database {ledgers:#?} vs reported {reported:#?}");
+    for account in reported {
+        let ledger = ledgers.get(&account.name).unwrap_or_else(|| panic!("{} missing from the database", account.name));
+        assert_eq!(ledger.share_work, ledger.delivered, "{}: sum of share work vs stored delivered", account.name);
+        assert_eq!(ledger.share_rows, ledger.shares, "{}: share rows vs stored share count", account.name);
+        assert_eq!(ledger.delivered, account.delivered, "{}: stored vs reported delivered", account.name);
+        assert_eq!(ledger.shares, account.shares, "{}: stored vs reported shares", account.name);
+    }
+}
+
+/// When things happened during a run, as seen by polling `status --json`.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    started: Instant,
+    /// When some account first had credit.
+    pub first_credit: Option<Duration>,
+    /// When each account was first seen up to standard.
+    pub up_to_standard: BTreeMap<String, Duration>,
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Timeline {
+    /// Starts the clock.
+    pub fn new() -> Timeline {
+        Timeline { started: Instant::now(), first_credit: None, up_to_standard: BTreeMap::new() }
+    }
+
+    /// Records what `status` shows, now.
+    pub fn observe(&mut self, status: &Status) {
+        let now = self.started.elapsed();
+        if self.first_credit.is_none() && status.accounts.iter().any(|a| a.delivered > 0) {
+            self.first_credit = Some(now);
+        }
+        for a in status.accounts.iter().filter(|a| a.up_to_standard) {
+            self.up_to_standard.entry(a.name.clone()).or_insert(now);
+        }
+    }
+
+    /// When `account` was first seen up to standard.
+    pub fn finished(&self, account: &str) -> Duration {
+        *self.up_to_standard.get(account).unwrap_or_else(|| panic!("{account} never reached its standard: {self:#?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_binary_older_than_a_source_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("a source.rs");
+        let binary = dir.path().join("bin");
+        let dep_info = dir.path().join("bin.d");
+        std::fs::write(&source, "fn main() {}").unwrap();
+        std::fs::write(&binary, "").unwrap();
+        let escaped = source.display().to_string().replace(' ', "\\ ");
+        std::fs::write(&dep_info, format!("{}: {escaped} /nonexistent.rs\n", binary.display())).unwrap();
+        let at = |path: &Path, secs: u64| {
+            let time = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            std::fs::File::options().write(true).open(path).unwrap().set_modified(time).unwrap();
+        };
+        at(&source, 1_000);
+        at(&binary, 2_000);
+        assert_eq!(newer_source(&binary, &dep_info), None);
+        at(&source, 3_000);
+        assert_eq!(newer_source(&binary, &dep_info), Some(source));
+        assert_eq!(newer_source(&binary, &dir.path().join("missing.d")), None);
+    }
+}

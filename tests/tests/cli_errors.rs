@@ -1,0 +1,65 @@
+//! Bad input to the binaries, as an operator would type it.
+//!
+//! Proves the documented failure shape: exit code 2 and exactly one line on stderr that names
+//! the problem, never a panic or a backtrace, for an amount that is not a number, a header
+//! that is not 80 bytes, an empty nonce range, a range running past nonce 2^32 - 1, and a GPU
+//! adapter that does not exist. The last nonce itself is a valid one-nonce range.
+
+use std::process::Command;
+
+use hashgrid_tests::{COMMAND_TIMEOUT, Outcome, binary, node_command, run_with_timeout};
+
+/// The genesis block header, 160 hex characters in wire order.
+const GENESIS: &str = "0100000000000000000000000000000000000000000000000000000000000000000000003ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a51323a9fb8aa4b1e5e4a29ab5f49ffff001d1dac2b7c";
+
+fn hashgrid(args: &[&str]) -> Outcome {
+    let mut cmd = Command::new(binary("hashgrid"));
+    cmd.args(args);
+    run_with_timeout(cmd, COMMAND_TIMEOUT)
+}
+
+/// `hashgrid-node search --header HEADER --start START --count COUNT --bits 1d00ffff EXTRA`.
+fn search(header: &str, start: &str, count: &str, extra: &[&str]) -> Outcome {
+    let mut args = vec!["search", "--header", header, "--start", start, "--count", count, "--bits", "1d00ffff"];
+    args.extend_from_slice(extra);
+    node_command(&args)
+}
+
+#[test]
+fn a_standard_that_is_not_an_amount_is_refused() {
+    let line = hashgrid(&["account", "add", "x", "--standard", "banana"]).expect_one_line_error("--standard banana");
+    assert!(line.contains("banana"), "{line}");
+}
+
+#[test]
+fn a_header_that_is_not_80_bytes_is_refused() {
+    let line = search("00", "0", "1", &[]).expect_one_line_error("--header 00");
+    assert!(line.contains("--header"), "{line}");
+}
+
+#[test]
+fn an_empty_range_is_refused() {
+    let line = search(GENESIS, "0", "0", &[]).expect_one_line_error("--count 0");
+    assert!(line.contains("count"), "{line}");
+}
+
+#[test]
+fn a_range_past_the_last_nonce_is_refused() {
+    let line = search(GENESIS, "4294967295", "2", &[]).expect_one_line_error("--start 4294967295 --count 2");
+    assert!(line.contains("4294967295"), "{line}");
+    let line = search(GENESIS, "4000000000", "294967297", &[]).expect_one_line_error("a range one past the end");
+    assert!(line.contains("4294967295"), "{line}");
+
+    // The last nonce on its own is in range.
+    let out = search(GENESIS, "4294967295", "1", &["--backend", "cpu", "--threads", "1", "--json"]);
+    let json = out.expect_success("the last nonce alone");
+    let report: serde_json::Value = serde_json::from_str(&json).expect("one JSON line");
+    assert_eq!(report["hashes"], 1, "{report}");
+}
+
+#[test]
+fn an_adapter_that_does_not_exist_is_refused() {
+    let out = search(GENESIS, "0", "1", &["--backend", "gpu", "--adapter", "nosuchadapter"]);
+    let line = out.expect_one_line_error("--adapter nosuchadapter");
+    assert!(line.contains("adapter"), "{line}");
+}

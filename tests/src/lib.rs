@@ -45,9 +45,10 @@ fn locate_binary(name: &str) -> PathBuf {
         path.display()
     );
     if let Some(source) = newer_source(&path, &dir.join(format!("{name}.d"))) {
-        panic!(
-            "{} is older than {}, one of its sources: rebuild the workspace binaries with \
-             `cargo build --workspace` (`cargo test` rebuilds libraries, not other packages' binaries)",
+        // Only a hint: cargo also decides by content hashes of some inputs, so a touched but
+        // unchanged file makes this fire although the binary is current.
+        eprintln!(
+            "warning: {} may be older than {}, one of its sources; if a test fails, run `cargo build --workspace`",
             path.display(),
             source.display()
         );

@@ -62,24 +62,21 @@ struct State {
     h: u32,
 }
 
-fn rotr(x: u32, n: u32) -> u32 {
-    return (x >> n) | (x << (32u - n));
-}
-
+// The sigma functions of FIPS 180-4, with each rotation spelled out as two shifts.
 fn bsig0(x: u32) -> u32 {
-    return rotr(x, 2u) ^ rotr(x, 13u) ^ rotr(x, 22u);
+    return ((x >> 2u) | (x << 30u)) ^ ((x >> 13u) | (x << 19u)) ^ ((x >> 22u) | (x << 10u));
 }
 
 fn bsig1(x: u32) -> u32 {
-    return rotr(x, 6u) ^ rotr(x, 11u) ^ rotr(x, 25u);
+    return ((x >> 6u) | (x << 26u)) ^ ((x >> 11u) | (x << 21u)) ^ ((x >> 25u) | (x << 7u));
 }
 
 fn ssig0(x: u32) -> u32 {
-    return rotr(x, 7u) ^ rotr(x, 18u) ^ (x >> 3u);
+    return ((x >> 7u) | (x << 25u)) ^ ((x >> 18u) | (x << 14u)) ^ (x >> 3u);
 }
 
 fn ssig1(x: u32) -> u32 {
-    return rotr(x, 17u) ^ rotr(x, 19u) ^ (x >> 10u);
+    return ((x >> 17u) | (x << 15u)) ^ ((x >> 19u) | (x << 13u)) ^ (x >> 10u);
 }
 
 fn byte_swap(x: u32) -> u32 {

@@ -242,6 +242,31 @@ fn cancelled_search_reports_no_work() {
 }
 
 #[test]
+fn cancel_during_a_search_stops_between_batches() {
+    let Some(mut gpu) = optimized() else { return };
+    let header = Header::from_hex(GENESIS_HEX).unwrap();
+    // An easy target, so the hits of the batches done are checked too.
+    let job = SearchJob::new(header, one_in_2_pow(12), 0, 1 << 32).unwrap();
+    let cancel = AtomicBool::new(false);
+    let started = std::time::Instant::now();
+    let report = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        gpu.search(&job, &cancel).unwrap()
+    });
+    assert!(started.elapsed().as_secs() < 30, "stopped soon after the cancel");
+    assert!(report.hashes < job.count);
+    // Whatever was hashed is reported in full: nonces are handed out in order, so the hits
+    // are those of the first `hashes` nonces.
+    let done = SearchJob::new(header, job.target, 0, report.hashes.max(1)).unwrap();
+    if report.hashes > 0 {
+        assert_eq!(report.hits, search(&mut cpu(), &done).hits);
+    }
+}
+
+#[test]
 fn backend_identity_and_adapter_selection() {
     let Some(gpu) = optimized() else { return };
     assert_eq!(gpu.kind(), BackendKind::Gpu);

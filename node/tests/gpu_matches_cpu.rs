@@ -282,6 +282,16 @@ fn backend_identity_and_adapter_selection() {
     assert_eq!(by_index.adapter().name, gpu.adapter().name);
     let by_name = GpuBackend::open(Some(&gpu.adapter().name.to_uppercase()), true).unwrap();
     assert_eq!(by_name.adapter().name, gpu.adapter().name);
+    // A number that is no adapter's index is part of a name ("RTX 3090", "256 bits").
+    let number = gpu
+        .adapter()
+        .name
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|digits| digits.parse::<usize>().is_ok_and(|n| n >= adapters.len()));
+    if let Some(number) = number {
+        let by_number = GpuBackend::open(Some(number), true).unwrap();
+        assert!(by_number.adapter().name.contains(number));
+    }
     if adapters.iter().all(|a| a.software) {
         // Software adapters only when allowed.
         assert!(matches!(GpuBackend::open(None, false), Err(SearchError::NoAdapter(_))));

@@ -175,10 +175,15 @@ fn select(
     match wanted.map(str::trim) {
         Some(wanted) => {
             let needle = wanted.to_lowercase();
-            let matches: Vec<_> = match wanted.parse::<usize>() {
-                Ok(index) => adapters.into_iter().filter(|(_, info)| info.index == index).collect(),
-                Err(_) => adapters.into_iter().filter(|(_, info)| info.name.to_lowercase().contains(&needle)).collect(),
-            };
+            // An index if there is an adapter with it, else part of a name ("--adapter 3090").
+            let index = wanted.parse::<usize>().ok().filter(|&index| index < adapters.len());
+            let matches: Vec<_> = adapters
+                .into_iter()
+                .filter(|(_, info)| match index {
+                    Some(index) => info.index == index,
+                    None => info.name.to_lowercase().contains(&needle),
+                })
+                .collect();
             if matches.is_empty() {
                 return Err(SearchError::UnknownAdapter(wanted.to_owned()));
             }

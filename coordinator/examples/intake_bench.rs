@@ -1,0 +1,1570 @@
+//! Share intake benchmark: how many shares per second the coordinator verifies, credits
+//! durably and acknowledges, and the acknowledgement latency, from N simulated nodes.
+//!
+//! `cargo run --release -p hashgrid-coordinator --example intake_bench -- --connections 100 --seconds 10`
+//!
+//! One process runs a real `Service` (tempdir data dir, 127.0.0.1:0, SQLite with
+//! synchronous=FULL) on its own tokio runtime and N real QUIC connections on a second one (a
+//! few client endpoints, `--conns-per-endpoint` connections each). Every connection says
+//! `Hello::Node`, takes its `Welcome` and `Assign`s, and then floods valid shares of its
+//! range with at most `--in-flight` unacknowledged, timing each share from the moment it is
+//! handed to QUIC to its `ShareResult`. The shares are found before the timed phase (the CPU
+//! search backend), so hashing does not compete with the measurement; the client's QUIC work
+//! does, on the same cores — the per-thread CPU split printed at the end shows how much.
+//!
+//! Shares/s counts acknowledgements received in the measured window (after `--warmup`);
+//! latencies are those of shares sent in the window. At the end the store is reopened and its
+//! credited share count compared with the accepted acknowledgements.
+//!
+//! `--micro` instead times the pieces on one thread: the core's share handling, `Store::apply`
+//! at several batch sizes, and copies of the credit SQL with the changes the report suggests.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use clap::Parser;
+use hashgrid_common::codec::{self, FrameDecoder};
+use hashgrid_common::message::{
+    AdminRequest, AdminResponse, Assignment, CoordinatorMessage, Hello, NodeHello, NodeMessage, Policy, RejectReason,
+    Share, ShareOutcome,
+};
+use hashgrid_common::{Header, Target};
+use hashgrid_coordinator::core::{Command, Core, CoreConfig, StoreOp};
+use hashgrid_coordinator::service::server::{Service, ServiceConfig};
+use hashgrid_coordinator::service::store::Store;
+use hashgrid_node::net;
+use hashgrid_node::search::cpu::CpuBackend;
+use hashgrid_node::search::{Backend, SearchJob};
+use tokio::sync::Semaphore;
+
+#[derive(Debug, Parser)]
+#[command(about = "Coordinator share intake benchmark (QUIC on loopback, durable credits)")]
+struct Args {
+    /// Simulated node connections.
+    #[arg(long, default_value_t = 100)]
+    connections: usize,
+    /// Length of the measured window, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Flooding before the measured window, seconds.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Unacknowledged shares allowed per connection.
+    #[arg(long, default_value_t = 32)]
+    in_flight: usize,
+    /// Expected hashes per share (the core's `min_share_work`).
+    #[arg(long, default_value_t = 16)]
+    share_work: u128,
+    /// Shares per second the pre-computed pool must be able to feed (pool sizing only).
+    #[arg(long, default_value_t = 200_000.0)]
+    max_rate: f64,
+    /// Offer this many shares per second in total, paced evenly over the connections (open
+    /// loop, still capped by --in-flight); 0 floods (closed loop: each ack frees a slot).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Connections per client endpoint (UDP socket).
+    #[arg(long, default_value_t = 100)]
+    conns_per_endpoint: usize,
+    /// Worker threads of the server's tokio runtime (the core thread comes on top).
+    #[arg(long, default_value_t = 2)]
+    server_threads: usize,
+    /// Worker threads of the clients' tokio runtime.
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
+    /// Where the temporary data dir goes (default: the system temp dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Time the core, the store and alternative credit SQL on one thread instead.
+    #[arg(long)]
+    micro: bool,
+    /// Serve with a copy of the service loop in this example instead of `Service`, unchanged
+    /// (`copy`) or with the changes the report suggests.
+    #[arg(long, value_enum)]
+    alt: Option<Alt>,
+}
+
+/// Which copy of the service loop `--alt` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Alt {
+    /// server.rs's loop with store.rs's `Store`, copied (checks the copy against `Service`).
+    Copy,
+    /// The copy with the lean credit SQL (variant E of `--micro`; the store still re-hashes).
+    Lean,
+    /// Lean, with the store on its own thread: the core checks batch k+1 while batch k commits.
+    Pipelined,
+    /// Pipelined, with batched connection I/O: the reader decodes whole chunks, the writer
+    /// drains its queue into one stream write.
+    Batched,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    ensure!(args.connections > 0 && args.in_flight > 0 && args.conns_per_endpoint > 0, "counts must be positive");
+    ensure!(args.seconds > 0.0 && args.warmup >= 0.0, "--seconds must be positive");
+    print_machine();
+    if args.micro {
+        return micro(&args);
+    }
+    let parent = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::tempdir_in(&parent).with_context(|| format!("tempdir in {}", parent.display()))?;
+    println!("data dir {} ({})", dir.path().display(), filesystem_of(dir.path()));
+
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.server_threads)
+        .thread_name("srv-worker")
+        .enable_all()
+        .build()?;
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads)
+        .thread_name("cli-worker")
+        .enable_all()
+        .build()?;
+
+    enum Server {
+        Real(Service),
+        Alt(alt::AltService),
+    }
+    let server = match args.alt {
+        None => Server::Real(server_rt.block_on(Service::start(ServiceConfig {
+            data_dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse()?,
+            policy: Some(Policy::Sequential),
+            core: bench_core_config(args.share_work),
+        }))?),
+        Some(mode) => {
+            println!("serving with the example's copy of the service loop: {mode:?}");
+            Server::Alt(server_rt.block_on(alt::start(dir.path(), bench_core_config(args.share_work), mode))?)
+        }
+    };
+    let (addr, data_dir) = match &server {
+        Server::Real(s) => (s.local_addr, s.data_dir.clone()),
+        Server::Alt(s) => (s.local_addr, s.data_dir.clone()),
+    };
+    let ca_pem = std::fs::read(&data_dir.cert_pem)?;
+    let node_token = std::fs::read_to_string(&data_dir.node_token)?.trim().to_string();
+    let admin_token = std::fs::read_to_string(&data_dir.admin_token)?.trim().to_string();
+    let admin_token = matches!(server, Server::Real(_)).then_some(admin_token.as_str());
+
+    let result = client_rt.block_on(run_clients(&args, addr, &ca_pem, &node_token, admin_token));
+    match server {
+        Server::Real(s) => server_rt.block_on(s.shutdown())?,
+        Server::Alt(s) => server_rt.block_on(s.shutdown())?,
+    }
+    drop(client_rt);
+    drop(server_rt);
+    let result = result?;
+
+    // The acknowledgements must match what the store holds.
+    let db = rusqlite::Connection::open(dir.path().join("hashgrid.db"))?;
+    let stored: u64 = db.query_row("SELECT total(shares) FROM accounts", [], |r| r.get::<_, f64>(0))? as u64;
+    println!(
+        "store check: {} shares credited in SQLite, {} accepted acknowledgements{}",
+        stored,
+        result.accepted_total,
+        if stored == result.accepted_total { " (match)" } else { " (MISMATCH)" }
+    );
+    ensure!(stored == result.accepted_total, "stored credits differ from accepted acknowledgements");
+    Ok(())
+}
+
+/// The core configuration of the benchmark: cheap shares, no failover while the clients
+/// pre-compute, and a block target no pool share meets (filtered below as well).
+fn bench_core_config(share_work: u128) -> CoreConfig {
+    CoreConfig {
+        shares_per_second: 1e12,
+        min_share_work: share_work,
+        failover_after_ms: 3_600_000,
+        ..CoreConfig::default()
+    }
+}
+
+struct RunResult {
+    accepted_total: u64,
+}
+
+/// Per-connection state shared by its sender and receiver tasks.
+struct Flow {
+    window: Semaphore,
+    /// Send time of share `id`, ns since the bench epoch (0 = not sent).
+    sent_ns: Vec<AtomicU64>,
+    sent: AtomicUsize,
+    sender_done: AtomicBool,
+}
+
+#[derive(Default)]
+struct ConnStats {
+    /// Latencies (µs) of shares sent inside the measured window.
+    latencies_us: Vec<u32>,
+    acks_in_window: u64,
+    accepted: u64,
+    rejected: BTreeMap<RejectReason, u64>,
+    revokes: u64,
+    other: u64,
+    exhausted: bool,
+    error: Option<String>,
+}
+
+struct Clock {
+    epoch: Instant,
+    window_start_ns: u64,
+    window_end_ns: u64,
+}
+
+impl Clock {
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+    fn in_window(&self, t: u64) -> bool {
+        (self.window_start_ns..self.window_end_ns).contains(&t)
+    }
+}
+
+struct Client {
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder,
+    assignments: Vec<Assignment>,
+}
+
+async fn run_clients(
+    args: &Args,
+    addr: SocketAddr,
+    ca_pem: &[u8],
+    node_token: &str,
+    admin_token: Option<&str>,
+) -> anyhow::Result<RunResult> {
+    // The real service gets its account over the admin API; the copies start with it.
+    if let Some(admin_token) = admin_token {
+        let admin_endpoint = net::client_endpoint_for(ca_pem, addr)?;
+        let add =
+            AdminRequest::AccountAdd { name: "bench".into(), standard: u128::MAX, period_secs: None, order: None };
+        match net::admin_request(&admin_endpoint, addr, admin_token, &add).await? {
+            AdminResponse::Ok => {}
+            other => bail!("account add: {other:?}"),
+        }
+    }
+
+    // Each connection gets enough nonces for its share of the pool in its first range.
+    let total_secs = args.warmup + args.seconds;
+    let pool_rate = if args.rate > 0.0 { args.rate * 1.05 } else { args.max_rate };
+    let per_conn = (pool_rate * total_secs / args.connections as f64).ceil() as usize + args.in_flight;
+    let nonces = (per_conn as f64 * args.share_work as f64 * 1.5) as u64 + (1 << 16);
+    let range_secs = CoreConfig::default().range_ms as f64 / 1000.0;
+    let hashrate = nonces as f64 / range_secs;
+
+    let endpoints: Vec<quinn::Endpoint> = (0..args.connections.div_ceil(args.conns_per_endpoint))
+        .map(|_| net::client_endpoint_for(ca_pem, addr))
+        .collect::<Result<_, _>>()?;
+    let started = Instant::now();
+    let mut clients = Vec::with_capacity(args.connections);
+    // Connect in waves so the handshakes do not all time out together.
+    for wave in (0..args.connections).collect::<Vec<_>>().chunks(100) {
+        let mut joins = Vec::new();
+        for &i in wave {
+            let endpoint = endpoints[i / args.conns_per_endpoint].clone();
+            let token = node_token.to_string();
+            joins.push(tokio::spawn(async move { join(&endpoint, addr, token, i, hashrate).await }));
+        }
+        for j in joins {
+            clients.push(j.await??);
+        }
+    }
+    println!(
+        "{} connections joined in {:.2} s over {} client endpoints; each range {} nonces",
+        clients.len(),
+        started.elapsed().as_secs_f64(),
+        endpoints.len(),
+        clients[0].assignments[0].count
+    );
+
+    // Pre-compute every connection's shares.
+    let started = Instant::now();
+    let ranges: Vec<Vec<Assignment>> = clients.iter().map(|c| c.assignments.clone()).collect();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let pools = tokio::task::spawn_blocking(move || find_shares(&ranges, per_conn, threads)).await??;
+    let pool_total: usize = pools.iter().map(Vec::len).sum();
+    println!(
+        "pre-computed {} shares ({} per connection, {} expected hashes each) in {:.2} s",
+        pool_total,
+        per_conn,
+        args.share_work,
+        started.elapsed().as_secs_f64()
+    );
+
+    // Flood.
+    let epoch = Instant::now() + Duration::from_millis(50);
+    let clock = Arc::new(Clock {
+        epoch,
+        window_start_ns: (args.warmup * 1e9) as u64,
+        window_end_ns: ((args.warmup + args.seconds) * 1e9) as u64,
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let per_second: Arc<Vec<AtomicU64>> =
+        Arc::new((0..(total_secs.ceil() as usize + 30)).map(|_| AtomicU64::new(0)).collect());
+    let mut tasks = Vec::new();
+    let interval_ns = if args.rate > 0.0 { (args.connections as f64 * 1e9 / args.rate) as u64 } else { 0 };
+    for (i, (client, pool)) in clients.into_iter().zip(pools).enumerate() {
+        let flow = Arc::new(Flow {
+            window: Semaphore::new(args.in_flight),
+            sent_ns: (0..pool.len()).map(|_| AtomicU64::new(0)).collect(),
+            sent: AtomicUsize::new(0),
+            sender_done: AtomicBool::new(false),
+        });
+        let Client { conn, send, recv, decoder, .. } = client;
+        let plan = SendPlan {
+            in_flight: args.in_flight,
+            interval_ns,
+            phase_ns: interval_ns * i as u64 / args.connections as u64,
+        };
+        let sender = tokio::spawn(send_loop(send, pool, flow.clone(), clock.clone(), stop.clone(), plan));
+        let receiver = tokio::spawn(recv_loop(recv, decoder, flow, clock.clone(), per_second.clone()));
+        tasks.push((conn, sender, receiver));
+    }
+    let sampler = CpuSampler::new();
+    tokio::time::sleep_until((epoch + Duration::from_secs_f64(args.warmup)).into()).await;
+    let cpu_start = sampler.sample();
+    tokio::time::sleep_until((epoch + Duration::from_secs_f64(total_secs)).into()).await;
+    let cpu_end = sampler.sample();
+    stop.store(true, Ordering::Relaxed);
+
+    let mut all = ConnStats::default();
+    let mut exhausted = 0;
+    for (conn, sender, receiver) in tasks {
+        let (exhausted_here, send) = sender.await?;
+        let stats = receiver.await?;
+        drop(send);
+        conn.close(net::CLOSE_NORMAL.into(), b"done");
+        exhausted += usize::from(exhausted_here);
+        if let Some(e) = &stats.error {
+            all.error.get_or_insert_with(|| e.clone());
+        }
+        all.latencies_us.extend_from_slice(&stats.latencies_us);
+        all.acks_in_window += stats.acks_in_window;
+        all.accepted += stats.accepted;
+        for (r, n) in stats.rejected {
+            *all.rejected.entry(r).or_default() += n;
+        }
+        all.revokes += stats.revokes;
+        all.other += stats.other;
+    }
+    all.exhausted = exhausted > 0;
+    for e in &endpoints {
+        e.wait_idle().await;
+    }
+
+    report(args, &all, &per_second, &cpu_start, &cpu_end);
+    if let Some(e) = &all.error {
+        bail!("a connection failed: {e}");
+    }
+    if all.exhausted {
+        println!(
+            "WARNING: {exhausted} connection(s) ran out of pre-computed shares: the figure is a lower bound; raise --max-rate"
+        );
+    }
+    Ok(RunResult { accepted_total: all.accepted })
+}
+
+/// Connects, says hello and waits for the welcome and the pipeline's assignments.
+async fn join(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    token: String,
+    i: usize,
+    hashrate: f64,
+) -> anyhow::Result<Client> {
+    let conn = net::connect(endpoint, addr).await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let hello = Hello::Node(NodeHello {
+        token,
+        name: format!("bench-{i}"),
+        software_version: env!("CARGO_PKG_VERSION").into(),
+        standby: false,
+        devices: Vec::new(),
+        hashrate,
+    });
+    send.write_all(&codec::encode(&hello)?).await?;
+    let mut decoder = FrameDecoder::new();
+    let mut welcomed = false;
+    let mut assignments = Vec::new();
+    let pipeline = CoreConfig::default().pipeline;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !welcomed || assignments.len() < pipeline {
+        let chunk = tokio::time::timeout_at(deadline.into(), recv.read_chunk(64 << 10, true))
+            .await
+            .context("no welcome/assignments within 30 s")??
+            .context("stream ended before the assignments")?;
+        decoder.extend(&chunk.bytes);
+        while let Some(msg) = decoder.next::<CoordinatorMessage>()? {
+            match msg {
+                CoordinatorMessage::Welcome { .. } => welcomed = true,
+                CoordinatorMessage::Assign(a) => assignments.push(a),
+                other => bail!("unexpected message while joining: {other:?}"),
+            }
+        }
+    }
+    Ok(Client { conn, send, recv, decoder, assignments })
+}
+
+/// Finds `per_conn` shares for each connection in its ranges (skipping any that would also be
+/// a local-chain block, which would make every template stale).
+fn find_shares(ranges: &[Vec<Assignment>], per_conn: usize, threads: usize) -> anyhow::Result<Vec<Vec<Share>>> {
+    let block_target = Target::from_compact(CoreConfig::default().chain_bits)?;
+    let mut backend = CpuBackend::new(threads)?;
+    let cancel = AtomicBool::new(false);
+    let mut pools = Vec::with_capacity(ranges.len());
+    for assignments in ranges {
+        let mut pool = Vec::with_capacity(per_conn);
+        'ranges: for a in assignments {
+            let mut offset = 0u64;
+            while offset < a.count {
+                let missing = (per_conn - pool.len()) as u64;
+                let share_work = a.share_target.work().max(1) as u64;
+                let count = (missing * share_work + missing * share_work / 8 + 4096).min(a.count - offset);
+                let job = SearchJob::new(a.header, a.share_target, a.start.wrapping_add(offset as u32), count)?;
+                let report = backend.search(&job, &cancel)?;
+                offset += count;
+                for hit in report.hits {
+                    if block_target.is_met_by(&hit.hash) {
+                        continue;
+                    }
+                    pool.push(Share {
+                        id: pool.len() as u64,
+                        assignment: a.id,
+                        job: a.job,
+                        version: a.header.version,
+                        time: a.header.time,
+                        nonce: hit.nonce,
+                    });
+                    if pool.len() == per_conn {
+                        break 'ranges;
+                    }
+                }
+            }
+        }
+        pools.push(pool);
+    }
+    Ok(pools)
+}
+
+/// How one connection sends.
+#[derive(Debug, Clone, Copy)]
+struct SendPlan {
+    in_flight: usize,
+    /// Time between shares when paced (0: flood).
+    interval_ns: u64,
+    /// Offset of this connection's schedule, to spread connections evenly.
+    phase_ns: u64,
+}
+
+/// Sends shares while the window (and, when paced, the schedule) allows, batching whatever
+/// may go at once into one stream write. Returns whether the pool ran out before the stop.
+async fn send_loop(
+    mut send: quinn::SendStream,
+    pool: Vec<Share>,
+    flow: Arc<Flow>,
+    clock: Arc<Clock>,
+    stop: Arc<AtomicBool>,
+    plan: SendPlan,
+) -> (bool, quinn::SendStream) {
+    tokio::time::sleep_until(clock.epoch.into()).await;
+    let mut next = 0;
+    let mut buf = Vec::with_capacity(plan.in_flight * 40);
+    let mut exhausted = false;
+    'send: while !stop.load(Ordering::Relaxed) {
+        let mut allowed = plan.in_flight;
+        if let Some(interval) = std::num::NonZeroU64::new(plan.interval_ns) {
+            let now = clock.now_ns();
+            // Shares due by now: those scheduled at phase + k * interval <= now.
+            let due = if now < plan.phase_ns { 0 } else { ((now - plan.phase_ns) / interval + 1) as usize };
+            if due <= next {
+                let at = clock.epoch + Duration::from_nanos(plan.phase_ns + next as u64 * interval.get());
+                tokio::time::sleep_until(at.into()).await;
+                continue;
+            }
+            allowed = allowed.min(due - next);
+        }
+        let Ok(permit) = flow.window.acquire().await else { break };
+        permit.forget();
+        let mut batch = 1;
+        while batch < allowed && flow.window.try_acquire().map(|p| p.forget()).is_ok() {
+            batch += 1;
+        }
+        buf.clear();
+        let now = clock.now_ns().max(1);
+        for _ in 0..batch {
+            if next == pool.len() {
+                exhausted = true;
+                break;
+            }
+            let frame = match codec::encode(&NodeMessage::Share(pool[next])) {
+                Ok(f) => f,
+                Err(_) => break 'send,
+            };
+            buf.extend_from_slice(&frame);
+            flow.sent_ns[next].store(now, Ordering::Relaxed);
+            next += 1;
+        }
+        flow.sent.store(next, Ordering::Release);
+        if buf.is_empty() || send.write_all(&buf).await.is_err() {
+            break;
+        }
+        if exhausted {
+            break;
+        }
+    }
+    flow.sent_done(next);
+    // The stream stays open until the last acknowledgement is in (dropping it would finish it,
+    // which ends the node's session on the coordinator).
+    (exhausted, send)
+}
+
+impl Flow {
+    fn sent_done(&self, n: usize) {
+        self.sent.store(n, Ordering::Release);
+        self.sender_done.store(true, Ordering::Release);
+    }
+}
+
+/// Reads acknowledgements until every sent share has one (or 10 s after the sender stopped).
+async fn recv_loop(
+    mut recv: quinn::RecvStream,
+    mut decoder: FrameDecoder,
+    flow: Arc<Flow>,
+    clock: Arc<Clock>,
+    per_second: Arc<Vec<AtomicU64>>,
+) -> ConnStats {
+    let mut stats = ConnStats::default();
+    let mut received = 0usize;
+    let mut drain_deadline: Option<Instant> = None;
+    loop {
+        if flow.sender_done.load(Ordering::Acquire) {
+            if received >= flow.sent.load(Ordering::Acquire) {
+                break;
+            }
+            let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(10));
+            if Instant::now() > deadline {
+                stats.error =
+                    Some(format!("{} acknowledgements missing", flow.sent.load(Ordering::Acquire) - received));
+                break;
+            }
+        }
+        let chunk = match tokio::time::timeout(Duration::from_millis(50), recv.read_chunk(64 << 10, true)).await {
+            Err(_) => continue,
+            Ok(Ok(Some(chunk))) => chunk,
+            Ok(Ok(None)) => {
+                stats.error = Some("the coordinator ended the stream".into());
+                break;
+            }
+            Ok(Err(e)) => {
+                stats.error = Some(e.to_string());
+                break;
+            }
+        };
+        decoder.extend(&chunk.bytes);
+        let now = clock.now_ns();
+        loop {
+            let msg = match decoder.next::<CoordinatorMessage>() {
+                Ok(Some(msg)) => msg,
+                Ok(None) => break,
+                Err(e) => {
+                    stats.error = Some(e.to_string());
+                    return stats;
+                }
+            };
+            match msg {
+                CoordinatorMessage::ShareResult { id, outcome } => {
+                    received += 1;
+                    let sent = flow.sent_ns.get(id as usize).map_or(0, |t| t.load(Ordering::Relaxed));
+                    if clock.in_window(now) {
+                        stats.acks_in_window += 1;
+                    }
+                    if sent != 0 && clock.in_window(sent) {
+                        stats.latencies_us.push(((now.saturating_sub(sent)) / 1000).min(u32::MAX as u64) as u32);
+                    }
+                    if let Some(slot) = per_second.get((now / 1_000_000_000) as usize) {
+                        slot.fetch_add(1, Ordering::Relaxed);
+                    }
+                    match outcome {
+                        ShareOutcome::Accepted { .. } => stats.accepted += 1,
+                        ShareOutcome::Rejected(r) => *stats.rejected.entry(r).or_default() += 1,
+                    }
+                    flow.window.add_permits(1);
+                }
+                CoordinatorMessage::Revoke { .. } => stats.revokes += 1,
+                _ => stats.other += 1,
+            }
+        }
+    }
+    stats
+}
+
+fn report(args: &Args, all: &ConnStats, per_second: &[AtomicU64], cpu_start: &CpuSample, cpu_end: &CpuSample) {
+    let mut lat = all.latencies_us.clone();
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() { f64::NAN } else { lat[((lat.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0 }
+    };
+    let rate = all.acks_in_window as f64 / args.seconds;
+    let rejected: u64 = all.rejected.values().sum();
+    println!();
+    println!(
+        "RESULT connections={} in_flight={} offered={} share_work={} window={}s: {:.0} shares/s acknowledged \
+         ({:.2}x of 100k); latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)",
+        args.connections,
+        args.in_flight,
+        if args.rate > 0.0 { format!("{:.0}/s", args.rate) } else { "flood".into() },
+        args.share_work,
+        args.seconds,
+        rate,
+        rate / 100_000.0,
+        pct(0.50),
+        pct(0.99),
+        lat.last().map_or(f64::NAN, |&m| m as f64 / 1000.0),
+        lat.len()
+    );
+    println!(
+        "acks: {} accepted, {} rejected {:?}, {} revokes, {} other messages (whole run incl. warm-up and drain)",
+        all.accepted, rejected, all.rejected, all.revokes, all.other
+    );
+    let secs: Vec<String> = per_second
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .take((args.warmup + args.seconds).ceil() as usize + 1)
+        .map(|c| format!("{}k", c / 1000))
+        .collect();
+    println!("acks per second of the run: {}", secs.join(" "));
+    cpu_report(cpu_start, cpu_end);
+}
+
+// ---- CPU accounting from /proc ----
+
+#[derive(Debug, Clone, Default)]
+struct CpuSample {
+    at: Option<Instant>,
+    /// Thread id -> (name, CPU ticks (utime + stime)).
+    threads: BTreeMap<u64, (String, u64)>,
+    /// Whole machine: (busy ticks, total ticks).
+    machine: (u64, u64),
+    /// This process: ticks.
+    process: u64,
+}
+
+struct CpuSampler;
+
+impl CpuSampler {
+    fn new() -> Self {
+        CpuSampler
+    }
+
+    fn sample(&self) -> CpuSample {
+        let mut threads: BTreeMap<u64, (String, u64)> = BTreeMap::new();
+        if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+            for entry in dir.flatten() {
+                let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+                let Some((head, _)) = stat.rsplit_once(')') else { continue };
+                let name = head.split_once('(').map_or("?", |(_, n)| n).to_string();
+                let tid = entry.file_name().to_string_lossy().parse().unwrap_or(0);
+                threads.insert(tid, (name, stat_ticks(&stat)));
+            }
+        }
+        let process = std::fs::read_to_string("/proc/self/stat").map_or(0, |s| stat_ticks(&s));
+        let machine = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().next()?.to_string();
+                let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+                let total: u64 = v.iter().take(8).sum();
+                let idle = v.get(3)? + v.get(4)?;
+                Some((total - idle, total))
+            })
+            .unwrap_or((0, 0));
+        CpuSample { at: Some(Instant::now()), threads, machine, process }
+    }
+}
+
+/// utime + stime (fields 14 and 15 of a /proc stat line), in clock ticks.
+fn stat_ticks(stat: &str) -> u64 {
+    let Some((_, tail)) = stat.rsplit_once(')') else { return 0 };
+    // `tail` starts at field 3 (the state).
+    let fields: Vec<&str> = tail.split_whitespace().collect();
+    let field = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(14) + field(15)
+}
+
+fn cpu_report(a: &CpuSample, b: &CpuSample) {
+    let (Some(t0), Some(t1)) = (a.at, b.at) else { return };
+    let wall = (t1 - t0).as_secs_f64();
+    let hz = 100.0; // USER_HZ on Linux
+    let pct = |ticks: u64| ticks as f64 / hz / wall * 100.0;
+    let mut groups: BTreeMap<String, u64> = BTreeMap::new();
+    // Per thread, grouped by name (threads that ended inside the window are not counted).
+    for (tid, (name, t)) in &b.threads {
+        let d = t.saturating_sub(a.threads.get(tid).map_or(0, |(_, t)| *t));
+        *groups.entry(name.clone()).or_default() += d;
+    }
+    let parts: Vec<String> =
+        groups.iter().filter(|(_, t)| **t > 0).map(|(n, &t)| format!("{n} {:.0}%", pct(t))).collect();
+    let proc_pct = pct(b.process.saturating_sub(a.process));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let (busy, total) = (b.machine.0.saturating_sub(a.machine.0), b.machine.1.saturating_sub(a.machine.1));
+    let machine_pct = if total > 0 { busy as f64 / total as f64 * 100.0 * cores } else { f64::NAN };
+    println!(
+        "CPU in the window (100% = one core): this process {:.0}% [{}]; whole machine {:.0}% of {:.0}% \
+         (other processes {:.0}%)",
+        proc_pct,
+        parts.join(", "),
+        machine_pct,
+        cores * 100.0,
+        (machine_pct - proc_pct).max(0.0)
+    );
+}
+
+fn print_machine() {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("machine: {model}, {cores} cores available; loadavg {}", load.trim());
+}
+
+fn filesystem_of(path: &Path) -> String {
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else { return "?".into() };
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && path.starts_with(f[1])).then(|| (f[1].len(), format!("{} on {}", f[2], f[1])))
+        })
+        .max()
+        .map_or_else(|| "?".into(), |(_, s)| s)
+}
+
+// ---- micro benchmarks ----
+
+/// Times the core's share handling, `Store::apply` and alternative credit SQL, one thread each.
+fn micro(args: &Args) -> anyhow::Result<()> {
+    let parent = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let n_shares = 200_000usize;
+
+    // The core: --connections nodes, one range each, their shares interleaved as they arrive
+    // from many connections (so the share index sees as many insertion points as in a run).
+    let nodes = args.connections;
+    let per_node = n_shares.div_ceil(nodes);
+    let mut core = Core::new(bench_core_config(args.share_work));
+    let t0 = 1_700_000_000_000u64;
+    core.add_account(t0, "bench", u128::MAX, None, None).map_err(anyhow::Error::msg)?;
+    let mut ranges = Vec::new();
+    for node in 1..=nodes as u64 {
+        let hello = NodeHello {
+            token: String::new(),
+            name: format!("bench-{node}"),
+            software_version: "0".into(),
+            standby: false,
+            devices: Vec::new(),
+            hashrate: (per_node as f64 * args.share_work as f64 * 1.5 + 65536.0) / 3.0,
+        };
+        core.handle_node_joined(t0, node, &hello);
+        ranges.push(
+            core.drain_commands()
+                .into_iter()
+                .filter_map(|c| match c {
+                    Command::Send { msg: CoordinatorMessage::Assign(a), .. } => Some(a),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let pools = find_shares(&ranges, per_node, threads)?;
+    let mut shares: Vec<(u64, Share)> = Vec::with_capacity(per_node * nodes);
+    for k in 0..per_node {
+        for (i, pool) in pools.iter().enumerate() {
+            if let Some(s) = pool.get(k) {
+                shares.push((i as u64 + 1, *s));
+            }
+        }
+    }
+    shares.truncate(n_shares);
+    ensure!(shares.len() == n_shares, "found only {} shares", shares.len());
+    println!("micro: {n_shares} shares from {nodes} nodes, interleaved");
+
+    let mut ops: Vec<StoreOp> = Vec::with_capacity(n_shares);
+    let batch = 512;
+    let started = Instant::now();
+    for chunk in shares.chunks(batch) {
+        for &(node, s) in chunk {
+            core.handle_node_message(t0 + 1000, node, NodeMessage::Share(s));
+        }
+        let commands = core.drain_commands();
+        // As the server loop does: clone the persist ops out, then walk the commands.
+        ops.extend(commands.iter().filter_map(|c| if let Command::Persist(op) = c { Some(op.clone()) } else { None }));
+        let sends = commands.iter().filter(|c| matches!(c, Command::Send { .. })).count();
+        std::hint::black_box(sends);
+    }
+    let core_us = started.elapsed().as_secs_f64() * 1e6 / n_shares as f64;
+    println!("core: {core_us:.2} µs per share (handle_node_message + drain + op clone, batches of {batch})");
+    let rehash = {
+        let h = Header::from_bytes(&[1; 80]);
+        let started = Instant::now();
+        for n in 0..n_shares as u32 {
+            std::hint::black_box(h.with_nonce(n).block_hash());
+        }
+        started.elapsed().as_secs_f64() * 1e6 / n_shares as f64
+    };
+    println!("  of which one sha256d of a header (Header::block_hash): {rehash:.2} µs");
+    let encode_us = {
+        let msg = CoordinatorMessage::ShareResult { id: 12345, outcome: ShareOutcome::Accepted { work: 16 } };
+        let started = Instant::now();
+        for _ in 0..n_shares {
+            std::hint::black_box(codec::encode(&msg)?);
+        }
+        started.elapsed().as_secs_f64() * 1e6 / n_shares as f64
+    };
+    println!("codec::encode of one ShareResult: {encode_us:.2} µs");
+
+    // The real store at several batch sizes.
+    println!("Store::apply (synchronous=FULL, WAL) of Credit batches, data dir on {}:", filesystem_of(&parent));
+    for &size in &[1usize, 16, 128, 1024, 4096] {
+        let dir = tempfile::tempdir_in(&parent)?;
+        let mut store = Store::open(&dir.path().join("hashgrid.db"))?;
+        store.apply(&[StoreOp::AccountAdded {
+            name: "bench".into(),
+            standard: u128::MAX,
+            period_ms: None,
+            order: 0,
+            period_start_ms: t0,
+        }])?;
+        let limit = if size == 1 { 2000 } else { ops.len() };
+        let started = Instant::now();
+        let mut batches = 0;
+        for chunk in ops[..limit].chunks(size) {
+            store.apply(chunk)?;
+            batches += 1;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "  batch {size:>5}: {:>8.3} ms per batch, {:>6.2} µs per credit, {:>9.0} credits/s",
+            secs * 1e3 / batches as f64,
+            secs * 1e6 / limit as f64,
+            limit as f64 / secs
+        );
+    }
+
+    // Copies of the credit SQL, to price the suggested changes.
+    let credits: Vec<Credit> = ops
+        .iter()
+        .filter_map(|op| match op {
+            StoreOp::Credit { account, work, node, job, header, share_target, at_ms } => Some(Credit {
+                account: account.clone(),
+                work: *work,
+                node: node.clone(),
+                job: *job,
+                header: *header,
+                hash: header.block_hash().0,
+                share_target: *share_target,
+                at_ms: *at_ms,
+            }),
+            _ => None,
+        })
+        .collect();
+    println!("credit SQL variants (1024 credits per transaction, median of 3 runs):");
+    for variant in VARIANTS {
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir_in(&parent)?;
+            let mut alt = AltStore::open(&dir.path().join("alt.db"), variant)?;
+            let started = Instant::now();
+            for chunk in credits.chunks(1024) {
+                alt.apply(chunk)?;
+            }
+            runs.push(started.elapsed().as_secs_f64());
+            alt.check(&credits)?;
+        }
+        runs.sort_by(f64::total_cmp);
+        let secs = runs[1];
+        println!(
+            "  {:<64} {:>6.2} µs per credit, {:>9.0} credits/s",
+            variant.name,
+            secs * 1e6 / credits.len() as f64,
+            credits.len() as f64 / secs
+        );
+    }
+    fsync_probe(&parent)?;
+    Ok(())
+}
+
+/// The disk's durable-write latency: 4 KiB appended and fdatasync'd, 200 times.
+fn fsync_probe(parent: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = tempfile::tempdir_in(parent)?;
+    let mut file = std::fs::File::create(dir.path().join("probe"))?;
+    let page = [0x5au8; 4096];
+    let mut times: Vec<f64> = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        file.write_all(&page)?;
+        file.sync_data()?;
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "fsync probe (4 KiB append + fdatasync): median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        times[100], times[197], times[199]
+    );
+    Ok(())
+}
+
+struct Credit {
+    account: String,
+    work: u128,
+    node: String,
+    job: u64,
+    header: Header,
+    hash: [u8; 32],
+    share_target: Target,
+    at_ms: u64,
+}
+
+/// A variant of the credit SQL: store.rs's, and the changes the report suggests.
+#[derive(Debug, Clone, Copy)]
+struct Variant {
+    name: &'static str,
+    /// Re-hash the header in the store (store.rs does; the core already has the hash).
+    rehash: bool,
+    /// SELECT + UPDATE the account once per batch instead of once per credit.
+    per_batch_account: bool,
+    /// Rows per INSERT statement.
+    rows_per_insert: usize,
+    /// Keep the `shares_by_account` index.
+    account_index: bool,
+    /// synchronous=FULL (durable at commit) rather than NORMAL.
+    sync_full: bool,
+    /// SQLite's automatic checkpoints in the committing thread (else: none, a cost probe).
+    autocheckpoint: bool,
+    /// `PRAGMA cache_size` in MiB (None: SQLite's default, 2 MiB).
+    cache_mib: Option<i64>,
+    /// Keep UNIQUE (job, version, time, nonce) (else: plain INSERTs, duplicates left to the core).
+    unique_index: bool,
+    /// A plain index on `job` (for `Store::load`'s per-job share query) when the UNIQUE one is gone.
+    job_index: bool,
+    /// `PRAGMA foreign_keys=ON` (every share row checks its account).
+    foreign_keys: bool,
+}
+
+const BASE: Variant = Variant {
+    name: "baseline (copy of store.rs Credit)",
+    rehash: true,
+    per_batch_account: false,
+    rows_per_insert: 1,
+    account_index: true,
+    sync_full: true,
+    autocheckpoint: true,
+    cache_mib: None,
+    unique_index: true,
+    job_index: false,
+    foreign_keys: true,
+};
+
+const C: Variant = Variant { name: "", rehash: false, per_batch_account: true, rows_per_insert: 16, ..BASE };
+const D: Variant = Variant { cache_mib: Some(64), ..C };
+
+const E: Variant = Variant { unique_index: false, job_index: true, ..D };
+
+const VARIANTS: [Variant; 10] = [
+    BASE,
+    Variant { name: "A: hash passed in, no re-hash", rehash: false, ..BASE },
+    Variant { name: "B: A + account read/updated once per batch", rehash: false, per_batch_account: true, ..BASE },
+    Variant { name: "C: B + 16-row INSERT statements", ..C },
+    Variant { name: "D: C + cache_size 64 MiB", ..D },
+    Variant { name: "E: D + UNIQUE (job, version, time, nonce) -> INDEX (job)", ..E },
+    Variant { name: "probe: E without shares_by_account index", account_index: false, ..E },
+    Variant { name: "probe: E without auto-checkpoints in the commit path", autocheckpoint: false, ..E },
+    Variant { name: "probe: E with foreign_keys=OFF", foreign_keys: false, ..E },
+    Variant { name: "probe: E with synchronous=NORMAL (not durable at commit)", sync_full: false, ..E },
+];
+
+struct AltStore {
+    conn: rusqlite::Connection,
+    variant: Variant,
+}
+
+impl AltStore {
+    fn open(path: &Path, variant: Variant) -> anyhow::Result<Self> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+        conn.pragma_update(None, "synchronous", if variant.sync_full { "FULL" } else { "NORMAL" })?;
+        if !variant.autocheckpoint {
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        }
+        if let Some(mib) = variant.cache_mib {
+            conn.pragma_update(None, "cache_size", -mib * 1024)?;
+        }
+        conn.pragma_update(None, "foreign_keys", if variant.foreign_keys { "ON" } else { "OFF" })?;
+        conn.execute_batch(
+            "CREATE TABLE accounts (
+                name TEXT PRIMARY KEY, standard TEXT NOT NULL, period_ms INTEGER, sort_order INTEGER NOT NULL,
+                delivered TEXT NOT NULL, period_start_ms INTEGER NOT NULL, shares INTEGER NOT NULL
+            ) STRICT;
+            CREATE TABLE shares (
+                id INTEGER PRIMARY KEY,
+                account TEXT NOT NULL REFERENCES accounts(name),
+                period_start_ms INTEGER NOT NULL,
+                node TEXT NOT NULL,
+                job INTEGER NOT NULL,
+                version INTEGER NOT NULL,
+                time INTEGER NOT NULL,
+                nonce INTEGER NOT NULL,
+                header BLOB NOT NULL CHECK (length(header) = 80),
+                hash BLOB NOT NULL CHECK (length(hash) = 32),
+                share_target BLOB NOT NULL CHECK (length(share_target) = 32),
+                work TEXT NOT NULL,
+                at_ms INTEGER NOT NULL
+            ) STRICT;
+            INSERT INTO accounts VALUES ('bench', '340282366920938463463374607431768211455', NULL, 0, '0', 0, 0);
+            CREATE TABLE assignments (
+                id INTEGER NOT NULL, node TEXT NOT NULL, account TEXT NOT NULL, job INTEGER NOT NULL,
+                version INTEGER NOT NULL, start INTEGER NOT NULL, count INTEGER NOT NULL, at_ms INTEGER NOT NULL
+            ) STRICT;",
+        )?;
+        if variant.unique_index {
+            conn.execute_batch("CREATE UNIQUE INDEX shares_unique ON shares(job, version, time, nonce);")?;
+        }
+        if variant.job_index {
+            conn.execute_batch("CREATE INDEX shares_by_job ON shares(job);")?;
+        }
+        if variant.account_index {
+            conn.execute_batch("CREATE INDEX shares_by_account ON shares(account, period_start_ms);")?;
+        }
+        Ok(AltStore { conn, variant })
+    }
+
+    fn apply(&mut self, credits: &[Credit]) -> anyhow::Result<()> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        Self::apply_in(&tx, self.variant, credits)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The credits of one batch inside the caller's transaction.
+    fn apply_in(tx: &rusqlite::Transaction<'_>, v: Variant, credits: &[Credit]) -> anyhow::Result<()> {
+        // Per-batch account state: name -> (delivered, period_start_ms, shares added).
+        let mut accounts: BTreeMap<String, (u128, i64, i64)> = BTreeMap::new();
+        let mut rows: Vec<(i64, &Credit)> = Vec::with_capacity(credits.len());
+        for c in credits {
+            let period_start_ms: i64 = if !v.per_batch_account {
+                let (delivered, period): (String, i64) = tx
+                    .prepare_cached("SELECT delivered, period_start_ms FROM accounts WHERE name = ?1")?
+                    .query_row([&c.account], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                let delivered: u128 = delivered.parse::<u128>()?.saturating_add(c.work);
+                tx.prepare_cached("UPDATE accounts SET delivered = ?1, shares = shares + 1 WHERE name = ?2")?
+                    .execute(rusqlite::params![delivered.to_string(), c.account])?;
+                period
+            } else {
+                if !accounts.contains_key(&c.account) {
+                    let (delivered, period): (String, i64) = tx
+                        .prepare_cached("SELECT delivered, period_start_ms FROM accounts WHERE name = ?1")?
+                        .query_row([&c.account], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    accounts.insert(c.account.clone(), (delivered.parse()?, period, 0));
+                }
+                let entry = accounts.get_mut(&c.account).expect("inserted above");
+                entry.0 = entry.0.saturating_add(c.work);
+                entry.2 += 1;
+                entry.1
+            };
+            rows.push((period_start_ms, c));
+        }
+        let cols =
+            "(account, period_start_ms, node, job, version, time, nonce, header, hash, share_target, work, at_ms)";
+        let placeholders = |n: usize| {
+            (0..n)
+                .map(|r| format!("({})", (1..=12).map(|k| format!("?{}", r * 12 + k)).collect::<Vec<_>>().join(", ")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let conflict = if v.unique_index { "ON CONFLICT (job, version, time, nonce) DO NOTHING" } else { "" };
+        let multi = format!("INSERT INTO shares {cols} VALUES {} {conflict}", placeholders(v.rows_per_insert));
+        let single = format!("INSERT INTO shares {cols} VALUES {} {conflict}", placeholders(1));
+        for group in rows.chunks(v.rows_per_insert) {
+            let sql = if group.len() == v.rows_per_insert { &multi } else { &single };
+            let per = if group.len() == v.rows_per_insert { group.len() } else { 1 };
+            for part in group.chunks(per) {
+                let mut stmt = tx.prepare_cached(sql)?;
+                let mut values: Vec<rusqlite::types::Value> = Vec::with_capacity(part.len() * 12);
+                for &(period_start_ms, c) in part {
+                    let hash = if v.rehash { c.header.block_hash().0 } else { c.hash };
+                    values.extend([
+                        c.account.clone().into(),
+                        period_start_ms.into(),
+                        c.node.clone().into(),
+                        (c.job as i64).into(),
+                        i64::from(c.header.version).into(),
+                        i64::from(c.header.time).into(),
+                        i64::from(c.header.nonce).into(),
+                        c.header.to_bytes().to_vec().into(),
+                        hash.to_vec().into(),
+                        c.share_target.value().to_be_bytes::<32>().to_vec().into(),
+                        c.work.to_string().into(),
+                        (c.at_ms as i64).into(),
+                    ]);
+                }
+                let inserted = stmt.execute(rusqlite::params_from_iter(values))?;
+                ensure!(inserted == part.len(), "duplicate share");
+            }
+        }
+        for (name, (delivered, _, added)) in accounts {
+            tx.prepare_cached("UPDATE accounts SET delivered = ?1, shares = shares + ?2 WHERE name = ?3")?
+                .execute(rusqlite::params![delivered.to_string(), added, name])?;
+        }
+        Ok(())
+    }
+
+    fn check(&self, credits: &[Credit]) -> anyhow::Result<()> {
+        let (shares, delivered): (i64, String) =
+            self.conn.query_row("SELECT shares, delivered FROM accounts", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let work: u128 = credits.iter().map(|c| c.work).sum();
+        ensure!(
+            shares as usize == credits.len() && delivered == work.to_string(),
+            "variant {:?} lost credits",
+            self.variant
+        );
+        Ok(())
+    }
+}
+
+// ---- a copy of the service loop, to measure changes to it ----
+
+mod alt {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use anyhow::bail;
+    use hashgrid_common::codec::{self, FrameDecoder};
+    use hashgrid_common::message::{CoordinatorMessage, Hello, NodeHello, NodeId, NodeMessage};
+    use hashgrid_coordinator::core::{Command, Core, CoreConfig, StoreOp};
+    use hashgrid_coordinator::service::store::Store;
+    use hashgrid_coordinator::service::tls::{DataDir, server_config, tokens_equal};
+    use hashgrid_node::net::FramedStream;
+    use tokio::sync::mpsc;
+
+    use super::{Alt, AltStore, Credit, E};
+
+    enum Event {
+        Joined { node: NodeId, hello: NodeHello, outbox: mpsc::UnboundedSender<CoordinatorMessage> },
+        Message { node: NodeId, msg: NodeMessage },
+        Left { node: NodeId },
+        Tick,
+        Stop,
+    }
+
+    /// What the core thread hands the store thread (pipelined modes), in order.
+    #[derive(Default)]
+    struct Batch {
+        joins: Vec<(NodeId, mpsc::UnboundedSender<CoordinatorMessage>)>,
+        ops: Vec<StoreOp>,
+        sends: Vec<(NodeId, CoordinatorMessage)>,
+        leaves: Vec<NodeId>,
+        stop: bool,
+    }
+
+    trait OpStore: Send {
+        fn apply(&mut self, ops: &[StoreOp]) -> anyhow::Result<()>;
+    }
+
+    impl OpStore for Store {
+        fn apply(&mut self, ops: &[StoreOp]) -> anyhow::Result<()> {
+            Ok(Store::apply(self, ops)?)
+        }
+    }
+
+    /// The lean credit SQL (variant E) behind the `StoreOp` interface.
+    struct LeanStore(AltStore);
+
+    impl OpStore for LeanStore {
+        fn apply(&mut self, ops: &[StoreOp]) -> anyhow::Result<()> {
+            let variant = self.0.variant;
+            let tx = self.0.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut credits = Vec::new();
+            for op in ops {
+                match op {
+                    StoreOp::Credit { account, work, node, job, header, share_target, at_ms } => {
+                        credits.push(Credit {
+                            account: account.clone(),
+                            work: *work,
+                            node: node.clone(),
+                            job: *job,
+                            header: *header,
+                            // StoreOp::Credit does not carry the hash the core computed.
+                            hash: header.block_hash().0,
+                            share_target: *share_target,
+                            at_ms: *at_ms,
+                        })
+                    }
+                    StoreOp::AssignmentIssued { assignment, node, account, job, version, start, count, at_ms } => {
+                        tx.prepare_cached(
+                            "INSERT INTO assignments (id, node, account, job, version, start, count, at_ms)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        )?
+                        .execute(rusqlite::params![
+                            *assignment as i64,
+                            node,
+                            account,
+                            *job as i64,
+                            version,
+                            start,
+                            *count as i64,
+                            *at_ms as i64
+                        ])?;
+                    }
+                    // The store is created with the benchmark's account.
+                    StoreOp::AccountAdded { .. } | StoreOp::PolicySet(_) => {}
+                    other => bail!("unexpected op in the benchmark: {other:?}"),
+                }
+            }
+            AltStore::apply_in(&tx, variant, &credits)?;
+            tx.commit()?;
+            Ok(())
+        }
+    }
+
+    pub(super) struct AltService {
+        pub local_addr: SocketAddr,
+        pub data_dir: DataDir,
+        endpoint: quinn::Endpoint,
+        events: mpsc::UnboundedSender<Event>,
+        threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
+    }
+
+    fn now_ms() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    }
+
+    pub(super) async fn start(dir: &Path, mut config: CoreConfig, mode: Alt) -> anyhow::Result<AltService> {
+        let data_dir = DataDir::open_or_init(dir)?;
+        let db = dir.join("hashgrid.db");
+        config.id_base = now_ms();
+        let mut core = Core::new(config);
+        core.add_account(now_ms(), "bench", u128::MAX, None, Some(0)).map_err(anyhow::Error::msg)?;
+        let ops: Vec<StoreOp> = core
+            .drain_commands()
+            .into_iter()
+            .filter_map(|c| if let Command::Persist(op) = c { Some(op) } else { None })
+            .collect();
+        let mut store: Box<dyn OpStore> = match mode {
+            Alt::Copy => Box::new(Store::open(&db)?),
+            Alt::Lean | Alt::Pipelined | Alt::Batched => Box::new(LeanStore(AltStore::open(&db, E)?)),
+        };
+        store.apply(&ops)?;
+        let token: Arc<str> = DataDir::read_token(&data_dir.node_token)?.into();
+        let endpoint = quinn::Endpoint::server(server_config(&data_dir)?, "127.0.0.1:0".parse()?)?;
+        let local_addr = endpoint.local_addr()?;
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let mut threads = Vec::new();
+        if matches!(mode, Alt::Pipelined | Alt::Batched) {
+            let (batches_tx, batches_rx) = std::sync::mpsc::channel();
+            threads.push(
+                std::thread::Builder::new().name("alt-store".into()).spawn(move || store_loop(store, batches_rx))?,
+            );
+            threads.push(
+                std::thread::Builder::new()
+                    .name("hashgrid-core".into())
+                    .spawn(move || core_loop_pipelined(core, events_rx, batches_tx))?,
+            );
+        } else {
+            threads.push(
+                std::thread::Builder::new()
+                    .name("hashgrid-core".into())
+                    .spawn(move || core_loop(core, store, events_rx))?,
+            );
+        }
+        let ticker = events_tx.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                interval.tick().await;
+                if ticker.send(Event::Tick).is_err() {
+                    return;
+                }
+            }
+        });
+        let accept = endpoint.clone();
+        let events = events_tx.clone();
+        let batched = mode == Alt::Batched;
+        tokio::spawn(async move {
+            let next_node = Arc::new(AtomicU64::new(1));
+            while let Some(incoming) = accept.accept().await {
+                let (events, token, next_node) = (events.clone(), token.clone(), next_node.clone());
+                tokio::spawn(async move {
+                    let Ok(conn) = incoming.await else { return };
+                    if batched {
+                        serve_batched(conn, events, &token, &next_node).await;
+                    } else {
+                        serve_copy(conn, events, &token, &next_node).await;
+                    }
+                });
+            }
+        });
+        Ok(AltService { local_addr, data_dir, endpoint, events: events_tx, threads })
+    }
+
+    impl AltService {
+        pub(super) async fn shutdown(self) -> anyhow::Result<()> {
+            let _ = self.events.send(Event::Stop);
+            let threads = self.threads;
+            tokio::task::spawn_blocking(move || {
+                threads.into_iter().try_for_each(|t| t.join().map_err(|_| anyhow::anyhow!("thread panicked"))?)
+            })
+            .await??;
+            self.endpoint.close(0u32.into(), b"done");
+            self.endpoint.wait_idle().await;
+            Ok(())
+        }
+    }
+
+    /// Takes every event waiting (up to 4096), as server.rs does.
+    fn next_batch(events: &mut mpsc::UnboundedReceiver<Event>) -> Option<Vec<Event>> {
+        let first = events.blocking_recv()?;
+        let mut batch = vec![first];
+        while batch.len() < 4096 {
+            match events.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
+    /// server.rs's core loop (no admin requests): feed, group-commit, then send.
+    fn core_loop(
+        mut core: Core,
+        mut store: Box<dyn OpStore>,
+        mut events: mpsc::UnboundedReceiver<Event>,
+    ) -> anyhow::Result<()> {
+        let mut outboxes: HashMap<NodeId, mpsc::UnboundedSender<CoordinatorMessage>> = HashMap::new();
+        while let Some(batch) = next_batch(&mut events) {
+            let now = now_ms();
+            let mut stop = false;
+            for event in batch {
+                match event {
+                    Event::Joined { node, hello, outbox } => {
+                        outboxes.insert(node, outbox);
+                        core.handle_node_joined(now, node, &hello);
+                    }
+                    Event::Message { node, msg } => core.handle_node_message(now, node, msg),
+                    Event::Left { node } => {
+                        outboxes.remove(&node);
+                        core.handle_node_left(now, node);
+                    }
+                    Event::Tick => core.handle_tick(now),
+                    Event::Stop => stop = true,
+                }
+            }
+            let commands = core.drain_commands();
+            let ops: Vec<StoreOp> = commands
+                .iter()
+                .filter_map(|c| if let Command::Persist(op) = c { Some(op.clone()) } else { None })
+                .collect();
+            if !ops.is_empty() {
+                store.apply(&ops)?;
+            }
+            for c in commands {
+                match c {
+                    Command::Send { node, msg } => {
+                        if let Some(outbox) = outboxes.get(&node) {
+                            let _ = outbox.send(msg);
+                        }
+                    }
+                    Command::Close { node, .. } => {
+                        outboxes.remove(&node);
+                    }
+                    Command::Persist(_) => {}
+                }
+            }
+            if stop {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The core half of the pipelined loop: checks and credits in memory, hands the records
+    /// and the messages that must follow them to the store thread, and goes on.
+    fn core_loop_pipelined(
+        mut core: Core,
+        mut events: mpsc::UnboundedReceiver<Event>,
+        batches: std::sync::mpsc::Sender<Batch>,
+    ) -> anyhow::Result<()> {
+        while let Some(events_batch) = next_batch(&mut events) {
+            let now = now_ms();
+            let mut out = Batch::default();
+            for event in events_batch {
+                match event {
+                    Event::Joined { node, hello, outbox } => {
+                        out.joins.push((node, outbox));
+                        core.handle_node_joined(now, node, &hello);
+                    }
+                    Event::Message { node, msg } => core.handle_node_message(now, node, msg),
+                    Event::Left { node } => {
+                        out.leaves.push(node);
+                        core.handle_node_left(now, node);
+                    }
+                    Event::Tick => core.handle_tick(now),
+                    Event::Stop => out.stop = true,
+                }
+            }
+            for c in core.drain_commands() {
+                match c {
+                    Command::Persist(op) => out.ops.push(op),
+                    Command::Send { node, msg } => out.sends.push((node, msg)),
+                    Command::Close { node, .. } => out.leaves.push(node),
+                }
+            }
+            let stop = out.stop;
+            if batches.send(out).is_err() || stop {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The store half: merges every batch waiting into one transaction, commits, then sends.
+    fn store_loop(mut store: Box<dyn OpStore>, batches: std::sync::mpsc::Receiver<Batch>) -> anyhow::Result<()> {
+        let mut outboxes: HashMap<NodeId, mpsc::UnboundedSender<CoordinatorMessage>> = HashMap::new();
+        while let Ok(first) = batches.recv() {
+            let mut group = vec![first];
+            while let Ok(more) = batches.try_recv() {
+                group.push(more);
+            }
+            let ops: Vec<StoreOp> = group.iter_mut().flat_map(|b| std::mem::take(&mut b.ops)).collect();
+            if !ops.is_empty() {
+                store.apply(&ops)?;
+            }
+            let mut stop = false;
+            for b in group {
+                outboxes.extend(b.joins);
+                for (node, msg) in b.sends {
+                    if let Some(outbox) = outboxes.get(&node) {
+                        let _ = outbox.send(msg);
+                    }
+                }
+                for node in b.leaves {
+                    outboxes.remove(&node);
+                }
+                stop |= b.stop;
+            }
+            if stop {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// server.rs's serve_connection + serve_node for nodes (FramedStream both ways).
+    async fn serve_copy(conn: quinn::Connection, events: mpsc::UnboundedSender<Event>, token: &str, next: &AtomicU64) {
+        let Ok((send, recv)) = conn.accept_bi().await else { return };
+        let mut stream = FramedStream::new(send, recv);
+        let Ok(Some(Hello::Node(hello))) = stream.recv::<Hello>().await else { return };
+        if !tokens_equal(&hello.token, token) {
+            conn.close(0x10u32.into(), b"invalid token");
+            return;
+        }
+        let node = next.fetch_add(1, Ordering::Relaxed);
+        let (mut reader, mut writer) = stream.split();
+        let (outbox, mut outgoing) = mpsc::unbounded_channel();
+        if events.send(Event::Joined { node, hello, outbox }).is_err() {
+            return;
+        }
+        let writer_task = tokio::spawn(async move {
+            while let Some(msg) = outgoing.recv().await {
+                if writer.send(&msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+        while let Ok(Some(msg)) = reader.recv::<NodeMessage>().await {
+            if events.send(Event::Message { node, msg }).is_err() {
+                break;
+            }
+        }
+        let _ = events.send(Event::Left { node });
+        writer_task.abort();
+    }
+
+    /// The same with batched I/O: whole received chunks decoded at once, and every queued
+    /// message written with one stream write.
+    async fn serve_batched(
+        conn: quinn::Connection,
+        events: mpsc::UnboundedSender<Event>,
+        token: &str,
+        next: &AtomicU64,
+    ) {
+        let Ok((mut send, mut recv)) = conn.accept_bi().await else { return };
+        let mut decoder = FrameDecoder::new();
+        let hello = loop {
+            match decoder.next::<Hello>() {
+                Ok(Some(Hello::Node(hello))) => break hello,
+                Ok(None) => {}
+                _ => return,
+            }
+            let Ok(Some(chunk)) = recv.read_chunk(64 << 10, true).await else { return };
+            decoder.extend(&chunk.bytes);
+        };
+        if !tokens_equal(&hello.token, token) {
+            conn.close(0x10u32.into(), b"invalid token");
+            return;
+        }
+        let node = next.fetch_add(1, Ordering::Relaxed);
+        let (outbox, mut outgoing) = mpsc::unbounded_channel::<CoordinatorMessage>();
+        if events.send(Event::Joined { node, hello, outbox }).is_err() {
+            return;
+        }
+        let writer_task = tokio::spawn(async move {
+            let mut buf = Vec::new();
+            while let Some(msg) = outgoing.recv().await {
+                buf.clear();
+                let Ok(frame) = codec::encode(&msg) else { break };
+                buf.extend_from_slice(&frame);
+                while buf.len() < 64 << 10 {
+                    let Ok(msg) = outgoing.try_recv() else { break };
+                    let Ok(frame) = codec::encode(&msg) else { break };
+                    buf.extend_from_slice(&frame);
+                }
+                if send.write_all(&buf).await.is_err() {
+                    break;
+                }
+            }
+        });
+        'read: while let Ok(Some(chunk)) = recv.read_chunk(64 << 10, true).await {
+            decoder.extend(&chunk.bytes);
+            loop {
+                match decoder.next::<NodeMessage>() {
+                    Ok(Some(msg)) => {
+                        if events.send(Event::Message { node, msg }).is_err() {
+                            break 'read;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => break 'read,
+                }
+            }
+        }
+        let _ = events.send(Event::Left { node });
+        writer_task.abort();
+    }
+}

@@ -287,8 +287,14 @@ mod tests {
         assert_eq!(payload(&CoordinatorMessage::Welcome { node: 1, heartbeat_ms: 1000 }), "0001fb03e8");
         assert_eq!(payload(&AdminRequest::AccountList), "01");
         assert_eq!(
-            payload(&AdminRequest::AccountAdd { name: "a".into(), standard: 1, period_secs: None, order: Some(-1) }),
-            "00016101000101"
+            payload(&AdminRequest::AccountAdd {
+                name: "a".into(),
+                standard: 1,
+                period_secs: None,
+                order: Some(-1),
+                chain: None
+            }),
+            "0001610100010100"
         );
     }
 
@@ -393,10 +399,12 @@ mod tests {
 
     #[test]
     fn nan_hashrate_survives_bit_for_bit() {
-        let msg = NodeMessage::Heartbeat { hashrate: f64::from_bits(0x7ff8_0000_dead_beef) };
+        let msg = NodeMessage::Heartbeat { hashrate: f64::from_bits(0x7ff8_0000_dead_beef), devices: Vec::new() };
         let frame = encode(&msg).unwrap();
         assert_eq!(hex::encode(&frame[PREFIX..]), "027ff80000deadbeef");
-        let NodeMessage::Heartbeat { hashrate } = decode(&frame[PREFIX..]).unwrap() else { panic!("wrong variant") };
+        let NodeMessage::Heartbeat { hashrate, .. } = decode(&frame[PREFIX..]).unwrap() else {
+            panic!("wrong variant")
+        };
         assert_eq!(hashrate.to_bits(), 0x7ff8_0000_dead_beef);
     }
 
@@ -465,9 +473,12 @@ mod tests {
             prop_oneof![Just(Policy::Sequential), Just(Policy::Proportional)]
         }
 
+        pub fn device() -> impl Strategy<Value = DeviceInfo> {
+            (text(), text(), float()).prop_map(|(kind, name, hashrate)| DeviceInfo { kind, name, hashrate })
+        }
+
         pub fn hello() -> impl Strategy<Value = Hello> {
-            let device =
-                (text(), text(), float()).prop_map(|(kind, name, hashrate)| DeviceInfo { kind, name, hashrate });
+            let device = device();
             let node = (text(), text(), text(), any::<bool>(), prop::collection::vec(device, 0..4), float()).prop_map(
                 |(token, name, software_version, standby, devices, hashrate)| {
                     Hello::Node(NodeHello { token, name, software_version, standby, devices, hashrate })
@@ -486,7 +497,8 @@ mod tests {
             prop_oneof![
                 share().prop_map(NodeMessage::Share),
                 (int(), int()).prop_map(|(assignment, hashes)| NodeMessage::RangeDone { assignment, hashes }),
-                float().prop_map(|hashrate| NodeMessage::Heartbeat { hashrate }),
+                (float(), prop::collection::vec(device(), 0..3))
+                    .prop_map(|(hashrate, devices)| NodeMessage::Heartbeat { hashrate, devices }),
             ]
         }
 
@@ -524,9 +536,19 @@ mod tests {
                         name,
                         standard,
                         period_secs,
-                        order
+                        order,
+                        chain: None,
                     }
                 ),
+                Just(AdminRequest::NodeList),
+                text().prop_map(|name| AdminRequest::NodeDrain { name }),
+                text().prop_map(|name| AdminRequest::NodePromote { name }),
+                text().prop_map(|name| AdminRequest::NodeStandby { name }),
+                chain_params().prop_map(AdminRequest::ChainAdd),
+                (int(), prop::option::of(text()), int32())
+                    .prop_map(|(since, account, limit)| { AdminRequest::LedgerShow { since, account, limit } }),
+                Just(AdminRequest::LedgerVerify),
+                text().prop_map(|name| AdminRequest::AccountReceipt { name }),
                 Just(AdminRequest::AccountList),
                 Just(AdminRequest::Status),
                 (text(), header(), target()).prop_map(|(account, header, target)| AdminRequest::JobSubmit {
@@ -542,6 +564,7 @@ mod tests {
         fn account() -> impl Strategy<Value = AccountStatus> {
             (text(), signed(), int128(), int128(), prop::option::of(int()), any::<bool>(), int()).prop_map(
                 |(name, order, standard, delivered, period_secs, up_to_standard, shares)| AccountStatus {
+                    chain: format!("{name}-chain"),
                     name,
                     order,
                     standard,
@@ -554,14 +577,67 @@ mod tests {
         }
 
         fn node_status() -> impl Strategy<Value = NodeStatus> {
-            (text(), text(), float(), float(), prop::option::of(text()), text()).prop_map(
-                |(name, state, hashrate, announced_hashrate, account, software_version)| NodeStatus {
+            (
+                (text(), text(), float(), float(), prop::option::of(text()), text()),
+                (prop::option::of(text()), any::<bool>(), prop::collection::vec(device(), 0..3), int(), int()),
+            )
+                .prop_map(
+                    |(
+                        (name, state, hashrate, announced_hashrate, account, software_version),
+                        (chain, draining, devices, accepted, rejected),
+                    )| NodeStatus {
+                        name,
+                        state,
+                        hashrate,
+                        announced_hashrate,
+                        account,
+                        software_version,
+                        chain,
+                        draining,
+                        devices,
+                        accepted,
+                        rejected,
+                    },
+                )
+        }
+
+        fn chain_params() -> impl Strategy<Value = ChainParams> {
+            (text(), int32(), int(), float(), float()).prop_map(
+                |(name, tx_per_template, bit_rate, difficulty, weight)| ChainParams {
                     name,
-                    state,
-                    hashrate,
-                    announced_hashrate,
+                    tx_per_template,
+                    bit_rate,
+                    difficulty,
+                    weight,
+                },
+            )
+        }
+
+        fn ledger_entry() -> impl Strategy<Value = LedgerEntry> {
+            (int(), int(), text(), text(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(
+                |(seq, at_ms, kind, payload, prev_hash, hash)| LedgerEntry {
+                    seq,
+                    at_ms,
+                    kind,
+                    payload,
+                    prev_hash,
+                    hash,
+                },
+            )
+        }
+
+        fn receipt() -> impl Strategy<Value = Receipt> {
+            let share =
+                (header(), target(), int128(), text(), int()).prop_map(|(header, share_target, work, node, at_ms)| {
+                    ReceiptShare { header, share_target, work, node, at_ms }
+                });
+            (text(), int128(), int128(), int(), prop::collection::vec(share, 0..3)).prop_map(
+                |(account, standard, delivered, period_start_ms, shares)| Receipt {
                     account,
-                    software_version,
+                    standard,
+                    delivered,
+                    period_start_ms,
+                    shares,
                 },
             )
         }
@@ -597,6 +673,12 @@ mod tests {
                 int().prop_map(|job| AdminResponse::JobSubmitted { job }),
                 job_status().prop_map(AdminResponse::Job),
                 text().prop_map(AdminResponse::Error),
+                prop::collection::vec(node_status(), 0..3).prop_map(AdminResponse::Nodes),
+                prop::collection::vec(ledger_entry(), 0..3).prop_map(AdminResponse::Ledger),
+                (int(), prop::option::of((int(), text()))).prop_map(|(entries, first_bad)| {
+                    AdminResponse::LedgerVerified(LedgerVerdict { entries, first_bad })
+                }),
+                receipt().prop_map(AdminResponse::Receipt),
             ]
         }
     }

@@ -62,8 +62,9 @@ pub enum NodeMessage {
     Share(Share),
     /// The node searched its whole range (`hashes` nonces) and has sent every share in it.
     RangeDone { assignment: AssignmentId, hashes: u64 },
-    /// Liveness and the current rate, sent every `Welcome::heartbeat_ms`.
-    Heartbeat { hashrate: f64 },
+    /// Liveness and the current rate (the sum over `devices`), sent every
+    /// `Welcome::heartbeat_ms`.
+    Heartbeat { hashrate: f64, devices: Vec<DeviceInfo> },
 }
 
 /// A node's proof of work: the header of `job` with this version, time and nonce hashes at or
@@ -192,12 +193,51 @@ impl std::str::FromStr for Policy {
 /// Operator → coordinator, one per stream after `Hello::Admin`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum AdminRequest {
-    AccountAdd { name: String, standard: u128, period_secs: Option<u64>, order: Option<i64> },
+    AccountAdd {
+        name: String,
+        standard: u128,
+        period_secs: Option<u64>,
+        order: Option<i64>,
+        chain: Option<String>,
+    },
     AccountList,
     Status,
-    JobSubmit { account: String, header: Header, target: Target },
-    JobShow { job: JobId },
+    JobSubmit {
+        account: String,
+        header: Header,
+        target: Target,
+    },
+    JobShow {
+        job: JobId,
+    },
     PolicySet(Policy),
+    NodeList,
+    /// Finish the node's in-flight ranges, then give it no more.
+    NodeDrain {
+        name: String,
+    },
+    /// Make a standby (or drained) node active.
+    NodePromote {
+        name: String,
+    },
+    /// Make an active node a standby; its in-flight ranges are reassigned.
+    NodeStandby {
+        name: String,
+    },
+    ChainAdd(ChainParams),
+    ChainList,
+    Assignments,
+    /// Ledger entries with `seq >= since`, optionally only those naming `account`, at most
+    /// `limit`.
+    LedgerShow {
+        since: u64,
+        account: Option<String>,
+        limit: u32,
+    },
+    LedgerVerify,
+    AccountReceipt {
+        name: String,
+    },
 }
 
 /// Coordinator → operator.
@@ -210,6 +250,12 @@ pub enum AdminResponse {
         job: JobId,
     },
     Job(JobStatus),
+    Nodes(Vec<NodeStatus>),
+    Chains(Vec<ChainStatus>),
+    Assignments(Vec<NodeAssignment>),
+    Ledger(Vec<LedgerEntry>),
+    LedgerVerified(LedgerVerdict),
+    Receipt(Receipt),
     /// The request was refused; the text says why.
     Error(String),
 }
@@ -218,6 +264,8 @@ pub enum AdminResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccountStatus {
     pub name: String,
+    /// The chain the account draws its work from.
+    pub chain: String,
     pub order: i64,
     /// Contracted work, expected hashes per period.
     pub standard: u128,
@@ -240,6 +288,97 @@ pub struct NodeStatus {
     /// The account it currently hashes for, if any.
     pub account: Option<String>,
     pub software_version: String,
+    /// The chain the balancer assigned it to, if any.
+    pub chain: Option<String>,
+    /// Finishing its ranges and taking no more.
+    pub draining: bool,
+    /// Its compute devices with their last reported rates.
+    pub devices: Vec<DeviceInfo>,
+    pub accepted: u64,
+    pub rejected: u64,
+}
+
+/// A chain's declared parameters: the load it puts on the farm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChainParams {
+    pub name: String,
+    /// Transactions per header template.
+    pub tx_per_template: u32,
+    /// Bytes per second of work updates the chain generates.
+    pub bit_rate: u64,
+    /// Block difficulty (pool difficulty 1 = bits 1d00ffff).
+    pub difficulty: f64,
+    /// Relative priority of the chain's load.
+    pub weight: f64,
+}
+
+/// A chain with its load and the nodes serving it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChainStatus {
+    pub params: ChainParams,
+    pub height: u64,
+    /// The chain's load as the balancer weighs it (declared, corrected by measurement).
+    pub load: f64,
+    /// Measured work updates, bytes per second.
+    pub measured_bit_rate: f64,
+    pub nodes: Vec<String>,
+    /// Sum of the announced rates of its nodes, hashes per second.
+    pub capacity: f64,
+    pub accounts: Vec<String>,
+}
+
+/// Which chain and account a node serves now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeAssignment {
+    pub node: String,
+    pub state: String,
+    pub chain: Option<String>,
+    pub account: Option<String>,
+    pub hashrate: f64,
+    /// Ranges in flight.
+    pub ranges: u32,
+}
+
+/// One entry of the assignment ledger: a scheduling decision, chained to the previous entry
+/// by `prev_hash` (SHA-256 of that entry's canonical bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub seq: u64,
+    pub at_ms: u64,
+    /// assignment, switch, failover, promotion, rebalance, standard_reached, ...
+    pub kind: String,
+    /// The decision's details as JSON text.
+    pub payload: String,
+    pub prev_hash: [u8; 32],
+    pub hash: [u8; 32],
+}
+
+/// What `ledger verify` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerVerdict {
+    pub entries: u64,
+    /// The first entry whose stored hash or link does not match, and why.
+    pub first_bad: Option<(u64, String)>,
+}
+
+/// An account's delivery receipt: the accepted shares that make up its credit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub account: String,
+    pub standard: u128,
+    pub delivered: u128,
+    pub period_start_ms: u64,
+    pub shares: Vec<ReceiptShare>,
+}
+
+/// One accepted share: re-hash `header` (its nonce included) and compare with `share_target`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptShare {
+    pub header: Header,
+    pub share_target: Target,
+    pub work: u128,
+    pub node: String,
+    pub at_ms: u64,
 }
 
 /// The whole farm at a glance: `hashgrid status`.

@@ -242,8 +242,13 @@ async fn run_clients(
     // The real service gets its account over the admin API; the copies start with it.
     if let Some(admin_token) = admin_token {
         let admin_endpoint = net::client_endpoint_for(ca_pem, addr)?;
-        let add =
-            AdminRequest::AccountAdd { name: "bench".into(), standard: u128::MAX, period_secs: None, order: None };
+        let add = AdminRequest::AccountAdd {
+            name: "bench".into(),
+            standard: u128::MAX,
+            period_secs: None,
+            order: None,
+            chain: None,
+        };
         match net::admin_request(&admin_endpoint, addr, admin_token, &add).await? {
             AdminResponse::Ok => {}
             other => bail!("account add: {other:?}"),

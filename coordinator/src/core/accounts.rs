@@ -25,11 +25,26 @@ pub struct Account {
     pub shares: u64,
     /// Nonces issued to this account since the policy last changed (proportional's clock).
     pub issued: u128,
+    /// The chain its work comes from.
+    pub chain: String,
 }
+
+/// The chain of accounts added without one: the built-in local chain.
+pub const DEFAULT_CHAIN: &str = "local";
 
 impl Account {
     pub fn new(name: String, standard: u128, period_ms: Option<u64>, order: i64, now_ms: u64) -> Self {
-        Account { name, standard, period_ms, order, delivered: 0, period_start_ms: now_ms, shares: 0, issued: 0 }
+        Account {
+            name,
+            standard,
+            period_ms,
+            order,
+            delivered: 0,
+            period_start_ms: now_ms,
+            shares: 0,
+            issued: 0,
+            chain: DEFAULT_CHAIN.into(),
+        }
     }
 
     pub fn up_to_standard(&self) -> bool {
@@ -58,6 +73,7 @@ impl Account {
     pub fn status(&self) -> AccountStatus {
         AccountStatus {
             name: self.name.clone(),
+            chain: self.chain.clone(),
             order: self.order,
             standard: self.standard,
             delivered: self.delivered,

@@ -361,6 +361,11 @@ impl Core {
                     .and_then(|a| self.jobs.get(&a.job))
                     .map(|j| j.account.clone()),
                 software_version: n.software_version.clone(),
+                chain: None,
+                draining: false,
+                devices: Vec::new(),
+                accepted: n.accepted,
+                rejected: n.rejected,
             })
             .collect();
         Status { policy: self.policy, accounts, nodes }
@@ -396,7 +401,7 @@ impl Core {
         let Some(entry) = self.nodes.get_mut(&node) else { return };
         entry.last_seen_ms = now_ms;
         match msg {
-            NodeMessage::Heartbeat { hashrate } => {
+            NodeMessage::Heartbeat { hashrate, .. } => {
                 if hashrate.is_finite() && hashrate > 0.0 {
                     entry.announced = hashrate;
                 }

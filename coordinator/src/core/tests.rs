@@ -173,7 +173,7 @@ fn a_silent_node_fails_and_its_range_goes_to_another() {
     core.handle_node_joined(T0, 2, &hello("n2", 10_000.0, false));
     farm.absorb(&mut core);
     let lost = farm.held[&1].clone();
-    core.handle_node_message(T0 + 2000, 2, NodeMessage::Heartbeat { hashrate: 10_000.0 });
+    core.handle_node_message(T0 + 2000, 2, NodeMessage::Heartbeat { hashrate: 10_000.0, devices: Vec::new() });
     core.handle_tick(T0 + 3500);
     farm.absorb(&mut core);
     assert!(!farm.held.contains_key(&1), "node 1 closed");
@@ -282,7 +282,7 @@ fn standards_renew_each_period() {
     farm.mine_one(&mut core, T0 + 1, 1).unwrap();
     assert!(core.accounts()[0].up_to_standard());
     assert!(farm.held[&1].is_empty(), "parked");
-    core.handle_node_message(T0 + 59_000, 1, NodeMessage::Heartbeat { hashrate: 10_000.0 });
+    core.handle_node_message(T0 + 59_000, 1, NodeMessage::Heartbeat { hashrate: 10_000.0, devices: Vec::new() });
     core.handle_tick(T0 + 60_000);
     farm.absorb(&mut core);
     assert_eq!(delivered(&core, "a"), 0);

@@ -21,6 +21,7 @@ use hashgrid_node::net::FramedStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
+use super::admin::admin;
 use super::store::{Store, StoreError};
 use super::tls::{DataDir, TlsError, server_config, tokens_equal};
 use crate::core::{Command, Core, CoreConfig, StoreOp};
@@ -242,36 +243,6 @@ fn core_loop(mut core: Core, mut store: Store, mut events: mpsc::UnboundedReceiv
         }
     }
     Ok(())
-}
-
-fn admin(core: &mut Core, now: u64, req: AdminRequest) -> AdminResponse {
-    let accounts = |core: &Core| {
-        let mut list: Vec<_> = core.accounts().iter().map(|a| a.status()).collect();
-        list.sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
-        list
-    };
-    match req {
-        AdminRequest::AccountAdd { name, standard, period_secs, order } => {
-            match core.add_account(now, &name, standard, period_secs.map(|s| s.saturating_mul(1000)), order) {
-                Ok(()) => AdminResponse::Ok,
-                Err(e) => AdminResponse::Error(e.to_string()),
-            }
-        }
-        AdminRequest::AccountList => AdminResponse::Accounts(accounts(core)),
-        AdminRequest::Status => AdminResponse::Status(core.status(now)),
-        AdminRequest::JobSubmit { account, header, target } => match core.submit_job(now, &account, header, target) {
-            Ok(job) => AdminResponse::JobSubmitted { job },
-            Err(e) => AdminResponse::Error(e.to_string()),
-        },
-        AdminRequest::JobShow { job } => match core.job_status(job) {
-            Ok(status) => AdminResponse::Job(status),
-            Err(e) => AdminResponse::Error(e.to_string()),
-        },
-        AdminRequest::PolicySet(policy) => {
-            core.set_policy(now, policy);
-            AdminResponse::Ok
-        }
-    }
 }
 
 /// Reads the first frame of the first stream and serves the connection as a node or admin.

@@ -208,6 +208,7 @@ impl Store {
                 period_start_ms: to_u64("accounts.period_start_ms", period_start_ms)?,
                 shares: to_u64("accounts.shares", shares)?,
                 issued: 0,
+                chain: crate::core::accounts::DEFAULT_CHAIN.into(),
             });
         }
 
@@ -550,7 +551,8 @@ mod tests {
                     delivered: alice_work,
                     period_start_ms: T0 + 60_000,
                     shares: 3,
-                    issued: 0
+                    issued: 0,
+                    chain: "local".into(),
                 },
                 Account {
                     name: "bob".into(),
@@ -560,7 +562,8 @@ mod tests {
                     delivered: bob_work,
                     period_start_ms: T0,
                     shares: 3,
-                    issued: 0
+                    issued: 0,
+                    chain: "local".into(),
                 },
             ]
         );

@@ -278,17 +278,20 @@ impl Node {
         }
     }
 
+    /// The node's devices with their current rates.
+    fn devices(&self) -> Vec<DeviceInfo> {
+        vec![DeviceInfo { kind: self.ready.kind.to_string(), name: self.ready.device.clone(), hashrate: self.hashrate }]
+    }
+
     /// Sends the hello and waits for the welcome; re-sends unanswered shares.
     async fn hello(&mut self, conn: &quinn::Connection) -> Result<(FramedStream, u64, Duration), NetError> {
         let mut stream = FramedStream::open(conn).await?;
-        let device =
-            DeviceInfo { kind: self.ready.kind.to_string(), name: self.ready.device.clone(), hashrate: self.hashrate };
         let hello = Hello::Node(NodeHello {
             token: self.config.token.clone(),
             name: self.config.name.clone(),
             software_version: env!("CARGO_PKG_VERSION").to_string(),
             standby: self.config.standby,
-            devices: vec![device],
+            devices: self.devices(),
             hashrate: self.hashrate,
         });
         stream.send(&hello).await?;
@@ -339,7 +342,7 @@ impl Node {
                 biased;
                 () = shutdown.as_mut() => return Ok(SessionEnd::Shutdown),
                 // Before the others, so a flood of shares cannot delay heartbeats.
-                _ = ticker.tick() => writer.send(&NodeMessage::Heartbeat { hashrate: self.hashrate }).await,
+                _ = ticker.tick() => writer.send(&NodeMessage::Heartbeat { hashrate: self.hashrate, devices: self.devices() }).await,
                 item = inbound.recv() => match item {
                     Some(Ok(Some(msg))) => {
                         self.on_message(msg);

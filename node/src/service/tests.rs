@@ -198,7 +198,7 @@ async fn sends_exactly_the_verified_hits_then_range_done() {
     }
 
     // Heartbeats keep coming while idle.
-    assert!(matches!(peer.next_any().await, NodeMessage::Heartbeat { hashrate } if hashrate > 0.0));
+    assert!(matches!(peer.next_any().await, NodeMessage::Heartbeat { hashrate, .. } if hashrate > 0.0));
 
     stop.send(()).unwrap();
     finish(node).await.unwrap();

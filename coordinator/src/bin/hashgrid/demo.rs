@@ -64,8 +64,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let total = rate * 2.0 * args.seconds * 0.8;
     for (i, (name, share)) in ACCOUNTS.iter().enumerate() {
         let standard = (total * share) as u128;
-        let req =
-            AdminRequest::AccountAdd { name: name.to_string(), standard, period_secs: None, order: Some(i as i64) };
+        let req = AdminRequest::AccountAdd {
+            name: name.to_string(),
+            standard,
+            period_secs: None,
+            order: Some(i as i64),
+            chain: None,
+        };
         crate::admin(addr, &ca_pem, &admin_token, req).await?;
     }
 

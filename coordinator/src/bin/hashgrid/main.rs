@@ -138,7 +138,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(|p| humantime::parse_duration(&p).with_context(|| format!("invalid --period {p:?}")))
                 .transpose()?
                 .map(|d| d.as_secs());
-            AdminRequest::AccountAdd { name, standard, period_secs, order }
+            AdminRequest::AccountAdd { name, standard, period_secs, order, chain: None }
         }
         Command::Account(AccountCommand::List { json }) => {
             let AdminResponse::Accounts(list) = request(&cli.conn, AdminRequest::AccountList).await? else {

@@ -401,7 +401,7 @@ mod tests {
     fn nan_hashrate_survives_bit_for_bit() {
         let msg = NodeMessage::Heartbeat { hashrate: f64::from_bits(0x7ff8_0000_dead_beef), devices: Vec::new() };
         let frame = encode(&msg).unwrap();
-        assert_eq!(hex::encode(&frame[PREFIX..]), "027ff80000deadbeef");
+        assert_eq!(hex::encode(&frame[PREFIX..]), "027ff80000deadbeef00");
         let NodeMessage::Heartbeat { hashrate, .. } = decode(&frame[PREFIX..]).unwrap() else {
             panic!("wrong variant")
         };

@@ -872,7 +872,7 @@ fn micro(args: &Args) -> anyhow::Result<()> {
     let credits: Vec<Credit> = ops
         .iter()
         .filter_map(|op| match op {
-            StoreOp::Credit { account, work, node, job, header, share_target, at_ms } => Some(Credit {
+            StoreOp::Credit { account, work, node, job, header, share_target, at_ms, .. } => Some(Credit {
                 account: account.clone(),
                 work: *work,
                 node: node.clone(),
@@ -1208,7 +1208,7 @@ mod alt {
             let mut credits = Vec::new();
             for op in ops {
                 match op {
-                    StoreOp::Credit { account, work, node, job, header, share_target, at_ms } => {
+                    StoreOp::Credit { account, work, node, job, header, share_target, at_ms, .. } => {
                         credits.push(Credit {
                             account: account.clone(),
                             work: *work,

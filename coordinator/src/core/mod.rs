@@ -92,6 +92,8 @@ pub enum StoreOp {
         node: String,
         job: JobId,
         header: Header,
+        /// `header`'s block hash, as the core verified it (the store need not hash again).
+        hash: BlockHash,
         share_target: Target,
         at_ms: u64,
     },
@@ -505,6 +507,7 @@ impl Core {
             node: node_name,
             job: job_id,
             header: verified.header,
+            hash: verified.hash,
             share_target: assignment.share_target,
             at_ms: now_ms,
         }));

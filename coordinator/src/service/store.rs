@@ -322,7 +322,7 @@ fn apply_one(tx: &Transaction<'_>, op: &StoreOp) -> Result<(), StoreError> {
                 to_i64("period_start_ms", *period_start_ms)?
             ])?;
         }
-        StoreOp::Credit { account, work, node, job, header, share_target, at_ms } => {
+        StoreOp::Credit { account, work, node, job, header, hash: _, share_target, at_ms } => {
             let (delivered, period_start_ms): (String, i64) = tx
                 .prepare_cached("SELECT delivered, period_start_ms FROM accounts WHERE name = ?1")?
                 .query_row([account], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -481,6 +481,7 @@ mod tests {
             node: "rig-1".into(),
             job,
             header,
+            hash: header.block_hash(),
             share_target,
             at_ms,
         }
@@ -648,6 +649,7 @@ mod tests {
             node: "rig-1".into(),
             job: 1,
             header: shares[i].0,
+            hash: shares[i].0.block_hash(),
             share_target: shares[i].1,
             at_ms: T0,
         };

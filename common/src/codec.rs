@@ -649,18 +649,23 @@ mod tests {
                 nonce,
                 hash,
             });
-            (int(), text(), header(), target(), (int(), int(), int(), int()), prop::collection::vec(hit, 0..4))
-                .prop_map(|(job, account, header, target, (searched, in_flight, abandoned, total), hits)| JobStatus {
-                    job,
-                    account,
-                    header,
-                    target,
-                    searched,
-                    in_flight,
-                    abandoned,
-                    total,
-                    hits,
-                })
+            (int(), text(), header(), target(), (int(), int(), int(), int(), int()), prop::collection::vec(hit, 0..4))
+                .prop_map(
+                    |(job, account, header, target, (searched, in_flight, abandoned, reassigned, total), hits)| {
+                        JobStatus {
+                            job,
+                            account,
+                            header,
+                            target,
+                            searched,
+                            in_flight,
+                            abandoned,
+                            reassigned,
+                            total,
+                            hits,
+                        }
+                    },
+                )
         }
 
         pub fn admin_response() -> impl Strategy<Value = AdminResponse> {

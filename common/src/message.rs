@@ -402,6 +402,8 @@ pub struct JobStatus {
     pub in_flight: u64,
     /// Nonces of ranges abandoned and not yet searched again.
     pub abandoned: u64,
+    /// Nonces handed from one node to another while in flight (failover), counted each time.
+    pub reassigned: u64,
     /// Nonces in the job's space.
     pub total: u64,
     pub hits: Vec<JobHit>,

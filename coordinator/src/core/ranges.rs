@@ -43,12 +43,16 @@ pub struct Coverage {
     pub in_flight: u64,
     pub abandoned: u64,
     pub unissued: u64,
+    /// Nonces handed from one node to another while in flight (counted each time; a
+    /// history, not a fate: those nonces are also in one of the other counts).
+    pub reassigned: u64,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct RangeBook {
     next: u64,
     ranges: BTreeMap<u64, Range>,
+    reassigned: u64,
 }
 
 impl RangeBook {
@@ -94,6 +98,19 @@ impl RangeBook {
         self.set_fate(start, assignment, Fate::Abandoned(why))
     }
 
+    /// Hands the range in flight with `from` at `start` to `to` as it is: the range is never
+    /// without a holder, so no nonce is lost or issued twice. False if `from` does not hold it.
+    pub fn reassign(&mut self, start: u32, from: AssignmentId, to: AssignmentId) -> bool {
+        match self.ranges.get_mut(&(start as u64)) {
+            Some(r) if r.fate == Fate::InFlight(from) => {
+                r.fate = Fate::InFlight(to);
+                self.reassigned += r.count;
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn set_fate(&mut self, start: u32, assignment: AssignmentId, fate: Fate) -> bool {
         match self.ranges.get_mut(&(start as u64)) {
             Some(r) if r.fate == Fate::InFlight(assignment) => {
@@ -115,7 +132,7 @@ impl RangeBook {
     }
 
     pub fn coverage(&self) -> Coverage {
-        let mut c = Coverage { unissued: NONCE_SPACE - self.next, ..Coverage::default() };
+        let mut c = Coverage { unissued: NONCE_SPACE - self.next, reassigned: self.reassigned, ..Coverage::default() };
         for r in self.ranges.values() {
             match r.fate {
                 Fate::InFlight(_) => c.in_flight += r.count,
@@ -150,7 +167,7 @@ mod tests {
         assert!(book.complete(0, 3));
         assert_eq!(
             book.coverage(),
-            Coverage { done: 400, in_flight: 1610, abandoned: 0, unissued: NONCE_SPACE - 2010 }
+            Coverage { done: 400, in_flight: 1610, abandoned: 0, unissued: NONCE_SPACE - 2010, reassigned: 0 }
         );
     }
 
@@ -170,6 +187,7 @@ mod tests {
         Issue(u64),
         Complete(usize),
         Abandon(usize),
+        Reassign(usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -177,6 +195,7 @@ mod tests {
             (1u64..(1 << 31)).prop_map(Op::Issue),
             any::<usize>().prop_map(Op::Complete),
             any::<usize>().prop_map(Op::Abandon),
+            any::<usize>().prop_map(Op::Reassign),
         ]
     }
 
@@ -202,6 +221,14 @@ mod tests {
                     Op::Abandon(i) if !live.is_empty() => {
                         let (s, a) = live.remove(i % live.len());
                         prop_assert!(book.abandon(s, a, Abandon::NodeFailed));
+                    }
+                    Op::Reassign(i) if !live.is_empty() => {
+                        let k = i % live.len();
+                        next_id += 1;
+                        let (s, a) = live[k];
+                        prop_assert!(book.reassign(s, a, next_id));
+                        prop_assert!(!book.complete(s, a), "the old holder no longer holds it");
+                        live[k] = (s, next_id);
                     }
                     _ => {}
                 }

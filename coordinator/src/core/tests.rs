@@ -2,12 +2,12 @@
 //! hashing the assigned ranges, so every credit in these tests is a verified share.
 
 use super::*;
-use hashgrid_common::message::{DeviceInfo, ShareOutcome};
+use hashgrid_common::message::{Assignment, DeviceInfo, ShareOutcome};
 use proptest::prelude::*;
 
-const T0: u64 = 1_700_000_000_000;
+pub(super) const T0: u64 = 1_700_000_000_000;
 
-fn hello(name: &str, hashrate: f64, standby: bool) -> NodeHello {
+pub(super) fn hello(name: &str, hashrate: f64, standby: bool) -> NodeHello {
     NodeHello {
         token: String::new(),
         name: name.into(),
@@ -19,23 +19,25 @@ fn hello(name: &str, hashrate: f64, standby: bool) -> NodeHello {
 }
 
 /// A core whose shares are cheap (4096 expected hashes each).
-fn core() -> Core {
+pub(super) fn core() -> Core {
     Core::new(CoreConfig { min_share_work: 4096, shares_per_second: 1e9, ..CoreConfig::default() })
 }
 
 /// The assignments currently held by each node, from the commands seen so far.
 #[derive(Default)]
-struct Farm {
-    held: BTreeMap<NodeId, Vec<Assignment>>,
-    credits: Vec<StoreOp>,
-    results: Vec<(NodeId, u64, ShareOutcome)>,
+pub(super) struct Farm {
+    pub held: BTreeMap<NodeId, Vec<Assignment>>,
+    pub credits: Vec<StoreOp>,
+    pub results: Vec<(NodeId, u64, ShareOutcome)>,
+    /// Ledger entries: kind and payload.
+    pub ledger: Vec<(String, serde_json::Value)>,
     next_share: u64,
     /// Nonces of each assignment already hashed.
     searched: BTreeMap<AssignmentId, u64>,
 }
 
 impl Farm {
-    fn absorb(&mut self, core: &mut Core) {
+    pub fn absorb(&mut self, core: &mut Core) {
         for c in core.drain_commands() {
             match c {
                 Command::Send { node, msg: CoordinatorMessage::Assign(a) } => {
@@ -48,6 +50,9 @@ impl Farm {
                     self.results.push((node, id, outcome))
                 }
                 Command::Persist(op @ StoreOp::Credit { .. }) => self.credits.push(op),
+                Command::Persist(StoreOp::Ledger { kind, payload, .. }) => self
+                    .ledger
+                    .push((kind.to_string(), serde_json::from_str(&payload).expect("ledger payload is JSON"))),
                 Command::Close { node, .. } => {
                     self.held.remove(&node);
                 }
@@ -58,7 +63,7 @@ impl Farm {
 
     /// Hashes on in the node's first range until a share is found and submits it; finishes
     /// the range instead if no share is left in it.
-    fn mine_one(&mut self, core: &mut Core, now: u64, node: NodeId) -> Option<Share> {
+    pub fn mine_one(&mut self, core: &mut Core, now: u64, node: NodeId) -> Option<Share> {
         let a = *self.held.get(&node)?.first()?;
         let skip = self.searched.get(&a.id).copied().unwrap_or(0);
         let Some(share) = find_share(&a, skip) else {
@@ -74,21 +79,21 @@ impl Farm {
     }
 
     /// The node finishes its first range.
-    fn finish_range(&mut self, core: &mut Core, now: u64, node: NodeId) {
+    pub fn finish_range(&mut self, core: &mut Core, now: u64, node: NodeId) {
         if let Some(a) = self.held.get_mut(&node).filter(|h| !h.is_empty()).map(|h| h.remove(0)) {
             core.handle_node_message(now, node, NodeMessage::RangeDone { assignment: a.id, hashes: a.count });
             self.absorb(core);
         }
     }
 
-    fn account_of(&self, core: &Core, node: NodeId) -> Option<String> {
+    pub fn account_of(&self, core: &Core, node: NodeId) -> Option<String> {
         let a = self.held.get(&node)?.first()?;
         core.jobs.get(&a.job).map(|j| j.account.clone())
     }
 }
 
 /// The first nonce at or after `skip` in the range whose hash meets the share target.
-fn find_share(a: &Assignment, skip: u64) -> Option<Share> {
+pub(super) fn find_share(a: &Assignment, skip: u64) -> Option<Share> {
     (a.start as u64 + skip..a.start as u64 + a.count).map(|n| n as u32).find_map(|nonce| {
         let h = a.header.with_nonce(nonce);
         a.share_target.is_met_by(&h.block_hash()).then_some(Share {
@@ -102,7 +107,7 @@ fn find_share(a: &Assignment, skip: u64) -> Option<Share> {
     })
 }
 
-fn delivered(core: &Core, name: &str) -> u128 {
+pub(super) fn delivered(core: &Core, name: &str) -> u128 {
     core.accounts().iter().find(|a| a.name == name).map_or(0, |a| a.delivered)
 }
 
@@ -261,10 +266,11 @@ fn a_block_makes_local_templates_stale() {
     let first = farm.held[&1][0];
     let second_share = find_share(&first, 0).and_then(|s| find_share(&first, (s.nonce - first.start) as u64 + 1));
     let s = farm.mine_one(&mut core, T0 + 1, 1).unwrap();
-    assert!(core.chain.height == 1 && core.chain.tip == first.header.with_nonce(s.nonce).block_hash());
+    let chain = &core.chains["local"].local;
+    assert!(chain.height == 1 && chain.tip == first.header.with_nonce(s.nonce).block_hash());
     let fresh = farm.held[&1][0];
     assert_ne!(fresh.job, first.job);
-    assert_eq!(fresh.header.prev_blockhash, core.chain.tip);
+    assert_eq!(fresh.header.prev_blockhash, core.chains["local"].local.tip);
     if let Some(late) = second_share {
         core.handle_node_message(T0 + 2, 1, NodeMessage::Share(Share { id: 99, ..late }));
         farm.absorb(&mut core);

@@ -111,6 +111,7 @@ impl Job {
             total.in_flight += c.in_flight;
             total.abandoned += c.abandoned;
             total.unissued += c.unissued;
+            total.reassigned += c.reassigned;
         }
         total
     }
@@ -166,25 +167,40 @@ pub struct LocalChain {
     pub height: u64,
     pub tip: BlockHash,
     pub bits: CompactTarget,
+    /// Transactions besides the coinbase in each template.
+    pub txs: u32,
     extranonce: u64,
 }
 
 impl LocalChain {
     pub fn new(bits: CompactTarget) -> Self {
-        LocalChain { height: 0, tip: Hash256::ZERO, bits, extranonce: 0 }
+        LocalChain { height: 0, tip: Hash256::ZERO, bits, txs: 0, extranonce: 0 }
     }
 
     pub fn at(height: u64, tip: BlockHash, bits: CompactTarget) -> Self {
-        LocalChain { height, tip, bits, extranonce: 0 }
+        LocalChain { height, tip, bits, txs: 0, extranonce: 0 }
     }
 
-    /// A fresh template for `account` on the current tip (a new extranonce each call).
+    /// The same chain with `txs` transactions besides the coinbase in each template.
+    pub fn with_txs(self, txs: u32) -> Self {
+        LocalChain { txs, ..self }
+    }
+
+    /// A fresh template for `account` on the current tip (a new extranonce each call): the
+    /// merkle root covers the coinbase and `txs` transactions.
     pub fn template(&mut self, account: &str, now_secs: u32) -> Header {
         self.extranonce += 1;
+        let mut txids = vec![Hash256::sha256d(&coinbase(self.height + 1, account, self.extranonce))];
+        txids.extend((0..self.txs).map(|i| {
+            let mut tx = b"hashgrid:tx:".to_vec();
+            tx.extend_from_slice(&(self.height + 1).to_le_bytes());
+            tx.extend_from_slice(&i.to_le_bytes());
+            Hash256::sha256d(&tx)
+        }));
         Header {
             version: 0x2000_0000,
             prev_blockhash: self.tip,
-            merkle_root: Hash256::sha256d(&coinbase(self.height + 1, account, self.extranonce)),
+            merkle_root: merkle_root(txids),
             time: now_secs,
             bits: self.bits,
             nonce: 0,
@@ -203,7 +219,30 @@ impl LocalChain {
     }
 }
 
-/// The single transaction of a local-chain block: a coinbase whose input script carries the
+/// Bitcoin's merkle root: hash pairs with sha256d level by level, pairing the last hash with
+/// itself when a level has an odd count.
+pub fn merkle_root(mut level: Vec<Hash256>) -> Hash256 {
+    if level.is_empty() {
+        return Hash256::ZERO;
+    }
+    while level.len() > 1 {
+        if level.len() % 2 == 1 {
+            level.push(*level.last().expect("non-empty"));
+        }
+        level = level
+            .chunks(2)
+            .map(|pair| {
+                let mut both = [0u8; 64];
+                both[..32].copy_from_slice(&pair[0].0);
+                both[32..].copy_from_slice(&pair[1].0);
+                Hash256::sha256d(&both)
+            })
+            .collect();
+    }
+    level[0]
+}
+
+/// The first transaction of a local-chain block: a coinbase whose input script carries the
 /// height (BIP 34), the account's name and the extranonce; its txid is the merkle root.
 fn coinbase(height: u64, account: &str, extranonce: u64) -> Vec<u8> {
     let mut script = Vec::new();
@@ -240,6 +279,33 @@ mod tests {
         let mut chain = LocalChain::new(CompactTarget(0x1d00ffff));
         let template = chain.template("alice", 1_700_000_000);
         Job::new(1, "alice".into(), JobKind::LocalChain { height: 1 }, template, roll)
+    }
+
+    #[test]
+    fn merkle_root_matches_bitcoin_block_100000() {
+        // Block 100000: four transactions (txids in internal byte order).
+        let txid = |hex: &str| {
+            let mut b = [0u8; 32];
+            for (i, byte) in b.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+            }
+            b.reverse();
+            Hash256(b)
+        };
+        let txs = vec![
+            txid("8c14f0db3df150123e6f3dbbf30f8b955a8249b62ac1d1ff16284aefa3d06d87"),
+            txid("fff2525b8931402dd09222c50775608f75787bd2b87e56995a7bdd30f79702c4"),
+            txid("6359f0868171b1d194cbee1af2f16ea598ae8fad666d9b012c8ed2b79a236ec4"),
+            txid("e9a66845e05d5abc0ad04ec80f774a7e585c6e8db975962d069a522137b80c1d"),
+        ];
+        assert_eq!(merkle_root(txs), txid("f3e94742aca4b5ef85488dc37c06c3282295ffec960994b2c0d5ac2a25a95766"));
+    }
+
+    #[test]
+    fn transactions_change_the_merkle_root() {
+        let mut plain = LocalChain::new(CompactTarget(0x1d00ffff));
+        let mut busy = LocalChain::new(CompactTarget(0x1d00ffff)).with_txs(3);
+        assert_ne!(plain.template("alice", 1).merkle_root, busy.template("alice", 1).merkle_root);
     }
 
     #[test]

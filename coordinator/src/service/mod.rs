@@ -2,6 +2,7 @@
 //! events and carries out the core's commands.
 
 pub mod admin;
+pub mod records;
 pub mod server;
 pub mod store;
 pub mod tls;

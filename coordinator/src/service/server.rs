@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use super::admin::admin;
+use super::records::Reader;
 use super::store::{Store, StoreError};
 use super::tls::{DataDir, TlsError, server_config, tokens_equal};
 use crate::core::{Command, Core, CoreConfig, StoreOp};
@@ -93,6 +94,7 @@ impl Service {
     pub async fn start(config: ServiceConfig) -> Result<Service, ServiceError> {
         let data_dir = DataDir::open_or_init(&config.data_dir)?;
         let mut store = Store::open(&config.data_dir.join("hashgrid.db"))?;
+        let reader = Reader::open(&config.data_dir.join("hashgrid.db"))?;
         let snapshot = store.load()?;
         let mut core_config = config.core.clone();
         core_config.id_base = now_ms();
@@ -117,7 +119,7 @@ impl Service {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let core_thread = std::thread::Builder::new()
             .name("hashgrid-core".into())
-            .spawn(move || core_loop(core, store, events_rx))
+            .spawn(move || core_loop(core, store, reader, events_rx))
             .map_err(|e| ServiceError::Listen { addr: local_addr, source: e })?;
 
         let events = events_tx.clone();
@@ -172,7 +174,12 @@ impl Service {
 }
 
 /// The core thread: batches events, group-commits their records, then sends.
-fn core_loop(mut core: Core, mut store: Store, mut events: mpsc::UnboundedReceiver<Event>) -> Result<(), ServiceError> {
+fn core_loop(
+    mut core: Core,
+    mut store: Store,
+    mut reader: Reader,
+    mut events: mpsc::UnboundedReceiver<Event>,
+) -> Result<(), ServiceError> {
     let mut outboxes: HashMap<NodeId, mpsc::UnboundedSender<Outgoing>> = HashMap::new();
     while let Some(first) = events.blocking_recv() {
         let mut replies: Vec<(oneshot::Sender<AdminResponse>, AdminResponse)> = Vec::new();
@@ -197,7 +204,7 @@ fn core_loop(mut core: Core, mut store: Store, mut events: mpsc::UnboundedReceiv
                     core.handle_node_left(now, node);
                 }
                 Event::Admin { req, reply } => {
-                    let response = admin(&mut core, now, req);
+                    let response = admin(&mut core, &mut reader, now, req);
                     replies.push((reply, response));
                 }
                 Event::Tick => core.handle_tick(now),

@@ -31,6 +31,7 @@ use hashgrid_common::message::Policy;
 use hashgrid_common::{Hash256, Header, Target};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
+use super::records;
 use crate::core::{Account, Snapshot, StoreOp, SubmittedJob};
 
 /// Schema migrations: step `i` takes the database from version `i` to `i + 1`.
@@ -93,6 +94,8 @@ const MIGRATIONS: &[&str] = &[
         at_ms INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX assignments_by_id ON assignments(id);",
+    // 3: chains, the balancer's node table, the ledger (see `records`).
+    super::records::MIGRATION,
 ];
 
 /// The schema version this build writes.
@@ -182,7 +185,7 @@ impl Store {
         };
 
         let mut stmt = self.conn.prepare(
-            "SELECT name, standard, period_ms, sort_order, delivered, period_start_ms, shares
+            "SELECT name, standard, period_ms, sort_order, delivered, period_start_ms, shares, chain
              FROM accounts ORDER BY sort_order, name",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -194,11 +197,12 @@ impl Store {
                 r.get::<_, String>(4)?,
                 r.get::<_, i64>(5)?,
                 r.get::<_, i64>(6)?,
+                r.get::<_, String>(7)?,
             ))
         })?;
         let mut accounts = Vec::new();
         for row in rows {
-            let (name, standard, period_ms, order, delivered, period_start_ms, shares) = row?;
+            let (name, standard, period_ms, order, delivered, period_start_ms, shares, chain) = row?;
             accounts.push(Account {
                 name,
                 standard: parse_u128("accounts.standard", &standard)?,
@@ -208,20 +212,11 @@ impl Store {
                 period_start_ms: to_u64("accounts.period_start_ms", period_start_ms)?,
                 shares: to_u64("accounts.shares", shares)?,
                 issued: 0,
-                chain: crate::core::accounts::DEFAULT_CHAIN.into(),
+                chain,
             });
         }
 
-        let chain = self
-            .conn
-            .query_row("SELECT height, hash FROM blocks ORDER BY height DESC LIMIT 1", [], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .optional()?
-            .map(|(height, hash)| {
-                Ok::<_, StoreError>((to_u64("blocks.height", height)?, to_hash("blocks.hash", &hash)?))
-            })
-            .transpose()?;
+        let records::ChainRecords { chains, local_tip: chain, node_chains } = records::load_chains(&self.conn)?;
 
         let mut stmt = self.conn.prepare("SELECT id, account, header, target FROM jobs ORDER BY id")?;
         let rows = stmt.query_map([], |r| {
@@ -258,7 +253,7 @@ impl Store {
                 shares.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
         }
 
-        Ok(Snapshot { policy, accounts, chain, jobs })
+        Ok(Snapshot { policy, accounts, chain, jobs, chains, node_chains })
     }
 
     /// The delivery receipt of `account`'s current period: every share credited to it, oldest
@@ -308,18 +303,19 @@ impl Store {
 
 fn apply_one(tx: &Transaction<'_>, op: &StoreOp) -> Result<(), StoreError> {
     match op {
-        StoreOp::AccountAdded { name, standard, period_ms, order, period_start_ms } => {
+        StoreOp::AccountAdded { name, standard, period_ms, order, period_start_ms, chain } => {
             let period_ms = period_ms.map(|p| to_i64("period_ms", p)).transpose()?;
             tx.prepare_cached(
-                "INSERT INTO accounts (name, standard, period_ms, sort_order, delivered, period_start_ms, shares)
-                 VALUES (?1, ?2, ?3, ?4, '0', ?5, 0)",
+                "INSERT INTO accounts (name, standard, period_ms, sort_order, delivered, period_start_ms, shares, chain)
+                 VALUES (?1, ?2, ?3, ?4, '0', ?5, 0, ?6)",
             )?
             .execute(params![
                 name,
                 standard.to_string(),
                 period_ms,
                 order,
-                to_i64("period_start_ms", *period_start_ms)?
+                to_i64("period_start_ms", *period_start_ms)?,
+                chain
             ])?;
         }
         StoreOp::Credit { account, work, node, job, header, hash: _, share_target, at_ms } => {
@@ -388,13 +384,10 @@ fn apply_one(tx: &Transaction<'_>, op: &StoreOp) -> Result<(), StoreError> {
             tx.prepare_cached("INSERT INTO job_hits (job, version, time, nonce, hash) VALUES (?1, ?2, ?3, ?4, ?5)")?
                 .execute(params![to_i64("job", *job)?, hit.version, hit.time, hit.nonce, &hit.hash.0[..]])?;
         }
-        StoreOp::BlockFound { height, hash, account } => {
-            tx.prepare_cached("INSERT INTO blocks (height, hash, account) VALUES (?1, ?2, ?3)")?.execute(params![
-                to_i64("height", *height)?,
-                &hash.0[..],
-                account
-            ])?;
-        }
+        StoreOp::BlockFound { chain, height, hash, account } => records::add_block(tx, chain, *height, hash, account)?,
+        StoreOp::ChainAdded { params, at_ms } => records::add_chain(tx, params, *at_ms)?,
+        StoreOp::NodeChain { node, chain, at_ms } => records::set_node_chain(tx, node, chain.as_deref(), *at_ms)?,
+        StoreOp::Ledger { at_ms, kind, payload } => records::append_ledger(tx, *at_ms, kind, payload)?,
         StoreOp::AssignmentIssued { assignment, node, account, job, version, start, count, at_ms } => {
             tx.prepare_cached(
                 "INSERT INTO assignments (id, node, account, job, version, start, count, at_ms)
@@ -415,15 +408,15 @@ fn apply_one(tx: &Transaction<'_>, op: &StoreOp) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn to_i64(what: &'static str, value: u64) -> Result<i64, StoreError> {
+pub(super) fn to_i64(what: &'static str, value: u64) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::OutOfRange { what, value })
 }
 
-fn to_u64(what: &'static str, value: i64) -> Result<u64, StoreError> {
+pub(super) fn to_u64(what: &'static str, value: i64) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt { what, detail: format!("{value} is negative") })
 }
 
-fn parse_u128(what: &'static str, s: &str) -> Result<u128, StoreError> {
+pub(super) fn parse_u128(what: &'static str, s: &str) -> Result<u128, StoreError> {
     s.parse().map_err(|_| StoreError::Corrupt { what, detail: format!("{s:?} is not a u128") })
 }
 
@@ -440,7 +433,7 @@ fn to_target(what: &'static str, bytes: &[u8]) -> Result<Target, StoreError> {
     Target::from_hex(&hex::encode(bytes)).map_err(|e| StoreError::Corrupt { what, detail: e.to_string() })
 }
 
-fn fixed<const N: usize>(what: &'static str, bytes: &[u8]) -> Result<[u8; N], StoreError> {
+pub(super) fn fixed<const N: usize>(what: &'static str, bytes: &[u8]) -> Result<[u8; N], StoreError> {
     bytes.try_into().map_err(|_| StoreError::Corrupt { what, detail: format!("{} bytes, expected {N}", bytes.len()) })
 }
 
@@ -488,7 +481,14 @@ mod tests {
     }
 
     fn added(name: &str, standard: u128, period_ms: Option<u64>, order: i64) -> StoreOp {
-        StoreOp::AccountAdded { name: name.into(), standard, period_ms, order, period_start_ms: T0 }
+        StoreOp::AccountAdded {
+            name: name.into(),
+            standard,
+            period_ms,
+            order,
+            period_start_ms: T0,
+            chain: "local".into(),
+        }
     }
 
     fn open(dir: &tempfile::TempDir) -> Store {
@@ -533,7 +533,7 @@ mod tests {
         ops.extend(local_shares[2..].iter().map(|&(h, t)| credit("alice", 3, h, t, T0 + 60_010)));
         ops.extend(job_shares.iter().map(|&(h, t)| credit("bob", 7, h, t, T0 + 20)));
         ops.push(StoreOp::JobHit { job: 7, hit });
-        ops.push(StoreOp::BlockFound { height: 1, hash: block, account: "alice".into() });
+        ops.push(StoreOp::BlockFound { chain: "local".into(), height: 1, hash: block, account: "alice".into() });
 
         open(&dir).apply(&ops).unwrap();
         let snap = open(&dir).load().unwrap();

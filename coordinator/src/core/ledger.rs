@@ -1,0 +1,153 @@
+//! The assignment ledger's hash chain: how an entry is hashed and how a sequence of entries is
+//! verified. Pure: the core decides what goes in the ledger (as `StoreOp::Ledger`), the store
+//! numbers the entries and links each to the previous one, and `verify` recomputes the chain.
+//!
+//! An entry's hash is SHA-256 over a domain tag, the sequence number and time (8 bytes each,
+//! big-endian), the kind and the payload (each a 4-byte big-endian length, then UTF-8 bytes),
+//! and the previous entry's hash (32 zero bytes for the first entry). Changing any field of
+//! any entry changes its hash, so the stored hash no longer matches, or the next entry's link
+//! does not.
+
+use hashgrid_common::message::{LedgerEntry, LedgerVerdict};
+use sha2::{Digest, Sha256};
+
+/// The `prev_hash` of the first entry.
+pub const GENESIS: [u8; 32] = [0; 32];
+const DOMAIN: &[u8] = b"hashgrid-ledger/1";
+
+/// The kinds of entries, one per kind of scheduling decision.
+pub mod kind {
+    /// A range of a template issued to a node.
+    pub const ASSIGNMENT: &str = "assignment";
+    /// An account reached its standard.
+    pub const STANDARD_REACHED: &str = "standard_reached";
+    /// Capacity moved from an account that reached its standard to the next one.
+    pub const SWITCH: &str = "switch";
+    /// A node failed or was found under standard; its ranges were reassigned.
+    pub const FAILOVER: &str = "failover";
+    /// A standby (or drained) node made active.
+    pub const PROMOTION: &str = "promotion";
+    /// An active node made a standby by the operator.
+    pub const STANDBY: &str = "standby";
+    /// A node told to finish its ranges and take no more.
+    pub const DRAIN: &str = "drain";
+    /// A node moved from one chain to another by the balancer.
+    pub const REBALANCE: &str = "rebalance";
+    pub const ACCOUNT_ADDED: &str = "account_added";
+    pub const CHAIN_ADDED: &str = "chain_added";
+    pub const POLICY: &str = "policy";
+    pub const PERIOD_RENEWED: &str = "period_renewed";
+    pub const BLOCK_FOUND: &str = "block_found";
+}
+
+/// The hash of an entry with these fields.
+pub fn entry_hash(seq: u64, at_ms: u64, kind: &str, payload: &str, prev_hash: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(DOMAIN);
+    h.update(seq.to_be_bytes());
+    h.update(at_ms.to_be_bytes());
+    for field in [kind.as_bytes(), payload.as_bytes()] {
+        h.update((field.len() as u32).to_be_bytes());
+        h.update(field);
+    }
+    h.update(prev_hash);
+    h.finalize().into()
+}
+
+/// Recomputes the chain over `entries` (in sequence order, starting at the first entry) and
+/// names the first entry that does not match.
+pub fn verify(entries: impl IntoIterator<Item = LedgerEntry>) -> LedgerVerdict {
+    let mut prev = GENESIS;
+    let mut expected_seq = 1;
+    let mut count = 0;
+    for e in entries {
+        count += 1;
+        let problem = if e.seq != expected_seq {
+            Some(format!("sequence number {} where {expected_seq} was due", e.seq))
+        } else if e.prev_hash != prev {
+            Some("its link does not match the previous entry's hash".to_string())
+        } else if entry_hash(e.seq, e.at_ms, &e.kind, &e.payload, &e.prev_hash) != e.hash {
+            Some("its contents do not match its hash".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = problem {
+            return LedgerVerdict { entries: count, first_bad: Some((e.seq, why)) };
+        }
+        prev = e.hash;
+        expected_seq += 1;
+    }
+    LedgerVerdict { entries: count, first_bad: None }
+}
+
+/// Builds the chained entry that follows `prev` (`None`: the first entry).
+pub fn next_entry(prev: Option<(u64, [u8; 32])>, at_ms: u64, kind: &str, payload: &str) -> LedgerEntry {
+    let (seq, prev_hash) = match prev {
+        Some((seq, hash)) => (seq + 1, hash),
+        None => (1, GENESIS),
+    };
+    let hash = entry_hash(seq, at_ms, kind, payload, &prev_hash);
+    LedgerEntry { seq, at_ms, kind: kind.into(), payload: payload.into(), prev_hash, hash }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: u64) -> Vec<LedgerEntry> {
+        let mut out: Vec<LedgerEntry> = Vec::new();
+        for i in 0..n {
+            let prev = out.last().map(|e| (e.seq, e.hash));
+            out.push(next_entry(prev, 1000 + i, kind::ASSIGNMENT, &format!("{{\"i\":{i}}}")));
+        }
+        out
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        assert_eq!(verify(chain(5)), LedgerVerdict { entries: 5, first_bad: None });
+        assert_eq!(verify(Vec::new()), LedgerVerdict { entries: 0, first_bad: None });
+    }
+
+    #[test]
+    fn any_change_names_the_entry() {
+        let good = chain(6);
+        let mut payload = good.clone();
+        payload[3].payload = "{\"i\":99}".into();
+        assert_eq!(verify(payload).first_bad.unwrap().0, 4);
+
+        let mut time = good.clone();
+        time[1].at_ms += 1;
+        assert_eq!(verify(time).first_bad.unwrap().0, 2);
+
+        // Rewriting an entry with a fresh hash breaks the next entry's link.
+        let mut rehashed = good.clone();
+        rehashed[2].kind = kind::FAILOVER.into();
+        rehashed[2].hash =
+            entry_hash(3, rehashed[2].at_ms, &rehashed[2].kind, &rehashed[2].payload, &rehashed[2].prev_hash);
+        let bad = verify(rehashed).first_bad.unwrap();
+        assert_eq!(bad.0, 4, "{bad:?}");
+
+        let mut gap = good.clone();
+        gap.remove(2);
+        assert_eq!(verify(gap).first_bad.unwrap().0, 4);
+    }
+
+    #[test]
+    fn the_hash_is_pinned() {
+        // A fixed vector, so the format cannot drift silently.
+        let e = next_entry(None, 1_700_000_000_000, "assignment", "{}");
+        assert_eq!(e.prev_hash, GENESIS);
+        assert_eq!(e.seq, 1);
+        let mut h = Sha256::new();
+        h.update(b"hashgrid-ledger/1");
+        h.update(1u64.to_be_bytes());
+        h.update(1_700_000_000_000u64.to_be_bytes());
+        h.update(10u32.to_be_bytes());
+        h.update(b"assignment");
+        h.update(2u32.to_be_bytes());
+        h.update(b"{}");
+        h.update([0u8; 32]);
+        assert_eq!(e.hash, <[u8; 32]>::from(h.finalize()));
+    }
+}

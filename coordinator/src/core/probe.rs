@@ -1,0 +1,236 @@
+//! Under-delivery detection: is a node's count of verified shares consistent with the rate it
+//! announces?
+//!
+//! While a node holds work, every hash it does at its announced rate finds a share with
+//! probability 1/w (w: the expected hashes of its share target), so its accepted shares over
+//! a stretch of time are Poisson with mean μ = Σ rate·dt / w. A node is *under standard* when
+//! the shares it delivered are too few even for a node doing only `min_rate_ratio` of its
+//! announced rate: P(K ≤ k | mean = ratio·μ) < `alpha`. A handful of missing shares never
+//! trips it: with few shares expected the probability stays high. A node is also under
+//! standard when more than `max_reject_ratio` of at least `min_rejects` shares are rejected.
+//! The evidence restarts after `window_shares` expected shares, so an old good record does not
+//! hide a node that has since slowed down.
+
+/// The thresholds of the test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeConfig {
+    /// A node delivering less than this fraction of its announced rate is under standard.
+    pub min_rate_ratio: f64,
+    /// The false-alarm probability accepted for one verdict.
+    pub alpha: f64,
+    /// A node whose rejected shares exceed this fraction of its shares is under standard.
+    pub max_reject_ratio: f64,
+    /// Rejections needed before the reject ratio is judged.
+    pub min_rejects: u64,
+    /// Expected shares after which the evidence starts over.
+    pub window_shares: f64,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig { min_rate_ratio: 0.5, alpha: 1e-4, max_reject_ratio: 0.5, min_rejects: 20, window_shares: 2000.0 }
+    }
+}
+
+/// Why a node is under standard.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shortfall {
+    /// `accepted` shares where `expected` were due at the announced rate.
+    Rate { accepted: u64, expected: f64 },
+    /// `rejected` of `accepted + rejected` shares refused.
+    Rejects { accepted: u64, rejected: u64 },
+}
+
+impl std::fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Shortfall::Rate { accepted, expected } => {
+                write!(
+                    f,
+                    "under standard: {accepted} shares delivered where {expected:.1} were due at the announced rate"
+                )
+            }
+            Shortfall::Rejects { accepted, rejected } => {
+                write!(f, "under standard: {rejected} of {} shares rejected", accepted + rejected)
+            }
+        }
+    }
+}
+
+/// The evidence about one node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Probe {
+    expected: f64,
+    accepted: u64,
+    rejected: u64,
+    last_ms: u64,
+}
+
+impl Probe {
+    pub fn new(now_ms: u64) -> Self {
+        Probe { last_ms: now_ms, ..Probe::default() }
+    }
+
+    /// Accounts for the time since the last call: a node working on a share target of
+    /// `share_work` expected hashes at `announced` hashes per second (no work: `None`).
+    pub fn advance(&mut self, now_ms: u64, announced: f64, share_work: Option<u128>, config: &ProbeConfig) {
+        let dt = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
+        self.last_ms = self.last_ms.max(now_ms);
+        if let Some(w) = share_work.filter(|&w| w > 0)
+            && announced.is_finite()
+            && announced > 0.0
+        {
+            self.expected += announced * dt / w as f64;
+        }
+        if self.expected >= config.window_shares {
+            *self = Probe::new(self.last_ms);
+        }
+    }
+
+    pub fn accepted(&mut self) {
+        self.accepted += 1;
+    }
+
+    pub fn rejected(&mut self) {
+        self.rejected += 1;
+    }
+
+    /// Starts the evidence over (e.g. after the node was promoted or its rate changed a lot).
+    pub fn reset(&mut self, now_ms: u64) {
+        *self = Probe::new(now_ms);
+    }
+
+    /// `Some` when the evidence says the node is under standard.
+    pub fn verdict(&self, config: &ProbeConfig) -> Option<Shortfall> {
+        let total = self.accepted + self.rejected;
+        if self.rejected >= config.min_rejects && self.rejected as f64 > config.max_reject_ratio * total as f64 {
+            return Some(Shortfall::Rejects { accepted: self.accepted, rejected: self.rejected });
+        }
+        let floor_mean = config.min_rate_ratio * self.expected;
+        // At or above the mean the tail probability is at least about a half: no need to sum.
+        if self.accepted as f64 >= floor_mean {
+            return None;
+        }
+        (poisson_cdf(self.accepted, floor_mean) < config.alpha)
+            .then_some(Shortfall::Rate { accepted: self.accepted, expected: self.expected })
+    }
+}
+
+/// P(K ≤ k) for K Poisson with the given mean, summed in log space so large means do not
+/// underflow.
+pub fn poisson_cdf(k: u64, mean: f64) -> f64 {
+    if !(mean > 0.0) {
+        return 1.0;
+    }
+    let ln_mean = mean.ln();
+    let mut ln_term = -mean;
+    let mut ln_max = ln_term;
+    let mut terms = Vec::with_capacity(k as usize + 1);
+    terms.push(ln_term);
+    for i in 1..=k {
+        ln_term += ln_mean - (i as f64).ln();
+        ln_max = ln_max.max(ln_term);
+        terms.push(ln_term);
+    }
+    let sum: f64 = terms.iter().map(|t| (t - ln_max).exp()).sum();
+    (ln_max + sum.ln()).exp().min(1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn poisson_cdf_matches_known_values() {
+        assert!((poisson_cdf(0, 2.0) - (-2.0f64).exp()).abs() < 1e-12);
+        // P(K <= 3 | 3) = e^-3 (1 + 3 + 4.5 + 4.5)
+        assert!((poisson_cdf(3, 3.0) - 13.0 * (-3.0f64).exp()).abs() < 1e-12);
+        assert_eq!(poisson_cdf(5, 0.0), 1.0);
+        // A large mean does not underflow: the median of Poisson(1000) is about 1000.
+        let mid = poisson_cdf(1000, 1000.0);
+        assert!((0.49..0.52).contains(&mid), "{mid}");
+        assert!(poisson_cdf(400, 500.0) < 1e-5);
+    }
+
+    fn run(delivered_ratio: f64, seconds: u64, seed: u64) -> Option<Shortfall> {
+        // A node announcing 1 MH/s with shares of 200k hashes: 5 expected shares a second.
+        let config = ProbeConfig::default();
+        let mut probe = Probe::new(0);
+        let mut rng = seed;
+        let p = delivered_ratio * 5.0 / 100.0; // chance of a share per 10 ms step
+        for step in 1..=seconds * 100 {
+            probe.advance(step * 10, 1e6, Some(200_000), &config);
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            if ((rng >> 11) as f64 / (1u64 << 53) as f64) < p {
+                probe.accepted();
+            }
+            if step % 10 == 0
+                && let Some(s) = probe.verdict(&config)
+            {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_node_far_below_its_rate_is_caught_within_seconds() {
+        for seed in 0..20 {
+            assert!(run(0.0, 5, seed).is_some(), "a node delivering nothing is flagged within 5 s");
+        }
+        let flagged = (0..20).filter(|&s| run(0.1, 20, s).is_some()).count();
+        assert_eq!(flagged, 20, "a node at 10% is flagged within 20 s");
+    }
+
+    #[test]
+    fn a_few_missing_shares_are_noise() {
+        // Honest nodes (100%, and 80% as on a loaded machine) for ten minutes: never flagged.
+        for seed in 0..10 {
+            assert_eq!(run(1.0, 600, seed), None);
+            assert_eq!(run(0.8, 600, seed), None);
+        }
+        // Early on, no shares at all is not yet evidence.
+        let config = ProbeConfig::default();
+        let mut probe = Probe::new(0);
+        probe.advance(1000, 1e6, Some(200_000), &config);
+        assert_eq!(probe.verdict(&config), None, "5 expected, 0 seen: P = e^-2.5 is not rare enough");
+    }
+
+    #[test]
+    fn rejects_over_the_bound_are_a_shortfall() {
+        let config = ProbeConfig::default();
+        let mut probe = Probe::new(0);
+        for _ in 0..19 {
+            probe.rejected();
+        }
+        assert_eq!(probe.verdict(&config), None, "too few to judge");
+        probe.rejected();
+        assert_eq!(probe.verdict(&config), Some(Shortfall::Rejects { accepted: 0, rejected: 20 }));
+        let mut mixed = Probe::new(0);
+        for _ in 0..30 {
+            mixed.rejected();
+            mixed.accepted();
+            mixed.accepted();
+        }
+        assert_eq!(mixed.verdict(&config), None, "a third rejected is under the bound");
+    }
+
+    #[test]
+    fn no_work_no_expectation() {
+        let config = ProbeConfig::default();
+        let mut probe = Probe::new(0);
+        probe.advance(60_000, 1e9, None, &config);
+        assert_eq!(probe.verdict(&config), None);
+    }
+
+    proptest! {
+        #[test]
+        fn cdf_is_a_probability_and_grows_with_k(mean in 0.01f64..5000.0, k in 0u64..3000) {
+            let a = poisson_cdf(k, mean);
+            let b = poisson_cdf(k + 1, mean);
+            prop_assert!((0.0..=1.0).contains(&a));
+            prop_assert!(b >= a - 1e-12);
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! The store's records of chains, the balancer's node-to-chain table and the hash-chained
+//! ledger: their schema step, how the store writes them, and `Reader`, a second (read-only)
+//! connection the operator API uses for the ledger and receipts without holding up the
+//! writer.
+//!
+//! Tables (added by schema step 3):
+//! - `chains(name PK, tx_per_template, bit_rate, difficulty, weight, added_ms)`: chain
+//!   parameters (the built-in chain `local` is implicit).
+//! - `chain_blocks(chain, height, hash, account)`, PK (chain, height): every chain's blocks
+//!   (the built-in chain's former `blocks` rows move here).
+//! - `node_chains(node PK, chain, since_ms)`: the chain each node serves, as the balancer set it.
+//! - `ledger(seq PK, at_ms, kind, payload, prev_hash, hash)`: one row per scheduling decision;
+//!   `hash` is `core::ledger::entry_hash` of the row and `prev_hash` the previous row's hash.
+//! - `accounts.chain`: the chain an account draws its work from (default `local`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use hashgrid_common::message::{ChainParams, LedgerEntry, LedgerVerdict, Receipt, ReceiptShare};
+use hashgrid_common::{BlockHash, Hash256};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+
+use super::store::{StoreError, fixed, parse_u128, to_i64, to_u64};
+use crate::core::ledger;
+
+/// Schema step 3.
+pub const MIGRATION: &str = "
+    CREATE TABLE chains (
+        name TEXT PRIMARY KEY,
+        tx_per_template INTEGER NOT NULL,
+        bit_rate INTEGER NOT NULL,
+        difficulty REAL NOT NULL,
+        weight REAL NOT NULL,
+        added_ms INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE chain_blocks (
+        chain TEXT NOT NULL,
+        height INTEGER NOT NULL,
+        hash BLOB NOT NULL CHECK (length(hash) = 32),
+        account TEXT NOT NULL,
+        PRIMARY KEY (chain, height)
+    ) STRICT;
+    INSERT INTO chain_blocks (chain, height, hash, account) SELECT 'local', height, hash, account FROM blocks;
+    DROP TABLE blocks;
+    CREATE TABLE node_chains (node TEXT PRIMARY KEY, chain TEXT NOT NULL, since_ms INTEGER NOT NULL) STRICT;
+    CREATE TABLE ledger (
+        seq INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        prev_hash BLOB NOT NULL CHECK (length(prev_hash) = 32),
+        hash BLOB NOT NULL CHECK (length(hash) = 32)
+    ) STRICT;
+    ALTER TABLE accounts ADD COLUMN chain TEXT NOT NULL DEFAULT 'local';";
+
+/// Appends one entry to the ledger, linked to the last one.
+pub fn append_ledger(tx: &Transaction<'_>, at_ms: u64, kind: &str, payload: &str) -> Result<(), StoreError> {
+    let last: Option<(i64, Vec<u8>)> = tx
+        .prepare_cached("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let prev = match last {
+        Some((seq, hash)) => Some((to_u64("ledger.seq", seq)?, fixed("ledger.hash", &hash)?)),
+        None => None,
+    };
+    let e = ledger::next_entry(prev, at_ms, kind, payload);
+    tx.prepare_cached(
+        "INSERT INTO ledger (seq, at_ms, kind, payload, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        to_i64("ledger.seq", e.seq)?,
+        to_i64("ledger.at_ms", e.at_ms)?,
+        e.kind,
+        e.payload,
+        &e.prev_hash[..],
+        &e.hash[..]
+    ])?;
+    Ok(())
+}
+
+pub fn add_chain(tx: &Transaction<'_>, params: &ChainParams, at_ms: u64) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO chains (name, tx_per_template, bit_rate, difficulty, weight, added_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        params.name,
+        params.tx_per_template,
+        to_i64("chains.bit_rate", params.bit_rate)?,
+        params.difficulty,
+        params.weight,
+        to_i64("chains.added_ms", at_ms)?
+    ])?;
+    Ok(())
+}
+
+pub fn set_node_chain(tx: &Transaction<'_>, node: &str, chain: Option<&str>, at_ms: u64) -> Result<(), StoreError> {
+    match chain {
+        Some(chain) => tx
+            .prepare_cached(
+                "INSERT INTO node_chains (node, chain, since_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (node) DO UPDATE SET chain = excluded.chain, since_ms = excluded.since_ms",
+            )?
+            .execute(params![node, chain, to_i64("node_chains.since_ms", at_ms)?])?,
+        None => tx.prepare_cached("DELETE FROM node_chains WHERE node = ?1")?.execute([node])?,
+    };
+    Ok(())
+}
+
+pub fn add_block(
+    tx: &Transaction<'_>,
+    chain: &str,
+    height: u64,
+    hash: &BlockHash,
+    account: &str,
+) -> Result<(), StoreError> {
+    tx.prepare_cached("INSERT INTO chain_blocks (chain, height, hash, account) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![chain, to_i64("chain_blocks.height", height)?, &hash.0[..], account])?;
+    Ok(())
+}
+
+/// What `Store::load` adds for chains: the added chains with their tips, the built-in chain's
+/// tip, and the balancer's table.
+#[derive(Debug, Default)]
+pub struct ChainRecords {
+    pub chains: Vec<(ChainParams, Option<(u64, BlockHash)>)>,
+    pub local_tip: Option<(u64, BlockHash)>,
+    pub node_chains: Vec<(String, String)>,
+}
+
+pub fn load_chains(conn: &Connection) -> Result<ChainRecords, StoreError> {
+    let tip = |chain: &str| -> Result<Option<(u64, BlockHash)>, StoreError> {
+        conn.query_row(
+            "SELECT height, hash FROM chain_blocks WHERE chain = ?1 ORDER BY height DESC LIMIT 1",
+            [chain],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+        )
+        .optional()?
+        .map(|(h, hash)| Ok((to_u64("chain_blocks.height", h)?, Hash256(fixed("chain_blocks.hash", &hash)?))))
+        .transpose()
+    };
+    let mut out = ChainRecords { local_tip: tip(crate::core::accounts::DEFAULT_CHAIN)?, ..ChainRecords::default() };
+    let mut stmt =
+        conn.prepare("SELECT name, tx_per_template, bit_rate, difficulty, weight FROM chains ORDER BY added_ms, name")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?, r.get::<_, i64>(2)?, r.get::<_, f64>(3)?, r.get::<_, f64>(4)?))
+    })?;
+    for row in rows {
+        let (name, tx_per_template, bit_rate, difficulty, weight) = row?;
+        let bit_rate = to_u64("chains.bit_rate", bit_rate)?;
+        let params = ChainParams { name, tx_per_template, bit_rate, difficulty, weight };
+        let t = tip(&params.name)?;
+        out.chains.push((params, t));
+    }
+    let mut stmt = conn.prepare("SELECT node, chain FROM node_chains ORDER BY node")?;
+    out.node_chains = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    Ok(out)
+}
+
+/// A read-only connection for the operator API.
+#[derive(Debug)]
+pub struct Reader {
+    conn: Connection,
+}
+
+impl Reader {
+    pub fn open(path: &Path) -> Result<Reader, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Ok(Reader { conn })
+    }
+
+    /// Entries with `seq >= since`, oldest first, at most `limit`; with `account`, only those
+    /// whose payload names it.
+    pub fn ledger(&self, since: u64, account: Option<&str>, limit: u32) -> Result<Vec<LedgerEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, at_ms, kind, payload, prev_hash, hash FROM ledger
+             WHERE seq >= ?1 AND (?2 IS NULL OR json_extract(payload, '$.account') = ?2
+                                  OR json_extract(payload, '$.from') = ?2 OR json_extract(payload, '$.to') = ?2)
+             ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![to_i64("since", since)?, account, limit], row_entry)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(entry(row?)?);
+        }
+        Ok(out)
+    }
+
+    /// Recomputes the whole chain and names the first entry that does not match.
+    pub fn verify_ledger(&self) -> Result<LedgerVerdict, StoreError> {
+        let mut stmt =
+            self.conn.prepare("SELECT seq, at_ms, kind, payload, prev_hash, hash FROM ledger ORDER BY seq")?;
+        let mut entries = Vec::new();
+        let mut malformed = None;
+        for row in stmt.query_map([], row_entry)? {
+            match entry(row?) {
+                Ok(e) => entries.push(e),
+                Err(e) => {
+                    malformed = Some((entries.len() as u64 + 1, e.to_string()));
+                    break;
+                }
+            }
+        }
+        let verdict = ledger::verify(entries);
+        Ok(match (verdict.first_bad, malformed) {
+            (Some(bad), _) => LedgerVerdict { entries: verdict.entries, first_bad: Some(bad) },
+            (None, Some(bad)) => LedgerVerdict { entries: verdict.entries + 1, first_bad: Some(bad) },
+            (None, None) => LedgerVerdict { entries: verdict.entries, first_bad: None },
+        })
+    }
+
+    /// The account's receipt for its current period, read in one transaction so the
+    /// delivered total and the shares agree.
+    pub fn receipt(&mut self, account: &str) -> Result<Option<Receipt>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let Some((standard, delivered, period_start_ms)) = tx
+            .query_row("SELECT standard, delivered, period_start_ms FROM accounts WHERE name = ?1", [account], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+            })
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut stmt = tx.prepare(
+            "SELECT header, share_target, work, node, at_ms FROM shares
+             WHERE account = ?1 AND period_start_ms = ?2 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![account, period_start_ms], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        let mut shares = Vec::new();
+        for row in rows {
+            let (header, target, work, node, at_ms) = row?;
+            shares.push(ReceiptShare {
+                header: hashgrid_common::Header::from_bytes(&fixed("shares.header", &header)?),
+                share_target: to_target(&target)?,
+                work: parse_u128("shares.work", &work)?,
+                node,
+                at_ms: to_u64("shares.at_ms", at_ms)?,
+            });
+        }
+        Ok(Some(Receipt {
+            account: account.into(),
+            standard: parse_u128("accounts.standard", &standard)?,
+            delivered: parse_u128("accounts.delivered", &delivered)?,
+            period_start_ms: to_u64("accounts.period_start_ms", period_start_ms)?,
+            shares,
+        }))
+    }
+}
+
+type RawEntry = (i64, i64, String, String, Vec<u8>, Vec<u8>);
+
+fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawEntry> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+}
+
+fn entry((seq, at_ms, kind, payload, prev_hash, hash): RawEntry) -> Result<LedgerEntry, StoreError> {
+    Ok(LedgerEntry {
+        seq: to_u64("ledger.seq", seq)?,
+        at_ms: to_u64("ledger.at_ms", at_ms)?,
+        kind,
+        payload,
+        prev_hash: fixed("ledger.prev_hash", &prev_hash)?,
+        hash: fixed("ledger.hash", &hash)?,
+    })
+}
+
+fn to_target(bytes: &[u8]) -> Result<hashgrid_common::Target, StoreError> {
+    let bytes: [u8; 32] = fixed("shares.share_target", bytes)?;
+    hashgrid_common::Target::from_hex(&hex::encode(bytes))
+        .map_err(|e| StoreError::Corrupt { what: "shares.share_target", detail: e.to_string() })
+}

@@ -851,6 +851,7 @@ fn micro(args: &Args) -> anyhow::Result<()> {
             period_ms: None,
             order: 0,
             period_start_ms: t0,
+            chain: "local".into(),
         }])?;
         let limit = if size == 1 { 2000 } else { ops.len() };
         let started = Instant::now();

@@ -35,9 +35,13 @@ pub const CLOSE_INVALID_TOKEN: u32 = 0x10;
 /// How long a connection attempt may take, handshake included.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a client pings an otherwise quiet connection.
-pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
-/// How long a connection may stay silent before it is considered lost.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a connection may stay silent before it is considered lost. The client proposes
+/// it and QUIC uses the smaller of the two sides' values, so a node notices a coordinator that
+/// died without a close frame (`kill -9`, a lost host) within about this long, whatever the
+/// coordinator's own (longer) timeout. Six keep-alives fit in it, so a few lost packets do not
+/// end a healthy connection.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// TLS alerts (RFC 8446 §6) that say the server's certificate was refused.
 const CERTIFICATE_ALERTS: [u8; 8] = [

@@ -281,3 +281,65 @@ fn to_target(bytes: &[u8]) -> Result<hashgrid_common::Target, StoreError> {
     hashgrid_common::Target::from_hex(&hex::encode(bytes))
         .map_err(|e| StoreError::Corrupt { what: "shares.share_target", detail: e.to_string() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::StoreOp;
+    use crate::service::store::Store;
+
+    fn ledger_op(i: u64) -> StoreOp {
+        StoreOp::Ledger {
+            at_ms: 1_700_000_000_000 + i,
+            kind: ledger::kind::ASSIGNMENT,
+            payload: format!("{{\"account\":\"a{}\",\"i\":{i}}}", i % 2),
+        }
+    }
+
+    #[test]
+    fn the_ledger_chains_across_batches_and_names_a_tampered_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hashgrid.db");
+        let mut store = Store::open(&path).unwrap();
+        store.apply(&(0..3).map(ledger_op).collect::<Vec<_>>()).unwrap();
+        store.apply(&(3..6).map(ledger_op).collect::<Vec<_>>()).unwrap();
+        let mut reader = Reader::open(&path).unwrap();
+        assert_eq!(reader.verify_ledger().unwrap(), LedgerVerdict { entries: 6, first_bad: None });
+        let all = reader.ledger(1, None, 100).unwrap();
+        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
+        assert!(all.windows(2).all(|w| w[1].prev_hash == w[0].hash));
+        assert_eq!(reader.ledger(2, Some("a1"), 100).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 4, 6]);
+        assert_eq!(reader.ledger(1, None, 2).unwrap().len(), 2);
+
+        // Someone edits row 4 directly in the file.
+        let raw = Connection::open(&path).unwrap();
+        raw.execute("UPDATE ledger SET payload = '{\"account\":\"mallory\"}' WHERE seq = 4", []).unwrap();
+        let verdict = reader.verify_ledger().unwrap();
+        assert_eq!(verdict.first_bad.as_ref().map(|b| b.0), Some(4), "{verdict:?}");
+        assert!(verdict.first_bad.unwrap().1.contains("do not match its hash"));
+        assert!(reader.receipt("nobody").unwrap().is_none());
+    }
+
+    #[test]
+    fn chains_and_the_node_table_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hashgrid.db");
+        let params =
+            ChainParams { name: "alt".into(), tx_per_template: 10, bit_rate: 2000, difficulty: 2.0, weight: 3.0 };
+        let hash = Hash256([7; 32]);
+        Store::open(&path)
+            .unwrap()
+            .apply(&[
+                StoreOp::ChainAdded { params: params.clone(), at_ms: 5 },
+                StoreOp::BlockFound { chain: "alt".into(), height: 1, hash, account: "x".into() },
+                StoreOp::NodeChain { node: "rig".into(), chain: Some("alt".into()), at_ms: 6 },
+                StoreOp::NodeChain { node: "gone".into(), chain: Some("alt".into()), at_ms: 6 },
+                StoreOp::NodeChain { node: "gone".into(), chain: None, at_ms: 7 },
+            ])
+            .unwrap();
+        let snap = Store::open(&path).unwrap().load().unwrap();
+        assert_eq!(snap.chains, vec![(params, Some((1, hash)))]);
+        assert_eq!(snap.chain, None);
+        assert_eq!(snap.node_chains, vec![("rig".to_string(), "alt".to_string())]);
+    }
+}

@@ -1,11 +1,19 @@
-//! The coordinator service: a QUIC endpoint, one task per connection, and one core thread
-//! that owns the `Core` state machine and the SQLite `Store`.
+//! The coordinator service: a QUIC endpoint, one task per connection, a core thread that owns
+//! the `Core` state machine, and a store thread that owns the SQLite `Store`.
 //!
-//! Connection tasks turn frames into `Event`s; the core thread takes every event waiting,
-//! feeds them to the core, writes all resulting `Persist` records in one transaction (group
-//! commit), and only then sends the messages and replies that followed them. So no share is
-//! acknowledged before its credit is durable; if the store fails, nothing more is sent and the
-//! service stops.
+//! Connection tasks turn frames into `Event`s. The core thread takes every event waiting,
+//! feeds them to the core (admin requests go to `admin`), and hands the batch's output as one
+//! `Group` to the store thread: the `Persist` records, then the sends, closes and admin replies
+//! that followed them, in order. It then takes the next batch at once, so the core checks
+//! batch k+1 while batch k commits. The store thread takes every group queued (FIFO), writes
+//! all their records with one `Store::apply` (one transaction, one fsync: group commit), and
+//! only then delivers those groups' messages and replies. So no share is acknowledged before
+//! its credit is durable, and no admin reply leaves before the batch it was answered in is
+//! committed; if the store fails, nothing more is sent, every node is closed and the service
+//! stops. A `Checkpointer` owned by the store thread keeps WAL checkpoints out of the commits.
+//!
+//! Connection I/O is batched: a node's reader decodes every frame of each received chunk
+//! (`FrameSource`), and its writer drains its queue into one stream write.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,10 +22,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hashgrid_common::codec::{self, CodecError, PREFIX};
 use hashgrid_common::message::{
     AdminRequest, AdminResponse, CoordinatorMessage, Hello, NodeHello, NodeId, NodeMessage, Policy,
 };
-use hashgrid_node::net::FramedStream;
+use hashgrid_node::net::NetError;
+use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
@@ -50,6 +60,13 @@ pub enum ServiceError {
     CoreStopped,
 }
 
+/// Events the core thread takes in one batch at most.
+const MAX_BATCH: usize = 4096;
+/// The most a node connection's reader takes from QUIC at once.
+const READ_CHUNK: usize = 64 << 10;
+/// A node connection's writer stops draining its queue into one write at this many bytes.
+const WRITE_BATCH: usize = 64 << 10;
+
 /// How to run the service.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -66,7 +83,7 @@ pub struct Service {
     pub local_addr: SocketAddr,
     pub data_dir: DataDir,
     shutdown: watch::Sender<bool>,
-    core_thread: Option<std::thread::JoinHandle<Result<(), ServiceError>>>,
+    threads: Option<Threads>,
     endpoint: quinn::Endpoint,
     events: mpsc::UnboundedSender<Event>,
 }
@@ -83,6 +100,28 @@ enum Event {
 enum Outgoing {
     Message(CoordinatorMessage),
     Close { code: u32, reason: String },
+}
+
+/// The core and store threads.
+#[derive(Debug)]
+struct Threads {
+    core: std::thread::JoinHandle<()>,
+    store: std::thread::JoinHandle<Result<(), ServiceError>>,
+}
+
+/// What one batch of events produced, handed from the core thread to the store thread: the
+/// records to make durable, and what may go out only once they are.
+#[derive(Default)]
+struct Group {
+    /// Outboxes of the nodes that joined in the batch.
+    joins: Vec<(NodeId, mpsc::UnboundedSender<Outgoing>)>,
+    /// Nodes whose connection ended in the batch (nothing more is sent to them).
+    leaves: Vec<NodeId>,
+    ops: Vec<StoreOp>,
+    /// The core's `Send`s and `Close`s, in order.
+    deliveries: Vec<Command>,
+    replies: Vec<(oneshot::Sender<AdminResponse>, AdminResponse)>,
+    stop: bool,
 }
 
 fn now_ms() -> u64 {
@@ -117,10 +156,22 @@ impl Service {
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let checkpointer = store.checkpointer()?;
+        let (groups_tx, groups_rx) = std::sync::mpsc::channel();
+        let wake_core = events_tx.clone();
+        let store_thread = std::thread::Builder::new()
+            .name("hashgrid-store".into())
+            .spawn(move || {
+                let result = store_loop(store, groups_rx, &wake_core);
+                drop(checkpointer);
+                result
+            })
+            .map_err(|e| ServiceError::Listen { addr: local_addr, source: e })?;
         let core_thread = std::thread::Builder::new()
             .name("hashgrid-core".into())
-            .spawn(move || core_loop(core, store, reader, events_rx))
+            .spawn(move || core_loop(core, reader, events_rx, groups_tx))
             .map_err(|e| ServiceError::Listen { addr: local_addr, source: e })?;
+        let threads = Threads { core: core_thread, store: store_thread };
 
         let events = events_tx.clone();
         let ticker = events_tx.clone();
@@ -147,10 +198,11 @@ impl Service {
             }
         });
         info!(%local_addr, fingerprint = %data_dir.fingerprint(), "coordinator listening");
-        Ok(Service { local_addr, data_dir, shutdown, core_thread: Some(core_thread), endpoint, events })
+        Ok(Service { local_addr, data_dir, shutdown, threads: Some(threads), endpoint, events })
     }
 
-    /// Stops accepting, tells every node, flushes the store, and waits for the core thread.
+    /// Stops accepting, tells every node, flushes the store, and waits for the core and store
+    /// threads.
     pub async fn shutdown(mut self) -> Result<(), ServiceError> {
         let _ = self.shutdown.send(true);
         let _ = self.events.send(Event::Stop);
@@ -160,90 +212,130 @@ impl Service {
         result
     }
 
-    /// Runs until the core thread ends: after a store failure (an error) or `shutdown`.
+    /// Runs until the store thread ends: after a store failure (an error) or `shutdown`.
     pub async fn wait(&mut self) -> Result<(), ServiceError> {
         self.join().await
     }
 
+    /// Waits for the store thread (whose result tells how the service ended), then the core
+    /// thread (which the store thread wakes when it fails).
     async fn join(&mut self) -> Result<(), ServiceError> {
-        let Some(thread) = self.core_thread.take() else { return Ok(()) };
-        tokio::task::spawn_blocking(move || thread.join().map_err(|_| ServiceError::CoreStopped)?)
-            .await
-            .map_err(|_| ServiceError::CoreStopped)?
+        let Some(threads) = self.threads.take() else { return Ok(()) };
+        tokio::task::spawn_blocking(move || {
+            let stored = threads.store.join().map_err(|_| ServiceError::CoreStopped)?;
+            let core = threads.core.join().map_err(|_| ServiceError::CoreStopped);
+            stored.and(core)
+        })
+        .await
+        .map_err(|_| ServiceError::CoreStopped)?
     }
 }
 
-/// The core thread: batches events, group-commits their records, then sends.
+/// The core thread: takes every event waiting, feeds them to the core, and hands the
+/// batch's `Group` to the store thread. Ends after `Stop`, or when the store thread is gone.
 fn core_loop(
     mut core: Core,
-    mut store: Store,
     mut reader: Reader,
     mut events: mpsc::UnboundedReceiver<Event>,
-) -> Result<(), ServiceError> {
-    let mut outboxes: HashMap<NodeId, mpsc::UnboundedSender<Outgoing>> = HashMap::new();
+    groups: std::sync::mpsc::Sender<Group>,
+) {
     while let Some(first) = events.blocking_recv() {
-        let mut replies: Vec<(oneshot::Sender<AdminResponse>, AdminResponse)> = Vec::new();
         let mut batch = vec![first];
-        while batch.len() < 4096 {
+        while batch.len() < MAX_BATCH {
             match events.try_recv() {
                 Ok(e) => batch.push(e),
                 Err(_) => break,
             }
         }
         let now = now_ms();
-        let mut stop = false;
+        let mut group = Group::default();
         for event in batch {
             match event {
                 Event::NodeJoined { node, hello, outbox } => {
-                    outboxes.insert(node, outbox);
+                    group.joins.push((node, outbox));
                     core.handle_node_joined(now, node, &hello);
                 }
                 Event::NodeMessage { node, msg } => core.handle_node_message(now, node, msg),
                 Event::NodeLeft { node } => {
-                    outboxes.remove(&node);
+                    group.leaves.push(node);
                     core.handle_node_left(now, node);
                 }
                 Event::Admin { req, reply } => {
                     let response = admin(&mut core, &mut reader, now, req);
-                    replies.push((reply, response));
+                    group.replies.push((reply, response));
                 }
                 Event::Tick => core.handle_tick(now),
-                Event::Stop => stop = true,
+                Event::Stop => group.stop = true,
             }
         }
-        let commands = core.drain_commands();
-        let ops: Vec<StoreOp> = commands
-            .iter()
-            .filter_map(|c| if let Command::Persist(op) = c { Some(op.clone()) } else { None })
-            .collect();
+        for c in core.drain_commands() {
+            match c {
+                Command::Persist(op) => group.ops.push(op),
+                other => group.deliveries.push(other),
+            }
+        }
+        let stop = group.stop;
+        if groups.send(group).is_err() || stop {
+            break;
+        }
+    }
+}
+
+/// The store thread: takes every group queued, commits all their records in one transaction,
+/// then delivers their messages and replies in order. On a store failure it closes every node,
+/// wakes the core thread with `Stop`, and returns the error.
+fn store_loop(
+    mut store: Store,
+    groups: std::sync::mpsc::Receiver<Group>,
+    wake_core: &mpsc::UnboundedSender<Event>,
+) -> Result<(), ServiceError> {
+    let mut outboxes: HashMap<NodeId, mpsc::UnboundedSender<Outgoing>> = HashMap::new();
+    let mut ops: Vec<StoreOp> = Vec::new();
+    while let Ok(first) = groups.recv() {
+        let mut queued = vec![first];
+        queued.extend(groups.try_iter());
+        ops.clear();
+        for group in &mut queued {
+            ops.append(&mut group.ops);
+        }
         if !ops.is_empty()
             && let Err(e) = store.apply(&ops)
         {
             // Nothing after an unrecorded credit may be acknowledged: stop here.
             tracing::error!("store failed, stopping: {e}");
+            outboxes.extend(queued.into_iter().flat_map(|g| g.joins));
             for outbox in outboxes.values() {
                 let _ = outbox
                     .send(Outgoing::Close { code: close_code::FAILED, reason: "coordinator store failed".into() });
             }
+            let _ = wake_core.send(Event::Stop);
             return Err(e.into());
         }
-        for c in commands {
-            match c {
-                Command::Send { node, msg } => {
-                    if let Some(outbox) = outboxes.get(&node) {
-                        let _ = outbox.send(Outgoing::Message(msg));
-                    }
-                }
-                Command::Close { node, reason } => {
-                    if let Some(outbox) = outboxes.remove(&node) {
-                        let _ = outbox.send(Outgoing::Close { code: close_code::FAILED, reason });
-                    }
-                }
-                Command::Persist(_) => {}
+        let mut stop = false;
+        for group in queued {
+            outboxes.extend(group.joins);
+            for node in group.leaves {
+                outboxes.remove(&node);
             }
-        }
-        for (reply, response) in replies {
-            let _ = reply.send(response);
+            for c in group.deliveries {
+                match c {
+                    Command::Send { node, msg } => {
+                        if let Some(outbox) = outboxes.get(&node) {
+                            let _ = outbox.send(Outgoing::Message(msg));
+                        }
+                    }
+                    Command::Close { node, reason } => {
+                        if let Some(outbox) = outboxes.remove(&node) {
+                            let _ = outbox.send(Outgoing::Close { code: close_code::FAILED, reason });
+                        }
+                    }
+                    Command::Persist(_) => {}
+                }
+            }
+            for (reply, response) in group.replies {
+                let _ = reply.send(response);
+            }
+            stop |= group.stop;
         }
         if stop {
             break;
@@ -261,8 +353,8 @@ async fn serve_connection(
     next_node: &AtomicU64,
 ) {
     let Ok((send, recv)) = conn.accept_bi().await else { return };
-    let mut stream = FramedStream::new(send, recv);
-    let hello = match stream.recv::<Hello>().await {
+    let mut source = FrameSource::new(recv);
+    let hello = match source.next::<Hello>().await {
         Ok(Some(hello)) => hello,
         Ok(None) => return,
         Err(e) => return close_for(&conn, &e),
@@ -274,7 +366,7 @@ async fn serve_connection(
                 return;
             }
             let node = next_node.fetch_add(1, Ordering::Relaxed);
-            serve_node(conn, stream, events, node, hello).await;
+            serve_node(conn, send, source, events, node, hello).await;
         }
         Hello::Admin { token } => {
             if !tokens_equal(&token, admin_token) {
@@ -282,13 +374,13 @@ async fn serve_connection(
                 return;
             }
             // The first request rides on the hello's stream; later ones on their own streams.
-            let first = tokio::spawn(serve_admin_stream(conn.clone(), stream, events.clone()));
+            let first = tokio::spawn(serve_admin_stream(conn.clone(), send, source, events.clone()));
             loop {
                 let Ok((send, recv)) = conn.accept_bi().await else { break };
-                let mut stream = FramedStream::new(send, recv);
-                match stream.recv::<Hello>().await {
+                let mut source = FrameSource::new(recv);
+                match source.next::<Hello>().await {
                     Ok(Some(Hello::Admin { token })) if tokens_equal(&token, admin_token) => {
-                        tokio::spawn(serve_admin_stream(conn.clone(), stream, events.clone()));
+                        tokio::spawn(serve_admin_stream(conn.clone(), send, source, events.clone()));
                     }
                     Ok(_) => {
                         conn.close(close_code::INVALID_TOKEN.into(), b"invalid token");
@@ -305,8 +397,13 @@ async fn serve_connection(
     }
 }
 
-async fn serve_admin_stream(conn: quinn::Connection, mut stream: FramedStream, events: mpsc::UnboundedSender<Event>) {
-    let req = match stream.recv::<AdminRequest>().await {
+async fn serve_admin_stream(
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    mut source: FrameSource,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let req = match source.next::<AdminRequest>().await {
         Ok(Some(req)) => req,
         Ok(None) => return,
         Err(e) => return close_for(&conn, &e),
@@ -316,19 +413,22 @@ async fn serve_admin_stream(conn: quinn::Connection, mut stream: FramedStream, e
         return;
     }
     let response = response.await.unwrap_or_else(|_| AdminResponse::Error("coordinator is shutting down".into()));
-    if stream.send(&response).await.is_ok() {
-        stream.finish();
+    let Ok(frame) = codec::encode(&response) else { return };
+    if send.write_all(&frame).await.is_ok() {
+        let _ = send.finish();
     }
 }
 
+/// Serves a node after its hello: a writer task that sends whatever is queued with one write,
+/// and a reader that turns every frame of each received chunk into an event.
 async fn serve_node(
     conn: quinn::Connection,
-    stream: FramedStream,
+    mut send: quinn::SendStream,
+    mut source: FrameSource,
     events: mpsc::UnboundedSender<Event>,
     node: NodeId,
     hello: NodeHello,
 ) {
-    let (mut reader, mut writer) = stream.split();
     let (outbox, mut outgoing) = mpsc::unbounded_channel();
     info!(node, name = %hello.name, version = %hello.software_version, standby = hello.standby, "node joined");
     if events.send(Event::NodeJoined { node, hello, outbox }).is_err() {
@@ -336,30 +436,58 @@ async fn serve_node(
     }
     let writer_conn = conn.clone();
     let writer_task = tokio::spawn(async move {
-        while let Some(out) = outgoing.recv().await {
-            match out {
-                Outgoing::Message(msg) => {
-                    if writer.send(&msg).await.is_err() {
-                        break;
+        let mut buf = Vec::new();
+        while let Some(first) = outgoing.recv().await {
+            buf.clear();
+            let mut close = None;
+            let mut next = Some(first);
+            while let Some(out) = next {
+                let msg = match out {
+                    Outgoing::Message(msg) => msg,
+                    Outgoing::Close { code, reason } => {
+                        let msg = CoordinatorMessage::Close { reason: reason.clone() };
+                        close = Some((code, reason));
+                        msg
+                    }
+                };
+                match codec::encode(&msg) {
+                    Ok(frame) => buf.extend_from_slice(&frame),
+                    Err(e) => {
+                        warn!(node, "cannot encode a message to the node: {e}");
+                        if close.is_none() {
+                            return;
+                        }
                     }
                 }
-                Outgoing::Close { code, reason } => {
-                    let _ = writer.send(&CoordinatorMessage::Close { reason: reason.clone() }).await;
-                    writer_conn.close(code.into(), reason.as_bytes());
-                    break;
-                }
+                next = if close.is_none() && buf.len() < WRITE_BATCH { outgoing.try_recv().ok() } else { None };
+            }
+            let written = send.write_all(&buf).await;
+            if let Some((code, reason)) = close {
+                writer_conn.close(code.into(), reason.as_bytes());
+                return;
+            }
+            if written.is_err() {
+                return;
             }
         }
     });
-    loop {
-        match reader.recv::<NodeMessage>().await {
-            Ok(Some(msg)) => {
-                if events.send(Event::NodeMessage { node, msg }).is_err() {
-                    break;
+    'read: loop {
+        match source.next_chunk::<NodeMessage>().await {
+            Ok(Some(msgs)) => {
+                for msg in msgs {
+                    if events.send(Event::NodeMessage { node, msg }).is_err() {
+                        break 'read;
+                    }
                 }
             }
             Ok(None) => break,
-            Err(e) => {
+            Err((msgs, e)) => {
+                // The frames before the bad one are the node's; then the connection ends.
+                for msg in msgs {
+                    if events.send(Event::NodeMessage { node, msg }).is_err() {
+                        break;
+                    }
+                }
                 match e.close_reason() {
                     Some((code, reason)) if code == u64::from(close_code::SHUTDOWN) => {
                         info!(node, "node left: {reason}")
@@ -378,8 +506,97 @@ async fn serve_node(
     writer_task.abort();
 }
 
+/// The frames of one receiving stream, decoded from whole chunks as QUIC delivers them (not
+/// one read per prefix and payload). Built on `codec::frame_len` and `codec::decode` rather
+/// than `codec::FrameDecoder` because a stream that ends inside a frame must be told apart
+/// from one that ends between frames (a malformed frame), and the decoder does not say whether
+/// bytes are left.
+struct FrameSource {
+    recv: quinn::RecvStream,
+    buf: Vec<u8>,
+    /// Where the undecoded bytes of `buf` start.
+    start: usize,
+}
+
+impl FrameSource {
+    fn new(recv: quinn::RecvStream) -> Self {
+        FrameSource { recv, buf: Vec::new(), start: 0 }
+    }
+
+    /// The next message; `Ok(None)` when the peer finished the stream cleanly between frames.
+    async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, NetError> {
+        loop {
+            if let Some(msg) = self.decoded()? {
+                return Ok(Some(msg));
+            }
+            if !self.fill().await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Every message of the next chunk(s), at least one; `Ok(None)` when the peer finished
+    /// the stream cleanly between frames. On an error, the messages decoded before it.
+    async fn next_chunk<T: DeserializeOwned>(&mut self) -> Result<Option<Vec<T>>, (Vec<T>, NetError)> {
+        let mut msgs = Vec::new();
+        loop {
+            loop {
+                match self.decoded() {
+                    Ok(Some(msg)) => msgs.push(msg),
+                    Ok(None) => break,
+                    Err(e) => return Err((msgs, e.into())),
+                }
+            }
+            if !msgs.is_empty() {
+                return Ok(Some(msgs));
+            }
+            match self.fill().await {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) => return Err((msgs, e)),
+            }
+        }
+    }
+
+    /// The next whole message already received. The length prefix is checked against the
+    /// frame cap before anything else.
+    fn decoded<T: DeserializeOwned>(&mut self) -> Result<Option<T>, CodecError> {
+        let pending = &self.buf[self.start..];
+        let Some(prefix) = pending.first_chunk::<PREFIX>() else { return Ok(None) };
+        let len = codec::frame_len(*prefix)?;
+        let Some(payload) = pending.get(PREFIX..PREFIX + len) else { return Ok(None) };
+        let msg = codec::decode(payload)?;
+        self.start += PREFIX + len;
+        Ok(Some(msg))
+    }
+
+    /// Reads the next chunk; `false` at the end of the stream between frames.
+    async fn fill(&mut self) -> Result<bool, NetError> {
+        match self.recv.read_chunk(READ_CHUNK, true).await {
+            Ok(Some(chunk)) => {
+                self.buf.drain(..self.start);
+                self.start = 0;
+                self.buf.extend_from_slice(&chunk.bytes);
+                Ok(true)
+            }
+            Ok(None) if self.start == self.buf.len() => Ok(false),
+            Ok(None) => Err(NetError::Truncated),
+            Err(e) => Err(read_error(e)),
+        }
+    }
+}
+
+/// A stream read error as the node library names it.
+fn read_error(err: quinn::ReadError) -> NetError {
+    match err {
+        quinn::ReadError::ConnectionLost(e) => NetError::from_connection(e, "peer"),
+        quinn::ReadError::Reset(code) => NetError::StreamReset { peer: "peer", code: code.into_inner() },
+        other => NetError::Stream(other.to_string()),
+    }
+}
+
 /// Closes a connection after a bad frame, with the code and reason the protocol names.
-fn close_for(conn: &quinn::Connection, err: &hashgrid_node::net::NetError) {
+fn close_for(conn: &quinn::Connection, err: &NetError) {
     let (code, reason) = match err.frame_problem() {
         Some(hashgrid_node::net::FrameProblem::TooLarge) => {
             (close_code::FRAME_TOO_LARGE, "frame too large".to_string())

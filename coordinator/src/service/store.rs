@@ -15,18 +15,38 @@
 //!
 //! - `accounts(name PK, standard, period_ms NULL = one-off, sort_order, delivered, period_start_ms, shares)`
 //! - `shares(id PK, account, period_start_ms, node, job, version, time, nonce, header, hash,
-//!   share_target, work, at_ms)`, UNIQUE(job, version, time, nonce): every credited share, the
-//!   delivery receipt. `period_start_ms` is the account's period it was credited in.
+//!   share_target, work, at_ms)`, indexed by `(account, period_start_ms)` and by `job`: every
+//!   credited share, the delivery receipt. `period_start_ms` is the account's period it was
+//!   credited in. Since migration 2 there is no UNIQUE (job, version, time, nonce) index: it
+//!   cost most of the credit SQL (one index leaf dirtied per active range and commit, see
+//!   docs/bench-intake.md). A share is credited once because the core refuses duplicates, and
+//!   `load` rebuilds each submitted job's seen set from these rows, so that holds across
+//!   restarts; `apply` also refuses the same share twice within one call.
 //! - `settings(key PK, value)`: `policy`.
 //! - `jobs(id PK, account, header, target)` and `job_hits(job, version, time, nonce, hash)`:
 //!   submitted jobs and the headers found meeting their targets.
 //! - `blocks(height PK, hash, account)`: the local chain; the tip is the highest block.
 //! - `assignments(id, node, account, job, version, start, count, at_ms)`: issued ranges, a
 //!   history for audit only (never read back into the core).
+//!
+//! Inside one `apply`, credits do not touch the `accounts` row one by one: the row is read
+//! once when a credit first names the account (`Batch::account`) and written once at the end
+//! (`Batch::flush_all`). An op that reads or writes `accounts.delivered` or `accounts.shares`
+//! must call `Batch::flush` for that account first (as `PeriodRenewed` does).
+//!
+//! Checkpoints: the store connection never checkpoints the WAL itself
+//! (`wal_autocheckpoint = 0`), so no commit pays for copying pages into the database file. A
+//! `Checkpointer` (its own connection and thread, from `Store::checkpointer`) runs a PASSIVE
+//! checkpoint about every second, and a TRUNCATE one when the store is idle or the WAL has
+//! grown past `WAL_TRUNCATE_FRAMES`; dropping it stops the thread. A store without one (tests,
+//! tools) lets the WAL grow until the last connection closes, which checkpoints it.
 
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::Duration;
 
+use hashgrid_common::message::JobId;
 use hashgrid_common::message::Policy;
 use hashgrid_common::{Hash256, Header, Target};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -94,9 +114,47 @@ const MIGRATIONS: &[&str] = &[
         at_ms INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX assignments_by_id ON assignments(id);",
+    // 2: `shares` without UNIQUE (job, version, time, nonce) (the core refuses duplicates),
+    // with an index on `job` for `load`.
+    "CREATE TABLE shares_new (
+        id INTEGER PRIMARY KEY,
+        account TEXT NOT NULL REFERENCES accounts(name),
+        period_start_ms INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        job INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        time INTEGER NOT NULL,
+        nonce INTEGER NOT NULL,
+        header BLOB NOT NULL CHECK (length(header) = 80),
+        hash BLOB NOT NULL CHECK (length(hash) = 32),
+        share_target BLOB NOT NULL CHECK (length(share_target) = 32),
+        work TEXT NOT NULL,
+        at_ms INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO shares_new (id, account, period_start_ms, node, job, version, time, nonce, header, hash,
+                            share_target, work, at_ms)
+        SELECT id, account, period_start_ms, node, job, version, time, nonce, header, hash,
+               share_target, work, at_ms
+        FROM shares;
+    DROP TABLE shares;
+    ALTER TABLE shares_new RENAME TO shares;
+    CREATE INDEX shares_by_account ON shares(account, period_start_ms);
+    CREATE INDEX shares_by_job ON shares(job);",
     // 3: chains, the balancer's node table, the ledger (see `records`).
     super::records::MIGRATION,
 ];
+
+/// The page cache of the store connection, in KiB (SQLite's default is 2 MiB; the share
+/// indexes outgrow that quickly, and every miss is a `pread` in the commit path).
+const CACHE_KIB: i64 = 64 * 1024;
+
+/// How often the `Checkpointer` runs.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// WAL frames (pages) beyond which the `Checkpointer` truncates even while the store is busy:
+/// with a writer always appending, PASSIVE checkpoints may never finish and the WAL would
+/// otherwise grow without bound.
+const WAL_TRUNCATE_FRAMES: i64 = 16_384;
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -114,6 +172,8 @@ pub enum StoreError {
     UnknownAccount(String),
     #[error("corrupt value in the store ({what}): {detail}")]
     Corrupt { what: &'static str, detail: String },
+    #[error("cannot start the WAL checkpointer thread: {0}")]
+    Checkpointer(#[source] std::io::Error),
     #[error("{what} = {value} does not fit a SQLite integer")]
     OutOfRange { what: &'static str, value: u64 },
 }
@@ -133,6 +193,7 @@ pub struct ShareRow {
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
+    path: PathBuf,
 }
 
 impl Store {
@@ -143,7 +204,9 @@ impl Store {
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut store = Store { conn };
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let mut store = Store { conn, path: path.to_path_buf() };
         store.migrate()?;
         Ok(store)
     }
@@ -170,11 +233,19 @@ impl Store {
     /// Makes `ops` durable, all or nothing, in one transaction.
     pub fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut batch = Batch::default();
         for op in ops {
-            apply_one(&tx, op)?;
+            apply_one(&tx, &mut batch, op)?;
         }
+        batch.flush_all(&tx)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Starts checkpointing this store's WAL on its own connection and thread, until the
+    /// returned handle is dropped.
+    pub fn checkpointer(&self) -> Result<Checkpointer, StoreError> {
+        Checkpointer::start(&self.path)
     }
 
     /// The state the core restarts from (`issued` is zero: proportional's clock restarts).
@@ -301,7 +372,130 @@ impl Store {
     }
 }
 
-fn apply_one(tx: &Transaction<'_>, op: &StoreOp) -> Result<(), StoreError> {
+/// Checkpoints a store's WAL from its own connection and thread (the store connection has
+/// `wal_autocheckpoint = 0`). Dropping it stops the thread and waits for it.
+#[derive(Debug)]
+pub struct Checkpointer {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer, StoreError> {
+        let conn = Connection::open(path)?;
+        // Short: a TRUNCATE waits for the writer, and is simply retried a second later.
+        conn.busy_timeout(Duration::from_millis(100))?;
+        let (stop, stopped) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("hashgrid-ckpt".into())
+            .spawn(move || checkpoint_loop(&conn, &stopped))
+            .map_err(StoreError::Checkpointer)?;
+        Ok(Checkpointer { stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Every `CHECKPOINT_EVERY`: PASSIVE (never blocks the writer); TRUNCATE when nothing was
+/// written since the last round and all of the WAL is in the database, or when the WAL is
+/// longer than `WAL_TRUNCATE_FRAMES`.
+fn checkpoint_loop(conn: &Connection, stopped: &mpsc::Receiver<()>) {
+    let mut last_log = -1;
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+        let (log, done) = match checkpoint(conn, "PASSIVE") {
+            Ok(Some(frames)) => frames,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!("WAL checkpoint failed: {e}");
+                continue;
+            }
+        };
+        let idle = log > 0 && log == done && log == last_log;
+        if idle || log > WAL_TRUNCATE_FRAMES {
+            match checkpoint(conn, "TRUNCATE") {
+                Ok(Some((log, _))) => last_log = log,
+                Ok(None) => last_log = log,
+                Err(e) => tracing::warn!("WAL checkpoint (truncate) failed: {e}"),
+            }
+        } else {
+            last_log = log;
+        }
+    }
+}
+
+/// Runs one `wal_checkpoint(mode)`: the WAL's frames and those now in the database, or
+/// `None` when it could not run (busy).
+fn checkpoint(conn: &Connection, mode: &str) -> Result<Option<(i64, i64)>, StoreError> {
+    let (busy, log, done): (i64, i64, i64) =
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok((busy == 0).then_some((log, done)))
+}
+
+/// What one `apply` keeps across its ops: the accounts its credits changed, written back
+/// once at the end, and the shares it credited (no share twice in one call).
+#[derive(Debug, Default)]
+struct Batch {
+    accounts: HashMap<String, AccountDelta>,
+    seen: HashSet<(JobId, u32, u32, u32)>,
+}
+
+/// An account row as this batch's credits left it: `delivered` is the new total, `added` the
+/// shares to add to `accounts.shares`.
+#[derive(Debug)]
+struct AccountDelta {
+    delivered: u128,
+    period_start_ms: i64,
+    added: i64,
+}
+
+impl Batch {
+    /// The account's row, read from the database the first time this batch names it.
+    fn account(&mut self, tx: &Transaction<'_>, name: &str) -> Result<&mut AccountDelta, StoreError> {
+        if !self.accounts.contains_key(name) {
+            let (delivered, period_start_ms): (String, i64) = tx
+                .prepare_cached("SELECT delivered, period_start_ms FROM accounts WHERE name = ?1")?
+                .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+                .ok_or_else(|| StoreError::UnknownAccount(name.to_string()))?;
+            let delivered = parse_u128("accounts.delivered", &delivered)?;
+            self.accounts.insert(name.to_string(), AccountDelta { delivered, period_start_ms, added: 0 });
+        }
+        Ok(self.accounts.get_mut(name).expect("inserted above"))
+    }
+
+    /// Writes the account's row back and forgets it (the next credit reads it again).
+    fn flush(&mut self, tx: &Transaction<'_>, name: &str) -> Result<(), StoreError> {
+        if let Some(delta) = self.accounts.remove(name) {
+            write_account(tx, name, &delta)?;
+        }
+        Ok(())
+    }
+
+    fn flush_all(self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        for (name, delta) in &self.accounts {
+            write_account(tx, name, delta)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_account(tx: &Transaction<'_>, name: &str, delta: &AccountDelta) -> Result<(), StoreError> {
+    tx.prepare_cached("UPDATE accounts SET delivered = ?1, shares = shares + ?2 WHERE name = ?3")?.execute(params![
+        delta.delivered.to_string(),
+        delta.added,
+        name
+    ])?;
+    Ok(())
+}
+
+fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<(), StoreError> {
     match op {
         StoreOp::AccountAdded { name, standard, period_ms, order, period_start_ms, chain } => {
             let period_ms = period_ms.map(|p| to_i64("period_ms", p)).transpose()?;
@@ -318,36 +512,8 @@ fn apply_one(tx: &Transaction<'_>, op: &StoreOp) -> Result<(), StoreError> {
                 chain
             ])?;
         }
-        StoreOp::Credit { account, work, node, job, header, hash: _, share_target, at_ms } => {
-            let (delivered, period_start_ms): (String, i64) = tx
-                .prepare_cached("SELECT delivered, period_start_ms FROM accounts WHERE name = ?1")?
-                .query_row([account], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?
-                .ok_or_else(|| StoreError::UnknownAccount(account.clone()))?;
-            // Saturating, as the core adds.
-            let delivered = parse_u128("accounts.delivered", &delivered)?.saturating_add(*work);
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT INTO shares (account, period_start_ms, node, job, version, time, nonce, header, hash,
-                                         share_target, work, at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                     ON CONFLICT (job, version, time, nonce) DO NOTHING",
-                )?
-                .execute(params![
-                    account,
-                    period_start_ms,
-                    node,
-                    to_i64("job", *job)?,
-                    header.version,
-                    header.time,
-                    header.nonce,
-                    &header.to_bytes()[..],
-                    &header.block_hash().0[..],
-                    &share_target.value().to_be_bytes::<32>()[..],
-                    work.to_string(),
-                    to_i64("at_ms", *at_ms)?,
-                ])?;
-            if inserted == 0 {
+        StoreOp::Credit { account, work, node, job, header, hash, share_target, at_ms } => {
+            if !batch.seen.insert((*job, header.version, header.time, header.nonce)) {
                 return Err(StoreError::DuplicateShare {
                     job: *job,
                     version: header.version,
@@ -355,10 +521,33 @@ fn apply_one(tx: &Transaction<'_>, op: &StoreOp) -> Result<(), StoreError> {
                     nonce: header.nonce,
                 });
             }
-            tx.prepare_cached("UPDATE accounts SET delivered = ?1, shares = shares + 1 WHERE name = ?2")?
-                .execute(params![delivered.to_string(), account])?;
+            let entry = batch.account(tx, account)?;
+            // Saturating, as the core adds.
+            entry.delivered = entry.delivered.saturating_add(*work);
+            entry.added += 1;
+            let period_start_ms = entry.period_start_ms;
+            tx.prepare_cached(
+                "INSERT INTO shares (account, period_start_ms, node, job, version, time, nonce, header, hash,
+                                     share_target, work, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?
+            .execute(params![
+                account,
+                period_start_ms,
+                node,
+                to_i64("job", *job)?,
+                header.version,
+                header.time,
+                header.nonce,
+                &header.to_bytes()[..],
+                &hash.0[..],
+                &share_target.value().to_be_bytes::<32>()[..],
+                work.to_string(),
+                to_i64("at_ms", *at_ms)?,
+            ])?;
         }
         StoreOp::PeriodRenewed { account, period_start_ms } => {
+            batch.flush(tx, account)?;
             let changed = tx
                 .prepare_cached(
                     "UPDATE accounts SET delivered = '0', shares = 0, period_start_ms = ?1 WHERE name = ?2",
@@ -584,8 +773,10 @@ mod tests {
         assert!(snap.accounts.is_empty() && snap.jobs.is_empty() && snap.chain.is_none());
     }
 
+    /// The store's own guard: the same share twice within one `apply` (one group commit, which
+    /// may merge several core batches) fails the whole call and writes nothing of it.
     #[test]
-    fn a_duplicate_share_rolls_the_whole_batch_back() {
+    fn a_duplicate_share_in_one_batch_rolls_the_whole_batch_back() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = open(&dir);
         let shares = mine(template(1), 8, 3);
@@ -595,18 +786,162 @@ mod tests {
         let batch = [
             credit("alice", 3, shares[1].0, shares[1].1, T0),
             credit("alice", 3, shares[2].0, shares[2].1, T0),
-            credit("alice", 3, shares[0].0, shares[0].1, T0),
+            credit("alice", 3, shares[1].0, shares[1].1, T0),
         ];
         let err = store.apply(&batch).unwrap_err();
-        assert!(matches!(err, StoreError::DuplicateShare { job: 3, nonce, .. } if nonce == shares[0].0.nonce), "{err}");
+        assert!(matches!(err, StoreError::DuplicateShare { job: 3, nonce, .. } if nonce == shares[1].0.nonce), "{err}");
         assert_eq!(store.load().unwrap().accounts, before);
         assert_eq!(store.receipt("alice").unwrap().len(), 1);
-        // The same share twice within one batch is caught too.
-        let twice = [batch[0].clone(), batch[0].clone()];
-        assert!(matches!(store.apply(&twice), Err(StoreError::DuplicateShare { .. })));
-        // And the batch without the duplicate goes through.
+        // The batch without the duplicate goes through, crediting each share once.
         store.apply(&batch[..2]).unwrap();
-        assert_eq!(store.load().unwrap().accounts[0].shares, 3);
+        let alice = &store.load().unwrap().accounts[0];
+        assert_eq!(alice.shares, 3);
+        assert_eq!(alice.delivered, shares.iter().map(|(_, t)| t.work()).sum::<u128>());
+    }
+
+    /// Across batches and restarts the core refuses duplicates: `load` gives each submitted
+    /// job the shares already credited, and a restored core rejects them as duplicates, so no
+    /// second `Credit` ever reaches the store.
+    #[test]
+    fn a_share_credited_before_a_restart_is_refused_after_it() {
+        use crate::core::{Command, Core, CoreConfig};
+        use hashgrid_common::message::{
+            CoordinatorMessage, DeviceInfo, NodeHello, NodeMessage, RejectReason, Share, ShareOutcome,
+        };
+
+        let config = CoreConfig { min_share_work: 16, shares_per_second: 1e9, id_base: 1, ..CoreConfig::default() };
+        let hello = NodeHello {
+            token: String::new(),
+            name: "rig-1".into(),
+            software_version: "test".into(),
+            standby: false,
+            devices: vec![DeviceInfo { kind: "cpu".into(), name: "test".into(), hashrate: 1e6 }],
+            hashrate: 1e6,
+        };
+        // Runs `f` on the core, makes its records durable and returns what it sent.
+        let step = |core: &mut Core, store: &mut Store, f: &dyn Fn(&mut Core)| {
+            f(core);
+            let mut sent = Vec::new();
+            let mut ops = Vec::new();
+            for c in core.drain_commands() {
+                match c {
+                    Command::Persist(op) => ops.push(op),
+                    Command::Send { msg, .. } => sent.push(msg),
+                    Command::Close { .. } => {}
+                }
+            }
+            store.apply(&ops).unwrap();
+            sent
+        };
+        // The share of the submitted job that node 1 sends: found in its first range of the job.
+        let share_of = |sent: &[CoordinatorMessage], job: u64| {
+            sent.iter()
+                .find_map(|m| match m {
+                    CoordinatorMessage::Assign(a) if a.job == job => Some(*a),
+                    _ => None,
+                })
+                .map(|a| {
+                    let nonce = (a.start..=u32::MAX)
+                        .find(|&n| a.share_target.is_met_by(&a.header.with_nonce(n).block_hash()))
+                        .unwrap();
+                    Share { id: 1, assignment: a.id, job, version: a.header.version, time: a.header.time, nonce }
+                })
+                .expect("an assignment of the submitted job")
+        };
+        let outcome = |sent: &[CoordinatorMessage]| {
+            sent.iter()
+                .find_map(|m| match m {
+                    CoordinatorMessage::ShareResult { outcome, .. } => Some(*outcome),
+                    _ => None,
+                })
+                .unwrap()
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(&dir);
+        let mut core = Core::new(config.clone());
+        let job = std::cell::Cell::new(0);
+        step(&mut core, &mut store, &|core| {
+            core.add_account(T0, "bob", u128::MAX, None, Some(1)).unwrap();
+            job.set(core.submit_job(T0, "bob", template(2), Target::from_expected_hashes(1 << 40)).unwrap());
+        });
+        let sent = step(&mut core, &mut store, &|core| core.handle_node_joined(T0, 1, &hello));
+        let share = share_of(&sent, job.get());
+        let sent = step(&mut core, &mut store, &|core| core.handle_node_message(T0, 1, NodeMessage::Share(share)));
+        assert!(matches!(outcome(&sent), ShareOutcome::Accepted { .. }), "{sent:?}");
+        drop((core, store));
+
+        // Restart: the same share, in the node's new range of the same job, is a duplicate.
+        let mut store = open(&dir);
+        let mut core = Core::restore(config, store.load().unwrap());
+        let sent = step(&mut core, &mut store, &|core| core.handle_node_joined(T0 + 1, 1, &hello));
+        let again = Share { assignment: share_of(&sent, job.get()).assignment, ..share };
+        let sent = step(&mut core, &mut store, &|core| core.handle_node_message(T0 + 1, 1, NodeMessage::Share(again)));
+        assert_eq!(outcome(&sent), ShareOutcome::Rejected(RejectReason::Duplicate));
+        assert_eq!(store.load().unwrap().accounts[0].shares, 1);
+        assert_eq!(store.receipt("bob").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn migrations_keep_the_shares_and_drop_the_unique_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hashgrid.db");
+        let shares = mine(template(1), 8, 2);
+        {
+            // A version-1 database with two credited shares.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO accounts (name, standard, period_ms, sort_order, delivered, period_start_ms, shares)
+                 VALUES ('alice', '1000', NULL, 0, '0', ?1, 0)",
+                [T0 as i64],
+            )
+            .unwrap();
+            let mut store = Store { conn, path: path.clone() };
+            store
+                .apply(&[
+                    credit("alice", 3, shares[0].0, shares[0].1, T0),
+                    credit("alice", 3, shares[1].0, shares[1].1, T0),
+                ])
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let snap = store.load().unwrap();
+        assert_eq!(snap.accounts[0].shares, 2);
+        assert_eq!(snap.accounts[0].chain, "local", "step 3 puts old accounts on the built-in chain");
+        assert_eq!(store.receipt("alice").unwrap().len(), 2);
+        let indexes: Vec<String> = store
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'shares' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(indexes, ["shares_by_account", "shares_by_job"]);
+    }
+
+    #[test]
+    fn the_checkpointer_empties_the_wal_and_stops_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(&dir);
+        let shares = mine(template(1), 2, 50);
+        store.apply(&[added("alice", 1000, None, 0)]).unwrap();
+        for &(h, t) in &shares {
+            store.apply(&[credit("alice", 1, h, t, T0)]).unwrap();
+        }
+        let wal = dir.path().join("hashgrid.db-wal");
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0, "no automatic checkpoint in the store connection");
+        let checkpointer = store.checkpointer().unwrap();
+        let start = std::time::Instant::now();
+        while std::fs::metadata(&wal).unwrap().len() > 0 {
+            assert!(start.elapsed() < Duration::from_secs(10), "the WAL was not truncated");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(checkpointer);
+        assert_eq!(store.load().unwrap().accounts[0].shares, 50);
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! `hashgrid-node run`: the node service in the foreground. Reads the pinned certificate and
 //! the join token, logs to stderr (`RUST_LOG`, default `info`), and runs until Ctrl-C or
-//! SIGTERM, then leaves the coordinator gracefully.
+//! SIGTERM, then leaves the coordinator gracefully. `--devices` runs one compute service per
+//! device listed; without it the node runs on the one device `--backend` picks.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use hashgrid_node::service::{NodeConfig, run_node};
+use hashgrid_node::service::{Devices, NodeConfig, NodeOptions, run_node_with};
 use tracing_subscriber::EnvFilter;
 
 use super::BackendArgs;
@@ -31,6 +32,25 @@ pub struct RunArgs {
     standby: bool,
     #[command(flatten)]
     backend: BackendArgs,
+    /// Run on these devices, splitting each range between them by measured rate: GPU adapters
+    /// by index or name (as --adapter takes them) and `cpu`, comma-separated (`0,1,cpu`), or
+    /// `all` (every hardware GPU at start, then the CPU). --threads sizes the CPU.
+    #[arg(long, value_name = "LIST", conflicts_with_all = ["backend", "adapter"])]
+    devices: Option<Devices>,
+    /// Announce this rate (hashes per second, e.g. 2.5e9) instead of the measured one: for a
+    /// rig whose start-up measurement is unrepresentative. The coordinator sizes ranges by it
+    /// and checks delivered work against it, so announcing too much gets the node flagged as
+    /// under-delivering.
+    #[arg(long, value_name = "H", value_parser = parse_rate)]
+    announce_rate: Option<f64>,
+}
+
+/// A rate in hashes per second: a positive, finite number.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{s:?} is not a positive number of hashes per second")),
+    }
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -53,10 +73,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         adapter: args.backend.adapter,
         threads: args.backend.threads,
     };
+    let options = NodeOptions { devices: args.devices, announce_rate: args.announce_rate };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let shutdown = shutdown_signal()?;
-        run_node(config, shutdown).await?;
+        run_node_with(config, options, shutdown).await?;
         Ok(())
     })
 }

@@ -4,21 +4,32 @@
 //! Owns: the node's side of the hashgrid/1 session (hello, welcome, heartbeats, assignments,
 //! revocations, shares and their results, range completion), reconnecting with backoff when
 //! the coordinator goes away, keeping unacknowledged shares across reconnects, and the
-//! graceful shutdown. The backend lives on the search worker thread (`worker`); this module
-//! is the async side that talks to the network.
+//! graceful shutdown. Each device's backend lives on its own search worker thread (`worker`,
+//! a compute service; `compute` starts them), `scheduler` decides which device searches which
+//! piece of a range, and this module is the async side that talks to the network.
 //!
-//! Assignments queue up on the worker in arrival order, so a coordinator that sends the next
-//! range ahead keeps the node busy. A `Revoke` cancels its range wherever it is (running or
-//! queued); a revoked range gets no `RangeDone`. Each verified hit becomes a `Share` at once.
-//! A lost connection cancels every range (they belonged to that connection); shares not yet
-//! answered with `ShareResult` are sent again on the next connection, under their old ids.
+//! A node runs the devices `--devices` names, or the one `--backend` picks. Each range is
+//! split between the devices in proportion to their rates (GPUs first, the CPU after them);
+//! a device whose backend fails is dropped and the unsearched rest of its pieces goes to the
+//! others, and the node stops only when no device is left. The hello and every heartbeat
+//! carry each device's rate, and their sum (or the `--announce-rate`, in proportion).
+//!
+//! Pieces queue up on their workers in arrival order, so a coordinator that sends the next
+//! range ahead keeps the node busy. A range's `RangeDone` goes out once all of its pieces are
+//! searched. A `Revoke` cancels every piece of its range wherever it is (running or queued);
+//! a revoked range gets no `RangeDone`. Each verified hit becomes a `Share` at once, whichever
+//! device found it. A lost connection cancels every range (they belonged to that connection);
+//! shares not yet answered with `ShareResult` are sent again on the next connection, under
+//! their old ids.
 
+mod compute;
+mod scheduler;
 mod worker;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -33,9 +44,11 @@ use hashgrid_common::message::{
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use self::worker::{Ready, Work, Worker, WorkerEvent};
+pub use self::compute::{DeviceListError, DeviceSpec, Devices};
+use self::scheduler::{DeviceClass, DeviceId, Piece, PieceEnd, Scheduler};
+use self::worker::{DeviceEvent, Ready, Work, Worker, WorkerEvent};
 use crate::net::{self, CLOSE_NORMAL, FrameWriter, FramedStream, NetError};
-use crate::search::{BackendChoice, NONCE_SPACE, SearchError};
+use crate::search::{BackendChoice, BackendKind, NONCE_SPACE, SearchError};
 
 /// How long the backend is measured before the node joins.
 pub const MEASURE_FOR: Duration = Duration::from_secs(1);
@@ -67,11 +80,29 @@ pub struct NodeConfig {
     pub threads: Option<usize>,
 }
 
+/// How a node computes and what it announces, beyond `NodeConfig`; the default is one device
+/// picked by `NodeConfig::backend` and the measured rate.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeOptions {
+    /// One compute service per device listed (`--devices`); `None`: the one device
+    /// `NodeConfig::backend` and `adapter` pick. `NodeConfig::threads` sizes the CPU either way.
+    pub devices: Option<Devices>,
+    /// The rate (hashes per second) announced instead of the measured one (`--announce-rate`);
+    /// the per-device rates are scaled to sum to it. Ranges are still split by measured rates.
+    pub announce_rate: Option<f64>,
+}
+
 /// Why the node stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error("search backend: {0}")]
     Search(#[from] SearchError),
+    #[error("device {device}: {source}")]
+    Device {
+        device: String,
+        #[source]
+        source: SearchError,
+    },
     /// An error retrying cannot fix: the pinned certificate does not match, the protocol is
     /// not spoken, or the token was refused.
     #[error(transparent)]
@@ -94,37 +125,116 @@ pub struct ShareCounts {
 /// pinned one, or the coordinator refuses the token. A lost connection is retried forever,
 /// with exponential backoff.
 pub async fn run_node(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    run_node_with(config, NodeOptions::default(), shutdown).await
+}
+
+/// `run_node` with a choice of devices and an announced rate. With several devices, the node
+/// stops on a device failure only when it was the last device left.
+pub async fn run_node_with(
+    config: NodeConfig,
+    options: NodeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let (planned, single) = match &options.devices {
+        Some(devices) => (compute::plan(&devices.resolve(), config.threads), false),
+        None => (vec![compute::plan_single(config.backend, config.adapter.clone(), config.threads)], true),
+    };
+    run_planned(config, options, planned, single, shutdown).await
+}
+
+/// Runs the node on the `planned` devices; `single`: the one device of `--backend`, whose
+/// errors read as they always have.
+async fn run_planned(
+    config: NodeConfig,
+    options: NodeOptions,
+    planned: Vec<compute::Planned>,
+    single: bool,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
     let mut shutdown = std::pin::pin!(shutdown);
-    // Checks the pinned certificate before spending time on the backend.
+    // Checks the pinned certificate before spending time on the backends.
     let endpoint = net::client_endpoint_for(&config.ca_pem, config.coordinator)?;
     let (events_tx, events) = mpsc::unbounded_channel();
-    let (worker, ready) = Worker::start(config.backend, config.adapter.clone(), config.threads, MEASURE_FOR, events_tx)
-        .map_err(NodeError::Thread)?;
-    let ready = tokio::select! {
-        ready = ready => ready.map_err(|_| NodeError::WorkerGone)?,
+    let starting = compute::start(planned, MEASURE_FOR, &events_tx).map_err(NodeError::Thread)?;
+    drop(events_tx);
+    let mut labels = Vec::new();
+    let mut workers = Vec::new();
+    let mut readies = Vec::new();
+    for compute::Starting { label, worker, ready } in starting {
+        labels.push(label);
+        workers.push(worker);
+        readies.push(ready);
+    }
+    let measured = tokio::select! {
+        measured = async {
+            let mut measured = Vec::new();
+            for ready in readies {
+                measured.push(ready.await);
+            }
+            measured
+        } => measured,
         () = &mut shutdown => {
-            worker.stop(Duration::from_secs(2)).await;
+            stop_workers(workers).await;
             return Ok(());
         }
     };
-    let ready = match ready {
-        Ok(ready) => ready,
-        Err(e) => {
-            worker.stop(Duration::from_secs(2)).await;
-            return Err(e.into());
+    let mut ready = Vec::new();
+    for (label, measured) in labels.into_iter().zip(measured) {
+        match measured {
+            Ok(Ok(r)) => ready.push(r),
+            failed => {
+                stop_workers(workers).await;
+                return Err(match failed {
+                    Ok(Err(e)) if single => NodeError::Search(e),
+                    Ok(Err(e)) => NodeError::Device { device: label, source: e },
+                    _ => NodeError::WorkerGone,
+                });
+            }
         }
-    };
-    info!(backend = %ready.kind, device = %ready.device, hashrate = format_args!("{:.2} MH/s", ready.hashrate / 1e6), "search backend ready");
+    }
+    log_devices(&ready, options.announce_rate);
 
-    let mut node = Node::new(config, ready, worker, events);
+    let devices =
+        ready.into_iter().zip(workers).map(|(ready, worker)| Device { ready, worker: Some(worker) }).collect();
+    let mut node = Node::new(config, options, devices, events);
     let result = node.run(&endpoint, shutdown.as_mut()).await;
     node.cancel_all();
     endpoint.close(CLOSE_NORMAL.into(), SHUTDOWN_REASON.as_bytes());
     // Gives the close a moment to reach the coordinator.
     let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
     info!(accepted = node.counts.accepted, rejected = node.counts.rejected, "node stopped");
-    node.worker.stop(Duration::from_secs(2)).await;
+    stop_workers(node.devices.into_iter().filter_map(|d| d.worker).collect()).await;
     result
+}
+
+/// Stops the workers (their ranges already cancelled).
+async fn stop_workers(workers: Vec<Worker>) {
+    for worker in workers {
+        worker.stop(Duration::from_secs(2)).await;
+    }
+}
+
+/// Logs each device, its measured rate and its share of every range.
+fn log_devices(ready: &[Ready], announce_rate: Option<f64>) {
+    let total: f64 = ready.iter().map(|r| r.hashrate).sum();
+    for (id, r) in ready.iter().enumerate() {
+        let share = if total > 0.0 { 100.0 * r.hashrate / total } else { 100.0 / ready.len() as f64 };
+        info!(
+            device = id,
+            backend = %r.kind,
+            name = %r.device,
+            hashrate = %format_rate(r.hashrate),
+            split = format_args!("{share:.0}%"),
+            "search backend ready"
+        );
+    }
+    if let Some(announced) = announce_rate {
+        info!(measured = %format_rate(total), announced = %format_rate(announced), "announcing a rate other than the measured one");
+    }
+}
+
+fn format_rate(rate: f64) -> String {
+    format!("{:.2} MH/s", rate / 1e6)
 }
 
 /// How one connection ended.
@@ -134,10 +244,10 @@ enum SessionEnd {
     Lost(String),
 }
 
-/// A range the node is searching or has queued for the current connection.
-struct Active {
-    ticket: u64,
-    cancel: Arc<AtomicBool>,
+/// One compute service: a device and its worker (`None` once it has failed).
+struct Device {
+    ready: Ready,
+    worker: Option<Worker>,
 }
 
 /// A share sent and not yet answered.
@@ -150,14 +260,17 @@ struct Pending {
 /// The node's state across connections.
 struct Node {
     config: NodeConfig,
-    ready: Ready,
-    worker: Worker,
-    events: mpsc::UnboundedReceiver<WorkerEvent>,
-    /// The current rate estimate (hashes per second).
-    hashrate: f64,
-    next_ticket: u64,
-    /// Ranges of the current connection, by assignment id.
-    active: HashMap<AssignmentId, Active>,
+    options: NodeOptions,
+    devices: Vec<Device>,
+    events: mpsc::UnboundedReceiver<DeviceEvent>,
+    /// Which device searches which piece; each device's current rate estimate.
+    scheduler: Scheduler,
+    /// The cancel flags of the current connection's ranges (shared by all of a range's
+    /// pieces), by assignment id.
+    active: HashMap<AssignmentId, Arc<AtomicBool>>,
+    /// Messages for the coordinator, sent once the current event is handled; dropped between
+    /// connections (shares stay in `pending`).
+    outbox: VecDeque<NodeMessage>,
     next_share: u64,
     /// Shares not yet answered, by id.
     pending: BTreeMap<u64, Pending>,
@@ -165,15 +278,22 @@ struct Node {
 }
 
 impl Node {
-    fn new(config: NodeConfig, ready: Ready, worker: Worker, events: mpsc::UnboundedReceiver<WorkerEvent>) -> Self {
+    fn new(
+        config: NodeConfig,
+        options: NodeOptions,
+        devices: Vec<Device>,
+        events: mpsc::UnboundedReceiver<DeviceEvent>,
+    ) -> Self {
+        let class = |kind| if kind == BackendKind::Gpu { DeviceClass::Gpu } else { DeviceClass::Cpu };
+        let scheduler = Scheduler::new(devices.iter().map(|d| (class(d.ready.kind), d.ready.hashrate)));
         Node {
             config,
-            hashrate: ready.hashrate,
-            ready,
-            worker,
+            options,
+            devices,
             events,
-            next_ticket: 0,
+            scheduler,
             active: HashMap::new(),
+            outbox: VecDeque::new(),
             next_share: 0,
             pending: BTreeMap::new(),
             counts: ShareCounts::default(),
@@ -201,8 +321,9 @@ impl Node {
                             () = &mut sleep => break,
                             () = shutdown.as_mut() => return Ok(()),
                             event = self.events.recv() => {
-                                // No connection, so nothing is sent and no send can fail.
-                                let _ = self.on_event(event, None).await?;
+                                // No connection: nothing to send (shares stay pending).
+                                self.on_event(event)?;
+                                self.outbox.clear();
                             }
                         }
                     }
@@ -278,9 +399,32 @@ impl Node {
         }
     }
 
-    /// The node's devices with their current rates.
+    /// The measured rate: the sum over the devices still working.
+    fn measured_rate(&self) -> f64 {
+        (0..self.devices.len()).filter(|&d| self.scheduler.is_alive(d)).map(|d| self.scheduler.rate(d)).sum()
+    }
+
+    /// The rate announced to the coordinator: `--announce-rate`, else the measured one.
+    fn hashrate(&self) -> f64 {
+        self.options.announce_rate.unwrap_or_else(|| self.measured_rate())
+    }
+
+    /// The devices still working with their rates, scaled to sum to `hashrate()`.
     fn devices(&self) -> Vec<DeviceInfo> {
-        vec![DeviceInfo { kind: self.ready.kind.to_string(), name: self.ready.device.clone(), hashrate: self.hashrate }]
+        let alive: Vec<DeviceId> = (0..self.devices.len()).filter(|&d| self.scheduler.is_alive(d)).collect();
+        let (measured, announced) = (self.measured_rate(), self.hashrate());
+        let rate = |d: DeviceId| match self.options.announce_rate {
+            None => self.scheduler.rate(d),
+            Some(_) if measured > 0.0 => self.scheduler.rate(d) * announced / measured,
+            Some(_) => announced / alive.len() as f64,
+        };
+        alive
+            .iter()
+            .map(|&d| {
+                let ready = &self.devices[d].ready;
+                DeviceInfo { kind: ready.kind.to_string(), name: ready.device.clone(), hashrate: rate(d) }
+            })
+            .collect()
     }
 
     /// Sends the hello and waits for the welcome; re-sends unanswered shares.
@@ -292,7 +436,7 @@ impl Node {
             software_version: env!("CARGO_PKG_VERSION").to_string(),
             standby: self.config.standby,
             devices: self.devices(),
-            hashrate: self.hashrate,
+            hashrate: self.hashrate(),
         });
         stream.send(&hello).await?;
         let closed = |conn: &quinn::Connection, fallback: NetError| {
@@ -337,16 +481,17 @@ impl Node {
         let lost = |e: NetError| -> Result<SessionEnd, NodeError> {
             if e.is_permanent() { Err(e.into()) } else { Ok(SessionEnd::Lost(e.to_string())) }
         };
+        self.outbox.clear();
         loop {
             let sent = tokio::select! {
                 biased;
                 () = shutdown.as_mut() => return Ok(SessionEnd::Shutdown),
                 // Before the others, so a flood of shares cannot delay heartbeats.
-                _ = ticker.tick() => writer.send(&NodeMessage::Heartbeat { hashrate: self.hashrate, devices: self.devices() }).await,
+                _ = ticker.tick() => writer.send(&NodeMessage::Heartbeat { hashrate: self.hashrate(), devices: self.devices() }).await,
                 item = inbound.recv() => match item {
                     Some(Ok(Some(msg))) => {
-                        self.on_message(msg);
-                        Ok(())
+                        self.on_message(msg)?;
+                        self.flush(writer).await
                     }
                     Some(Err(e @ NetError::StreamReset { .. })) | Some(Err(e @ NetError::Stream(_))) => {
                         return lost(conn.close_reason().map_or(e, |c| NetError::from_connection(c, "coordinator")));
@@ -356,7 +501,10 @@ impl Node {
                         return lost(conn.close_reason().map_or(NetError::NoReply, |c| NetError::from_connection(c, "coordinator")));
                     }
                 },
-                event = self.events.recv() => self.on_event(event, Some(writer)).await?,
+                event = self.events.recv() => {
+                    self.on_event(event)?;
+                    self.flush(writer).await
+                }
             };
             if let Err(e) = sent {
                 return lost(e);
@@ -364,13 +512,22 @@ impl Node {
         }
     }
 
+    /// Sends what the last message or event produced.
+    async fn flush(&mut self, writer: &mut FrameWriter) -> Result<(), NetError> {
+        while let Some(msg) = self.outbox.pop_front() {
+            writer.send(&msg).await?;
+        }
+        Ok(())
+    }
+
     /// Acts on one coordinator message.
-    fn on_message(&mut self, msg: CoordinatorMessage) {
+    fn on_message(&mut self, msg: CoordinatorMessage) -> Result<(), NodeError> {
         match msg {
-            CoordinatorMessage::Assign(assignment) => self.assign(assignment),
+            CoordinatorMessage::Assign(assignment) => return self.assign(assignment),
             CoordinatorMessage::Revoke { assignment } => {
-                if let Some(active) = self.active.remove(&assignment) {
-                    active.cancel.store(true, Ordering::Relaxed);
+                self.scheduler.revoke(assignment);
+                if let Some(cancel) = self.active.remove(&assignment) {
+                    cancel.store(true, Ordering::Relaxed);
                     info!(assignment, "revoked");
                 } else {
                     debug!(assignment, "revoke of a range not held");
@@ -379,7 +536,7 @@ impl Node {
             CoordinatorMessage::ShareResult { id, outcome } => {
                 let Some(Pending { share, resent }) = self.pending.remove(&id) else {
                     debug!(id, "result for a share not pending");
-                    return;
+                    return Ok(());
                 };
                 match outcome {
                     ShareOutcome::Accepted { work } => {
@@ -400,10 +557,11 @@ impl Node {
             CoordinatorMessage::Welcome { .. } => warn!("second welcome on one connection; ignored"),
             CoordinatorMessage::Close { reason } => info!(%reason, "the coordinator is closing the connection"),
         }
+        Ok(())
     }
 
-    /// Queues a range on the worker.
-    fn assign(&mut self, assignment: Assignment) {
+    /// Splits a range between the devices and queues the pieces on their workers.
+    fn assign(&mut self, assignment: Assignment) -> Result<(), NodeError> {
         if assignment.count == 0 || assignment.start as u64 + assignment.count > NONCE_SPACE {
             warn!(
                 assignment = assignment.id,
@@ -411,13 +569,11 @@ impl Node {
                 count = assignment.count,
                 "invalid range; ignored"
             );
-            return;
+            return Ok(());
         }
         let cancel = Arc::new(AtomicBool::new(false));
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
-        if let Some(old) = self.active.insert(assignment.id, Active { ticket, cancel: cancel.clone() }) {
-            old.cancel.store(true, Ordering::Relaxed);
+        if let Some(old) = self.active.insert(assignment.id, cancel) {
+            old.store(true, Ordering::Relaxed);
         }
         info!(
             assignment = assignment.id,
@@ -426,21 +582,55 @@ impl Node {
             count = assignment.count,
             "assigned"
         );
-        if !self.worker.submit(Work { ticket, assignment, cancel }) {
-            // The worker only stops after reporting `Failed`, which the event loop handles.
-            warn!(assignment = assignment.id, "the search thread has stopped");
-        }
+        let Ok(pieces) = self.scheduler.assign(assignment) else {
+            // Unreachable: the node stops when its last device fails.
+            return Err(NodeError::WorkerGone);
+        };
+        self.submit(pieces)
     }
 
-    /// Acts on one worker event; `writer` is `None` between connections. A network error
-    /// comes back as `Ok(Err(_))`, a fatal one as `Err(_)`.
-    async fn on_event(
-        &mut self,
-        event: Option<WorkerEvent>,
-        writer: Option<&mut FrameWriter>,
-    ) -> Result<Result<(), NetError>, NodeError> {
-        let Some(event) = event else { return Err(NodeError::WorkerGone) };
-        let msg = match event {
+    /// Queues pieces on their devices' workers; a worker found stopped fails its device over.
+    fn submit(&mut self, pieces: Vec<Piece>) -> Result<(), NodeError> {
+        let mut queue = VecDeque::from(pieces);
+        while let Some(Piece { ticket, device, assignment }) = queue.pop_front() {
+            let Some(cancel) = self.active.get(&assignment.id).cloned() else { continue };
+            if self.devices.len() > 1 {
+                debug!(assignment = assignment.id, device, start = assignment.start, count = assignment.count, "piece");
+            }
+            let work = Work { ticket, assignment, cancel };
+            if self.devices[device].worker.as_ref().is_some_and(|worker| worker.submit(work)) {
+                continue;
+            }
+            // The worker has stopped (its `Failed`, if any, is still on the way).
+            warn!(device, "the search thread has stopped");
+            queue.extend(self.fail_device(device, NodeError::WorkerGone)?);
+        }
+        Ok(())
+    }
+
+    /// Drops a failed device: the unsearched rest of its pieces goes to the devices left, and
+    /// `last_error` stops the node if there are none. The pieces to submit.
+    fn fail_device(&mut self, device: DeviceId, last_error: NodeError) -> Result<Vec<Piece>, NodeError> {
+        if !self.scheduler.is_alive(device) {
+            return Ok(Vec::new());
+        }
+        // Its thread has ended, or ends at its next look at the queue.
+        drop(self.devices[device].worker.take());
+        let failover = match self.scheduler.device_failed(device) {
+            Ok(failover) if !self.scheduler.routing_order().is_empty() => failover,
+            _ => return Err(last_error),
+        };
+        warn!(device, name = %self.devices[device].ready.device, pieces = failover.pieces.len(), "device dropped; its work goes to the others");
+        for end in failover.ends {
+            self.on_piece_end(end);
+        }
+        Ok(failover.pieces)
+    }
+
+    /// Acts on one worker event; a fatal problem is an `Err`. What it sends goes to the outbox.
+    fn on_event(&mut self, event: Option<DeviceEvent>) -> Result<(), NodeError> {
+        let Some(DeviceEvent { device, event }) = event else { return Err(NodeError::WorkerGone) };
+        match event {
             WorkerEvent::Hit { assignment, nonce } => {
                 let share = Share {
                     id: self.next_share,
@@ -451,52 +641,65 @@ impl Node {
                     nonce,
                 };
                 self.next_share += 1;
-                debug!(id = share.id, assignment = share.assignment, nonce, "share found");
+                debug!(id = share.id, assignment = share.assignment, nonce, device, "share found");
                 self.pending.insert(share.id, Pending { share, resent: false });
                 if self.pending.len() > MAX_PENDING_SHARES
                     && let Some((id, _)) = self.pending.pop_first()
                 {
                     warn!(id, "too many unanswered shares; dropping the oldest");
                 }
-                NodeMessage::Share(share)
+                self.outbox.push_back(NodeMessage::Share(share));
             }
-            WorkerEvent::Progress { hashes, elapsed } => {
+            WorkerEvent::Progress { ticket, hashes, elapsed } => {
+                self.scheduler.progress(ticket, hashes);
                 if !elapsed.is_zero() && hashes > 0 {
                     let sample = hashes as f64 / elapsed.as_secs_f64();
-                    self.hashrate = 0.8 * self.hashrate + 0.2 * sample;
+                    let rate = 0.8 * self.scheduler.rate(device) + 0.2 * sample;
+                    self.scheduler.set_rate(device, rate);
                 }
-                return Ok(Ok(()));
             }
             WorkerEvent::Finished { ticket, assignment, hashes, complete } => {
-                if self.active.get(&assignment).is_none_or(|a| a.ticket != ticket) {
-                    return Ok(Ok(()));
-                }
-                self.active.remove(&assignment);
-                if !complete {
-                    return Ok(Ok(()));
-                }
-                info!(assignment, hashes, "range done");
-                NodeMessage::RangeDone { assignment, hashes }
+                debug!(assignment, device, hashes, complete, "piece ended");
+                let end = self.scheduler.finished(ticket, hashes, complete);
+                self.on_piece_end(end);
             }
             WorkerEvent::Invalid { ticket, assignment, error } => {
-                if self.active.get(&assignment).is_some_and(|a| a.ticket == ticket) {
-                    self.active.remove(&assignment);
-                }
                 warn!(assignment, %error, "range cannot be searched; ignored");
-                return Ok(Ok(()));
+                let end = self.scheduler.finished(ticket, 0, false);
+                self.on_piece_end(end);
             }
-            WorkerEvent::Failed(e) => return Err(e.into()),
-        };
-        Ok(match writer {
-            Some(writer) => writer.send(&msg).await,
-            None => Ok(()),
-        })
+            WorkerEvent::Failed(e) => {
+                warn!(device, error = %e, "search backend failed");
+                let pieces = self.fail_device(device, NodeError::Search(e))?;
+                self.submit(pieces)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Acts on what the end of a piece means for its range.
+    fn on_piece_end(&mut self, end: PieceEnd) {
+        match end {
+            PieceEnd::Stale | PieceEnd::Pending => {}
+            PieceEnd::RangeDone { assignment, hashes } => {
+                self.active.remove(&assignment);
+                info!(assignment, hashes, "range done");
+                self.outbox.push_back(NodeMessage::RangeDone { assignment, hashes });
+            }
+            PieceEnd::RangeDropped { assignment } => {
+                if let Some(cancel) = self.active.remove(&assignment) {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+                warn!(assignment, "a piece of the range stopped short; the range is dropped");
+            }
+        }
     }
 
     /// Cancels every range (the connection they belong to is gone).
     fn cancel_all(&mut self) {
-        for (_, active) in self.active.drain() {
-            active.cancel.store(true, Ordering::Relaxed);
+        self.scheduler.clear();
+        for (_, cancel) in self.active.drain() {
+            cancel.store(true, Ordering::Relaxed);
         }
     }
 }

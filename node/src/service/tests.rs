@@ -16,7 +16,8 @@ use tokio::task::JoinHandle;
 
 use super::*;
 use crate::net::{FrameReader, FramedStream};
-use crate::search::{SearchJob, verify_hit};
+use crate::search::cpu::CpuBackend;
+use crate::search::{Backend, SearchJob, SearchReport, gpu, verify_hit};
 
 const TOKEN: &str = "secret-node-token";
 /// Long enough for any step of these tests, short enough that a hang fails quickly.
@@ -134,6 +135,30 @@ impl Peer {
             }
         }
     }
+}
+
+/// Runs a node with `options` in the background; send on the returned sender to stop it.
+fn start_node_with(
+    config: NodeConfig,
+    options: NodeOptions,
+) -> (JoinHandle<Result<(), NodeError>>, oneshot::Sender<()>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let node = tokio::spawn(run_node_with(config, options, async move {
+        let _ = stopped.await;
+    }));
+    (node, stop)
+}
+
+/// Runs a node on the given devices in the background.
+fn start_node_on(
+    config: NodeConfig,
+    planned: Vec<compute::Planned>,
+) -> (JoinHandle<Result<(), NodeError>>, oneshot::Sender<()>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let node = tokio::spawn(run_planned(config, NodeOptions::default(), planned, false, async move {
+        let _ = stopped.await;
+    }));
+    (node, stop)
 }
 
 /// Runs a node in the background; send on the returned sender to stop it.
@@ -358,4 +383,184 @@ impl Coordinator {
             threads: Some(1),
         }
     }
+}
+
+/// Reads until `RangeDone`; the shares (each answered as accepted) and the `RangeDone`.
+async fn shares_until_done(peer: &mut Peer) -> (Vec<Share>, u64, u64) {
+    peer.collect_range(Some(ShareOutcome::Accepted { work: 1 })).await
+}
+
+/// After a range is done: nothing but heartbeats (no second `RangeDone`, no late share) for a
+/// few heartbeats; the last heartbeat's device rates.
+async fn only_heartbeats(peer: &mut Peer, beats: usize) -> Vec<DeviceInfo> {
+    let mut devices = Vec::new();
+    for _ in 0..beats {
+        match peer.next_any().await {
+            NodeMessage::Heartbeat { hashrate, devices: d } => {
+                let sum: f64 = d.iter().map(|d| d.hashrate).sum();
+                assert!((hashrate - sum).abs() <= 1e-6 * hashrate.max(1.0), "{hashrate} is the sum of {d:?}");
+                devices = d;
+            }
+            other => panic!("expected only heartbeats after RangeDone, got {other:?}"),
+        }
+    }
+    devices
+}
+
+fn require_gpu() -> bool {
+    std::env::var("HASHGRID_REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
+/// The first GPU adapter's index (lavapipe in CI), or `None` after printing why the test is
+/// skipped; with `HASHGRID_REQUIRE_GPU=1` a missing adapter fails the test.
+fn first_adapter() -> Option<String> {
+    match gpu::list_adapters().first() {
+        Some(adapter) => Some(adapter.index.to_string()),
+        None if !require_gpu() => {
+            eprintln!("SKIPPED: no GPU/Vulkan adapter");
+            None
+        }
+        None => panic!("HASHGRID_REQUIRE_GPU=1 but there is no GPU/Vulkan adapter"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_and_the_cpu_split_a_range_and_find_every_share_once() {
+    let Some(adapter) = first_adapter() else { return };
+    let coordinator = Coordinator::start();
+    let options = NodeOptions {
+        devices: Some(Devices::List(vec![DeviceSpec::Gpu(adapter), DeviceSpec::Cpu])),
+        announce_rate: None,
+    };
+    let (node, stop) = start_node_with(NodeConfig { threads: Some(1), ..coordinator.node_config() }, options);
+    let mut peer = coordinator.accept().await;
+    let hello = peer.hello.devices.clone();
+    assert_eq!(hello.iter().map(|d| d.kind.as_str()).collect::<Vec<_>>(), ["gpu", "cpu"], "{hello:?}");
+    assert!(hello.iter().all(|d| d.hashrate > 0.0), "{hello:?}");
+    let sum: f64 = hello.iter().map(|d| d.hashrate).sum();
+    assert!((peer.hello.hashrate - sum).abs() <= 1e-6 * sum, "the hello's rate is the devices' sum");
+
+    peer.welcome(200).await;
+    // A few hundred thousand nonces per device at lavapipe's few MH/s.
+    let range = assignment(8, 3_000_000, 1_500_000, easy_target());
+    peer.send(CoordinatorMessage::Assign(range)).await;
+    let (shares, done, hashes) = shares_until_done(&mut peer).await;
+    assert_eq!((done, hashes), (8, 1_500_000));
+    let expected = brute_force(&range);
+    let found: BTreeSet<u32> = shares.iter().map(|s| s.nonce).collect();
+    assert_eq!(found, expected);
+    assert_eq!(found.len(), shares.len(), "no hit is sent twice");
+    assert!(shares.iter().all(|s| (s.assignment, s.job) == (8, 48)));
+
+    // Both devices searched: each one's rate estimate has moved off its start-up measurement,
+    // which only the slices it searched can do. And the range is reported done only once.
+    let after = only_heartbeats(&mut peer, 3).await;
+    assert_eq!(after.len(), 2);
+    for (before, after) in hello.iter().zip(&after) {
+        assert_eq!((&before.kind, &before.name), (&after.kind, &after.name));
+        assert_ne!(before.hashrate, after.hashrate, "{} searched no piece", before.name);
+    }
+    stop.send(()).unwrap();
+    finish(node).await.unwrap();
+}
+
+/// A CPU search throttled to `rate` hashes per second that calls itself a GPU and fails on
+/// its `fail_at`-th search of a real range (the start-up measurement's searches don't count).
+struct Flaky {
+    cpu: CpuBackend,
+    rate: f64,
+    fail_at: Option<usize>,
+    searches: usize,
+}
+
+impl Flaky {
+    fn planned(label: &str, rate: f64, fail_at: Option<usize>) -> compute::Planned {
+        compute::Planned {
+            label: label.into(),
+            open: Box::new(move || Ok(Box::new(Flaky { cpu: CpuBackend::new(1)?, rate, fail_at, searches: 0 }))),
+        }
+    }
+}
+
+impl Backend for Flaky {
+    fn kind(&self) -> crate::search::BackendKind {
+        if self.fail_at.is_some() { crate::search::BackendKind::Gpu } else { crate::search::BackendKind::Cpu }
+    }
+
+    fn device(&self) -> String {
+        format!("flaky {}", self.fail_at.is_some())
+    }
+
+    fn search(&mut self, job: &SearchJob, cancel: &std::sync::atomic::AtomicBool) -> Result<SearchReport, SearchError> {
+        // The measurement hashes a header of 0x5a bytes.
+        if job.header != Header::from_bytes(&[0x5a; 80]) {
+            self.searches += 1;
+            if Some(self.searches) == self.fail_at {
+                return Err(SearchError::Gpu("device lost".into()));
+            }
+        }
+        let mut report = self.cpu.search(job, cancel)?;
+        let floor = Duration::from_secs_f64(report.hashes as f64 / self.rate);
+        if report.elapsed < floor {
+            std::thread::sleep(floor - report.elapsed);
+            report.elapsed = floor;
+        }
+        Ok(report)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_devices_unsearched_rest_goes_to_the_other_device() {
+    let coordinator = Coordinator::start();
+    // Both at 1 MH/s: slices of about 250,000 nonces, so the flaky one searches one slice of
+    // its half of the range, fails on its second, and the other device takes the rest.
+    let planned = vec![Flaky::planned("flaky", 1e6, Some(2)), Flaky::planned("steady", 1e6, None)];
+    let (node, stop) = start_node_on(coordinator.node_config(), planned);
+    let mut peer = coordinator.accept().await;
+    assert_eq!(peer.hello.devices.len(), 2);
+    peer.welcome(200).await;
+    let range = assignment(3, 77, 1_000_000, easy_target());
+    peer.send(CoordinatorMessage::Assign(range)).await;
+    let (shares, done, hashes) = shares_until_done(&mut peer).await;
+    assert_eq!((done, hashes), (3, 1_000_000));
+    let found: BTreeSet<u32> = shares.iter().map(|s| s.nonce).collect();
+    assert_eq!(found, brute_force(&range));
+    assert_eq!(found.len(), shares.len(), "no hit is sent twice");
+    // The failed device is no longer reported; the node keeps working on the other.
+    let devices = only_heartbeats(&mut peer, 2).await;
+    assert_eq!(devices.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["flaky false"]);
+    let next = assignment(4, 0, 100_000, easy_target());
+    peer.send(CoordinatorMessage::Assign(next)).await;
+    let (shares, done, hashes) = shares_until_done(&mut peer).await;
+    assert_eq!((done, hashes), (4, 100_000));
+    assert_eq!(shares.iter().map(|s| s.nonce).collect::<BTreeSet<_>>(), brute_force(&next));
+    stop.send(()).unwrap();
+    finish(node).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_device_failing_stops_the_node() {
+    let coordinator = Coordinator::start();
+    let (node, _stop) = start_node_on(coordinator.node_config(), vec![Flaky::planned("flaky", 1e6, Some(1))]);
+    let mut peer = coordinator.accept().await;
+    peer.welcome(1_000).await;
+    peer.send(CoordinatorMessage::Assign(assignment(1, 0, 100_000, easy_target()))).await;
+    let err = finish(node).await.unwrap_err();
+    assert_eq!(err.to_string(), "search backend: GPU error: device lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_rate_replaces_the_measured_one() {
+    let coordinator = Coordinator::start();
+    let options = NodeOptions { devices: Some(Devices::List(vec![DeviceSpec::Cpu])), announce_rate: Some(5e12) };
+    let (node, stop) = start_node_with(coordinator.node_config(), options);
+    let mut peer = coordinator.accept().await;
+    assert_eq!(peer.hello.hashrate, 5e12);
+    assert_eq!(peer.hello.devices.len(), 1);
+    assert_eq!(peer.hello.devices[0].hashrate, 5e12);
+    peer.welcome(100).await;
+    let devices = only_heartbeats(&mut peer, 2).await;
+    assert_eq!(devices[0].hashrate, 5e12);
+    stop.send(()).unwrap();
+    finish(node).await.unwrap();
 }

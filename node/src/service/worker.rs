@@ -1,10 +1,14 @@
-//! The search worker: one dedicated thread that owns the backend for the life of the node.
+//! The search worker: one dedicated thread that owns one device's backend for the life of the
+//! node (a compute service; a node runs one per device).
 //!
 //! It opens the backend, measures its rate (about a second of searching, as `bench` does),
 //! then takes assignments from a queue in order and searches each in slices worth about a
 //! quarter of a second, so a revoked range stops quickly and hits are reported as they are
-//! found rather than at the end of a range. Everything it learns goes back as `WorkerEvent`s,
-//! in order: a range's hits always come before its `Finished`.
+//! found rather than at the end of a range. Everything it learns goes back as `WorkerEvent`s
+//! tagged with its device, in order: a range's hits always come before its `Finished`, and a
+//! failure comes after everything the worker reported searched. A slice's hits are reported
+//! only if the whole slice was searched, so the nonces past the last `Progress` of a failed
+//! worker are exactly the ones still to search.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +20,8 @@ use hashgrid_common::message::{Assignment, AssignmentId};
 use hashgrid_common::{Header, Target};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
-use crate::search::{Backend, BackendChoice, BackendKind, NONCE_SPACE, SearchError, SearchJob, open_backend};
+use super::scheduler::DeviceId;
+use crate::search::{Backend, BackendKind, NONCE_SPACE, SearchError, SearchJob};
 
 /// How long one slice of a range should take.
 pub(crate) const SLICE_TARGET: Duration = Duration::from_millis(250);
@@ -32,7 +37,10 @@ pub(crate) struct Ready {
     pub hashrate: f64,
 }
 
-/// One range to search.
+/// Opens a device's backend, on the worker thread.
+pub(crate) type Opener = Box<dyn FnOnce() -> Result<Box<dyn Backend>, SearchError> + Send>;
+
+/// One range (or a piece of one) to search.
 #[derive(Debug)]
 pub(crate) struct Work {
     /// The node's own number for this piece of work, unique for the node's life (assignment
@@ -47,14 +55,35 @@ pub(crate) struct Work {
 pub(crate) enum WorkerEvent {
     /// A verified hit in a range.
     Hit { assignment: Assignment, nonce: u32 },
-    /// A slice was searched: a rate sample.
-    Progress { hashes: u64, elapsed: Duration },
+    /// A slice of the piece `ticket` was searched (its hits already reported): a rate sample.
+    Progress { ticket: u64, hashes: u64, elapsed: Duration },
     /// A range ended: searched in full (`complete`) or cancelled.
     Finished { ticket: u64, assignment: AssignmentId, hashes: u64, complete: bool },
     /// A range that cannot be searched (it runs past the last nonce, or is empty).
     Invalid { ticket: u64, assignment: AssignmentId, error: SearchError },
     /// The backend failed; the worker has stopped.
     Failed(SearchError),
+}
+
+/// A worker event and the device it comes from.
+#[derive(Debug)]
+pub(crate) struct DeviceEvent {
+    pub device: DeviceId,
+    pub event: WorkerEvent,
+}
+
+/// The sending side of the events channel, for one device.
+#[derive(Debug)]
+struct Events {
+    device: DeviceId,
+    tx: tokio_mpsc::UnboundedSender<DeviceEvent>,
+}
+
+impl Events {
+    /// `false` once the receiver is gone.
+    fn send(&self, event: WorkerEvent) -> bool {
+        self.tx.send(DeviceEvent { device: self.device, event }).is_ok()
+    }
 }
 
 /// The handle to the worker thread.
@@ -65,19 +94,18 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    /// Starts the thread; `ready` resolves once the backend is open and measured.
+    /// Starts the thread for `device`; `ready` resolves once the backend is open and measured.
     pub fn start(
-        choice: BackendChoice,
-        adapter: Option<String>,
-        threads: Option<usize>,
+        device: DeviceId,
+        open: Opener,
         measure_for: Duration,
-        events: tokio_mpsc::UnboundedSender<WorkerEvent>,
+        events: tokio_mpsc::UnboundedSender<DeviceEvent>,
     ) -> std::io::Result<(Worker, oneshot::Receiver<Result<Ready, SearchError>>)> {
         let (work_tx, work_rx) = mpsc::channel();
         let (ready_tx, ready_rx) = oneshot::channel();
-        let thread = std::thread::Builder::new().name("hashgrid-search".into()).spawn(move || {
-            let opened = open_backend(choice, adapter.as_deref(), threads)
-                .and_then(|mut backend| measure(backend.as_mut(), measure_for).map(|m| (backend, m)));
+        let events = Events { device, tx: events };
+        let thread = std::thread::Builder::new().name(format!("hashgrid-search-{device}")).spawn(move || {
+            let opened = open().and_then(|mut backend| measure(backend.as_mut(), measure_for).map(|m| (backend, m)));
             match opened {
                 Ok((backend, (hashrate, slice))) => {
                     let ready = Ready { kind: backend.kind(), device: backend.device(), hashrate };
@@ -150,17 +178,12 @@ fn slice_for(hashrate: f64) -> u64 {
 }
 
 /// Searches queued ranges until the queue closes or the events receiver is gone.
-fn serve(
-    mut backend: Box<dyn Backend>,
-    mut slice: u64,
-    work: &mpsc::Receiver<Work>,
-    events: &tokio_mpsc::UnboundedSender<WorkerEvent>,
-) {
+fn serve(mut backend: Box<dyn Backend>, mut slice: u64, work: &mpsc::Receiver<Work>, events: &Events) {
     while let Ok(Work { ticket, assignment, cancel }) = work.recv() {
         let job = match SearchJob::new(assignment.header, assignment.share_target, assignment.start, assignment.count) {
             Ok(job) => job,
             Err(error) => {
-                if events.send(WorkerEvent::Invalid { ticket, assignment: assignment.id, error }).is_err() {
+                if !events.send(WorkerEvent::Invalid { ticket, assignment: assignment.id, error }) {
                     return;
                 }
                 continue;
@@ -183,11 +206,11 @@ fn serve(
             };
             done += report.hashes;
             for hit in &report.hits {
-                if events.send(WorkerEvent::Hit { assignment, nonce: hit.nonce }).is_err() {
+                if !events.send(WorkerEvent::Hit { assignment, nonce: hit.nonce }) {
                     return;
                 }
             }
-            if events.send(WorkerEvent::Progress { hashes: report.hashes, elapsed: report.elapsed }).is_err() {
+            if !events.send(WorkerEvent::Progress { ticket, hashes: report.hashes, elapsed: report.elapsed }) {
                 return;
             }
             if report.hashes < count {
@@ -199,7 +222,7 @@ fn serve(
             }
         }
         let finished = WorkerEvent::Finished { ticket, assignment: assignment.id, hashes: done, complete };
-        if events.send(finished).is_err() {
+        if !events.send(finished) {
             return;
         }
     }

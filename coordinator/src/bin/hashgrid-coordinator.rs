@@ -63,7 +63,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let failover = humantime::parse_duration(&failover_after)
         .with_context(|| format!("invalid --failover-after {failover_after:?}"))?;
     anyhow::ensure!(failover.as_millis() >= 500, "--failover-after must be at least 500ms");
-    let core = CoreConfig { failover_after_ms: failover.as_millis() as u64, ..CoreConfig::default() };
+    let failover_after_ms = failover.as_millis() as u64;
+    // Several heartbeats fit in the failover window, so one late packet never fails a node.
+    let heartbeat_ms = (failover_after_ms / 3).clamp(100, 1000) as u32;
+    let core = CoreConfig { failover_after_ms, heartbeat_ms, ..CoreConfig::default() };
     let mut service = Service::start(ServiceConfig { data_dir, listen, policy, core }).await?;
     let dir = &service.data_dir;
     println!("hashgrid coordinator listening on {}", service.local_addr);

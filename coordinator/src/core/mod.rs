@@ -918,18 +918,26 @@ impl Core {
         moved
     }
 
-    /// Gives the live range of assignment `old` to `node` as a new assignment.
+    /// Gives the live range of assignment `old` to `node` as a new assignment: all of it, or,
+    /// when it is longer than `node` should hold at its rate, its first part (the rest waits,
+    /// first in line, for the next range issued).
     fn reassign(&mut self, now_ms: u64, old: AssignmentId, node: NodeId) -> Option<AssignmentId> {
         let a = self.assignments.get(&old).copied().filter(|a| a.live)?;
         let new = self.fresh_id();
+        let want = self.range_count(node, now_ms);
         let book = self.jobs.get_mut(&a.job).and_then(|j| j.book_mut(a.version))?;
-        if !book.reassign(a.start, old, new) {
-            return None;
-        }
+        let count = book.reassign(a.start, old, new, want)?;
         self.retire(old);
         let share_target = self.share_target_for(now_ms, node, a.job);
-        self.issue_assignment(now_ms, node, new, a.job, a.version, a.start, a.count, share_target, Some(old));
+        self.issue_assignment(now_ms, node, new, a.job, a.version, a.start, count, share_target, Some(old));
         Some(new)
+    }
+
+    /// Nonces for one range of `node`: `range_ms` of work at its rate, in 2^16 steps.
+    fn range_count(&mut self, node: NodeId, now_ms: u64) -> u64 {
+        let rate = self.planning_rate(node, now_ms);
+        let count = ((rate * self.config.range_ms as f64 / 1000.0) as u64).clamp(1 << 16, ranges::NONCE_SPACE);
+        count.next_multiple_of(1 << 16).min(ranges::NONCE_SPACE)
     }
 
     // ---- allocation ----
@@ -1032,9 +1040,7 @@ impl Core {
                 return;
             }
             let Some(chain) = n.chain.clone() else { return };
-            let rate = self.planning_rate(node, now_ms);
-            let count = ((rate * self.config.range_ms as f64 / 1000.0) as u64).clamp(1 << 16, ranges::NONCE_SPACE);
-            let count = count.next_multiple_of(1 << 16).min(ranges::NONCE_SPACE);
+            let count = self.range_count(node, now_ms);
             let Some(account) =
                 accounts::choose(self.policy, &self.accounts, count, |i| self.accounts[i].chain != chain)
             else {

@@ -98,17 +98,20 @@ impl RangeBook {
         self.set_fate(start, assignment, Fate::Abandoned(why))
     }
 
-    /// Hands the range in flight with `from` at `start` to `to` as it is: the range is never
-    /// without a holder, so no nonce is lost or issued twice. False if `from` does not hold it.
-    pub fn reassign(&mut self, start: u32, from: AssignmentId, to: AssignmentId) -> bool {
-        match self.ranges.get_mut(&(start as u64)) {
-            Some(r) if r.fate == Fate::InFlight(from) => {
-                r.fate = Fate::InFlight(to);
-                self.reassigned += r.count;
-                true
-            }
-            _ => false,
+    /// Hands the first `count` nonces of the range in flight with `from` at `start` to `to`;
+    /// the rest of it, if any, is abandoned (`Reassigned`) and so issued before fresh nonces.
+    /// The range is never without a holder or a place in the queue, so no nonce is lost or
+    /// issued twice. Returns the count handed over; `None` if `from` does not hold the range.
+    pub fn reassign(&mut self, start: u32, from: AssignmentId, to: AssignmentId, count: u64) -> Option<u64> {
+        let r = self.ranges.get_mut(&(start as u64)).filter(|r| r.fate == Fate::InFlight(from))?;
+        let take = count.clamp(1, r.count);
+        let rest = r.count - take;
+        *r = Range { count: take, fate: Fate::InFlight(to) };
+        if rest > 0 {
+            self.ranges.insert(start as u64 + take, Range { count: rest, fate: Fate::Abandoned(Abandon::Reassigned) });
         }
+        self.reassigned += take;
+        Some(take)
     }
 
     fn set_fate(&mut self, start: u32, assignment: AssignmentId, fate: Fate) -> bool {
@@ -226,7 +229,8 @@ mod tests {
                         let k = i % live.len();
                         next_id += 1;
                         let (s, a) = live[k];
-                        prop_assert!(book.reassign(s, a, next_id));
+                        // Half of it, or all of a one-nonce range.
+                        prop_assert!(book.reassign(s, a, next_id, (i as u64 % 3) << 20).is_some());
                         prop_assert!(!book.complete(s, a), "the old holder no longer holds it");
                         live[k] = (s, next_id);
                     }

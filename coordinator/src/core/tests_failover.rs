@@ -149,6 +149,26 @@ fn a_node_far_below_its_announced_rate_is_replaced_by_the_standby() {
 }
 
 #[test]
+fn a_long_range_is_handed_over_in_a_part_the_taker_can_finish() {
+    let mut core = core();
+    let mut farm = Farm::default();
+    core.add_account(T0, "a", 1 << 40, None, None).unwrap();
+    // Announces 1 GH/s: its ranges are 3 G nonces long.
+    core.handle_node_joined(T0, 1, &hello("big", 1e9, false));
+    core.handle_node_joined(T0, 2, &hello("small", 100_000.0, true));
+    farm.absorb(&mut core);
+    let lost = ranges(&farm, 1);
+    core.handle_node_left(T0 + 10, 1);
+    farm.absorb(&mut core);
+    let took = ranges(&farm, 2);
+    // 100 kH/s for 3 s is 300 k nonces, rounded up to 2^16 steps: 327,680.
+    assert_eq!((took[0].2, took[0].3), (lost[0].2, 327_680));
+    let job = core.job_status(lost[0].0).unwrap();
+    assert_eq!(job.in_flight + job.abandoned, lost.iter().map(|r| r.3).sum::<u64>(), "nothing lost");
+    assert!(job.abandoned > 0, "the rest waits to be issued first");
+}
+
+#[test]
 fn a_node_sending_only_invalid_shares_is_replaced() {
     let mut core = core();
     let mut farm = Farm::default();

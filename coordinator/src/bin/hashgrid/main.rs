@@ -3,6 +3,7 @@
 //! stderr and exit code 2.
 
 mod demo;
+mod show;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,9 +11,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use hashgrid_common::message::{AdminRequest, AdminResponse, JobStatus, Policy, Status};
+use hashgrid_common::message::{AdminRequest, AdminResponse, ChainParams, Policy};
 use hashgrid_common::{CompactTarget, Header, Target};
-use hashgrid_coordinator::amount::{format_amount, parse_amount};
+use hashgrid_coordinator::amount::parse_amount;
+
+pub use show::{print_status, status_json};
 
 #[derive(Debug, Parser)]
 #[command(name = "hashgrid", version, about = "Operate a hashgrid coordinator: accounts, standards, jobs, status")]
@@ -53,6 +56,20 @@ enum Command {
     /// The allocation policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Nodes: list, drain, promote, standby.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Chains the farm serves and their load.
+    #[command(subcommand)]
+    Chain(ChainCommand),
+    /// Which chain and account every node serves now.
+    Assignments {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The hash-chained ledger of scheduling decisions.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Run a coordinator, two nodes and three accounts in this process until every account
     /// is up to standard.
     Demo(demo::DemoArgs),
@@ -72,12 +89,81 @@ enum AccountCommand {
         /// Service order for the sequential policy (default: after the last).
         #[arg(long)]
         order: Option<i64>,
+        /// The chain the account's work comes from (default: the built-in chain, `local`).
+        #[arg(long)]
+        chain: Option<String>,
     },
     /// List accounts.
     List {
         #[arg(long)]
         json: bool,
     },
+    /// The delivery receipt: every accepted share of the current period, re-hashed here.
+    Receipt {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Every node with its state, rate, chain and devices.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Finish the node's ranges in flight, then give it no more.
+    Drain { name: String },
+    /// Make a standby, failed or drained node active.
+    Promote { name: String },
+    /// Make an active node a standby; its ranges are reassigned at once.
+    Standby { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum ChainCommand {
+    /// Add a chain: a local chain with its own parameters.
+    Add {
+        name: String,
+        /// Transactions per header template.
+        #[arg(long)]
+        tx_per_template: u32,
+        /// Bytes per second of work updates the chain generates (SI suffixes allowed: 2M).
+        #[arg(long)]
+        bit_rate: String,
+        /// Block difficulty (1 = bits 1d00ffff).
+        #[arg(long, default_value_t = 1.0)]
+        difficulty: f64,
+        /// Relative priority of the chain's load.
+        #[arg(long, default_value_t = 1.0)]
+        weight: f64,
+    },
+    /// Chains with their load, nodes and accounts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerCommand {
+    /// Entries, oldest first.
+    Show {
+        /// First sequence number to show.
+        #[arg(long, default_value_t = 1)]
+        since: u64,
+        /// Only entries naming this account.
+        #[arg(long)]
+        account: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute the hash chain; exit 1 naming the first entry that does not match.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +208,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.is::<ReportedFailure>() => ExitCode::from(1),
         Err(err) => {
             eprintln!("hashgrid: error: {err:#}");
             ExitCode::from(2)
@@ -132,13 +219,97 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let req = match cli.command {
         Command::Demo(args) => return demo::run(args).await,
-        Command::Account(AccountCommand::Add { name, standard, period, order }) => {
+        Command::Account(AccountCommand::Add { name, standard, period, order, chain }) => {
             let standard = parse_amount(&standard)?;
             let period_secs = period
                 .map(|p| humantime::parse_duration(&p).with_context(|| format!("invalid --period {p:?}")))
                 .transpose()?
                 .map(|d| d.as_secs());
-            AdminRequest::AccountAdd { name, standard, period_secs, order, chain: None }
+            AdminRequest::AccountAdd { name, standard, period_secs, order, chain }
+        }
+        Command::Account(AccountCommand::Receipt { name, json }) => {
+            let AdminResponse::Receipt(receipt) = request(&cli.conn, AdminRequest::AccountReceipt { name }).await?
+            else {
+                bail!("unexpected reply")
+            };
+            let check = show::check_receipt(&receipt);
+            if json {
+                println!("{}", show::receipt_json(&receipt, &check));
+            } else {
+                show::print_receipt(&receipt, &check);
+            }
+            if let Err(problem) = check {
+                eprintln!("hashgrid: receipt does not check out: {problem}");
+                return Err(ReportedFailure.into());
+            }
+            return Ok(());
+        }
+        Command::Node(NodeCommand::List { json }) => {
+            let AdminResponse::Nodes(nodes) = request(&cli.conn, AdminRequest::NodeList).await? else {
+                bail!("unexpected reply")
+            };
+            if json {
+                println!("{}", serde_json::Value::Array(nodes.iter().map(show::node_json).collect()));
+            } else {
+                show::print_nodes(&nodes);
+            }
+            return Ok(());
+        }
+        Command::Node(NodeCommand::Drain { name }) => AdminRequest::NodeDrain { name },
+        Command::Node(NodeCommand::Promote { name }) => AdminRequest::NodePromote { name },
+        Command::Node(NodeCommand::Standby { name }) => AdminRequest::NodeStandby { name },
+        Command::Chain(ChainCommand::Add { name, tx_per_template, bit_rate, difficulty, weight }) => {
+            let bit_rate = u64::try_from(parse_amount(&bit_rate).context("--bit-rate")?)
+                .map_err(|_| anyhow::anyhow!("--bit-rate is too large"))?;
+            AdminRequest::ChainAdd(ChainParams { name, tx_per_template, bit_rate, difficulty, weight })
+        }
+        Command::Chain(ChainCommand::List { json }) => {
+            let AdminResponse::Chains(chains) = request(&cli.conn, AdminRequest::ChainList).await? else {
+                bail!("unexpected reply")
+            };
+            if json {
+                println!("{}", serde_json::Value::Array(chains.iter().map(show::chain_json).collect()));
+            } else {
+                show::print_chains(&chains);
+            }
+            return Ok(());
+        }
+        Command::Assignments { json } => {
+            let AdminResponse::Assignments(list) = request(&cli.conn, AdminRequest::Assignments).await? else {
+                bail!("unexpected reply")
+            };
+            if json {
+                println!("{}", serde_json::to_string(&list)?);
+            } else {
+                show::print_assignments(&list);
+            }
+            return Ok(());
+        }
+        Command::Ledger(LedgerCommand::Show { since, account, limit, json }) => {
+            let AdminResponse::Ledger(entries) =
+                request(&cli.conn, AdminRequest::LedgerShow { since, account, limit }).await?
+            else {
+                bail!("unexpected reply")
+            };
+            if json {
+                println!("{}", serde_json::Value::Array(entries.iter().map(show::ledger_json).collect()));
+            } else {
+                show::print_ledger(&entries);
+            }
+            return Ok(());
+        }
+        Command::Ledger(LedgerCommand::Verify) => {
+            let AdminResponse::LedgerVerified(verdict) = request(&cli.conn, AdminRequest::LedgerVerify).await? else {
+                bail!("unexpected reply")
+            };
+            match verdict.first_bad {
+                None => println!("ledger ok: {} entries, every hash and link matches", verdict.entries),
+                Some((seq, why)) => {
+                    eprintln!("hashgrid: ledger verify failed at entry {seq}: {why}");
+                    return Err(ReportedFailure.into());
+                }
+            }
+            return Ok(());
         }
         Command::Account(AccountCommand::List { json }) => {
             let AdminResponse::Accounts(list) = request(&cli.conn, AdminRequest::AccountList).await? else {
@@ -147,7 +318,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string(&list)?);
             } else {
-                print_accounts(&list);
+                show::print_accounts(&list);
             }
             return Ok(());
         }
@@ -182,9 +353,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("unexpected reply")
             };
             if json {
-                println!("{}", job_json(&job));
+                println!("{}", show::job_json(&job));
             } else {
-                print_job(&job);
+                show::print_job(&job);
             }
             return Ok(());
         }
@@ -196,6 +367,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     println!("ok");
     Ok(())
 }
+
+/// A check that ran and failed (a tampered ledger, a receipt that does not add up): already
+/// reported on stderr; exit code 1, apart from the usage and connection errors (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("check failed")]
+struct ReportedFailure;
 
 /// Sends one request; an `Error` reply becomes an error.
 async fn request(conn: &Connection, req: AdminRequest) -> anyhow::Result<AdminResponse> {
@@ -215,79 +392,5 @@ pub async fn admin(addr: SocketAddr, ca_pem: &[u8], token: &str, req: AdminReque
     match response {
         AdminResponse::Error(e) => bail!("{e}"),
         other => Ok(other),
-    }
-}
-
-fn print_accounts(list: &[hashgrid_common::message::AccountStatus]) {
-    println!("{:<16} {:>5} {:>12} {:>12} {:>7} {:>8}", "ACCOUNT", "ORDER", "STANDARD", "DELIVERED", "DONE", "SHARES");
-    for a in list {
-        let pct = if a.standard == 0 { 100.0 } else { a.delivered as f64 * 100.0 / a.standard as f64 };
-        println!(
-            "{:<16} {:>5} {:>12} {:>12} {:>6.1}% {:>8}{}",
-            a.name,
-            a.order,
-            format_amount(a.standard),
-            format_amount(a.delivered),
-            pct.min(999.9),
-            a.shares,
-            if a.up_to_standard { "  up to standard" } else { "" }
-        );
-    }
-}
-
-pub fn print_status(status: &Status) {
-    println!("policy: {}", status.policy.as_str());
-    print_accounts(&status.accounts);
-    println!();
-    println!("{:<16} {:<8} {:>12} {:>12} {:<16} VERSION", "NODE", "STATE", "RATE", "ANNOUNCED", "SERVING");
-    for n in &status.nodes {
-        println!(
-            "{:<16} {:<8} {:>10}/s {:>10}/s {:<16} {}",
-            n.name,
-            n.state,
-            format_amount(n.hashrate as u128) + "H",
-            format_amount(n.announced_hashrate as u128) + "H",
-            n.account.as_deref().unwrap_or("-"),
-            n.software_version
-        );
-    }
-}
-
-/// `status --json`: numbers as JSON numbers.
-pub fn status_json(status: &Status) -> serde_json::Value {
-    serde_json::json!({
-        "policy": status.policy.as_str(),
-        "accounts": status.accounts.iter().map(|a| serde_json::json!({
-            "name": a.name, "order": a.order, "standard": a.standard, "delivered": a.delivered,
-            "up_to_standard": a.up_to_standard, "shares": a.shares, "period_secs": a.period_secs,
-        })).collect::<Vec<_>>(),
-        "nodes": status.nodes.iter().map(|n| serde_json::json!({
-            "name": n.name, "state": n.state, "hashrate": n.hashrate, "announced_hashrate": n.announced_hashrate,
-            "account": n.account, "version": n.software_version,
-        })).collect::<Vec<_>>(),
-    })
-}
-
-fn job_json(job: &JobStatus) -> serde_json::Value {
-    serde_json::json!({
-        "job": job.job, "account": job.account, "header": job.header.to_hex(), "target": job.target.to_hex(),
-        "searched": job.searched, "in_flight": job.in_flight, "abandoned": job.abandoned, "total": job.total,
-        "hits": job.hits.iter().map(|h| serde_json::json!({"version": h.version, "time": h.time, "nonce": h.nonce, "hash": h.hash.to_string()})).collect::<Vec<_>>(),
-    })
-}
-
-fn print_job(job: &JobStatus) {
-    println!("job {} for {}: header {}", job.job, job.account, job.header.to_hex());
-    println!("target {}", job.target);
-    println!(
-        "searched {} of {} nonces ({:.2}%), in flight {}, abandoned {}",
-        job.searched,
-        job.total,
-        job.searched as f64 * 100.0 / job.total as f64,
-        job.in_flight,
-        job.abandoned
-    );
-    for h in &job.hits {
-        println!("  hit: version {:08x} time {} nonce {} hash {}", h.version, h.time, h.nonce, h.hash);
     }
 }

@@ -1,0 +1,237 @@
+//! How the operator CLI shows things: tables for people, JSON (numbers as JSON numbers) for
+//! scripts.
+
+use hashgrid_common::message::{
+    AccountStatus, ChainStatus, JobStatus, LedgerEntry, NodeAssignment, NodeStatus, Receipt, Status,
+};
+use hashgrid_coordinator::amount::format_amount;
+
+pub fn print_accounts(list: &[AccountStatus]) {
+    println!("{:<16} {:>5} {:>12} {:>12} {:>7} {:>8}", "ACCOUNT", "ORDER", "STANDARD", "DELIVERED", "DONE", "SHARES");
+    for a in list {
+        let pct = if a.standard == 0 { 100.0 } else { a.delivered as f64 * 100.0 / a.standard as f64 };
+        println!(
+            "{:<16} {:>5} {:>12} {:>12} {:>6.1}% {:>8}{}",
+            a.name,
+            a.order,
+            format_amount(a.standard),
+            format_amount(a.delivered),
+            pct.min(999.9),
+            a.shares,
+            if a.up_to_standard { "  up to standard" } else { "" }
+        );
+    }
+}
+
+pub fn print_status(status: &Status) {
+    println!("policy: {}", status.policy.as_str());
+    print_accounts(&status.accounts);
+    println!();
+    println!("{:<16} {:<8} {:>12} {:>12} {:<16} VERSION", "NODE", "STATE", "RATE", "ANNOUNCED", "SERVING");
+    for n in &status.nodes {
+        println!(
+            "{:<16} {:<8} {:>10}/s {:>10}/s {:<16} {}",
+            n.name,
+            n.state,
+            format_amount(n.hashrate as u128) + "H",
+            format_amount(n.announced_hashrate as u128) + "H",
+            n.account.as_deref().unwrap_or("-"),
+            n.software_version
+        );
+    }
+}
+
+/// `status --json`: numbers as JSON numbers.
+pub fn status_json(status: &Status) -> serde_json::Value {
+    serde_json::json!({
+        "policy": status.policy.as_str(),
+        "accounts": status.accounts.iter().map(|a| serde_json::json!({
+            "name": a.name, "order": a.order, "standard": a.standard, "delivered": a.delivered,
+            "up_to_standard": a.up_to_standard, "shares": a.shares, "period_secs": a.period_secs,
+            "chain": a.chain,
+        })).collect::<Vec<_>>(),
+        "nodes": status.nodes.iter().map(node_json).collect::<Vec<_>>(),
+    })
+}
+
+pub fn job_json(job: &JobStatus) -> serde_json::Value {
+    serde_json::json!({
+        "job": job.job, "account": job.account, "header": job.header.to_hex(), "target": job.target.to_hex(),
+        "searched": job.searched, "in_flight": job.in_flight, "abandoned": job.abandoned,
+        "reassigned": job.reassigned, "total": job.total,
+        "hits": job.hits.iter().map(|h| serde_json::json!({"version": h.version, "time": h.time, "nonce": h.nonce, "hash": h.hash.to_string()})).collect::<Vec<_>>(),
+    })
+}
+
+pub fn print_job(job: &JobStatus) {
+    println!("job {} for {}: header {}", job.job, job.account, job.header.to_hex());
+    println!("target {}", job.target);
+    println!(
+        "searched {} of {} nonces ({:.2}%), in flight {}, abandoned {}, handed over in failovers {}",
+        job.searched,
+        job.total,
+        job.searched as f64 * 100.0 / job.total as f64,
+        job.in_flight,
+        job.abandoned,
+        job.reassigned
+    );
+    for h in &job.hits {
+        println!("  hit: version {:08x} time {} nonce {} hash {}", h.version, h.time, h.nonce, h.hash);
+    }
+}
+
+pub fn node_json(n: &NodeStatus) -> serde_json::Value {
+    serde_json::json!({
+        "name": n.name, "state": n.state, "hashrate": n.hashrate, "announced_hashrate": n.announced_hashrate,
+        "account": n.account, "version": n.software_version, "chain": n.chain, "draining": n.draining,
+        "accepted": n.accepted, "rejected": n.rejected,
+        "devices": n.devices.iter().map(|d| serde_json::json!({"kind": d.kind, "name": d.name, "hashrate": d.hashrate})).collect::<Vec<_>>(),
+    })
+}
+
+fn rate(h: f64) -> String {
+    format_amount(h.max(0.0) as u128) + "H/s"
+}
+
+pub fn print_nodes(nodes: &[NodeStatus]) {
+    println!(
+        "{:<16} {:<9} {:>11} {:>11} {:<10} {:<16} {:>8} {:>8} DEVICES",
+        "NODE", "STATE", "RATE", "ANNOUNCED", "CHAIN", "SERVING", "ACCEPTED", "REJECTED"
+    );
+    for n in nodes {
+        let devices: Vec<String> =
+            n.devices.iter().map(|d| format!("{} {} {}", d.kind, d.name, rate(d.hashrate))).collect();
+        println!(
+            "{:<16} {:<9} {:>11} {:>11} {:<10} {:<16} {:>8} {:>8} {}",
+            n.name,
+            n.state,
+            rate(n.hashrate),
+            rate(n.announced_hashrate),
+            n.chain.as_deref().unwrap_or("-"),
+            n.account.as_deref().unwrap_or("-"),
+            n.accepted,
+            n.rejected,
+            devices.join("; ")
+        );
+    }
+}
+
+pub fn chain_json(c: &ChainStatus) -> serde_json::Value {
+    serde_json::json!({
+        "name": c.params.name, "tx_per_template": c.params.tx_per_template, "bit_rate": c.params.bit_rate,
+        "difficulty": c.params.difficulty, "weight": c.params.weight, "height": c.height, "load": c.load,
+        "measured_bit_rate": c.measured_bit_rate, "nodes": c.nodes, "capacity": c.capacity, "accounts": c.accounts,
+    })
+}
+
+pub fn print_chains(chains: &[ChainStatus]) {
+    println!(
+        "{:<12} {:>8} {:>10} {:>10} {:>6} {:>7} {:>7} {:>11}  NODES / ACCOUNTS",
+        "CHAIN", "TX/TMPL", "BIT RATE", "DIFFICULTY", "WEIGHT", "HEIGHT", "LOAD", "CAPACITY"
+    );
+    for c in chains {
+        println!(
+            "{:<12} {:>8} {:>8}/s {:>10} {:>6} {:>7} {:>7.2} {:>11}  {} / {}",
+            c.params.name,
+            c.params.tx_per_template,
+            format_amount(c.params.bit_rate as u128) + "B",
+            c.params.difficulty,
+            c.params.weight,
+            c.height,
+            c.load,
+            rate(c.capacity),
+            if c.nodes.is_empty() { "-".to_string() } else { c.nodes.join(",") },
+            if c.accounts.is_empty() { "-".to_string() } else { c.accounts.join(",") },
+        );
+    }
+}
+
+pub fn print_assignments(list: &[NodeAssignment]) {
+    println!("{:<16} {:<9} {:<12} {:<16} {:>11} {:>6}", "NODE", "STATE", "CHAIN", "ACCOUNT", "RATE", "RANGES");
+    for a in list {
+        println!(
+            "{:<16} {:<9} {:<12} {:<16} {:>11} {:>6}",
+            a.node,
+            a.state,
+            a.chain.as_deref().unwrap_or("-"),
+            a.account.as_deref().unwrap_or("-"),
+            rate(a.hashrate),
+            a.ranges
+        );
+    }
+}
+
+pub fn ledger_json(e: &LedgerEntry) -> serde_json::Value {
+    let payload: serde_json::Value =
+        serde_json::from_str(&e.payload).unwrap_or_else(|_| serde_json::Value::String(e.payload.clone()));
+    serde_json::json!({
+        "seq": e.seq, "at_ms": e.at_ms, "kind": e.kind, "payload": payload,
+        "prev_hash": hex::encode(e.prev_hash), "hash": hex::encode(e.hash),
+    })
+}
+
+pub fn print_ledger(entries: &[LedgerEntry]) {
+    for e in entries {
+        let at = humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.at_ms));
+        println!("{:>7} {} {:<16} {} {}", e.seq, at, e.kind, &hex::encode(e.hash)[..12], e.payload);
+    }
+}
+
+/// Re-hashes every share of the receipt: each must meet its target and be worth its work, no
+/// header may repeat, and the works must add up to the delivered total. The summary, or the
+/// first problem.
+pub fn check_receipt(r: &Receipt) -> Result<u128, String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut total: u128 = 0;
+    for (i, s) in r.shares.iter().enumerate() {
+        let hash = s.header.block_hash();
+        if !s.share_target.is_met_by(&hash) {
+            return Err(format!("share {i} (hash {hash}) does not meet its target"));
+        }
+        if s.share_target.work() != s.work {
+            return Err(format!(
+                "share {i} claims {} hashes of work; its target is worth {}",
+                s.work,
+                s.share_target.work()
+            ));
+        }
+        if !seen.insert(s.header.to_bytes()) {
+            return Err(format!("share {i} appears twice"));
+        }
+        total = total.saturating_add(s.work);
+    }
+    if total != r.delivered {
+        return Err(format!("the shares add up to {total} hashes, the account was credited {}", r.delivered));
+    }
+    Ok(total)
+}
+
+pub fn receipt_json(r: &Receipt, check: &Result<u128, String>) -> serde_json::Value {
+    serde_json::json!({
+        "account": r.account, "standard": r.standard, "delivered": r.delivered, "period_start_ms": r.period_start_ms,
+        "verified": check.is_ok(), "problem": check.as_ref().err(),
+        "shares": r.shares.iter().map(|s| serde_json::json!({
+            "header": s.header.to_hex(), "nonce": s.header.nonce, "target": s.share_target.to_hex(),
+            "work": s.work, "node": s.node, "at_ms": s.at_ms, "hash": s.header.block_hash().to_string(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn print_receipt(r: &Receipt, check: &Result<u128, String>) {
+    println!(
+        "account {}: delivered {} of {} hashes in {} shares (period from {} ms)",
+        r.account,
+        format_amount(r.delivered),
+        format_amount(r.standard),
+        r.shares.len(),
+        r.period_start_ms
+    );
+    println!("{:<160} {:<64} {:>12} NODE", "HEADER", "TARGET", "WORK");
+    for s in &r.shares {
+        println!("{} {} {:>12} {}", s.header.to_hex(), s.share_target.to_hex(), s.work, s.node);
+    }
+    match check {
+        Ok(total) => println!("verified: every share re-hashed meets its target; they add up to {total} hashes"),
+        Err(problem) => println!("NOT verified: {problem}"),
+    }
+}

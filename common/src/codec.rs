@@ -649,23 +649,35 @@ mod tests {
                 nonce,
                 hash,
             });
-            (int(), text(), header(), target(), (int(), int(), int(), int(), int()), prop::collection::vec(hit, 0..4))
-                .prop_map(
-                    |(job, account, header, target, (searched, in_flight, abandoned, reassigned, total), hits)| {
-                        JobStatus {
-                            job,
-                            account,
-                            header,
-                            target,
-                            searched,
-                            in_flight,
-                            abandoned,
-                            reassigned,
-                            total,
-                            hits,
-                        }
-                    },
-                )
+            let run = (int32(), int32(), int(), text()).prop_map(|(version, start, count, fate)| RangeRun {
+                version,
+                start,
+                count,
+                fate,
+            });
+            let counts = (int(), int(), int(), int(), int());
+            let lists = (prop::collection::vec(hit, 0..4), prop::collection::vec(run, 0..3));
+            ((int(), text(), header(), target()), counts, lists).prop_map(
+                |(
+                    (job, account, header, target),
+                    (searched, in_flight, abandoned, reassigned, total),
+                    (hits, runs),
+                )| {
+                    JobStatus {
+                        job,
+                        account,
+                        header,
+                        target,
+                        searched,
+                        in_flight,
+                        abandoned,
+                        reassigned,
+                        total,
+                        hits,
+                        runs,
+                    }
+                },
+            )
         }
 
         pub fn admin_response() -> impl Strategy<Value = AdminResponse> {

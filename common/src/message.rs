@@ -407,6 +407,18 @@ pub struct JobStatus {
     /// Nonces in the job's space.
     pub total: u64,
     pub hits: Vec<JobHit>,
+    /// The issued nonces by fate, in runs: adjacent ranges with the same fate merged.
+    pub runs: Vec<RangeRun>,
+}
+
+/// Consecutive nonces of one rolled version of a job that share a fate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeRun {
+    pub version: u32,
+    pub start: u32,
+    pub count: u64,
+    /// "done", "in_flight", or "abandoned: WHY".
+    pub fate: String,
 }
 
 /// A header of a submitted job that meets the job's own target.

@@ -246,11 +246,21 @@ impl Site {
     /// Starts `hashgrid-coordinator serve` on this site's data dir, listening on `listen`
     /// (`127.0.0.1:0` for a free port).
     pub fn start_coordinator(&self, listen: &str, policy: &str) -> Coordinator {
-        Coordinator::start(self, listen, policy)
+        Coordinator::start(self, listen, policy, &["--failover-after", "3s"])
+    }
+
+    /// `start_coordinator` with other `serve` flags (`--failover-after` among them).
+    pub fn start_coordinator_with(&self, listen: &str, policy: &str, flags: &[&str]) -> Coordinator {
+        Coordinator::start(self, listen, policy, flags)
     }
 
     /// Starts `hashgrid-node run` for `coordinator`: one CPU thread, warnings only.
     pub fn start_node(&self, coordinator: &Coordinator, name: &str) -> Process {
+        self.start_node_with(coordinator, name, &[])
+    }
+
+    /// `start_node` with more `run` flags (`--standby`, `--announce-rate`).
+    pub fn start_node_with(&self, coordinator: &Coordinator, name: &str, flags: &[&str]) -> Process {
         let data = self.data_dir();
         let mut cmd = Command::new(binary("hashgrid-node"));
         cmd.arg("run")
@@ -261,6 +271,7 @@ impl Site {
             .arg("--token-file")
             .arg(data.join("node.token"))
             .args(["--name", name, "--backend", "cpu", "--threads", "1"])
+            .args(flags)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null());
         Process::spawn(name, cmd, &self.log_file(name))
@@ -277,13 +288,14 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    fn start(site: &Site, listen: &str, policy: &str) -> Coordinator {
+    fn start(site: &Site, listen: &str, policy: &str, flags: &[&str]) -> Coordinator {
         let data_dir = site.data_dir();
         let mut cmd = Command::new(binary("hashgrid-coordinator"));
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(["--listen", listen, "--policy", policy, "--failover-after", "3s"])
+            .args(["--listen", listen, "--policy", policy])
+            .args(flags)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped());
         let mut process = Process::spawn("coordinator", cmd, &site.log_file("coordinator"));
@@ -383,6 +395,21 @@ impl Operator {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("account list --json is not a list ({e}): {out}"))
     }
 
+    /// `node list --json`.
+    pub fn nodes(&self) -> Vec<NodeRow> {
+        let out = self.run(&["node", "list", "--json"]).expect_success("node list --json");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("node list --json is not a list ({e}): {out}"))
+    }
+
+    /// `ledger show --since SINCE --json`: entries from `since` on (at most 10,000).
+    pub fn ledger(&self, since: u64) -> Vec<LedgerRow> {
+        let since = since.to_string();
+        let out = self
+            .run(&["ledger", "show", "--since", &since, "--limit", "10000", "--json"])
+            .expect_success("ledger show");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("ledger show --json is not a list ({e}): {out}"))
+    }
+
     /// `account list --json` once two reads `POLL_INTERVAL * 3` apart agree: no share is
     /// still being credited. Call after the nodes are stopped.
     pub fn settled_accounts(&self) -> Vec<AccountRow> {
@@ -431,18 +458,35 @@ pub struct AccountRow {
     pub shares: u64,
 }
 
-/// One node in `status --json`.
+/// One node in `status --json` and `node list --json`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct NodeRow {
     pub name: String,
     pub state: String,
     pub account: Option<String>,
     pub hashrate: f64,
+    pub chain: Option<String>,
+    pub accepted: u64,
+    pub rejected: u64,
+}
+
+/// One entry of `ledger show --json`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LedgerRow {
+    pub seq: u64,
+    pub at_ms: u64,
+    pub kind: String,
+    pub payload: serde_json::Value,
+}
+
+/// Milliseconds since the Unix epoch, as the coordinator stamps ledger entries.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis() as u64
 }
 
 /// What the database holds for one account: its stored totals and the receipts behind them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Ledger {
+pub struct StoredAccount {
     /// `accounts.delivered`.
     pub delivered: u128,
     /// `accounts.shares`.
@@ -453,9 +497,9 @@ pub struct Ledger {
     pub share_work: u128,
 }
 
-/// Reads every account's ledger from the coordinator's database, read-only (the coordinator
+/// Reads every account's totals and receipts from the coordinator's database, read-only (the coordinator
 /// may still be running; the database is in WAL mode).
-pub fn read_ledgers(database: &Path) -> BTreeMap<String, Ledger> {
+pub fn read_accounts(database: &Path) -> BTreeMap<String, StoredAccount> {
     use rusqlite::{Connection, OpenFlags};
     let conn = Connection::open_with_flags(database, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .unwrap_or_else(|e| panic!("cannot open {} read-only: {e}", database.display()));
@@ -470,8 +514,11 @@ pub fn read_ledgers(database: &Path) -> BTreeMap<String, Ledger> {
         .expect("accounts rows");
     for row in rows {
         let (name, delivered, shares) = row.expect("accounts row");
-        let ledger =
-            Ledger { delivered: amount("accounts.delivered", delivered), shares: shares as u64, ..Ledger::default() };
+        let ledger = StoredAccount {
+            delivered: amount("accounts.delivered", delivered),
+            shares: shares as u64,
+            ..StoredAccount::default()
+        };
         ledgers.insert(name, ledger);
     }
     // `work` is a TEXT decimal (a u128 does not fit SQLite's integers): summed here.
@@ -494,7 +541,7 @@ pub fn read_ledgers(database: &Path) -> BTreeMap<String, Ledger> {
 /// Asserts that the credit is exact: for every account, the database's delivered total is
 /// the sum of the work of its accepted shares, and equals what the CLI reports.
 pub fn assert_credit_matches_receipts(database: &Path, reported: &[AccountRow]) {
-    let ledgers = read_ledgers(database);
+    let ledgers = read_accounts(database);
     assert_eq!(ledgers.len(), reported.len(), "accounts in the database {ledgers:#?} vs reported {reported:#?}");
     for account in reported {
         let ledger = ledgers.get(&account.name).unwrap_or_else(|| panic!("{} missing from the database", account.name));

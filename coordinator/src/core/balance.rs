@@ -62,7 +62,7 @@ pub fn balance<K: Ord + Clone>(
     // No chain with demand is left without a node while another has two or more: it takes
     // a node of the most over-served such chain: one placed just now if any, else the smallest.
     for starved in 0..chains.len() {
-        if at.iter().any(|&c| c == Some(starved)) {
+        if at.contains(&Some(starved)) {
             continue;
         }
         let donor = (0..chains.len())

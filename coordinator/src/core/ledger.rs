@@ -58,9 +58,8 @@ pub fn entry_hash(seq: u64, at_ms: u64, kind: &str, payload: &str, prev_hash: &[
 /// names the first entry that does not match.
 pub fn verify(entries: impl IntoIterator<Item = LedgerEntry>) -> LedgerVerdict {
     let mut prev = GENESIS;
-    let mut expected_seq = 1;
     let mut count = 0;
-    for e in entries {
+    for (expected_seq, e) in (1u64..).zip(entries) {
         count += 1;
         let problem = if e.seq != expected_seq {
             Some(format!("sequence number {} where {expected_seq} was due", e.seq))
@@ -75,7 +74,6 @@ pub fn verify(entries: impl IntoIterator<Item = LedgerEntry>) -> LedgerVerdict {
             return LedgerVerdict { entries: count, first_bad: Some((e.seq, why)) };
         }
         prev = e.hash;
-        expected_seq += 1;
     }
     LedgerVerdict { entries: count, first_bad: None }
 }

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use hashgrid_common::message::{
     AssignmentId, ChainParams, ChainStatus, CoordinatorMessage, JobHit, JobId, JobStatus, NodeAssignment, NodeHello,
-    NodeId, NodeMessage, NodeStatus, Policy, RejectReason, Share, ShareOutcome, Status,
+    NodeId, NodeMessage, NodeStatus, Policy, RangeRun, RejectReason, Share, ShareOutcome, Status,
 };
 use hashgrid_common::{BlockHash, CompactTarget, Header, Target};
 use serde_json::json;
@@ -444,6 +444,20 @@ impl Core {
             }
         };
         let c = job.coverage();
+        let mut runs: Vec<RangeRun> = Vec::new();
+        'books: for (&version, book) in &job.books {
+            for (start, count, fate) in book.ranges() {
+                let fate = fate.describe();
+                let full = runs.len() >= MAX_RUNS;
+                match runs.last_mut() {
+                    Some(r) if r.version == version && r.fate == fate && r.start as u64 + r.count == start => {
+                        r.count += count
+                    }
+                    _ if full => break 'books,
+                    _ => runs.push(RangeRun { version, start: start as u32, count, fate: fate.into() }),
+                }
+            }
+        }
         Ok(JobStatus {
             job: id,
             account: job.account.clone(),
@@ -455,6 +469,7 @@ impl Core {
             reassigned: c.reassigned,
             total: ranges::NONCE_SPACE * job.books.len().max(1) as u64,
             hits,
+            runs,
         })
     }
 
@@ -1215,6 +1230,9 @@ impl Core {
         }
     }
 }
+
+/// Most runs of ranges `job_status` lists (a frame stays far below its size cap).
+const MAX_RUNS: usize = 10_000;
 
 /// Stale local templates remembered so late shares are told "stale job".
 const STALE_JOBS_KEPT: usize = 64;

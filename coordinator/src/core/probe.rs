@@ -119,7 +119,7 @@ impl Probe {
 /// P(K ≤ k) for K Poisson with the given mean, summed in log space so large means do not
 /// underflow.
 pub fn poisson_cdf(k: u64, mean: f64) -> f64 {
-    if !(mean > 0.0) {
+    if mean.is_nan() || mean <= 0.0 {
         return 1.0;
     }
     let ln_mean = mean.ln();

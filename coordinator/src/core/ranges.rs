@@ -27,7 +27,21 @@ pub enum Fate {
 pub enum Abandon {
     NodeFailed,
     AccountUpToStandard,
+    /// The part of a failed node's range its taker could not hold; issued next.
     Reassigned,
+}
+
+impl Fate {
+    /// "done", "in_flight", or "abandoned: WHY".
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Fate::InFlight(_) => "in_flight",
+            Fate::Done => "done",
+            Fate::Abandoned(Abandon::NodeFailed) => "abandoned: node failed",
+            Fate::Abandoned(Abandon::AccountUpToStandard) => "abandoned: account up to standard",
+            Fate::Abandoned(Abandon::Reassigned) => "abandoned: rest of a handed-over range",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

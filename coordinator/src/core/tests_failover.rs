@@ -166,6 +166,10 @@ fn a_long_range_is_handed_over_in_a_part_the_taker_can_finish() {
     let job = core.job_status(lost[0].0).unwrap();
     assert_eq!(job.in_flight + job.abandoned, lost.iter().map(|r| r.3).sum::<u64>(), "nothing lost");
     assert!(job.abandoned > 0, "the rest waits to be issued first");
+    let fates: Vec<(u32, u64, &str)> = job.runs.iter().map(|r| (r.start, r.count, r.fate.as_str())).collect();
+    assert_eq!(fates[0], (0, 327_680, "in_flight"));
+    assert_eq!(fates[1].2, "abandoned: rest of a handed-over range");
+    assert!(job.runs.windows(2).all(|w| w[0].start as u64 + w[0].count == w[1].start as u64), "runs tile the nonces");
 }
 
 #[test]

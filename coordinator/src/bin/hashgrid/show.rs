@@ -59,6 +59,7 @@ pub fn job_json(job: &JobStatus) -> serde_json::Value {
         "job": job.job, "account": job.account, "header": job.header.to_hex(), "target": job.target.to_hex(),
         "searched": job.searched, "in_flight": job.in_flight, "abandoned": job.abandoned,
         "reassigned": job.reassigned, "total": job.total,
+        "runs": job.runs.iter().map(|r| serde_json::json!({"version": r.version, "start": r.start, "count": r.count, "fate": r.fate})).collect::<Vec<_>>(),
         "hits": job.hits.iter().map(|h| serde_json::json!({"version": h.version, "time": h.time, "nonce": h.nonce, "hash": h.hash.to_string()})).collect::<Vec<_>>(),
     })
 }
@@ -75,6 +76,9 @@ pub fn print_job(job: &JobStatus) {
         job.abandoned,
         job.reassigned
     );
+    for r in &job.runs {
+        println!("  version {:08x} nonces {}..{}: {}", r.version, r.start, r.start as u64 + r.count, r.fate);
+    }
     for h in &job.hits {
         println!("  hit: version {:08x} time {} nonce {} hash {}", h.version, h.time, h.nonce, h.hash);
     }

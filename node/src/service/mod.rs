@@ -95,14 +95,11 @@ pub struct NodeOptions {
 /// Why the node stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    // The search error is in the message and not a `source`, so `{:#}` prints it once.
     #[error("search backend: {0}")]
-    Search(#[from] SearchError),
-    #[error("device {device}: {source}")]
-    Device {
-        device: String,
-        #[source]
-        source: SearchError,
-    },
+    Search(SearchError),
+    #[error("device {device}: {error}")]
+    Device { device: String, error: SearchError },
     /// An error retrying cannot fix: the pinned certificate does not match, the protocol is
     /// not spoken, or the token was refused.
     #[error(transparent)]
@@ -111,6 +108,12 @@ pub enum NodeError {
     Thread(#[source] std::io::Error),
     #[error("the search thread stopped unexpectedly")]
     WorkerGone,
+}
+
+impl From<SearchError> for NodeError {
+    fn from(error: SearchError) -> Self {
+        NodeError::Search(error)
+    }
 }
 
 /// Counters over the node's life.
@@ -186,7 +189,7 @@ async fn run_planned(
                 stop_workers(workers).await;
                 return Err(match failed {
                     Ok(Err(e)) if single => NodeError::Search(e),
-                    Ok(Err(e)) => NodeError::Device { device: label, source: e },
+                    Ok(Err(e)) => NodeError::Device { device: label, error: e },
                     _ => NodeError::WorkerGone,
                 });
             }

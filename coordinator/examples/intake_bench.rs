@@ -17,7 +17,8 @@
 //! credited share count compared with the accepted acknowledgements.
 //!
 //! `--micro` instead times the pieces on one thread: the core's share handling, `Store::apply`
-//! at several batch sizes, and copies of the credit SQL with the changes the report suggests.
+//! at several batch sizes, and copies of the credit SQL with the variants docs/bench-intake.md
+//! priced (variant E is what store.rs does since schema migration 2).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -82,24 +83,6 @@ struct Args {
     /// Time the core, the store and alternative credit SQL on one thread instead.
     #[arg(long)]
     micro: bool,
-    /// Serve with a copy of the service loop in this example instead of `Service`, unchanged
-    /// (`copy`) or with the changes the report suggests.
-    #[arg(long, value_enum)]
-    alt: Option<Alt>,
-}
-
-/// Which copy of the service loop `--alt` runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Alt {
-    /// server.rs's loop with store.rs's `Store`, copied (checks the copy against `Service`).
-    Copy,
-    /// The copy with the lean credit SQL (variant E of `--micro`; the store still re-hashes).
-    Lean,
-    /// Lean, with the store on its own thread: the core checks batch k+1 while batch k commits.
-    Pipelined,
-    /// Pipelined, with batched connection I/O: the reader decodes whole chunks, the writer
-    /// drains its queue into one stream write.
-    Batched,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -125,36 +108,19 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
 
-    enum Server {
-        Real(Service),
-        Alt(alt::AltService),
-    }
-    let server = match args.alt {
-        None => Server::Real(server_rt.block_on(Service::start(ServiceConfig {
-            data_dir: dir.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse()?,
-            policy: Some(Policy::Sequential),
-            core: bench_core_config(args.share_work),
-        }))?),
-        Some(mode) => {
-            println!("serving with the example's copy of the service loop: {mode:?}");
-            Server::Alt(server_rt.block_on(alt::start(dir.path(), bench_core_config(args.share_work), mode))?)
-        }
-    };
-    let (addr, data_dir) = match &server {
-        Server::Real(s) => (s.local_addr, s.data_dir.clone()),
-        Server::Alt(s) => (s.local_addr, s.data_dir.clone()),
-    };
+    let server = server_rt.block_on(Service::start(ServiceConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse()?,
+        policy: Some(Policy::Sequential),
+        core: bench_core_config(args.share_work),
+    }))?;
+    let (addr, data_dir) = (server.local_addr, server.data_dir.clone());
     let ca_pem = std::fs::read(&data_dir.cert_pem)?;
     let node_token = std::fs::read_to_string(&data_dir.node_token)?.trim().to_string();
     let admin_token = std::fs::read_to_string(&data_dir.admin_token)?.trim().to_string();
-    let admin_token = matches!(server, Server::Real(_)).then_some(admin_token.as_str());
 
-    let result = client_rt.block_on(run_clients(&args, addr, &ca_pem, &node_token, admin_token));
-    match server {
-        Server::Real(s) => server_rt.block_on(s.shutdown())?,
-        Server::Alt(s) => server_rt.block_on(s.shutdown())?,
-    }
+    let result = client_rt.block_on(run_clients(&args, addr, &ca_pem, &node_token, &admin_token));
+    server_rt.block_on(server.shutdown())?;
     drop(client_rt);
     drop(server_rt);
     let result = result?;
@@ -237,22 +203,20 @@ async fn run_clients(
     addr: SocketAddr,
     ca_pem: &[u8],
     node_token: &str,
-    admin_token: Option<&str>,
+    admin_token: &str,
 ) -> anyhow::Result<RunResult> {
-    // The real service gets its account over the admin API; the copies start with it.
-    if let Some(admin_token) = admin_token {
-        let admin_endpoint = net::client_endpoint_for(ca_pem, addr)?;
-        let add = AdminRequest::AccountAdd {
-            name: "bench".into(),
-            standard: u128::MAX,
-            period_secs: None,
-            order: None,
-            chain: None,
-        };
-        match net::admin_request(&admin_endpoint, addr, admin_token, &add).await? {
-            AdminResponse::Ok => {}
-            other => bail!("account add: {other:?}"),
-        }
+    // The service gets its account over the admin API.
+    let admin_endpoint = net::client_endpoint_for(ca_pem, addr)?;
+    let add = AdminRequest::AccountAdd {
+        name: "bench".into(),
+        standard: u128::MAX,
+        period_secs: None,
+        order: None,
+        chain: None,
+    };
+    match net::admin_request(&admin_endpoint, addr, admin_token, &add).await? {
+        AdminResponse::Ok => {}
+        other => bail!("account add: {other:?}"),
     }
 
     // Each connection gets enough nonces for its share of the pool in its first range.
@@ -869,17 +833,17 @@ fn micro(args: &Args) -> anyhow::Result<()> {
         );
     }
 
-    // Copies of the credit SQL, to price the suggested changes.
+    // Copies of the credit SQL, as the report priced them (E is what store.rs does now).
     let credits: Vec<Credit> = ops
         .iter()
         .filter_map(|op| match op {
-            StoreOp::Credit { account, work, node, job, header, share_target, at_ms, .. } => Some(Credit {
+            StoreOp::Credit { account, work, node, job, header, hash, share_target, at_ms } => Some(Credit {
                 account: account.clone(),
                 work: *work,
                 node: node.clone(),
                 job: *job,
                 header: *header,
-                hash: header.block_hash().0,
+                hash: hash.0,
                 share_target: *share_target,
                 at_ms: *at_ms,
             }),
@@ -944,7 +908,8 @@ struct Credit {
     at_ms: u64,
 }
 
-/// A variant of the credit SQL: store.rs's, and the changes the report suggests.
+/// A variant of the credit SQL: store.rs's before schema migration 2 (BASE), and the changes
+/// priced on the way to E (what store.rs does since).
 #[derive(Debug, Clone, Copy)]
 struct Variant {
     name: &'static str,
@@ -971,7 +936,7 @@ struct Variant {
 }
 
 const BASE: Variant = Variant {
-    name: "baseline (copy of store.rs Credit)",
+    name: "baseline (store.rs Credit before migration 2)",
     rehash: true,
     per_batch_account: false,
     rows_per_insert: 1,
@@ -1147,430 +1112,5 @@ impl AltStore {
             self.variant
         );
         Ok(())
-    }
-}
-
-// ---- a copy of the service loop, to measure changes to it ----
-
-mod alt {
-    use std::collections::HashMap;
-    use std::net::SocketAddr;
-    use std::path::Path;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-    use anyhow::bail;
-    use hashgrid_common::codec::{self, FrameDecoder};
-    use hashgrid_common::message::{CoordinatorMessage, Hello, NodeHello, NodeId, NodeMessage};
-    use hashgrid_coordinator::core::{Command, Core, CoreConfig, StoreOp};
-    use hashgrid_coordinator::service::store::Store;
-    use hashgrid_coordinator::service::tls::{DataDir, server_config, tokens_equal};
-    use hashgrid_node::net::FramedStream;
-    use tokio::sync::mpsc;
-
-    use super::{Alt, AltStore, Credit, E};
-
-    enum Event {
-        Joined { node: NodeId, hello: NodeHello, outbox: mpsc::UnboundedSender<CoordinatorMessage> },
-        Message { node: NodeId, msg: NodeMessage },
-        Left { node: NodeId },
-        Tick,
-        Stop,
-    }
-
-    /// What the core thread hands the store thread (pipelined modes), in order.
-    #[derive(Default)]
-    struct Batch {
-        joins: Vec<(NodeId, mpsc::UnboundedSender<CoordinatorMessage>)>,
-        ops: Vec<StoreOp>,
-        sends: Vec<(NodeId, CoordinatorMessage)>,
-        leaves: Vec<NodeId>,
-        stop: bool,
-    }
-
-    trait OpStore: Send {
-        fn apply(&mut self, ops: &[StoreOp]) -> anyhow::Result<()>;
-    }
-
-    impl OpStore for Store {
-        fn apply(&mut self, ops: &[StoreOp]) -> anyhow::Result<()> {
-            Ok(Store::apply(self, ops)?)
-        }
-    }
-
-    /// The lean credit SQL (variant E) behind the `StoreOp` interface.
-    struct LeanStore(AltStore);
-
-    impl OpStore for LeanStore {
-        fn apply(&mut self, ops: &[StoreOp]) -> anyhow::Result<()> {
-            let variant = self.0.variant;
-            let tx = self.0.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let mut credits = Vec::new();
-            for op in ops {
-                match op {
-                    StoreOp::Credit { account, work, node, job, header, share_target, at_ms, .. } => {
-                        credits.push(Credit {
-                            account: account.clone(),
-                            work: *work,
-                            node: node.clone(),
-                            job: *job,
-                            header: *header,
-                            // StoreOp::Credit does not carry the hash the core computed.
-                            hash: header.block_hash().0,
-                            share_target: *share_target,
-                            at_ms: *at_ms,
-                        })
-                    }
-                    StoreOp::AssignmentIssued { assignment, node, account, job, version, start, count, at_ms } => {
-                        tx.prepare_cached(
-                            "INSERT INTO assignments (id, node, account, job, version, start, count, at_ms)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                        )?
-                        .execute(rusqlite::params![
-                            *assignment as i64,
-                            node,
-                            account,
-                            *job as i64,
-                            version,
-                            start,
-                            *count as i64,
-                            *at_ms as i64
-                        ])?;
-                    }
-                    // The store is created with the benchmark's account.
-                    StoreOp::AccountAdded { .. } | StoreOp::PolicySet(_) => {}
-                    other => bail!("unexpected op in the benchmark: {other:?}"),
-                }
-            }
-            AltStore::apply_in(&tx, variant, &credits)?;
-            tx.commit()?;
-            Ok(())
-        }
-    }
-
-    pub(super) struct AltService {
-        pub local_addr: SocketAddr,
-        pub data_dir: DataDir,
-        endpoint: quinn::Endpoint,
-        events: mpsc::UnboundedSender<Event>,
-        threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
-    }
-
-    fn now_ms() -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-    }
-
-    pub(super) async fn start(dir: &Path, mut config: CoreConfig, mode: Alt) -> anyhow::Result<AltService> {
-        let data_dir = DataDir::open_or_init(dir)?;
-        let db = dir.join("hashgrid.db");
-        config.id_base = now_ms();
-        let mut core = Core::new(config);
-        core.add_account(now_ms(), "bench", u128::MAX, None, Some(0)).map_err(anyhow::Error::msg)?;
-        let ops: Vec<StoreOp> = core
-            .drain_commands()
-            .into_iter()
-            .filter_map(|c| if let Command::Persist(op) = c { Some(op) } else { None })
-            .collect();
-        let mut store: Box<dyn OpStore> = match mode {
-            Alt::Copy => Box::new(Store::open(&db)?),
-            Alt::Lean | Alt::Pipelined | Alt::Batched => Box::new(LeanStore(AltStore::open(&db, E)?)),
-        };
-        store.apply(&ops)?;
-        let token: Arc<str> = DataDir::read_token(&data_dir.node_token)?.into();
-        let endpoint = quinn::Endpoint::server(server_config(&data_dir)?, "127.0.0.1:0".parse()?)?;
-        let local_addr = endpoint.local_addr()?;
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let mut threads = Vec::new();
-        if matches!(mode, Alt::Pipelined | Alt::Batched) {
-            let (batches_tx, batches_rx) = std::sync::mpsc::channel();
-            threads.push(
-                std::thread::Builder::new().name("alt-store".into()).spawn(move || store_loop(store, batches_rx))?,
-            );
-            threads.push(
-                std::thread::Builder::new()
-                    .name("hashgrid-core".into())
-                    .spawn(move || core_loop_pipelined(core, events_rx, batches_tx))?,
-            );
-        } else {
-            threads.push(
-                std::thread::Builder::new()
-                    .name("hashgrid-core".into())
-                    .spawn(move || core_loop(core, store, events_rx))?,
-            );
-        }
-        let ticker = events_tx.clone();
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(Duration::from_millis(100));
-            loop {
-                interval.tick().await;
-                if ticker.send(Event::Tick).is_err() {
-                    return;
-                }
-            }
-        });
-        let accept = endpoint.clone();
-        let events = events_tx.clone();
-        let batched = mode == Alt::Batched;
-        tokio::spawn(async move {
-            let next_node = Arc::new(AtomicU64::new(1));
-            while let Some(incoming) = accept.accept().await {
-                let (events, token, next_node) = (events.clone(), token.clone(), next_node.clone());
-                tokio::spawn(async move {
-                    let Ok(conn) = incoming.await else { return };
-                    if batched {
-                        serve_batched(conn, events, &token, &next_node).await;
-                    } else {
-                        serve_copy(conn, events, &token, &next_node).await;
-                    }
-                });
-            }
-        });
-        Ok(AltService { local_addr, data_dir, endpoint, events: events_tx, threads })
-    }
-
-    impl AltService {
-        pub(super) async fn shutdown(self) -> anyhow::Result<()> {
-            let _ = self.events.send(Event::Stop);
-            let threads = self.threads;
-            tokio::task::spawn_blocking(move || {
-                threads.into_iter().try_for_each(|t| t.join().map_err(|_| anyhow::anyhow!("thread panicked"))?)
-            })
-            .await??;
-            self.endpoint.close(0u32.into(), b"done");
-            self.endpoint.wait_idle().await;
-            Ok(())
-        }
-    }
-
-    /// Takes every event waiting (up to 4096), as server.rs does.
-    fn next_batch(events: &mut mpsc::UnboundedReceiver<Event>) -> Option<Vec<Event>> {
-        let first = events.blocking_recv()?;
-        let mut batch = vec![first];
-        while batch.len() < 4096 {
-            match events.try_recv() {
-                Ok(e) => batch.push(e),
-                Err(_) => break,
-            }
-        }
-        Some(batch)
-    }
-
-    /// server.rs's core loop (no admin requests): feed, group-commit, then send.
-    fn core_loop(
-        mut core: Core,
-        mut store: Box<dyn OpStore>,
-        mut events: mpsc::UnboundedReceiver<Event>,
-    ) -> anyhow::Result<()> {
-        let mut outboxes: HashMap<NodeId, mpsc::UnboundedSender<CoordinatorMessage>> = HashMap::new();
-        while let Some(batch) = next_batch(&mut events) {
-            let now = now_ms();
-            let mut stop = false;
-            for event in batch {
-                match event {
-                    Event::Joined { node, hello, outbox } => {
-                        outboxes.insert(node, outbox);
-                        core.handle_node_joined(now, node, &hello);
-                    }
-                    Event::Message { node, msg } => core.handle_node_message(now, node, msg),
-                    Event::Left { node } => {
-                        outboxes.remove(&node);
-                        core.handle_node_left(now, node);
-                    }
-                    Event::Tick => core.handle_tick(now),
-                    Event::Stop => stop = true,
-                }
-            }
-            let commands = core.drain_commands();
-            let ops: Vec<StoreOp> = commands
-                .iter()
-                .filter_map(|c| if let Command::Persist(op) = c { Some(op.clone()) } else { None })
-                .collect();
-            if !ops.is_empty() {
-                store.apply(&ops)?;
-            }
-            for c in commands {
-                match c {
-                    Command::Send { node, msg } => {
-                        if let Some(outbox) = outboxes.get(&node) {
-                            let _ = outbox.send(msg);
-                        }
-                    }
-                    Command::Close { node, .. } => {
-                        outboxes.remove(&node);
-                    }
-                    Command::Persist(_) => {}
-                }
-            }
-            if stop {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// The core half of the pipelined loop: checks and credits in memory, hands the records
-    /// and the messages that must follow them to the store thread, and goes on.
-    fn core_loop_pipelined(
-        mut core: Core,
-        mut events: mpsc::UnboundedReceiver<Event>,
-        batches: std::sync::mpsc::Sender<Batch>,
-    ) -> anyhow::Result<()> {
-        while let Some(events_batch) = next_batch(&mut events) {
-            let now = now_ms();
-            let mut out = Batch::default();
-            for event in events_batch {
-                match event {
-                    Event::Joined { node, hello, outbox } => {
-                        out.joins.push((node, outbox));
-                        core.handle_node_joined(now, node, &hello);
-                    }
-                    Event::Message { node, msg } => core.handle_node_message(now, node, msg),
-                    Event::Left { node } => {
-                        out.leaves.push(node);
-                        core.handle_node_left(now, node);
-                    }
-                    Event::Tick => core.handle_tick(now),
-                    Event::Stop => out.stop = true,
-                }
-            }
-            for c in core.drain_commands() {
-                match c {
-                    Command::Persist(op) => out.ops.push(op),
-                    Command::Send { node, msg } => out.sends.push((node, msg)),
-                    Command::Close { node, .. } => out.leaves.push(node),
-                }
-            }
-            let stop = out.stop;
-            if batches.send(out).is_err() || stop {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// The store half: merges every batch waiting into one transaction, commits, then sends.
-    fn store_loop(mut store: Box<dyn OpStore>, batches: std::sync::mpsc::Receiver<Batch>) -> anyhow::Result<()> {
-        let mut outboxes: HashMap<NodeId, mpsc::UnboundedSender<CoordinatorMessage>> = HashMap::new();
-        while let Ok(first) = batches.recv() {
-            let mut group = vec![first];
-            while let Ok(more) = batches.try_recv() {
-                group.push(more);
-            }
-            let ops: Vec<StoreOp> = group.iter_mut().flat_map(|b| std::mem::take(&mut b.ops)).collect();
-            if !ops.is_empty() {
-                store.apply(&ops)?;
-            }
-            let mut stop = false;
-            for b in group {
-                outboxes.extend(b.joins);
-                for (node, msg) in b.sends {
-                    if let Some(outbox) = outboxes.get(&node) {
-                        let _ = outbox.send(msg);
-                    }
-                }
-                for node in b.leaves {
-                    outboxes.remove(&node);
-                }
-                stop |= b.stop;
-            }
-            if stop {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// server.rs's serve_connection + serve_node for nodes (FramedStream both ways).
-    async fn serve_copy(conn: quinn::Connection, events: mpsc::UnboundedSender<Event>, token: &str, next: &AtomicU64) {
-        let Ok((send, recv)) = conn.accept_bi().await else { return };
-        let mut stream = FramedStream::new(send, recv);
-        let Ok(Some(Hello::Node(hello))) = stream.recv::<Hello>().await else { return };
-        if !tokens_equal(&hello.token, token) {
-            conn.close(0x10u32.into(), b"invalid token");
-            return;
-        }
-        let node = next.fetch_add(1, Ordering::Relaxed);
-        let (mut reader, mut writer) = stream.split();
-        let (outbox, mut outgoing) = mpsc::unbounded_channel();
-        if events.send(Event::Joined { node, hello, outbox }).is_err() {
-            return;
-        }
-        let writer_task = tokio::spawn(async move {
-            while let Some(msg) = outgoing.recv().await {
-                if writer.send(&msg).await.is_err() {
-                    break;
-                }
-            }
-        });
-        while let Ok(Some(msg)) = reader.recv::<NodeMessage>().await {
-            if events.send(Event::Message { node, msg }).is_err() {
-                break;
-            }
-        }
-        let _ = events.send(Event::Left { node });
-        writer_task.abort();
-    }
-
-    /// The same with batched I/O: whole received chunks decoded at once, and every queued
-    /// message written with one stream write.
-    async fn serve_batched(
-        conn: quinn::Connection,
-        events: mpsc::UnboundedSender<Event>,
-        token: &str,
-        next: &AtomicU64,
-    ) {
-        let Ok((mut send, mut recv)) = conn.accept_bi().await else { return };
-        let mut decoder = FrameDecoder::new();
-        let hello = loop {
-            match decoder.next::<Hello>() {
-                Ok(Some(Hello::Node(hello))) => break hello,
-                Ok(None) => {}
-                _ => return,
-            }
-            let Ok(Some(chunk)) = recv.read_chunk(64 << 10, true).await else { return };
-            decoder.extend(&chunk.bytes);
-        };
-        if !tokens_equal(&hello.token, token) {
-            conn.close(0x10u32.into(), b"invalid token");
-            return;
-        }
-        let node = next.fetch_add(1, Ordering::Relaxed);
-        let (outbox, mut outgoing) = mpsc::unbounded_channel::<CoordinatorMessage>();
-        if events.send(Event::Joined { node, hello, outbox }).is_err() {
-            return;
-        }
-        let writer_task = tokio::spawn(async move {
-            let mut buf = Vec::new();
-            while let Some(msg) = outgoing.recv().await {
-                buf.clear();
-                let Ok(frame) = codec::encode(&msg) else { break };
-                buf.extend_from_slice(&frame);
-                while buf.len() < 64 << 10 {
-                    let Ok(msg) = outgoing.try_recv() else { break };
-                    let Ok(frame) = codec::encode(&msg) else { break };
-                    buf.extend_from_slice(&frame);
-                }
-                if send.write_all(&buf).await.is_err() {
-                    break;
-                }
-            }
-        });
-        'read: while let Ok(Some(chunk)) = recv.read_chunk(64 << 10, true).await {
-            decoder.extend(&chunk.bytes);
-            loop {
-                match decoder.next::<NodeMessage>() {
-                    Ok(Some(msg)) => {
-                        if events.send(Event::Message { node, msg }).is_err() {
-                            break 'read;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(_) => break 'read,
-                }
-            }
-        }
-        let _ = events.send(Event::Left { node });
-        writer_task.abort();
     }
 }

@@ -10,7 +10,8 @@
 //! only then delivers those groups' messages and replies. So no share is acknowledged before
 //! its credit is durable, and no admin reply leaves before the batch it was answered in is
 //! committed; if the store fails, nothing more is sent, every node is closed and the service
-//! stops. A `Checkpointer` owned by the store thread keeps WAL checkpoints out of the commits.
+//! stops. A `Checkpointer` owned by the store thread keeps WAL checkpoints out of the commits
+//! (the store thread only restarts the WAL between batches when it asks, `Store::maintain`).
 //!
 //! Connection I/O is batched: a node's reader decodes every frame of each received chunk
 //! (`FrameSource`), and its writer drains its queue into one stream write.
@@ -339,6 +340,10 @@ fn store_loop(
         }
         if stop {
             break;
+        }
+        // Between batches, never before their acknowledgements: restart the WAL when asked.
+        if let Err(e) = store.maintain() {
+            warn!("WAL checkpoint (restart) failed: {e}");
         }
     }
     Ok(())

@@ -34,15 +34,22 @@
 //! (`Batch::flush_all`). An op that reads or writes `accounts.delivered` or `accounts.shares`
 //! must call `Batch::flush` for that account first (as `PeriodRenewed` does).
 //!
-//! Checkpoints: the store connection never checkpoints the WAL itself
-//! (`wal_autocheckpoint = 0`), so no commit pays for copying pages into the database file. A
-//! `Checkpointer` (its own connection and thread, from `Store::checkpointer`) runs a PASSIVE
-//! checkpoint about every second, and a TRUNCATE one when the store is idle or the WAL has
-//! grown past `WAL_TRUNCATE_FRAMES`; dropping it stops the thread. A store without one (tests,
-//! tools) lets the WAL grow until the last connection closes, which checkpoints it.
+//! Checkpoints: `apply` never checkpoints the WAL (`wal_autocheckpoint = 0`), so no commit pays
+//! for copying pages into the database file. A `Checkpointer` (its own connection and thread,
+//! from `Store::checkpointer`) runs a PASSIVE checkpoint about every second (repeated while
+//! that catches up), and a TRUNCATE one when the store is idle. A PASSIVE checkpoint never
+//! blocks the writer, but under a steady load it never completes either, and only a complete
+//! one lets the next commit write the WAL from its start: so once the WAL is longer than
+//! `WAL_RESTART_FRAMES` and nearly all of it is copied, the checkpointer asks the store, and
+//! the store's owner calls `Store::maintain` between batches (after their acknowledgements),
+//! which runs a RESTART checkpoint of the small remainder on the store connection. Dropping the
+//! `Checkpointer` stops its thread. A store without one (tests, tools) lets the WAL grow until
+//! the last connection closes, which checkpoints it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -151,10 +158,17 @@ const CACHE_KIB: i64 = 64 * 1024;
 /// How often the `Checkpointer` runs.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-/// WAL frames (pages) beyond which the `Checkpointer` truncates even while the store is busy:
-/// with a writer always appending, PASSIVE checkpoints may never finish and the WAL would
-/// otherwise grow without bound.
-const WAL_TRUNCATE_FRAMES: i64 = 16_384;
+/// WAL frames (pages) beyond which the `Checkpointer` asks for a RESTART checkpoint (16 MiB
+/// with 4 KiB pages): with a writer always appending, PASSIVE ones never complete, and the WAL
+/// would otherwise grow without bound.
+const WAL_RESTART_FRAMES: i64 = 4096;
+
+/// WAL frames not yet in the database that a RESTART may be left to copy (it blocks the store
+/// meanwhile); PASSIVE passes repeat until at most this many remain.
+const RESTART_BACKLOG_FRAMES: i64 = 256;
+
+/// PASSIVE passes in one round at most, while they catch up.
+const PASSIVE_PASSES: usize = 8;
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -194,6 +208,8 @@ pub struct ShareRow {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Set by the `Checkpointer` when `maintain` should restart the WAL.
+    restart_wanted: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -206,7 +222,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let mut store = Store { conn, path: path.to_path_buf() };
+        let mut store = Store { conn, path: path.to_path_buf(), restart_wanted: Arc::default() };
         store.migrate()?;
         Ok(store)
     }
@@ -245,7 +261,17 @@ impl Store {
     /// Starts checkpointing this store's WAL on its own connection and thread, until the
     /// returned handle is dropped.
     pub fn checkpointer(&self) -> Result<Checkpointer, StoreError> {
-        Checkpointer::start(&self.path)
+        Checkpointer::start(&self.path, self.restart_wanted.clone())
+    }
+
+    /// Work between batches, outside any transaction: when the `Checkpointer` asked for it, a
+    /// RESTART checkpoint (the few frames it has not copied yet, then the next commit writes
+    /// the WAL from its start). Call it after a batch's acknowledgements are out.
+    pub fn maintain(&mut self) -> Result<(), StoreError> {
+        if self.restart_wanted.swap(false, Ordering::Relaxed) {
+            checkpoint(&self.conn, "RESTART")?;
+        }
+        Ok(())
     }
 
     /// The state the core restarts from (`issued` is zero: proportional's clock restarts).
@@ -381,14 +407,14 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    fn start(path: &Path) -> Result<Checkpointer, StoreError> {
+    fn start(path: &Path, restart_wanted: Arc<AtomicBool>) -> Result<Checkpointer, StoreError> {
         let conn = Connection::open(path)?;
         // Short: a TRUNCATE waits for the writer, and is simply retried a second later.
         conn.busy_timeout(Duration::from_millis(100))?;
         let (stop, stopped) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("hashgrid-ckpt".into())
-            .spawn(move || checkpoint_loop(&conn, &stopped))
+            .spawn(move || checkpoint_loop(&conn, &stopped, &restart_wanted))
             .map_err(StoreError::Checkpointer)?;
         Ok(Checkpointer { stop: Some(stop), thread: Some(thread) })
     }
@@ -403,30 +429,41 @@ impl Drop for Checkpointer {
     }
 }
 
-/// Every `CHECKPOINT_EVERY`: PASSIVE (never blocks the writer); TRUNCATE when nothing was
-/// written since the last round and all of the WAL is in the database, or when the WAL is
-/// longer than `WAL_TRUNCATE_FRAMES`.
-fn checkpoint_loop(conn: &Connection, stopped: &mpsc::Receiver<()>) {
+/// Every `CHECKPOINT_EVERY`: PASSIVE passes (never blocking the writer) until at most
+/// `RESTART_BACKLOG_FRAMES` remain; then TRUNCATE if nothing was written since the last round
+/// (idle), or a request for a RESTART if the WAL is longer than `WAL_RESTART_FRAMES`.
+fn checkpoint_loop(conn: &Connection, stopped: &mpsc::Receiver<()>, restart_wanted: &AtomicBool) {
     let mut last_log = -1;
     while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
-        let (log, done) = match checkpoint(conn, "PASSIVE") {
-            Ok(Some(frames)) => frames,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::warn!("WAL checkpoint failed: {e}");
-                continue;
+        let mut frames = None;
+        for _ in 0..PASSIVE_PASSES {
+            match checkpoint(conn, "PASSIVE") {
+                Ok(Some((log, done))) => {
+                    frames = Some((log, done));
+                    if log - done <= RESTART_BACKLOG_FRAMES {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!("WAL checkpoint failed: {e}");
+                    break;
+                }
             }
-        };
-        let idle = log > 0 && log == done && log == last_log;
-        if idle || log > WAL_TRUNCATE_FRAMES {
+        }
+        let Some((log, done)) = frames else { continue };
+        if log > 0 && log == done && log == last_log {
             match checkpoint(conn, "TRUNCATE") {
                 Ok(Some((log, _))) => last_log = log,
-                Ok(None) => last_log = log,
+                Ok(None) => {}
                 Err(e) => tracing::warn!("WAL checkpoint (truncate) failed: {e}"),
             }
-        } else {
-            last_log = log;
+            continue;
         }
+        if log >= WAL_RESTART_FRAMES && log - done <= RESTART_BACKLOG_FRAMES {
+            restart_wanted.store(true, Ordering::Relaxed);
+        }
+        last_log = log;
     }
 }
 
@@ -898,7 +935,7 @@ mod tests {
                 [T0 as i64],
             )
             .unwrap();
-            let mut store = Store { conn, path: path.clone() };
+            let mut store = Store { conn, path: path.clone(), restart_wanted: Arc::default() };
             store
                 .apply(&[
                     credit("alice", 3, shares[0].0, shares[0].1, T0),
@@ -942,6 +979,12 @@ mod tests {
         }
         drop(checkpointer);
         assert_eq!(store.load().unwrap().accounts[0].shares, 50);
+        // A restart the checkpointer asked for runs between batches, and the store goes on.
+        store.restart_wanted.store(true, Ordering::Relaxed);
+        store.maintain().unwrap();
+        assert!(!store.restart_wanted.load(Ordering::Relaxed));
+        store.apply(&[credit("alice", 2, shares[0].0, shares[0].1, T0)]).unwrap();
+        assert_eq!(store.load().unwrap().accounts[0].shares, 51);
     }
 
     #[test]

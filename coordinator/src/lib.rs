@@ -3,7 +3,9 @@
 //!
 //! `core` is the scheduling and accounting state machine (events and the time in, commands
 //! out; no I/O). `service` is the tokio shell around it: QUIC, SQLite, timers, admin API.
+//! `config` reads the coordinator's TOML file.
 
 pub mod amount;
+pub mod config;
 pub mod core;
 pub mod service;

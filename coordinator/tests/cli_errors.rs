@@ -33,4 +33,37 @@ fn coordinator_refuses_bad_input() {
     refused(bin, &["serve", "--data-dir", data, "--failover-after", "100ms"], "at least 500ms");
     refused(bin, &["serve", "--data-dir", data, "--policy", "greedy"], "unknown policy");
     refused(bin, &["serve", "--data-dir", data, "--failover-after", "often"], "--failover-after");
+    let config = dir.path().join("coordinator.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nfailover = \"1s\"\n").unwrap();
+    let config = config.to_str().expect("utf-8 path");
+    refused(bin, &["serve", "--config", config], "line 2, key `failover`: unknown field");
+    std::fs::write(config, "shares_per_second = \"many\"\n").unwrap();
+    refused(bin, &["serve", "--config", config], "key `shares_per_second`");
+    refused(bin, &["serve", "--config", "/nonexistent/hashgrid.toml"], "cannot read");
+}
+
+#[test]
+fn coordinator_config_layers_file_environment_and_flags() {
+    let bin = env!("CARGO_BIN_EXE_hashgrid-coordinator");
+    let out = Command::new(bin).args(["config", "print-default"]).output().expect("binary runs");
+    assert!(out.status.success());
+    let default = String::from_utf8(out.stdout).unwrap();
+    assert!(default.contains("failover_after = \"3s\""), "{default}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("coordinator.toml");
+    std::fs::write(&config, default.replace("listen = \"127.0.0.1:4433\"", "listen = \"127.0.0.1:5000\"")).unwrap();
+    let check = |env: &[(&str, &str)], flags: &[&str]| {
+        let mut cmd = Command::new(bin);
+        cmd.args(["config", "check", "--config"]).arg(&config).args(flags).env_remove("HASHGRID_LISTEN");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("binary runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(check(&[], &[]).contains("127.0.0.1:5000"), "the file");
+    assert!(check(&[("HASHGRID_LISTEN", "127.0.0.1:6000")], &[]).contains("127.0.0.1:6000"), "the environment");
+    let both = check(&[("HASHGRID_LISTEN", "127.0.0.1:6000")], &["--listen", "127.0.0.1:7000"]);
+    assert!(both.contains("127.0.0.1:7000"), "the flag wins: {both}");
 }

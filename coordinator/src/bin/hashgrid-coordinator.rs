@@ -1,14 +1,15 @@
 //! `hashgrid-coordinator serve`: runs the coordinator service on a data dir until SIGINT or
 //! SIGTERM, then drains (stops issuing, flushes credits, tells nodes) and exits.
+//! `hashgrid-coordinator config print-default | check`: the configuration file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use hashgrid_common::message::Policy;
-use hashgrid_coordinator::core::CoreConfig;
+use hashgrid_coordinator::config::{CoordinatorConfig, DEFAULT_TOML};
 use hashgrid_coordinator::service::server::{Service, ServiceConfig};
 
 #[derive(Debug, Parser)]
@@ -21,20 +22,73 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve nodes and operators over QUIC.
-    Serve {
-        /// Holds cert.pem, key.pem, node.token, admin.token and hashgrid.db; created on first start.
-        #[arg(long, env = "HASHGRID_DATA_DIR")]
-        data_dir: PathBuf,
-        /// UDP address to listen on.
-        #[arg(long, env = "HASHGRID_LISTEN", default_value = "127.0.0.1:4433")]
-        listen: SocketAddr,
-        /// sequential or proportional (default: the stored policy, else sequential).
-        #[arg(long)]
-        policy: Option<String>,
-        /// Fail a node after this much silence, e.g. 3s or 500ms.
-        #[arg(long, default_value = "3s")]
-        failover_after: String,
+    Serve(ServeArgs),
+    /// The configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the default configuration file, every key documented.
+    PrintDefault,
+    /// Check a configuration file (and the flags and environment given with it) and print the
+    /// settings that result.
+    Check {
+        #[command(flatten)]
+        serve: ServeArgs,
     },
+}
+
+/// Settings: the file (`--config`), then `HASHGRID_*` variables and flags over it.
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// A TOML configuration file (`config print-default` shows every key).
+    #[arg(long, env = "HASHGRID_CONFIG")]
+    config: Option<PathBuf>,
+    /// Holds cert.pem, key.pem, node.token, admin.token and hashgrid.db; created on first start.
+    #[arg(long, env = "HASHGRID_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// UDP address to listen on (default 127.0.0.1:4433).
+    #[arg(long, env = "HASHGRID_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// TCP address for Prometheus metrics (/metrics) and the status page (/).
+    #[arg(long, env = "HASHGRID_HTTP")]
+    http: Option<SocketAddr>,
+    /// sequential or proportional (default: the stored policy, else sequential).
+    #[arg(long, env = "HASHGRID_POLICY")]
+    policy: Option<String>,
+    /// Fail a node after this much silence, e.g. 3s or 500ms (default 3s).
+    #[arg(long, env = "HASHGRID_FAILOVER_AFTER")]
+    failover_after: Option<String>,
+}
+
+impl ServeArgs {
+    /// The file's settings (or the defaults) with the environment and flags applied.
+    fn settings(&self) -> anyhow::Result<CoordinatorConfig> {
+        let mut config = match &self.config {
+            Some(path) => CoordinatorConfig::load(path)?,
+            None => CoordinatorConfig::default(),
+        };
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(http) = self.http {
+            config.http = Some(http);
+        }
+        if let Some(policy) = &self.policy {
+            config.policy = Some(policy.parse::<Policy>().map_err(|e| anyhow::anyhow!("--policy: {e}"))?);
+        }
+        if let Some(after) = &self.failover_after {
+            config.failover_after =
+                humantime::parse_duration(after).with_context(|| format!("invalid --failover-after {after:?}"))?;
+        }
+        config.check()?;
+        Ok(config)
+    }
 }
 
 fn main() -> ExitCode {
@@ -58,15 +112,20 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let Command::Serve { data_dir, listen, policy, failover_after } = cli.command;
-    let policy = policy.map(|p| p.parse::<Policy>()).transpose().map_err(anyhow::Error::msg)?;
-    let failover = humantime::parse_duration(&failover_after)
-        .with_context(|| format!("invalid --failover-after {failover_after:?}"))?;
-    anyhow::ensure!(failover.as_millis() >= 500, "--failover-after must be at least 500ms");
-    let failover_after_ms = failover.as_millis() as u64;
-    // Several heartbeats fit in the failover window, so one late packet never fails a node.
-    let heartbeat_ms = (failover_after_ms / 3).clamp(100, 1000) as u32;
-    let core = CoreConfig { failover_after_ms, heartbeat_ms, ..CoreConfig::default() };
+    let args = match cli.command {
+        Command::Config(ConfigCommand::PrintDefault) => {
+            print!("{DEFAULT_TOML}");
+            return Ok(());
+        }
+        Command::Config(ConfigCommand::Check { serve }) => {
+            println!("{:#?}", serve.settings()?);
+            return Ok(());
+        }
+        Command::Serve(args) => args,
+    };
+    let config = args.settings()?;
+    anyhow::ensure!(config.http.is_none(), "http: the HTTP endpoint is not built yet; leave `http` empty");
+    let (data_dir, listen, policy, core) = (config.data_dir.clone(), config.listen, config.policy, config.core());
     let mut service = Service::start(ServiceConfig { data_dir, listen, policy, core }).await?;
     let dir = &service.data_dir;
     println!("hashgrid coordinator listening on {}", service.local_addr);

@@ -716,7 +716,15 @@ impl Core {
             Err(reason) => {
                 if let Some(n) = self.nodes.get_mut(&node) {
                     n.rejected += 1;
-                    n.probe.rejected();
+                    // Only bad work counts against a node: an unknown or stale job (the
+                    // coordinator restarted, a block moved the chain) or a duplicate (a share
+                    // re-sent after a lost acknowledgement) is not the node's fault.
+                    if matches!(
+                        reason,
+                        RejectReason::AboveTarget | RejectReason::VersionOutsideMask | RejectReason::TimeOutOfWindow
+                    ) {
+                        n.probe.rejected();
+                    }
                 }
                 ShareOutcome::Rejected(reason)
             }

@@ -7,7 +7,8 @@
 //! the shares it delivered are too few even for a node doing only `min_rate_ratio` of its
 //! announced rate: P(K ≤ k | mean = ratio·μ) < `alpha`. A handful of missing shares never
 //! trips it: with few shares expected the probability stays high. A node is also under
-//! standard when more than `max_reject_ratio` of at least `min_rejects` shares are rejected.
+//! standard when more than `max_reject_ratio` of at least `min_rejects` shares are rejected
+//! (the core counts only rejections for bad work).
 //! The evidence restarts after `window_shares` expected shares, so an old good record does not
 //! hide a node that has since slowed down.
 

@@ -195,6 +195,24 @@ fn a_node_sending_only_invalid_shares_is_replaced() {
 }
 
 #[test]
+fn shares_refused_for_the_coordinator_s_reasons_do_not_count_against_a_node() {
+    let mut core = core();
+    let mut farm = Farm::default();
+    core.add_account(T0, "a", 1 << 40, None, None).unwrap();
+    core.handle_node_joined(T0, 1, &hello("n1", 10_000.0, false));
+    farm.absorb(&mut core);
+    // After a coordinator restart a node re-sends its unanswered shares: all of unknown jobs.
+    for i in 0..50 {
+        let share = Share { id: i, assignment: 999, job: 999, version: 0, time: 0, nonce: i as u32 };
+        core.handle_node_message(T0 + 10, 1, NodeMessage::Share(share));
+    }
+    core.handle_tick(T0 + 20);
+    farm.absorb(&mut core);
+    assert_eq!(state(&core, "n1"), "active");
+    assert_eq!(core.node_list(T0 + 20)[0].rejected, 50, "still counted in the node's statistics");
+}
+
+#[test]
 fn a_late_share_from_the_failed_holder_is_credited_once() {
     let mut core = core();
     let mut farm = Farm::default();

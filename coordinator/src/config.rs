@@ -1,0 +1,268 @@
+//! The coordinator's configuration file (TOML): every key, its default, and how a file is
+//! read. `hashgrid-coordinator config print-default` prints `DEFAULT_TOML`, which documents
+//! every key; `serve --config FILE` reads a file; command-line flags and `HASHGRID_*`
+//! environment variables override it. A key that does not exist or a value of the wrong kind is
+//! one error naming the key and its line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hashgrid_common::message::Policy;
+use serde::{Deserialize, Deserializer};
+
+use crate::core::CoreConfig;
+use crate::core::probe::ProbeConfig;
+
+/// The default file, with every key documented. Parsing it gives `CoordinatorConfig::default()`
+/// (a test checks), so the two cannot drift apart.
+pub const DEFAULT_TOML: &str = r#"# hashgrid coordinator configuration. Every key is optional; shown here with its default.
+# Command-line flags and HASHGRID_* environment variables override the file.
+
+# Holds cert.pem, key.pem, node.token, admin.token and hashgrid.db; created on first start.
+# (--data-dir, HASHGRID_DATA_DIR)
+data_dir = "/var/lib/hashgrid"
+
+# UDP address of the QUIC endpoint for nodes and operators. (--listen, HASHGRID_LISTEN)
+listen = "127.0.0.1:4433"
+
+# TCP address of the HTTP endpoint: Prometheus metrics on /metrics, the status page on /.
+# Empty: no HTTP endpoint. (--http, HASHGRID_HTTP)
+http = ""
+
+# Allocation policy, "sequential" or "proportional". Empty: keep the stored one (sequential on
+# a new data dir). (--policy)
+policy = ""
+
+# A node that sends nothing for this long is failed and its ranges reassigned. At least 500ms.
+# Nodes send heartbeats three times per window (at most once a second). (--failover-after)
+failover_after = "3s"
+
+# A node delivering less than this fraction of its announced rate, with 1 - alpha confidence,
+# is under standard and replaced.
+min_rate_ratio = 0.5
+
+# The false-alarm probability accepted for one under-standard verdict.
+alpha = 0.0001
+
+# A node whose rejected shares exceed this fraction (of at least min_rejects) is under standard.
+max_reject_ratio = 0.5
+min_rejects = 20
+
+# How long one range should take at the node's rate.
+range = "3s"
+
+# Shares per second each node should send (per-node share difficulty).
+shares_per_second = 5.0
+
+# The balancer moves a node to another chain only if that cuts the misallocation of capacity
+# by more than this fraction of the node's own capacity.
+hysteresis = 0.5
+
+# How far past its template's time a share's time may be.
+time_window = "10m"
+"#;
+
+/// The coordinator's settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoordinatorConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    #[serde(deserialize_with = "optional_addr")]
+    pub http: Option<SocketAddr>,
+    #[serde(deserialize_with = "optional_policy")]
+    pub policy: Option<Policy>,
+    #[serde(deserialize_with = "duration")]
+    pub failover_after: Duration,
+    pub min_rate_ratio: f64,
+    pub alpha: f64,
+    pub max_reject_ratio: f64,
+    pub min_rejects: u64,
+    #[serde(deserialize_with = "duration")]
+    pub range: Duration,
+    pub shares_per_second: f64,
+    pub hysteresis: f64,
+    #[serde(deserialize_with = "duration")]
+    pub time_window: Duration,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        let core = CoreConfig::default();
+        CoordinatorConfig {
+            data_dir: PathBuf::from("/var/lib/hashgrid"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
+            http: None,
+            policy: None,
+            failover_after: Duration::from_millis(core.failover_after_ms),
+            min_rate_ratio: core.probe.min_rate_ratio,
+            alpha: core.probe.alpha,
+            max_reject_ratio: core.probe.max_reject_ratio,
+            min_rejects: core.probe.min_rejects,
+            range: Duration::from_millis(core.range_ms),
+            shares_per_second: core.shares_per_second,
+            hysteresis: core.hysteresis,
+            time_window: Duration::from_secs(core.time_window_secs as u64),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{path}: {detail}")]
+    Parse { path: String, detail: String },
+    #[error("{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl CoordinatorConfig {
+    /// Reads and checks a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.display().to_string(), reason: e.to_string() })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { detail, .. } => ConfigError::Parse { path: path.display().to_string(), detail },
+            other => other,
+        })
+    }
+
+    /// Parses and checks TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: CoordinatorConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: "config".into(), detail: describe(text, &e) })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The checks that types alone do not make.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.into() });
+        if self.failover_after < Duration::from_millis(500) {
+            return invalid("failover_after", "must be at least 500ms");
+        }
+        if !(self.min_rate_ratio > 0.0 && self.min_rate_ratio <= 1.0) {
+            return invalid("min_rate_ratio", "must be more than 0 and at most 1");
+        }
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            return invalid("alpha", "must be between 0 and 1");
+        }
+        if !(self.max_reject_ratio > 0.0 && self.max_reject_ratio <= 1.0) {
+            return invalid("max_reject_ratio", "must be more than 0 and at most 1");
+        }
+        if self.range < Duration::from_millis(100) {
+            return invalid("range", "must be at least 100ms");
+        }
+        if !(self.shares_per_second.is_finite() && self.shares_per_second > 0.0) {
+            return invalid("shares_per_second", "must be a positive number");
+        }
+        if !(self.hysteresis.is_finite() && self.hysteresis >= 0.0) {
+            return invalid("hysteresis", "must be 0 or more");
+        }
+        if self.time_window.as_secs() > u32::MAX as u64 {
+            return invalid("time_window", "is too long");
+        }
+        Ok(())
+    }
+
+    /// The core's tunables these settings give.
+    pub fn core(&self) -> CoreConfig {
+        let failover_after_ms = self.failover_after.as_millis() as u64;
+        CoreConfig {
+            failover_after_ms,
+            // Several heartbeats fit in the failover window, so one late packet never fails a node.
+            heartbeat_ms: (failover_after_ms / 3).clamp(100, 1000) as u32,
+            range_ms: self.range.as_millis() as u64,
+            shares_per_second: self.shares_per_second,
+            time_window_secs: self.time_window.as_secs() as u32,
+            hysteresis: self.hysteresis,
+            probe: ProbeConfig {
+                min_rate_ratio: self.min_rate_ratio,
+                alpha: self.alpha,
+                max_reject_ratio: self.max_reject_ratio,
+                min_rejects: self.min_rejects,
+                ..ProbeConfig::default()
+            },
+            ..CoreConfig::default()
+        }
+    }
+}
+
+/// One line: where in the file, which key, and what is wrong.
+pub fn describe(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else { return message };
+    let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    match line.split_once('=').map(|(key, _)| key.trim()).filter(|k| !k.is_empty() && !k.starts_with('#')) {
+        Some(key) => format!("line {line_no}, key `{key}`: {message}"),
+        None => format!("line {line_no}: {message}"),
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like 3s or 500ms ({e})")))
+}
+
+fn optional_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("{text:?} is not an address like 127.0.0.1:9464")))
+}
+
+fn optional_policy<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Policy>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_file_is_the_default() {
+        assert_eq!(CoordinatorConfig::parse(DEFAULT_TOML).unwrap(), CoordinatorConfig::default());
+        assert_eq!(CoordinatorConfig::parse("").unwrap(), CoordinatorConfig::default());
+        assert_eq!(CoordinatorConfig::default().core(), CoreConfig::default());
+    }
+
+    #[test]
+    fn keys_are_read() {
+        let c = CoordinatorConfig::parse(
+            "listen = \"0.0.0.0:7000\"\nhttp = \"127.0.0.1:9464\"\npolicy = \"proportional\"\nfailover_after = \"750ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:7000".parse().unwrap());
+        assert_eq!(c.http, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(c.policy, Some(Policy::Proportional));
+        assert_eq!(c.core().failover_after_ms, 750);
+        assert_eq!(c.core().heartbeat_ms, 250);
+    }
+
+    #[test]
+    fn a_wrong_key_or_value_is_one_line_naming_the_key() {
+        let err = CoordinatorConfig::parse("listen = \"127.0.0.1:1\"\nlisten_on = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("listen_on"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+        let err = CoordinatorConfig::parse("\nfailover_after = \"soon\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 2, key `failover_after`") && err.contains("\"soon\""), "{err}");
+        let err = CoordinatorConfig::parse("listen = 5\n").unwrap_err().to_string();
+        assert!(err.contains("key `listen`"), "{err}");
+        let err = CoordinatorConfig::parse("policy = \"fastest\"\n").unwrap_err().to_string();
+        assert!(err.contains("key `policy`") && err.contains("fastest"), "{err}");
+        let err = CoordinatorConfig::parse("failover_after = \"100ms\"\n").unwrap_err().to_string();
+        assert_eq!(err, "failover_after: must be at least 500ms");
+    }
+}

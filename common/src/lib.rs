@@ -2,6 +2,7 @@
 //! coordinator ↔ node protocol (messages and their framed codec). Pure data and arithmetic: no I/O.
 
 pub mod codec;
+pub mod config;
 pub mod header;
 pub mod message;
 pub mod sha256;

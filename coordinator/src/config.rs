@@ -193,14 +193,7 @@ impl CoordinatorConfig {
 
 /// One line: where in the file, which key, and what is wrong.
 pub fn describe(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim().replace('\n', " ");
-    let Some(span) = e.span() else { return message };
-    let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
-    let line = text.lines().nth(line_no - 1).unwrap_or("");
-    match line.split_once('=').map(|(key, _)| key.trim()).filter(|k| !k.is_empty() && !k.starts_with('#')) {
-        Some(key) => format!("line {line_no}, key `{key}`: {message}"),
-        None => format!("line {line_no}: {message}"),
-    }
+    hashgrid_common::config::locate_error(text, e.span(), e.message())
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -63,3 +63,42 @@ fn an_adapter_that_does_not_exist_is_refused() {
     let line = out.expect_one_line_error("--adapter nosuchadapter");
     assert!(line.contains("adapter"), "{line}");
 }
+
+#[test]
+fn a_node_config_file_with_a_wrong_key_or_value_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    let path = config.to_str().unwrap();
+    std::fs::write(&config, "coordinator = \"127.0.0.1:4433\"\nthread = 2\n").unwrap();
+    let line = node_command(&["run", "--config", path]).expect_one_line_error("an unknown key");
+    assert!(line.contains("line 2, key `thread`"), "{line}");
+    std::fs::write(&config, "backend = \"tpu\"\n").unwrap();
+    let line = node_command(&["run", "--config", path]).expect_one_line_error("a bad backend");
+    assert!(line.contains("backend"), "{line}");
+    // Nothing says where the coordinator is.
+    std::fs::write(&config, "").unwrap();
+    let line = node_command(&["run", "--config", path]).expect_one_line_error("no coordinator");
+    assert!(line.contains("--coordinator"), "{line}");
+}
+
+#[test]
+fn node_flags_override_the_environment_and_the_file() {
+    let out = node_command(&["config", "print-default"]).expect_success("print-default");
+    assert!(out.contains("backend = \"auto\""), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, "coordinator = \"127.0.0.1:1000\"\nname = \"from-file\"\n").unwrap();
+    let check = |env: Option<&str>, flags: &[&str]| {
+        let mut cmd = Command::new(binary("hashgrid-node"));
+        cmd.args(["config", "check", "--config"]).arg(&config).args(flags);
+        cmd.env_remove("HASHGRID_NODE_NAME");
+        if let Some(name) = env {
+            cmd.env("HASHGRID_NODE_NAME", name);
+        }
+        run_with_timeout(cmd, COMMAND_TIMEOUT).expect_success("config check")
+    };
+    assert!(check(None, &[]).contains("from-file"));
+    assert!(check(Some("from-env"), &[]).contains("from-env"));
+    assert!(check(Some("from-env"), &["--name", "from-flag"]).contains("from-flag"));
+    assert!(check(None, &[]).contains("127.0.0.1:1000"));
+}

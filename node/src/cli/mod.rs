@@ -25,6 +25,17 @@ enum Command {
     Devices(devices::DevicesArgs),
     /// Join a coordinator and search the ranges it assigns, until Ctrl-C or SIGTERM.
     Run(run::RunArgs),
+    /// The configuration file of `run`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the default configuration file, every key documented.
+    PrintDefault,
+    /// Check a configuration file (with the flags and environment given) and print the settings.
+    Check(run::RunArgs),
 }
 
 /// Which device searches.
@@ -47,5 +58,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Devices(args) => devices::run(args),
         Command::Run(args) => run::run(args),
+        Command::Config(ConfigCommand::PrintDefault) => {
+            print!("{}", hashgrid_node::config::DEFAULT_TOML);
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check(args)) => {
+            println!("{:#?}", args.settings()?);
+            Ok(())
+        }
     }
 }

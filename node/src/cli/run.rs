@@ -8,34 +8,45 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use hashgrid_node::config::{NodeFileConfig, NodeSettings};
+use hashgrid_node::search::BackendChoice;
 use hashgrid_node::service::{Devices, NodeConfig, NodeOptions, run_node_with};
 use tracing_subscriber::EnvFilter;
 
-use super::BackendArgs;
-
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The coordinator's address, e.g. 192.0.2.10:7700.
+    /// A TOML configuration file (`hashgrid-node config print-default` shows every key); the
+    /// flags and HASHGRID_* variables below override it.
+    #[arg(long, env = "HASHGRID_NODE_CONFIG")]
+    config: Option<PathBuf>,
+    /// The coordinator's address, e.g. 192.0.2.10:4433.
     #[arg(long, env = "HASHGRID_COORDINATOR")]
-    coordinator: SocketAddr,
+    coordinator: Option<SocketAddr>,
     /// The coordinator's certificate (its cert.pem), the only one trusted.
     #[arg(long, env = "HASHGRID_CA")]
-    ca: PathBuf,
+    ca: Option<PathBuf>,
     /// The file holding the join token (a copy of the coordinator's node.token).
     #[arg(long, env = "HASHGRID_TOKEN_FILE")]
-    token_file: PathBuf,
+    token_file: Option<PathBuf>,
     /// The node's name in the farm (default: the host name).
-    #[arg(long)]
+    #[arg(long, env = "HASHGRID_NODE_NAME")]
     name: Option<String>,
     /// Join as a standby: measured and connected, but given no ranges until promoted.
     #[arg(long)]
     standby: bool,
-    #[command(flatten)]
-    backend: BackendArgs,
+    /// auto: a hardware GPU if present, else the CPU; gpu: a GPU adapter, software ones included.
+    #[arg(long, value_enum)]
+    backend: Option<BackendChoice>,
+    /// GPU adapter, by index or (part of) its name (see `devices`).
+    #[arg(long)]
+    adapter: Option<String>,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Run on these devices, splitting each range between them by measured rate: GPU adapters
     /// by index or name (as --adapter takes them) and `cpu`, comma-separated (`0,1,cpu`), or
     /// `all` (every hardware GPU at start, then the CPU). --threads sizes the CPU.
-    #[arg(long, value_name = "LIST", conflicts_with_all = ["backend", "adapter"])]
+    #[arg(long, value_name = "LIST", env = "HASHGRID_DEVICES", conflicts_with_all = ["backend", "adapter"])]
     devices: Option<Devices>,
     /// Announce this rate (hashes per second, e.g. 2.5e9) instead of the measured one: for a
     /// rig whose start-up measurement is unrepresentative. The coordinator sizes ranges by it
@@ -53,27 +64,53 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
+impl RunArgs {
+    /// The file's settings (or the defaults) with the environment and flags over them.
+    pub fn settings(self) -> anyhow::Result<NodeSettings> {
+        let file = match &self.config {
+            Some(path) => NodeFileConfig::load(path)?,
+            None => NodeFileConfig::default(),
+        };
+        let mut s = file.settings()?;
+        s.coordinator = self.coordinator.or(s.coordinator);
+        s.ca = self.ca.or(s.ca);
+        s.token_file = self.token_file.or(s.token_file);
+        s.name = self.name.or(s.name);
+        s.standby |= self.standby;
+        s.backend = self.backend.unwrap_or(s.backend);
+        s.adapter = self.adapter.or(s.adapter);
+        s.threads = self.threads.or(s.threads);
+        s.devices = self.devices.or(s.devices);
+        s.announce_rate = self.announce_rate.or(s.announce_rate);
+        if s.threads == Some(0) {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        Ok(s)
+    }
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging();
-    if args.backend.threads == Some(0) {
-        anyhow::bail!("--threads must be at least 1");
-    }
-    let ca_pem = std::fs::read(&args.ca).with_context(|| format!("cannot read --ca {}", args.ca.display()))?;
-    let token = std::fs::read_to_string(&args.token_file)
-        .with_context(|| format!("cannot read --token-file {}", args.token_file.display()))?;
+    let s = args.settings()?;
+    let coordinator = s.coordinator.context("--coordinator (or `coordinator` in --config) is required")?;
+    let ca = s.ca.context("--ca (or `ca` in --config) is required")?;
+    let token_file = s.token_file.context("--token-file (or `token_file` in --config) is required")?;
+    let ca_pem = std::fs::read(&ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
+    let token = std::fs::read_to_string(&token_file)
+        .with_context(|| format!("cannot read --token-file {}", token_file.display()))?;
     let token = token.trim().to_string();
-    anyhow::ensure!(!token.is_empty(), "--token-file {} is empty", args.token_file.display());
+    anyhow::ensure!(!token.is_empty(), "--token-file {} is empty", token_file.display());
     let config = NodeConfig {
-        coordinator: args.coordinator,
+        coordinator,
         ca_pem,
         token,
-        name: args.name.unwrap_or_else(host_name),
-        standby: args.standby,
-        backend: args.backend.backend,
-        adapter: args.backend.adapter,
-        threads: args.backend.threads,
+        name: s.name.unwrap_or_else(host_name),
+        standby: s.standby,
+        backend: s.backend,
+        adapter: s.adapter,
+        threads: s.threads,
     };
-    let options = NodeOptions { devices: args.devices, announce_rate: args.announce_rate };
+    let options = NodeOptions { devices: s.devices, announce_rate: s.announce_rate };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let shutdown = shutdown_signal()?;

@@ -35,7 +35,7 @@ enum ConfigCommand {
     /// Print the default configuration file, every key documented.
     PrintDefault,
     /// Check a configuration file (with the flags and environment given) and print the settings.
-    Check(run::RunArgs),
+    Check(Box<run::RunArgs>),
 }
 
 /// Which device searches.

@@ -398,6 +398,22 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_heartbeat_decodes_and_converts() {
+        // Version 1: variant 2 with the rate alone, no device list.
+        let frame = encode(&v1::NodeMessage::Heartbeat { hashrate: 2.0 }).unwrap();
+        assert_eq!(hex::encode(&frame[PREFIX..]), "024000000000000000");
+        assert!(decode::<NodeMessage>(&frame[PREFIX..]).is_err(), "not a version-2 heartbeat");
+        let msg: NodeMessage = decode::<v1::NodeMessage>(&frame[PREFIX..]).unwrap().into();
+        assert_eq!(msg, NodeMessage::Heartbeat { hashrate: 2.0, devices: Vec::new() });
+        // Shares are the same in both versions.
+        let share = Share { id: 1, assignment: 2, job: 3, version: 4, time: 5, nonce: 6 };
+        assert_eq!(encode(&v1::NodeMessage::Share(share)).unwrap(), encode(&NodeMessage::Share(share)).unwrap());
+        assert_eq!(protocol_version(ALPN), Some(PROTOCOL_VERSION));
+        assert_eq!(protocol_version(ALPN_PREVIOUS), Some(1));
+        assert_eq!(protocol_version(b"h3"), None);
+    }
+
+    #[test]
     fn nan_hashrate_survives_bit_for_bit() {
         let msg = NodeMessage::Heartbeat { hashrate: f64::from_bits(0x7ff8_0000_dead_beef), devices: Vec::new() };
         let frame = encode(&msg).unwrap();
@@ -549,6 +565,9 @@ mod tests {
                     .prop_map(|(since, account, limit)| { AdminRequest::LedgerShow { since, account, limit } }),
                 Just(AdminRequest::LedgerVerify),
                 text().prop_map(|name| AdminRequest::AccountReceipt { name }),
+                Just(AdminRequest::RolloutSet(None)),
+                (text(), any::<u8>())
+                    .prop_map(|(version, percent)| AdminRequest::RolloutSet(Some(Rollout { version, percent }))),
                 Just(AdminRequest::AccountList),
                 Just(AdminRequest::Status),
                 (text(), header(), target()).prop_map(|(account, header, target)| AdminRequest::JobSubmit {
@@ -579,12 +598,19 @@ mod tests {
         fn node_status() -> impl Strategy<Value = NodeStatus> {
             (
                 (text(), text(), float(), float(), prop::option::of(text()), text()),
-                (prop::option::of(text()), any::<bool>(), prop::collection::vec(device(), 0..3), int(), int()),
+                (
+                    prop::option::of(text()),
+                    any::<bool>(),
+                    prop::collection::vec(device(), 0..3),
+                    int(),
+                    int(),
+                    any::<u16>(),
+                ),
             )
                 .prop_map(
                     |(
                         (name, state, hashrate, announced_hashrate, account, software_version),
-                        (chain, draining, devices, accepted, rejected),
+                        (chain, draining, devices, accepted, rejected, protocol),
                     )| NodeStatus {
                         name,
                         state,
@@ -597,6 +623,7 @@ mod tests {
                         devices,
                         accepted,
                         rejected,
+                        protocol,
                     },
                 )
         }
@@ -682,7 +709,7 @@ mod tests {
 
         pub fn admin_response() -> impl Strategy<Value = AdminResponse> {
             let status = (policy(), prop::collection::vec(account(), 0..4), prop::collection::vec(node_status(), 0..4))
-                .prop_map(|(policy, accounts, nodes)| Status { policy, accounts, nodes });
+                .prop_map(|(policy, accounts, nodes)| Status { policy, accounts, nodes, rollout: None });
             prop_oneof![
                 Just(AdminResponse::Ok),
                 prop::collection::vec(account(), 0..4).prop_map(AdminResponse::Accounts),

@@ -12,9 +12,19 @@ use crate::target::Target;
 
 /// The ALPN of the current protocol version; a peer that offers no version the coordinator
 /// speaks is refused during the TLS handshake.
-pub const ALPN: &[u8] = b"hashgrid/1";
+pub const ALPN: &[u8] = b"hashgrid/2";
 /// The protocol version carried by `ALPN`.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The ALPN of the previous version, still accepted from nodes (so a farm can upgrade its
+/// coordinator first and its nodes one by one): `v1` holds what differs.
+pub const ALPN_PREVIOUS: &[u8] = b"hashgrid/1";
+/// Every ALPN the coordinator accepts, preferred first.
+pub const ALPN_ACCEPTED: [&[u8]; 2] = [ALPN, ALPN_PREVIOUS];
+
+/// The protocol version an ALPN names (`None`: not one of ours).
+pub fn protocol_version(alpn: &[u8]) -> Option<u16> {
+    alpn.strip_prefix(b"hashgrid/").and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse().ok())
+}
 
 /// A node's identity for the life of a coordinator process.
 pub type NodeId = u64;
@@ -238,6 +248,8 @@ pub enum AdminRequest {
     AccountReceipt {
         name: String,
     },
+    /// Start, change (`Some`) or end (`None`) a rollout.
+    RolloutSet(Option<Rollout>),
 }
 
 /// Coordinator → operator.
@@ -296,6 +308,8 @@ pub struct NodeStatus {
     pub devices: Vec<DeviceInfo>,
     pub accepted: u64,
     pub rejected: u64,
+    /// The protocol version its connection speaks (from ALPN).
+    pub protocol: u16,
 }
 
 /// A chain's declared parameters: the load it puts on the farm.
@@ -387,6 +401,16 @@ pub struct Status {
     pub policy: Policy,
     pub accounts: Vec<AccountStatus>,
     pub nodes: Vec<NodeStatus>,
+    /// The rollout in force, if any.
+    pub rollout: Option<Rollout>,
+}
+
+/// Send `percent`% of new ranges to nodes announcing software `version`, the rest to the
+/// others (`hashgrid rollout`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub version: String,
+    pub percent: u8,
 }
 
 /// A submitted job: its progress and the hits found so far.
@@ -428,4 +452,31 @@ pub struct JobHit {
     pub time: u32,
     pub nonce: u32,
     pub hash: Hash256,
+}
+
+/// The messages of protocol version 1 that differ from the current version, and their
+/// conversion. A version-1 node sends `Heartbeat { hashrate }` without per-device rates;
+/// everything else a node sends or receives is the same in both versions.
+pub mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    use super::{AssignmentId, Share};
+
+    /// Node → coordinator in version 1.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub enum NodeMessage {
+        Share(Share),
+        RangeDone { assignment: AssignmentId, hashes: u64 },
+        Heartbeat { hashrate: f64 },
+    }
+
+    impl From<NodeMessage> for super::NodeMessage {
+        fn from(msg: NodeMessage) -> Self {
+            match msg {
+                NodeMessage::Share(share) => super::NodeMessage::Share(share),
+                NodeMessage::RangeDone { assignment, hashes } => super::NodeMessage::RangeDone { assignment, hashes },
+                NodeMessage::Heartbeat { hashrate } => super::NodeMessage::Heartbeat { hashrate, devices: Vec::new() },
+            }
+        }
+    }
 }

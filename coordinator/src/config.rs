@@ -26,8 +26,9 @@ data_dir = "/var/lib/hashgrid"
 # UDP address of the QUIC endpoint for nodes and operators. (--listen, HASHGRID_LISTEN)
 listen = "127.0.0.1:4433"
 
-# TCP address of the HTTP endpoint: Prometheus metrics on /metrics, the status page on /.
-# Empty: no HTTP endpoint. (--http, HASHGRID_HTTP)
+# TCP address of the HTTP endpoint: Prometheus metrics on /metrics, the status page on /
+# (refreshing itself every 5 s). Port 0 picks a free port; the address is printed as
+# "http on ADDR". Empty: no HTTP endpoint. (--http, HASHGRID_HTTP)
 http = ""
 
 # Allocation policy, "sequential" or "proportional". Empty: keep the stored one (sequential on
@@ -229,6 +230,13 @@ mod tests {
         assert_eq!(CoordinatorConfig::parse(DEFAULT_TOML).unwrap(), CoordinatorConfig::default());
         assert_eq!(CoordinatorConfig::parse("").unwrap(), CoordinatorConfig::default());
         assert_eq!(CoordinatorConfig::default().core(), CoreConfig::default());
+    }
+
+    #[test]
+    fn the_example_in_deploy_is_valid() {
+        let c = CoordinatorConfig::parse(include_str!("../../deploy/coordinator.toml")).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:4433".parse().unwrap());
+        assert_eq!(c.failover_after, Duration::from_secs(2));
     }
 
     #[test]

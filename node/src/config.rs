@@ -52,6 +52,15 @@ devices = ""
 # Announce this rate (hashes per second) instead of the measured one. 0: the measured rate.
 # (--announce-rate)
 announce_rate = 0.0
+
+# TCP address of an HTTP endpoint serving Prometheus metrics on /metrics: per-device rates,
+# shares accepted and rejected, connection state. Port 0 picks a free port (the address is
+# printed as "http on ADDR"). Empty: none. (--http, HASHGRID_NODE_HTTP)
+http = ""
+
+# Announce this software version instead of this build's (for patched builds and rollouts).
+# Empty: this build's. (--announce-version)
+announce_version = ""
 "#;
 
 /// The node's settings as a file gives them.
@@ -68,6 +77,8 @@ pub struct NodeFileConfig {
     pub threads: usize,
     pub devices: String,
     pub announce_rate: f64,
+    pub http: String,
+    pub announce_version: String,
 }
 
 impl Default for NodeFileConfig {
@@ -83,6 +94,8 @@ impl Default for NodeFileConfig {
             threads: 0,
             devices: String::new(),
             announce_rate: 0.0,
+            http: String::new(),
+            announce_version: String::new(),
         }
     }
 }
@@ -111,6 +124,9 @@ pub struct NodeSettings {
     pub threads: Option<usize>,
     pub devices: Option<Devices>,
     pub announce_rate: Option<f64>,
+    /// The metrics endpoint's address.
+    pub http: Option<SocketAddr>,
+    pub announce_version: Option<String>,
 }
 
 impl NodeFileConfig {
@@ -145,6 +161,10 @@ impl NodeFileConfig {
             "" => None,
             list => Some(list.parse::<Devices>().map_err(|e| invalid("devices", e.to_string()))?),
         };
+        let http = match self.http.trim() {
+            "" => None,
+            addr => Some(addr.parse().map_err(|_| invalid("http", format!("{addr:?} is not an address")))?),
+        };
         if !(self.announce_rate.is_finite() && self.announce_rate >= 0.0) {
             return Err(invalid("announce_rate", "must be 0 (measured) or a positive rate".into()));
         }
@@ -161,6 +181,8 @@ impl NodeFileConfig {
             threads: (self.threads > 0).then_some(self.threads),
             devices,
             announce_rate: (self.announce_rate > 0.0).then_some(self.announce_rate),
+            http,
+            announce_version: text(&self.announce_version),
         })
     }
 }
@@ -177,6 +199,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_in_deploy_is_valid() {
+        let s = NodeFileConfig::parse(include_str!("../../deploy/node.toml")).unwrap().settings().unwrap();
+        assert_eq!(s.devices, Some(Devices::All));
+        assert_eq!(s.ca.as_deref(), Some(Path::new("/etc/hashgrid/cert.pem")));
+    }
+
+    #[test]
     fn keys_are_read_and_checked() {
         let c = NodeFileConfig::parse(
             "coordinator = \"10.0.0.1:4433\"\nstandby = true\nbackend = \"cpu\"\nthreads = 2\ndevices = \"0,cpu\"\n",
@@ -187,6 +216,10 @@ mod tests {
         assert!(s.standby);
         assert_eq!((s.backend, s.threads), (BackendChoice::Cpu, Some(2)));
         assert!(s.devices.is_some());
+        let s = NodeFileConfig::parse("http = \"127.0.0.1:9465\"\n").unwrap().settings().unwrap();
+        assert_eq!(s.http, Some("127.0.0.1:9465".parse().unwrap()));
+        let err = NodeFileConfig::parse("http = \"9465\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("http:"), "{err}");
         let err = NodeFileConfig::parse("\nthread = 2\n").unwrap_err().to_string();
         assert!(err.contains("line 2, key `thread`") && !err.contains('\n'), "{err}");
         let err = NodeFileConfig::parse("threads = \"two\"\n").unwrap_err().to_string();

@@ -1,7 +1,7 @@
-//! The QUIC/TLS client side of hashgrid/1 and the framing of messages on QUIC streams.
+//! The QUIC/TLS client side of the hashgrid protocol and the framing of messages on QUIC streams.
 //!
 //! Owns: the client endpoint that trusts only the coordinator's pinned certificate (the `--ca`
-//! file is the sole trust root, TLS 1.3, ALPN `hashgrid/1`, the ring provider), connecting
+//! file is the sole trust root, TLS 1.3, ALPN `hashgrid/2`, the ring provider), connecting
 //! with a timeout and readable certificate/ALPN errors, `FramedStream` (the length-prefixed
 //! frames of `hashgrid_common::codec` on one bidirectional stream, usable by both sides) and
 //! the operator's admin requests. The node service, the `hashgrid` CLI and the coordinator's
@@ -85,7 +85,7 @@ pub enum NetError {
     ConnectTimeout(SocketAddr),
     #[error("coordinator certificate is not the pinned one (--ca): {0}")]
     Certificate(String),
-    #[error("the peer does not speak hashgrid/1 (no common ALPN protocol)")]
+    #[error("the peer does not speak hashgrid/2 (no common ALPN protocol)")]
     Alpn,
     #[error("TLS handshake failed: {0}")]
     Handshake(String),
@@ -216,8 +216,14 @@ pub fn client_endpoint_for(ca_pem: &[u8], target: SocketAddr) -> Result<quinn::E
 }
 
 /// The QUIC client configuration: TLS 1.3 with the ring provider, the pinned certificate as
-/// the only root, ALPN hashgrid/1, keep-alives and the idle timeout.
+/// the only root, ALPN hashgrid/2 (the current version), keep-alives and the idle timeout.
 pub fn client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, NetError> {
+    client_config_speaking(ca_pem, ALPN)
+}
+
+/// `client_config` offering `alpn` instead: a client of another protocol version (tests of the
+/// coordinator's compatibility use `ALPN_PREVIOUS`).
+pub fn client_config_speaking(ca_pem: &[u8], alpn: &[u8]) -> Result<quinn::ClientConfig, NetError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
         let cert = cert.map_err(|e| NetError::BadCa(format!("not a PEM certificate: {e}")))?;
@@ -232,7 +238,7 @@ pub fn client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, NetError> {
         .map_err(|e| NetError::TlsConfig(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(|e| NetError::TlsConfig(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();

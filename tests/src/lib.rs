@@ -194,6 +194,22 @@ impl Process {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Sends SIGTERM and waits up to `patience` for it to exit; its exit code (`None`: it did
+    /// not exit in time, or a signal ended it).
+    pub fn terminate(&mut self, patience: Duration) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// The last lines of its stderr log.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -284,6 +300,8 @@ pub struct Coordinator {
     /// The address it printed ("listening on ADDR").
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// The HTTP address it printed ("http on ADDR"), when started with `--http`.
+    pub http: Option<SocketAddr>,
     process: Process,
 }
 
@@ -325,7 +343,8 @@ impl Coordinator {
             }
             assert!(Instant::now() < deadline, "the coordinator did not start within {START_TIMEOUT:?}");
         };
-        let coordinator = Coordinator { addr, data_dir, process };
+        let http = flags.contains(&"--http").then(|| printed_http_addr(&lines, "the coordinator", &process));
+        let coordinator = Coordinator { addr, data_dir, http, process };
         wait_for("the coordinator's certificate and tokens", START_TIMEOUT, || {
             ["cert.pem", "key.pem", "node.token", "admin.token"]
                 .iter()
@@ -348,6 +367,11 @@ impl Coordinator {
     /// `kill -9`: no drain, no flush.
     pub fn kill(&mut self) {
         self.process.kill();
+    }
+
+    /// SIGTERM, then its exit code once it has drained and exited (see `Process::terminate`).
+    pub fn terminate(&mut self, patience: Duration) -> Option<i32> {
+        self.process.terminate(patience)
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -589,6 +613,104 @@ impl Timeline {
     pub fn finished(&self, account: &str) -> Duration {
         *self.up_to_standard.get(account).unwrap_or_else(|| panic!("{account} never reached its standard: {self:#?}"))
     }
+}
+
+/// Reads printed lines until "http on ADDR" and returns ADDR (the HTTP endpoint of a process
+/// started with `--http`).
+fn printed_http_addr(lines: &mpsc::Receiver<String>, who: &str, process: &Process) -> SocketAddr {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match lines.recv_timeout(Duration::from_millis(50)) {
+            Ok(line) => {
+                if let Some(rest) = line.strip_prefix("http on ") {
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    return addr.parse().unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("{who} exited before printing its HTTP address:\n{}", process.log_tail(20))
+            }
+        }
+        assert!(Instant::now() < deadline, "{who} did not print its HTTP address within {START_TIMEOUT:?}");
+    }
+}
+
+impl Site {
+    /// Starts `hashgrid-node run` (as `start_node_with`) with `--http 127.0.0.1:0`; the node
+    /// and the HTTP address it printed.
+    pub fn start_node_http(&self, coordinator: &Coordinator, name: &str, flags: &[&str]) -> (Process, SocketAddr) {
+        let data = self.data_dir();
+        let mut cmd = Command::new(binary("hashgrid-node"));
+        cmd.arg("run")
+            .arg("--coordinator")
+            .arg(coordinator.addr.to_string())
+            .arg("--ca")
+            .arg(data.join("cert.pem"))
+            .arg("--token-file")
+            .arg(data.join("node.token"))
+            .args(["--name", name, "--backend", "cpu", "--threads", "1", "--http", "127.0.0.1:0"])
+            .args(flags)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped());
+        let mut process = Process::spawn(name, cmd, &self.log_file(name));
+        let stdout = process.child.stdout.take().expect("piped stdout");
+        let (lines_tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+        let addr = printed_http_addr(&lines, name, &process);
+        (process, addr)
+    }
+}
+
+/// `GET path` over HTTP/1.1 on loopback: the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, COMMAND_TIMEOUT)
+        .unwrap_or_else(|e| panic!("cannot connect to http://{addr}: {e}"));
+    stream.set_read_timeout(Some(COMMAND_TIMEOUT)).expect("read timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("request sent");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"));
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no header end in {response:?}"));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+    (status.unwrap_or_else(|| panic!("no status in {head:?}")), body.to_string())
+}
+
+/// The value of the Prometheus sample `series` (name and labels exactly as printed, e.g.
+/// `hashgrid_node_state{node="a",state="active"}`) in a `/metrics` text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split_whitespace().next()?.parse().ok())
+}
+
+/// Headless Chromium for tests of what a page shows (Debian's `chromium`), if installed.
+/// Missing with `HASHGRID_REQUIRE_CHROMIUM=1` (as CI sets): a panic, not a skip.
+pub fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = ["chromium", "chromium-browser"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
+        .find(|p| p.is_file());
+    if found.is_none() && std::env::var("HASHGRID_REQUIRE_CHROMIUM").is_ok_and(|v| v == "1") {
+        panic!("HASHGRID_REQUIRE_CHROMIUM=1 but no chromium on PATH (apt-get install chromium)");
+    }
+    found
+}
+
+/// The DOM Chromium renders for `url` (`--headless --dump-dom`), with a private profile.
+pub fn chromium_dom(chromium: &Path, url: &str) -> String {
+    let profile = tempfile::tempdir().expect("a profile dir");
+    let mut cmd = Command::new(chromium);
+    cmd.args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--dump-dom", url])
+        .env("XDG_RUNTIME_DIR", profile.path());
+    run_with_timeout(cmd, Duration::from_secs(60)).expect_success("chromium --dump-dom")
 }
 
 #[cfg(test)]

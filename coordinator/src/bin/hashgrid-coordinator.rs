@@ -124,7 +124,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => args,
     };
     let config = args.settings()?;
-    anyhow::ensure!(config.http.is_none(), "http: the HTTP endpoint is not built yet; leave `http` empty");
     let (data_dir, listen, policy, core) = (config.data_dir.clone(), config.listen, config.policy, config.core());
     let mut service = Service::start(ServiceConfig { data_dir, listen, policy, core }).await?;
     let dir = &service.data_dir;
@@ -132,6 +131,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     println!("certificate: {} (sha256 {})", dir.cert_pem.display(), dir.fingerprint());
     println!("node token:  {}", dir.node_token.display());
     println!("admin token: {}", dir.admin_token.display());
+    if let Some(addr) = config.http {
+        let bound = service.serve_http(addr).await.context("http")?;
+        println!("http on {bound} (status page http://{bound}/, metrics http://{bound}/metrics)");
+    }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -38,6 +38,10 @@ pub mod kind {
     pub const POLICY: &str = "policy";
     pub const PERIOD_RENEWED: &str = "period_renewed";
     pub const BLOCK_FOUND: &str = "block_found";
+    /// A node shut down and handed its ranges over.
+    pub const DEPARTURE: &str = "departure";
+    /// A rollout began, changed or ended.
+    pub const ROLLOUT: &str = "rollout";
 }
 
 /// The hash of an entry with these fields.

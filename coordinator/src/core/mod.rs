@@ -29,7 +29,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use hashgrid_common::message::{
     AssignmentId, ChainParams, ChainStatus, CoordinatorMessage, JobHit, JobId, JobStatus, NodeAssignment, NodeHello,
-    NodeId, NodeMessage, NodeStatus, Policy, RangeRun, RejectReason, Share, ShareOutcome, Status,
+    NodeId, NodeMessage, NodeStatus, PROTOCOL_VERSION, Policy, RangeRun, RejectReason, Rollout, Share, ShareOutcome,
+    Status,
 };
 use hashgrid_common::{BlockHash, CompactTarget, Header, Target};
 use serde_json::json;
@@ -164,6 +165,7 @@ pub enum StoreOp {
         chain: Option<String>,
         at_ms: u64,
     },
+    RolloutSet(Option<Rollout>),
     /// A scheduling decision for the hash-chained ledger; the store numbers and links it.
     Ledger {
         at_ms: u64,
@@ -192,8 +194,8 @@ pub enum AdminError {
     ChainExists(String),
     #[error(transparent)]
     InvalidChain(#[from] chains::InvalidChain),
-    #[error("node {name:?} is {state}: {why}")]
-    NodeState { name: String, state: String, why: String },
+    #[error("invalid rollout: {0}")]
+    InvalidRollout(String),
 }
 
 /// State restored from the store at start-up.
@@ -208,6 +210,7 @@ pub struct Snapshot {
     pub chains: Vec<(ChainParams, Option<(u64, BlockHash)>)>,
     /// The balancer's table: node name → chain.
     pub node_chains: Vec<(String, String)>,
+    pub rollout: Option<Rollout>,
 }
 
 /// A submitted job as stored.
@@ -251,7 +254,46 @@ pub struct Core {
     chains: BTreeMap<String, Chain>,
     stale_jobs: VecDeque<JobId>,
     next_id: u64,
+    counters: Counters,
+    rollout: Option<RolloutState>,
     out: Vec<Command>,
+}
+
+/// A rollout in force and the ranges issued under it so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RolloutState {
+    rollout: Rollout,
+    /// Ranges issued to nodes of the rollout's version, and to the others.
+    to_version: u64,
+    to_others: u64,
+}
+
+impl RolloutState {
+    /// Whether a node of (`is_version`) may take the next range: each side stays within its
+    /// share of the ranges issued since the rollout began.
+    fn allows(&self, is_version: bool) -> bool {
+        let total = (self.to_version + self.to_others + 1) as u128;
+        let p = self.rollout.percent.min(100) as u128;
+        if is_version {
+            (self.to_version as u128) * 100 < p * total
+        } else {
+            (self.to_others as u128) * 100 < (100 - p) * total
+        }
+    }
+}
+
+/// Running totals since the core started, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub shares_accepted: u64,
+    /// Rejected shares by reason (every reason present, zeros included).
+    pub shares_rejected: BTreeMap<RejectReason, u64>,
+    /// Nodes failed, by why: "connection lost", "missed heartbeats", "under standard".
+    pub failovers: BTreeMap<&'static str, u64>,
+    pub promotions: u64,
+    pub ranges_issued: u64,
+    pub ranges_reassigned: u64,
+    pub blocks_found: u64,
 }
 
 impl Core {
@@ -283,6 +325,11 @@ impl Core {
             assignments: BTreeMap::new(),
             chains,
             stale_jobs: VecDeque::new(),
+            counters: Counters {
+                shares_rejected: RejectReason::ALL.iter().map(|&r| (r, 0)).collect(),
+                ..Counters::default()
+            },
+            rollout: snapshot.rollout.map(|rollout| RolloutState { rollout, to_version: 0, to_others: 0 }),
             config,
             out: Vec::new(),
         };
@@ -313,6 +360,10 @@ impl Core {
 
     pub fn accounts(&self) -> &[Account] {
         &self.accounts
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     fn ledger(&mut self, now_ms: u64, kind: &'static str, payload: serde_json::Value) {
@@ -476,7 +527,12 @@ impl Core {
     pub fn status(&self, now_ms: u64) -> Status {
         let mut accounts: Vec<_> = self.accounts.iter().map(Account::status).collect();
         accounts.sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
-        Status { policy: self.policy, accounts, nodes: self.node_list(now_ms) }
+        Status {
+            policy: self.policy,
+            accounts,
+            nodes: self.node_list(now_ms),
+            rollout: self.rollout.as_ref().map(|r| r.rollout.clone()),
+        }
     }
 
     /// Every connected node, then the failed ones that are gone.
@@ -496,6 +552,7 @@ impl Core {
                 devices: n.devices.clone(),
                 accepted: n.accepted,
                 rejected: n.rejected,
+                protocol: n.protocol,
             })
             .collect();
         list.extend(self.gone.iter().map(|(name, g)| NodeStatus {
@@ -510,6 +567,7 @@ impl Core {
             devices: g.devices.clone(),
             accepted: g.accepted,
             rejected: g.rejected,
+            protocol: g.protocol,
         }));
         list
     }
@@ -562,6 +620,28 @@ impl Core {
                 ranges: n.assignments.len() as u32,
             })
             .collect()
+    }
+
+    /// `rollout`: from now on, `percent`% of new ranges go to nodes announcing `version` and the
+    /// rest to the others (`None` ends the rollout: every node takes ranges again).
+    pub fn set_rollout(&mut self, now_ms: u64, rollout: Option<Rollout>) -> Result<(), AdminError> {
+        if let Some(r) = &rollout {
+            if r.percent > 100 {
+                return Err(AdminError::InvalidRollout(format!("{}% is more than 100%", r.percent)));
+            }
+            if r.version.trim().is_empty() {
+                return Err(AdminError::InvalidRollout("name the version".into()));
+            }
+        }
+        self.out.push(Command::Persist(StoreOp::RolloutSet(rollout.clone())));
+        self.ledger(
+            now_ms,
+            ledger::kind::ROLLOUT,
+            json!({"version": rollout.as_ref().map(|r| &r.version), "percent": rollout.as_ref().map(|r| r.percent)}),
+        );
+        self.rollout = rollout.map(|rollout| RolloutState { rollout, to_version: 0, to_others: 0 });
+        self.replan(now_ms, "rollout changed");
+        Ok(())
     }
 
     /// `node drain`: the node finishes its ranges and is given no more.
@@ -619,7 +699,13 @@ impl Core {
     /// A node passed authentication and said hello; `node` is the shell's connection id. A
     /// node that failed and comes back joins as a standby.
     pub fn handle_node_joined(&mut self, now_ms: u64, node: NodeId, hello: &NodeHello) {
+        self.handle_node_joined_speaking(now_ms, node, hello, PROTOCOL_VERSION);
+    }
+
+    /// `handle_node_joined` for a node whose connection speaks protocol version `protocol`.
+    pub fn handle_node_joined_speaking(&mut self, now_ms: u64, node: NodeId, hello: &NodeHello, protocol: u16) {
         let mut entry = NodeEntry::new(now_ms, hello);
+        entry.protocol = protocol;
         if self.gone.remove(&hello.name).is_some() {
             entry.state = NodeState::Standby;
         }
@@ -664,6 +750,29 @@ impl Core {
         self.fail(now_ms, node, "connection lost", false);
     }
 
+    /// The node said goodbye (it is shutting down): its ranges are handed over at once, as in
+    /// a failover, but it is not counted as failed.
+    pub fn handle_node_departed(&mut self, now_ms: u64, node: NodeId) {
+        let Some(n) = self.nodes.remove(&node) else { return };
+        let promoted = if n.state == NodeState::Active { self.standby_to_promote() } else { None };
+        if let Some(p) = promoted {
+            if let Some(c) = &n.chain {
+                self.set_chain(now_ms, p, Some(c.clone()), "departure");
+            }
+            self.promote(now_ms, p, "departure");
+        }
+        // Its ranges are still live in their books; the node is gone from `nodes`, so hand
+        // them over as if from a node that holds nothing more.
+        let moved = self.hand_over(now_ms, node, &n.assignments, promoted);
+        let promoted_name = promoted.and_then(|p| self.nodes.get(&p)).map(|p| p.name.clone());
+        self.ledger(
+            now_ms,
+            ledger::kind::DEPARTURE,
+            json!({"node": n.name, "promoted": promoted_name, "ranges": moved}),
+        );
+        self.replan(now_ms, "node left");
+    }
+
     /// Timers: silent nodes, nodes under standard, period renewals.
     pub fn handle_tick(&mut self, now_ms: u64) {
         let silent: Vec<NodeId> = self
@@ -687,6 +796,18 @@ impl Core {
         }
         for (id, why) in short {
             self.fail(now_ms, id, &why, true);
+        }
+        if self.rollout.is_some() {
+            // A node the rollout held back gets its turn as the shares even out.
+            let waiting: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.takes_work() && n.assignments.len() < self.config.pipeline)
+                .map(|(&id, _)| id)
+                .collect();
+            for id in waiting {
+                self.fill(now_ms, id);
+            }
         }
         let mut renewed = Vec::new();
         for a in &mut self.accounts {
@@ -712,8 +833,12 @@ impl Core {
 
     fn handle_share(&mut self, now_ms: u64, node: NodeId, share: Share) {
         let outcome = match self.check_and_credit(now_ms, node, &share) {
-            Ok(work) => ShareOutcome::Accepted { work },
+            Ok(work) => {
+                self.counters.shares_accepted += 1;
+                ShareOutcome::Accepted { work }
+            }
             Err(reason) => {
+                *self.counters.shares_rejected.entry(reason).or_default() += 1;
                 if let Some(n) = self.nodes.get_mut(&node) {
                     n.rejected += 1;
                     // Only bad work counts against a node: an unknown or stale job (the
@@ -791,6 +916,7 @@ impl Core {
             None => None,
         };
         if block {
+            self.counters.blocks_found += 1;
             let chain = self.account_chain(&account_name).to_string();
             let height = match self.chains.get_mut(&chain) {
                 Some(c) => {
@@ -868,6 +994,14 @@ impl Core {
         let moved = self.hand_over(now_ms, node, &ranges, promoted);
         let promoted_name = promoted.and_then(|p| self.nodes.get(&p)).map(|p| p.name.clone());
         if was_active || !moved.is_empty() {
+            let why = if reason.starts_with("under standard") {
+                "under standard"
+            } else if reason == "missed heartbeats" {
+                "missed heartbeats"
+            } else {
+                "connection lost"
+            };
+            *self.counters.failovers.entry(why).or_default() += 1;
             self.ledger(
                 now_ms,
                 ledger::kind::FAILOVER,
@@ -897,6 +1031,7 @@ impl Core {
         n.draining = false;
         n.probe.reset(now_ms);
         let name = n.name.clone();
+        self.counters.promotions += 1;
         self.ledger(now_ms, ledger::kind::PROMOTION, json!({"node": name, "from": from, "by": by}));
     }
 
@@ -1063,6 +1198,12 @@ impl Core {
                 return;
             }
             let Some(chain) = n.chain.clone() else { return };
+            let is_version = self.rollout.as_ref().map(|r| n.software_version == r.rollout.version);
+            if let (Some(r), Some(is_version)) = (&self.rollout, is_version)
+                && !r.allows(is_version)
+            {
+                return;
+            }
             let count = self.range_count(node, now_ms);
             let Some(account) =
                 accounts::choose(self.policy, &self.accounts, count, |i| self.accounts[i].chain != chain)
@@ -1076,6 +1217,13 @@ impl Core {
             };
             let share_target = self.share_target_for(now_ms, node, job_id);
             self.accounts[account].issued += count as u128;
+            if let (Some(r), Some(is_version)) = (&mut self.rollout, is_version) {
+                if is_version {
+                    r.to_version += 1;
+                } else {
+                    r.to_others += 1;
+                }
+            }
             self.issue_assignment(now_ms, node, id, job_id, version, start, count, share_target, None);
         }
     }
@@ -1098,6 +1246,10 @@ impl Core {
         let header = Header { version, ..job.template };
         let account = job.account.clone();
         let chain = self.account_chain(&account).to_string();
+        self.counters.ranges_issued += 1;
+        if reassigned_from.is_some() {
+            self.counters.ranges_reassigned += 1;
+        }
         self.assignments
             .insert(id, AssignmentEntry { node, job: job_id, version, start, count, share_target, live: true });
         let Some(n) = self.nodes.get_mut(&node) else { return };

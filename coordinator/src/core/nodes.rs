@@ -39,6 +39,8 @@ pub(super) struct NodeEntry {
     pub accepted: u64,
     pub rejected: u64,
     pub probe: Probe,
+    /// The protocol version its connection speaks.
+    pub protocol: u16,
 }
 
 impl NodeEntry {
@@ -58,6 +60,7 @@ impl NodeEntry {
             accepted: 0,
             rejected: 0,
             probe: Probe::new(now_ms),
+            protocol: hashgrid_common::message::PROTOCOL_VERSION,
         }
     }
 
@@ -94,6 +97,7 @@ pub(super) struct Gone {
     pub devices: Vec<DeviceInfo>,
     pub accepted: u64,
     pub rejected: u64,
+    pub protocol: u16,
 }
 
 impl From<&NodeEntry> for Gone {
@@ -104,6 +108,7 @@ impl From<&NodeEntry> for Gone {
             devices: n.devices.clone(),
             accepted: n.accepted,
             rejected: n.rejected,
+            protocol: n.protocol,
         }
     }
 }

@@ -55,6 +55,8 @@ fn a_silent_node_s_ranges_go_to_a_promoted_standby_at_once() {
     assert_eq!(failover[0]["promoted"], "spare");
     assert_eq!(failover[0]["ranges"].as_array().unwrap().len(), 2);
     assert!(kinds(&farm).contains(&ledger::kind::PROMOTION));
+    assert_eq!(core.counters().failovers.get("missed heartbeats"), Some(&1));
+    assert_eq!((core.counters().promotions, core.counters().ranges_reassigned), (1, 2));
     // The coverage counts the handed-over nonces; none is abandoned.
     let job = core.job_status(lost[0].0).unwrap();
     assert_eq!(job.abandoned, 0);

@@ -60,6 +60,7 @@ pub(crate) fn admin(core: &mut Core, reader: &mut Reader, now: u64, req: AdminRe
             Ok(verdict) => AdminResponse::LedgerVerified(verdict),
             Err(e) => store_error(e),
         },
+        AdminRequest::RolloutSet(rollout) => done(core.set_rollout(now, rollout)),
         AdminRequest::AccountReceipt { name } => match reader.receipt(&name) {
             Ok(Some(receipt)) => AdminResponse::Receipt(receipt),
             Ok(None) => AdminResponse::Error(format!("no account named {name:?}")),

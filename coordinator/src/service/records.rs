@@ -190,6 +190,12 @@ impl Reader {
         Ok(out)
     }
 
+    /// The last entry's sequence number (the ledger's length: it starts at 1); 0 when empty.
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        let seq: Option<i64> = self.conn.prepare_cached("SELECT max(seq) FROM ledger")?.query_row([], |r| r.get(0))?;
+        to_u64("ledger.seq", seq.unwrap_or(0))
+    }
+
     /// Recomputes the whole chain and names the first entry that does not match.
     pub fn verify_ledger(&self) -> Result<LedgerVerdict, StoreError> {
         let mut stmt =
@@ -310,6 +316,7 @@ mod tests {
         assert!(all.windows(2).all(|w| w[1].prev_hash == w[0].hash));
         assert_eq!(reader.ledger(2, Some("a1"), 100).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 4, 6]);
         assert_eq!(reader.ledger(1, None, 2).unwrap().len(), 2);
+        assert_eq!(reader.last_seq().unwrap(), 6);
 
         // Someone edits row 4 directly in the file.
         let raw = Connection::open(&path).unwrap();

@@ -21,18 +21,22 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hashgrid_common::codec::{self, CodecError, PREFIX};
 use hashgrid_common::message::{
-    AdminRequest, AdminResponse, CoordinatorMessage, Hello, NodeHello, NodeId, NodeMessage, Policy,
+    AdminRequest, AdminResponse, CoordinatorMessage, Hello, NodeHello, NodeId, NodeMessage, PROTOCOL_VERSION, Policy,
+    protocol_version, v1,
 };
+use hashgrid_node::http::{HttpError, HttpServer};
 use hashgrid_node::net::NetError;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use super::admin::admin;
+use super::http::Sources;
+use super::metrics::{CoreView, IntakeMetrics};
 use super::records::Reader;
 use super::store::{Store, StoreError};
 use super::tls::{DataDir, TlsError, server_config, tokens_equal};
@@ -59,6 +63,8 @@ pub enum ServiceError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("core thread stopped")]
     CoreStopped,
+    #[error(transparent)]
+    Http(#[from] HttpError),
 }
 
 /// Events the core thread takes in one batch at most.
@@ -87,13 +93,35 @@ pub struct Service {
     threads: Option<Threads>,
     endpoint: quinn::Endpoint,
     events: mpsc::UnboundedSender<Event>,
+    /// Metrics kept across scrapes (the share-intake histogram).
+    intake: IntakeMetrics,
 }
 
 enum Event {
-    NodeJoined { node: NodeId, hello: NodeHello, outbox: mpsc::UnboundedSender<Outgoing> },
-    NodeMessage { node: NodeId, msg: NodeMessage },
-    NodeLeft { node: NodeId },
-    Admin { req: AdminRequest, reply: oneshot::Sender<AdminResponse> },
+    /// A node said hello over a connection speaking protocol version `protocol`.
+    NodeJoined {
+        node: NodeId,
+        hello: NodeHello,
+        protocol: u16,
+        outbox: mpsc::UnboundedSender<Outgoing>,
+    },
+    NodeMessage {
+        node: NodeId,
+        msg: NodeMessage,
+    },
+    /// The node's connection ended: `departed` when the node said it was shutting down.
+    NodeLeft {
+        node: NodeId,
+        departed: bool,
+    },
+    Admin {
+        req: AdminRequest,
+        reply: oneshot::Sender<AdminResponse>,
+    },
+    /// The HTTP endpoint's request for a consistent view of the core.
+    View {
+        reply: oneshot::Sender<CoreView>,
+    },
     Tick,
     Stop,
 }
@@ -123,6 +151,8 @@ struct Group {
     deliveries: Vec<Command>,
     replies: Vec<(oneshot::Sender<AdminResponse>, AdminResponse)>,
     stop: bool,
+    /// When the core thread took the batch off its queue (for the share-intake histogram).
+    taken: Option<Instant>,
 }
 
 fn now_ms() -> u64 {
@@ -160,10 +190,12 @@ impl Service {
         let checkpointer = store.checkpointer()?;
         let (groups_tx, groups_rx) = std::sync::mpsc::channel();
         let wake_core = events_tx.clone();
+        let intake = IntakeMetrics::default();
+        let store_intake = intake.clone();
         let store_thread = std::thread::Builder::new()
             .name("hashgrid-store".into())
             .spawn(move || {
-                let result = store_loop(store, groups_rx, &wake_core);
+                let result = store_loop(store, groups_rx, &wake_core, &store_intake);
                 drop(checkpointer);
                 result
             })
@@ -199,7 +231,31 @@ impl Service {
             }
         });
         info!(%local_addr, fingerprint = %data_dir.fingerprint(), "coordinator listening");
-        Ok(Service { local_addr, data_dir, shutdown, threads: Some(threads), endpoint, events })
+        Ok(Service { local_addr, data_dir, shutdown, threads: Some(threads), endpoint, events, intake })
+    }
+
+    /// Serves Prometheus metrics on `/metrics` and the status page on `/` over HTTP at `addr`
+    /// (port 0: a free port) until the service shuts down; the address bound.
+    pub async fn serve_http(&self, addr: SocketAddr) -> Result<SocketAddr, ServiceError> {
+        let server = HttpServer::bind(addr).await?;
+        let local = server.local_addr();
+        let reader = Reader::open(&self.data_dir.path.join("hashgrid.db"))?;
+        let events = self.events.clone();
+        let sources = Arc::new(Sources {
+            ask_core: move |reply| events.send(Event::View { reply }).is_ok(),
+            reader: Arc::new(std::sync::Mutex::new(reader)),
+            live: self.intake.clone(),
+        });
+        let mut shutdown = self.shutdown.subscribe();
+        let pages = move |path: String| {
+            let sources = sources.clone();
+            async move { sources.page(&path).await }
+        };
+        tokio::spawn(server.serve(pages, async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        }));
+        info!(%local, "HTTP metrics and status page");
+        Ok(local)
     }
 
     /// Stops accepting, tells every node, flushes the store, and waits for the core and store
@@ -241,6 +297,7 @@ fn core_loop(
     groups: std::sync::mpsc::Sender<Group>,
 ) {
     while let Some(first) = events.blocking_recv() {
+        let taken = Instant::now();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match events.try_recv() {
@@ -249,21 +306,28 @@ fn core_loop(
             }
         }
         let now = now_ms();
-        let mut group = Group::default();
+        let mut group = Group { taken: Some(taken), ..Group::default() };
         for event in batch {
             match event {
-                Event::NodeJoined { node, hello, outbox } => {
+                Event::NodeJoined { node, hello, protocol, outbox } => {
                     group.joins.push((node, outbox));
-                    core.handle_node_joined(now, node, &hello);
+                    core.handle_node_joined_speaking(now, node, &hello, protocol);
                 }
                 Event::NodeMessage { node, msg } => core.handle_node_message(now, node, msg),
-                Event::NodeLeft { node } => {
+                Event::NodeLeft { node, departed } => {
                     group.leaves.push(node);
-                    core.handle_node_left(now, node);
+                    if departed {
+                        core.handle_node_departed(now, node);
+                    } else {
+                        core.handle_node_left(now, node);
+                    }
                 }
                 Event::Admin { req, reply } => {
                     let response = admin(&mut core, &mut reader, now, req);
                     group.replies.push((reply, response));
+                }
+                Event::View { reply } => {
+                    let _ = reply.send(CoreView::of(&core, now));
                 }
                 Event::Tick => core.handle_tick(now),
                 Event::Stop => group.stop = true,
@@ -289,6 +353,7 @@ fn store_loop(
     mut store: Store,
     groups: std::sync::mpsc::Receiver<Group>,
     wake_core: &mpsc::UnboundedSender<Event>,
+    intake: &IntakeMetrics,
 ) -> Result<(), ServiceError> {
     let mut outboxes: HashMap<NodeId, mpsc::UnboundedSender<Outgoing>> = HashMap::new();
     let mut ops: Vec<StoreOp> = Vec::new();
@@ -321,8 +386,12 @@ fn store_loop(
             for c in group.deliveries {
                 match c {
                     Command::Send { node, msg } => {
+                        let ack = matches!(msg, CoordinatorMessage::ShareResult { .. });
                         if let Some(outbox) = outboxes.get(&node) {
                             let _ = outbox.send(Outgoing::Message(msg));
+                        }
+                        if let (true, Some(taken)) = (ack, group.taken) {
+                            intake.share_intake.observe(taken.elapsed().as_secs_f64());
                         }
                     }
                     Command::Close { node, reason } => {
@@ -357,6 +426,7 @@ async fn serve_connection(
     admin_token: &str,
     next_node: &AtomicU64,
 ) {
+    let protocol = negotiated_protocol(&conn);
     let Ok((send, recv)) = conn.accept_bi().await else { return };
     let mut source = FrameSource::new(recv);
     let hello = match source.next::<Hello>().await {
@@ -371,11 +441,17 @@ async fn serve_connection(
                 return;
             }
             let node = next_node.fetch_add(1, Ordering::Relaxed);
-            serve_node(conn, send, source, events, node, hello).await;
+            serve_node(conn, send, source, events, node, hello, protocol).await;
         }
         Hello::Admin { token } => {
             if !tokens_equal(&token, admin_token) {
                 conn.close(close_code::INVALID_TOKEN.into(), b"invalid token");
+                return;
+            }
+            if protocol != PROTOCOL_VERSION {
+                // Only nodes roll; the operator CLI is upgraded with the coordinator.
+                let reason = format!("the operator CLI must speak hashgrid/{PROTOCOL_VERSION}: upgrade it");
+                conn.close(close_code::PROTOCOL.into(), reason.as_bytes());
                 return;
             }
             // The first request rides on the hello's stream; later ones on their own streams.
@@ -433,10 +509,11 @@ async fn serve_node(
     events: mpsc::UnboundedSender<Event>,
     node: NodeId,
     hello: NodeHello,
+    protocol: u16,
 ) {
     let (outbox, mut outgoing) = mpsc::unbounded_channel();
-    info!(node, name = %hello.name, version = %hello.software_version, standby = hello.standby, "node joined");
-    if events.send(Event::NodeJoined { node, hello, outbox }).is_err() {
+    info!(node, name = %hello.name, version = %hello.software_version, protocol, standby = hello.standby, "node joined");
+    if events.send(Event::NodeJoined { node, hello, protocol, outbox }).is_err() {
         return;
     }
     let writer_conn = conn.clone();
@@ -476,8 +553,19 @@ async fn serve_node(
             }
         }
     });
+    let mut departed = false;
     'read: loop {
-        match source.next_chunk::<NodeMessage>().await {
+        let chunk = if protocol == 1 {
+            // Version 1 differs only in its heartbeat; convert as the frames come.
+            source
+                .next_chunk::<v1::NodeMessage>()
+                .await
+                .map(|c| c.map(convert_all))
+                .map_err(|(m, e)| (convert_all(m), e))
+        } else {
+            source.next_chunk::<NodeMessage>().await
+        };
+        match chunk {
             Ok(Some(msgs)) => {
                 for msg in msgs {
                     if events.send(Event::NodeMessage { node, msg }).is_err() {
@@ -485,7 +573,10 @@ async fn serve_node(
                     }
                 }
             }
-            Ok(None) => break,
+            Ok(None) => {
+                departed = true;
+                break;
+            }
             Err((msgs, e)) => {
                 // The frames before the bad one are the node's; then the connection ends.
                 for msg in msgs {
@@ -495,6 +586,7 @@ async fn serve_node(
                 }
                 match e.close_reason() {
                     Some((code, reason)) if code == u64::from(close_code::SHUTDOWN) => {
+                        departed = reason == hashgrid_node::service::SHUTDOWN_REASON;
                         info!(node, "node left: {reason}")
                     }
                     Some(_) => warn!(node, "node connection closed: {e}"),
@@ -507,7 +599,7 @@ async fn serve_node(
             }
         }
     }
-    let _ = events.send(Event::NodeLeft { node });
+    let _ = events.send(Event::NodeLeft { node, departed });
     writer_task.abort();
 }
 
@@ -619,4 +711,18 @@ impl Drop for Service {
         let _ = self.shutdown.send(true);
         let _ = self.events.send(Event::Stop);
     }
+}
+
+/// Version-1 node messages as current ones.
+fn convert_all(msgs: Vec<v1::NodeMessage>) -> Vec<NodeMessage> {
+    msgs.into_iter().map(NodeMessage::from).collect()
+}
+
+/// The protocol version the connection's ALPN names (the TLS handshake accepted only ours).
+fn negotiated_protocol(conn: &quinn::Connection) -> u16 {
+    conn.handshake_data()
+        .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|data| data.protocol)
+        .and_then(|alpn| protocol_version(&alpn))
+        .unwrap_or(PROTOCOL_VERSION)
 }

@@ -280,6 +280,11 @@ impl Store {
             Some(p) => p.parse().map_err(|detail| StoreError::Corrupt { what: "settings.policy", detail })?,
             None => Policy::default(),
         };
+        let rollout = self
+            .setting("rollout")?
+            .map(|r| serde_json::from_str(&r))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt { what: "settings.rollout", detail: e.to_string() })?;
 
         let mut stmt = self.conn.prepare(
             "SELECT name, standard, period_ms, sort_order, delivered, period_start_ms, shares, chain
@@ -350,7 +355,7 @@ impl Store {
                 shares.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
         }
 
-        Ok(Snapshot { policy, accounts, chain, jobs, chains, node_chains })
+        Ok(Snapshot { policy, accounts, chain, jobs, chains, node_chains, rollout })
     }
 
     /// The delivery receipt of `account`'s current period: every share credited to it, oldest
@@ -600,6 +605,18 @@ fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<()
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             )?
             .execute([policy.as_str()])?;
+        }
+        StoreOp::RolloutSet(Some(rollout)) => {
+            let value = serde_json::to_string(rollout)
+                .map_err(|e| StoreError::Corrupt { what: "settings.rollout", detail: e.to_string() })?;
+            tx.prepare_cached(
+                "INSERT INTO settings (key, value) VALUES ('rollout', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([value])?;
+        }
+        StoreOp::RolloutSet(None) => {
+            tx.prepare_cached("DELETE FROM settings WHERE key = 'rollout'")?.execute([])?;
         }
         StoreOp::JobSubmitted { job, account, header, target } => {
             tx.prepare_cached("INSERT INTO jobs (id, account, header, target) VALUES (?1, ?2, ?3, ?4)")?.execute(

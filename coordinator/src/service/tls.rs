@@ -4,7 +4,8 @@
 //! certificate and key (`cert.pem`, `key.pem`) and the two join tokens (`node.token`,
 //! `admin.token`), every file mode 0600 from the moment it exists; reusing them on later
 //! starts; the certificate fingerprint operators compare; the rustls/quinn server config
-//! (TLS 1.3 only, ring provider, ALPN hashgrid/1); and constant-time token comparison.
+//! (TLS 1.3 only, ring provider, ALPN hashgrid/2 and the previous hashgrid/1); and
+//! constant-time token comparison.
 //!
 //! Nodes and operators pin `cert.pem` (their `--ca`) and verify it under the name
 //! `hashgrid_node::net::SERVER_NAME`, which the certificate carries as a DNS SAN.
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hashgrid_common::message::ALPN;
+use hashgrid_common::message::ALPN_ACCEPTED;
 use hashgrid_node::net::SERVER_NAME;
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::pem::PemObject;
@@ -161,7 +162,7 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// The QUIC server configuration: the data directory's certificate and key, TLS 1.3 only with
-/// the ring provider, ALPN hashgrid/1 (a client offering anything else is refused in the
+/// the ring provider, ALPN hashgrid/2 or hashgrid/1 (a client offering anything else is refused in the
 /// handshake), no client certificates (tokens authenticate), and a 10 s idle timeout.
 pub fn server_config(dir: &DataDir) -> Result<quinn::ServerConfig, TlsError> {
     let cert = load_cert(&dir.cert_pem)?;
@@ -173,7 +174,7 @@ pub fn server_config(dir: &DataDir) -> Result<quinn::ServerConfig, TlsError> {
         .with_no_client_auth()
         .with_single_cert(vec![cert], key)
         .map_err(|e| TlsError::Config(format!("{}: {e}", dir.key_pem.display())))?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = ALPN_ACCEPTED.iter().map(|alpn| alpn.to_vec()).collect();
     let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();

@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use hashgrid_node::config::{NodeFileConfig, NodeSettings};
+use hashgrid_node::http::{HttpServer, OPENMETRICS, Page};
 use hashgrid_node::search::BackendChoice;
-use hashgrid_node::service::{Devices, NodeConfig, NodeOptions, run_node_with};
+use hashgrid_node::service::{Devices, NodeConfig, NodeMetrics, NodeOptions, run_node_observed};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Args)]
@@ -54,6 +55,14 @@ pub struct RunArgs {
     /// under-delivering.
     #[arg(long, value_name = "H", value_parser = parse_rate)]
     announce_rate: Option<f64>,
+    /// Announce this software version instead of this build's: for packaged builds with local
+    /// patches, and for trying a `hashgrid rollout` on part of the farm.
+    #[arg(long, value_name = "V")]
+    announce_version: Option<String>,
+    /// Serve Prometheus metrics on http://ADDR/metrics: per-device rates, shares accepted and
+    /// rejected, connection state (port 0: a free port, printed as "http on ADDR").
+    #[arg(long, value_name = "ADDR", env = "HASHGRID_NODE_HTTP")]
+    http: Option<SocketAddr>,
 }
 
 /// A rate in hashes per second: a positive, finite number.
@@ -82,6 +91,8 @@ impl RunArgs {
         s.threads = self.threads.or(s.threads);
         s.devices = self.devices.or(s.devices);
         s.announce_rate = self.announce_rate.or(s.announce_rate);
+        s.announce_version = self.announce_version.or(s.announce_version);
+        s.http = self.http.or(s.http);
         if s.threads == Some(0) {
             anyhow::bail!("--threads must be at least 1");
         }
@@ -110,11 +121,33 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         adapter: s.adapter,
         threads: s.threads,
     };
-    let options = NodeOptions { devices: s.devices, announce_rate: s.announce_rate };
+    let options =
+        NodeOptions { devices: s.devices, announce_rate: s.announce_rate, announce_version: s.announce_version };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let shutdown = shutdown_signal()?;
-        run_node_with(config, options, shutdown).await?;
+        let metrics = NodeMetrics::new();
+        let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some(addr) = s.http {
+            let server = HttpServer::bind(addr).await?;
+            println!("http on {}", server.local_addr());
+            let metrics = metrics.clone();
+            let pages = move |path: String| {
+                let metrics = metrics.clone();
+                async move {
+                    match path.as_str() {
+                        "/metrics" => Page::ok(OPENMETRICS, metrics.encode()),
+                        _ => Page::not_found(),
+                    }
+                }
+            };
+            tokio::spawn(server.serve(pages, async move {
+                let _ = http_stopped.await;
+            }));
+        }
+        let result = run_node_observed(config, options, metrics, shutdown).await;
+        drop(stop_http);
+        result?;
         Ok(())
     })
 }

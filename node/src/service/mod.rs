@@ -6,7 +6,8 @@
 //! the coordinator goes away, keeping unacknowledged shares across reconnects, and the
 //! graceful shutdown. Each device's backend lives on its own search worker thread (`worker`,
 //! a compute service; `compute` starts them), `scheduler` decides which device searches which
-//! piece of a range, and this module is the async side that talks to the network.
+//! piece of a range, `metrics` keeps the counters and rates `--http` serves, and this module
+//! is the async side that talks to the network.
 //!
 //! A node runs the devices `--devices` names, or the one `--backend` picks. Each range is
 //! split between the devices in proportion to their rates (GPUs first, the CPU after them);
@@ -23,6 +24,7 @@
 //! their old ids.
 
 mod compute;
+mod metrics;
 mod scheduler;
 mod worker;
 
@@ -45,6 +47,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 pub use self::compute::{DeviceListError, DeviceSpec, Devices};
+pub use self::metrics::NodeMetrics;
 use self::scheduler::{DeviceClass, DeviceId, Piece, PieceEnd, Scheduler};
 use self::worker::{DeviceEvent, Ready, Work, Worker, WorkerEvent};
 use crate::net::{self, CLOSE_NORMAL, FrameWriter, FramedStream, NetError};
@@ -90,6 +93,9 @@ pub struct NodeOptions {
     /// The rate (hashes per second) announced instead of the measured one (`--announce-rate`);
     /// the per-device rates are scaled to sum to it. Ranges are still split by measured rates.
     pub announce_rate: Option<f64>,
+    /// The software version announced instead of this build's (`--announce-version`): for
+    /// packaged builds with local patches, and for trying a rollout.
+    pub announce_version: Option<String>,
 }
 
 /// Why the node stopped.
@@ -138,20 +144,43 @@ pub async fn run_node_with(
     options: NodeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
+    run_node_observed(config, options, NodeMetrics::new(), shutdown).await
+}
+
+/// `run_node_with`, keeping `metrics` up to date as it runs (`hashgrid-node run --http`).
+pub async fn run_node_observed(
+    config: NodeConfig,
+    options: NodeOptions,
+    metrics: NodeMetrics,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
     let (planned, single) = match &options.devices {
         Some(devices) => (compute::plan(&devices.resolve(), config.threads), false),
         None => (vec![compute::plan_single(config.backend, config.adapter.clone(), config.threads)], true),
     };
-    run_planned(config, options, planned, single, shutdown).await
+    run_metered(config, options, planned, single, metrics, shutdown).await
 }
 
-/// Runs the node on the `planned` devices; `single`: the one device of `--backend`, whose
-/// errors read as they always have.
+/// `run_metered` with metrics nobody reads.
+#[cfg(test)]
 async fn run_planned(
     config: NodeConfig,
     options: NodeOptions,
     planned: Vec<compute::Planned>,
     single: bool,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    run_metered(config, options, planned, single, NodeMetrics::new(), shutdown).await
+}
+
+/// Runs the node on the `planned` devices; `single`: the one device of `--backend`, whose
+/// errors read as they always have.
+async fn run_metered(
+    config: NodeConfig,
+    options: NodeOptions,
+    planned: Vec<compute::Planned>,
+    single: bool,
+    metrics: NodeMetrics,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let mut shutdown = std::pin::pin!(shutdown);
@@ -199,7 +228,7 @@ async fn run_planned(
 
     let devices =
         ready.into_iter().zip(workers).map(|(ready, worker)| Device { ready, worker: Some(worker) }).collect();
-    let mut node = Node::new(config, options, devices, events);
+    let mut node = Node::new(config, options, devices, events, metrics);
     let result = node.run(&endpoint, shutdown.as_mut()).await;
     node.cancel_all();
     endpoint.close(CLOSE_NORMAL.into(), SHUTDOWN_REASON.as_bytes());
@@ -278,6 +307,7 @@ struct Node {
     /// Shares not yet answered, by id.
     pending: BTreeMap<u64, Pending>,
     counts: ShareCounts,
+    metrics: NodeMetrics,
 }
 
 impl Node {
@@ -286,9 +316,13 @@ impl Node {
         options: NodeOptions,
         devices: Vec<Device>,
         events: mpsc::UnboundedReceiver<DeviceEvent>,
+        metrics: NodeMetrics,
     ) -> Self {
         let class = |kind| if kind == BackendKind::Gpu { DeviceClass::Gpu } else { DeviceClass::Cpu };
         let scheduler = Scheduler::new(devices.iter().map(|d| (class(d.ready.kind), d.ready.hashrate)));
+        for (id, d) in devices.iter().enumerate() {
+            metrics.set_device_rate(id, &d.ready.kind.to_string(), &d.ready.device, d.ready.hashrate);
+        }
         Node {
             config,
             options,
@@ -300,6 +334,7 @@ impl Node {
             next_share: 0,
             pending: BTreeMap::new(),
             counts: ShareCounts::default(),
+            metrics,
         }
     }
 
@@ -311,7 +346,9 @@ impl Node {
     ) -> Result<(), NodeError> {
         let mut backoff = Backoff::default();
         loop {
-            match self.session(endpoint, shutdown.as_mut(), &mut backoff).await? {
+            let end = self.session(endpoint, shutdown.as_mut(), &mut backoff).await;
+            self.metrics.set_connected(false);
+            match end? {
                 SessionEnd::Shutdown => return Ok(()),
                 SessionEnd::Lost(reason) => {
                     self.cancel_all();
@@ -370,6 +407,8 @@ impl Node {
             Ok(Ok(welcome)) => welcome,
         };
         backoff.reset();
+        self.metrics.set_connected(true);
+        self.metrics.set_hashrate(self.hashrate());
         info!(%addr, node = node_id, name = %self.config.name, standby = self.config.standby, "connected");
 
         let (mut reader, mut writer) = stream.split();
@@ -436,7 +475,11 @@ impl Node {
         let hello = Hello::Node(NodeHello {
             token: self.config.token.clone(),
             name: self.config.name.clone(),
-            software_version: env!("CARGO_PKG_VERSION").to_string(),
+            software_version: self
+                .options
+                .announce_version
+                .clone()
+                .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
             standby: self.config.standby,
             devices: self.devices(),
             hashrate: self.hashrate(),
@@ -544,15 +587,18 @@ impl Node {
                 match outcome {
                     ShareOutcome::Accepted { work } => {
                         self.counts.accepted += 1;
+                        self.metrics.share_accepted();
                         debug!(id, nonce = share.nonce, work, "share accepted");
                     }
                     ShareOutcome::Rejected(RejectReason::Duplicate) if resent => {
                         // Credited before the connection dropped, its result lost with it.
                         self.counts.rejected += 1;
+                        self.metrics.share_rejected(RejectReason::Duplicate);
                         debug!(id, nonce = share.nonce, "re-sent share was already credited");
                     }
                     ShareOutcome::Rejected(reason) => {
                         self.counts.rejected += 1;
+                        self.metrics.share_rejected(reason);
                         warn!(id, nonce = share.nonce, job = share.job, reason = reason.as_str(), "share rejected");
                     }
                 }
@@ -619,6 +665,8 @@ impl Node {
         }
         // Its thread has ended, or ends at its next look at the queue.
         drop(self.devices[device].worker.take());
+        let ready = &self.devices[device].ready;
+        self.metrics.set_device_rate(device, &ready.kind.to_string(), &ready.device, 0.0);
         let failover = match self.scheduler.device_failed(device) {
             Ok(failover) if !self.scheduler.routing_order().is_empty() => failover,
             _ => return Err(last_error),
@@ -659,6 +707,7 @@ impl Node {
                     let sample = hashes as f64 / elapsed.as_secs_f64();
                     let rate = 0.8 * self.scheduler.rate(device) + 0.2 * sample;
                     self.scheduler.set_rate(device, rate);
+                    self.publish_rate(device);
                 }
             }
             WorkerEvent::Finished { ticket, assignment, hashes, complete } => {
@@ -696,6 +745,13 @@ impl Node {
                 warn!(assignment, "a piece of the range stopped short; the range is dropped");
             }
         }
+    }
+
+    /// Publishes a device's rate and the node's announced rate as metrics.
+    fn publish_rate(&self, device: DeviceId) {
+        let ready = &self.devices[device].ready;
+        self.metrics.set_device_rate(device, &ready.kind.to_string(), &ready.device, self.scheduler.rate(device));
+        self.metrics.set_hashrate(self.hashrate());
     }
 
     /// Cancels every range (the connection they belong to is gone).

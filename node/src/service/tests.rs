@@ -430,7 +430,7 @@ async fn a_gpu_and_the_cpu_split_a_range_and_find_every_share_once() {
     let coordinator = Coordinator::start();
     let options = NodeOptions {
         devices: Some(Devices::List(vec![DeviceSpec::Gpu(adapter), DeviceSpec::Cpu])),
-        announce_rate: None,
+        ..NodeOptions::default()
     };
     let (node, stop) = start_node_with(NodeConfig { threads: Some(1), ..coordinator.node_config() }, options);
     let mut peer = coordinator.accept().await;
@@ -552,7 +552,11 @@ async fn the_last_device_failing_stops_the_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_announced_rate_replaces_the_measured_one() {
     let coordinator = Coordinator::start();
-    let options = NodeOptions { devices: Some(Devices::List(vec![DeviceSpec::Cpu])), announce_rate: Some(5e12) };
+    let options = NodeOptions {
+        devices: Some(Devices::List(vec![DeviceSpec::Cpu])),
+        announce_rate: Some(5e12),
+        ..NodeOptions::default()
+    };
     let (node, stop) = start_node_with(coordinator.node_config(), options);
     let mut peer = coordinator.accept().await;
     assert_eq!(peer.hello.hashrate, 5e12);

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use hashgrid_common::message::{AdminRequest, AdminResponse, ChainParams, Policy};
+use hashgrid_common::message::{AdminRequest, AdminResponse, ChainParams, Policy, Rollout};
 use hashgrid_common::{CompactTarget, Header, Target};
 use hashgrid_coordinator::amount::parse_amount;
 
@@ -49,6 +49,22 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
+        /// Redraw in place every INTERVAL (default 1s) until Ctrl-C.
+        #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "1s", conflicts_with = "json")]
+        watch: Option<String>,
+    },
+    /// Send a share of new ranges to nodes of one software version (a canary), or end that.
+    #[command(group = clap::ArgGroup::new("what").required(true).args(["version", "clear"]))]
+    Rollout {
+        /// The software version nodes announce (`node list` shows them).
+        #[arg(long, requires = "percent")]
+        version: Option<String>,
+        /// Percent of new ranges for that version, 0-100 (0 rolls it back).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+        percent: Option<u8>,
+        /// End the rollout: every node takes ranges again.
+        #[arg(long)]
+        clear: bool,
     },
     /// Header templates searched for an account.
     #[command(subcommand)]
@@ -322,7 +338,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        Command::Status { json } => {
+        Command::Status { json: _, watch: Some(interval) } => {
+            let every =
+                humantime::parse_duration(&interval).with_context(|| format!("invalid --watch {interval:?}"))?;
+            anyhow::ensure!(every >= std::time::Duration::from_millis(100), "--watch must be at least 100ms");
+            return watch(&cli.conn, every).await;
+        }
+        Command::Rollout { version, percent, clear: _ } => {
+            let rollout = version.map(|version| Rollout { version, percent: percent.unwrap_or(0) });
+            AdminRequest::RolloutSet(rollout)
+        }
+        Command::Status { json, watch: None } => {
             let AdminResponse::Status(status) = request(&cli.conn, AdminRequest::Status).await? else {
                 bail!("unexpected reply")
             };
@@ -366,6 +392,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     request(&cli.conn, req).await?;
     println!("ok");
     Ok(())
+}
+
+/// `status --watch`: redraws the status in place (clear screen, home) every `every`, on one
+/// connection, until Ctrl-C; a lost coordinator is shown and retried, not fatal.
+async fn watch(conn: &Connection, every: std::time::Duration) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = ticker.tick() => {}
+        }
+        let shown = match request(conn, AdminRequest::Status).await {
+            Ok(AdminResponse::Status(status)) => show::status_text(&status),
+            Ok(_) => "unexpected reply\n".to_string(),
+            Err(e) => format!("{e:#}\n(retrying every {})\n", humantime::format_duration(every)),
+        };
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+        let mut out = std::io::stdout().lock();
+        write!(out, "\x1b[H\x1b[2J{now}  (every {}, Ctrl-C to stop)\n\n{shown}", humantime::format_duration(every))?;
+        out.flush()?;
+    }
 }
 
 /// A check that ran and failed (a tampered ledger, a receipt that does not add up): already

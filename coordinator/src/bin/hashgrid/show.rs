@@ -7,44 +7,77 @@ use hashgrid_common::message::{
 use hashgrid_coordinator::amount::format_amount;
 
 pub fn print_accounts(list: &[AccountStatus]) {
-    println!("{:<16} {:>5} {:>12} {:>12} {:>7} {:>8}", "ACCOUNT", "ORDER", "STANDARD", "DELIVERED", "DONE", "SHARES");
+    print!("{}", accounts_text(list));
+}
+
+/// Accounts as a table: standard, delivered, progress and chain.
+pub fn accounts_text(list: &[AccountStatus]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:>5} {:>12} {:>12} {:>7} {:>8} {:<10}",
+        "ACCOUNT", "ORDER", "STANDARD", "DELIVERED", "DONE", "SHARES", "CHAIN"
+    );
     for a in list {
         let pct = if a.standard == 0 { 100.0 } else { a.delivered as f64 * 100.0 / a.standard as f64 };
-        println!(
-            "{:<16} {:>5} {:>12} {:>12} {:>6.1}% {:>8}{}",
+        let _ = writeln!(
+            out,
+            "{:<16} {:>5} {:>12} {:>12} {:>6.1}% {:>8} {:<10}{}",
             a.name,
             a.order,
             format_amount(a.standard),
             format_amount(a.delivered),
             pct.min(999.9),
             a.shares,
+            a.chain,
             if a.up_to_standard { "  up to standard" } else { "" }
         );
     }
+    out
 }
 
 pub fn print_status(status: &Status) {
-    println!("policy: {}", status.policy.as_str());
-    print_accounts(&status.accounts);
-    println!();
-    println!("{:<16} {:<8} {:>12} {:>12} {:<16} VERSION", "NODE", "STATE", "RATE", "ANNOUNCED", "SERVING");
+    print!("{}", status_text(status));
+}
+
+/// The status as `status` prints it (and `status --watch` redraws it).
+pub fn status_text(status: &Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "policy: {}", status.policy.as_str());
+    if let Some(r) = &status.rollout {
+        let _ = writeln!(out, "rollout: {}% of new ranges to nodes of version {}", r.percent, r.version);
+    }
+    out.push_str(&accounts_text(&status.accounts));
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "{:<16} {:<9} {:>12} {:>12} {:<16} {:<10} VERSION",
+        "NODE", "STATE", "RATE", "ANNOUNCED", "SERVING", "CHAIN"
+    );
     for n in &status.nodes {
-        println!(
-            "{:<16} {:<8} {:>10}/s {:>10}/s {:<16} {}",
+        let _ = writeln!(
+            out,
+            "{:<16} {:<9} {:>10}/s {:>10}/s {:<16} {:<10} {} (hashgrid/{})",
             n.name,
             n.state,
             format_amount(n.hashrate as u128) + "H",
             format_amount(n.announced_hashrate as u128) + "H",
             n.account.as_deref().unwrap_or("-"),
-            n.software_version
+            n.chain.as_deref().unwrap_or("-"),
+            n.software_version,
+            n.protocol
         );
     }
+    out
 }
 
 /// `status --json`: numbers as JSON numbers.
 pub fn status_json(status: &Status) -> serde_json::Value {
     serde_json::json!({
         "policy": status.policy.as_str(),
+        "rollout": status.rollout.as_ref().map(|r| serde_json::json!({"version": r.version, "percent": r.percent})),
         "accounts": status.accounts.iter().map(|a| serde_json::json!({
             "name": a.name, "order": a.order, "standard": a.standard, "delivered": a.delivered,
             "up_to_standard": a.up_to_standard, "shares": a.shares, "period_secs": a.period_secs,
@@ -87,7 +120,7 @@ pub fn print_job(job: &JobStatus) {
 pub fn node_json(n: &NodeStatus) -> serde_json::Value {
     serde_json::json!({
         "name": n.name, "state": n.state, "hashrate": n.hashrate, "announced_hashrate": n.announced_hashrate,
-        "account": n.account, "version": n.software_version, "chain": n.chain, "draining": n.draining,
+        "account": n.account, "version": n.software_version, "protocol": n.protocol, "chain": n.chain, "draining": n.draining,
         "accepted": n.accepted, "rejected": n.rejected,
         "devices": n.devices.iter().map(|d| serde_json::json!({"kind": d.kind, "name": d.name, "hashrate": d.hashrate})).collect::<Vec<_>>(),
     })

@@ -1,0 +1,146 @@
+//! Rolling upgrades, with real processes on loopback: a rollout sends its share of new ranges
+//! to the nodes of one software version and is rolled back with `--percent 0`; a node that
+//! speaks the previous protocol version is still served, while an operator CLI of that version
+//! is told to upgrade.
+//!
+//! The two node "builds" are the same binary announcing different versions
+//! (`--announce-version`), which is all the coordinator can tell builds apart by.
+
+use std::time::Duration;
+
+use hashgrid_common::message::{ALPN_PREVIOUS, CoordinatorMessage, Hello, NodeHello, v1};
+use hashgrid_node::net;
+use hashgrid_tests::{Coordinator, Operator, Site, wait_for};
+
+const CANARY: &str = "0.2.0-canary";
+
+/// Ranges issued to each node after ledger entry `after`: (to the canary, to others).
+fn ranges_after(op: &Operator, after: u64) -> (usize, usize) {
+    let entries = op.ledger(after + 1);
+    let assigned: Vec<_> = entries.iter().filter(|e| e.kind == "assignment").collect();
+    let canary = assigned.iter().filter(|e| e.payload["node"] == "new").count();
+    (canary, assigned.len() - canary)
+}
+
+/// The sequence number of the latest ledger entry of `kind`.
+fn last_entry(op: &Operator, kind: &str) -> u64 {
+    op.ledger(1).into_iter().filter(|e| e.kind == kind).map(|e| e.seq).max().expect("an entry")
+}
+
+fn start(site: &Site) -> Coordinator {
+    // Quarter-second ranges: many decisions in a few seconds.
+    let config = site.path().join("coordinator.toml");
+    std::fs::write(&config, "range = \"250ms\"\n").unwrap();
+    site.start_coordinator_with("127.0.0.1:0", "sequential", &["--config", config.to_str().unwrap()])
+}
+
+#[test]
+fn a_rollout_sends_its_share_to_the_new_version_and_rolls_back() {
+    let site = Site::new();
+    let coordinator = start(&site);
+    let op = coordinator.operator();
+    op.add_account("acme", "1000T", 1);
+    let _old = site.start_node(&coordinator, "old");
+    let _new = site.start_node_with(&coordinator, "new", &["--announce-version", CANARY]);
+    wait_for("both nodes active", Duration::from_secs(30), || (op.status().active_nodes() == 2).then_some(()));
+    let versions: Vec<(String, String)> = {
+        let out = op.run(&["status", "--json"]).expect_success("status");
+        let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+        status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| (n["name"].as_str().unwrap().to_string(), n["version"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    assert!(versions.contains(&("new".to_string(), CANARY.to_string())), "status shows versions: {versions:?}");
+
+    op.run(&["rollout", "--version", CANARY, "--percent", "25"]).expect_success("rollout 25%");
+    let began = last_entry(&op, "rollout");
+    let (canary, others) = wait_for("40 ranges under the rollout", Duration::from_secs(60), || {
+        let (c, o) = ranges_after(&op, began);
+        (c + o >= 40).then_some((c, o))
+    });
+    let share = canary as f64 / (canary + others) as f64;
+    eprintln!("at 25%: {canary} ranges to the canary, {others} to the others ({:.0}%)", share * 100.0);
+    assert!((0.15..=0.35).contains(&share), "the canary got {:.0}% of the ranges", share * 100.0);
+    let out = op.run(&["status", "--json"]).expect_success("status");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["rollout"]["version"], CANARY);
+
+    // Roll back: no new range goes to the canary.
+    op.run(&["rollout", "--version", CANARY, "--percent", "0"]).expect_success("rollout 0%");
+    let rolled_back = last_entry(&op, "rollout");
+    let (canary, others) = wait_for("20 ranges after the rollback", Duration::from_secs(60), || {
+        let (c, o) = ranges_after(&op, rolled_back);
+        (c + o >= 20).then_some((c, o))
+    });
+    assert_eq!(canary, 0, "{canary} ranges to the canary after the rollback ({others} to the others)");
+
+    // End the rollout: the canary works again.
+    op.run(&["rollout", "--clear"]).expect_success("rollout --clear");
+    let ended = last_entry(&op, "rollout");
+    wait_for("a range for the canary", Duration::from_secs(30), || (ranges_after(&op, ended).0 > 0).then_some(()));
+}
+
+#[test]
+fn a_node_of_the_previous_protocol_version_is_served_and_an_old_cli_is_told_to_upgrade() {
+    let site = Site::new();
+    let coordinator = start(&site);
+    let op = coordinator.operator();
+    op.add_account("acme", "1000T", 1);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (_endpoint, conn, stream) = runtime.block_on(async {
+        let ca = std::fs::read(coordinator.data_dir.join("cert.pem")).unwrap();
+        let token = std::fs::read_to_string(coordinator.data_dir.join("node.token")).unwrap();
+        let mut endpoint = net::client_endpoint_for(&ca, coordinator.addr).unwrap();
+        endpoint.set_default_client_config(net::client_config_speaking(&ca, ALPN_PREVIOUS).unwrap());
+        let conn = net::connect(&endpoint, coordinator.addr).await.expect("a hashgrid/1 connection");
+        let mut stream = net::FramedStream::open(&conn).await.unwrap();
+        let hello = NodeHello {
+            token: token.trim().into(),
+            name: "veteran".into(),
+            software_version: "0.0.9".into(),
+            standby: false,
+            devices: Vec::new(),
+            hashrate: 1e6,
+        };
+        stream.send(&Hello::Node(hello)).await.unwrap();
+        let mut assigned = false;
+        while !assigned {
+            match stream.recv::<CoordinatorMessage>().await.unwrap().expect("open") {
+                CoordinatorMessage::Assign(_) => assigned = true,
+                CoordinatorMessage::Close { reason } => panic!("closed: {reason}"),
+                _ => {}
+            }
+        }
+        // A version-1 heartbeat: the rate alone.
+        stream.send(&v1::NodeMessage::Heartbeat { hashrate: 1e6 }).await.unwrap();
+        (endpoint, conn, stream)
+    });
+    let veteran = wait_for("the hashgrid/1 node in the list", Duration::from_secs(10), || {
+        let out = op.run(&["node", "list", "--json"]).expect_success("node list");
+        let nodes: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        nodes.into_iter().find(|n| n["name"] == "veteran")
+    });
+    assert_eq!(veteran["protocol"], 1, "{veteran}");
+    assert_eq!(veteran["state"], "active", "{veteran}");
+    assert!(conn.close_reason().is_none(), "still connected after its heartbeat");
+
+    // An operator speaking hashgrid/1 is closed with a reason it can print.
+    let reason = runtime.block_on(async {
+        let ca = std::fs::read(coordinator.data_dir.join("cert.pem")).unwrap();
+        let token = std::fs::read_to_string(coordinator.data_dir.join("admin.token")).unwrap();
+        let mut endpoint = net::client_endpoint_for(&ca, coordinator.addr).unwrap();
+        endpoint.set_default_client_config(net::client_config_speaking(&ca, ALPN_PREVIOUS).unwrap());
+        let conn = net::connect(&endpoint, coordinator.addr).await.unwrap();
+        let mut admin = net::FramedStream::open(&conn).await.unwrap();
+        admin.send(&Hello::Admin { token: token.trim().into() }).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(10), conn.closed()).await.expect("closed") {
+            quinn::ConnectionError::ApplicationClosed(close) => String::from_utf8_lossy(&close.reason).into_owned(),
+            other => panic!("closed without a reason: {other}"),
+        }
+    });
+    assert!(reason.contains("upgrade"), "{reason}");
+    drop(stream);
+}

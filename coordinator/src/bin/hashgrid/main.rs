@@ -130,7 +130,12 @@ enum NodeCommand {
         json: bool,
     },
     /// Finish the node's ranges in flight, then give it no more.
-    Drain { name: String },
+    Drain {
+        name: String,
+        /// Wait until it is drained, showing the ranges it still holds.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Make a standby, failed or drained node active.
     Promote { name: String },
     /// Make an active node a standby; its ranges are reassigned at once.
@@ -271,7 +276,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        Command::Node(NodeCommand::Drain { name }) => AdminRequest::NodeDrain { name },
+        Command::Node(NodeCommand::Drain { name, wait }) => {
+            request(&cli.conn, AdminRequest::NodeDrain { name: name.clone() }).await?;
+            if wait {
+                wait_drained(&cli.conn, &name).await?;
+            }
+            println!("ok");
+            return Ok(());
+        }
         Command::Node(NodeCommand::Promote { name }) => AdminRequest::NodePromote { name },
         Command::Node(NodeCommand::Standby { name }) => AdminRequest::NodeStandby { name },
         Command::Chain(ChainCommand::Add { name, tx_per_template, bit_rate, difficulty, weight }) => {
@@ -413,6 +425,27 @@ async fn watch(conn: &Connection, every: std::time::Duration) -> anyhow::Result<
         let mut out = std::io::stdout().lock();
         write!(out, "\x1b[H\x1b[2J{now}  (every {}, Ctrl-C to stop)\n\n{shown}", humantime::format_duration(every))?;
         out.flush()?;
+    }
+}
+
+/// `node drain --wait`: a spinner with the ranges the node still holds, until it has none.
+async fn wait_drained(conn: &Connection, name: &str) -> anyhow::Result<()> {
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    loop {
+        let AdminResponse::Assignments(list) = request(conn, AdminRequest::Assignments).await? else {
+            bail!("unexpected reply")
+        };
+        let Some(node) = list.iter().find(|a| a.node == name) else {
+            spinner.finish_and_clear();
+            bail!("node {name:?} is gone before it drained");
+        };
+        if node.state == "drained" {
+            spinner.finish_with_message(format!("{name} drained"));
+            return Ok(());
+        }
+        spinner.set_message(format!("draining {name}: {} range(s) in flight", node.ranges));
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }
 

@@ -19,9 +19,9 @@
 //! - `hashgrid_chain_load{chain}`, `hashgrid_chain_capacity_hashrate{chain}`.
 //! - `hashgrid_policy{policy}`: 1 for the allocation policy in force.
 //! - `hashgrid_ledger_entries`: the ledger's last sequence number (committed entries).
-//! - `hashgrid_share_intake_seconds` (histogram): from the core thread taking a share off its
-//!   event queue to the share's acknowledgement being handed to the node's connection writer,
-//!   i.e. check, credit and the group commit that makes it durable.
+//! - `hashgrid_share_intake_seconds` (histogram): from a share arriving on its connection to
+//!   its acknowledgement being handed to the node's connection writer, i.e. queueing, check,
+//!   credit and the group commit that makes it durable.
 //!
 //! A scrape builds a fresh registry from the snapshot, so series of accounts and nodes that
 //! are gone disappear with them; only the histogram lives across scrapes (`IntakeMetrics`).
@@ -66,7 +66,7 @@ impl CoreView {
 /// The metrics that live across scrapes; clones share them.
 #[derive(Debug, Clone)]
 pub struct IntakeMetrics {
-    /// Seconds from a share's intake by the core thread to its acknowledgement's hand-off.
+    /// Seconds from a share's arrival on its connection to its acknowledgement's hand-off.
     pub share_intake: Histogram,
 }
 
@@ -197,7 +197,7 @@ pub fn encode(view: &CoreView, ledger_entries: u64, live: &IntakeMetrics) -> Str
     );
     r.register(
         "share_intake_seconds",
-        "From the core thread taking a share to its acknowledgement going to the node's writer",
+        "From a share arriving on its connection to its acknowledgement going to the node's writer",
         live.share_intake.clone(),
     );
 

@@ -108,6 +108,8 @@ enum Event {
     NodeMessage {
         node: NodeId,
         msg: NodeMessage,
+        /// When the chunk carrying it was read from the connection.
+        at: Instant,
     },
     /// The node's connection ended: `departed` when the node said it was shutting down.
     NodeLeft {
@@ -151,8 +153,9 @@ struct Group {
     deliveries: Vec<Command>,
     replies: Vec<(oneshot::Sender<AdminResponse>, AdminResponse)>,
     stop: bool,
-    /// When the core thread took the batch off its queue (for the share-intake histogram).
-    taken: Option<Instant>,
+    /// When each share of the batch arrived from its node, in the order the core answered
+    /// them (for the share-intake histogram: arrival to acknowledgement).
+    arrivals: std::collections::VecDeque<Instant>,
 }
 
 fn now_ms() -> u64 {
@@ -297,7 +300,6 @@ fn core_loop(
     groups: std::sync::mpsc::Sender<Group>,
 ) {
     while let Some(first) = events.blocking_recv() {
-        let taken = Instant::now();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match events.try_recv() {
@@ -306,14 +308,19 @@ fn core_loop(
             }
         }
         let now = now_ms();
-        let mut group = Group { taken: Some(taken), ..Group::default() };
+        let mut group = Group::default();
         for event in batch {
             match event {
                 Event::NodeJoined { node, hello, protocol, outbox } => {
                     group.joins.push((node, outbox));
                     core.handle_node_joined_speaking(now, node, &hello, protocol);
                 }
-                Event::NodeMessage { node, msg } => core.handle_node_message(now, node, msg),
+                Event::NodeMessage { node, msg, at } => {
+                    if matches!(msg, NodeMessage::Share(_)) {
+                        group.arrivals.push_back(at);
+                    }
+                    core.handle_node_message(now, node, msg)
+                }
                 Event::NodeLeft { node, departed } => {
                     group.leaves.push(node);
                     if departed {
@@ -378,7 +385,7 @@ fn store_loop(
             return Err(e.into());
         }
         let mut stop = false;
-        for group in queued {
+        for mut group in queued {
             outboxes.extend(group.joins);
             for node in group.leaves {
                 outboxes.remove(&node);
@@ -390,8 +397,8 @@ fn store_loop(
                         if let Some(outbox) = outboxes.get(&node) {
                             let _ = outbox.send(Outgoing::Message(msg));
                         }
-                        if let (true, Some(taken)) = (ack, group.taken) {
-                            intake.share_intake.observe(taken.elapsed().as_secs_f64());
+                        if ack && let Some(arrived) = group.arrivals.pop_front() {
+                            intake.share_intake.observe(arrived.elapsed().as_secs_f64());
                         }
                     }
                     Command::Close { node, reason } => {
@@ -567,8 +574,9 @@ async fn serve_node(
         };
         match chunk {
             Ok(Some(msgs)) => {
+                let at = Instant::now();
                 for msg in msgs {
-                    if events.send(Event::NodeMessage { node, msg }).is_err() {
+                    if events.send(Event::NodeMessage { node, msg, at }).is_err() {
                         break 'read;
                     }
                 }
@@ -579,8 +587,9 @@ async fn serve_node(
             }
             Err((msgs, e)) => {
                 // The frames before the bad one are the node's; then the connection ends.
+                let at = Instant::now();
                 for msg in msgs {
-                    if events.send(Event::NodeMessage { node, msg }).is_err() {
+                    if events.send(Event::NodeMessage { node, msg, at }).is_err() {
                         break;
                     }
                 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 use hashgrid_common::message::Policy;
 use serde::{Deserialize, Deserializer};
 
+use hashgrid_node::config::{load_toml, parse_toml};
+
 use crate::core::CoreConfig;
 use crate::core::probe::ProbeConfig;
 
@@ -109,32 +111,19 @@ impl Default for CoordinatorConfig {
     }
 }
 
-/// A configuration that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {reason}")]
-    Read { path: String, reason: String },
-    #[error("{path}: {detail}")]
-    Parse { path: String, detail: String },
-    #[error("{key}: {reason}")]
-    Invalid { key: &'static str, reason: String },
-}
+pub use hashgrid_node::config::ConfigError;
 
 impl CoordinatorConfig {
     /// Reads and checks a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Read { path: path.display().to_string(), reason: e.to_string() })?;
-        Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { detail, .. } => ConfigError::Parse { path: path.display().to_string(), detail },
-            other => other,
-        })
+        let config: CoordinatorConfig = load_toml(path)?;
+        config.check()?;
+        Ok(config)
     }
 
     /// Parses and checks TOML text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: CoordinatorConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: "config".into(), detail: describe(text, &e) })?;
+        let config: CoordinatorConfig = parse_toml(text)?;
         config.check()?;
         Ok(config)
     }
@@ -190,11 +179,6 @@ impl CoordinatorConfig {
             ..CoreConfig::default()
         }
     }
-}
-
-/// One line: where in the file, which key, and what is wrong.
-pub fn describe(text: &str, e: &toml::de::Error) -> String {
-    hashgrid_common::config::locate_error(text, e.span(), e.message())
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::search::BackendChoice;
 use crate::service::Devices;
@@ -111,6 +112,24 @@ pub enum ConfigError {
     Invalid { key: &'static str, reason: String },
 }
 
+/// Reads a TOML file into `T`: the one configuration loader of both binaries.
+pub fn load_toml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Read { path: path.display().to_string(), reason: e.to_string() })?;
+    parse_toml(&text).map_err(|e| match e {
+        ConfigError::Parse { detail, .. } => ConfigError::Parse { path: path.display().to_string(), detail },
+        other => other,
+    })
+}
+
+/// Parses TOML text into `T`; an error names the line and the key.
+pub fn parse_toml<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: "config".into(),
+        detail: hashgrid_common::config::locate_error(text, e.span(), e.message()),
+    })
+}
+
 /// The checked settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeSettings {
@@ -131,19 +150,13 @@ pub struct NodeSettings {
 
 impl NodeFileConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Read { path: path.display().to_string(), reason: e.to_string() })?;
-        Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { detail, .. } => ConfigError::Parse { path: path.display().to_string(), detail },
-            other => other,
-        })
+        let config: NodeFileConfig = load_toml(path)?;
+        config.settings()?;
+        Ok(config)
     }
 
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: NodeFileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: "config".into(),
-            detail: hashgrid_common::config::locate_error(text, e.span(), e.message()),
-        })?;
+        let config: NodeFileConfig = parse_toml(text)?;
         config.settings()?;
         Ok(config)
     }

@@ -16,7 +16,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use hashgrid_common::message::{ChainParams, LedgerEntry, LedgerVerdict, Receipt, ReceiptShare};
+use hashgrid_common::message::{ChainParams, LedgerEntry, LedgerVerdict, Receipt};
 use hashgrid_common::{BlockHash, Hash256};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
@@ -231,30 +231,7 @@ impl Reader {
         else {
             return Ok(None);
         };
-        let mut stmt = tx.prepare(
-            "SELECT header, share_target, work, node, at_ms FROM shares
-             WHERE account = ?1 AND period_start_ms = ?2 ORDER BY id",
-        )?;
-        let rows = stmt.query_map(params![account, period_start_ms], |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
-            ))
-        })?;
-        let mut shares = Vec::new();
-        for row in rows {
-            let (header, target, work, node, at_ms) = row?;
-            shares.push(ReceiptShare {
-                header: hashgrid_common::Header::from_bytes(&fixed("shares.header", &header)?),
-                share_target: to_target(&target)?,
-                work: parse_u128("shares.work", &work)?,
-                node,
-                at_ms: to_u64("shares.at_ms", at_ms)?,
-            });
-        }
+        let shares = super::store::receipt_shares(&tx, account)?;
         Ok(Some(Receipt {
             account: account.into(),
             standard: parse_u128("accounts.standard", &standard)?,
@@ -280,12 +257,6 @@ fn entry((seq, at_ms, kind, payload, prev_hash, hash): RawEntry) -> Result<Ledge
         prev_hash: fixed("ledger.prev_hash", &prev_hash)?,
         hash: fixed("ledger.hash", &hash)?,
     })
-}
-
-fn to_target(bytes: &[u8]) -> Result<hashgrid_common::Target, StoreError> {
-    let bytes: [u8; 32] = fixed("shares.share_target", bytes)?;
-    hashgrid_common::Target::from_hex(&hex::encode(bytes))
-        .map_err(|e| StoreError::Corrupt { what: "shares.share_target", detail: e.to_string() })
 }
 
 #[cfg(test)]

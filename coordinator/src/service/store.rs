@@ -54,7 +54,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use hashgrid_common::message::JobId;
-use hashgrid_common::message::Policy;
+use hashgrid_common::message::{Policy, ReceiptShare};
 use hashgrid_common::{Hash256, Header, Target};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
@@ -190,17 +190,6 @@ pub enum StoreError {
     Checkpointer(#[source] std::io::Error),
     #[error("{what} = {value} does not fit a SQLite integer")]
     OutOfRange { what: &'static str, value: u64 },
-}
-
-/// One credited share of a delivery receipt: re-hash `header`, check the hash meets
-/// `share_target` and that `work` is `share_target.work()`; the works sum to the delivered total.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ShareRow {
-    pub header: Header,
-    pub share_target: Target,
-    pub work: u128,
-    pub node: String,
-    pub at_ms: u64,
 }
 
 /// The coordinator's database.
@@ -360,33 +349,8 @@ impl Store {
 
     /// The delivery receipt of `account`'s current period: every share credited to it, oldest
     /// first.
-    pub fn receipt(&self, account: &str) -> Result<Vec<ShareRow>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT s.header, s.share_target, s.work, s.node, s.at_ms
-             FROM shares s JOIN accounts a ON a.name = s.account AND a.period_start_ms = s.period_start_ms
-             WHERE s.account = ?1 ORDER BY s.id",
-        )?;
-        let rows = stmt.query_map([account], |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (header, share_target, work, node, at_ms) = row?;
-            out.push(ShareRow {
-                header: to_header("shares.header", &header)?,
-                share_target: to_target("shares.share_target", &share_target)?,
-                work: parse_u128("shares.work", &work)?,
-                node,
-                at_ms: to_u64("shares.at_ms", at_ms)?,
-            });
-        }
-        Ok(out)
+    pub fn receipt(&self, account: &str) -> Result<Vec<ReceiptShare>, StoreError> {
+        receipt_shares(&self.conn, account)
     }
 
     /// The work of the shares credited to `account` in its current period, summed from the
@@ -649,6 +613,38 @@ fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Every share credited to `account` in its current period, oldest first: re-hash `header`,
+/// check the hash meets `share_target` and that `work` is `share_target.work()`; the works sum
+/// to the delivered total.
+pub(super) fn receipt_shares(conn: &Connection, account: &str) -> Result<Vec<ReceiptShare>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.header, s.share_target, s.work, s.node, s.at_ms
+         FROM shares s JOIN accounts a ON a.name = s.account AND a.period_start_ms = s.period_start_ms
+         WHERE s.account = ?1 ORDER BY s.id",
+    )?;
+    let rows = stmt.query_map([account], |r| {
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (header, share_target, work, node, at_ms) = row?;
+        out.push(ReceiptShare {
+            header: to_header("shares.header", &header)?,
+            share_target: to_target("shares.share_target", &share_target)?,
+            work: parse_u128("shares.work", &work)?,
+            node,
+            at_ms: to_u64("shares.at_ms", at_ms)?,
+        });
+    }
+    Ok(out)
 }
 
 pub(super) fn to_i64(what: &'static str, value: u64) -> Result<i64, StoreError> {

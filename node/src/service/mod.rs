@@ -1,7 +1,7 @@
 //! The node service (`hashgrid-node run`): joins a coordinator and searches the ranges it
 //! assigns, for as long as the node runs.
 //!
-//! Owns: the node's side of the hashgrid/1 session (hello, welcome, heartbeats, assignments,
+//! Owns: the node's side of the hashgrid session (hello, welcome, heartbeats, assignments,
 //! revocations, shares and their results, range completion), reconnecting with backoff when
 //! the coordinator goes away, keeping unacknowledged shares across reconnects, and the
 //! graceful shutdown. Each device's backend lives on its own search worker thread (`worker`,

@@ -277,6 +277,14 @@ impl Site {
 
     /// `start_node` with more `run` flags (`--standby`, `--announce-rate`).
     pub fn start_node_with(&self, coordinator: &Coordinator, name: &str, flags: &[&str]) -> Process {
+        let mut cmd = self.node_run(coordinator, name, flags);
+        cmd.stdout(Stdio::null());
+        Process::spawn(name, cmd, &self.log_file(name))
+    }
+
+    /// `hashgrid-node run` for `coordinator` with this site's certificate and token, one CPU
+    /// thread, warnings only, and `flags`.
+    fn node_run(&self, coordinator: &Coordinator, name: &str, flags: &[&str]) -> Command {
         let data = self.data_dir();
         let mut cmd = Command::new(binary("hashgrid-node"));
         cmd.arg("run")
@@ -288,9 +296,8 @@ impl Site {
             .arg(data.join("node.token"))
             .args(["--name", name, "--backend", "cpu", "--threads", "1"])
             .args(flags)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null());
-        Process::spawn(name, cmd, &self.log_file(name))
+            .env("RUST_LOG", "warn");
+        cmd
     }
 }
 
@@ -640,19 +647,8 @@ impl Site {
     /// Starts `hashgrid-node run` (as `start_node_with`) with `--http 127.0.0.1:0`; the node
     /// and the HTTP address it printed.
     pub fn start_node_http(&self, coordinator: &Coordinator, name: &str, flags: &[&str]) -> (Process, SocketAddr) {
-        let data = self.data_dir();
-        let mut cmd = Command::new(binary("hashgrid-node"));
-        cmd.arg("run")
-            .arg("--coordinator")
-            .arg(coordinator.addr.to_string())
-            .arg("--ca")
-            .arg(data.join("cert.pem"))
-            .arg("--token-file")
-            .arg(data.join("node.token"))
-            .args(["--name", name, "--backend", "cpu", "--threads", "1", "--http", "127.0.0.1:0"])
-            .args(flags)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped());
+        let mut cmd = self.node_run(coordinator, name, flags);
+        cmd.args(["--http", "127.0.0.1:0"]).stdout(Stdio::piped());
         let mut process = Process::spawn(name, cmd, &self.log_file(name));
         let stdout = process.child.stdout.take().expect("piped stdout");
         let (lines_tx, lines) = mpsc::channel();

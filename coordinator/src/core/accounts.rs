@@ -29,6 +29,11 @@ pub struct Account {
     pub chain: String,
 }
 
+/// Whether `name` may name an account or a chain: 1-64 ASCII letters, digits, '-', '_' or '.'.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
 /// The chain of accounts added without one: the built-in local chain.
 pub const DEFAULT_CHAIN: &str = "local";
 

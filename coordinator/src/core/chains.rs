@@ -84,9 +84,7 @@ impl Chain {
 /// Checks the parameters and returns the chain's block target in compact form.
 pub fn validate(params: &ChainParams) -> Result<CompactTarget, InvalidChain> {
     let name = &params.name;
-    let valid_name =
-        !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if !valid_name {
+    if !super::accounts::valid_name(name) {
         return Err(InvalidChain(format!("{name:?}: use 1-64 letters, digits, '-', '_' or '.'")));
     }
     if params.tx_per_template > MAX_TX_PER_TEMPLATE {

@@ -282,6 +282,34 @@ impl RolloutState {
     }
 }
 
+/// Why a node failed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Failure {
+    ConnectionLost,
+    MissedHeartbeats,
+    UnderStandard(probe::Shortfall),
+}
+
+impl Failure {
+    /// The counter it is tallied under.
+    fn label(&self) -> &'static str {
+        match self {
+            Failure::ConnectionLost => "connection lost",
+            Failure::MissedHeartbeats => "missed heartbeats",
+            Failure::UnderStandard(_) => "under standard",
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::UnderStandard(shortfall) => shortfall.fmt(f),
+            other => f.write_str(other.label()),
+        }
+    }
+}
+
 /// Running totals since the core started, for metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -393,10 +421,7 @@ impl Core {
         order: Option<i64>,
         chain: Option<&str>,
     ) -> Result<(), AdminError> {
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        if !valid {
+        if !accounts::valid_name(name) {
             return Err(AdminError::InvalidAccount(format!("{name:?}: use 1-64 letters, digits, '-', '_' or '.'")));
         }
         if standard == 0 {
@@ -747,29 +772,16 @@ impl Core {
 
     /// The node's connection is gone: it has failed, and its ranges are reassigned at once.
     pub fn handle_node_left(&mut self, now_ms: u64, node: NodeId) {
-        self.fail(now_ms, node, "connection lost", false);
+        self.fail(now_ms, node, Failure::ConnectionLost, false);
     }
 
     /// The node said goodbye (it is shutting down): its ranges are handed over at once, as in
     /// a failover, but it is not counted as failed.
     pub fn handle_node_departed(&mut self, now_ms: u64, node: NodeId) {
         let Some(n) = self.nodes.remove(&node) else { return };
-        let promoted = if n.state == NodeState::Active { self.standby_to_promote() } else { None };
-        if let Some(p) = promoted {
-            if let Some(c) = &n.chain {
-                self.set_chain(now_ms, p, Some(c.clone()), "departure");
-            }
-            self.promote(now_ms, p, "departure");
-        }
-        // Its ranges are still live in their books; the node is gone from `nodes`, so hand
-        // them over as if from a node that holds nothing more.
-        let moved = self.hand_over(now_ms, node, &n.assignments, promoted);
-        let promoted_name = promoted.and_then(|p| self.nodes.get(&p)).map(|p| p.name.clone());
-        self.ledger(
-            now_ms,
-            ledger::kind::DEPARTURE,
-            json!({"node": n.name, "promoted": promoted_name, "ranges": moved}),
-        );
+        let was_active = n.state == NodeState::Active;
+        let (promoted, moved) = self.take_over(now_ms, node, n.chain, &n.assignments, was_active, "departure");
+        self.ledger(now_ms, ledger::kind::DEPARTURE, json!({"node": n.name, "promoted": promoted, "ranges": moved}));
         self.replan(now_ms, "node left");
     }
 
@@ -783,7 +795,7 @@ impl Core {
             .collect();
         for node in silent {
             self.out.push(Command::Close { node, reason: "missed heartbeats".into() });
-            self.fail(now_ms, node, "missed heartbeats", false);
+            self.fail(now_ms, node, Failure::MissedHeartbeats, false);
         }
         let mut short = Vec::new();
         for (&id, n) in self.nodes.iter_mut() {
@@ -791,11 +803,11 @@ impl Core {
             let active = n.state == NodeState::Active;
             n.probe.advance(now_ms, n.announced, working.filter(|_| active), &self.config.probe);
             if active && let Some(why) = n.probe.verdict(&self.config.probe) {
-                short.push((id, why.to_string()));
+                short.push((id, why));
             }
         }
         for (id, why) in short {
-            self.fail(now_ms, id, &why, true);
+            self.fail(now_ms, id, Failure::UnderStandard(why), true);
         }
         if self.rollout.is_some() {
             // A node the rollout held back gets its turn as the shares even out.
@@ -967,7 +979,7 @@ impl Core {
     /// The node failed (`connected`: it is still connected but under standard). Its ranges
     /// are reassigned at once: all to a standby promoted to active, else spread over the
     /// remaining active nodes, else given back to be issued when capacity returns.
-    fn fail(&mut self, now_ms: u64, node: NodeId, reason: &str, connected: bool) {
+    fn fail(&mut self, now_ms: u64, node: NodeId, failure: Failure, connected: bool) {
         let Some(n) = self.nodes.get_mut(&node) else { return };
         let name = n.name.clone();
         let chain = n.chain.clone();
@@ -984,32 +996,41 @@ impl Core {
             let n = self.nodes.remove(&node).expect("present");
             self.gone.insert(name.clone(), Gone::from(&n));
         }
-        let promoted = if was_active { self.standby_to_promote() } else { None };
-        if let Some(p) = promoted {
-            if let Some(c) = &chain {
-                self.set_chain(now_ms, p, Some(c.clone()), "failover");
-            }
-            self.promote(now_ms, p, "failover");
-        }
-        let moved = self.hand_over(now_ms, node, &ranges, promoted);
-        let promoted_name = promoted.and_then(|p| self.nodes.get(&p)).map(|p| p.name.clone());
+        let (promoted, moved) = self.take_over(now_ms, node, chain, &ranges, was_active, "failover");
         if was_active || !moved.is_empty() {
-            let why = if reason.starts_with("under standard") {
-                "under standard"
-            } else if reason == "missed heartbeats" {
-                "missed heartbeats"
-            } else {
-                "connection lost"
-            };
-            *self.counters.failovers.entry(why).or_default() += 1;
+            *self.counters.failovers.entry(failure.label()).or_default() += 1;
+            let reason = failure.to_string();
+            tracing::info!(node = %name, %reason, ?promoted, ranges = ranges.len(), "failover");
             self.ledger(
                 now_ms,
                 ledger::kind::FAILOVER,
-                json!({"node": name, "reason": reason, "promoted": promoted_name, "ranges": moved}),
+                json!({"node": name, "reason": reason, "promoted": promoted, "ranges": moved}),
             );
-            tracing::info!(node = %name, reason, promoted = ?promoted_name, ranges = ranges.len(), "failover");
         }
         self.replan(now_ms, "node failed");
+    }
+
+    /// The work of a node that stopped (`node` is no longer active): a standby is promoted if
+    /// the node was active (it takes the node's chain), then `ranges` are handed over. Returns
+    /// the promoted node's name and what happened to each range.
+    fn take_over(
+        &mut self,
+        now_ms: u64,
+        node: NodeId,
+        chain: Option<String>,
+        ranges: &[AssignmentId],
+        was_active: bool,
+        why: &str,
+    ) -> (Option<String>, Vec<serde_json::Value>) {
+        let promoted = if was_active { self.standby_to_promote() } else { None };
+        if let Some(p) = promoted {
+            if chain.is_some() {
+                self.set_chain(now_ms, p, chain, why);
+            }
+            self.promote(now_ms, p, why);
+        }
+        let moved = self.hand_over(now_ms, node, ranges, promoted);
+        (promoted.and_then(|p| self.nodes.get(&p)).map(|p| p.name.clone()), moved)
     }
 
     /// The connected standby with the highest announced rate.

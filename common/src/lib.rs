@@ -1,5 +1,10 @@
 //! hashgrid-common: the Bitcoin domain types (header, target, difficulty, midstate) and the
-//! coordinator ↔ node protocol (messages and their framed codec). Pure data and arithmetic: no I/O.
+//! coordinator ↔ node protocol (messages and their framed codec). Pure data and arithmetic: no
+//! I/O by default.
+//!
+//! Three opt-in features add the I/O plumbing both binaries share: `net` (the QUIC client
+//! endpoint, framed streams, the admin client), `http` (the HTTP server behind `/metrics` and
+//! the status page) and `config` (the TOML configuration loader).
 
 pub mod codec;
 pub mod config;
@@ -7,6 +12,11 @@ pub mod header;
 pub mod message;
 pub mod sha256;
 pub mod target;
+
+#[cfg(feature = "http")]
+pub mod http;
+#[cfg(feature = "net")]
+pub mod net;
 
 pub use header::{BlockHash, Hash256, Header, HeaderError};
 pub use sha256::{Midstate, sha256d};

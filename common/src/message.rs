@@ -26,6 +26,52 @@ pub fn protocol_version(alpn: &[u8]) -> Option<u16> {
     alpn.strip_prefix(b"hashgrid/").and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse().ok())
 }
 
+/// The QUIC application close codes (docs/protocol.md §5): the one table of both sides.
+pub mod close_code {
+    /// A normal close: the coordinator shutting down, an operator's connection done.
+    pub const NORMAL: u32 = 0x00;
+    /// A node leaving on purpose (shutdown, SIGTERM): the coordinator hands its ranges over at
+    /// once and records a departure, not a failure.
+    pub const DEPARTING: u32 = 0x01;
+    /// A `Hello` with a wrong token.
+    pub const INVALID_TOKEN: u32 = 0x10;
+    /// A payload that is not exactly one message of the expected type, or a stream that ends
+    /// inside a frame.
+    pub const MALFORMED_FRAME: u32 = 0x11;
+    /// A length prefix above `codec::MAX_FRAME`.
+    pub const FRAME_TOO_LARGE: u32 = 0x12;
+    /// Another protocol violation.
+    pub const PROTOCOL: u32 = 0x13;
+    /// The coordinator gave up on a node (after `CoordinatorMessage::Close`), or failed itself.
+    pub const FAILED: u32 = 0x14;
+
+    /// The reason nodes built before `DEPARTING` existed close with, under code `NORMAL`, when
+    /// they leave on purpose.
+    pub const LEGACY_DEPARTING_REASON: &str = "node shutting down";
+
+    /// Whether a node that closed its connection with `code` and `reason` left on purpose:
+    /// code `DEPARTING`, or (the one compatibility rule, for nodes of either protocol version
+    /// built before `DEPARTING`) code `NORMAL` with `LEGACY_DEPARTING_REASON`.
+    pub fn is_departure(code: u64, reason: &str) -> bool {
+        code == u64::from(DEPARTING) || (code == u64::from(NORMAL) && reason == LEGACY_DEPARTING_REASON)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn departures_are_told_by_code_and_one_legacy_reason() {
+            assert!(is_departure(DEPARTING.into(), "node shutting down"));
+            assert!(is_departure(DEPARTING.into(), ""));
+            assert!(is_departure(NORMAL.into(), LEGACY_DEPARTING_REASON));
+            assert!(!is_departure(NORMAL.into(), "connection lost"));
+            assert!(!is_departure(FAILED.into(), LEGACY_DEPARTING_REASON));
+            assert!(!is_departure(INVALID_TOKEN.into(), ""));
+        }
+    }
+}
+
 /// A node's identity for the life of a coordinator process.
 pub type NodeId = u64;
 /// A job: a header template source (a local-chain template or a submitted job).

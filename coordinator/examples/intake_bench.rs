@@ -34,11 +34,11 @@ use hashgrid_common::message::{
     AdminRequest, AdminResponse, Assignment, CoordinatorMessage, Hello, NodeHello, NodeMessage, Policy, RejectReason,
     Share, ShareOutcome,
 };
+use hashgrid_common::net;
 use hashgrid_common::{Header, Target};
 use hashgrid_coordinator::core::{Command, Core, CoreConfig, StoreOp};
 use hashgrid_coordinator::service::server::{Service, ServiceConfig};
 use hashgrid_coordinator::service::store::Store;
-use hashgrid_node::net;
 use hashgrid_node::search::cpu::CpuBackend;
 use hashgrid_node::search::{Backend, SearchJob};
 use tokio::sync::Semaphore;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use hashgrid_common::message::Policy;
 use serde::{Deserialize, Deserializer};
 
-use hashgrid_node::config::{load_toml, parse_toml};
+use hashgrid_common::config::{load_toml, parse_toml};
 
 use crate::core::CoreConfig;
 use crate::core::probe::ProbeConfig;
@@ -111,7 +111,7 @@ impl Default for CoordinatorConfig {
     }
 }
 
-pub use hashgrid_node::config::ConfigError;
+pub use hashgrid_common::config::ConfigError;
 
 impl CoordinatorConfig {
     /// Reads and checks a file.

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
+use hashgrid_common::config::{ConfigError, load_toml, parse_toml};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 
 use crate::search::BackendChoice;
 use crate::service::Devices;
@@ -99,35 +99,6 @@ impl Default for NodeFileConfig {
             announce_version: String::new(),
         }
     }
-}
-
-/// A configuration that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {reason}")]
-    Read { path: String, reason: String },
-    #[error("{path}: {detail}")]
-    Parse { path: String, detail: String },
-    #[error("{key}: {reason}")]
-    Invalid { key: &'static str, reason: String },
-}
-
-/// Reads a TOML file into `T`: the one configuration loader of both binaries.
-pub fn load_toml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::Read { path: path.display().to_string(), reason: e.to_string() })?;
-    parse_toml(&text).map_err(|e| match e {
-        ConfigError::Parse { detail, .. } => ConfigError::Parse { path: path.display().to_string(), detail },
-        other => other,
-    })
-}
-
-/// Parses TOML text into `T`; an error names the line and the key.
-pub fn parse_toml<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
-        path: "config".into(),
-        detail: hashgrid_common::config::locate_error(text, e.span(), e.message()),
-    })
 }
 
 /// The checked settings.

@@ -11,9 +11,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use hashgrid_common::codec::{self, PREFIX};
-use hashgrid_common::message::{CoordinatorMessage, Hello, NodeHello};
-use hashgrid_coordinator::service::server::close_code;
-use hashgrid_node::net;
+use hashgrid_common::message::{CoordinatorMessage, Hello, NodeHello, close_code};
+use hashgrid_common::net;
 use hashgrid_tests::{Coordinator, Site, wait_for};
 
 /// How long the coordinator may take to answer or to close a connection.

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use hashgrid_common::message::{CoordinatorMessage, Hello, NodeHello, NodeMessage, Share};
-use hashgrid_node::net;
+use hashgrid_common::net;
 use hashgrid_tests::{
     Coordinator, LedgerRow, Operator, Process, Site, assert_credit_matches_receipts, unix_ms, wait_for,
 };

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use hashgrid_node::net::IDLE_TIMEOUT;
+use hashgrid_common::net::IDLE_TIMEOUT;
 use hashgrid_node::service::BACKOFF_MAX;
 use hashgrid_tests::{Site, assert_credit_matches_receipts, wait_for};
 

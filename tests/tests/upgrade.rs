@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use hashgrid_common::message::{ALPN_PREVIOUS, CoordinatorMessage, Hello, NodeHello, v1};
-use hashgrid_node::net;
+use hashgrid_common::net;
 use hashgrid_tests::{Coordinator, Operator, Site, wait_for};
 
 const CANARY: &str = "0.2.0-canary";

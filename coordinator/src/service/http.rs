@@ -1,5 +1,5 @@
 //! The coordinator's HTTP endpoint (`serve --http ADDR`): Prometheus metrics on `/metrics`
-//! and the status page on `/`, served by `hashgrid_node::http`.
+//! and the status page on `/`, served by `hashgrid_common::http`.
 //!
 //! Each request asks the core thread for a `CoreView` (through the event queue, like an admin
 //! request, so the core stays single-threaded and free of I/O) and reads the ledger's length
@@ -9,8 +9,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use hashgrid_common::http::{HTML, OPENMETRICS, Page, TEXT};
 use hashgrid_common::message::LedgerEntry;
-use hashgrid_node::http::{HTML, OPENMETRICS, Page, TEXT};
 use tokio::sync::oneshot;
 
 use super::metrics::{self, CoreView, IntakeMetrics};

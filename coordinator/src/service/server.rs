@@ -24,12 +24,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hashgrid_common::codec::{self, CodecError, PREFIX};
+use hashgrid_common::http::{HttpError, HttpServer};
 use hashgrid_common::message::{
     AdminRequest, AdminResponse, CoordinatorMessage, Hello, NodeHello, NodeId, NodeMessage, PROTOCOL_VERSION, Policy,
-    protocol_version, v1,
+    close_code, protocol_version, v1,
 };
-use hashgrid_node::http::{HttpError, HttpServer};
-use hashgrid_node::net::NetError;
+use hashgrid_common::net::NetError;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
@@ -41,16 +41,6 @@ use super::records::Reader;
 use super::store::{Store, StoreError};
 use super::tls::{DataDir, TlsError, server_config, tokens_equal};
 use crate::core::{Command, Core, CoreConfig, StoreOp};
-
-/// QUIC application close codes.
-pub mod close_code {
-    pub const SHUTDOWN: u32 = 0x00;
-    pub const INVALID_TOKEN: u32 = 0x10;
-    pub const MALFORMED_FRAME: u32 = 0x11;
-    pub const FRAME_TOO_LARGE: u32 = 0x12;
-    pub const PROTOCOL: u32 = 0x13;
-    pub const FAILED: u32 = 0x14;
-}
 
 /// Why the service could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -267,7 +257,7 @@ impl Service {
         let _ = self.shutdown.send(true);
         let _ = self.events.send(Event::Stop);
         let result = self.join().await;
-        self.endpoint.close(close_code::SHUTDOWN.into(), b"coordinator shutting down");
+        self.endpoint.close(close_code::NORMAL.into(), b"coordinator shutting down");
         self.endpoint.wait_idle().await;
         result
     }
@@ -594,10 +584,11 @@ async fn serve_node(
                     }
                 }
                 match e.close_reason() {
-                    Some((code, reason)) if code == u64::from(close_code::SHUTDOWN) => {
-                        departed = reason == hashgrid_node::service::SHUTDOWN_REASON;
+                    Some((code, reason)) if close_code::is_departure(code, reason) => {
+                        departed = true;
                         info!(node, "node left: {reason}")
                     }
+                    Some((code, reason)) if code == u64::from(close_code::NORMAL) => info!(node, "node left: {reason}"),
                     Some(_) => warn!(node, "node connection closed: {e}"),
                     None => {
                         warn!(node, "closing node connection: {e}");
@@ -704,10 +695,10 @@ fn read_error(err: quinn::ReadError) -> NetError {
 /// Closes a connection after a bad frame, with the code and reason the protocol names.
 fn close_for(conn: &quinn::Connection, err: &NetError) {
     let (code, reason) = match err.frame_problem() {
-        Some(hashgrid_node::net::FrameProblem::TooLarge) => {
+        Some(hashgrid_common::net::FrameProblem::TooLarge) => {
             (close_code::FRAME_TOO_LARGE, "frame too large".to_string())
         }
-        Some(hashgrid_node::net::FrameProblem::Malformed) => {
+        Some(hashgrid_common::net::FrameProblem::Malformed) => {
             (close_code::MALFORMED_FRAME, format!("malformed frame: {err}"))
         }
         None => (close_code::PROTOCOL, err.to_string()),

@@ -12,8 +12,8 @@
 use std::fmt::Write;
 use std::time::{Duration, UNIX_EPOCH};
 
+use hashgrid_common::http::escape_html as esc;
 use hashgrid_common::message::{AccountStatus, LedgerEntry};
-use hashgrid_node::http::escape_html as esc;
 
 use super::metrics::CoreView;
 use crate::amount::format_amount;

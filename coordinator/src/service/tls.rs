@@ -8,7 +8,7 @@
 //! constant-time token comparison.
 //!
 //! Nodes and operators pin `cert.pem` (their `--ca`) and verify it under the name
-//! `hashgrid_node::net::SERVER_NAME`, which the certificate carries as a DNS SAN.
+//! `hashgrid_common::net::SERVER_NAME`, which the certificate carries as a DNS SAN.
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hashgrid_common::message::ALPN_ACCEPTED;
-use hashgrid_node::net::SERVER_NAME;
+use hashgrid_common::net::SERVER_NAME;
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -198,7 +198,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use hashgrid_common::message::{AdminRequest, AdminResponse, Hello, NodeMessage, Share};
-    use hashgrid_node::net::{self, FramedStream, NetError};
+    use hashgrid_common::net::{self, FramedStream, NetError};
 
     use super::*;
 

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use hashgrid_common::http::{HttpServer, OPENMETRICS, Page};
 use hashgrid_node::config::{NodeFileConfig, NodeSettings};
-use hashgrid_node::http::{HttpServer, OPENMETRICS, Page};
 use hashgrid_node::search::BackendChoice;
 use hashgrid_node::service::{Devices, NodeConfig, NodeMetrics, NodeOptions, run_node_observed};
 use tracing_subscriber::EnvFilter;

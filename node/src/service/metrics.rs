@@ -76,7 +76,7 @@ impl NodeMetrics {
         NodeMetrics { registry: Arc::new(r), device_hashrate, hashrate, accepted, rejected, connected, connections }
     }
 
-    /// The metrics as OpenMetrics text (`hashgrid_node::http::OPENMETRICS`).
+    /// The metrics as OpenMetrics text (`hashgrid_common::http::OPENMETRICS`).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.

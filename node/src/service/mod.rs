@@ -50,8 +50,8 @@ pub use self::compute::{DeviceListError, DeviceSpec, Devices};
 pub use self::metrics::NodeMetrics;
 use self::scheduler::{DeviceClass, DeviceId, Piece, PieceEnd, Scheduler};
 use self::worker::{DeviceEvent, Ready, Work, Worker, WorkerEvent};
-use crate::net::{self, CLOSE_NORMAL, FrameWriter, FramedStream, NetError};
 use crate::search::{BackendChoice, BackendKind, NONCE_SPACE, SearchError};
+use hashgrid_common::net::{self, CLOSE_NORMAL, FrameWriter, FramedStream, NetError};
 
 /// How long the backend is measured before the node joins.
 pub const MEASURE_FOR: Duration = Duration::from_secs(1);

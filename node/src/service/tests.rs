@@ -15,9 +15,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::*;
-use crate::net::{FrameReader, FramedStream};
 use crate::search::cpu::CpuBackend;
 use crate::search::{Backend, SearchJob, SearchReport, gpu, verify_hit};
+use hashgrid_common::net::{FrameReader, FramedStream};
 
 const TOKEN: &str = "secret-node-token";
 /// Long enough for any step of these tests, short enough that a hang fails quickly.
@@ -86,7 +86,7 @@ impl Coordinator {
 struct Peer {
     conn: quinn::Connection,
     reader: FrameReader,
-    writer: crate::net::FrameWriter,
+    writer: net::FrameWriter,
     hello: NodeHello,
 }
 

@@ -2,6 +2,7 @@
 //! where every account stands, and the self-contained demo. Every error is one line on
 //! stderr and exit code 2.
 
+#[cfg(feature = "demo")]
 mod demo;
 mod show;
 
@@ -88,6 +89,7 @@ enum Command {
     Ledger(LedgerCommand),
     /// Run a coordinator, two nodes and three accounts in this process until every account
     /// is up to standard.
+    #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
 }
 
@@ -239,6 +241,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let req = match cli.command {
+        #[cfg(feature = "demo")]
         Command::Demo(args) => return demo::run(args).await,
         Command::Account(AccountCommand::Add { name, standard, period, order, chain }) => {
             let standard = parse_amount(&standard)?;
@@ -467,8 +470,8 @@ async fn request(conn: &Connection, req: AdminRequest) -> anyhow::Result<AdminRe
 
 /// One admin request to the coordinator at `addr`.
 pub async fn admin(addr: SocketAddr, ca_pem: &[u8], token: &str, req: AdminRequest) -> anyhow::Result<AdminResponse> {
-    let endpoint = hashgrid_node::net::client_endpoint(ca_pem)?;
-    let response = hashgrid_node::net::admin_request(&endpoint, addr, token, &req).await?;
+    let endpoint = hashgrid_common::net::client_endpoint(ca_pem)?;
+    let response = hashgrid_common::net::admin_request(&endpoint, addr, token, &req).await?;
     endpoint.close(0u32.into(), b"");
     match response {
         AdminResponse::Error(e) => bail!("{e}"),

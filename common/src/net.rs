@@ -15,8 +15,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hashgrid_common::codec::{self, CodecError, PREFIX};
-use hashgrid_common::message::{ALPN, AdminRequest, AdminResponse, Hello};
+use crate::codec::{self, CodecError, PREFIX};
+use crate::message::{ALPN, AdminRequest, AdminResponse, Hello};
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{ConnectionError, ReadError, ReadExactError, RecvStream, SendStream, WriteError};
 use rustls::pki_types::CertificateDer;

@@ -69,10 +69,14 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
     Ok(msg)
 }
 
-/// Accumulates received bytes and yields whole frames.
+/// Accumulates received bytes and yields whole frames: the one frame reader, under
+/// `net::FrameReader` on QUIC streams and the fuzz target.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
+    /// Where the bytes not yet decoded start in `buf`. Decoded frames are dropped when more
+    /// bytes arrive, all at once, so a chunk of many small frames costs one move, not one each.
+    start: usize,
 }
 
 impl FrameDecoder {
@@ -82,21 +86,31 @@ impl FrameDecoder {
 
     /// Appends received bytes.
     pub fn extend(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
-    /// The next whole message, `Ok(None)` if more bytes are needed. After an error the
-    /// connection must be closed: the stream is no longer in sync.
+    /// The next whole message, `Ok(None)` if more bytes are needed. The length prefix is
+    /// checked against the cap as soon as its 4 bytes are here, before the payload is waited
+    /// for. After an error the connection must be closed: the stream is no longer in sync.
     #[allow(clippy::should_implement_trait)] // generic over the message type, unlike Iterator::next
     pub fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, CodecError> {
-        let Some(prefix) = self.buf.first_chunk::<PREFIX>() else { return Ok(None) };
+        let pending = &self.buf[self.start..];
+        let Some(prefix) = pending.first_chunk::<PREFIX>() else { return Ok(None) };
         let len = frame_len(*prefix)?;
-        if self.buf.len() < PREFIX + len {
-            return Ok(None);
-        }
-        let msg = decode(&self.buf[PREFIX..PREFIX + len]);
-        self.buf.drain(..PREFIX + len);
+        let Some(payload) = pending.get(PREFIX..PREFIX + len) else { return Ok(None) };
+        let msg = decode(payload);
+        self.start += PREFIX + len;
         msg.map(Some)
+    }
+
+    /// Whether no bytes of an unfinished frame are held: a stream that ends now ends between
+    /// frames (cleanly), otherwise inside one (a malformed frame).
+    pub fn is_empty(&self) -> bool {
+        self.start == self.buf.len()
     }
 }
 
@@ -131,6 +145,25 @@ mod tests {
             }
         }
         assert_eq!(out, vec![assign, CoordinatorMessage::Close { reason: "bye".into() }]);
+    }
+
+    #[test]
+    fn a_chunk_of_many_frames_yields_them_all_and_the_decoder_knows_where_it_stands() {
+        let mut bytes: Vec<u8> = (0..1000).flat_map(|_| encode(&share()).unwrap()).collect();
+        let whole = bytes.len();
+        bytes.extend(&encode(&share()).unwrap()[..7]);
+        let mut dec = FrameDecoder::new();
+        assert!(dec.is_empty());
+        dec.extend(&bytes[..whole]);
+        assert!(!dec.is_empty());
+        for _ in 0..1000 {
+            assert_eq!(dec.next::<NodeMessage>().unwrap(), Some(share()));
+        }
+        assert_eq!(dec.next::<NodeMessage>().unwrap(), None);
+        assert!(dec.is_empty(), "between frames");
+        dec.extend(&bytes[whole..]);
+        assert_eq!(dec.next::<NodeMessage>().unwrap(), None);
+        assert!(!dec.is_empty(), "inside a frame: a stream ending here is truncated");
     }
 
     #[test]

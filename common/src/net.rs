@@ -3,9 +3,10 @@
 //! Owns: the client endpoint that trusts only the coordinator's pinned certificate (the `--ca`
 //! file is the sole trust root, TLS 1.3, ALPN `hashgrid/2`, the ring provider), connecting
 //! with a timeout and readable certificate/ALPN errors, `FramedStream` (the length-prefixed
-//! frames of `hashgrid_common::codec` on one bidirectional stream, usable by both sides) and
-//! the operator's admin requests. The node service, the `hashgrid` CLI and the coordinator's
-//! server loop all use it.
+//! frames of `codec` on one bidirectional stream, usable by both sides), `FrameReader` (the one
+//! reader of frames from a QUIC stream, one at a time or every frame of a received chunk), the
+//! close a receiver answers a bad frame with, and the operator's admin requests. The node
+//! service, the `hashgrid` CLI and the coordinator's server loop all use it.
 //!
 //! When the peer closes a connection with a reason (a QUIC application close), the reason text
 //! travels in `NetError::Closed`, so a caller can print e.g. "coordinator closed the
@@ -15,22 +16,18 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::codec::{self, CodecError, PREFIX};
-use crate::message::{ALPN, AdminRequest, AdminResponse, Hello};
 use quinn::crypto::rustls::QuicClientConfig;
-use quinn::{ConnectionError, ReadError, ReadExactError, RecvStream, SendStream, WriteError};
+use quinn::{ConnectionError, ReadError, RecvStream, SendStream, WriteError};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::codec::{self, CodecError, FrameDecoder};
+use crate::message::{ALPN, AdminRequest, AdminResponse, Hello, close_code};
+
 /// The name every client verifies against the pinned certificate.
 pub const SERVER_NAME: &str = "hashgrid-coordinator";
-
-/// The application close code of a normal close (shutdown, done).
-pub const CLOSE_NORMAL: u32 = 0x00;
-/// The application close code the coordinator closes unauthenticated peers with.
-pub const CLOSE_INVALID_TOKEN: u32 = 0x10;
 
 /// How long a connection attempt may take, handshake included.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,15 +53,8 @@ const CERTIFICATE_ALERTS: [u8; 8] = [
 ];
 /// The TLS alert for "no application protocol in common" (ALPN).
 const NO_APPLICATION_PROTOCOL: u8 = 120;
-
-/// What went wrong with a frame, for the close code a server answers with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameProblem {
-    /// The length prefix exceeds `codec::MAX_FRAME`.
-    TooLarge,
-    /// The payload is not one well-formed message, or the stream ended inside a frame.
-    Malformed,
-}
+/// The most a `FrameReader` takes from QUIC at once.
+const READ_CHUNK: usize = 64 << 10;
 
 /// Why talking to the peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -110,15 +100,18 @@ pub enum NetError {
 }
 
 impl NetError {
-    /// Whether the error is a bad frame, and which kind (for the close code to answer with).
-    pub fn frame_problem(&self) -> Option<FrameProblem> {
-        match self {
-            NetError::Codec(CodecError::TooLarge(_)) => Some(FrameProblem::TooLarge),
+    /// Closes `conn` after this error on one of its streams, with the code and reason
+    /// docs/protocol.md §5 names: a frame too large, a malformed frame (a stream that ended
+    /// inside one included), or another protocol violation.
+    pub fn close_connection(&self, conn: &quinn::Connection) {
+        let (code, reason) = match self {
+            NetError::Codec(CodecError::TooLarge(_)) => (close_code::FRAME_TOO_LARGE, "frame too large".to_string()),
             NetError::Codec(CodecError::Malformed(_) | CodecError::Trailing(_)) | NetError::Truncated => {
-                Some(FrameProblem::Malformed)
+                (close_code::MALFORMED_FRAME, format!("malformed frame: {self}"))
             }
-            _ => None,
-        }
+            _ => (close_code::PROTOCOL, self.to_string()),
+        };
+        conn.close(code.into(), reason.as_bytes());
     }
 
     /// Whether retrying cannot help: the pinned certificate does not match, the protocol is
@@ -126,7 +119,7 @@ impl NetError {
     pub fn is_permanent(&self) -> bool {
         match self {
             NetError::BadCa(_) | NetError::TlsConfig(_) | NetError::Certificate(_) | NetError::Alpn => true,
-            NetError::Closed { code, .. } => *code == u64::from(CLOSE_INVALID_TOKEN),
+            NetError::Closed { code, .. } => *code == u64::from(close_code::INVALID_TOKEN),
             _ => false,
         }
     }
@@ -264,11 +257,16 @@ pub async fn connect(endpoint: &quinn::Endpoint, addr: SocketAddr) -> Result<qui
     }
 }
 
-/// The receiving half of a `FramedStream`.
+/// The receiving half of a `FramedStream`, and the one reader of frames from a QUIC stream:
+/// the chunks QUIC delivers go into a `codec::FrameDecoder`, which yields whole frames (the
+/// length prefix checked against the cap before the payload is waited for). `recv` takes one
+/// message, `recv_batch` every message of the chunks received so far. Both are cancel-safe:
+/// bytes read stay in the decoder.
 #[derive(Debug)]
 pub struct FrameReader {
     recv: RecvStream,
     peer: &'static str,
+    decoder: FrameDecoder,
 }
 
 /// The sending half of a `FramedStream`.
@@ -280,8 +278,7 @@ pub struct FrameWriter {
 
 /// One bidirectional QUIC stream carrying codec frames both ways.
 ///
-/// `recv` is not cancel-safe (a frame may be half read): in a `select!`, run it in its own
-/// task, or `split` the stream and give the reader to a task.
+/// `split` it to read in one task and write in another.
 #[derive(Debug)]
 pub struct FramedStream {
     reader: FrameReader,
@@ -296,7 +293,7 @@ impl FramedStream {
 
     /// Wraps a stream; `peer` names the other side in errors ("coordinator", "node").
     pub fn with_peer(send: SendStream, recv: RecvStream, peer: &'static str) -> Self {
-        FramedStream { reader: FrameReader { recv, peer }, writer: FrameWriter { send, peer } }
+        FramedStream { reader: FrameReader::new(recv, peer), writer: FrameWriter { send, peer } }
     }
 
     /// Opens a new bidirectional stream to the coordinator on `conn`.
@@ -327,24 +324,58 @@ impl FramedStream {
 }
 
 impl FrameReader {
+    /// Reads frames from `recv`; `peer` names the other side in errors.
+    pub fn new(recv: RecvStream, peer: &'static str) -> Self {
+        FrameReader { recv, peer, decoder: FrameDecoder::new() }
+    }
+
     /// The next message; `Ok(None)` when the peer finished the stream cleanly between frames.
-    /// The length prefix is checked against the frame cap before the payload is allocated.
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, NetError> {
-        let mut prefix = [0u8; PREFIX];
-        match self.recv.read_exact(&mut prefix).await {
-            Ok(()) => {}
-            Err(ReadExactError::FinishedEarly(0)) => return Ok(None),
-            Err(ReadExactError::FinishedEarly(_)) => return Err(NetError::Truncated),
-            Err(ReadExactError::ReadError(e)) => return Err(NetError::from_read(e, self.peer)),
+        loop {
+            if let Some(msg) = self.decoder.next()? {
+                return Ok(Some(msg));
+            }
+            if !self.fill().await? {
+                return Ok(None);
+            }
         }
-        let len = codec::frame_len(prefix)?;
-        let mut payload = vec![0u8; len];
-        match self.recv.read_exact(&mut payload).await {
-            Ok(()) => {}
-            Err(ReadExactError::FinishedEarly(_)) => return Err(NetError::Truncated),
-            Err(ReadExactError::ReadError(e)) => return Err(NetError::from_read(e, self.peer)),
+    }
+
+    /// Every message of the chunks received so far, at least one (a busy receiver handles a
+    /// chunk's frames together); `Ok(None)` when the peer finished the stream cleanly between
+    /// frames. On an error, the messages decoded before it come with it: they are the peer's.
+    pub async fn recv_batch<T: DeserializeOwned>(&mut self) -> Result<Option<Vec<T>>, (Vec<T>, NetError)> {
+        let mut msgs = Vec::new();
+        loop {
+            loop {
+                match self.decoder.next() {
+                    Ok(Some(msg)) => msgs.push(msg),
+                    Ok(None) => break,
+                    Err(e) => return Err((msgs, e.into())),
+                }
+            }
+            if !msgs.is_empty() {
+                return Ok(Some(msgs));
+            }
+            match self.fill().await {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) => return Err((msgs, e)),
+            }
         }
-        Ok(Some(codec::decode(&payload)?))
+    }
+
+    /// Feeds the next chunk to the decoder; `false` at the end of the stream between frames.
+    async fn fill(&mut self) -> Result<bool, NetError> {
+        match self.recv.read_chunk(READ_CHUNK, true).await {
+            Ok(Some(chunk)) => {
+                self.decoder.extend(&chunk.bytes);
+                Ok(true)
+            }
+            Ok(None) if self.decoder.is_empty() => Ok(false),
+            Ok(None) => Err(NetError::Truncated),
+            Err(e) => Err(NetError::from_read(e, self.peer)),
+        }
     }
 }
 
@@ -421,6 +452,167 @@ impl AdminClient {
 
     /// Closes the connection normally.
     pub fn close(&self) {
-        self.conn.close(CLOSE_NORMAL.into(), b"done");
+        self.conn.close(close_code::NORMAL.into(), b"done");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The frame reader on real QUIC streams over loopback (TLS and all).
+
+    use quinn::crypto::rustls::QuicServerConfig;
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio::task::JoinHandle;
+
+    use super::*;
+    use crate::codec::MAX_FRAME;
+    use crate::message::{NodeMessage, Share};
+
+    /// Long enough for any step here; a reader that waits when it should not fails after it.
+    const STEP: Duration = Duration::from_secs(20);
+
+    /// One stream of a real connection: the client's sending end, and the server's side, which
+    /// QUIC reveals once the first bytes arrive (`accepted`).
+    struct Pipe {
+        send: SendStream,
+        server: JoinHandle<(quinn::Connection, FrameReader)>,
+        client: quinn::Connection,
+        _endpoints: [quinn::Endpoint; 2],
+    }
+
+    impl Pipe {
+        async fn open() -> Pipe {
+            let certified = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()]).unwrap();
+            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
+            let mut tls =
+                rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_protocol_versions(&[&rustls::version::TLS13])
+                    .unwrap()
+                    .with_no_client_auth()
+                    .with_single_cert(vec![certified.cert.der().clone()], key)
+                    .unwrap();
+            tls.alpn_protocols = vec![ALPN.to_vec()];
+            let config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls).unwrap()));
+            let server = quinn::Endpoint::server(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+            let addr = server.local_addr().unwrap();
+            let accepting = server.clone();
+            let server_side = tokio::spawn(async move {
+                let conn = accepting.accept().await.unwrap().await.unwrap();
+                let (_send, recv) = conn.accept_bi().await.unwrap();
+                (conn, FrameReader::new(recv, "node"))
+            });
+            let client_endpoint = client_endpoint_for(certified.cert.pem().as_bytes(), addr).unwrap();
+            let client = connect(&client_endpoint, addr).await.unwrap();
+            let (send, _recv) = client.open_bi().await.unwrap();
+            Pipe { send, server: server_side, client, _endpoints: [server, client_endpoint] }
+        }
+
+        async fn write(&mut self, bytes: &[u8]) {
+            self.send.write_all(bytes).await.unwrap();
+        }
+
+        async fn accepted(&mut self) -> (quinn::Connection, FrameReader) {
+            tokio::time::timeout(STEP, &mut self.server).await.expect("the server sees the stream").unwrap()
+        }
+    }
+
+    fn share(id: u64) -> NodeMessage {
+        NodeMessage::Share(Share { id, assignment: 3, job: 9, version: 0x2000_0000, time: 1_700_000_000, nonce: 42 })
+    }
+
+    fn frames(ids: std::ops::Range<u64>) -> Vec<u8> {
+        ids.flat_map(|id| codec::encode(&share(id)).unwrap()).collect()
+    }
+
+    async fn recv(reader: &mut FrameReader) -> Result<Option<NodeMessage>, NetError> {
+        tokio::time::timeout(STEP, reader.recv()).await.expect("the reader answers without more bytes")
+    }
+
+    #[tokio::test]
+    async fn frames_cut_anywhere_arrive_whole_then_the_clean_end() {
+        let mut pipe = Pipe::open().await;
+        let bytes = frames(0..3);
+        // Cuts inside the first prefix, inside a payload, and across the second frame's end.
+        for piece in [&bytes[..2], &bytes[2..11], &bytes[11..40], &bytes[40..]] {
+            pipe.write(piece).await;
+            tokio::task::yield_now().await;
+        }
+        let (_conn, mut reader) = pipe.accepted().await;
+        for id in 0..3 {
+            assert_eq!(recv(&mut reader).await.unwrap(), Some(share(id)));
+        }
+        pipe.send.finish().unwrap();
+        assert!(recv(&mut reader).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_batch_holds_every_frame_received() {
+        let mut pipe = Pipe::open().await;
+        pipe.write(&frames(0..500)).await;
+        pipe.send.finish().unwrap();
+        let (_conn, mut reader) = pipe.accepted().await;
+        let mut batches = Vec::new();
+        while let Some(batch) =
+            tokio::time::timeout(STEP, reader.recv_batch::<NodeMessage>()).await.unwrap().map_err(|(_, e)| e).unwrap()
+        {
+            assert!(!batch.is_empty());
+            batches.push(batch);
+        }
+        // A QUIC packet holds dozens of these frames: a batch per frame would mean no batching.
+        assert!(batches.len() < 500 && batches.iter().any(|b| b.len() > 1), "{} batches", batches.len());
+        let all: Vec<NodeMessage> = batches.into_iter().flatten().collect();
+        assert_eq!(all, (0..500).map(share).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn an_oversized_prefix_is_refused_before_its_payload_is_awaited() {
+        let mut pipe = Pipe::open().await;
+        let mut bytes = frames(0..2);
+        bytes.extend(((MAX_FRAME + 1) as u32).to_be_bytes());
+        // The stream stays open and no payload follows: the reader must not wait for one.
+        pipe.write(&bytes).await;
+        let (conn, mut reader) = pipe.accepted().await;
+        let mut got = Vec::new();
+        let err = loop {
+            match tokio::time::timeout(STEP, reader.recv_batch::<NodeMessage>()).await.expect("no wait for a payload") {
+                Ok(Some(batch)) => got.extend(batch),
+                Ok(None) => panic!("the stream is still open"),
+                Err((batch, e)) => {
+                    got.extend(batch);
+                    break e;
+                }
+            }
+        };
+        // The frames before the bad one are the peer's.
+        assert_eq!(got, vec![share(0), share(1)]);
+        assert!(matches!(err, NetError::Codec(CodecError::TooLarge(n)) if n == MAX_FRAME + 1), "{err}");
+        err.close_connection(&conn);
+        match tokio::time::timeout(STEP, pipe.client.closed()).await.unwrap() {
+            ConnectionError::ApplicationClosed(close) => {
+                assert_eq!(close.error_code.into_inner(), u64::from(close_code::FRAME_TOO_LARGE));
+                assert_eq!(&close.reason[..], b"frame too large");
+            }
+            other => panic!("expected an application close, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_ending_inside_a_frame_is_a_malformed_frame() {
+        let mut pipe = Pipe::open().await;
+        let bytes = frames(0..2);
+        pipe.write(&bytes[..bytes.len() - 3]).await;
+        pipe.send.finish().unwrap();
+        let (conn, mut reader) = pipe.accepted().await;
+        assert_eq!(recv(&mut reader).await.unwrap(), Some(share(0)));
+        let err = recv(&mut reader).await.unwrap_err();
+        assert!(matches!(err, NetError::Truncated), "{err}");
+        err.close_connection(&conn);
+        match tokio::time::timeout(STEP, pipe.client.closed()).await.unwrap() {
+            ConnectionError::ApplicationClosed(close) => {
+                assert_eq!(close.error_code.into_inner(), u64::from(close_code::MALFORMED_FRAME));
+                assert!(close.reason.starts_with(b"malformed frame: "), "{close:?}");
+            }
+            other => panic!("expected an application close, got {other:?}"),
+        }
     }
 }

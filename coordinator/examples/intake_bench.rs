@@ -32,7 +32,7 @@ use clap::Parser;
 use hashgrid_common::codec::{self, FrameDecoder};
 use hashgrid_common::message::{
     AdminRequest, AdminResponse, Assignment, CoordinatorMessage, Hello, NodeHello, NodeMessage, Policy, RejectReason,
-    Share, ShareOutcome,
+    Share, ShareOutcome, close_code,
 };
 use hashgrid_common::net;
 use hashgrid_common::{Header, Target};
@@ -308,7 +308,7 @@ async fn run_clients(
         let (exhausted_here, send) = sender.await?;
         let stats = receiver.await?;
         drop(send);
-        conn.close(net::CLOSE_NORMAL.into(), b"done");
+        conn.close(close_code::NORMAL.into(), b"done");
         exhausted += usize::from(exhausted_here);
         if let Some(e) = &stats.error {
             all.error.get_or_insert_with(|| e.clone());

@@ -14,7 +14,7 @@
 //! (the store thread only restarts the WAL between batches when it asks, `Store::maintain`).
 //!
 //! Connection I/O is batched: a node's reader decodes every frame of each received chunk
-//! (`FrameSource`), and its writer drains its queue into one stream write.
+//! (`FrameReader::recv_batch`), and its writer drains its queue into one stream write.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,14 +23,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hashgrid_common::codec::{self, CodecError, PREFIX};
+use hashgrid_common::codec;
 use hashgrid_common::http::{HttpError, HttpServer};
 use hashgrid_common::message::{
     AdminRequest, AdminResponse, CoordinatorMessage, Hello, NodeHello, NodeId, NodeMessage, PROTOCOL_VERSION, Policy,
     close_code, protocol_version, v1,
 };
-use hashgrid_common::net::NetError;
-use serde::de::DeserializeOwned;
+use hashgrid_common::net::FrameReader;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
@@ -59,8 +58,6 @@ pub enum ServiceError {
 
 /// Events the core thread takes in one batch at most.
 const MAX_BATCH: usize = 4096;
-/// The most a node connection's reader takes from QUIC at once.
-const READ_CHUNK: usize = 64 << 10;
 /// A node connection's writer stops draining its queue into one write at this many bytes.
 const WRITE_BATCH: usize = 64 << 10;
 
@@ -425,11 +422,11 @@ async fn serve_connection(
 ) {
     let protocol = negotiated_protocol(&conn);
     let Ok((send, recv)) = conn.accept_bi().await else { return };
-    let mut source = FrameSource::new(recv);
-    let hello = match source.next::<Hello>().await {
+    let mut source = FrameReader::new(recv, "peer");
+    let hello = match source.recv::<Hello>().await {
         Ok(Some(hello)) => hello,
         Ok(None) => return,
-        Err(e) => return close_for(&conn, &e),
+        Err(e) => return e.close_connection(&conn),
     };
     match hello {
         Hello::Node(hello) => {
@@ -455,8 +452,8 @@ async fn serve_connection(
             let first = tokio::spawn(serve_admin_stream(conn.clone(), send, source, events.clone()));
             loop {
                 let Ok((send, recv)) = conn.accept_bi().await else { break };
-                let mut source = FrameSource::new(recv);
-                match source.next::<Hello>().await {
+                let mut source = FrameReader::new(recv, "peer");
+                match source.recv::<Hello>().await {
                     Ok(Some(Hello::Admin { token })) if tokens_equal(&token, admin_token) => {
                         tokio::spawn(serve_admin_stream(conn.clone(), send, source, events.clone()));
                     }
@@ -465,7 +462,7 @@ async fn serve_connection(
                         break;
                     }
                     Err(e) => {
-                        close_for(&conn, &e);
+                        e.close_connection(&conn);
                         break;
                     }
                 }
@@ -478,13 +475,13 @@ async fn serve_connection(
 async fn serve_admin_stream(
     conn: quinn::Connection,
     mut send: quinn::SendStream,
-    mut source: FrameSource,
+    mut source: FrameReader,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    let req = match source.next::<AdminRequest>().await {
+    let req = match source.recv::<AdminRequest>().await {
         Ok(Some(req)) => req,
         Ok(None) => return,
-        Err(e) => return close_for(&conn, &e),
+        Err(e) => return e.close_connection(&conn),
     };
     let (reply, response) = oneshot::channel();
     if events.send(Event::Admin { req, reply }).is_err() {
@@ -502,7 +499,7 @@ async fn serve_admin_stream(
 async fn serve_node(
     conn: quinn::Connection,
     mut send: quinn::SendStream,
-    mut source: FrameSource,
+    mut source: FrameReader,
     events: mpsc::UnboundedSender<Event>,
     node: NodeId,
     hello: NodeHello,
@@ -555,12 +552,12 @@ async fn serve_node(
         let chunk = if protocol == 1 {
             // Version 1 differs only in its heartbeat; convert as the frames come.
             source
-                .next_chunk::<v1::NodeMessage>()
+                .recv_batch::<v1::NodeMessage>()
                 .await
                 .map(|c| c.map(convert_all))
                 .map_err(|(m, e)| (convert_all(m), e))
         } else {
-            source.next_chunk::<NodeMessage>().await
+            source.recv_batch::<NodeMessage>().await
         };
         match chunk {
             Ok(Some(msgs)) => {
@@ -592,7 +589,7 @@ async fn serve_node(
                     Some(_) => warn!(node, "node connection closed: {e}"),
                     None => {
                         warn!(node, "closing node connection: {e}");
-                        close_for(&conn, &e);
+                        e.close_connection(&conn);
                     }
                 }
                 break;
@@ -601,109 +598,6 @@ async fn serve_node(
     }
     let _ = events.send(Event::NodeLeft { node, departed });
     writer_task.abort();
-}
-
-/// The frames of one receiving stream, decoded from whole chunks as QUIC delivers them (not
-/// one read per prefix and payload). Built on `codec::frame_len` and `codec::decode` rather
-/// than `codec::FrameDecoder` because a stream that ends inside a frame must be told apart
-/// from one that ends between frames (a malformed frame), and the decoder does not say whether
-/// bytes are left.
-struct FrameSource {
-    recv: quinn::RecvStream,
-    buf: Vec<u8>,
-    /// Where the undecoded bytes of `buf` start.
-    start: usize,
-}
-
-impl FrameSource {
-    fn new(recv: quinn::RecvStream) -> Self {
-        FrameSource { recv, buf: Vec::new(), start: 0 }
-    }
-
-    /// The next message; `Ok(None)` when the peer finished the stream cleanly between frames.
-    async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, NetError> {
-        loop {
-            if let Some(msg) = self.decoded()? {
-                return Ok(Some(msg));
-            }
-            if !self.fill().await? {
-                return Ok(None);
-            }
-        }
-    }
-
-    /// Every message of the next chunk(s), at least one; `Ok(None)` when the peer finished
-    /// the stream cleanly between frames. On an error, the messages decoded before it.
-    async fn next_chunk<T: DeserializeOwned>(&mut self) -> Result<Option<Vec<T>>, (Vec<T>, NetError)> {
-        let mut msgs = Vec::new();
-        loop {
-            loop {
-                match self.decoded() {
-                    Ok(Some(msg)) => msgs.push(msg),
-                    Ok(None) => break,
-                    Err(e) => return Err((msgs, e.into())),
-                }
-            }
-            if !msgs.is_empty() {
-                return Ok(Some(msgs));
-            }
-            match self.fill().await {
-                Ok(true) => {}
-                Ok(false) => return Ok(None),
-                Err(e) => return Err((msgs, e)),
-            }
-        }
-    }
-
-    /// The next whole message already received. The length prefix is checked against the
-    /// frame cap before anything else.
-    fn decoded<T: DeserializeOwned>(&mut self) -> Result<Option<T>, CodecError> {
-        let pending = &self.buf[self.start..];
-        let Some(prefix) = pending.first_chunk::<PREFIX>() else { return Ok(None) };
-        let len = codec::frame_len(*prefix)?;
-        let Some(payload) = pending.get(PREFIX..PREFIX + len) else { return Ok(None) };
-        let msg = codec::decode(payload)?;
-        self.start += PREFIX + len;
-        Ok(Some(msg))
-    }
-
-    /// Reads the next chunk; `false` at the end of the stream between frames.
-    async fn fill(&mut self) -> Result<bool, NetError> {
-        match self.recv.read_chunk(READ_CHUNK, true).await {
-            Ok(Some(chunk)) => {
-                self.buf.drain(..self.start);
-                self.start = 0;
-                self.buf.extend_from_slice(&chunk.bytes);
-                Ok(true)
-            }
-            Ok(None) if self.start == self.buf.len() => Ok(false),
-            Ok(None) => Err(NetError::Truncated),
-            Err(e) => Err(read_error(e)),
-        }
-    }
-}
-
-/// A stream read error as the node library names it.
-fn read_error(err: quinn::ReadError) -> NetError {
-    match err {
-        quinn::ReadError::ConnectionLost(e) => NetError::from_connection(e, "peer"),
-        quinn::ReadError::Reset(code) => NetError::StreamReset { peer: "peer", code: code.into_inner() },
-        other => NetError::Stream(other.to_string()),
-    }
-}
-
-/// Closes a connection after a bad frame, with the code and reason the protocol names.
-fn close_for(conn: &quinn::Connection, err: &NetError) {
-    let (code, reason) = match err.frame_problem() {
-        Some(hashgrid_common::net::FrameProblem::TooLarge) => {
-            (close_code::FRAME_TOO_LARGE, "frame too large".to_string())
-        }
-        Some(hashgrid_common::net::FrameProblem::Malformed) => {
-            (close_code::MALFORMED_FRAME, format!("malformed frame: {err}"))
-        }
-        None => (close_code::PROTOCOL, err.to_string()),
-    };
-    conn.close(code.into(), reason.as_bytes());
 }
 
 impl Drop for Service {

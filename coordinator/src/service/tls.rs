@@ -197,7 +197,8 @@ mod tests {
     use std::net::{Ipv4Addr, SocketAddr};
     use std::os::unix::fs::PermissionsExt;
 
-    use hashgrid_common::message::{AdminRequest, AdminResponse, Hello, NodeMessage, Share};
+    use hashgrid_common::codec::CodecError;
+    use hashgrid_common::message::{AdminRequest, AdminResponse, Hello, NodeMessage, Share, close_code};
     use hashgrid_common::net::{self, FramedStream, NetError};
 
     use super::*;
@@ -307,7 +308,7 @@ mod tests {
                         match stream.recv::<Hello>().await.unwrap() {
                             Some(Hello::Admin { token }) if tokens_equal(&token, &expected) => {}
                             _ => {
-                                conn.close(net::CLOSE_INVALID_TOKEN.into(), b"invalid token");
+                                conn.close(close_code::INVALID_TOKEN.into(), b"invalid token");
                                 return;
                             }
                         }
@@ -392,7 +393,7 @@ mod tests {
             let (send, recv) = conn.accept_bi().await.unwrap();
             let mut stream = FramedStream::new(send, recv);
             let err = stream.recv::<Hello>().await.unwrap_err();
-            assert_eq!(err.frame_problem(), Some(net::FrameProblem::TooLarge), "{err}");
+            assert!(matches!(err, NetError::Codec(CodecError::TooLarge(_))), "{err}");
             conn.close(0u32.into(), b"");
         });
         let endpoint = net::client_endpoint(&ca(&dir)).unwrap();

@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use hashgrid_common::message::{
     Assignment, AssignmentId, CoordinatorMessage, DeviceInfo, Hello, NodeHello, NodeMessage, RejectReason, Share,
-    ShareOutcome,
+    ShareOutcome, close_code,
 };
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -51,7 +51,7 @@ pub use self::metrics::NodeMetrics;
 use self::scheduler::{DeviceClass, DeviceId, Piece, PieceEnd, Scheduler};
 use self::worker::{DeviceEvent, Ready, Work, Worker, WorkerEvent};
 use crate::search::{BackendChoice, BackendKind, NONCE_SPACE, SearchError};
-use hashgrid_common::net::{self, CLOSE_NORMAL, FrameWriter, FramedStream, NetError};
+use hashgrid_common::net::{self, FrameWriter, FramedStream, NetError};
 
 /// How long the backend is measured before the node joins.
 pub const MEASURE_FOR: Duration = Duration::from_secs(1);
@@ -64,7 +64,7 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
 /// Unanswered shares kept for re-sending; beyond this the oldest are dropped.
 const MAX_PENDING_SHARES: usize = 1 << 16;
-/// The close reason a node sends when it stops.
+/// The close reason a node sends, with `close_code::DEPARTING`, when it stops.
 pub const SHUTDOWN_REASON: &str = "node shutting down";
 
 /// How to run a node.
@@ -231,7 +231,7 @@ async fn run_metered(
     let mut node = Node::new(config, options, devices, events, metrics);
     let result = node.run(&endpoint, shutdown.as_mut()).await;
     node.cancel_all();
-    endpoint.close(CLOSE_NORMAL.into(), SHUTDOWN_REASON.as_bytes());
+    endpoint.close(close_code::DEPARTING.into(), SHUTDOWN_REASON.as_bytes());
     // Gives the close a moment to reach the coordinator.
     let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
     info!(accepted = node.counts.accepted, rejected = node.counts.rejected, "node stopped");
@@ -388,7 +388,7 @@ impl Node {
             },
             () = shutdown.as_mut() => return Ok(SessionEnd::Shutdown),
         };
-        let close = |conn: &quinn::Connection| conn.close(CLOSE_NORMAL.into(), SHUTDOWN_REASON.as_bytes());
+        let close = |conn: &quinn::Connection| conn.close(close_code::DEPARTING.into(), SHUTDOWN_REASON.as_bytes());
 
         let welcome = tokio::select! {
             welcome = tokio::time::timeout(WELCOME_TIMEOUT, self.hello(&conn)) => welcome,
@@ -399,7 +399,7 @@ impl Node {
         };
         let (stream, node_id, heartbeat) = match welcome {
             Err(_) => {
-                conn.close(CLOSE_NORMAL.into(), b"no welcome");
+                conn.close(close_code::NORMAL.into(), b"no welcome");
                 return Ok(SessionEnd::Lost("the coordinator did not answer the hello".into()));
             }
             Ok(Err(e)) if e.is_permanent() => return Err(e.into()),
@@ -431,7 +431,7 @@ impl Node {
                 Ok(SessionEnd::Shutdown)
             }
             Ok(lost) => {
-                conn.close(CLOSE_NORMAL.into(), b"connection lost");
+                conn.close(close_code::NORMAL.into(), b"connection lost");
                 Ok(lost)
             }
             Err(e) => {

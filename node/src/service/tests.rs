@@ -229,7 +229,7 @@ async fn sends_exactly_the_verified_hits_then_range_done() {
     finish(node).await.unwrap();
     match tokio::time::timeout(STEP, peer.conn.closed()).await.unwrap() {
         quinn::ConnectionError::ApplicationClosed(close) => {
-            assert_eq!(close.error_code.into_inner(), 0);
+            assert_eq!(close.error_code.into_inner(), u64::from(close_code::DEPARTING));
             assert_eq!(&close.reason[..], SHUTDOWN_REASON.as_bytes());
         }
         other => panic!("expected a graceful close, got {other:?}"),
@@ -315,7 +315,7 @@ async fn a_refused_token_is_a_permanent_error() {
     let (node, _stop) = start_node(NodeConfig { token: "wrong".into(), ..coordinator.node_config() });
     let peer = coordinator.accept().await;
     assert_eq!(peer.hello.token, "wrong");
-    peer.conn.close(net::CLOSE_INVALID_TOKEN.into(), b"invalid token");
+    peer.conn.close(close_code::INVALID_TOKEN.into(), b"invalid token");
     let err = finish(node).await.unwrap_err();
     assert_eq!(err.to_string(), "coordinator closed the connection: invalid token");
 }

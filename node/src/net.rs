@@ -31,6 +31,8 @@ pub const SERVER_NAME: &str = "hashgrid-coordinator";
 pub const CLOSE_NORMAL: u32 = 0x00;
 /// The application close code the coordinator closes unauthenticated peers with.
 pub const CLOSE_INVALID_TOKEN: u32 = 0x10;
+/// The application close code the coordinator refuses a hello's name or version with.
+pub const CLOSE_INVALID_HELLO: u32 = 0x15;
 
 /// How long a connection attempt may take, handshake included.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -122,11 +124,11 @@ impl NetError {
     }
 
     /// Whether retrying cannot help: the pinned certificate does not match, the protocol is
-    /// not spoken, or the coordinator refused our token.
+    /// not spoken, or the coordinator refused our token or our hello's name or version.
     pub fn is_permanent(&self) -> bool {
         match self {
             NetError::BadCa(_) | NetError::TlsConfig(_) | NetError::Certificate(_) | NetError::Alpn => true,
-            NetError::Closed { code, .. } => *code == u64::from(CLOSE_INVALID_TOKEN),
+            NetError::Closed { code, .. } => [CLOSE_INVALID_TOKEN, CLOSE_INVALID_HELLO].map(u64::from).contains(code),
             _ => false,
         }
     }

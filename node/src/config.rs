@@ -2,6 +2,9 @@
 //! default, and how a file is read. `hashgrid-node config print-default` prints `DEFAULT_TOML`;
 //! command-line flags and `HASHGRID_*` environment variables override the file. A key that does
 //! not exist or a value of the wrong kind is one error naming the key and its line.
+//!
+//! `parse_command_line` is how all three binaries read their command line: a usage error is
+//! one line and exit code 2, `--help` and `--version` print in full.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -198,6 +201,31 @@ impl NodeFileConfig {
             announce_version: text(&self.announce_version),
         })
     }
+}
+
+/// The command line as `P`; `--help` and `--version` print and exit 0. A usage error is one
+/// line on stderr ("PROGRAM: error: WHAT (try --help)"), and the exit code 2 to return.
+pub fn parse_command_line<P: clap::Parser>() -> Result<P, std::process::ExitCode> {
+    use clap::error::ErrorKind;
+    match P::try_parse() {
+        Ok(parsed) => Ok(parsed),
+        Err(err) if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => err.exit(),
+        Err(err) => {
+            eprintln!("{}", usage_line(&P::command().get_name().to_string(), &err));
+            Err(std::process::ExitCode::from(2))
+        }
+    }
+}
+
+/// A clap error as one line: its first line without clap's "error: " (a missing subcommand,
+/// which clap answers with the whole help, as just that).
+fn usage_line(program: &str, err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    let what = match err.kind() {
+        clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => "a subcommand is required",
+        _ => rendered.lines().next().unwrap_or_default().trim_start_matches("error: ").trim(),
+    };
+    format!("{program}: error: {what} (try --help)")
 }
 
 #[cfg(test)]

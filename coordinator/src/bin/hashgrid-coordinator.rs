@@ -99,7 +99,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match hashgrid_node::config::parse_command_line::<Cli>() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let result =
         tokio::runtime::Runtime::new().context("cannot start the runtime").and_then(|rt| rt.block_on(run(cli)));
     match result {

@@ -242,9 +242,9 @@ mod tests {
         partial.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
         silent.push(partial);
         // Each is closed by the header timeout: those past the cap wait for a slot, then for
-        // their own timeout. The guard only tells that apart from never (or from the much
-        // later `MAX_CONNECTION_TIME`).
-        let guard = MAX_CONNECTION_TIME / 2;
+        // their own timeout. The guard only tells that apart from never, from hyper's default
+        // (30 s) and from `MAX_CONNECTION_TIME`.
+        let guard = HEADER_TIMEOUT * 3;
         for mut stream in silent {
             let mut out = Vec::new();
             let closed = tokio::time::timeout(guard, stream.read_to_end(&mut out)).await;

@@ -217,13 +217,17 @@ pub fn parse_command_line<P: clap::Parser>() -> Result<P, std::process::ExitCode
     }
 }
 
-/// A clap error as one line: its first line without clap's "error: " (a missing subcommand,
-/// which clap answers with the whole help, as just that).
+/// A clap error as one line: its first paragraph (the lines before the first blank one, such
+/// as "the following required arguments were not provided:" and the arguments) joined, without
+/// clap's "error: "; a missing subcommand, which clap answers with the whole help, as just that.
 fn usage_line(program: &str, err: &clap::Error) -> String {
-    let rendered = err.render().to_string();
     let what = match err.kind() {
-        clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => "a subcommand is required",
-        _ => rendered.lines().next().unwrap_or_default().trim_start_matches("error: ").trim(),
+        clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => "a subcommand is required".to_string(),
+        _ => {
+            let rendered = err.render().to_string();
+            let paragraph: Vec<&str> = rendered.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+            paragraph.join(" ").trim_start_matches("error: ").to_string()
+        }
     };
     format!("{program}: error: {what} (try --help)")
 }

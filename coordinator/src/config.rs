@@ -254,6 +254,7 @@ mod tests {
         let c = CoordinatorConfig::parse(include_str!("../../deploy/coordinator.toml")).unwrap();
         assert_eq!(c.listen, "0.0.0.0:4433".parse().unwrap());
         assert_eq!(c.failover_after, Duration::from_secs(2));
+        assert_eq!(c.limits(), ConnectionLimits { total: 1024, per_address: 256 });
     }
 
     #[test]

@@ -211,7 +211,7 @@ pub fn parse_command_line<P: clap::Parser>() -> Result<P, std::process::ExitCode
         Ok(parsed) => Ok(parsed),
         Err(err) if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => err.exit(),
         Err(err) => {
-            eprintln!("{}", usage_line(&P::command().get_name().to_string(), &err));
+            eprintln!("{}", usage_line(P::command().get_name(), &err));
             Err(std::process::ExitCode::from(2))
         }
     }

@@ -72,8 +72,8 @@ time_window = "10m"
 
 # QUIC connections open at once, nodes and operators together; more are refused before their
 # handshake. A connection that has not said hello within 5 s is closed, and until it does it
-# holds at most about two frames (2 MiB), so peers that never authenticate hold at most about
-# 2 MiB times this.
+# holds at most about one frame (1 MiB), so peers that never authenticate hold at most about
+# 1 MiB times this.
 max_connections = 1024
 
 # QUIC connections open at once from one IP address. Rigs behind one NAT share an address:

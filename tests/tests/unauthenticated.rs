@@ -2,7 +2,7 @@
 //! coordinator process over real QUIC.
 //!
 //! Proves that a connection which says no hello is closed after the hello deadline with a
-//! reason; that a node whose name carries terminal escapes and a newline is refused at the
+//! reason, and one whose hello frame is longer than the hello cap at its length prefix; that a node whose name carries terminal escapes and a newline is refused at the
 //! hello and the `hashgrid-node` process says so in one line and exits 2; and that the attack
 //! of issue 9 (connections that never say hello, each opening many streams that carry large
 //! partial frames) leaves the coordinator's resident memory under 32 MiB above where it was,
@@ -17,6 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hashgrid_common::codec::{MAX_FRAME, PREFIX};
+use hashgrid_coordinator::service::limits::MAX_HELLO;
 use hashgrid_coordinator::service::server::close_code;
 use hashgrid_node::net;
 use hashgrid_tests::{COMMAND_TIMEOUT, Coordinator, Site, binary, run_with_timeout, wait_for};
@@ -42,16 +43,24 @@ fn a_connection_without_a_hello_is_closed_with_a_reason() {
         // A stream with half a length prefix, then nothing.
         let (mut send, _recv) = conn.open_bi().await.unwrap();
         send.write_all(&[0, 0]).await.unwrap();
-        let closed = tokio::time::timeout(Duration::from_secs(30), conn.closed()).await.expect("closed");
-        match closed {
-            quinn::ConnectionError::ApplicationClosed(close) => {
-                (close.error_code.into_inner(), String::from_utf8_lossy(&close.reason).into_owned())
-            }
-            other => panic!("expected a close with a reason, got: {other}"),
-        }
+        close_reason(&conn).await
     });
     assert_eq!(code, u64::from(close_code::NO_HELLO), "{reason}");
     assert_eq!(reason, "no hello within 5s");
+}
+
+#[test]
+fn a_hello_longer_than_the_hello_cap_is_refused_at_its_prefix() {
+    let site = Site::new();
+    let coordinator = site.start_coordinator("127.0.0.1:0", "sequential");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (code, reason) = runtime.block_on(async {
+        let (_endpoint, conn) = raw_connection(&coordinator).await;
+        let (mut send, _recv) = conn.open_bi().await.unwrap();
+        send.write_all(&(MAX_HELLO as u32 + 1).to_be_bytes()).await.unwrap();
+        close_reason(&conn).await
+    });
+    assert_eq!(code, u64::from(close_code::FRAME_TOO_LARGE), "{reason}");
 }
 
 #[test]
@@ -209,6 +218,17 @@ async fn raw_connection(coordinator: &Coordinator) -> (quinn::Endpoint, quinn::C
     let endpoint = net::client_endpoint_for(&ca, coordinator.addr).expect("a client endpoint");
     let conn = net::connect(&endpoint, coordinator.addr).await.expect("a connection");
     (endpoint, conn)
+}
+
+/// Waits for the coordinator to close `conn` (well within 30 s); its close code and reason.
+async fn close_reason(conn: &quinn::Connection) -> (u64, String) {
+    let closed = tokio::time::timeout(Duration::from_secs(30), conn.closed()).await.expect("closed");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            (close.error_code.into_inner(), String::from_utf8_lossy(&close.reason).into_owned())
+        }
+        other => panic!("expected a close with a reason, got: {other}"),
+    }
 }
 
 /// The coordinator process's resident memory (VmRSS), KiB.

@@ -1,7 +1,7 @@
 //! What a peer can make the coordinator hold before it has authenticated, and what a node's
 //! hello may carry.
 //!
-//! Owns: the hello deadline (`HELLO_DEADLINE`), the connection caps in total and per source
+//! Owns: the hello deadline (`HELLO_DEADLINE`) and size cap (`MAX_HELLO`), the connection caps in total and per source
 //! address (`ConnectionLimits`, from the configuration) and their bookkeeping (`Admission`:
 //! a connection is counted from its `Incoming` until its task ends, through the `Admitted`
 //! guard it holds), and the identity rule for a node's hello (`check_identity`): its name
@@ -10,7 +10,8 @@
 //!
 //! The QUIC windows and stream counts that bound each connection's buffers are in
 //! `tls::server_config`; together with these caps they bound the memory of peers that never
-//! say hello to `ConnectionLimits::total` times about two frames, for at most `HELLO_DEADLINE`.
+//! say hello to `ConnectionLimits::total` times about one frame (`tls::RECEIVE_WINDOW`) plus
+//! `MAX_HELLO`, for at most `HELLO_DEADLINE`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -23,6 +24,10 @@ use crate::core::accounts::valid_name;
 
 /// How long a new connection may take to open its first stream and send its hello.
 pub const HELLO_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The largest hello frame read (a hello is a token, a name, a version and a few devices: well
+/// under 1 KiB), so a peer's partial hello holds at most this much.
+pub const MAX_HELLO: usize = 64 << 10;
 
 /// The longest software version a node may announce.
 pub const MAX_VERSION_LEN: usize = 64;

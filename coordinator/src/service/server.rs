@@ -36,7 +36,7 @@ use tracing::{info, warn};
 
 use super::admin::admin;
 use super::http::Sources;
-use super::limits::{Admission, ConnectionLimits, HELLO_DEADLINE, check_identity};
+use super::limits::{Admission, ConnectionLimits, HELLO_DEADLINE, MAX_HELLO, check_identity};
 use super::metrics::{CoreView, IntakeMetrics};
 use super::records::Reader;
 use super::store::{Store, StoreError};
@@ -456,7 +456,10 @@ async fn serve_connection(
     let first = tokio::time::timeout(HELLO_DEADLINE, async {
         let (send, recv) = conn.accept_bi().await.ok()?;
         let mut source = FrameSource::new(recv);
-        Some(source.next::<Hello>().await.map(|hello| (send, source, hello)))
+        source.cap = MAX_HELLO;
+        let hello = source.next::<Hello>().await;
+        source.cap = codec::MAX_FRAME;
+        Some(hello.map(|hello| (send, source, hello)))
     });
     let (send, source, hello) = match first.await {
         Ok(Some(Ok((send, source, Some(hello))))) => (send, source, hello),
@@ -654,11 +657,13 @@ struct FrameSource {
     buf: Vec<u8>,
     /// Where the undecoded bytes of `buf` start.
     start: usize,
+    /// The largest frame accepted: the codec's cap, or `MAX_HELLO` while reading a hello.
+    cap: usize,
 }
 
 impl FrameSource {
     fn new(recv: quinn::RecvStream) -> Self {
-        FrameSource { recv, buf: Vec::new(), start: 0 }
+        FrameSource { recv, buf: Vec::new(), start: 0, cap: codec::MAX_FRAME }
     }
 
     /// The next message; `Ok(None)` when the peer finished the stream cleanly between frames.
@@ -702,6 +707,9 @@ impl FrameSource {
         let pending = &self.buf[self.start..];
         let Some(prefix) = pending.first_chunk::<PREFIX>() else { return Ok(None) };
         let len = codec::frame_len(*prefix)?;
+        if len > self.cap {
+            return Err(CodecError::TooLarge(len));
+        }
         let Some(payload) = pending.get(PREFIX..PREFIX + len) else { return Ok(None) };
         let msg = codec::decode(payload)?;
         self.start += PREFIX + len;

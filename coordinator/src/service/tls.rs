@@ -39,7 +39,7 @@ pub const MAX_STREAMS: u32 = 16;
 /// and not yet read: the largest legitimate frame (the codec's cap and its length prefix).
 /// What a peer sends beyond that waits for the coordinator to read, so a peer that never
 /// authenticates holds at most this much in QUIC's buffers (plus the partial hello its task
-/// reads, at most one frame).
+/// reads, at most `limits::MAX_HELLO`).
 pub const RECEIVE_WINDOW: u32 = (PREFIX + MAX_FRAME) as u32;
 
 /// The names and addresses the certificate is valid for.

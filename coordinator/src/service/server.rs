@@ -631,9 +631,10 @@ async fn serve_node(
                 match e.close_reason() {
                     Some((code, reason)) if code == u64::from(close_code::SHUTDOWN) => {
                         departed = reason == hashgrid_node::service::SHUTDOWN_REASON;
-                        info!(node, "node left: {reason}")
+                        // The reason is the peer's text: escaped, it cannot forge log lines.
+                        info!(node, "node left: {}", reason.escape_debug())
                     }
-                    Some(_) => warn!(node, "node connection closed: {e}"),
+                    Some(_) => warn!(node, "node connection closed: {}", e.to_string().escape_debug()),
                     None => {
                         warn!(node, "closing node connection: {e}");
                         close_for(&conn, &e);

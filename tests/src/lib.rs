@@ -290,7 +290,7 @@ impl Site {
 
     /// `hashgrid-node run` for `coordinator` with this site's certificate and token, one CPU
     /// thread, warnings only, and `flags`.
-    fn node_run(&self, coordinator: &Coordinator, name: &str, flags: &[&str]) -> Command {
+    pub fn node_run(&self, coordinator: &Coordinator, name: &str, flags: &[&str]) -> Command {
         let data = self.data_dir();
         let mut cmd = Command::new(binary("hashgrid-node"));
         cmd.arg("run")

@@ -13,7 +13,6 @@
 //! BENCHMARKS.md.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hashgrid_common::codec::{MAX_FRAME, PREFIX};
@@ -35,49 +34,36 @@ const MAX_GROWTH_KIB: u64 = 32 * 1024;
 
 #[test]
 fn a_connection_without_a_hello_is_closed_with_a_reason() {
-    let site = Site::new();
-    let coordinator = site.start_coordinator("127.0.0.1:0", "sequential");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (code, reason) = runtime.block_on(async {
-        let (_endpoint, conn) = raw_connection(&coordinator).await;
-        // A stream with half a length prefix, then nothing.
-        let (mut send, _recv) = conn.open_bi().await.unwrap();
-        send.write_all(&[0, 0]).await.unwrap();
-        close_reason(&conn).await
-    });
+    // Half a length prefix, then nothing.
+    let (code, reason) = first_stream_then_close(&[0, 0]);
     assert_eq!(code, u64::from(close_code::NO_HELLO), "{reason}");
     assert_eq!(reason, "no hello within 5s");
 }
 
 #[test]
 fn a_hello_longer_than_the_hello_cap_is_refused_at_its_prefix() {
+    let (code, reason) = first_stream_then_close(&(MAX_HELLO as u32 + 1).to_be_bytes());
+    assert_eq!(code, u64::from(close_code::FRAME_TOO_LARGE), "{reason}");
+}
+
+/// Starts a coordinator, sends `bytes` on a connection's first stream, and waits for the
+/// coordinator to close it: its close code and reason.
+fn first_stream_then_close(bytes: &[u8]) -> (u64, String) {
     let site = Site::new();
     let coordinator = site.start_coordinator("127.0.0.1:0", "sequential");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (code, reason) = runtime.block_on(async {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
         let (_endpoint, conn) = raw_connection(&coordinator).await;
         let (mut send, _recv) = conn.open_bi().await.unwrap();
-        send.write_all(&(MAX_HELLO as u32 + 1).to_be_bytes()).await.unwrap();
+        send.write_all(bytes).await.unwrap();
         close_reason(&conn).await
-    });
-    assert_eq!(code, u64::from(close_code::FRAME_TOO_LARGE), "{reason}");
+    })
 }
 
 #[test]
 fn a_node_named_with_terminal_escapes_is_refused() {
     let site = Site::new();
     let coordinator = site.start_coordinator("127.0.0.1:0", "sequential");
-    let data = coordinator.data_dir.clone();
-    let mut cmd = Command::new(binary("hashgrid-node"));
-    cmd.arg("run")
-        .arg("--coordinator")
-        .arg(coordinator.addr.to_string())
-        .arg("--ca")
-        .arg(data.join("cert.pem"))
-        .arg("--token-file")
-        .arg(data.join("node.token"))
-        .args(["--name", "\u{1b}[2Jrig\nINFO forged", "--backend", "cpu", "--threads", "1"])
-        .env("RUST_LOG", "error");
+    let cmd = site.node_run(&coordinator, "\u{1b}[2Jrig\nINFO forged", &[]);
     let line = run_with_timeout(cmd, COMMAND_TIMEOUT).expect_one_line_error("a node named with ESC and a newline");
     assert!(line.contains("invalid node name") && !line.contains('\u{1b}'), "{line}");
     let nodes = coordinator.operator().nodes();

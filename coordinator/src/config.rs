@@ -76,8 +76,8 @@ time_window = "10m"
 # 1 MiB times this.
 max_connections = 1024
 
-# QUIC connections open at once from one IP address. Rigs behind one NAT share an address:
-# raise it above their number.
+# QUIC connections open at once from one IP address (for IPv6, one /64). Rigs behind one NAT
+# share an address: raise it above their number.
 max_connections_per_address = 64
 "#;
 

@@ -37,7 +37,8 @@ pub const MAX_VERSION_LEN: usize = 64;
 pub struct ConnectionLimits {
     /// Connections open at once, nodes and operators together.
     pub total: usize,
-    /// Connections open at once from one IP address (a farm behind NAT shares one).
+    /// Connections open at once from one IP address, or one IPv6 /64 (the block one host
+    /// is usually given); a farm behind NAT shares one.
     pub per_address: usize,
 }
 
@@ -83,6 +84,7 @@ impl Admission {
 
     /// Counts a connection from `address`, or says which cap it would exceed.
     pub fn admit(&self, address: IpAddr) -> Result<Admitted, Refusal> {
+        let address = source(address);
         let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if open.total >= self.limits.total {
             return Err(Refusal::Total(open.total));
@@ -94,6 +96,14 @@ impl Admission {
         *from += 1;
         open.total += 1;
         Ok(Admitted { address, open: self.open.clone() })
+    }
+}
+
+/// The source a connection is counted against: its IPv4 address, or its IPv6 address's /64.
+fn source(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
     }
 }
 
@@ -165,6 +175,17 @@ mod tests {
         let _b2 = admission.admit(b).unwrap();
         assert_eq!(admission.admit(a).unwrap_err(), Refusal::Total(3));
         assert!(admission.admit(b).unwrap_err().to_string().contains("max_connections"));
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let admission = Admission::new(ConnectionLimits { total: 10, per_address: 1 });
+        let _a = admission.admit("2001:db8:1:2::1".parse().unwrap()).unwrap();
+        let refused = admission.admit("2001:db8:1:2:ffff::9".parse().unwrap()).unwrap_err();
+        assert_eq!(refused, Refusal::PerAddress("2001:db8:1:2::".parse().unwrap(), 1));
+        let _b = admission.admit("2001:db8:1:3::1".parse().unwrap()).unwrap();
+        let _c = admission.admit("::ffff:10.0.0.1".parse().unwrap()).unwrap();
+        assert!(admission.admit("10.0.0.1".parse().unwrap()).is_err());
     }
 
     #[test]

@@ -234,7 +234,7 @@ impl Service {
             let next_node = Arc::new(AtomicU64::new(1));
             while let Some(incoming) = accept_endpoint.accept().await {
                 // Counted from before the handshake until the connection's task ends.
-                let admitted = match admission.admit(incoming.remote_address().ip().to_canonical()) {
+                let admitted = match admission.admit(incoming.remote_address().ip()) {
                     Ok(admitted) => admitted,
                     Err(refusal) => {
                         warn!("refused a connection: {refusal}");

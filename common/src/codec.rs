@@ -71,17 +71,31 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
 
 /// Accumulates received bytes and yields whole frames: the one frame reader, under
 /// `net::FrameReader` on QUIC streams and the fuzz target.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
     /// Where the bytes not yet decoded start in `buf`. Decoded frames are dropped when more
     /// bytes arrive, all at once, so a chunk of many small frames costs one move, not one each.
     start: usize,
+    /// The largest frame accepted: `MAX_FRAME`, or less while a peer is unauthenticated.
+    max_frame: usize,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        FrameDecoder { buf: Vec::new(), start: 0, max_frame: MAX_FRAME }
+    }
 }
 
 impl FrameDecoder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Accepts frames of at most `max_frame` bytes from now on (never above `MAX_FRAME`): a
+    /// smaller cap for what an unauthenticated peer may send first.
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame.min(MAX_FRAME);
     }
 
     /// Appends received bytes.
@@ -101,6 +115,9 @@ impl FrameDecoder {
         let pending = &self.buf[self.start..];
         let Some(prefix) = pending.first_chunk::<PREFIX>() else { return Ok(None) };
         let len = frame_len(*prefix)?;
+        if len > self.max_frame {
+            return Err(CodecError::TooLarge(len));
+        }
         let Some(payload) = pending.get(PREFIX..PREFIX + len) else { return Ok(None) };
         let msg = decode(payload);
         self.start += PREFIX + len;
@@ -380,6 +397,18 @@ mod tests {
         let mut dec = FrameDecoder::new();
         dec.extend(&short);
         assert!(matches!(dec.next::<CoordinatorMessage>(), Err(CodecError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_lowered_cap_refuses_a_prefix_above_it_before_its_payload() {
+        let mut dec = FrameDecoder::new();
+        dec.set_max_frame(100);
+        dec.extend(&101u32.to_be_bytes());
+        assert!(matches!(dec.next::<NodeMessage>(), Err(CodecError::TooLarge(101))));
+        let mut dec = FrameDecoder::new();
+        dec.set_max_frame(usize::MAX);
+        dec.extend(&(MAX_FRAME as u32 + 1).to_be_bytes());
+        assert!(matches!(dec.next::<NodeMessage>(), Err(CodecError::TooLarge(_))), "never above MAX_FRAME");
     }
 
     #[test]

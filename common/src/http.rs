@@ -7,19 +7,26 @@
 //! handler answers every path (404 for ones it does not know). The server stops accepting when
 //! its `shutdown` future resolves; connections already open finish their requests.
 //!
+//! Bounded against clients that hold connections: at most `MAX_CONNECTIONS` are served at once
+//! (more wait in the listen backlog, unaccepted); a connection must send a request's headers
+//! within `HEADER_TIMEOUT` of waiting for one (which also ends a kept-alive connection idle
+//! that long); and no connection lasts longer than `MAX_CONNECTION_TIME`.
+//!
 //! Nothing here parses bodies or headers: the pages take no input but the path.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tracing::debug;
 
 /// The content type of Prometheus metrics as `prometheus-client` encodes them (OpenMetrics
@@ -29,6 +36,14 @@ pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; char
 pub const HTML: &str = "text/html; charset=utf-8";
 /// The content type of plain text (errors).
 pub const TEXT: &str = "text/plain; charset=utf-8";
+
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a connection may take to send a request's headers, counted from when the server
+/// waits for them: a silent or kept-alive idle connection is closed after this long.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest any one connection is served (one that never reads its answer, say).
+pub const MAX_CONNECTION_TIME: Duration = Duration::from_secs(60);
 
 /// Why the HTTP endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,8 +104,17 @@ impl HttpServer {
         F: Future<Output = Page> + Send + 'static,
     {
         let handler = Arc::new(handler);
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
+            // A free slot first: while all are taken, new connections wait unaccepted.
+            let slot = tokio::select! {
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+                () = &mut shutdown => return,
+            };
             let (stream, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok(accepted) => accepted,
@@ -105,14 +129,19 @@ impl HttpServer {
             };
             let handler = handler.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let handler = handler.clone();
                     async move { Ok::<_, Infallible>(respond(&*handler, req).await) }
                 });
-                if let Err(e) =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
-                {
-                    debug!(%peer, "HTTP connection ended: {e}");
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                match tokio::time::timeout(MAX_CONNECTION_TIME, connection).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => debug!(%peer, "HTTP connection ended: {e}"),
+                    Err(_) => debug!(%peer, "HTTP connection closed after {MAX_CONNECTION_TIME:?}"),
                 }
             });
         }
@@ -197,6 +226,33 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 200") && !head.contains("there"), "{head}");
         stop.send(()).unwrap();
         task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn silent_connections_are_closed_after_the_header_timeout() {
+        let server = HttpServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = server.local_addr();
+        tokio::spawn(server.serve(|_path: String| async { Page::not_found() }, std::future::pending()));
+        // More silent connections than the cap, and one that sent half its headers.
+        let mut silent = Vec::new();
+        for _ in 0..MAX_CONNECTIONS + 8 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let mut partial = tokio::net::TcpStream::connect(addr).await.unwrap();
+        partial.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        silent.push(partial);
+        // Each is closed by the header timeout: those past the cap wait for a slot, then for
+        // their own timeout. The guard only tells that apart from never, from hyper's default
+        // (30 s) and from `MAX_CONNECTION_TIME`.
+        let guard = HEADER_TIMEOUT * 3;
+        for mut stream in silent {
+            let mut out = Vec::new();
+            let closed = tokio::time::timeout(guard, stream.read_to_end(&mut out)).await;
+            assert!(closed.is_ok(), "a silent connection was held open");
+        }
+        // And the server still answers.
+        let ok = get(addr, "GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 404"), "{ok}");
     }
 
     #[test]

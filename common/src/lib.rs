@@ -2,9 +2,10 @@
 //! coordinator ↔ node protocol (messages and their framed codec). Pure data and arithmetic: no
 //! I/O by default.
 //!
-//! Three opt-in features add the I/O plumbing both binaries share: `net` (the QUIC client
+//! Four opt-in features add the I/O plumbing both binaries share: `net` (the QUIC client
 //! endpoint, framed streams, the admin client), `http` (the HTTP server behind `/metrics` and
-//! the status page) and `config` (the TOML configuration loader).
+//! the status page), `config` (the TOML configuration loader) and `cli` (command lines, usage
+//! errors in one line).
 
 pub mod codec;
 pub mod config;
@@ -13,6 +14,8 @@ pub mod message;
 pub mod sha256;
 pub mod target;
 
+#[cfg(feature = "cli")]
+pub mod cli;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "net")]

@@ -44,6 +44,11 @@ pub mod close_code {
     pub const PROTOCOL: u32 = 0x13;
     /// The coordinator gave up on a node (after `CoordinatorMessage::Close`), or failed itself.
     pub const FAILED: u32 = 0x14;
+    /// A node `Hello` whose name or software version breaks the rule (printable, capped, the
+    /// account name rule): permanent, the node exits instead of retrying.
+    pub const INVALID_HELLO: u32 = 0x15;
+    /// No `Hello` within the deadline after the handshake.
+    pub const NO_HELLO: u32 = 0x16;
 
     /// The reason nodes built before `DEPARTING` existed close with, under code `NORMAL`, when
     /// they leave on purpose.

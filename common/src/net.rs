@@ -115,11 +115,13 @@ impl NetError {
     }
 
     /// Whether retrying cannot help: the pinned certificate does not match, the protocol is
-    /// not spoken, or the coordinator refused our token.
+    /// not spoken, or the coordinator refused our token or our hello's name or version.
     pub fn is_permanent(&self) -> bool {
         match self {
             NetError::BadCa(_) | NetError::TlsConfig(_) | NetError::Certificate(_) | NetError::Alpn => true,
-            NetError::Closed { code, .. } => *code == u64::from(close_code::INVALID_TOKEN),
+            NetError::Closed { code, .. } => {
+                [close_code::INVALID_TOKEN, close_code::INVALID_HELLO].map(u64::from).contains(code)
+            }
             _ => false,
         }
     }
@@ -327,6 +329,11 @@ impl FrameReader {
     /// Reads frames from `recv`; `peer` names the other side in errors.
     pub fn new(recv: RecvStream, peer: &'static str) -> Self {
         FrameReader { recv, peer, decoder: FrameDecoder::new() }
+    }
+
+    /// Accepts frames of at most `max_frame` bytes from now on (`codec::MAX_FRAME` at most).
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.decoder.set_max_frame(max_frame);
     }
 
     /// The next message; `Ok(None)` when the peer finished the stream cleanly between frames.

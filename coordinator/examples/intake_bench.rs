@@ -37,6 +37,7 @@ use hashgrid_common::message::{
 use hashgrid_common::net;
 use hashgrid_common::{Header, Target};
 use hashgrid_coordinator::core::{Command, Core, CoreConfig, StoreOp};
+use hashgrid_coordinator::service::limits::ConnectionLimits;
 use hashgrid_coordinator::service::server::{Service, ServiceConfig};
 use hashgrid_coordinator::service::store::Store;
 use hashgrid_node::search::cpu::CpuBackend;
@@ -113,6 +114,8 @@ fn main() -> anyhow::Result<()> {
         listen: "127.0.0.1:0".parse()?,
         policy: Some(Policy::Sequential),
         core: bench_core_config(args.share_work),
+        // Every simulated node connects from loopback.
+        limits: ConnectionLimits { total: args.connections + 8, per_address: args.connections + 8 },
     }))?;
     let (addr, data_dir) = (server.local_addr, server.data_dir.clone());
     let ca_pem = std::fs::read(&data_dir.cert_pem)?;

@@ -8,10 +8,11 @@
 )]
 pub struct AmountError(pub String);
 
-/// Parses `2.5G` as 2_500_000_000. Fractions must resolve to whole hashes.
+/// Parses `2.5G` as 2_500_000_000. Fractions must resolve to whole hashes; nothing else may
+/// surround the number (no spaces).
 pub fn parse_amount(s: &str) -> Result<u128, AmountError> {
     let err = || AmountError(s.to_string());
-    let t = s.trim();
+    let t = s;
     let (number, scale): (&str, u32) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
             let exp = match c {
@@ -68,10 +69,14 @@ mod tests {
         assert_eq!(parse_amount("0.0000015G"), Ok(1500));
         for bad in
             ["", "G", "1.5", "1.0001k", "-5", "5X", "1e9", "1..2M", "999999999999999999999999999999999999999999E"]
+                .into_iter()
+                .chain([" 500M", "500M ", "500 M", "\t500M", "500M\n", "+500M"])
         {
             assert!(parse_amount(bad).is_err(), "{bad}");
         }
         assert_eq!(format_amount(2_500_000_000), "2.50 G");
         assert_eq!(format_amount(12), "12 ");
+        // Amounts above u64::MAX are amounts like any other.
+        assert_eq!(parse_amount("20E"), Ok(20_000_000_000_000_000_000));
     }
 }

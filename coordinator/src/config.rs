@@ -15,6 +15,10 @@ use hashgrid_common::config::{load_toml, parse_toml};
 
 use crate::core::CoreConfig;
 use crate::core::probe::ProbeConfig;
+use crate::service::limits::ConnectionLimits;
+
+/// The longest `failover_after`: a silent node's ranges wait at most this long.
+pub const MAX_FAILOVER_AFTER: Duration = Duration::from_secs(600);
 
 /// The default file, with every key documented. Parsing it gives `CoordinatorConfig::default()`
 /// (a test checks), so the two cannot drift apart.
@@ -37,7 +41,8 @@ http = ""
 # a new data dir). (--policy)
 policy = ""
 
-# A node that sends nothing for this long is failed and its ranges reassigned. At least 500ms.
+# A node that sends nothing for this long is failed and its ranges reassigned. At least 500ms,
+# at most 10m.
 # Nodes send heartbeats three times per window (at most once a second). (--failover-after)
 failover_after = "3s"
 
@@ -64,6 +69,16 @@ hysteresis = 0.5
 
 # How far past its template's time a share's time may be.
 time_window = "10m"
+
+# QUIC connections open at once, nodes and operators together; more are refused before their
+# handshake. A connection that has not said hello within 5 s is closed, and until it does it
+# holds at most about one frame (1 MiB), so peers that never authenticate hold at most about
+# 1 MiB times this.
+max_connections = 1024
+
+# QUIC connections open at once from one IP address (for IPv6, one /64). Rigs behind one NAT
+# share an address: raise it above their number.
+max_connections_per_address = 64
 "#;
 
 /// The coordinator's settings.
@@ -88,6 +103,8 @@ pub struct CoordinatorConfig {
     pub hysteresis: f64,
     #[serde(deserialize_with = "duration")]
     pub time_window: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
 }
 
 impl Default for CoordinatorConfig {
@@ -107,6 +124,8 @@ impl Default for CoordinatorConfig {
             shares_per_second: core.shares_per_second,
             hysteresis: core.hysteresis,
             time_window: Duration::from_secs(core.time_window_secs as u64),
+            max_connections: ConnectionLimits::default().total,
+            max_connections_per_address: ConnectionLimits::default().per_address,
         }
     }
 }
@@ -134,6 +153,9 @@ impl CoordinatorConfig {
         if self.failover_after < Duration::from_millis(500) {
             return invalid("failover_after", "must be at least 500ms");
         }
+        if self.failover_after > MAX_FAILOVER_AFTER {
+            return invalid("failover_after", "must be at most 10m");
+        }
         if !(self.min_rate_ratio > 0.0 && self.min_rate_ratio <= 1.0) {
             return invalid("min_rate_ratio", "must be more than 0 and at most 1");
         }
@@ -155,7 +177,18 @@ impl CoordinatorConfig {
         if self.time_window.as_secs() > u32::MAX as u64 {
             return invalid("time_window", "is too long");
         }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
+        }
+        if self.max_connections_per_address == 0 {
+            return invalid("max_connections_per_address", "must be at least 1");
+        }
         Ok(())
+    }
+
+    /// The connection caps these settings give.
+    pub fn limits(&self) -> ConnectionLimits {
+        ConnectionLimits { total: self.max_connections, per_address: self.max_connections_per_address }
     }
 
     /// The core's tunables these settings give.
@@ -221,6 +254,7 @@ mod tests {
         let c = CoordinatorConfig::parse(include_str!("../../deploy/coordinator.toml")).unwrap();
         assert_eq!(c.listen, "0.0.0.0:4433".parse().unwrap());
         assert_eq!(c.failover_after, Duration::from_secs(2));
+        assert_eq!(c.limits(), ConnectionLimits { total: 1024, per_address: 256 });
     }
 
     #[test]
@@ -234,6 +268,8 @@ mod tests {
         assert_eq!(c.policy, Some(Policy::Proportional));
         assert_eq!(c.core().failover_after_ms, 750);
         assert_eq!(c.core().heartbeat_ms, 250);
+        let c = CoordinatorConfig::parse("max_connections = 10\nmax_connections_per_address = 3\n").unwrap();
+        assert_eq!(c.limits(), ConnectionLimits { total: 10, per_address: 3 });
     }
 
     #[test]
@@ -249,5 +285,10 @@ mod tests {
         assert!(err.contains("key `policy`") && err.contains("fastest"), "{err}");
         let err = CoordinatorConfig::parse("failover_after = \"100ms\"\n").unwrap_err().to_string();
         assert_eq!(err, "failover_after: must be at least 500ms");
+        let err = CoordinatorConfig::parse("failover_after = \"11m\"\n").unwrap_err().to_string();
+        assert_eq!(err, "failover_after: must be at most 10m");
+        assert!(CoordinatorConfig::parse("failover_after = \"10m\"\n").is_ok());
+        let err = CoordinatorConfig::parse("max_connections_per_address = 0\n").unwrap_err().to_string();
+        assert_eq!(err, "max_connections_per_address: must be at least 1");
     }
 }

@@ -23,6 +23,26 @@ fn hashgrid_refuses_bad_input() {
     refused(bin, &["status"], "--coordinator");
     refused(bin, &["job", "submit", "--account", "a", "--header", "00", "--bits", "1d00ffff"], "--header");
     refused(bin, &["demo", "--policy", "random"], "unknown policy");
+    for amount in [" 500M", "500M ", "500 M"] {
+        refused(bin, &["account", "add", "a", "--standard", amount], "invalid amount");
+    }
+}
+
+#[test]
+fn usage_errors_are_one_line_and_help_is_whole() {
+    for bin in [env!("CARGO_BIN_EXE_hashgrid"), env!("CARGO_BIN_EXE_hashgrid-coordinator")] {
+        refused(bin, &["--bogus"], "unexpected argument '--bogus' found (try --help)");
+        refused(bin, &[], "a subcommand is required (try --help)");
+        refused(bin, &["nosuchcommand"], "unrecognized subcommand 'nosuchcommand'");
+        for flag in ["--help", "--version"] {
+            let out = Command::new(bin).arg(flag).output().expect("binary runs");
+            assert_eq!(out.status.code(), Some(0), "{flag}");
+            assert!(!out.stdout.is_empty() && out.stderr.is_empty(), "{flag}");
+        }
+        let help = Command::new(bin).arg("--help").output().expect("binary runs");
+        assert!(String::from_utf8_lossy(&help.stdout).lines().count() > 5, "--help prints in full");
+    }
+    refused(env!("CARGO_BIN_EXE_hashgrid"), &["account", "add", "a"], "--standard");
 }
 
 #[test]
@@ -33,6 +53,7 @@ fn coordinator_refuses_bad_input() {
     refused(bin, &["serve", "--data-dir", data, "--failover-after", "100ms"], "at least 500ms");
     refused(bin, &["serve", "--data-dir", data, "--policy", "greedy"], "unknown policy");
     refused(bin, &["serve", "--data-dir", data, "--failover-after", "often"], "--failover-after");
+    refused(bin, &["serve", "--data-dir", data, "--failover-after", "11m"], "at most 10m");
     let config = dir.path().join("coordinator.toml");
     std::fs::write(&config, "listen = \"127.0.0.1:0\"\nfailover = \"1s\"\n").unwrap();
     let config = config.to_str().expect("utf-8 path");

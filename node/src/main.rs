@@ -3,12 +3,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 mod cli;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = match hashgrid_common::cli::parse_command_line::<cli::Cli>() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -262,12 +262,18 @@ impl Site {
     /// Starts `hashgrid-coordinator serve` on this site's data dir, listening on `listen`
     /// (`127.0.0.1:0` for a free port).
     pub fn start_coordinator(&self, listen: &str, policy: &str) -> Coordinator {
-        Coordinator::start(self, listen, policy, &["--failover-after", "3s"])
+        self.start_coordinator_with(listen, policy, &["--failover-after", "3s"])
     }
 
     /// `start_coordinator` with other `serve` flags (`--failover-after` among them).
     pub fn start_coordinator_with(&self, listen: &str, policy: &str, flags: &[&str]) -> Coordinator {
-        Coordinator::start(self, listen, policy, flags)
+        Coordinator::start(self, &binary("hashgrid-coordinator"), listen, policy, flags)
+    }
+
+    /// `start_coordinator_with` running another build of `hashgrid-coordinator` (an older
+    /// one, to measure a change).
+    pub fn start_coordinator_binary(&self, binary: &Path, listen: &str, policy: &str, flags: &[&str]) -> Coordinator {
+        Coordinator::start(self, binary, listen, policy, flags)
     }
 
     /// Starts `hashgrid-node run` for `coordinator`: one CPU thread, warnings only.
@@ -284,7 +290,7 @@ impl Site {
 
     /// `hashgrid-node run` for `coordinator` with this site's certificate and token, one CPU
     /// thread, warnings only, and `flags`.
-    fn node_run(&self, coordinator: &Coordinator, name: &str, flags: &[&str]) -> Command {
+    pub fn node_run(&self, coordinator: &Coordinator, name: &str, flags: &[&str]) -> Command {
         let data = self.data_dir();
         let mut cmd = Command::new(binary("hashgrid-node"));
         cmd.arg("run")
@@ -313,9 +319,9 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    fn start(site: &Site, listen: &str, policy: &str, flags: &[&str]) -> Coordinator {
+    fn start(site: &Site, binary: &Path, listen: &str, policy: &str, flags: &[&str]) -> Coordinator {
         let data_dir = site.data_dir();
-        let mut cmd = Command::new(binary("hashgrid-coordinator"));
+        let mut cmd = Command::new(binary);
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(&data_dir)
@@ -383,6 +389,11 @@ impl Coordinator {
 
     pub fn is_running(&mut self) -> bool {
         self.process.is_running()
+    }
+
+    /// Its process id (for /proc).
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
     }
 }
 

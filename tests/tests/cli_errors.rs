@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use hashgrid_tests::{COMMAND_TIMEOUT, Outcome, binary, node_command, run_with_timeout};
+use hashgrid_tests::{COMMAND_TIMEOUT, Outcome, Site, binary, node_command, run_with_timeout};
 
 /// The genesis block header, 160 hex characters in wire order.
 const GENESIS: &str = "0100000000000000000000000000000000000000000000000000000000000000000000003ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a51323a9fb8aa4b1e5e4a29ab5f49ffff001d1dac2b7c";
@@ -101,4 +101,34 @@ fn node_flags_override_the_environment_and_the_file() {
     assert!(check(Some("from-env"), &[]).contains("from-env"));
     assert!(check(Some("from-env"), &["--name", "from-flag"]).contains("from-flag"));
     assert!(check(None, &[]).contains("127.0.0.1:1000"));
+}
+
+#[test]
+fn node_usage_errors_are_one_line() {
+    let line = node_command(&["run", "--threads", "many"]).expect_one_line_error("--threads many");
+    assert!(line.contains("--threads") && line.ends_with("(try --help)"), "{line}");
+    let line = node_command(&["--bogus"]).expect_one_line_error("--bogus");
+    assert!(line.contains("--bogus"), "{line}");
+    let help = node_command(&["run", "--help"]).expect_success("run --help");
+    assert!(help.lines().count() > 5, "{help}");
+}
+
+/// Standards above u64::MAX are amounts like any other: `status --json` and `account receipt
+/// --json` print them whole (they used to panic, exit code 101).
+#[test]
+fn amounts_above_u64_print_whole_in_json() {
+    let site = Site::new();
+    let coordinator = site.start_coordinator("127.0.0.1:0", "sequential");
+    let operator = coordinator.operator();
+    operator.add_account("huge", "20E", 1);
+    let status = operator.run(&["status", "--json"]).expect_success("status --json");
+    assert!(status.contains("\"standard\":20000000000000000000"), "{status}");
+    assert_eq!(operator.status().account("huge").standard, 20_000_000_000_000_000_000);
+    let receipt = operator.run(&["account", "receipt", "huge", "--json"]).expect_success("account receipt --json");
+    assert!(receipt.contains("\"standard\":20000000000000000000"), "{receipt}");
+    serde_json::from_str::<serde_json::Value>(&receipt).expect("JSON");
+    let ledger = operator.run(&["ledger", "show", "--json"]).expect_success("ledger show --json");
+    assert!(ledger.contains("20000000000000000000"), "{ledger}");
+    let text = operator.run(&["status"]).expect_success("status");
+    assert!(text.contains("20.00 E"), "{text}");
 }

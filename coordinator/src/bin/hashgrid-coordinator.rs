@@ -99,7 +99,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match hashgrid_common::cli::parse_command_line::<Cli>() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let result =
         tokio::runtime::Runtime::new().context("cannot start the runtime").and_then(|rt| rt.block_on(run(cli)));
     match result {
@@ -125,7 +128,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let config = args.settings()?;
     let (data_dir, listen, policy, core) = (config.data_dir.clone(), config.listen, config.policy, config.core());
-    let mut service = Service::start(ServiceConfig { data_dir, listen, policy, core }).await?;
+    let mut service = Service::start(ServiceConfig { data_dir, listen, policy, core, limits: config.limits() }).await?;
     let dir = &service.data_dir;
     println!("hashgrid coordinator listening on {}", service.local_addr);
     println!("certificate: {} (sha256 {})", dir.cert_pem.display(), dir.fingerprint());

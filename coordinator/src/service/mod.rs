@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod records;
 pub mod server;

@@ -35,6 +35,7 @@ use tracing::{info, warn};
 
 use super::admin::admin;
 use super::http::Sources;
+use super::limits::{Admission, ConnectionLimits, HELLO_DEADLINE, MAX_HELLO, check_identity};
 use super::metrics::{CoreView, IntakeMetrics};
 use super::records::Reader;
 use super::store::{Store, StoreError};
@@ -69,6 +70,8 @@ pub struct ServiceConfig {
     /// Overrides the stored policy when set.
     pub policy: Option<Policy>,
     pub core: CoreConfig,
+    /// Connection caps in total and per source address.
+    pub limits: ConnectionLimits,
 }
 
 /// A running coordinator.
@@ -209,12 +212,23 @@ impl Service {
             }
         });
         let accept_endpoint = endpoint.clone();
+        let admission = Admission::new(config.limits);
         tokio::spawn(async move {
             let next_node = Arc::new(AtomicU64::new(1));
             while let Some(incoming) = accept_endpoint.accept().await {
+                // Counted from before the handshake until the connection's task ends.
+                let admitted = match admission.admit(incoming.remote_address().ip()) {
+                    Ok(admitted) => admitted,
+                    Err(refusal) => {
+                        warn!("refused a connection: {refusal}");
+                        incoming.refuse();
+                        continue;
+                    }
+                };
                 let events = events_tx.clone();
                 let (node_token, admin_token, next_node) = (node_token.clone(), admin_token.clone(), next_node.clone());
                 tokio::spawn(async move {
+                    let _admitted = admitted;
                     let Ok(conn) = incoming.await else { return };
                     serve_connection(conn, events, &node_token, &admin_token, &next_node).await;
                 });
@@ -412,7 +426,8 @@ fn store_loop(
     Ok(())
 }
 
-/// Reads the first frame of the first stream and serves the connection as a node or admin.
+/// Reads the first frame of the first stream (closing the connection if it takes longer than
+/// `HELLO_DEADLINE`) and serves the connection as a node or admin.
 async fn serve_connection(
     conn: quinn::Connection,
     events: mpsc::UnboundedSender<Event>,
@@ -421,17 +436,33 @@ async fn serve_connection(
     next_node: &AtomicU64,
 ) {
     let protocol = negotiated_protocol(&conn);
-    let Ok((send, recv)) = conn.accept_bi().await else { return };
-    let mut source = FrameReader::new(recv, "peer");
-    let hello = match source.recv::<Hello>().await {
-        Ok(Some(hello)) => hello,
-        Ok(None) => return,
-        Err(e) => return e.close_connection(&conn),
+    let first = tokio::time::timeout(HELLO_DEADLINE, async {
+        let (send, recv) = conn.accept_bi().await.ok()?;
+        let mut source = FrameReader::new(recv, "peer");
+        source.set_max_frame(MAX_HELLO);
+        let hello = source.recv::<Hello>().await;
+        source.set_max_frame(codec::MAX_FRAME);
+        Some(hello.map(|hello| (send, source, hello)))
+    });
+    let (send, source, hello) = match first.await {
+        Ok(Some(Ok((send, source, Some(hello))))) => (send, source, hello),
+        Ok(None | Some(Ok((_, _, None)))) => return,
+        Ok(Some(Err(e))) => return e.close_connection(&conn),
+        Err(_) => {
+            let reason = format!("no hello within {HELLO_DEADLINE:?}");
+            conn.close(close_code::NO_HELLO.into(), reason.as_bytes());
+            return;
+        }
     };
     match hello {
         Hello::Node(hello) => {
             if !tokens_equal(&hello.token, node_token) {
                 conn.close(close_code::INVALID_TOKEN.into(), b"invalid token");
+                return;
+            }
+            if let Err(reason) = check_identity(&hello) {
+                warn!("refused a node: {reason}");
+                conn.close(close_code::INVALID_HELLO.into(), reason.as_bytes());
                 return;
             }
             let node = next_node.fetch_add(1, Ordering::Relaxed);

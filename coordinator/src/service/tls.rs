@@ -4,7 +4,8 @@
 //! certificate and key (`cert.pem`, `key.pem`) and the two join tokens (`node.token`,
 //! `admin.token`), every file mode 0600 from the moment it exists; reusing them on later
 //! starts; the certificate fingerprint operators compare; the rustls/quinn server config
-//! (TLS 1.3 only, ring provider, ALPN hashgrid/2 and the previous hashgrid/1); and
+//! (TLS 1.3 only, ring provider, ALPN hashgrid/2 and the previous hashgrid/1) with the
+//! transport limits that bound what one connection can make the coordinator buffer; and
 //! constant-time token comparison.
 //!
 //! Nodes and operators pin `cert.pem` (their `--ca`) and verify it under the name
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hashgrid_common::codec::{MAX_FRAME, PREFIX};
 use hashgrid_common::message::ALPN_ACCEPTED;
 use hashgrid_common::net::SERVER_NAME;
 use quinn::crypto::rustls::QuicServerConfig;
@@ -28,6 +30,17 @@ use subtle::ConstantTimeEq;
 /// How long a connection may stay silent before the server drops it (clients ping every
 /// second).
 pub const SERVER_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most bidirectional streams a peer may have open at once: a node uses one, the operator
+/// CLI one per request in flight.
+pub const MAX_STREAMS: u32 = 16;
+
+/// How many bytes one stream, and all of a connection's streams together, may have received
+/// and not yet read: the largest legitimate frame (the codec's cap and its length prefix).
+/// What a peer sends beyond that waits for the coordinator to read, so a peer that never
+/// authenticates holds at most this much in QUIC's buffers (plus the partial hello its task
+/// reads, at most `limits::MAX_HELLO`).
+pub const RECEIVE_WINDOW: u32 = (PREFIX + MAX_FRAME) as u32;
 
 /// The names and addresses the certificate is valid for.
 const SUBJECT_ALT_NAMES: [&str; 4] = [SERVER_NAME, "localhost", "127.0.0.1", "::1"];
@@ -163,7 +176,9 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 
 /// The QUIC server configuration: the data directory's certificate and key, TLS 1.3 only with
 /// the ring provider, ALPN hashgrid/2 or hashgrid/1 (a client offering anything else is refused in the
-/// handshake), no client certificates (tokens authenticate), and a 10 s idle timeout.
+/// handshake), no client certificates (tokens authenticate), a 10 s idle timeout, at most
+/// `MAX_STREAMS` bidirectional streams and no unidirectional ones, and receive windows of
+/// `RECEIVE_WINDOW` per stream and per connection.
 pub fn server_config(dir: &DataDir) -> Result<quinn::ServerConfig, TlsError> {
     let cert = load_cert(&dir.cert_pem)?;
     let key = load_key(&dir.key_pem)?;
@@ -183,6 +198,9 @@ pub fn server_config(dir: &DataDir) -> Result<quinn::ServerConfig, TlsError> {
     ))));
     // The protocol uses bidirectional streams only.
     transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
+    transport.stream_receive_window(quinn::VarInt::from_u32(RECEIVE_WINDOW));
+    transport.receive_window(quinn::VarInt::from_u32(RECEIVE_WINDOW));
     config.transport_config(Arc::new(transport));
     Ok(config)
 }

@@ -53,6 +53,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         listen: "127.0.0.1:0".parse()?,
         policy: Some(policy),
         core: CoreConfig { range_ms: 1000, ..CoreConfig::default() },
+        limits: Default::default(),
     })
     .await?;
     let addr = service.local_addr;

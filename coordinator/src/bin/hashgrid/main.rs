@@ -221,7 +221,10 @@ enum PolicyCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match hashgrid_common::cli::parse_command_line::<Cli>() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -258,7 +261,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let check = show::check_receipt(&receipt);
             if json {
-                println!("{}", show::receipt_json(&receipt, &check));
+                println!("{}", show::receipt_json(&receipt, &check)?);
             } else {
                 show::print_receipt(&receipt, &check);
             }
@@ -323,7 +326,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("unexpected reply")
             };
             if json {
-                println!("{}", serde_json::Value::Array(entries.iter().map(show::ledger_json).collect()));
+                println!("{}", serde_json::to_string(&entries.iter().map(show::ledger_json).collect::<Vec<_>>())?);
             } else {
                 show::print_ledger(&entries);
             }
@@ -368,7 +371,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("unexpected reply")
             };
             if json {
-                println!("{}", status_json(&status));
+                println!("{}", status_json(&status)?);
             } else {
                 print_status(&status);
             }

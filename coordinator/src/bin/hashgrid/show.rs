@@ -1,10 +1,37 @@
 //! How the operator CLI shows things: tables for people, JSON (numbers as JSON numbers) for
 //! scripts.
+//!
+//! Amounts are u128 and JSON carries them whole: the documents that hold amounts (`status`,
+//! receipts, ledger payloads) are serialized from typed values with `serde_json::to_string`,
+//! which writes any u128, never through `serde_json::Value`, which cannot hold one above
+//! u64::MAX. Text that came from the farm (node names, versions, devices, ledger payloads) is
+//! printed through `printable`, so no control character reaches the terminal raw.
+
+use std::borrow::Cow;
 
 use hashgrid_common::message::{
-    AccountStatus, ChainStatus, JobStatus, LedgerEntry, NodeAssignment, NodeStatus, Receipt, Status,
+    AccountStatus, ChainStatus, JobStatus, LedgerEntry, NodeAssignment, NodeStatus, Receipt, Rollout, Status,
 };
 use hashgrid_coordinator::amount::format_amount;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// `text` with its control characters (ESC, newline, ...) escaped as `\u{1b}`, `\n`: what a
+/// node calls itself cannot drive the operator's terminal or split a line.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 pub fn print_accounts(list: &[AccountStatus]) {
     print!("{}", accounts_text(list));
@@ -24,13 +51,13 @@ pub fn accounts_text(list: &[AccountStatus]) -> String {
         let _ = writeln!(
             out,
             "{:<16} {:>5} {:>12} {:>12} {:>6.1}% {:>8} {:<10}{}",
-            a.name,
+            printable(&a.name),
             a.order,
             format_amount(a.standard),
             format_amount(a.delivered),
             pct.min(999.9),
             a.shares,
-            a.chain,
+            printable(&a.chain),
             if a.up_to_standard { "  up to standard" } else { "" }
         );
     }
@@ -47,7 +74,7 @@ pub fn status_text(status: &Status) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "policy: {}", status.policy.as_str());
     if let Some(r) = &status.rollout {
-        let _ = writeln!(out, "rollout: {}% of new ranges to nodes of version {}", r.percent, r.version);
+        let _ = writeln!(out, "rollout: {}% of new ranges to nodes of version {}", r.percent, printable(&r.version));
     }
     out.push_str(&accounts_text(&status.accounts));
     out.push('\n');
@@ -60,30 +87,33 @@ pub fn status_text(status: &Status) -> String {
         let _ = writeln!(
             out,
             "{:<16} {:<9} {:>10}/s {:>10}/s {:<16} {:<10} {} (hashgrid/{})",
-            n.name,
+            printable(&n.name),
             n.state,
             format_amount(n.hashrate as u128) + "H",
             format_amount(n.announced_hashrate as u128) + "H",
-            n.account.as_deref().unwrap_or("-"),
-            n.chain.as_deref().unwrap_or("-"),
-            n.software_version,
+            printable(n.account.as_deref().unwrap_or("-")),
+            printable(n.chain.as_deref().unwrap_or("-")),
+            printable(&n.software_version),
             n.protocol
         );
     }
     out
 }
 
-/// `status --json`: numbers as JSON numbers.
-pub fn status_json(status: &Status) -> serde_json::Value {
-    serde_json::json!({
-        "policy": status.policy.as_str(),
-        "rollout": status.rollout.as_ref().map(|r| serde_json::json!({"version": r.version, "percent": r.percent})),
-        "accounts": status.accounts.iter().map(|a| serde_json::json!({
-            "name": a.name, "order": a.order, "standard": a.standard, "delivered": a.delivered,
-            "up_to_standard": a.up_to_standard, "shares": a.shares, "period_secs": a.period_secs,
-            "chain": a.chain,
-        })).collect::<Vec<_>>(),
-        "nodes": status.nodes.iter().map(node_json).collect::<Vec<_>>(),
+/// `status --json`: numbers as JSON numbers, amounts whole.
+pub fn status_json(status: &Status) -> serde_json::Result<String> {
+    #[derive(Serialize)]
+    struct Json<'a> {
+        policy: &'a str,
+        rollout: &'a Option<Rollout>,
+        accounts: &'a [AccountStatus],
+        nodes: Vec<serde_json::Value>,
+    }
+    serde_json::to_string(&Json {
+        policy: status.policy.as_str(),
+        rollout: &status.rollout,
+        accounts: &status.accounts,
+        nodes: status.nodes.iter().map(node_json).collect(),
     })
 }
 
@@ -98,7 +128,7 @@ pub fn job_json(job: &JobStatus) -> serde_json::Value {
 }
 
 pub fn print_job(job: &JobStatus) {
-    println!("job {} for {}: header {}", job.job, job.account, job.header.to_hex());
+    println!("job {} for {}: header {}", job.job, printable(&job.account), job.header.to_hex());
     println!("target {}", job.target);
     println!(
         "searched {} of {} nonces ({:.2}%), in flight {}, abandoned {}, handed over in failovers {}",
@@ -136,16 +166,19 @@ pub fn print_nodes(nodes: &[NodeStatus]) {
         "NODE", "STATE", "RATE", "ANNOUNCED", "CHAIN", "SERVING", "ACCEPTED", "REJECTED"
     );
     for n in nodes {
-        let devices: Vec<String> =
-            n.devices.iter().map(|d| format!("{} {} {}", d.kind, d.name, rate(d.hashrate))).collect();
+        let devices: Vec<String> = n
+            .devices
+            .iter()
+            .map(|d| format!("{} {} {}", printable(&d.kind), printable(&d.name), rate(d.hashrate)))
+            .collect();
         println!(
             "{:<16} {:<9} {:>11} {:>11} {:<10} {:<16} {:>8} {:>8} {}",
-            n.name,
+            printable(&n.name),
             n.state,
             rate(n.hashrate),
             rate(n.announced_hashrate),
-            n.chain.as_deref().unwrap_or("-"),
-            n.account.as_deref().unwrap_or("-"),
+            printable(n.chain.as_deref().unwrap_or("-")),
+            printable(n.account.as_deref().unwrap_or("-")),
             n.accepted,
             n.rejected,
             devices.join("; ")
@@ -169,7 +202,7 @@ pub fn print_chains(chains: &[ChainStatus]) {
     for c in chains {
         println!(
             "{:<12} {:>8} {:>8}/s {:>10} {:>6} {:>7} {:>7.2} {:>11}  {} / {}",
-            c.params.name,
+            printable(&c.params.name),
             c.params.tx_per_template,
             format_amount(c.params.bit_rate as u128) + "B",
             c.params.difficulty,
@@ -177,8 +210,8 @@ pub fn print_chains(chains: &[ChainStatus]) {
             c.height,
             c.load,
             rate(c.capacity),
-            if c.nodes.is_empty() { "-".to_string() } else { c.nodes.join(",") },
-            if c.accounts.is_empty() { "-".to_string() } else { c.accounts.join(",") },
+            if c.nodes.is_empty() { "-".to_string() } else { printable(&c.nodes.join(",")).into_owned() },
+            if c.accounts.is_empty() { "-".to_string() } else { printable(&c.accounts.join(",")).into_owned() },
         );
     }
 }
@@ -188,29 +221,58 @@ pub fn print_assignments(list: &[NodeAssignment]) {
     for a in list {
         println!(
             "{:<16} {:<9} {:<12} {:<16} {:>11} {:>6}",
-            a.node,
+            printable(&a.node),
             a.state,
-            a.chain.as_deref().unwrap_or("-"),
-            a.account.as_deref().unwrap_or("-"),
+            printable(a.chain.as_deref().unwrap_or("-")),
+            printable(a.account.as_deref().unwrap_or("-")),
             rate(a.hashrate),
             a.ranges
         );
     }
 }
 
-pub fn ledger_json(e: &LedgerEntry) -> serde_json::Value {
-    let payload: serde_json::Value =
-        serde_json::from_str(&e.payload).unwrap_or_else(|_| serde_json::Value::String(e.payload.clone()));
-    serde_json::json!({
-        "seq": e.seq, "at_ms": e.at_ms, "kind": e.kind, "payload": payload,
-        "prev_hash": hex::encode(e.prev_hash), "hash": hex::encode(e.hash),
-    })
+/// One entry of `ledger show --json`: its payload as the JSON it is, verbatim (amounts whole),
+/// or as a string if it is not JSON.
+#[derive(Serialize)]
+pub struct LedgerJson<'a> {
+    seq: u64,
+    at_ms: u64,
+    kind: &'a str,
+    payload: Payload<'a>,
+    prev_hash: String,
+    hash: String,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Payload<'a> {
+    Json(&'a RawValue),
+    Text(&'a str),
+}
+
+pub fn ledger_json(e: &LedgerEntry) -> LedgerJson<'_> {
+    let payload = serde_json::from_str(&e.payload).map_or(Payload::Text(&e.payload), Payload::Json);
+    LedgerJson {
+        seq: e.seq,
+        at_ms: e.at_ms,
+        kind: &e.kind,
+        payload,
+        prev_hash: hex::encode(e.prev_hash),
+        hash: hex::encode(e.hash),
+    }
 }
 
 pub fn print_ledger(entries: &[LedgerEntry]) {
     for e in entries {
         let at = humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.at_ms));
-        println!("{:>7} {} {:<16} {} {}", e.seq, at, e.kind, &hex::encode(e.hash)[..12], e.payload);
+        println!(
+            "{:>7} {} {:<16} {} {}",
+            e.seq,
+            at,
+            printable(&e.kind),
+            &hex::encode(e.hash)[..12],
+            printable(&e.payload)
+        );
     }
 }
 
@@ -243,21 +305,56 @@ pub fn check_receipt(r: &Receipt) -> Result<u128, String> {
     Ok(total)
 }
 
-pub fn receipt_json(r: &Receipt, check: &Result<u128, String>) -> serde_json::Value {
-    serde_json::json!({
-        "account": r.account, "standard": r.standard, "delivered": r.delivered, "period_start_ms": r.period_start_ms,
-        "verified": check.is_ok(), "problem": check.as_ref().err(),
-        "shares": r.shares.iter().map(|s| serde_json::json!({
-            "header": s.header.to_hex(), "nonce": s.header.nonce, "target": s.share_target.to_hex(),
-            "work": s.work, "node": s.node, "at_ms": s.at_ms, "hash": s.header.block_hash().to_string(),
-        })).collect::<Vec<_>>(),
+/// `account receipt --json`: amounts whole.
+pub fn receipt_json(r: &Receipt, check: &Result<u128, String>) -> serde_json::Result<String> {
+    #[derive(Serialize)]
+    struct Share<'a> {
+        header: String,
+        nonce: u32,
+        target: String,
+        work: u128,
+        node: &'a str,
+        at_ms: u64,
+        hash: String,
+    }
+    #[derive(Serialize)]
+    struct Json<'a> {
+        account: &'a str,
+        standard: u128,
+        delivered: u128,
+        period_start_ms: u64,
+        verified: bool,
+        problem: Option<&'a String>,
+        shares: Vec<Share<'a>>,
+    }
+    let shares = r
+        .shares
+        .iter()
+        .map(|s| Share {
+            header: s.header.to_hex(),
+            nonce: s.header.nonce,
+            target: s.share_target.to_hex(),
+            work: s.work,
+            node: &s.node,
+            at_ms: s.at_ms,
+            hash: s.header.block_hash().to_string(),
+        })
+        .collect();
+    serde_json::to_string(&Json {
+        account: &r.account,
+        standard: r.standard,
+        delivered: r.delivered,
+        period_start_ms: r.period_start_ms,
+        verified: check.is_ok(),
+        problem: check.as_ref().err(),
+        shares,
     })
 }
 
 pub fn print_receipt(r: &Receipt, check: &Result<u128, String>) {
     println!(
         "account {}: delivered {} of {} hashes in {} shares (period from {} ms)",
-        r.account,
+        printable(&r.account),
         format_amount(r.delivered),
         format_amount(r.standard),
         r.shares.len(),
@@ -265,10 +362,64 @@ pub fn print_receipt(r: &Receipt, check: &Result<u128, String>) {
     );
     println!("{:<160} {:<64} {:>12} NODE", "HEADER", "TARGET", "WORK");
     for s in &r.shares {
-        println!("{} {} {:>12} {}", s.header.to_hex(), s.share_target.to_hex(), s.work, s.node);
+        println!("{} {} {:>12} {}", s.header.to_hex(), s.share_target.to_hex(), s.work, printable(&s.node));
     }
     match check {
         Ok(total) => println!("verified: every share re-hashed meets its target; they add up to {total} hashes"),
         Err(problem) => println!("NOT verified: {problem}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert!(matches!(printable("rig-07 (GPU 0)"), Cow::Borrowed("rig-07 (GPU 0)")));
+        assert_eq!(printable("\u{1b}[2Jrig\nINFO x\r\u{7}\u{9b}"), "\\u{1b}[2Jrig\\nINFO x\\r\\u{7}\\u{9b}");
+        assert!(!printable("\u{1b}]0;title\u{7}").chars().any(char::is_control));
+    }
+
+    #[test]
+    fn amounts_above_u64_are_json_numbers_in_full() {
+        let account = AccountStatus {
+            name: "big".into(),
+            chain: "local".into(),
+            order: 1,
+            standard: 20_000_000_000_000_000_000,
+            delivered: u128::MAX,
+            period_secs: None,
+            up_to_standard: false,
+            shares: 0,
+        };
+        let status = Status {
+            policy: hashgrid_common::message::Policy::Sequential,
+            accounts: vec![account],
+            nodes: vec![],
+            rollout: None,
+        };
+        let json = status_json(&status).unwrap();
+        assert!(json.contains("\"standard\":20000000000000000000"), "{json}");
+        assert!(json.contains(&format!("\"delivered\":{}", u128::MAX)), "{json}");
+        let receipt = Receipt {
+            account: "big".into(),
+            standard: 20_000_000_000_000_000_000,
+            delivered: 0,
+            period_start_ms: 0,
+            shares: vec![],
+        };
+        let json = receipt_json(&receipt, &Ok(0)).unwrap();
+        assert!(json.contains("\"standard\":20000000000000000000"), "{json}");
+        let entry = LedgerEntry {
+            seq: 1,
+            at_ms: 2,
+            kind: "account_add".into(),
+            payload: "{\"standard\":20000000000000000000}".into(),
+            prev_hash: [0; 32],
+            hash: [1; 32],
+        };
+        let json = serde_json::to_string(&ledger_json(&entry)).unwrap();
+        assert!(json.contains("\"payload\":{\"standard\":20000000000000000000}"), "{json}");
     }
 }

@@ -11,7 +11,7 @@ use clap::Args;
 use hashgrid_common::http::{HttpServer, OPENMETRICS, Page};
 use hashgrid_node::config::{NodeFileConfig, NodeSettings};
 use hashgrid_node::search::BackendChoice;
-use hashgrid_node::service::{Devices, NodeConfig, NodeMetrics, NodeOptions, run_node_observed};
+use hashgrid_node::service::{Devices, NodeConfig, run_node};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Args)]
@@ -111,27 +111,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read --token-file {}", token_file.display()))?;
     let token = token.trim().to_string();
     anyhow::ensure!(!token.is_empty(), "--token-file {} is empty", token_file.display());
-    let config = NodeConfig {
-        coordinator,
-        ca_pem,
-        token,
-        name: s.name.unwrap_or_else(host_name),
-        standby: s.standby,
-        backend: s.backend,
-        adapter: s.adapter,
-        threads: s.threads,
-    };
-    let options =
-        NodeOptions { devices: s.devices, announce_rate: s.announce_rate, announce_version: s.announce_version };
+    let mut config = NodeConfig::new(coordinator, ca_pem, token, s.name.unwrap_or_else(host_name));
+    config.standby = s.standby;
+    config.backend = s.backend;
+    config.adapter = s.adapter;
+    config.threads = s.threads;
+    config.devices = s.devices;
+    config.announce_rate = s.announce_rate;
+    config.announce_version = s.announce_version;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let shutdown = shutdown_signal()?;
-        let metrics = NodeMetrics::new();
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         if let Some(addr) = s.http {
             let server = HttpServer::bind(addr).await?;
             println!("http on {}", server.local_addr());
-            let metrics = metrics.clone();
+            let metrics = config.metrics.clone();
             let pages = move |path: String| {
                 let metrics = metrics.clone();
                 async move {
@@ -145,7 +140,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 let _ = http_stopped.await;
             }));
         }
-        let result = run_node_observed(config, options, metrics, shutdown).await;
+        let result = run_node(config, shutdown).await;
         drop(stop_http);
         result?;
         Ok(())

@@ -107,6 +107,12 @@ pub(crate) struct Planned {
     pub open: Opener,
 }
 
+impl fmt::Debug for Planned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Planned").field("label", &self.label).finish_non_exhaustive()
+    }
+}
+
 /// The openers for `devices`; `threads` sizes the CPU.
 pub(crate) fn plan(devices: &[DeviceSpec], threads: Option<usize>) -> Vec<Planned> {
     devices

@@ -145,7 +145,6 @@ impl Scheduler {
     }
 
     /// Whether the range `id` is held (assigned, not yet done, revoked or dropped).
-    #[cfg(test)]
     pub fn holds(&self, id: AssignmentId) -> bool {
         self.ranges.contains_key(&id)
     }

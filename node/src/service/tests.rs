@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hashgrid_common::message::{
-    ALPN, Assignment, CoordinatorMessage, Hello, NodeHello, NodeMessage, Share, ShareOutcome,
+    ALPN, Assignment, CoordinatorMessage, DeviceInfo, Hello, NodeHello, NodeMessage, Share, ShareOutcome,
 };
 use hashgrid_common::{Header, Target};
 use quinn::crypto::rustls::QuicServerConfig;
@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::*;
 use crate::search::cpu::CpuBackend;
-use crate::search::{Backend, SearchJob, SearchReport, gpu, verify_hit};
+use crate::search::{Backend, NONCE_SPACE, SearchJob, SearchReport, gpu, verify_hit};
 use hashgrid_common::net::{FrameReader, FramedStream};
 
 const TOKEN: &str = "secret-node-token";
@@ -55,14 +55,9 @@ impl Coordinator {
 
     fn node_config(&self) -> NodeConfig {
         NodeConfig {
-            coordinator: self.addr,
-            ca_pem: self.ca_pem.clone(),
-            token: TOKEN.into(),
-            name: "rig-7".into(),
-            standby: false,
             backend: BackendChoice::Cpu,
-            adapter: None,
             threads: Some(2),
+            ..NodeConfig::new(self.addr, self.ca_pem.clone(), TOKEN.into(), "rig-7".into())
         }
     }
 
@@ -137,28 +132,12 @@ impl Peer {
     }
 }
 
-/// Runs a node with `options` in the background; send on the returned sender to stop it.
-fn start_node_with(
-    config: NodeConfig,
-    options: NodeOptions,
-) -> (JoinHandle<Result<(), NodeError>>, oneshot::Sender<()>) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let node = tokio::spawn(run_node_with(config, options, async move {
-        let _ = stopped.await;
-    }));
-    (node, stop)
-}
-
 /// Runs a node on the given devices in the background.
 fn start_node_on(
     config: NodeConfig,
     planned: Vec<compute::Planned>,
 ) -> (JoinHandle<Result<(), NodeError>>, oneshot::Sender<()>) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let node = tokio::spawn(run_planned(config, NodeOptions::default(), planned, false, async move {
-        let _ = stopped.await;
-    }));
-    (node, stop)
+    start_node(NodeConfig { planned: Some(planned), ..config })
 }
 
 /// Runs a node in the background; send on the returned sender to stop it.
@@ -351,18 +330,6 @@ async fn shutdown_while_the_coordinator_is_away_returns_promptly() {
 }
 
 #[test]
-fn backoff_doubles_to_the_cap_with_jitter() {
-    let mut backoff = Backoff::default();
-    let delays: Vec<Duration> = (0..10).map(|_| backoff.next_delay()).collect();
-    assert!(delays[0] >= BACKOFF_MIN / 2 && delays[0] <= BACKOFF_MIN);
-    assert!(delays[1] >= BACKOFF_MIN && delays[1] <= BACKOFF_MIN * 2);
-    assert!(delays.iter().all(|d| *d <= BACKOFF_MAX));
-    assert!(delays[9] >= BACKOFF_MAX / 2);
-    backoff.reset();
-    assert!(backoff.next_delay() <= BACKOFF_MIN);
-}
-
-#[test]
 fn an_unusable_ca_is_refused() {
     let config = NodeConfig { ca_pem: b"not a certificate".to_vec(), ..Coordinator::config_for_tests() };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -373,14 +340,10 @@ fn an_unusable_ca_is_refused() {
 impl Coordinator {
     fn config_for_tests() -> NodeConfig {
         NodeConfig {
-            coordinator: SocketAddr::from((Ipv4Addr::LOCALHOST, 9)),
-            ca_pem: Vec::new(),
-            token: TOKEN.into(),
-            name: "rig".into(),
             standby: true,
             backend: BackendChoice::Cpu,
-            adapter: None,
             threads: Some(1),
+            ..NodeConfig::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 9)), Vec::new(), TOKEN.into(), "rig".into())
         }
     }
 }
@@ -428,11 +391,11 @@ fn first_adapter() -> Option<String> {
 async fn a_gpu_and_the_cpu_split_a_range_and_find_every_share_once() {
     let Some(adapter) = first_adapter() else { return };
     let coordinator = Coordinator::start();
-    let options = NodeOptions {
+    let (node, stop) = start_node(NodeConfig {
         devices: Some(Devices::List(vec![DeviceSpec::Gpu(adapter), DeviceSpec::Cpu])),
-        ..NodeOptions::default()
-    };
-    let (node, stop) = start_node_with(NodeConfig { threads: Some(1), ..coordinator.node_config() }, options);
+        threads: Some(1),
+        ..coordinator.node_config()
+    });
     let mut peer = coordinator.accept().await;
     let hello = peer.hello.devices.clone();
     assert_eq!(hello.iter().map(|d| d.kind.as_str()).collect::<Vec<_>>(), ["gpu", "cpu"], "{hello:?}");
@@ -552,12 +515,11 @@ async fn the_last_device_failing_stops_the_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_announced_rate_replaces_the_measured_one() {
     let coordinator = Coordinator::start();
-    let options = NodeOptions {
+    let (node, stop) = start_node(NodeConfig {
         devices: Some(Devices::List(vec![DeviceSpec::Cpu])),
         announce_rate: Some(5e12),
-        ..NodeOptions::default()
-    };
-    let (node, stop) = start_node_with(coordinator.node_config(), options);
+        ..coordinator.node_config()
+    });
     let mut peer = coordinator.accept().await;
     assert_eq!(peer.hello.hashrate, 5e12);
     assert_eq!(peer.hello.devices.len(), 1);

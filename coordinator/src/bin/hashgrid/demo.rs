@@ -78,16 +78,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut nodes = Vec::new();
     for n in 1..=2 {
-        let config = NodeConfig {
-            coordinator: addr,
-            ca_pem: ca_pem.clone(),
-            token: node_token.clone(),
-            name: format!("demo-node-{n}"),
-            standby: false,
-            backend: args.backend,
-            adapter: None,
-            threads: Some(threads),
-        };
+        let mut config = NodeConfig::new(addr, ca_pem.clone(), node_token.clone(), format!("demo-node-{n}"));
+        config.backend = args.backend;
+        config.threads = Some(threads);
         let mut stop = stop_rx.clone();
         nodes.push(tokio::spawn(run_node(config, async move {
             let _ = stop.wait_for(|s| *s).await;

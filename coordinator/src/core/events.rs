@@ -5,14 +5,10 @@ use super::takeover::Failure;
 use super::*;
 
 impl Core {
-    /// A node passed authentication and said hello; `node` is the shell's connection id. A
-    /// node that failed and comes back joins as a standby.
-    pub fn handle_node_joined(&mut self, now_ms: u64, node: NodeId, hello: &NodeHello) {
-        self.handle_node_joined_speaking(now_ms, node, hello, PROTOCOL_VERSION);
-    }
-
-    /// `handle_node_joined` for a node whose connection speaks protocol version `protocol`.
-    pub fn handle_node_joined_speaking(&mut self, now_ms: u64, node: NodeId, hello: &NodeHello, protocol: u16) {
+    /// A node passed authentication and said hello over a connection speaking protocol
+    /// version `protocol`; `node` is the shell's connection id. A node that failed and comes
+    /// back joins as a standby.
+    pub fn handle_node_joined(&mut self, now_ms: u64, node: NodeId, hello: &NodeHello, protocol: u16) {
         let mut entry = NodeEntry::new(now_ms, hello);
         entry.protocol = protocol;
         if self.gone.remove(&hello.name).is_some() {
@@ -43,11 +39,11 @@ impl Core {
             }
             NodeMessage::Share(share) => self.handle_share(now_ms, node, share),
             NodeMessage::RangeDone { assignment, .. } => {
-                if let Some(a) = self.assignments.get(&assignment).copied().filter(|a| a.node == node && a.live) {
+                if let Some(a) = self.assignments.get(&assignment).cloned().filter(|a| a.node == node && a.live) {
                     if let Some(book) = self.jobs.get_mut(&a.job).and_then(|j| j.book_mut(a.version)) {
                         book.complete(a.start, assignment);
                     }
-                    self.retire(assignment);
+                    self.retire(now_ms, assignment);
                 }
                 self.fill(now_ms, node);
             }

@@ -1,7 +1,8 @@
-//! Share intake and credit: every share is checked (job, version, time, target,
-//! duplicate), credited to its account, and may find a block or bring an account up to
-//! standard.
+//! Share intake and credit: every share is checked (job, time, version, the range its node
+//! holds, target, duplicate), credited to its account, and may find a block or bring an
+//! account up to standard.
 
+use super::work::HeldRange;
 use super::*;
 
 impl Core {
@@ -15,13 +16,7 @@ impl Core {
                 *self.counters.shares_rejected.entry(reason).or_default() += 1;
                 if let Some(n) = self.nodes.get_mut(&node) {
                     n.rejected += 1;
-                    // Only bad work counts against a node: an unknown or stale job (the
-                    // coordinator restarted, a block moved the chain) or a duplicate (a share
-                    // re-sent after a lost acknowledgement) is not the node's fault.
-                    if matches!(
-                        reason,
-                        RejectReason::AboveTarget | RejectReason::VersionOutsideMask | RejectReason::TimeOutOfWindow
-                    ) {
+                    if reason.is_node_fault() {
                         n.probe.rejected();
                     }
                 }
@@ -32,21 +27,24 @@ impl Core {
     }
 
     pub(super) fn check_and_credit(&mut self, now_ms: u64, node: NodeId, share: &Share) -> Result<u128, RejectReason> {
-        let assignment = self
-            .assignments
-            .get(&share.assignment)
-            .filter(|a| a.job == share.job)
-            .copied()
-            .ok_or(RejectReason::UnknownJob)?;
+        let a =
+            self.assignments.get(&share.assignment).filter(|a| a.job == share.job).ok_or(RejectReason::UnknownJob)?;
+        // A share is bound to the node it was issued to (by name: its shares may come over a
+        // later connection), while the range is live and for a grace period after.
+        let held = (self.nodes.get(&node).is_some_and(|n| n.name == a.holder)
+            && (a.live || now_ms.saturating_sub(a.retired_ms) <= self.config.late_share_grace_ms))
+            .then_some(HeldRange { version: a.version, start: a.start, count: a.count });
+        let share_target = a.share_target;
         let job = self.jobs.get_mut(&share.job).ok_or(RejectReason::UnknownJob)?;
         let verified = job.check_share(
             share.version,
             share.time,
             share.nonce,
-            &assignment.share_target,
+            held.as_ref(),
+            &share_target,
             self.config.time_window_secs,
         )?;
-        let work = assignment.share_target.work();
+        let work = share_target.work();
         let account_name = job.account.clone();
         let job_id = job.id;
         let mut block = false;
@@ -72,12 +70,12 @@ impl Core {
             job: job_id,
             header: verified.header,
             hash: verified.hash,
-            share_target: assignment.share_target,
+            share_target,
             at_ms: now_ms,
         }));
         if let Some(n) = self.nodes.get_mut(&node) {
             n.accepted += 1;
-            n.probe.accepted();
+            n.probe.accepted(now_ms);
             n.credited.push_back((now_ms, work));
         }
         let reached = match self.accounts.iter_mut().find(|a| a.name == account_name) {
@@ -119,7 +117,7 @@ impl Core {
                 json!({"account": account_name, "delivered": delivered.to_string(), "standard": standard.to_string(), "chain": chain}),
             );
             // Capacity moves on: ranges still serving this account are given back.
-            self.revoke_where(|job| job.account == account_name, Abandon::AccountUpToStandard);
+            self.revoke_where(now_ms, |job| job.account == account_name, Abandon::AccountUpToStandard);
         }
         if block || reached.is_some() {
             self.replan(now_ms, if block { "block found" } else { "account up to standard" });

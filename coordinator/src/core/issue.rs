@@ -185,11 +185,23 @@ impl Core {
         if reassigned_from.is_some() {
             self.counters.ranges_reassigned += 1;
         }
-        self.assignments
-            .insert(id, AssignmentEntry { node, job: job_id, version, start, count, share_target, live: true });
         let Some(n) = self.nodes.get_mut(&node) else { return };
         n.assignments.push(id);
         let node_name = n.name.clone();
+        self.assignments.insert(
+            id,
+            AssignmentEntry {
+                node,
+                holder: node_name.clone(),
+                job: job_id,
+                version,
+                start,
+                count,
+                share_target,
+                live: true,
+                retired_ms: 0,
+            },
+        );
         self.out.push(Command::Persist(StoreOp::AssignmentIssued {
             assignment: id,
             node: node_name.clone(),
@@ -264,25 +276,26 @@ impl Core {
     }
 
     /// Removes an assignment from its node's pipeline (it stays known, for late shares).
-    pub(super) fn retire(&mut self, id: AssignmentId) {
-        if let Some(a) = self.assignments.get_mut(&id) {
+    pub(super) fn retire(&mut self, now_ms: u64, id: AssignmentId) {
+        if let Some(a) = self.assignments.get_mut(&id).filter(|a| a.live) {
             a.live = false;
+            a.retired_ms = now_ms;
             if let Some(n) = self.nodes.get_mut(&a.node) {
                 n.assignments.retain(|&x| x != id);
             }
         }
     }
 
-    pub(super) fn abandon(&mut self, id: AssignmentId, why: Abandon) {
-        let Some(a) = self.assignments.get(&id).copied().filter(|a| a.live) else { return };
+    pub(super) fn abandon(&mut self, now_ms: u64, id: AssignmentId, why: Abandon) {
+        let Some(a) = self.assignments.get(&id).cloned().filter(|a| a.live) else { return };
         if let Some(book) = self.jobs.get_mut(&a.job).and_then(|j| j.book_mut(a.version)) {
             book.abandon(a.start, id, why);
         }
-        self.retire(id);
+        self.retire(now_ms, id);
     }
 
     /// Revokes every live assignment of jobs matching `pred`, telling the nodes.
-    pub(super) fn revoke_where(&mut self, pred: impl Fn(&Job) -> bool, why: Abandon) {
+    pub(super) fn revoke_where(&mut self, now_ms: u64, pred: impl Fn(&Job) -> bool, why: Abandon) {
         let ids: Vec<(AssignmentId, NodeId)> = self
             .assignments
             .iter()
@@ -290,14 +303,14 @@ impl Core {
             .map(|(&id, a)| (id, a.node))
             .collect();
         for (id, node) in ids {
-            self.abandon(id, why);
+            self.abandon(now_ms, id, why);
             self.out.push(Command::Send { node, msg: CoordinatorMessage::Revoke { assignment: id } });
         }
     }
 
     /// `chain` moved: every local template on it is stale. Their assignments are revoked; the
     /// jobs stay known (as stale, for late shares) until `STALE_JOBS_KEPT` newer ones exist.
-    pub(super) fn retire_local_templates(&mut self, _now_ms: u64, chain: &str) {
+    pub(super) fn retire_local_templates(&mut self, now_ms: u64, chain: &str) {
         let on_chain: Vec<String> =
             self.local_jobs.keys().filter(|account| self.account_chain(account) == chain).cloned().collect();
         let stale: Vec<JobId> = on_chain.iter().filter_map(|a| self.local_jobs.remove(a)).collect();
@@ -308,7 +321,7 @@ impl Core {
             .map(|(&id, a)| (id, a.node))
             .collect();
         for (id, node) in ids {
-            self.retire(id);
+            self.retire(now_ms, id);
             self.out.push(Command::Send { node, msg: CoordinatorMessage::Revoke { assignment: id } });
         }
         for j in stale {

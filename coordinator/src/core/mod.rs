@@ -35,8 +35,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use hashgrid_common::message::{
     AssignmentId, ChainParams, ChainStatus, CoordinatorMessage, JobHit, JobId, JobStatus, NodeAssignment, NodeHello,
-    NodeId, NodeMessage, NodeStatus, PROTOCOL_VERSION, Policy, RangeRun, RejectReason, Rollout, Share, ShareOutcome,
-    Status,
+    NodeId, NodeMessage, NodeStatus, Policy, RangeRun, RejectReason, Rollout, Share, ShareOutcome, Status,
 };
 use hashgrid_common::{BlockHash, CompactTarget, Header, Target};
 use serde_json::json;
@@ -79,6 +78,9 @@ pub struct CoreConfig {
     /// The balancer moves a node to another chain only if that cuts the misallocation by
     /// more than this fraction of the node's capacity.
     pub hysteresis: f64,
+    /// How long after a range stops being live (finished, revoked, handed over) its node's
+    /// late shares for it are still taken: longer than a node's reconnect and re-send.
+    pub late_share_grace_ms: u64,
 }
 
 impl Default for CoreConfig {
@@ -96,6 +98,7 @@ impl Default for CoreConfig {
             id_base: 1,
             probe: ProbeConfig::default(),
             hysteresis: 0.5,
+            late_share_grace_ms: 60_000,
         }
     }
 }
@@ -232,15 +235,23 @@ pub struct SubmittedJob {
     pub shares: Vec<(u32, u32, u32)>,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// A range issued to a node: the nonces `start..start + count` of `version` of `job`.
+#[derive(Debug, Clone)]
 struct AssignmentEntry {
+    /// The connection it was sent over.
     node: NodeId,
+    /// The name of the node holding it: the node may send its shares over a later connection.
+    holder: String,
     job: JobId,
     version: u32,
     start: u32,
     count: u64,
     share_target: Target,
+    /// Still in its node's pipeline (not finished, revoked or handed over).
     live: bool,
+    /// When it stopped being live (meaningful once `live` is false): its late shares are
+    /// accepted for `CoreConfig::late_share_grace_ms` after that.
+    retired_ms: u64,
 }
 
 /// The coordinator's scheduling and accounting state.

@@ -4,19 +4,9 @@
 use super::*;
 
 impl Core {
+    /// Adds an account drawing its work from `chain` (the built-in chain when `None`), placed
+    /// at `order` (after every other account when `None`).
     pub fn add_account(
-        &mut self,
-        now_ms: u64,
-        name: &str,
-        standard: u128,
-        period_ms: Option<u64>,
-        order: Option<i64>,
-    ) -> Result<(), AdminError> {
-        self.add_account_on(now_ms, name, standard, period_ms, order, None)
-    }
-
-    /// Adds an account drawing its work from `chain` (the built-in chain when `None`).
-    pub fn add_account_on(
         &mut self,
         now_ms: u64,
         name: &str,

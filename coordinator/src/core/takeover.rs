@@ -123,7 +123,7 @@ impl Core {
     ) -> Vec<serde_json::Value> {
         let mut moved = Vec::new();
         for &id in ranges {
-            let Some(a) = self.assignments.get(&id).copied().filter(|a| a.live) else { continue };
+            let Some(a) = self.assignments.get(&id).cloned().filter(|a| a.live) else { continue };
             let target = to.or_else(|| {
                 let chain = self
                     .nodes
@@ -144,7 +144,7 @@ impl Core {
                                       "count": a.count, "to": to_name, "new_assignment": new}));
                 }
                 None => {
-                    self.abandon(id, Abandon::NodeFailed);
+                    self.abandon(now_ms, id, Abandon::NodeFailed);
                     moved.push(json!({"assignment": id, "job": a.job, "version": a.version, "start": a.start,
                                       "count": a.count, "to": null}));
                 }
@@ -157,12 +157,12 @@ impl Core {
     /// when it is longer than `node` should hold at its rate, its first part (the rest waits,
     /// first in line, for the next range issued).
     pub(super) fn reassign(&mut self, now_ms: u64, old: AssignmentId, node: NodeId) -> Option<AssignmentId> {
-        let a = self.assignments.get(&old).copied().filter(|a| a.live)?;
+        let a = self.assignments.get(&old).cloned().filter(|a| a.live)?;
         let new = self.fresh_id();
         let want = self.range_count(node, now_ms);
         let book = self.jobs.get_mut(&a.job).and_then(|j| j.book_mut(a.version))?;
         let count = book.reassign(a.start, old, new, want)?;
-        self.retire(old);
+        self.retire(now_ms, old);
         let share_target = self.share_target_for(now_ms, node, a.job);
         self.issue_assignment(now_ms, node, new, a.job, a.version, a.start, count, share_target, Some(old));
         Some(new)

@@ -912,10 +912,12 @@ mod tests {
         let mut core = Core::new(config.clone());
         let job = std::cell::Cell::new(0);
         step(&mut core, &mut store, &|core| {
-            core.add_account(T0, "bob", u128::MAX, None, Some(1)).unwrap();
+            core.add_account(T0, "bob", u128::MAX, None, Some(1), None).unwrap();
             job.set(core.submit_job(T0, "bob", template(2), Target::from_expected_hashes(1 << 40)).unwrap());
         });
-        let sent = step(&mut core, &mut store, &|core| core.handle_node_joined(T0, 1, &hello));
+        let sent = step(&mut core, &mut store, &|core| {
+            core.handle_node_joined(T0, 1, &hello, hashgrid_common::message::PROTOCOL_VERSION)
+        });
         let share = share_of(&sent, job.get());
         let sent = step(&mut core, &mut store, &|core| core.handle_node_message(T0, 1, NodeMessage::Share(share)));
         assert!(matches!(outcome(&sent), ShareOutcome::Accepted { .. }), "{sent:?}");
@@ -924,7 +926,9 @@ mod tests {
         // Restart: the same share, in the node's new range of the same job, is a duplicate.
         let mut store = open(&dir);
         let mut core = Core::restore(config, store.load().unwrap());
-        let sent = step(&mut core, &mut store, &|core| core.handle_node_joined(T0 + 1, 1, &hello));
+        let sent = step(&mut core, &mut store, &|core| {
+            core.handle_node_joined(T0 + 1, 1, &hello, hashgrid_common::message::PROTOCOL_VERSION)
+        });
         let again = Share { assignment: share_of(&sent, job.get()).assignment, ..share };
         let sent = step(&mut core, &mut store, &|core| core.handle_node_message(T0 + 1, 1, NodeMessage::Share(again)));
         assert_eq!(outcome(&sent), ShareOutcome::Rejected(RejectReason::Duplicate));

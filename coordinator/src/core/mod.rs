@@ -1,19 +1,49 @@
-//! The scheduling and accounting core: a pure state machine.
-//!
-//! Inputs are `handle_*` calls and operator requests, each given the current time in Unix
-//! milliseconds; outputs are `Command`s taken with `drain_commands` (send a message, close a
-//! connection, persist a record). No sockets, clocks or database inside, so every rule is
-//! tested with virtual time.
-//!
-//! Calling order for the shell: feed events, then drain commands and carry them out in order;
-//! `Persist` commands must be durable before any `Send` that follows them goes out (a share's
-//! acknowledgement follows its credit).
+//! The scheduling and accounting core: a pure state machine. No sockets, clocks or database
+//! inside, so every rule is tested with virtual time.
 //!
 //! What the core decides: which account each range serves (the policy, in `accounts`), which
 //! chain each node serves (the balancer, in `balance`), which nonces each range covers (the
 //! range books, in `ranges`), whether a share earns credit (`work`), and when a node has
 //! failed or is under standard (`probe`) and who takes its work. Every such decision is also
 //! written to the hash-chained ledger (`ledger`).
+//!
+//! # The contract
+//!
+//! [`Core`]'s methods come in four kinds, each in its own file:
+//!
+//! - **Getters** (`views`): `status`, `node_list`, `chain_list`, `assignment_list`,
+//!   `job_status`, `accounts`, `counters`, `config`, `policy`. They read and never change state.
+//! - **Inputs** (`events`): `handle_node_joined`, `handle_node_message`, `handle_node_left`,
+//!   `handle_node_departed` and `handle_tick`, one per thing that happened to the shell. Their
+//!   work is done in `intake` (shares), `takeover` (failures) and `issue` (ranges).
+//! - **Operator mutators** (`operator`): `add_account`, `add_chain`, `set_policy`,
+//!   `submit_job`, `set_rollout`, `drain_node`, `promote_node`, `standby_node`. Each checks the
+//!   request and either refuses it with an [`AdminError`], changing nothing, or applies it.
+//! - **Output**: `drain_commands`, the [`Command`]s produced since its last call.
+//!
+//! Every input and mutator takes `now_ms`, the current time in Unix milliseconds; the core
+//! never reads a clock.
+//!
+//! # Calling order
+//!
+//! 1. Build the core with `Core::restore` from the store's `Snapshot` (or `Core::new`), with an
+//!    `id_base` never used before.
+//! 2. For each event, call the one input or mutator that matches it, with `now_ms` never less
+//!    than the previous call's. Call `handle_tick` regularly (every 100 ms in the shell): it is
+//!    the only input that notices silence, under-delivery and period ends.
+//! 3. After a call or a batch of calls, `drain_commands` and carry the commands out.
+//!
+//! # What the shell guarantees
+//!
+//! - Commands are carried out in the order drained.
+//! - Every `Persist` is durable before any `Send` or `Close` drained after it goes out: a
+//!   share's acknowledgement follows its credit, so nothing acknowledged is lost.
+//! - `NodeId`s are the shell's connection ids, never reused while the process runs; a node is
+//!   joined (after authentication) before its messages are fed, and every joined node's end is
+//!   reported once, as `handle_node_left` (a failure) or `handle_node_departed` (a goodbye).
+//! - Messages from a node are fed in the order they arrived on its connection.
+//! - If a `Persist` cannot be made durable, nothing drained after it is carried out and the
+//!   core is fed no more.
 
 pub mod accounts;
 pub mod balance;
@@ -254,7 +284,7 @@ struct AssignmentEntry {
     retired_ms: u64,
 }
 
-/// The coordinator's scheduling and accounting state.
+/// The coordinator's scheduling and accounting state (see the module's contract).
 #[derive(Debug)]
 pub struct Core {
     config: CoreConfig,

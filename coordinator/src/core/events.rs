@@ -61,7 +61,7 @@ impl Core {
         let Some(n) = self.nodes.remove(&node) else { return };
         let was_active = n.state == NodeState::Active;
         let (promoted, moved) = self.take_over(now_ms, node, n.chain, &n.assignments, was_active, "departure");
-        self.ledger(now_ms, ledger::kind::DEPARTURE, json!({"node": n.name, "promoted": promoted, "ranges": moved}));
+        self.ledger(now_ms, LedgerRecord::Departure { node: n.name, promoted, ranges: moved });
         self.replan(now_ms, "node left");
     }
 
@@ -114,8 +114,7 @@ impl Core {
             }));
             self.ledger(
                 now_ms,
-                ledger::kind::PERIOD_RENEWED,
-                json!({"account": account, "period_start_ms": period_start_ms}),
+                LedgerRecord::PeriodRenewed { account: account.clone(), period_start_ms: *period_start_ms },
             );
         }
         if !renewed.is_empty() {

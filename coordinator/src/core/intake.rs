@@ -105,16 +105,24 @@ impl Core {
             }));
             self.ledger(
                 now_ms,
-                ledger::kind::BLOCK_FOUND,
-                json!({"chain": chain, "height": height, "hash": verified.hash.to_string(), "account": account_name}),
+                LedgerRecord::BlockFound {
+                    chain: chain.clone(),
+                    height,
+                    hash: verified.hash.to_string(),
+                    account: account_name.clone(),
+                },
             );
             self.retire_local_templates(now_ms, &chain);
         }
         if let Some((delivered, standard, chain)) = &reached {
             self.ledger(
                 now_ms,
-                ledger::kind::STANDARD_REACHED,
-                json!({"account": account_name, "delivered": delivered.to_string(), "standard": standard.to_string(), "chain": chain}),
+                LedgerRecord::StandardReached {
+                    account: account_name.clone(),
+                    delivered: *delivered,
+                    standard: *standard,
+                    chain: chain.clone(),
+                },
             );
             // Capacity moves on: ranges still serving this account are given back.
             self.revoke_where(now_ms, |job| job.account == account_name, Abandon::AccountUpToStandard);
@@ -125,11 +133,8 @@ impl Core {
         if let Some((_, _, chain)) = reached {
             let next = accounts::choose(self.policy, &self.accounts, 1, |i| self.accounts[i].chain != chain)
                 .map(|i| self.accounts[i].name.clone());
-            self.ledger(
-                now_ms,
-                ledger::kind::SWITCH,
-                json!({"from": account_name, "to": next, "chain": chain, "policy": self.policy.as_str()}),
-            );
+            let policy = self.policy.as_str().into();
+            self.ledger(now_ms, LedgerRecord::Switch { from: account_name, to: next, chain, policy });
         }
         Ok(work)
     }

@@ -117,11 +117,7 @@ impl Core {
             None => self.node_chains.remove(&name),
         };
         self.out.push(Command::Persist(StoreOp::NodeChain { node: name.clone(), chain: chain.clone(), at_ms: now_ms }));
-        self.ledger(
-            now_ms,
-            ledger::kind::REBALANCE,
-            json!({"node": name, "from": from, "to": chain, "reason": reason}),
-        );
+        self.ledger(now_ms, LedgerRecord::Rebalance { node: name, from, to: chain, reason: reason.into() });
     }
 
     /// Tops the node's pipeline up with ranges for the accounts of its chain the policy
@@ -214,10 +210,18 @@ impl Core {
         }));
         self.ledger(
             now_ms,
-            ledger::kind::ASSIGNMENT,
-            json!({"assignment": id, "node": node_name, "account": account, "chain": chain, "job": job_id,
-                   "version": version, "start": start, "count": count,
-                   "share_work": share_target.work().to_string(), "reassigned_from": reassigned_from}),
+            LedgerRecord::Assignment {
+                assignment: id,
+                node: node_name,
+                account,
+                chain,
+                job: job_id,
+                version,
+                start,
+                count,
+                share_work: share_target.work(),
+                reassigned_from,
+            },
         );
         self.out.push(Command::Send {
             node,

@@ -68,11 +68,11 @@ use hashgrid_common::message::{
     NodeId, NodeMessage, NodeStatus, Policy, RangeRun, RejectReason, Rollout, Share, ShareOutcome, Status,
 };
 use hashgrid_common::{BlockHash, CompactTarget, Header, Target};
-use serde_json::json;
 
 pub use accounts::Account;
 use chains::Chain;
 use issue::RolloutState;
+use ledger::{LedgerRecord, RangeMove};
 pub use nodes::NodeState;
 use nodes::{Gone, NodeEntry};
 use probe::ProbeConfig;
@@ -209,9 +209,7 @@ pub enum StoreOp {
     /// A scheduling decision for the hash-chained ledger; the store numbers and links it.
     Ledger {
         at_ms: u64,
-        kind: &'static str,
-        /// JSON text.
-        payload: String,
+        record: LedgerRecord,
     },
 }
 
@@ -375,8 +373,8 @@ impl Core {
         std::mem::take(&mut self.out)
     }
 
-    fn ledger(&mut self, now_ms: u64, kind: &'static str, payload: serde_json::Value) {
-        self.out.push(Command::Persist(StoreOp::Ledger { at_ms: now_ms, kind, payload: payload.to_string() }));
+    fn ledger(&mut self, now_ms: u64, record: LedgerRecord) {
+        self.out.push(Command::Persist(StoreOp::Ledger { at_ms: now_ms, record }));
     }
 }
 

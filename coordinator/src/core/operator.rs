@@ -44,8 +44,7 @@ impl Core {
         }));
         self.ledger(
             now_ms,
-            ledger::kind::ACCOUNT_ADDED,
-            json!({"account": name, "standard": standard.to_string(), "period_ms": period_ms, "order": order, "chain": chain}),
+            LedgerRecord::AccountAdded { account: name.into(), standard, period_ms, order, chain: chain.into() },
         );
         self.accounts.push(account);
         self.replan(now_ms, "account added");
@@ -60,9 +59,13 @@ impl Core {
         self.out.push(Command::Persist(StoreOp::ChainAdded { params: params.clone(), at_ms: now_ms }));
         self.ledger(
             now_ms,
-            ledger::kind::CHAIN_ADDED,
-            json!({"chain": params.name, "tx_per_template": params.tx_per_template, "bit_rate": params.bit_rate,
-                   "difficulty": params.difficulty, "weight": params.weight}),
+            LedgerRecord::ChainAdded {
+                chain: params.name.clone(),
+                tx_per_template: params.tx_per_template,
+                bit_rate: params.bit_rate,
+                difficulty: params.difficulty,
+                weight: params.weight,
+            },
         );
         self.chains.insert(params.name.clone(), chain);
         self.replan(now_ms, "chain added");
@@ -78,7 +81,7 @@ impl Core {
             a.issued = 0;
         }
         self.out.push(Command::Persist(StoreOp::PolicySet(policy)));
-        self.ledger(now_ms, ledger::kind::POLICY, json!({"policy": policy.as_str()}));
+        self.ledger(now_ms, LedgerRecord::Policy { policy: policy.as_str().into() });
         // Ranges in flight finish; new ranges follow the new policy.
         self.replan(now_ms, "policy changed");
     }
@@ -115,8 +118,10 @@ impl Core {
         self.out.push(Command::Persist(StoreOp::RolloutSet(rollout.clone())));
         self.ledger(
             now_ms,
-            ledger::kind::ROLLOUT,
-            json!({"version": rollout.as_ref().map(|r| &r.version), "percent": rollout.as_ref().map(|r| r.percent)}),
+            LedgerRecord::Rollout {
+                version: rollout.as_ref().map(|r| r.version.clone()),
+                percent: rollout.as_ref().map(|r| r.percent),
+            },
         );
         self.rollout = rollout.map(|rollout| RolloutState { rollout, to_version: 0, to_others: 0 });
         self.replan(now_ms, "rollout changed");
@@ -133,7 +138,7 @@ impl Core {
             }
             n.draining = true;
             let ranges = n.assignments.len();
-            self.ledger(now_ms, ledger::kind::DRAIN, json!({"node": name, "ranges_in_flight": ranges}));
+            self.ledger(now_ms, LedgerRecord::Drain { node: name.into(), ranges_in_flight: ranges });
         }
         self.replan(now_ms, "node drained");
         Ok(())
@@ -162,7 +167,7 @@ impl Core {
                 self.out.push(Command::Send { node: id, msg: CoordinatorMessage::Revoke { assignment: r } });
             }
             let moved = self.hand_over(now_ms, id, &ranges, None);
-            self.ledger(now_ms, ledger::kind::STANDBY, json!({"node": name, "by": "operator", "ranges": moved}));
+            self.ledger(now_ms, LedgerRecord::Standby { node: name.into(), by: "operator".into(), ranges: moved });
         }
         self.replan(now_ms, "node made standby");
         Ok(())

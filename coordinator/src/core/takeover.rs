@@ -57,11 +57,7 @@ impl Core {
             *self.counters.failovers.entry(failure.label()).or_default() += 1;
             let reason = failure.to_string();
             tracing::info!(node = %name, %reason, ?promoted, ranges = ranges.len(), "failover");
-            self.ledger(
-                now_ms,
-                ledger::kind::FAILOVER,
-                json!({"node": name, "reason": reason, "promoted": promoted, "ranges": moved}),
-            );
+            self.ledger(now_ms, LedgerRecord::Failover { node: name, reason, promoted, ranges: moved });
         }
         self.replan(now_ms, "node failed");
     }
@@ -77,7 +73,7 @@ impl Core {
         ranges: &[AssignmentId],
         was_active: bool,
         why: &str,
-    ) -> (Option<String>, Vec<serde_json::Value>) {
+    ) -> (Option<String>, Vec<RangeMove>) {
         let promoted = if was_active { self.standby_to_promote() } else { None };
         if let Some(p) = promoted {
             if chain.is_some() {
@@ -109,7 +105,7 @@ impl Core {
         n.probe.reset(now_ms);
         let name = n.name.clone();
         self.counters.promotions += 1;
-        self.ledger(now_ms, ledger::kind::PROMOTION, json!({"node": name, "from": from, "by": by}));
+        self.ledger(now_ms, LedgerRecord::Promotion { node: name, from: from.into(), by: by.into() });
     }
 
     /// Hands the ranges `ranges` of `from` to `to`, or spread over the active nodes, or back
@@ -120,7 +116,7 @@ impl Core {
         from: NodeId,
         ranges: &[AssignmentId],
         to: Option<NodeId>,
-    ) -> Vec<serde_json::Value> {
+    ) -> Vec<RangeMove> {
         let mut moved = Vec::new();
         for &id in ranges {
             let Some(a) = self.assignments.get(&id).cloned().filter(|a| a.live) else { continue };
@@ -140,13 +136,27 @@ impl Core {
                 Some(t) => {
                     let new = self.reassign(now_ms, id, t);
                     let to_name = self.nodes.get(&t).map(|n| n.name.clone());
-                    moved.push(json!({"assignment": id, "job": a.job, "version": a.version, "start": a.start,
-                                      "count": a.count, "to": to_name, "new_assignment": new}));
+                    moved.push(RangeMove {
+                        assignment: id,
+                        job: a.job,
+                        version: a.version,
+                        start: a.start,
+                        count: a.count,
+                        to: to_name,
+                        new_assignment: new,
+                    });
                 }
                 None => {
                     self.abandon(now_ms, id, Abandon::NodeFailed);
-                    moved.push(json!({"assignment": id, "job": a.job, "version": a.version, "start": a.start,
-                                      "count": a.count, "to": null}));
+                    moved.push(RangeMove {
+                        assignment: id,
+                        job: a.job,
+                        version: a.version,
+                        start: a.start,
+                        count: a.count,
+                        to: None,
+                        new_assignment: None,
+                    });
                 }
             }
         }

@@ -50,9 +50,11 @@ impl Farm {
                     self.results.push((node, id, outcome))
                 }
                 Command::Persist(op @ StoreOp::Credit { .. }) => self.credits.push(op),
-                Command::Persist(StoreOp::Ledger { kind, payload, .. }) => self
-                    .ledger
-                    .push((kind.to_string(), serde_json::from_str(&payload).expect("ledger payload is JSON"))),
+                Command::Persist(StoreOp::Ledger { record, .. }) => {
+                    let (kind, payload) = record.encode();
+                    assert_eq!(ledger::LedgerRecord::decode(&kind, &payload).unwrap(), record, "{payload}");
+                    self.ledger.push((kind, serde_json::from_str(&payload).expect("ledger payload is JSON")))
+                }
                 Command::Close { node, .. } => {
                     self.held.remove(&node);
                 }

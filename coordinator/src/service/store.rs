@@ -62,7 +62,7 @@ use super::records;
 use crate::core::{Account, Snapshot, StoreOp, SubmittedJob};
 
 /// Schema migrations: step `i` takes the database from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the initial schema.
     "CREATE TABLE accounts (
         name TEXT PRIMARY KEY,
@@ -149,6 +149,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX shares_by_job ON shares(job);",
     // 3: chains, the balancer's node table, the ledger (see `records`).
     super::records::MIGRATION,
+    // 4: the ledger's `account` column (see `records`).
+    super::records::LEDGER_ACCOUNT_MIGRATION,
 ];
 
 /// The page cache of the store connection, in KiB (SQLite's default is 2 MiB; the share
@@ -594,7 +596,7 @@ fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<()
         StoreOp::BlockFound { chain, height, hash, account } => records::add_block(tx, chain, *height, hash, account)?,
         StoreOp::ChainAdded { params, at_ms } => records::add_chain(tx, params, *at_ms)?,
         StoreOp::NodeChain { node, chain, at_ms } => records::set_node_chain(tx, node, chain.as_deref(), *at_ms)?,
-        StoreOp::Ledger { at_ms, kind, payload } => records::append_ledger(tx, *at_ms, kind, payload)?,
+        StoreOp::Ledger { at_ms, record } => records::append_ledger(tx, *at_ms, record)?,
         StoreOp::AssignmentIssued { assignment, node, account, job, version, start, count, at_ms } => {
             tx.prepare_cached(
                 "INSERT INTO assignments (id, node, account, job, version, start, count, at_ms)

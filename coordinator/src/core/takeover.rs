@@ -132,33 +132,25 @@ impl Core {
                     .min_by_key(|(id, n)| (n.chain != chain, n.assignments.len(), **id))
                     .map(|(&id, _)| id)
             });
-            match target {
+            let (to, new_assignment) = match target {
                 Some(t) => {
                     let new = self.reassign(now_ms, id, t);
-                    let to_name = self.nodes.get(&t).map(|n| n.name.clone());
-                    moved.push(RangeMove {
-                        assignment: id,
-                        job: a.job,
-                        version: a.version,
-                        start: a.start,
-                        count: a.count,
-                        to: to_name,
-                        new_assignment: new,
-                    });
+                    (self.nodes.get(&t).map(|n| n.name.clone()), new)
                 }
                 None => {
                     self.abandon(now_ms, id, Abandon::NodeFailed);
-                    moved.push(RangeMove {
-                        assignment: id,
-                        job: a.job,
-                        version: a.version,
-                        start: a.start,
-                        count: a.count,
-                        to: None,
-                        new_assignment: None,
-                    });
+                    (None, None)
                 }
-            }
+            };
+            moved.push(RangeMove {
+                assignment: id,
+                job: a.job,
+                version: a.version,
+                start: a.start,
+                count: a.count,
+                to,
+                new_assignment,
+            });
         }
         moved
     }

@@ -23,6 +23,18 @@ pub(super) fn core() -> Core {
     Core::new(CoreConfig { min_share_work: 4096, shares_per_second: 1e9, ..CoreConfig::default() })
 }
 
+/// `core()` with one account "a" whose standard is never reached and two active nodes, 1
+/// ("n1") and 2 ("n2"), joined at `T0` and holding their first ranges.
+pub(super) fn two_nodes() -> (Core, Farm) {
+    let mut core = core();
+    let mut farm = Farm::default();
+    core.add_account(T0, "a", 1 << 40, None, None, None).unwrap();
+    core.handle_node_joined(T0, 1, &hello("n1", 10_000.0, false), PROTOCOL_VERSION);
+    core.handle_node_joined(T0, 2, &hello("n2", 10_000.0, false), PROTOCOL_VERSION);
+    farm.absorb(&mut core);
+    (core, farm)
+}
+
 /// The assignments currently held by each node, from the commands seen so far.
 #[derive(Default)]
 pub(super) struct Farm {
@@ -173,12 +185,7 @@ fn proportional_accounts_finish_together() {
 
 #[test]
 fn a_silent_node_fails_and_its_range_goes_to_another() {
-    let mut core = core();
-    let mut farm = Farm::default();
-    core.add_account(T0, "a", 1 << 40, None, None, None).unwrap();
-    core.handle_node_joined(T0, 1, &hello("n1", 10_000.0, false), PROTOCOL_VERSION);
-    core.handle_node_joined(T0, 2, &hello("n2", 10_000.0, false), PROTOCOL_VERSION);
-    farm.absorb(&mut core);
+    let (mut core, mut farm) = two_nodes();
     let lost = farm.held[&1].clone();
     core.handle_node_message(T0 + 2000, 2, NodeMessage::Heartbeat { hashrate: 10_000.0, devices: Vec::new() });
     core.handle_tick(T0 + 3500);
@@ -195,12 +202,7 @@ fn a_silent_node_fails_and_its_range_goes_to_another() {
 
 #[test]
 fn a_late_share_from_the_old_holder_is_credited_once() {
-    let mut core = core();
-    let mut farm = Farm::default();
-    core.add_account(T0, "a", 1 << 40, None, None, None).unwrap();
-    core.handle_node_joined(T0, 1, &hello("n1", 10_000.0, false), PROTOCOL_VERSION);
-    core.handle_node_joined(T0, 2, &hello("n2", 10_000.0, false), PROTOCOL_VERSION);
-    farm.absorb(&mut core);
+    let (mut core, mut farm) = two_nodes();
     let old = farm.held[&1][0];
     let share = find_share(&old, 0).unwrap();
     core.handle_node_left(T0 + 10, 1);
@@ -254,12 +256,7 @@ fn shares_are_checked_in_order() {
 
 #[test]
 fn a_share_outside_the_node_s_ranges_is_refused() {
-    let mut core = core();
-    let mut farm = Farm::default();
-    core.add_account(T0, "a", 1 << 40, None, None, None).unwrap();
-    core.handle_node_joined(T0, 1, &hello("n1", 10_000.0, false), PROTOCOL_VERSION);
-    core.handle_node_joined(T0, 2, &hello("n2", 10_000.0, false), PROTOCOL_VERSION);
-    farm.absorb(&mut core);
+    let (mut core, farm) = two_nodes();
     let mine = farm.held[&1][0];
     let theirs = farm.held[&2][0];
     fn submit(core: &mut Core, now: u64, node: NodeId, share: Share) -> ShareOutcome {

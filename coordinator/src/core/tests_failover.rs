@@ -1,7 +1,7 @@
 //! Failover, standby, drain, under-standard detection, the balancer and the ledger, in the pure
 //! core with virtual time (no sleeps): every scenario is a sequence of events at chosen times.
 
-use super::tests::{Farm, T0, core, find_share, hello};
+use super::tests::{Farm, T0, core, find_share, hello, two_nodes};
 use super::*;
 use hashgrid_common::message::{PROTOCOL_VERSION, ShareOutcome};
 
@@ -285,12 +285,7 @@ fn drain_finishes_the_ranges_then_stops() {
 
 #[test]
 fn operator_standby_hands_the_ranges_over_at_once() {
-    let mut core = core();
-    let mut farm = Farm::default();
-    core.add_account(T0, "a", 1 << 40, None, None, None).unwrap();
-    core.handle_node_joined(T0, 1, &hello("n1", 10_000.0, false), PROTOCOL_VERSION);
-    core.handle_node_joined(T0, 2, &hello("n2", 10_000.0, false), PROTOCOL_VERSION);
-    farm.absorb(&mut core);
+    let (mut core, mut farm) = two_nodes();
     let moved = ranges(&farm, 1);
     core.standby_node(T0 + 1, "n1").unwrap();
     farm.absorb(&mut core);

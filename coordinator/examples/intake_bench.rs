@@ -811,7 +811,7 @@ fn micro(args: &Args) -> anyhow::Result<()> {
         let mut store = Store::open(&dir.path().join("hashgrid.db"))?;
         store.apply(&[StoreOp::AccountAdded {
             name: "bench".into(),
-            standard: u128::MAX,
+            standard: hashgrid_coordinator::core::Work(u128::MAX),
             period_ms: None,
             order: 0,
             period_start_ms: t0,
@@ -839,7 +839,7 @@ fn micro(args: &Args) -> anyhow::Result<()> {
         .filter_map(|op| match op {
             StoreOp::Credit { account, work, node, job, header, hash, share_target, at_ms } => Some(Credit {
                 account: account.clone(),
-                work: *work,
+                work: work.0,
                 node: node.clone(),
                 job: *job,
                 header: *header,

@@ -10,7 +10,7 @@ impl Core {
         let outcome = match self.check_and_credit(now_ms, node, &share) {
             Ok(work) => {
                 self.counters.shares_accepted += 1;
-                ShareOutcome::Accepted { work }
+                ShareOutcome::Accepted { work: work.0 }
             }
             Err(reason) => {
                 *self.counters.shares_rejected.entry(reason).or_default() += 1;
@@ -26,7 +26,7 @@ impl Core {
         self.out.push(Command::Send { node, msg: CoordinatorMessage::ShareResult { id: share.id, outcome } });
     }
 
-    pub(super) fn check_and_credit(&mut self, now_ms: u64, node: NodeId, share: &Share) -> Result<u128, RejectReason> {
+    pub(super) fn check_and_credit(&mut self, now_ms: u64, node: NodeId, share: &Share) -> Result<Work, RejectReason> {
         let a =
             self.assignments.get(&share.assignment).filter(|a| a.job == share.job).ok_or(RejectReason::UnknownJob)?;
         // A share is bound to the node it was issued to (by name: its shares may come over a
@@ -44,7 +44,7 @@ impl Core {
             &share_target,
             self.config.time_window_secs,
         )?;
-        let work = share_target.work();
+        let work = Work::of(&share_target);
         let account_name = job.account.clone();
         let job_id = job.id;
         let mut block = false;

@@ -219,7 +219,7 @@ impl Core {
                 version,
                 start,
                 count,
-                share_work: share_target.work(),
+                share_work: Work::of(&share_target),
                 reassigned_from,
             },
         );

@@ -18,6 +18,8 @@ use hashgrid_common::message::{AssignmentId, JobId, LedgerEntry, LedgerVerdict};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::accounts::Work;
+
 /// The `prev_hash` of the first entry.
 pub const GENESIS: [u8; 32] = [0; 32];
 const DOMAIN: &[u8] = b"hashgrid-ledger/1";
@@ -65,17 +67,14 @@ pub enum LedgerRecord {
         version: u32,
         start: u32,
         count: u64,
-        #[serde(with = "decimal")]
-        share_work: u128,
+        share_work: Work,
         reassigned_from: Option<AssignmentId>,
     },
     /// An account reached its standard.
     StandardReached {
         account: String,
-        #[serde(with = "decimal")]
-        delivered: u128,
-        #[serde(with = "decimal")]
-        standard: u128,
+        delivered: Work,
+        standard: Work,
         chain: String,
     },
     /// Capacity moved from the account `from`, up to its standard, to the next one on its chain.
@@ -118,8 +117,7 @@ pub enum LedgerRecord {
     },
     AccountAdded {
         account: String,
-        #[serde(with = "decimal")]
-        standard: u128,
+        standard: Work,
         period_ms: Option<u64>,
         order: i64,
         chain: String,
@@ -215,19 +213,6 @@ impl LedgerRecord {
             | LedgerRecord::Departure { .. }
             | LedgerRecord::Rollout { .. } => None,
         }
-    }
-}
-
-/// `u128` as a decimal string.
-mod decimal {
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub fn serialize<S: Serializer>(value: &u128, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(value)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
-        String::deserialize(d)?.parse().map_err(D::Error::custom)
     }
 }
 

@@ -69,7 +69,7 @@ use hashgrid_common::message::{
 };
 use hashgrid_common::{BlockHash, CompactTarget, Header, Target};
 
-pub use accounts::Account;
+pub use accounts::{Account, Work};
 use chains::Chain;
 use issue::RolloutState;
 use ledger::{LedgerRecord, RangeMove};
@@ -146,7 +146,7 @@ pub enum Command {
 pub enum StoreOp {
     AccountAdded {
         name: String,
-        standard: u128,
+        standard: Work,
         period_ms: Option<u64>,
         order: i64,
         period_start_ms: u64,
@@ -155,7 +155,7 @@ pub enum StoreOp {
     /// An accepted share: `work` credited to `account`.
     Credit {
         account: String,
-        work: u128,
+        work: Work,
         node: String,
         job: JobId,
         header: Header,

@@ -32,6 +32,7 @@ impl Core {
             return Err(AdminError::NoSuchChain(chain.into()));
         }
         let order = order.unwrap_or_else(|| self.accounts.iter().map(|a| a.order + 1).max().unwrap_or(0));
+        let standard = Work(standard);
         let mut account = Account::new(name.into(), standard, period_ms, order, now_ms);
         account.chain = chain.into();
         self.out.push(Command::Persist(StoreOp::AccountAdded {

@@ -122,7 +122,7 @@ pub(super) fn find_share(a: &Assignment, skip: u64) -> Option<Share> {
 }
 
 pub(super) fn delivered(core: &Core, name: &str) -> u128 {
-    core.accounts().iter().find(|a| a.name == name).map_or(0, |a| a.delivered)
+    core.accounts().iter().find(|a| a.name == name).map_or(0, |a| a.delivered.0)
 }
 
 #[test]
@@ -150,8 +150,8 @@ fn sequential_serves_accounts_in_order_and_switches_at_the_standard() {
     assert!(farm.held.get(&1).is_none_or(Vec::is_empty), "nodes park when everyone is up to standard");
     // Credit equals the sum over accepted shares.
     let credited: u128 =
-        farm.credits.iter().map(|c| if let StoreOp::Credit { work, .. } = c { *work } else { 0 }).sum();
-    assert_eq!(credited, core.accounts().iter().map(|a| a.delivered).sum::<u128>());
+        farm.credits.iter().map(|c| if let StoreOp::Credit { work, .. } = c { work.0 } else { 0 }).sum();
+    assert_eq!(credited, core.accounts().iter().map(|a| a.delivered.0).sum::<u128>());
 }
 
 #[test]
@@ -437,7 +437,7 @@ proptest! {
                 _ => {}
             }
             farm.absorb(&mut core);
-            let d: Vec<u128> = core.accounts().iter().map(|a| a.delivered).collect();
+            let d: Vec<u128> = core.accounts().iter().map(|a| a.delivered.0).collect();
             prop_assert!(d.iter().zip(&last).all(|(x, y)| x >= y));
             last = d;
             // Live ranges of a template never overlap.
@@ -450,7 +450,7 @@ proptest! {
                 }
             }
         }
-        let credited: u128 = farm.credits.iter().map(|c| if let StoreOp::Credit { work, .. } = c { *work } else { 0 }).sum();
+        let credited: u128 = farm.credits.iter().map(|c| if let StoreOp::Credit { work, .. } = c { work.0 } else { 0 }).sum();
         prop_assert_eq!(credited, last.iter().sum::<u128>());
         let mut keys: Vec<(u64, u32, u32, u32)> = farm.credits.iter().filter_map(|c| match c { StoreOp::Credit { job, header, .. } => Some((*job, header.version, header.time, header.nonce)), _ => None }).collect();
         let n = keys.len();

@@ -220,26 +220,41 @@ impl Reader {
         to_u64("ledger.seq", seq.unwrap_or(0))
     }
 
-    /// Recomputes the whole chain and names the first entry that does not match.
+    /// Recomputes the whole chain and names the first entry that does not match; then checks
+    /// that each entry is a `LedgerRecord` whose account is the one in its `account` column
+    /// (the column is not hashed, so it is checked against the payload, which is).
     pub fn verify_ledger(&self) -> Result<LedgerVerdict, StoreError> {
         let mut stmt =
-            self.conn.prepare("SELECT seq, at_ms, kind, payload, prev_hash, hash FROM ledger ORDER BY seq")?;
+            self.conn.prepare("SELECT seq, at_ms, kind, payload, prev_hash, hash, account FROM ledger ORDER BY seq")?;
         let mut entries = Vec::new();
+        let mut accounts = Vec::new();
         let mut malformed = None;
-        for row in stmt.query_map([], row_entry)? {
-            match entry(row?) {
-                Ok(e) => entries.push(e),
+        for row in stmt.query_map([], |r| Ok((row_entry(r)?, r.get::<_, Option<String>>(6)?)))? {
+            let (raw, account) = row?;
+            match entry(raw) {
+                Ok(e) => {
+                    entries.push(e);
+                    accounts.push(account);
+                }
                 Err(e) => {
                     malformed = Some((entries.len() as u64 + 1, e.to_string()));
                     break;
                 }
             }
         }
+        let records = entries.iter().zip(&accounts).find_map(|(e, account)| {
+            let why = match LedgerRecord::decode(&e.kind, &e.payload) {
+                Ok(record) if record.account() == account.as_deref() => return None,
+                Ok(_) => "its account column does not match its payload".to_string(),
+                Err(err) => format!("its payload is not a ledger record: {err}"),
+            };
+            Some((e.seq, why))
+        });
         let verdict = ledger::verify(entries);
-        Ok(match (verdict.first_bad, malformed) {
-            (Some(bad), _) => LedgerVerdict { entries: verdict.entries, first_bad: Some(bad) },
-            (None, Some(bad)) => LedgerVerdict { entries: verdict.entries + 1, first_bad: Some(bad) },
-            (None, None) => LedgerVerdict { entries: verdict.entries, first_bad: None },
+        Ok(match (verdict.first_bad, malformed, records) {
+            (Some(bad), _, _) => LedgerVerdict { entries: verdict.entries, first_bad: Some(bad) },
+            (None, Some(bad), _) => LedgerVerdict { entries: verdict.entries + 1, first_bad: Some(bad) },
+            (None, None, bad) => LedgerVerdict { entries: verdict.entries, first_bad: bad },
         })
     }
 
@@ -372,6 +387,11 @@ mod tests {
         store.apply(&[ledger_op(1)]).unwrap();
         assert_eq!(reader.verify_ledger().unwrap(), LedgerVerdict { entries: n + 1, first_bad: None });
         assert_eq!(seqs("a1"), [n + 1]);
+        // The column is not hashed, but an edit to it is caught against the payload.
+        raw.execute("UPDATE ledger SET account = 'beta' WHERE seq = 5", []).unwrap();
+        let bad = reader.verify_ledger().unwrap().first_bad.unwrap();
+        assert_eq!(bad.0, 5, "{bad:?}");
+        assert!(bad.1.contains("account column"), "{bad:?}");
     }
 
     #[test]

@@ -332,6 +332,7 @@ mod tests {
         // Enums: the variant index, then the variant's fields in declaration order.
         assert_eq!(payload(&Policy::Proportional), "01");
         assert_eq!(payload(&ShareOutcome::Rejected(RejectReason::Duplicate)), "0105");
+        assert_eq!(payload(&ShareOutcome::Rejected(RejectReason::RangeNotHeld)), "0106");
         assert_eq!(payload(&ShareOutcome::Accepted { work: 1 << 32 }), "00fd0000000100000000");
         assert_eq!(payload(&Hello::Admin { token: "t".into() }), "010174");
         assert_eq!(payload(&CoordinatorMessage::Welcome { node: 1, heartbeat_ms: 1000 }), "0001fb03e8");

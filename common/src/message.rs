@@ -187,7 +187,8 @@ pub enum ShareOutcome {
     Rejected(RejectReason),
 }
 
-/// Why a share was rejected, in the order the checks run.
+/// Why a share was rejected. The variants are in wire order (a new one is added at the end);
+/// `ALL` lists them in the order the checks run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum RejectReason {
     UnknownJob,
@@ -196,14 +197,19 @@ pub enum RejectReason {
     VersionOutsideMask,
     AboveTarget,
     Duplicate,
+    /// The share's (job, version, nonce) lies outside every range its node holds, or held until
+    /// moments ago: work the node was not given.
+    RangeNotHeld,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 6] = [
+    /// Every reason, in the order the checks run.
+    pub const ALL: [RejectReason; 7] = [
         RejectReason::UnknownJob,
         RejectReason::StaleJob,
         RejectReason::TimeOutOfWindow,
         RejectReason::VersionOutsideMask,
+        RejectReason::RangeNotHeld,
         RejectReason::AboveTarget,
         RejectReason::Duplicate,
     ];
@@ -217,6 +223,20 @@ impl RejectReason {
             RejectReason::VersionOutsideMask => "version_outside_mask",
             RejectReason::AboveTarget => "above_target",
             RejectReason::Duplicate => "duplicate",
+            RejectReason::RangeNotHeld => "range_not_held",
+        }
+    }
+
+    /// Whether the rejection is evidence against the node: bad work, or work it was not given.
+    /// An unknown or stale job (the coordinator restarted, a block moved the chain) or a
+    /// duplicate (a share re-sent after a lost acknowledgement) is not the node's fault.
+    pub fn is_node_fault(&self) -> bool {
+        match self {
+            RejectReason::TimeOutOfWindow
+            | RejectReason::VersionOutsideMask
+            | RejectReason::RangeNotHeld
+            | RejectReason::AboveTarget => true,
+            RejectReason::UnknownJob | RejectReason::StaleJob | RejectReason::Duplicate => false,
         }
     }
 }
@@ -506,12 +526,13 @@ pub struct JobHit {
 }
 
 /// The messages of protocol version 1 that differ from the current version, and their
-/// conversion. A version-1 node sends `Heartbeat { hashrate }` without per-device rates;
-/// everything else a node sends or receives is the same in both versions.
+/// conversion. A version-1 node sends `Heartbeat { hashrate }` without per-device rates, and
+/// knows no `RejectReason::RangeNotHeld` (it is told `UnknownJob` instead); everything else a
+/// node sends or receives is the same in both versions.
 pub mod v1 {
     use serde::{Deserialize, Serialize};
 
-    use super::{AssignmentId, Share};
+    use super::{AssignmentId, CoordinatorMessage, RejectReason, Share, ShareOutcome};
 
     /// Node → coordinator in version 1.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -527,6 +548,36 @@ pub mod v1 {
                 NodeMessage::Share(share) => super::NodeMessage::Share(share),
                 NodeMessage::RangeDone { assignment, hashes } => super::NodeMessage::RangeDone { assignment, hashes },
                 NodeMessage::Heartbeat { hashrate } => super::NodeMessage::Heartbeat { hashrate, devices: Vec::new() },
+            }
+        }
+    }
+
+    /// A message for a version-1 node: the reasons it does not know become the nearest it does.
+    pub fn downgrade(msg: CoordinatorMessage) -> CoordinatorMessage {
+        match msg {
+            CoordinatorMessage::ShareResult { id, outcome: ShareOutcome::Rejected(RejectReason::RangeNotHeld) } => {
+                CoordinatorMessage::ShareResult { id, outcome: ShareOutcome::Rejected(RejectReason::UnknownJob) }
+            }
+            other => other,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_version_1_node_is_told_only_reasons_it_knows() {
+            let told = |reason| match downgrade(CoordinatorMessage::ShareResult {
+                id: 7,
+                outcome: ShareOutcome::Rejected(reason),
+            }) {
+                CoordinatorMessage::ShareResult { id: 7, outcome: ShareOutcome::Rejected(r) } => r,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(told(RejectReason::RangeNotHeld), RejectReason::UnknownJob);
+            for reason in RejectReason::ALL.into_iter().filter(|&r| r != RejectReason::RangeNotHeld) {
+                assert_eq!(told(reason), reason, "the six reasons of version 1 pass unchanged");
             }
         }
     }

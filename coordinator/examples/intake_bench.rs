@@ -737,7 +737,7 @@ fn micro(args: &Args) -> anyhow::Result<()> {
     let per_node = n_shares.div_ceil(nodes);
     let mut core = Core::new(bench_core_config(args.share_work));
     let t0 = 1_700_000_000_000u64;
-    core.add_account(t0, "bench", u128::MAX, None, None).map_err(anyhow::Error::msg)?;
+    core.add_account(t0, "bench", u128::MAX, None, None, None).map_err(anyhow::Error::msg)?;
     let mut ranges = Vec::new();
     for node in 1..=nodes as u64 {
         let hello = NodeHello {
@@ -748,7 +748,7 @@ fn micro(args: &Args) -> anyhow::Result<()> {
             devices: Vec::new(),
             hashrate: (per_node as f64 * args.share_work as f64 * 1.5 + 65536.0) / 3.0,
         };
-        core.handle_node_joined(t0, node, &hello);
+        core.handle_node_joined(t0, node, &hello, hashgrid_common::message::PROTOCOL_VERSION);
         ranges.push(
             core.drain_commands()
                 .into_iter()
@@ -814,7 +814,7 @@ fn micro(args: &Args) -> anyhow::Result<()> {
         let mut store = Store::open(&dir.path().join("hashgrid.db"))?;
         store.apply(&[StoreOp::AccountAdded {
             name: "bench".into(),
-            standard: u128::MAX,
+            standard: hashgrid_coordinator::core::Work(u128::MAX),
             period_ms: None,
             order: 0,
             period_start_ms: t0,
@@ -842,7 +842,7 @@ fn micro(args: &Args) -> anyhow::Result<()> {
         .filter_map(|op| match op {
             StoreOp::Credit { account, work, node, job, header, hash, share_target, at_ms } => Some(Credit {
                 account: account.clone(),
-                work: *work,
+                work: work.0,
                 node: node.clone(),
                 job: *job,
                 header: *header,

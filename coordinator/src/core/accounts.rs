@@ -5,20 +5,64 @@
 //! reset to zero when a period renews; an account is up to standard when `delivered >=
 //! standard`. Policies only ever choose accounts below standard.
 
+use hashgrid_common::Target;
 use hashgrid_common::message::{AccountStatus, Policy};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An amount of work in expected hashes: contracted as a standard, credited for shares. Kept
+/// apart from counts of nonces (range sizes, `Account::issued`), which are hashes to do, not
+/// work done. Written as a decimal string (in the ledger's JSON, where a number loses
+/// precision past 2^53); the wire and the store's rows carry the plain `u128`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Work(pub u128);
+
+impl Work {
+    pub const ZERO: Work = Work(0);
+
+    /// The work of a share meeting `target`.
+    pub fn of(target: &Target) -> Work {
+        Work(target.work())
+    }
+
+    pub fn saturating_add(self, other: Work) -> Work {
+        Work(self.0.saturating_add(other.0))
+    }
+
+    pub fn saturating_sub(self, other: Work) -> Work {
+        Work(self.0.saturating_sub(other.0))
+    }
+}
+
+impl std::fmt::Display for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for Work {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Work {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Work, D::Error> {
+        String::deserialize(d)?.parse().map(Work).map_err(serde::de::Error::custom)
+    }
+}
 
 /// One sub-account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub name: String,
     /// Contracted work per period, in expected hashes.
-    pub standard: u128,
+    pub standard: Work,
     /// Renewal period in milliseconds; `None`: a one-off standard.
     pub period_ms: Option<u64>,
     /// Lower orders are served first by `sequential`.
     pub order: i64,
     /// Credited work in the current period.
-    pub delivered: u128,
+    pub delivered: Work,
     /// Start of the current period, Unix milliseconds.
     pub period_start_ms: u64,
     /// Accepted shares in the current period.
@@ -38,13 +82,13 @@ pub fn valid_name(name: &str) -> bool {
 pub const DEFAULT_CHAIN: &str = "local";
 
 impl Account {
-    pub fn new(name: String, standard: u128, period_ms: Option<u64>, order: i64, now_ms: u64) -> Self {
+    pub fn new(name: String, standard: Work, period_ms: Option<u64>, order: i64, now_ms: u64) -> Self {
         Account {
             name,
             standard,
             period_ms,
             order,
-            delivered: 0,
+            delivered: Work::ZERO,
             period_start_ms: now_ms,
             shares: 0,
             issued: 0,
@@ -57,7 +101,7 @@ impl Account {
     }
 
     /// The work still missing to reach the standard.
-    pub fn lacking(&self) -> u128 {
+    pub fn lacking(&self) -> Work {
         self.standard.saturating_sub(self.delivered)
     }
 
@@ -69,7 +113,7 @@ impl Account {
         }
         let periods = (now_ms - self.period_start_ms) / period;
         self.period_start_ms += periods * period;
-        self.delivered = 0;
+        self.delivered = Work::ZERO;
         self.shares = 0;
         self.issued = 0;
         true
@@ -80,8 +124,8 @@ impl Account {
             name: self.name.clone(),
             chain: self.chain.clone(),
             order: self.order,
-            standard: self.standard,
-            delivered: self.delivered,
+            standard: self.standard.0,
+            delivered: self.delivered.0,
             period_secs: self.period_ms.map(|p| p / 1000),
             up_to_standard: self.up_to_standard(),
             shares: self.shares,
@@ -106,8 +150,9 @@ pub fn choose(policy: Policy, accounts: &[Account], count: u64, excluded: impl F
         Policy::Proportional => eligible
             .min_by(|(_, a), (_, b)| {
                 // (issued_a + count) / lacking_a  <  (issued_b + count) / lacking_b, exactly.
-                let lhs = mul_u128(a.issued + count as u128, b.lacking());
-                let rhs = mul_u128(b.issued + count as u128, a.lacking());
+                // One nonce issued is one expected hash of work.
+                let lhs = mul_u128(a.issued + count as u128, b.lacking().0);
+                let rhs = mul_u128(b.issued + count as u128, a.lacking().0);
                 lhs.cmp(&rhs).then((a.order, &a.name).cmp(&(b.order, &b.name)))
             })
             .map(|(i, _)| i),
@@ -134,28 +179,28 @@ mod tests {
     use proptest::prelude::*;
 
     fn account(name: &str, standard: u128, order: i64) -> Account {
-        Account::new(name.into(), standard, None, order, 0)
+        Account::new(name.into(), Work(standard), None, order, 0)
     }
 
     #[test]
     fn sequential_takes_the_first_below_standard() {
         let mut accounts = vec![account("b", 10, 2), account("a", 10, 1), account("c", 10, 3)];
         assert_eq!(choose(Policy::Sequential, &accounts, 1, |_| false), Some(1));
-        accounts[1].delivered = 10;
+        accounts[1].delivered = Work(10);
         assert_eq!(choose(Policy::Sequential, &accounts, 1, |_| false), Some(0));
         assert_eq!(choose(Policy::Sequential, &accounts, 1, |i| i == 0), Some(2));
-        accounts[0].delivered = 11;
-        accounts[2].delivered = 10;
+        accounts[0].delivered = Work(11);
+        accounts[2].delivered = Work(10);
         assert_eq!(choose(Policy::Sequential, &accounts, 1, |_| false), None);
     }
 
     #[test]
     fn periods_renew() {
-        let mut a = Account::new("a".into(), 10, Some(1000), 0, 500);
-        a.delivered = 12;
+        let mut a = Account::new("a".into(), Work(10), Some(1000), 0, 500);
+        a.delivered = Work(12);
         assert!(!a.renew_if_due(1499));
         assert!(a.renew_if_due(3600));
-        assert_eq!((a.delivered, a.period_start_ms), (0, 3500));
+        assert_eq!((a.delivered, a.period_start_ms), (Work::ZERO, 3500));
     }
 
     #[test]
@@ -178,7 +223,7 @@ mod tests {
             }
             let issued: u128 = accounts.iter().map(|a| a.issued).sum();
             for a in &accounts {
-                let want = a.standard as f64 / total_lacking as f64;
+                let want = a.standard.0 as f64 / total_lacking as f64;
                 let got = a.issued as f64 / issued as f64;
                 // Within 1% of all issued work (one range is 1/2000 of it).
                 prop_assert!((got - want).abs() <= 0.01, "{} want {want} got {got}", a.name);
@@ -188,7 +233,7 @@ mod tests {
         /// Sequential never serves account k+1 while an earlier one is below standard.
         #[test]
         fn sequential_respects_order(delivered in proptest::collection::vec(0u128..20, 1..8)) {
-            let accounts: Vec<Account> = delivered.iter().enumerate().map(|(i, &d)| Account { delivered: d, ..account(&format!("a{i}"), 10, i as i64) }).collect();
+            let accounts: Vec<Account> = delivered.iter().enumerate().map(|(i, &d)| Account { delivered: Work(d), ..account(&format!("a{i}"), 10, i as i64) }).collect();
             match choose(Policy::Sequential, &accounts, 1, |_| false) {
                 Some(k) => {
                     prop_assert!(!accounts[k].up_to_standard());

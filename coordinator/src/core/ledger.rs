@@ -1,6 +1,12 @@
-//! The assignment ledger's hash chain: how an entry is hashed and how a sequence of entries is
-//! verified. Pure: the core decides what goes in the ledger (as `StoreOp::Ledger`), the store
-//! numbers the entries and links each to the previous one, and `verify` recomputes the chain.
+//! The assignment ledger: what its entries say (`LedgerRecord`), how an entry is hashed and
+//! how a sequence of entries is verified. Pure: the core decides what goes in the ledger (as
+//! `StoreOp::Ledger`), the store numbers the entries and links each to the previous one, and
+//! `verify` recomputes the chain.
+//!
+//! An entry's `kind` is its record's serde tag and its `payload` the record's other fields as a
+//! JSON object with its keys in sorted order; amounts of work are decimal strings (a JSON
+//! number loses precision past 2^53). That is the text the `json!` payloads of earlier
+//! versions had, so the entries they wrote decode as records too.
 //!
 //! An entry's hash is SHA-256 over a domain tag, the sequence number and time (8 bytes each,
 //! big-endian), the kind and the payload (each a 4-byte big-endian length, then UTF-8 bytes),
@@ -8,8 +14,11 @@
 //! any entry changes its hash, so the stored hash no longer matches, or the next entry's link
 //! does not.
 
-use hashgrid_common::message::{LedgerEntry, LedgerVerdict};
+use hashgrid_common::message::{AssignmentId, JobId, LedgerEntry, LedgerVerdict};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use super::accounts::Work;
 
 /// The `prev_hash` of the first entry.
 pub const GENESIS: [u8; 32] = [0; 32];
@@ -42,6 +51,169 @@ pub mod kind {
     pub const DEPARTURE: &str = "departure";
     /// A rollout began, changed or ended.
     pub const ROLLOUT: &str = "rollout";
+}
+
+/// A scheduling decision, as the ledger records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LedgerRecord {
+    /// A range of a template issued to a node.
+    Assignment {
+        assignment: AssignmentId,
+        node: String,
+        account: String,
+        chain: String,
+        job: JobId,
+        version: u32,
+        start: u32,
+        count: u64,
+        share_work: Work,
+        reassigned_from: Option<AssignmentId>,
+    },
+    /// An account reached its standard.
+    StandardReached {
+        account: String,
+        delivered: Work,
+        standard: Work,
+        chain: String,
+    },
+    /// Capacity moved from the account `from`, up to its standard, to the next one on its chain.
+    Switch {
+        from: String,
+        to: Option<String>,
+        chain: String,
+        policy: String,
+    },
+    /// A node failed or was found under standard; its ranges moved.
+    Failover {
+        node: String,
+        reason: String,
+        promoted: Option<String>,
+        ranges: Vec<RangeMove>,
+    },
+    /// A standby (or drained or failed) node made active.
+    Promotion {
+        node: String,
+        from: String,
+        by: String,
+    },
+    /// An active node made a standby by the operator; its ranges moved.
+    Standby {
+        node: String,
+        by: String,
+        ranges: Vec<RangeMove>,
+    },
+    /// A node told to finish its ranges and take no more.
+    Drain {
+        node: String,
+        ranges_in_flight: usize,
+    },
+    /// A node moved from one chain to another by the balancer.
+    Rebalance {
+        node: String,
+        from: Option<String>,
+        to: Option<String>,
+        reason: String,
+    },
+    AccountAdded {
+        account: String,
+        standard: Work,
+        period_ms: Option<u64>,
+        order: i64,
+        chain: String,
+    },
+    ChainAdded {
+        chain: String,
+        tx_per_template: u32,
+        bit_rate: u64,
+        difficulty: f64,
+        weight: f64,
+    },
+    Policy {
+        policy: String,
+    },
+    PeriodRenewed {
+        account: String,
+        period_start_ms: u64,
+    },
+    /// A share met its chain's block target; `hash` is the block hash in display order.
+    BlockFound {
+        chain: String,
+        height: u64,
+        hash: String,
+        account: String,
+    },
+    /// A node shut down and handed its ranges over.
+    Departure {
+        node: String,
+        promoted: Option<String>,
+        ranges: Vec<RangeMove>,
+    },
+    /// A rollout began or changed (`None`s: it ended).
+    Rollout {
+        version: Option<String>,
+        percent: Option<u8>,
+    },
+}
+
+/// What became of one range of a node that stopped: handed to the node `to` as
+/// `new_assignment`, or (`to` is `None`) given back to its book.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeMove {
+    pub assignment: AssignmentId,
+    pub job: JobId,
+    pub version: u32,
+    pub start: u32,
+    pub count: u64,
+    pub to: Option<String>,
+    /// Absent in entries of earlier versions when `to` is `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_assignment: Option<AssignmentId>,
+}
+
+impl LedgerRecord {
+    /// The entry's `kind` and `payload`.
+    pub fn encode(&self) -> (String, String) {
+        let mut value = serde_json::to_value(self).expect("a record is plain data with string keys");
+        let kind = match value.as_object_mut().and_then(|fields| fields.remove("kind")) {
+            Some(serde_json::Value::String(kind)) => kind,
+            other => unreachable!("an internally tagged enum serializes its tag as a string, not {other:?}"),
+        };
+        (kind, value.to_string())
+    }
+
+    /// The record an entry's `kind` and `payload` describe.
+    pub fn decode(kind: &str, payload: &str) -> Result<Self, serde_json::Error> {
+        let mut value: serde_json::Value = serde_json::from_str(payload)?;
+        if let Some(fields) = value.as_object_mut() {
+            fields.insert("kind".into(), kind.into());
+        }
+        serde_json::from_value(value)
+    }
+
+    /// The account the decision is about, the ledger's `account` column: the account served,
+    /// added, renewed, up to its standard or finding the block; for a switch, the account the
+    /// capacity moved from. Decisions about nodes and chains have none.
+    pub fn account(&self) -> Option<&str> {
+        match self {
+            LedgerRecord::Assignment { account, .. }
+            | LedgerRecord::StandardReached { account, .. }
+            | LedgerRecord::AccountAdded { account, .. }
+            | LedgerRecord::PeriodRenewed { account, .. }
+            | LedgerRecord::BlockFound { account, .. } => Some(account),
+            LedgerRecord::Switch { from, .. } => Some(from),
+            LedgerRecord::Failover { .. }
+            | LedgerRecord::Promotion { .. }
+            | LedgerRecord::Standby { .. }
+            | LedgerRecord::Drain { .. }
+            | LedgerRecord::Rebalance { .. }
+            | LedgerRecord::ChainAdded { .. }
+            | LedgerRecord::Policy { .. }
+            | LedgerRecord::Departure { .. }
+            | LedgerRecord::Rollout { .. } => None,
+        }
+    }
 }
 
 /// The hash of an entry with these fields.

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 
 use hashgrid_common::message::{AssignmentId, DeviceInfo, NodeHello};
 
+use super::accounts::Work;
 use super::probe::Probe;
 
 /// A node's role in the farm.
@@ -34,7 +35,7 @@ pub(super) struct NodeEntry {
     pub assignments: Vec<AssignmentId>,
     pub last_seen_ms: u64,
     /// Accepted shares' (time, work) within the rate window.
-    pub credited: VecDeque<(u64, u128)>,
+    pub credited: VecDeque<(u64, Work)>,
     pub joined_ms: u64,
     pub accepted: u64,
     pub rejected: u64,
@@ -83,7 +84,7 @@ impl NodeEntry {
     /// The delivered rate from credited shares over the window, hashes per second.
     pub fn delivered_rate(&self, now_ms: u64, window_ms: u64) -> f64 {
         let since = now_ms.saturating_sub(window_ms).max(self.joined_ms);
-        let work: u128 = self.credited.iter().filter(|(t, _)| *t >= since).map(|(_, w)| w).sum();
+        let work: u128 = self.credited.iter().filter(|(t, _)| *t >= since).map(|(_, w)| w.0).sum();
         let span = now_ms.saturating_sub(since).max(1000) as f64 / 1000.0;
         work as f64 / span
     }

@@ -5,12 +5,21 @@
 //! probability 1/w (w: the expected hashes of its share target), so its accepted shares over
 //! a stretch of time are Poisson with mean μ = Σ rate·dt / w. A node is *under standard* when
 //! the shares it delivered are too few even for a node doing only `min_rate_ratio` of its
-//! announced rate: P(K ≤ k | mean = ratio·μ) < `alpha`. A handful of missing shares never
-//! trips it: with few shares expected the probability stays high. A node is also under
-//! standard when more than `max_reject_ratio` of at least `min_rejects` shares are rejected
-//! (the core counts only rejections for bad work).
-//! The evidence restarts after `window_shares` expected shares, so an old good record does not
-//! hide a node that has since slowed down.
+//! announced rate: P(K ≤ k | mean = ratio·μ) < `alpha`.
+//!
+//! Two allowances keep honest nodes from being judged on too little: work and shares count
+//! only from `startup_ms` after a node was given work, or after the evidence started over (a
+//! node needs time to receive a range, start its devices and send a batch's shares, so the
+//! shares it sends lag the hashing they come from; the allowance lets that lag pass before
+//! anything is counted), and no verdict on the rate is given before μ
+//! reaches `min_expected`, where the test has the power to tell a slow node from noise. At
+//! hundreds of shares a second, μ grows by tens in the first tick; without them an honest
+//! node that had not yet sent a share would be failed within 100 ms of joining.
+//!
+//! A node is also under standard when more than `max_reject_ratio` of at least `min_rejects`
+//! shares are rejected (the core counts only rejections for bad work). The evidence restarts
+//! after `window_shares` expected shares, so an old good record does not hide a node that has
+//! since slowed down.
 
 /// The thresholds of the test.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,13 +32,28 @@ pub struct ProbeConfig {
     pub max_reject_ratio: f64,
     /// Rejections needed before the reject ratio is judged.
     pub min_rejects: u64,
-    /// Expected shares after which the evidence starts over.
+    /// Expected shares after which the evidence starts over (more than `min_expected`).
     pub window_shares: f64,
+    /// Expected shares before the rate is judged. At the default 100 (and the default ratio and
+    /// alpha) the test flags a node delivering nothing with certainty, one at a tenth of its
+    /// rate with probability 0.99998 and one at a quarter about half the time, while an honest
+    /// node's chance of a false alarm is below 10^-18.
+    pub min_expected: f64,
+    /// Work a node has held for less than this is not yet expected to yield shares.
+    pub startup_ms: u64,
 }
 
 impl Default for ProbeConfig {
     fn default() -> Self {
-        ProbeConfig { min_rate_ratio: 0.5, alpha: 1e-4, max_reject_ratio: 0.5, min_rejects: 20, window_shares: 2000.0 }
+        ProbeConfig {
+            min_rate_ratio: 0.5,
+            alpha: 1e-4,
+            max_reject_ratio: 0.5,
+            min_rejects: 20,
+            window_shares: 2000.0,
+            min_expected: 100.0,
+            startup_ms: 2000,
+        }
     }
 }
 
@@ -65,6 +89,8 @@ pub struct Probe {
     accepted: u64,
     rejected: u64,
     last_ms: u64,
+    /// From when the node's work and shares count (`None`: it holds no work).
+    counting_from: Option<u64>,
 }
 
 impl Probe {
@@ -73,23 +99,35 @@ impl Probe {
     }
 
     /// Accounts for the time since the last call: a node working on a share target of
-    /// `share_work` expected hashes at `announced` hashes per second (no work: `None`).
+    /// `share_work` expected hashes at `announced` hashes per second (no work: `None`). Work
+    /// first seen now, like evidence started over, counts from `startup_ms` after now.
     pub fn advance(&mut self, now_ms: u64, announced: f64, share_work: Option<u128>, config: &ProbeConfig) {
-        let dt = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
+        let from = self.last_ms;
         self.last_ms = self.last_ms.max(now_ms);
-        if let Some(w) = share_work.filter(|&w| w > 0)
-            && announced.is_finite()
-            && announced > 0.0
-        {
+        let Some(w) = share_work.filter(|&w| w > 0) else {
+            self.counting_from = None;
+            return;
+        };
+        let counting_from = *self.counting_from.get_or_insert(self.last_ms.saturating_add(config.startup_ms));
+        let counted_from = from.max(counting_from);
+        if announced.is_finite() && announced > 0.0 && self.last_ms > counted_from {
+            let dt = (self.last_ms - counted_from) as f64 / 1000.0;
             self.expected += announced * dt / w as f64;
         }
         if self.expected >= config.window_shares {
-            *self = Probe::new(self.last_ms);
+            *self = Probe {
+                counting_from: Some(self.last_ms.saturating_add(config.startup_ms)),
+                ..Probe::new(self.last_ms)
+            };
         }
     }
 
-    pub fn accepted(&mut self) {
-        self.accepted += 1;
+    /// A share of the node was accepted at `now_ms`: evidence once its work counts (shares
+    /// arriving during the start-up allowance were found before the expectation began).
+    pub fn accepted(&mut self, now_ms: u64) {
+        if self.counting_from.is_some_and(|from| now_ms >= from) {
+            self.accepted += 1;
+        }
     }
 
     pub fn rejected(&mut self) {
@@ -106,6 +144,9 @@ impl Probe {
         let total = self.accepted + self.rejected;
         if self.rejected >= config.min_rejects && self.rejected as f64 > config.max_reject_ratio * total as f64 {
             return Some(Shortfall::Rejects { accepted: self.accepted, rejected: self.rejected });
+        }
+        if self.expected < config.min_expected {
+            return None;
         }
         let floor_mean = config.min_rate_ratio * self.expected;
         // At or above the mean the tail probability is at least about a half: no need to sum.
@@ -164,7 +205,7 @@ mod tests {
             probe.advance(step * 10, 1e6, Some(200_000), &config);
             rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             if ((rng >> 11) as f64 / (1u64 << 53) as f64) < p {
-                probe.accepted();
+                probe.accepted(step * 10);
             }
             if step % 10 == 0
                 && let Some(s) = probe.verdict(&config)
@@ -176,12 +217,25 @@ mod tests {
     }
 
     #[test]
-    fn a_node_far_below_its_rate_is_caught_within_seconds() {
+    fn a_node_far_below_its_rate_is_caught_once_the_test_has_power() {
+        // 5 shares a second: 100 expected shares take 20 s after the 2 s start-up allowance.
         for seed in 0..20 {
-            assert!(run(0.0, 5, seed).is_some(), "a node delivering nothing is flagged within 5 s");
+            assert_eq!(run(0.0, 21, seed), None, "not before 100 shares are expected");
+            assert!(run(0.0, 23, seed).is_some(), "a node delivering nothing is flagged at once then");
         }
-        let flagged = (0..20).filter(|&s| run(0.1, 20, s).is_some()).count();
-        assert_eq!(flagged, 20, "a node at 10% is flagged within 20 s");
+        let flagged = (0..20).filter(|&s| run(0.1, 25, s).is_some()).count();
+        assert_eq!(flagged, 20, "a node at 10% is flagged within 25 s");
+    }
+
+    #[test]
+    fn the_judgement_waits_for_power() {
+        // At `min_expected` the test tells a node at a tenth of its rate from the floor.
+        let config = ProbeConfig::default();
+        let floor_mean = config.min_rate_ratio * config.min_expected;
+        let flagged_up_to = (0..).take_while(|&k| poisson_cdf(k, floor_mean) < config.alpha).last().unwrap();
+        assert!(poisson_cdf(flagged_up_to, 0.1 * config.min_expected) > 0.9999, "power against a tenth");
+        assert!(poisson_cdf(flagged_up_to, config.min_expected) < 1e-18, "no false alarm at the full rate");
+        assert!(config.window_shares > config.min_expected, "the evidence lasts long enough to judge");
     }
 
     #[test]
@@ -209,10 +263,11 @@ mod tests {
         probe.rejected();
         assert_eq!(probe.verdict(&config), Some(Shortfall::Rejects { accepted: 0, rejected: 20 }));
         let mut mixed = Probe::new(0);
+        mixed.advance(0, 1e6, Some(1 << 30), &config);
         for _ in 0..30 {
             mixed.rejected();
-            mixed.accepted();
-            mixed.accepted();
+            mixed.accepted(config.startup_ms);
+            mixed.accepted(config.startup_ms);
         }
         assert_eq!(mixed.verdict(&config), None, "a third rejected is under the bound");
     }
@@ -225,7 +280,84 @@ mod tests {
         assert_eq!(probe.verdict(&config), None);
     }
 
+    /// A node announcing 1 GH/s with share targets for `sps` shares a second, whose devices
+    /// find shares at `ratio` of that rate (a Poisson process) from `startup_ms` after it is
+    /// given work, and send each batch of `batch_ms`'s shares at the batch's end. The probe is
+    /// judged every 100 ms, as the shell's tick does, for `seconds`. Returns the verdict and
+    /// when it came.
+    fn simulate(
+        sps: f64,
+        ratio: f64,
+        startup_ms: u64,
+        batch_ms: u64,
+        seconds: u64,
+        seed: u64,
+    ) -> Option<(u64, Shortfall)> {
+        const RATE: f64 = 1e9;
+        let config = ProbeConfig::default();
+        let share_work = (RATE / sps) as u128;
+        let mut probe = Probe::new(0);
+        let mut rng = seed | 1;
+        let mut uniform = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            ((rng >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        // Found times, in ms, of the shares still to be sent.
+        let found_rate = ratio * RATE / share_work as f64 / 1000.0;
+        let mut next_found = startup_ms as f64 - uniform().ln() / found_rate;
+        for tick in 1..=seconds * 10 {
+            let now = tick * 100;
+            // Shares found in batches that ended by now arrive before the tick.
+            let sent_until =
+                if now < startup_ms { 0.0 } else { (startup_ms + (now - startup_ms) / batch_ms * batch_ms) as f64 };
+            while ratio > 0.0 && next_found < sent_until {
+                probe.accepted(now);
+                next_found -= uniform().ln() / found_rate;
+            }
+            probe.advance(now, RATE, Some(share_work), &config);
+            if let Some(s) = probe.verdict(&config) {
+                return Some((now, s));
+            }
+        }
+        None
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        /// Honest nodes at any share rate from 0.1 to 1,000 a second, starting up to a second
+        /// late and sending their shares in batches of up to 250 ms, are never flagged.
+        #[test]
+        fn honest_nodes_are_never_flagged(
+            log_sps in -1.0f64..=3.0,
+            ratio in 0.8f64..=1.0,
+            startup_ms in 0u64..=1000,
+            batch_ms in 1u64..=250,
+            seed in any::<u64>(),
+        ) {
+            let sps = 10f64.powf(log_sps);
+            // Long enough for three judgements' worth of shares, and at least a minute.
+            let seconds = (3.0 * ProbeConfig::default().min_expected / sps).max(60.0) as u64;
+            prop_assert_eq!(simulate(sps, ratio, startup_ms, batch_ms, seconds, seed), None);
+        }
+
+        /// A node delivering a tenth of its rate or less is caught at any share rate, as soon as
+        /// twice `min_expected` shares were due.
+        #[test]
+        fn a_liar_is_caught_at_any_share_rate(
+            log_sps in -1.0f64..=3.0,
+            ratio in 0.0f64..=0.1,
+            seed in any::<u64>(),
+        ) {
+            let sps = 10f64.powf(log_sps);
+            let config = ProbeConfig::default();
+            let due_ms = config.startup_ms + (2000.0 * config.min_expected / sps) as u64 + 100;
+            let verdict = simulate(sps, ratio, 0, 100, due_ms / 1000 + 1, seed);
+            prop_assert!(matches!(verdict, Some((at, Shortfall::Rate { .. })) if at <= due_ms), "{:?}", verdict);
+        }
+
         #[test]
         fn cdf_is_a_probability_and_grows_with_k(mean in 0.01f64..5000.0, k in 0u64..3000) {
             let a = poisson_cdf(k, mean);

@@ -2,7 +2,7 @@
 //! hashing the assigned ranges, so every credit in these tests is a verified share.
 
 use super::*;
-use hashgrid_common::message::{Assignment, DeviceInfo, ShareOutcome};
+use hashgrid_common::message::{Assignment, DeviceInfo, PROTOCOL_VERSION, ShareOutcome};
 use proptest::prelude::*;
 
 pub(super) const T0: u64 = 1_700_000_000_000;
@@ -21,6 +21,18 @@ pub(super) fn hello(name: &str, hashrate: f64, standby: bool) -> NodeHello {
 /// A core whose shares are cheap (4096 expected hashes each).
 pub(super) fn core() -> Core {
     Core::new(CoreConfig { min_share_work: 4096, shares_per_second: 1e9, ..CoreConfig::default() })
+}
+
+/// `core()` with one account "a" whose standard is never reached and two active nodes, 1
+/// ("n1") and 2 ("n2"), joined at `T0` and holding their first ranges.
+pub(super) fn two_nodes() -> (Core, Farm) {
+    let mut core = core();
+    let mut farm = Farm::default();
+    core.add_account(T0, "a", 1 << 40, None, None, None).unwrap();
+    core.handle_node_joined(T0, 1, &hello("n1", 10_000.0, false), PROTOCOL_VERSION);
+    core.handle_node_joined(T0, 2, &hello("n2", 10_000.0, false), PROTOCOL_VERSION);
+    farm.absorb(&mut core);
+    (core, farm)
 }
 
 /// The assignments currently held by each node, from the commands seen so far.
@@ -50,9 +62,11 @@ impl Farm {
                     self.results.push((node, id, outcome))
                 }
                 Command::Persist(op @ StoreOp::Credit { .. }) => self.credits.push(op),
-                Command::Persist(StoreOp::Ledger { kind, payload, .. }) => self
-                    .ledger
-                    .push((kind.to_string(), serde_json::from_str(&payload).expect("ledger payload is JSON"))),
+                Command::Persist(StoreOp::Ledger { record, .. }) => {
+                    let (kind, payload) = record.encode();
+                    assert_eq!(ledger::LedgerRecord::decode(&kind, &payload).unwrap(), record, "{payload}");
+                    self.ledger.push((kind, serde_json::from_str(&payload).expect("ledger payload is JSON")))
+                }
                 Command::Close { node, .. } => {
                     self.held.remove(&node);
                 }
@@ -108,7 +122,7 @@ pub(super) fn find_share(a: &Assignment, skip: u64) -> Option<Share> {
 }
 
 pub(super) fn delivered(core: &Core, name: &str) -> u128 {
-    core.accounts().iter().find(|a| a.name == name).map_or(0, |a| a.delivered)
+    core.accounts().iter().find(|a| a.name == name).map_or(0, |a| a.delivered.0)
 }
 
 #[test]
@@ -116,9 +130,9 @@ fn sequential_serves_accounts_in_order_and_switches_at_the_standard() {
     let mut core = core();
     let mut farm = Farm::default();
     for (name, order) in [("a", 1), ("b", 2), ("c", 3)] {
-        core.add_account(T0, name, 3 * 4096, None, Some(order)).unwrap();
+        core.add_account(T0, name, 3 * 4096, None, Some(order), None).unwrap();
     }
-    core.handle_node_joined(T0, 1, &hello("n1", 10_000.0, false));
+    core.handle_node_joined(T0, 1, &hello("n1", 10_000.0, false), PROTOCOL_VERSION);
     farm.absorb(&mut core);
     let mut served = Vec::new();
     for step in 0..200 {
@@ -136,8 +150,8 @@ fn sequential_serves_accounts_in_order_and_switches_at_the_standard() {
     assert!(farm.held.get(&1).is_none_or(Vec::is_empty), "nodes park when everyone is up to standard");
     // Credit equals the sum over accepted shares.
     let credited: u128 =
-        farm.credits.iter().map(|c| if let StoreOp::Credit { work, .. } = c { *work } else { 0 }).sum();
-    assert_eq!(credited, core.accounts().iter().map(|a| a.delivered).sum::<u128>());
+        farm.credits.iter().map(|c| if let StoreOp::Credit { work, .. } = c { work.0 } else { 0 }).sum();
+    assert_eq!(credited, core.accounts().iter().map(|a| a.delivered.0).sum::<u128>());
 }
 
 #[test]
@@ -145,10 +159,10 @@ fn proportional_accounts_finish_together() {
     let mut core = core();
     core.set_policy(T0, Policy::Proportional);
     let mut farm = Farm::default();
-    core.add_account(T0, "small", 10 * 4096, None, None).unwrap();
-    core.add_account(T0, "large", 30 * 4096, None, None).unwrap();
+    core.add_account(T0, "small", 10 * 4096, None, None, None).unwrap();
+    core.add_account(T0, "large", 30 * 4096, None, None, None).unwrap();
     for n in 1..=4 {
-        core.handle_node_joined(T0, n, &hello(&format!("n{n}"), 10_000.0, false));
+        core.handle_node_joined(T0, n, &hello(&format!("n{n}"), 10_000.0, false), PROTOCOL_VERSION);
     }
     farm.absorb(&mut core);
     let mut finished = BTreeMap::new();
@@ -171,12 +185,7 @@ fn proportional_accounts_finish_together() {
 
 #[test]
 fn a_silent_node_fails_and_its_range_goes_to_another() {
-    let mut core = core();
-    let mut farm = Farm::default();
-    core.add_account(T0, "a", 1 << 40, None, None).unwrap();
-    core.handle_node_joined(T0, 1, &hello("n1", 10_000.0, false));
-    core.handle_node_joined(T0, 2, &hello("n2", 10_000.0, false));
-    farm.absorb(&mut core);
+    let (mut core, mut farm) = two_nodes();
     let lost = farm.held[&1].clone();
     core.handle_node_message(T0 + 2000, 2, NodeMessage::Heartbeat { hashrate: 10_000.0, devices: Vec::new() });
     core.handle_tick(T0 + 3500);
@@ -193,12 +202,7 @@ fn a_silent_node_fails_and_its_range_goes_to_another() {
 
 #[test]
 fn a_late_share_from_the_old_holder_is_credited_once() {
-    let mut core = core();
-    let mut farm = Farm::default();
-    core.add_account(T0, "a", 1 << 40, None, None).unwrap();
-    core.handle_node_joined(T0, 1, &hello("n1", 10_000.0, false));
-    core.handle_node_joined(T0, 2, &hello("n2", 10_000.0, false));
-    farm.absorb(&mut core);
+    let (mut core, mut farm) = two_nodes();
     let old = farm.held[&1][0];
     let share = find_share(&old, 0).unwrap();
     core.handle_node_left(T0 + 10, 1);
@@ -208,7 +212,7 @@ fn a_late_share_from_the_old_holder_is_credited_once() {
     farm.finish_range(&mut core, T0 + 20, 2);
     let new = *farm.held[&2].iter().find(|a| a.job == old.job && a.start == old.start).expect("reissued");
     // The old holder's share arrives late (over a new connection).
-    core.handle_node_joined(T0 + 30, 3, &hello("n1", 10_000.0, true));
+    core.handle_node_joined(T0 + 30, 3, &hello("n1", 10_000.0, true), PROTOCOL_VERSION);
     core.handle_node_message(T0 + 30, 3, NodeMessage::Share(Share { id: 1, ..share }));
     let same = Share { id: 2, assignment: new.id, ..share };
     core.handle_node_message(T0 + 31, 2, NodeMessage::Share(same));
@@ -223,8 +227,8 @@ fn a_late_share_from_the_old_holder_is_credited_once() {
 fn shares_are_checked_in_order() {
     let mut core = core();
     let mut farm = Farm::default();
-    core.add_account(T0, "a", 1 << 40, None, None).unwrap();
-    core.handle_node_joined(T0, 1, &hello("n1", 10_000.0, false));
+    core.add_account(T0, "a", 1 << 40, None, None, None).unwrap();
+    core.handle_node_joined(T0, 1, &hello("n1", 10_000.0, false), PROTOCOL_VERSION);
     farm.absorb(&mut core);
     let a = farm.held[&1][0];
     let good = find_share(&a, 0).unwrap();
@@ -251,6 +255,45 @@ fn shares_are_checked_in_order() {
 }
 
 #[test]
+fn a_share_outside_the_node_s_ranges_is_refused() {
+    let (mut core, farm) = two_nodes();
+    let mine = farm.held[&1][0];
+    let theirs = farm.held[&2][0];
+    fn submit(core: &mut Core, now: u64, node: NodeId, share: Share) -> ShareOutcome {
+        core.handle_node_message(now, node, NodeMessage::Share(share));
+        core.drain_commands()
+            .into_iter()
+            .find_map(|c| match c {
+                Command::Send { msg: CoordinatorMessage::ShareResult { outcome, .. }, .. } => Some(outcome),
+                _ => None,
+            })
+            .unwrap()
+    }
+    let not_held = ShareOutcome::Rejected(RejectReason::RangeNotHeld);
+    // A valid share of another node's range, under that node's assignment or its own.
+    let stolen = find_share(&theirs, 0).unwrap();
+    assert_eq!(submit(&mut core, T0 + 1, 1, stolen), not_held);
+    assert_eq!(submit(&mut core, T0 + 1, 1, Share { assignment: mine.id, ..stolen }), not_held);
+    // A valid share of the job just past the end of its own range.
+    let past = Assignment { start: mine.start + mine.count as u32, count: 1 << 16, ..mine };
+    let beyond = Share { assignment: mine.id, ..find_share(&past, 0).unwrap() };
+    assert_eq!(submit(&mut core, T0 + 1, 1, beyond), not_held);
+    assert_eq!(core.counters().shares_rejected[&RejectReason::RangeNotHeld], 3);
+    assert_eq!(core.counters().shares_accepted, 0);
+    // Its own shares: taken while the range is live and for the grace period after it is done.
+    let first = find_share(&mine, 0).unwrap();
+    assert!(matches!(submit(&mut core, T0 + 2, 1, first), ShareOutcome::Accepted { .. }));
+    core.handle_node_message(T0 + 3, 1, NodeMessage::RangeDone { assignment: mine.id, hashes: mine.count });
+    let second = find_share(&mine, (first.nonce - mine.start) as u64 + 1).unwrap();
+    let third = find_share(&mine, (second.nonce - mine.start) as u64 + 1).unwrap();
+    let grace = core.config().late_share_grace_ms;
+    assert!(matches!(submit(&mut core, T0 + 3 + grace, 1, second), ShareOutcome::Accepted { .. }));
+    assert_eq!(submit(&mut core, T0 + 4 + grace, 1, third), not_held);
+    // The honest node is still the real one: the stolen share is credited to its finder.
+    assert!(matches!(submit(&mut core, T0 + 5, 2, stolen), ShareOutcome::Accepted { .. }));
+}
+
+#[test]
 fn a_block_makes_local_templates_stale() {
     // Blocks as easy as shares: the first share extends the chain.
     let mut core = Core::new(CoreConfig {
@@ -260,8 +303,8 @@ fn a_block_makes_local_templates_stale() {
         ..CoreConfig::default()
     });
     let mut farm = Farm::default();
-    core.add_account(T0, "a", 1 << 40, None, None).unwrap();
-    core.handle_node_joined(T0, 1, &hello("n1", 10_000.0, false));
+    core.add_account(T0, "a", 1 << 40, None, None, None).unwrap();
+    core.handle_node_joined(T0, 1, &hello("n1", 10_000.0, false), PROTOCOL_VERSION);
     farm.absorb(&mut core);
     let first = farm.held[&1][0];
     let second_share = find_share(&first, 0).and_then(|s| find_share(&first, (s.nonce - first.start) as u64 + 1));
@@ -282,8 +325,8 @@ fn a_block_makes_local_templates_stale() {
 fn standards_renew_each_period() {
     let mut core = core();
     let mut farm = Farm::default();
-    core.add_account(T0, "a", 4096, Some(60_000), None).unwrap();
-    core.handle_node_joined(T0, 1, &hello("n1", 10_000.0, false));
+    core.add_account(T0, "a", 4096, Some(60_000), None, None).unwrap();
+    core.handle_node_joined(T0, 1, &hello("n1", 10_000.0, false), PROTOCOL_VERSION);
     farm.absorb(&mut core);
     farm.mine_one(&mut core, T0 + 1, 1).unwrap();
     assert!(core.accounts()[0].up_to_standard());
@@ -298,8 +341,8 @@ fn standards_renew_each_period() {
 #[test]
 fn standby_nodes_get_no_ranges() {
     let mut core = core();
-    core.add_account(T0, "a", 1 << 40, None, None).unwrap();
-    core.handle_node_joined(T0, 1, &hello("spare", 10_000.0, true));
+    core.add_account(T0, "a", 1 << 40, None, None, None).unwrap();
+    core.handle_node_joined(T0, 1, &hello("spare", 10_000.0, true), PROTOCOL_VERSION);
     let assigned =
         core.drain_commands().iter().any(|c| matches!(c, Command::Send { msg: CoordinatorMessage::Assign(_), .. }));
     assert!(!assigned);
@@ -309,10 +352,10 @@ fn standby_nodes_get_no_ranges() {
 fn submitted_jobs_report_their_hits_and_coverage() {
     let mut core = core();
     let mut farm = Farm::default();
-    core.add_account(T0, "a", 1 << 40, None, None).unwrap();
+    core.add_account(T0, "a", 1 << 40, None, None, None).unwrap();
     let header = Header::from_hex("0100000000000000000000000000000000000000000000000000000000000000000000003ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a51323a9fb8aa4b1e5e4a29ab5f49ffff001d1dac2b7c").unwrap();
     let job = core.submit_job(T0, "a", header, Target::from_expected_hashes(1 << 20)).unwrap();
-    core.handle_node_joined(T0, 1, &hello("n1", 10_000.0, false));
+    core.handle_node_joined(T0, 1, &hello("n1", 10_000.0, false), PROTOCOL_VERSION);
     farm.absorb(&mut core);
     let a = farm.held[&1][0];
     assert_eq!(a.job, job);
@@ -336,10 +379,10 @@ fn submitted_jobs_report_their_hits_and_coverage() {
 #[test]
 fn bad_admin_requests_are_refused() {
     let mut core = core();
-    core.add_account(T0, "a", 10, None, None).unwrap();
-    assert_eq!(core.add_account(T0, "a", 10, None, None), Err(AdminError::AccountExists("a".into())));
-    assert!(core.add_account(T0, "b c", 10, None, None).is_err());
-    assert!(core.add_account(T0, "b", 0, None, None).is_err());
+    core.add_account(T0, "a", 10, None, None, None).unwrap();
+    assert_eq!(core.add_account(T0, "a", 10, None, None, None), Err(AdminError::AccountExists("a".into())));
+    assert!(core.add_account(T0, "b c", 10, None, None, None).is_err());
+    assert!(core.add_account(T0, "b", 0, None, None, None).is_err());
     assert!(core.submit_job(T0, "zz", Header::from_bytes(&[0; 80]), Target::MAX).is_err());
     assert!(core.job_status(12345).is_err());
 }
@@ -375,15 +418,15 @@ proptest! {
         let mut core = core();
         if proportional { core.set_policy(T0, Policy::Proportional); }
         let mut farm = Farm::default();
-        core.add_account(T0, "a", 20 * 4096, None, None).unwrap();
-        core.add_account(T0, "b", 20 * 4096, None, None).unwrap();
+        core.add_account(T0, "a", 20 * 4096, None, None, None).unwrap();
+        core.add_account(T0, "b", 20 * 4096, None, None, None).unwrap();
         let mut now = T0;
         let mut last: Vec<u128> = vec![0, 0];
         let mut accepted: Vec<Share> = Vec::new();
         for e in events {
             now += 10;
             match e {
-                Event::Join(n, standby) if !core.nodes.contains_key(&(n as u64)) => core.handle_node_joined(now, n as u64, &hello(&format!("n{n}"), 10_000.0, standby)),
+                Event::Join(n, standby) if !core.nodes.contains_key(&(n as u64)) => core.handle_node_joined(now, n as u64, &hello(&format!("n{n}"), 10_000.0, standby), PROTOCOL_VERSION),
                 Event::Leave(n) => { core.handle_node_left(now, n as u64); farm.held.remove(&(n as u64)); }
                 Event::Mine(n) => { if let Some(s) = farm.mine_one(&mut core, now, n as u64) { accepted.push(s); } }
                 Event::Finish(n) => farm.finish_range(&mut core, now, n as u64),
@@ -394,7 +437,7 @@ proptest! {
                 _ => {}
             }
             farm.absorb(&mut core);
-            let d: Vec<u128> = core.accounts().iter().map(|a| a.delivered).collect();
+            let d: Vec<u128> = core.accounts().iter().map(|a| a.delivered.0).collect();
             prop_assert!(d.iter().zip(&last).all(|(x, y)| x >= y));
             last = d;
             // Live ranges of a template never overlap.
@@ -407,7 +450,7 @@ proptest! {
                 }
             }
         }
-        let credited: u128 = farm.credits.iter().map(|c| if let StoreOp::Credit { work, .. } = c { *work } else { 0 }).sum();
+        let credited: u128 = farm.credits.iter().map(|c| if let StoreOp::Credit { work, .. } = c { work.0 } else { 0 }).sum();
         prop_assert_eq!(credited, last.iter().sum::<u128>());
         let mut keys: Vec<(u64, u32, u32, u32)> = farm.credits.iter().filter_map(|c| match c { StoreOp::Credit { job, header, .. } => Some((*job, header.version, header.time, header.nonce)), _ => None }).collect();
         let n = keys.len();

@@ -45,6 +45,20 @@ pub struct Job {
     seen: HashSet<(u32, u32, u32)>,
 }
 
+/// A range a node holds: the nonces `start..start + count` of header version `version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldRange {
+    pub version: u32,
+    pub start: u32,
+    pub count: u64,
+}
+
+impl HeldRange {
+    pub fn contains(&self, version: u32, nonce: u32) -> bool {
+        version == self.version && (self.start as u64..self.start as u64 + self.count).contains(&(nonce as u64))
+    }
+}
+
 /// A share that passed every check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verified {
@@ -116,13 +130,15 @@ impl Job {
         total
     }
 
-    /// The checks after the job is found and current: time window, version mask, the hash
-    /// against `share_target`, duplicates. Records the share as seen when it passes.
+    /// The checks after the job is found: current, time window, version mask, within the
+    /// range `held` its node holds (`None`: none), the hash against `share_target`,
+    /// duplicates. Records the share as seen when it passes.
     pub fn check_share(
         &mut self,
         version: u32,
         time: u32,
         nonce: u32,
+        held: Option<&HeldRange>,
         share_target: &Target,
         time_window_secs: u32,
     ) -> Result<Verified, RejectReason> {
@@ -134,6 +150,9 @@ impl Job {
         }
         if (version ^ self.template.version) & !VERSION_ROLLING_MASK != 0 {
             return Err(RejectReason::VersionOutsideMask);
+        }
+        if !held.is_some_and(|h| h.contains(version, nonce)) {
+            return Err(RejectReason::RangeNotHeld);
         }
         let header = Header { version, time, nonce, ..self.template };
         let hash = header.block_hash();
@@ -323,16 +342,25 @@ mod tests {
         let mut j = job(true);
         let easy = Target::MAX;
         let t = j.template;
-        assert_eq!(j.check_share(t.version, t.time - 1, 0, &easy, 600), Err(RejectReason::TimeOutOfWindow));
-        assert_eq!(j.check_share(t.version, t.time + 601, 0, &easy, 600), Err(RejectReason::TimeOutOfWindow));
-        assert_eq!(j.check_share(t.version ^ 1, t.time, 0, &easy, 600), Err(RejectReason::VersionOutsideMask));
+        let rolled = t.version ^ (5 << 13);
+        let all = HeldRange { version: t.version, start: 0, count: 1 << 32 };
+        let held = Some(&all);
+        assert_eq!(j.check_share(t.version, t.time - 1, 0, held, &easy, 600), Err(RejectReason::TimeOutOfWindow));
+        assert_eq!(j.check_share(t.version, t.time + 601, 0, held, &easy, 600), Err(RejectReason::TimeOutOfWindow));
+        assert_eq!(j.check_share(t.version ^ 1, t.time, 0, held, &easy, 600), Err(RejectReason::VersionOutsideMask));
+        // Outside the held range: another version, nonces past either end, or no range held.
+        let part = HeldRange { version: rolled, start: 5, count: 3 };
+        assert_eq!(j.check_share(t.version, t.time, 6, Some(&part), &easy, 600), Err(RejectReason::RangeNotHeld));
+        assert_eq!(j.check_share(rolled, t.time, 4, Some(&part), &easy, 600), Err(RejectReason::RangeNotHeld));
+        assert_eq!(j.check_share(rolled, t.time, 8, Some(&part), &easy, 600), Err(RejectReason::RangeNotHeld));
+        assert_eq!(j.check_share(rolled, t.time, 7, None, &easy, 600), Err(RejectReason::RangeNotHeld));
         let hard = Target::from_expected_hashes(u128::MAX);
-        assert_eq!(j.check_share(t.version, t.time, 0, &hard, 600), Err(RejectReason::AboveTarget));
-        let ok = j.check_share(t.version ^ (5 << 13), t.time + 1, 7, &easy, 600).unwrap();
-        assert_eq!(ok.hash, Header { version: t.version ^ (5 << 13), time: t.time + 1, nonce: 7, ..t }.block_hash());
-        assert_eq!(j.check_share(t.version ^ (5 << 13), t.time + 1, 7, &easy, 600), Err(RejectReason::Duplicate));
+        assert_eq!(j.check_share(t.version, t.time, 0, held, &hard, 600), Err(RejectReason::AboveTarget));
+        let ok = j.check_share(rolled, t.time + 1, 7, Some(&part), &easy, 600).unwrap();
+        assert_eq!(ok.hash, Header { version: rolled, time: t.time + 1, nonce: 7, ..t }.block_hash());
+        assert_eq!(j.check_share(rolled, t.time + 1, 7, Some(&part), &easy, 600), Err(RejectReason::Duplicate));
         j.stale = true;
-        assert_eq!(j.check_share(t.version, t.time, 8, &easy, 600), Err(RejectReason::StaleJob));
+        assert_eq!(j.check_share(t.version, t.time, 8, held, &easy, 600), Err(RejectReason::StaleJob));
     }
 
     #[test]

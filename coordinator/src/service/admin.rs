@@ -21,7 +21,7 @@ pub(crate) fn admin(core: &mut Core, reader: &mut Reader, now: u64, req: AdminRe
     };
     let store_error = |e: super::store::StoreError| AdminResponse::Error(format!("store: {e}"));
     match req {
-        AdminRequest::AccountAdd { name, standard, period_secs, order, chain } => done(core.add_account_on(
+        AdminRequest::AccountAdd { name, standard, period_secs, order, chain } => done(core.add_account(
             now,
             &name,
             standard,

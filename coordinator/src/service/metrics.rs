@@ -219,7 +219,7 @@ pub(crate) mod tests {
     /// figures the tests look for set by hand.
     pub(crate) fn view() -> CoreView {
         let mut core = Core::new(CoreConfig::default());
-        core.add_account(NOW, "alice", 4_000_000_000, None, Some(1)).unwrap();
+        core.add_account(NOW, "alice", 4_000_000_000, None, Some(1), None).unwrap();
         let hello = NodeHello {
             token: String::new(),
             name: "rig-01".into(),
@@ -228,7 +228,7 @@ pub(crate) mod tests {
             devices: vec![],
             hashrate: 3e6,
         };
-        core.handle_node_joined(NOW, 1, &hello);
+        core.handle_node_joined(NOW, 1, &hello, hashgrid_common::message::PROTOCOL_VERSION);
         let mut view = CoreView::of(&core, NOW);
         view.status.accounts[0].delivered = 1_000_000_000;
         view.status.nodes[0].hashrate = 2.5e6;

@@ -12,6 +12,12 @@
 //! - `ledger(seq PK, at_ms, kind, payload, prev_hash, hash)`: one row per scheduling decision;
 //!   `hash` is `core::ledger::entry_hash` of the row and `prev_hash` the previous row's hash.
 //! - `accounts.chain`: the chain an account draws its work from (default `local`).
+//!
+//! Schema step 4 adds `ledger.account`, indexed with `seq`: the account the entry is about
+//! (`LedgerRecord::account`), NULL for decisions about nodes and chains; `ledger show
+//! --account` filters on it. It is not hashed: the payload it is derived from is. Rows written
+//! before step 4 are filled by the same rule read from their payloads: `$.from` for a
+//! `switch`, else `$.account` (absent, so NULL, in the kinds without an account).
 
 use std::path::Path;
 use std::time::Duration;
@@ -21,7 +27,7 @@ use hashgrid_common::{BlockHash, Hash256};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use super::store::{StoreError, fixed, parse_u128, to_i64, to_u64};
-use crate::core::ledger;
+use crate::core::ledger::{self, LedgerRecord};
 
 /// Schema step 3.
 pub const MIGRATION: &str = "
@@ -53,8 +59,16 @@ pub const MIGRATION: &str = "
     ) STRICT;
     ALTER TABLE accounts ADD COLUMN chain TEXT NOT NULL DEFAULT 'local';";
 
+/// Schema step 4.
+pub const LEDGER_ACCOUNT_MIGRATION: &str = "
+    ALTER TABLE ledger ADD COLUMN account TEXT;
+    UPDATE ledger SET account = CASE kind WHEN 'switch' THEN json_extract(payload, '$.from')
+                                          ELSE json_extract(payload, '$.account') END;
+    CREATE INDEX ledger_by_account ON ledger(account, seq);";
+
 /// Appends one entry to the ledger, linked to the last one.
-pub fn append_ledger(tx: &Transaction<'_>, at_ms: u64, kind: &str, payload: &str) -> Result<(), StoreError> {
+pub fn append_ledger(tx: &Transaction<'_>, at_ms: u64, record: &LedgerRecord) -> Result<(), StoreError> {
+    let (kind, payload) = record.encode();
     let last: Option<(i64, Vec<u8>)> = tx
         .prepare_cached("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -63,9 +77,10 @@ pub fn append_ledger(tx: &Transaction<'_>, at_ms: u64, kind: &str, payload: &str
         Some((seq, hash)) => Some((to_u64("ledger.seq", seq)?, fixed("ledger.hash", &hash)?)),
         None => None,
     };
-    let e = ledger::next_entry(prev, at_ms, kind, payload);
+    let e = ledger::next_entry(prev, at_ms, &kind, &payload);
     tx.prepare_cached(
-        "INSERT INTO ledger (seq, at_ms, kind, payload, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO ledger (seq, at_ms, kind, payload, prev_hash, hash, account)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         to_i64("ledger.seq", e.seq)?,
@@ -73,7 +88,8 @@ pub fn append_ledger(tx: &Transaction<'_>, at_ms: u64, kind: &str, payload: &str
         e.kind,
         e.payload,
         &e.prev_hash[..],
-        &e.hash[..]
+        &e.hash[..],
+        record.account()
     ])?;
     Ok(())
 }
@@ -174,15 +190,23 @@ impl Reader {
     }
 
     /// Entries with `seq >= since`, oldest first, at most `limit`; with `account`, only those
-    /// whose payload names it.
+    /// about that account (the `account` column).
     pub fn ledger(&self, since: u64, account: Option<&str>, limit: u32) -> Result<Vec<LedgerEntry>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, at_ms, kind, payload, prev_hash, hash FROM ledger
-             WHERE seq >= ?1 AND (?2 IS NULL OR json_extract(payload, '$.account') = ?2
-                                  OR json_extract(payload, '$.from') = ?2 OR json_extract(payload, '$.to') = ?2)
-             ORDER BY seq LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![to_i64("since", since)?, account, limit], row_entry)?;
+        let since = to_i64("since", since)?;
+        let mut stmt = match account {
+            None => self.conn.prepare_cached(
+                "SELECT seq, at_ms, kind, payload, prev_hash, hash FROM ledger
+                 WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+            )?,
+            Some(_) => self.conn.prepare_cached(
+                "SELECT seq, at_ms, kind, payload, prev_hash, hash FROM ledger
+                 WHERE account = ?3 AND seq >= ?1 ORDER BY seq LIMIT ?2",
+            )?,
+        };
+        let rows = match account {
+            None => stmt.query_map(params![since, limit], row_entry)?,
+            Some(account) => stmt.query_map(params![since, limit, account], row_entry)?,
+        };
         let mut out = Vec::new();
         for row in rows {
             out.push(entry(row?)?);
@@ -196,26 +220,41 @@ impl Reader {
         to_u64("ledger.seq", seq.unwrap_or(0))
     }
 
-    /// Recomputes the whole chain and names the first entry that does not match.
+    /// Recomputes the whole chain and names the first entry that does not match; then checks
+    /// that each entry is a `LedgerRecord` whose account is the one in its `account` column
+    /// (the column is not hashed, so it is checked against the payload, which is).
     pub fn verify_ledger(&self) -> Result<LedgerVerdict, StoreError> {
         let mut stmt =
-            self.conn.prepare("SELECT seq, at_ms, kind, payload, prev_hash, hash FROM ledger ORDER BY seq")?;
+            self.conn.prepare("SELECT seq, at_ms, kind, payload, prev_hash, hash, account FROM ledger ORDER BY seq")?;
         let mut entries = Vec::new();
+        let mut accounts = Vec::new();
         let mut malformed = None;
-        for row in stmt.query_map([], row_entry)? {
-            match entry(row?) {
-                Ok(e) => entries.push(e),
+        for row in stmt.query_map([], |r| Ok((row_entry(r)?, r.get::<_, Option<String>>(6)?)))? {
+            let (raw, account) = row?;
+            match entry(raw) {
+                Ok(e) => {
+                    entries.push(e);
+                    accounts.push(account);
+                }
                 Err(e) => {
                     malformed = Some((entries.len() as u64 + 1, e.to_string()));
                     break;
                 }
             }
         }
+        let records = entries.iter().zip(&accounts).find_map(|(e, account)| {
+            let why = match LedgerRecord::decode(&e.kind, &e.payload) {
+                Ok(record) if record.account() == account.as_deref() => return None,
+                Ok(_) => "its account column does not match its payload".to_string(),
+                Err(err) => format!("its payload is not a ledger record: {err}"),
+            };
+            Some((e.seq, why))
+        });
         let verdict = ledger::verify(entries);
-        Ok(match (verdict.first_bad, malformed) {
-            (Some(bad), _) => LedgerVerdict { entries: verdict.entries, first_bad: Some(bad) },
-            (None, Some(bad)) => LedgerVerdict { entries: verdict.entries + 1, first_bad: Some(bad) },
-            (None, None) => LedgerVerdict { entries: verdict.entries, first_bad: None },
+        Ok(match (verdict.first_bad, malformed, records) {
+            (Some(bad), _, _) => LedgerVerdict { entries: verdict.entries, first_bad: Some(bad) },
+            (None, Some(bad), _) => LedgerVerdict { entries: verdict.entries + 1, first_bad: Some(bad) },
+            (None, None, bad) => LedgerVerdict { entries: verdict.entries, first_bad: bad },
         })
     }
 
@@ -266,11 +305,93 @@ mod tests {
     use crate::service::store::Store;
 
     fn ledger_op(i: u64) -> StoreOp {
-        StoreOp::Ledger {
-            at_ms: 1_700_000_000_000 + i,
-            kind: ledger::kind::ASSIGNMENT,
-            payload: format!("{{\"account\":\"a{}\",\"i\":{i}}}", i % 2),
+        let record = LedgerRecord::PeriodRenewed { account: format!("a{}", i % 2), period_start_ms: i };
+        StoreOp::Ledger { at_ms: 1_700_000_000_000 + i, record }
+    }
+
+    /// Entries as the coordinator wrote them before the ledger was typed (`json!` payloads,
+    /// keys sorted), and before schema step 4: an account and a chain both named "acme".
+    const OLD_ENTRIES: [(&str, &str); 17] = [
+        ("account_added", r#"{"account":"acme","chain":"local","order":1,"period_ms":null,"standard":"5000000"}"#),
+        ("account_added", r#"{"account":"beta","chain":"local","order":2,"period_ms":60000,"standard":"7"}"#),
+        ("chain_added", r#"{"bit_rate":1000,"chain":"acme","difficulty":2.0,"tx_per_template":10,"weight":1.0}"#),
+        ("rebalance", r#"{"from":null,"node":"rig","reason":"chain added","to":"acme"}"#),
+        (
+            "assignment",
+            r#"{"account":"acme","assignment":7,"chain":"local","count":65536,"job":6,"node":"rig","reassigned_from":null,"share_work":"4096","start":0,"version":536870912}"#,
+        ),
+        (
+            "failover",
+            r#"{"node":"rig","promoted":"spare","ranges":[{"assignment":7,"count":65536,"job":6,"new_assignment":9,"start":0,"to":"spare","version":536870912},{"assignment":8,"count":65536,"job":6,"start":65536,"to":null,"version":536870912}],"reason":"missed heartbeats"}"#,
+        ),
+        ("promotion", r#"{"by":"failover","from":"standby","node":"spare"}"#),
+        ("standard_reached", r#"{"account":"acme","chain":"local","delivered":"5001216","standard":"5000000"}"#),
+        ("switch", r#"{"chain":"local","from":"acme","policy":"sequential","to":"beta"}"#),
+        ("rebalance", r#"{"from":"acme","node":"rig","reason":"account up to standard","to":"local"}"#),
+        ("period_renewed", r#"{"account":"beta","period_start_ms":1700000060000}"#),
+        (
+            "block_found",
+            r#"{"account":"beta","chain":"local","hash":"00000000839a8e6886ab5951d76f411475428afc90947ee320161bbf18eb6048","height":1}"#,
+        ),
+        ("drain", r#"{"node":"rig","ranges_in_flight":2}"#),
+        ("standby", r#"{"by":"operator","node":"rig","ranges":[]}"#),
+        ("policy", r#"{"policy":"proportional"}"#),
+        ("rollout", r#"{"percent":10,"version":"1.2.0"}"#),
+        ("departure", r#"{"node":"spare","promoted":null,"ranges":[]}"#),
+    ];
+
+    #[test]
+    fn a_ledger_written_before_the_account_column_verifies_and_filters_by_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hashgrid.db");
+        {
+            // A version-3 database, its rows inserted as the old `append_ledger` did.
+            let conn = Connection::open(&path).unwrap();
+            for sql in &crate::service::store::MIGRATIONS[..3] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 3).unwrap();
+            let mut prev = None;
+            for (i, (kind, payload)) in OLD_ENTRIES.iter().enumerate() {
+                let e = ledger::next_entry(prev, 1_700_000_000_000 + i as u64, kind, payload);
+                conn.execute(
+                    "INSERT INTO ledger (seq, at_ms, kind, payload, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![e.seq as i64, e.at_ms as i64, e.kind, e.payload, &e.prev_hash[..], &e.hash[..]],
+                )
+                .unwrap();
+                prev = Some((e.seq, e.hash));
+            }
         }
+        let mut store = Store::open(&path).unwrap();
+        let reader = Reader::open(&path).unwrap();
+        let n = OLD_ENTRIES.len() as u64;
+        assert_eq!(reader.verify_ledger().unwrap(), LedgerVerdict { entries: n, first_bad: None });
+        // Every old entry reads as a record that writes the same text, and the migration
+        // filled its column by the record's rule.
+        let raw = Connection::open(&path).unwrap();
+        let mut kinds = std::collections::BTreeSet::new();
+        for e in reader.ledger(1, None, 100).unwrap() {
+            let record = LedgerRecord::decode(&e.kind, &e.payload).unwrap_or_else(|err| panic!("{e:?}: {err}"));
+            assert_eq!(record.encode(), (e.kind.clone(), e.payload.clone()));
+            kinds.insert(e.kind.clone());
+            let column: Option<String> =
+                raw.query_row("SELECT account FROM ledger WHERE seq = ?1", [e.seq as i64], |r| r.get(0)).unwrap();
+            assert_eq!(column.as_deref(), record.account(), "{e:?}");
+        }
+        assert_eq!(kinds.len(), 15, "every kind of record");
+        // The account's own entries, not the rebalance rows of the chain of the same name.
+        let seqs = |account| reader.ledger(1, Some(account), 100).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(seqs("acme"), [1, 5, 8, 9]);
+        assert_eq!(seqs("beta"), [2, 11, 12]);
+        // New entries chain on.
+        store.apply(&[ledger_op(1)]).unwrap();
+        assert_eq!(reader.verify_ledger().unwrap(), LedgerVerdict { entries: n + 1, first_bad: None });
+        assert_eq!(seqs("a1"), [n + 1]);
+        // The column is not hashed, but an edit to it is caught against the payload.
+        raw.execute("UPDATE ledger SET account = 'beta' WHERE seq = 5", []).unwrap();
+        let bad = reader.verify_ledger().unwrap().first_bad.unwrap();
+        assert_eq!(bad.0, 5, "{bad:?}");
+        assert!(bad.1.contains("account column"), "{bad:?}");
     }
 
     #[test]

@@ -314,7 +314,7 @@ fn core_loop(
             match event {
                 Event::NodeJoined { node, hello, protocol, outbox } => {
                     group.joins.push((node, outbox));
-                    core.handle_node_joined_speaking(now, node, &hello, protocol);
+                    core.handle_node_joined(now, node, &hello, protocol);
                 }
                 Event::NodeMessage { node, msg, at } => {
                     if matches!(msg, NodeMessage::Share(_)) {
@@ -557,6 +557,7 @@ async fn serve_node(
                         msg
                     }
                 };
+                let msg = if protocol == 1 { v1::downgrade(msg) } else { msg };
                 match codec::encode(&msg) {
                     Ok(frame) => buf.extend_from_slice(&frame),
                     Err(e) => {

@@ -59,10 +59,10 @@ use hashgrid_common::{Hash256, Header, Target};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::records;
-use crate::core::{Account, Snapshot, StoreOp, SubmittedJob};
+use crate::core::{Account, Snapshot, StoreOp, SubmittedJob, Work};
 
 /// Schema migrations: step `i` takes the database from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the initial schema.
     "CREATE TABLE accounts (
         name TEXT PRIMARY KEY,
@@ -149,6 +149,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX shares_by_job ON shares(job);",
     // 3: chains, the balancer's node table, the ledger (see `records`).
     super::records::MIGRATION,
+    // 4: the ledger's `account` column (see `records`).
+    super::records::LEDGER_ACCOUNT_MIGRATION,
 ];
 
 /// The page cache of the store connection, in KiB (SQLite's default is 2 MiB; the share
@@ -296,10 +298,10 @@ impl Store {
             let (name, standard, period_ms, order, delivered, period_start_ms, shares, chain) = row?;
             accounts.push(Account {
                 name,
-                standard: parse_u128("accounts.standard", &standard)?,
+                standard: Work(parse_u128("accounts.standard", &standard)?),
                 period_ms: period_ms.map(|p| to_u64("accounts.period_ms", p)).transpose()?,
                 order,
-                delivered: parse_u128("accounts.delivered", &delivered)?,
+                delivered: Work(parse_u128("accounts.delivered", &delivered)?),
                 period_start_ms: to_u64("accounts.period_start_ms", period_start_ms)?,
                 shares: to_u64("accounts.shares", shares)?,
                 issued: 0,
@@ -529,7 +531,7 @@ fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<()
             }
             let entry = batch.account(tx, account)?;
             // Saturating, as the core adds.
-            entry.delivered = entry.delivered.saturating_add(*work);
+            entry.delivered = entry.delivered.saturating_add(work.0);
             entry.added += 1;
             let period_start_ms = entry.period_start_ms;
             tx.prepare_cached(
@@ -594,7 +596,7 @@ fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<()
         StoreOp::BlockFound { chain, height, hash, account } => records::add_block(tx, chain, *height, hash, account)?,
         StoreOp::ChainAdded { params, at_ms } => records::add_chain(tx, params, *at_ms)?,
         StoreOp::NodeChain { node, chain, at_ms } => records::set_node_chain(tx, node, chain.as_deref(), *at_ms)?,
-        StoreOp::Ledger { at_ms, kind, payload } => records::append_ledger(tx, *at_ms, kind, payload)?,
+        StoreOp::Ledger { at_ms, record } => records::append_ledger(tx, *at_ms, record)?,
         StoreOp::AssignmentIssued { assignment, node, account, job, version, start, count, at_ms } => {
             tx.prepare_cached(
                 "INSERT INTO assignments (id, node, account, job, version, start, count, at_ms)
@@ -709,7 +711,7 @@ mod tests {
     fn credit(account: &str, job: u64, header: Header, share_target: Target, at_ms: u64) -> StoreOp {
         StoreOp::Credit {
             account: account.into(),
-            work: share_target.work(),
+            work: Work(share_target.work()),
             node: "rig-1".into(),
             job,
             header,
@@ -722,7 +724,7 @@ mod tests {
     fn added(name: &str, standard: u128, period_ms: Option<u64>, order: i64) -> StoreOp {
         StoreOp::AccountAdded {
             name: name.into(),
-            standard,
+            standard: Work(standard),
             period_ms,
             order,
             period_start_ms: T0,
@@ -785,10 +787,10 @@ mod tests {
             vec![
                 Account {
                     name: "alice".into(),
-                    standard: 5_000,
+                    standard: Work(5_000),
                     period_ms: Some(60_000),
                     order: 1,
-                    delivered: alice_work,
+                    delivered: Work(alice_work),
                     period_start_ms: T0 + 60_000,
                     shares: 3,
                     issued: 0,
@@ -796,10 +798,10 @@ mod tests {
                 },
                 Account {
                     name: "bob".into(),
-                    standard: 1_000_000,
+                    standard: Work(1_000_000),
                     period_ms: None,
                     order: 2,
-                    delivered: bob_work,
+                    delivered: Work(bob_work),
                     period_start_ms: T0,
                     shares: 3,
                     issued: 0,
@@ -846,7 +848,7 @@ mod tests {
         store.apply(&batch[..2]).unwrap();
         let alice = &store.load().unwrap().accounts[0];
         assert_eq!(alice.shares, 3);
-        assert_eq!(alice.delivered, shares.iter().map(|(_, t)| t.work()).sum::<u128>());
+        assert_eq!(alice.delivered.0, shares.iter().map(|(_, t)| t.work()).sum::<u128>());
     }
 
     /// Across batches and restarts the core refuses duplicates: `load` gives each submitted
@@ -912,10 +914,12 @@ mod tests {
         let mut core = Core::new(config.clone());
         let job = std::cell::Cell::new(0);
         step(&mut core, &mut store, &|core| {
-            core.add_account(T0, "bob", u128::MAX, None, Some(1)).unwrap();
+            core.add_account(T0, "bob", u128::MAX, None, Some(1), None).unwrap();
             job.set(core.submit_job(T0, "bob", template(2), Target::from_expected_hashes(1 << 40)).unwrap());
         });
-        let sent = step(&mut core, &mut store, &|core| core.handle_node_joined(T0, 1, &hello));
+        let sent = step(&mut core, &mut store, &|core| {
+            core.handle_node_joined(T0, 1, &hello, hashgrid_common::message::PROTOCOL_VERSION)
+        });
         let share = share_of(&sent, job.get());
         let sent = step(&mut core, &mut store, &|core| core.handle_node_message(T0, 1, NodeMessage::Share(share)));
         assert!(matches!(outcome(&sent), ShareOutcome::Accepted { .. }), "{sent:?}");
@@ -924,7 +928,9 @@ mod tests {
         // Restart: the same share, in the node's new range of the same job, is a duplicate.
         let mut store = open(&dir);
         let mut core = Core::restore(config, store.load().unwrap());
-        let sent = step(&mut core, &mut store, &|core| core.handle_node_joined(T0 + 1, 1, &hello));
+        let sent = step(&mut core, &mut store, &|core| {
+            core.handle_node_joined(T0 + 1, 1, &hello, hashgrid_common::message::PROTOCOL_VERSION)
+        });
         let again = Share { assignment: share_of(&sent, job.get()).assignment, ..share };
         let sent = step(&mut core, &mut store, &|core| core.handle_node_message(T0 + 1, 1, NodeMessage::Share(again)));
         assert_eq!(outcome(&sent), ShareOutcome::Rejected(RejectReason::Duplicate));
@@ -1036,7 +1042,7 @@ mod tests {
         let shares = mine(template(1), 2, 2);
         let op = |i: usize, work: u128| StoreOp::Credit {
             account: "whale".into(),
-            work,
+            work: Work(work),
             node: "rig-1".into(),
             job: 1,
             header: shares[i].0,
@@ -1047,9 +1053,9 @@ mod tests {
         open(&dir).apply(&[added("whale", big, None, 0), op(0, (1 << 127) - 1), op(1, (1 << 127) - 7)]).unwrap();
         let store = open(&dir);
         let whale = &store.load().unwrap().accounts[0];
-        assert_eq!(whale.standard, big);
-        assert_eq!(whale.delivered, u128::MAX - 7);
-        assert_eq!(store.credited_total("whale").unwrap(), whale.delivered);
+        assert_eq!(whale.standard.0, big);
+        assert_eq!(whale.delivered.0, u128::MAX - 7);
+        assert_eq!(store.credited_total("whale").unwrap(), whale.delivered.0);
     }
 
     #[test]
@@ -1076,7 +1082,7 @@ mod tests {
             assert_eq!((row.node.as_str(), row.at_ms), ("rig-1", T0 + 1001));
         }
         let total: u128 = receipt.iter().map(|r| r.work).sum();
-        assert_eq!(total, store.load().unwrap().accounts[0].delivered);
+        assert_eq!(total, store.load().unwrap().accounts[0].delivered.0);
         assert_eq!(store.credited_total("alice").unwrap(), total);
         assert_eq!(store.credited_total("nobody").unwrap(), 0);
     }

@@ -1,0 +1,141 @@
+//! Share intake and credit: every share is checked (job, time, version, the range its node
+//! holds, target, duplicate), credited to its account, and may find a block or bring an
+//! account up to standard.
+
+use super::work::HeldRange;
+use super::*;
+
+impl Core {
+    pub(super) fn handle_share(&mut self, now_ms: u64, node: NodeId, share: Share) {
+        let outcome = match self.check_and_credit(now_ms, node, &share) {
+            Ok(work) => {
+                self.counters.shares_accepted += 1;
+                ShareOutcome::Accepted { work: work.0 }
+            }
+            Err(reason) => {
+                *self.counters.shares_rejected.entry(reason).or_default() += 1;
+                if let Some(n) = self.nodes.get_mut(&node) {
+                    n.rejected += 1;
+                    if reason.is_node_fault() {
+                        n.probe.rejected();
+                    }
+                }
+                ShareOutcome::Rejected(reason)
+            }
+        };
+        self.out.push(Command::Send { node, msg: CoordinatorMessage::ShareResult { id: share.id, outcome } });
+    }
+
+    pub(super) fn check_and_credit(&mut self, now_ms: u64, node: NodeId, share: &Share) -> Result<Work, RejectReason> {
+        let a =
+            self.assignments.get(&share.assignment).filter(|a| a.job == share.job).ok_or(RejectReason::UnknownJob)?;
+        // A share is bound to the node it was issued to (by name: its shares may come over a
+        // later connection), while the range is live and for a grace period after.
+        let held = (self.nodes.get(&node).is_some_and(|n| n.name == a.holder)
+            && (a.live || now_ms.saturating_sub(a.retired_ms) <= self.config.late_share_grace_ms))
+            .then_some(HeldRange { version: a.version, start: a.start, count: a.count });
+        let share_target = a.share_target;
+        let job = self.jobs.get_mut(&share.job).ok_or(RejectReason::UnknownJob)?;
+        let verified = job.check_share(
+            share.version,
+            share.time,
+            share.nonce,
+            held.as_ref(),
+            &share_target,
+            self.config.time_window_secs,
+        )?;
+        let work = Work::of(&share_target);
+        let account_name = job.account.clone();
+        let job_id = job.id;
+        let mut block = false;
+        match &mut job.kind {
+            JobKind::Submitted { target, hits } => {
+                if target.is_met_by(&verified.hash) {
+                    let hit =
+                        JobHit { version: share.version, time: share.time, nonce: share.nonce, hash: verified.hash };
+                    hits.push(hit);
+                    self.out.push(Command::Persist(StoreOp::JobHit { job: job_id, hit }));
+                }
+            }
+            JobKind::LocalChain { .. } => {
+                let chain = self.account_chain(&account_name);
+                block = self.chains.get(chain).is_some_and(|c| c.local.target().is_met_by(&verified.hash));
+            }
+        }
+        let node_name = self.nodes.get(&node).map(|n| n.name.clone()).unwrap_or_default();
+        self.out.push(Command::Persist(StoreOp::Credit {
+            account: account_name.clone(),
+            work,
+            node: node_name,
+            job: job_id,
+            header: verified.header,
+            hash: verified.hash,
+            share_target,
+            at_ms: now_ms,
+        }));
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.accepted += 1;
+            n.probe.accepted(now_ms);
+            n.credited.push_back((now_ms, work));
+        }
+        let reached = match self.accounts.iter_mut().find(|a| a.name == account_name) {
+            Some(a) => {
+                let was_below = !a.up_to_standard();
+                a.delivered = a.delivered.saturating_add(work);
+                a.shares += 1;
+                (was_below && a.up_to_standard()).then(|| (a.delivered, a.standard, a.chain.clone()))
+            }
+            None => None,
+        };
+        if block {
+            self.counters.blocks_found += 1;
+            let chain = self.account_chain(&account_name).to_string();
+            let height = match self.chains.get_mut(&chain) {
+                Some(c) => {
+                    c.local.extend(verified.hash);
+                    c.local.height
+                }
+                None => 0,
+            };
+            self.out.push(Command::Persist(StoreOp::BlockFound {
+                chain: chain.clone(),
+                height,
+                hash: verified.hash,
+                account: account_name.clone(),
+            }));
+            self.ledger(
+                now_ms,
+                LedgerRecord::BlockFound {
+                    chain: chain.clone(),
+                    height,
+                    hash: verified.hash.to_string(),
+                    account: account_name.clone(),
+                },
+            );
+            self.retire_local_templates(now_ms, &chain);
+        }
+        if let Some((delivered, standard, chain)) = &reached {
+            self.ledger(
+                now_ms,
+                LedgerRecord::StandardReached {
+                    account: account_name.clone(),
+                    delivered: *delivered,
+                    standard: *standard,
+                    chain: chain.clone(),
+                },
+            );
+            // Capacity moves on: ranges still serving this account are given back.
+            self.revoke_where(now_ms, |job| job.account == account_name, Abandon::AccountUpToStandard);
+        }
+        if block || reached.is_some() {
+            self.replan(now_ms, if block { "block found" } else { "account up to standard" });
+        }
+        if let Some((_, _, chain)) = reached {
+            let next = accounts::choose(self.policy, &self.accounts, 1, |i| self.accounts[i].chain != chain)
+                .map(|i| self.accounts[i].name.clone());
+            let policy = self.policy.as_str().into();
+            self.ledger(now_ms, LedgerRecord::Switch { from: account_name, to: next, chain, policy });
+        }
+        Ok(work)
+    }
+}

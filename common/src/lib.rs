@@ -6,6 +6,8 @@ pub mod config;
 pub mod header;
 pub mod message;
 pub mod sha256;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 pub mod target;
 
 pub use header::{BlockHash, Hash256, Header, HeaderError};

@@ -1,8 +1,11 @@
 //! The coordinator service: a QUIC endpoint, one task per connection, a core thread that owns
 //! the `Core` state machine, and a store thread that owns the SQLite `Store`.
 //!
-//! Connection tasks turn frames into `Event`s. The core thread takes every event waiting,
-//! feeds them to the core (admin requests go to `admin`), and hands the batch's output as one
+//! Connection tasks turn frames into `Event`s. An operator request that only reads what is
+//! committed (`AdminRequest::needs_core` is false: the ledger, its verification, receipts) is
+//! answered on a blocking thread from a read-only connection (`admin::Readers`) and never
+//! reaches the core thread; the others become events. The core thread takes every event
+//! waiting, feeds them to the core (admin requests go to `admin::admin`), and hands the batch's output as one
 //! `Group` to the store thread: the `Persist` records, then the sends, closes and admin replies
 //! that followed them, in order. It then takes the next batch at once, so the core checks
 //! batch k+1 while batch k commits. The store thread takes every group queued (FIFO), writes
@@ -12,6 +15,9 @@
 //! committed; if the store fails, nothing more is sent, every node is closed and the service
 //! stops. A `Checkpointer` owned by the store thread keeps WAL checkpoints out of the commits
 //! (the store thread only restarts the WAL between batches when it asks, `Store::maintain`).
+//!
+//! A reply too large for one frame becomes an `AdminResponse::Error` naming the cause (and is
+//! logged); list replies are paged so that they fit (see `admin`).
 //!
 //! Connection I/O is batched: a node's reader decodes every frame of each received chunk
 //! (`FrameSource`), and its writer drains its queue into one stream write.
@@ -34,7 +40,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
-use super::admin::admin;
+use super::admin::{Readers, admin};
 use super::http::Sources;
 use super::metrics::{CoreView, IntakeMetrics};
 use super::records::Reader;
@@ -167,7 +173,7 @@ impl Service {
     pub async fn start(config: ServiceConfig) -> Result<Service, ServiceError> {
         let data_dir = DataDir::open_or_init(&config.data_dir)?;
         let mut store = Store::open(&config.data_dir.join("hashgrid.db"))?;
-        let reader = Reader::open(&config.data_dir.join("hashgrid.db"))?;
+        let readers = Arc::new(Readers::open(config.data_dir.join("hashgrid.db"))?);
         let snapshot = store.load()?;
         let mut core_config = config.core.clone();
         core_config.id_base = now_ms();
@@ -205,7 +211,7 @@ impl Service {
             .map_err(|e| ServiceError::Listen { addr: local_addr, source: e })?;
         let core_thread = std::thread::Builder::new()
             .name("hashgrid-core".into())
-            .spawn(move || core_loop(core, reader, events_rx, groups_tx))
+            .spawn(move || core_loop(core, events_rx, groups_tx))
             .map_err(|e| ServiceError::Listen { addr: local_addr, source: e })?;
         let threads = Threads { core: core_thread, store: store_thread };
 
@@ -227,9 +233,11 @@ impl Service {
             while let Some(incoming) = accept_endpoint.accept().await {
                 let events = events_tx.clone();
                 let (node_token, admin_token, next_node) = (node_token.clone(), admin_token.clone(), next_node.clone());
+                let readers = readers.clone();
                 tokio::spawn(async move {
                     let Ok(conn) = incoming.await else { return };
-                    serve_connection(conn, events, &node_token, &admin_token, &next_node).await;
+                    let peers = Peers { events, readers };
+                    serve_connection(conn, peers, &node_token, &admin_token, &next_node).await;
                 });
             }
         });
@@ -293,12 +301,7 @@ impl Service {
 
 /// The core thread: takes every event waiting, feeds them to the core, and hands the
 /// batch's `Group` to the store thread. Ends after `Stop`, or when the store thread is gone.
-fn core_loop(
-    mut core: Core,
-    mut reader: Reader,
-    mut events: mpsc::UnboundedReceiver<Event>,
-    groups: std::sync::mpsc::Sender<Group>,
-) {
+fn core_loop(mut core: Core, mut events: mpsc::UnboundedReceiver<Event>, groups: std::sync::mpsc::Sender<Group>) {
     while let Some(first) = events.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -330,7 +333,7 @@ fn core_loop(
                     }
                 }
                 Event::Admin { req, reply } => {
-                    let response = admin(&mut core, &mut reader, now, req);
+                    let response = admin(&mut core, now, req);
                     group.replies.push((reply, response));
                 }
                 Event::View { reply } => {
@@ -425,10 +428,18 @@ fn store_loop(
     Ok(())
 }
 
+/// Where a connection's task takes what it receives: the core thread's events, and the
+/// read-only connections for operator reads.
+#[derive(Clone)]
+struct Peers {
+    events: mpsc::UnboundedSender<Event>,
+    readers: Arc<Readers>,
+}
+
 /// Reads the first frame of the first stream and serves the connection as a node or admin.
 async fn serve_connection(
     conn: quinn::Connection,
-    events: mpsc::UnboundedSender<Event>,
+    peers: Peers,
     node_token: &str,
     admin_token: &str,
     next_node: &AtomicU64,
@@ -448,7 +459,7 @@ async fn serve_connection(
                 return;
             }
             let node = next_node.fetch_add(1, Ordering::Relaxed);
-            serve_node(conn, send, source, events, node, hello, protocol).await;
+            serve_node(conn, send, source, peers.events, node, hello, protocol).await;
         }
         Hello::Admin { token } => {
             if !tokens_equal(&token, admin_token) {
@@ -462,13 +473,13 @@ async fn serve_connection(
                 return;
             }
             // The first request rides on the hello's stream; later ones on their own streams.
-            let first = tokio::spawn(serve_admin_stream(conn.clone(), send, source, events.clone()));
+            let first = tokio::spawn(serve_admin_stream(conn.clone(), send, source, peers.clone()));
             loop {
                 let Ok((send, recv)) = conn.accept_bi().await else { break };
                 let mut source = FrameSource::new(recv);
                 match source.next::<Hello>().await {
                     Ok(Some(Hello::Admin { token })) if tokens_equal(&token, admin_token) => {
-                        tokio::spawn(serve_admin_stream(conn.clone(), send, source, events.clone()));
+                        tokio::spawn(serve_admin_stream(conn.clone(), send, source, peers.clone()));
                     }
                     Ok(_) => {
                         conn.close(close_code::INVALID_TOKEN.into(), b"invalid token");
@@ -485,26 +496,45 @@ async fn serve_connection(
     }
 }
 
+/// Answers one operator request: store-only reads on a blocking thread, the rest on the core
+/// thread. Every request gets a reply frame.
 async fn serve_admin_stream(
     conn: quinn::Connection,
     mut send: quinn::SendStream,
     mut source: FrameSource,
-    events: mpsc::UnboundedSender<Event>,
+    peers: Peers,
 ) {
     let req = match source.next::<AdminRequest>().await {
         Ok(Some(req)) => req,
         Ok(None) => return,
         Err(e) => return close_for(&conn, &e),
     };
-    let (reply, response) = oneshot::channel();
-    if events.send(Event::Admin { req, reply }).is_err() {
-        return;
-    }
-    let response = response.await.unwrap_or_else(|_| AdminResponse::Error("coordinator is shutting down".into()));
-    let Ok(frame) = codec::encode(&response) else { return };
-    if send.write_all(&frame).await.is_ok() {
+    let asked: String = format!("{req:?}").chars().take(80).collect();
+    let stopping = || AdminResponse::Error("coordinator is shutting down".into());
+    let response = if req.needs_core() {
+        let (reply, response) = oneshot::channel();
+        if peers.events.send(Event::Admin { req, reply }).is_err() {
+            return;
+        }
+        response.await.unwrap_or_else(|_| stopping())
+    } else {
+        let readers = peers.readers.clone();
+        tokio::task::spawn_blocking(move || readers.answer(req)).await.unwrap_or_else(|_| stopping())
+    };
+    if send.write_all(&reply_frame(&response, &asked)).await.is_ok() {
         let _ = send.finish();
     }
+}
+
+/// The frame of the reply to the request `asked`; one that cannot be encoded (over the frame
+/// cap) becomes an `Error` naming the cause, and is logged.
+fn reply_frame(response: &AdminResponse, asked: &str) -> Vec<u8> {
+    codec::encode(response).unwrap_or_else(|e| {
+        warn!("cannot send the reply to the operator request {asked}: {e}");
+        let error = AdminResponse::Error(format!("the coordinator cannot send its reply: {e}"));
+        // A short error always fits a frame.
+        codec::encode(&error).unwrap_or_default()
+    })
 }
 
 /// Serves a node after its hello: a writer task that sends whatever is queued with one write,

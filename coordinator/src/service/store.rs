@@ -55,7 +55,6 @@ use std::time::Duration;
 
 use hashgrid_common::message::JobId;
 use hashgrid_common::message::{Policy, ReceiptShare};
-use hashgrid_common::{Hash256, Header, Target};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::records;
@@ -310,17 +309,15 @@ impl Store {
         let records::ChainRecords { chains, local_tip: chain, node_chains } = records::load_chains(&self.conn)?;
 
         let mut stmt = self.conn.prepare("SELECT id, account, header, target FROM jobs ORDER BY id")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, Vec<u8>>(3)?))
-        })?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
         let mut jobs = Vec::new();
         for row in rows {
             let (id, account, header, target) = row?;
             jobs.push(SubmittedJob {
                 job: to_u64("jobs.id", id)?,
                 account,
-                header: to_header("jobs.header", &header)?,
-                target: to_target("jobs.target", &target)?,
+                header,
+                target,
                 hits: Vec::new(),
                 shares: Vec::new(),
             });
@@ -330,16 +327,15 @@ impl Store {
         let mut shares = self.conn.prepare("SELECT version, time, nonce FROM shares WHERE job = ?1 ORDER BY id")?;
         for job in &mut jobs {
             let id = to_i64("jobs.id", job.job)?;
-            let rows = hits.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, Vec<u8>>(3)?)))?;
-            for row in rows {
-                let (version, time, nonce, hash) = row?;
-                job.hits.push(hashgrid_common::message::JobHit {
-                    version,
-                    time,
-                    nonce,
-                    hash: to_hash("job_hits.hash", &hash)?,
-                });
-            }
+            let rows = hits.query_map([id], |r| {
+                Ok(hashgrid_common::message::JobHit {
+                    version: r.get(0)?,
+                    time: r.get(1)?,
+                    nonce: r.get(2)?,
+                    hash: r.get(3)?,
+                })
+            })?;
+            job.hits = rows.collect::<Result<_, _>>()?;
             job.shares =
                 shares.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
         }
@@ -350,7 +346,19 @@ impl Store {
     /// The delivery receipt of `account`'s current period: every share credited to it, oldest
     /// first.
     pub fn receipt(&self, account: &str) -> Result<Vec<ReceiptShare>, StoreError> {
-        receipt_shares(&self.conn, account)
+        let period_start_ms: i64 = self
+            .conn
+            .query_row("SELECT period_start_ms FROM accounts WHERE name = ?1", [account], |r| r.get(0))
+            .optional()?
+            .unwrap_or(-1);
+        let mut out = Vec::new();
+        if let Ok(period_start_ms) = u64::try_from(period_start_ms) {
+            receipt_shares(&self.conn, account, period_start_ms, (0, i64::MAX as u64), |_, share| {
+                out.push(share);
+                true
+            })?;
+        }
+        Ok(out)
     }
 
     /// The work of the shares credited to `account` in its current period, summed from the
@@ -545,9 +553,9 @@ fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<()
                 header.version,
                 header.time,
                 header.nonce,
-                &header.to_bytes()[..],
-                &hash.0[..],
-                &share_target.value().to_be_bytes::<32>()[..],
+                header,
+                hash,
+                share_target,
                 work.to_string(),
                 to_i64("at_ms", *at_ms)?,
             ])?;
@@ -583,13 +591,12 @@ fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<()
             tx.prepare_cached("DELETE FROM settings WHERE key = 'rollout'")?.execute([])?;
         }
         StoreOp::JobSubmitted { job, account, header, target } => {
-            tx.prepare_cached("INSERT INTO jobs (id, account, header, target) VALUES (?1, ?2, ?3, ?4)")?.execute(
-                params![to_i64("job", *job)?, account, &header.to_bytes()[..], &target.value().to_be_bytes::<32>()[..]],
-            )?;
+            tx.prepare_cached("INSERT INTO jobs (id, account, header, target) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![to_i64("job", *job)?, account, header, target])?;
         }
         StoreOp::JobHit { job, hit } => {
             tx.prepare_cached("INSERT INTO job_hits (job, version, time, nonce, hash) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                .execute(params![to_i64("job", *job)?, hit.version, hit.time, hit.nonce, &hit.hash.0[..]])?;
+                .execute(params![to_i64("job", *job)?, hit.version, hit.time, hit.nonce, hit.hash])?;
         }
         StoreOp::BlockFound { chain, height, hash, account } => records::add_block(tx, chain, *height, hash, account)?,
         StoreOp::ChainAdded { params, at_ms } => records::add_chain(tx, params, *at_ms)?,
@@ -615,36 +622,37 @@ fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<()
     Ok(())
 }
 
-/// Every share credited to `account` in its current period, oldest first: re-hash `header`,
-/// check the hash meets `share_target` and that `work` is `share_target.work()`; the works sum
-/// to the delivered total.
-pub(super) fn receipt_shares(conn: &Connection, account: &str) -> Result<Vec<ReceiptShare>, StoreError> {
+/// The shares credited to `account` in the period that started at `period_start_ms`, numbered
+/// (`shares.id`) after `after` and at most `last`, oldest first, each with its number, handed
+/// to `take` until it returns `false`. Re-hash each `header`, check the hash meets
+/// `share_target` and that `work` is `share_target.work()`; the works of a period sum to its
+/// delivered total.
+pub(super) fn receipt_shares(
+    conn: &Connection,
+    account: &str,
+    period_start_ms: u64,
+    (after, last): (u64, u64),
+    mut take: impl FnMut(u64, ReceiptShare) -> bool,
+) -> Result<(), StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT s.header, s.share_target, s.work, s.node, s.at_ms
-         FROM shares s JOIN accounts a ON a.name = s.account AND a.period_start_ms = s.period_start_ms
-         WHERE s.account = ?1 ORDER BY s.id",
+        "SELECT id, header, share_target, work, node, at_ms FROM shares
+         WHERE account = ?1 AND period_start_ms = ?2 AND id > ?3 AND id <= ?4 ORDER BY id",
     )?;
-    let rows = stmt.query_map([account], |r| {
-        Ok((
-            r.get::<_, Vec<u8>>(0)?,
-            r.get::<_, Vec<u8>>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, i64>(4)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (header, share_target, work, node, at_ms) = row?;
-        out.push(ReceiptShare {
-            header: to_header("shares.header", &header)?,
-            share_target: to_target("shares.share_target", &share_target)?,
-            work: parse_u128("shares.work", &work)?,
-            node,
-            at_ms: to_u64("shares.at_ms", at_ms)?,
-        });
+    let bounds = (to_i64("period_start_ms", period_start_ms)?, to_i64("after", after)?, to_i64("last", last)?);
+    let mut rows = stmt.query(params![account, bounds.0, bounds.1, bounds.2])?;
+    while let Some(r) = rows.next()? {
+        let share = ReceiptShare {
+            header: r.get(1)?,
+            share_target: r.get(2)?,
+            work: parse_u128("shares.work", &r.get::<_, String>(3)?)?,
+            node: r.get(4)?,
+            at_ms: to_u64("shares.at_ms", r.get(5)?)?,
+        };
+        if !take(to_u64("shares.id", r.get(0)?)?, share) {
+            break;
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
 pub(super) fn to_i64(what: &'static str, value: u64) -> Result<i64, StoreError> {
@@ -659,19 +667,6 @@ pub(super) fn parse_u128(what: &'static str, s: &str) -> Result<u128, StoreError
     s.parse().map_err(|_| StoreError::Corrupt { what, detail: format!("{s:?} is not a u128") })
 }
 
-fn to_hash(what: &'static str, bytes: &[u8]) -> Result<Hash256, StoreError> {
-    Ok(Hash256(fixed(what, bytes)?))
-}
-
-fn to_header(what: &'static str, bytes: &[u8]) -> Result<Header, StoreError> {
-    Ok(Header::from_bytes(&fixed(what, bytes)?))
-}
-
-fn to_target(what: &'static str, bytes: &[u8]) -> Result<Target, StoreError> {
-    let bytes: [u8; 32] = fixed(what, bytes)?;
-    Target::from_hex(&hex::encode(bytes)).map_err(|e| StoreError::Corrupt { what, detail: e.to_string() })
-}
-
 pub(super) fn fixed<const N: usize>(what: &'static str, bytes: &[u8]) -> Result<[u8; N], StoreError> {
     bytes.try_into().map_err(|_| StoreError::Corrupt { what, detail: format!("{} bytes, expected {N}", bytes.len()) })
 }
@@ -679,8 +674,8 @@ pub(super) fn fixed<const N: usize>(what: &'static str, bytes: &[u8]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hashgrid_common::CompactTarget;
     use hashgrid_common::message::JobHit;
+    use hashgrid_common::{CompactTarget, Hash256, Header, Target};
 
     const T0: u64 = 1_700_000_000_000;
 

@@ -1,0 +1,330 @@
+//! Issuing ranges: the balancer's chain for each node, the policy's account for each
+//! range, ranges carved from the books and sized to the node's rate, the rollout's shares,
+//! and revoking ranges whose work is no longer wanted.
+
+use super::*;
+
+/// A rollout in force and the ranges issued under it so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RolloutState {
+    pub(super) rollout: Rollout,
+    /// Ranges issued to nodes of the rollout's version, and to the others.
+    pub(super) to_version: u64,
+    pub(super) to_others: u64,
+}
+
+impl RolloutState {
+    /// Whether a node of (`is_version`) may take the next range: each side stays within its
+    /// share of the ranges issued since the rollout began.
+    fn allows(&self, is_version: bool) -> bool {
+        let total = (self.to_version + self.to_others + 1) as u128;
+        let p = self.rollout.percent.min(100) as u128;
+        if is_version {
+            (self.to_version as u128) * 100 < p * total
+        } else {
+            (self.to_others as u128) * 100 < (100 - p) * total
+        }
+    }
+}
+
+impl Core {
+    /// Nonces for one range of `node`: `range_ms` of work at its rate, in 2^16 steps.
+    pub(super) fn range_count(&mut self, node: NodeId, now_ms: u64) -> u64 {
+        let rate = self.planning_rate(node, now_ms);
+        let count = ((rate * self.config.range_ms as f64 / 1000.0) as u64).clamp(1 << 16, ranges::NONCE_SPACE);
+        count.next_multiple_of(1 << 16).min(ranges::NONCE_SPACE)
+    }
+
+    pub(super) fn fresh_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id - 1
+    }
+
+    pub(super) fn account_chain(&self, account: &str) -> &str {
+        self.accounts.iter().find(|a| a.name == account).map_or(accounts::DEFAULT_CHAIN, |a| a.chain.as_str())
+    }
+
+    /// The rate used to size ranges and share targets: announced, corrected by measurement
+    /// once enough shares have come in.
+    pub(super) fn planning_rate(&mut self, node: NodeId, now_ms: u64) -> f64 {
+        let window = self.config.rate_window_ms;
+        let Some(n) = self.nodes.get_mut(&node) else { return 0.0 };
+        let measured = n.delivered_rate(now_ms, window);
+        while n.credited.front().is_some_and(|(t, _)| now_ms.saturating_sub(*t) > window) {
+            n.credited.pop_front();
+        }
+        let rate = if n.credited.len() >= 20 { measured } else { n.announced };
+        rate.max(1000.0)
+    }
+
+    /// The share target for `node` working on `job`: a few shares per second at its rate;
+    /// never harder than a submitted job's own target (every hit must also be a share).
+    pub(super) fn share_target_for(&mut self, now_ms: u64, node: NodeId, job: JobId) -> Target {
+        let rate = self.planning_rate(node, now_ms);
+        let share_work = ((rate / self.config.shares_per_second) as u128).max(self.config.min_share_work);
+        let mut share_target = Target::from_expected_hashes(share_work);
+        if let Some(JobKind::Submitted { target, .. }) = self.jobs.get(&job).map(|j| &j.kind) {
+            share_target = share_target.max(*target);
+        }
+        share_target
+    }
+
+    /// Rebalances the nodes over the chains, then tops every pipeline up.
+    pub(super) fn replan(&mut self, now_ms: u64, reason: &str) {
+        self.rebalance(now_ms, reason);
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.fill(now_ms, id);
+        }
+    }
+
+    /// The balancer: chains with demand get active nodes in proportion to their load.
+    pub(super) fn rebalance(&mut self, now_ms: u64, reason: &str) {
+        let loads: Vec<balance::ChainLoad> = self
+            .chains
+            .values()
+            .filter(|c| self.accounts.iter().any(|a| a.chain == c.params.name && !a.up_to_standard()))
+            .map(|c| balance::ChainLoad { name: c.params.name.clone(), load: c.load(now_ms) })
+            .collect();
+        let nodes: Vec<balance::NodeCapacity<NodeId>> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.takes_work())
+            .map(|(&id, n)| balance::NodeCapacity { node: id, capacity: n.announced, chain: n.chain.clone() })
+            .collect();
+        if nodes.is_empty() {
+            return;
+        }
+        let plan = balance::balance(&loads, &nodes, self.config.hysteresis);
+        for (id, chain) in plan {
+            // A chain without demand keeps its nodes' assignment until there is demand again
+            // (nothing to move them to); they park.
+            if chain.is_some() {
+                self.set_chain(now_ms, id, chain, reason);
+            }
+        }
+    }
+
+    pub(super) fn set_chain(&mut self, now_ms: u64, node: NodeId, chain: Option<String>, reason: &str) {
+        let Some(n) = self.nodes.get_mut(&node) else { return };
+        if n.chain == chain {
+            return;
+        }
+        let from = std::mem::replace(&mut n.chain, chain.clone());
+        let name = n.name.clone();
+        match &chain {
+            Some(c) => self.node_chains.insert(name.clone(), c.clone()),
+            None => self.node_chains.remove(&name),
+        };
+        self.out.push(Command::Persist(StoreOp::NodeChain { node: name.clone(), chain: chain.clone(), at_ms: now_ms }));
+        self.ledger(
+            now_ms,
+            ledger::kind::REBALANCE,
+            json!({"node": name, "from": from, "to": chain, "reason": reason}),
+        );
+    }
+
+    /// Tops the node's pipeline up with ranges for the accounts of its chain the policy
+    /// chooses.
+    pub(super) fn fill(&mut self, now_ms: u64, node: NodeId) {
+        loop {
+            let Some(n) = self.nodes.get(&node) else { return };
+            if !n.takes_work() || n.assignments.len() >= self.config.pipeline {
+                return;
+            }
+            let Some(chain) = n.chain.clone() else { return };
+            let is_version = self.rollout.as_ref().map(|r| n.software_version == r.rollout.version);
+            if let (Some(r), Some(is_version)) = (&self.rollout, is_version)
+                && !r.allows(is_version)
+            {
+                return;
+            }
+            let count = self.range_count(node, now_ms);
+            let Some(account) =
+                accounts::choose(self.policy, &self.accounts, count, |i| self.accounts[i].chain != chain)
+            else {
+                return;
+            };
+            let account_name = self.accounts[account].name.clone();
+            let id = self.fresh_id();
+            let Some((job_id, version, start, count)) = self.issue_for(now_ms, &account_name, count, id) else {
+                return;
+            };
+            let share_target = self.share_target_for(now_ms, node, job_id);
+            self.accounts[account].issued += count as u128;
+            if let (Some(r), Some(is_version)) = (&mut self.rollout, is_version) {
+                if is_version {
+                    r.to_version += 1;
+                } else {
+                    r.to_others += 1;
+                }
+            }
+            self.issue_assignment(now_ms, node, id, job_id, version, start, count, share_target, None);
+        }
+    }
+
+    /// Records and sends a new assignment of a range already taken from its book.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn issue_assignment(
+        &mut self,
+        now_ms: u64,
+        node: NodeId,
+        id: AssignmentId,
+        job_id: JobId,
+        version: u32,
+        start: u32,
+        count: u64,
+        share_target: Target,
+        reassigned_from: Option<AssignmentId>,
+    ) {
+        let job = &self.jobs[&job_id];
+        let header = Header { version, ..job.template };
+        let account = job.account.clone();
+        let chain = self.account_chain(&account).to_string();
+        self.counters.ranges_issued += 1;
+        if reassigned_from.is_some() {
+            self.counters.ranges_reassigned += 1;
+        }
+        self.assignments
+            .insert(id, AssignmentEntry { node, job: job_id, version, start, count, share_target, live: true });
+        let Some(n) = self.nodes.get_mut(&node) else { return };
+        n.assignments.push(id);
+        let node_name = n.name.clone();
+        self.out.push(Command::Persist(StoreOp::AssignmentIssued {
+            assignment: id,
+            node: node_name.clone(),
+            account: account.clone(),
+            job: job_id,
+            version,
+            start,
+            count,
+            at_ms: now_ms,
+        }));
+        self.ledger(
+            now_ms,
+            ledger::kind::ASSIGNMENT,
+            json!({"assignment": id, "node": node_name, "account": account, "chain": chain, "job": job_id,
+                   "version": version, "start": start, "count": count,
+                   "share_work": share_target.work().to_string(), "reassigned_from": reassigned_from}),
+        );
+        self.out.push(Command::Send {
+            node,
+            msg: CoordinatorMessage::Assign(hashgrid_common::message::Assignment {
+                id,
+                job: job_id,
+                header,
+                share_target,
+                start,
+                count,
+            }),
+        });
+    }
+
+    /// A range for `account`: its oldest submitted job with work left, else its local-chain
+    /// template (a new one when the current is stale or exhausted).
+    pub(super) fn issue_for(
+        &mut self,
+        now_ms: u64,
+        account: &str,
+        count: u64,
+        id: AssignmentId,
+    ) -> Option<(JobId, u32, u32, u64)> {
+        let submitted = self
+            .jobs
+            .values_mut()
+            .filter(|j| j.account == account && !j.stale && matches!(j.kind, JobKind::Submitted { .. }))
+            .find(|j| !j.is_exhausted());
+        if let Some(job) = submitted
+            && let Some((v, s, n)) = job.issue(count, id)
+        {
+            return Some((job.id, v, s, n));
+        }
+        let chain_name = self.account_chain(account).to_string();
+        for _ in 0..2 {
+            let job_id = match self.local_jobs.get(account).filter(|j| self.jobs.get(j).is_some_and(|j| !j.stale)) {
+                Some(&j) => j,
+                None => {
+                    let chain = self.chains.get_mut(&chain_name)?;
+                    let template = chain.local.template(account, (now_ms / 1000) as u32);
+                    chain.record_update(now_ms);
+                    let kind = JobKind::LocalChain { height: chain.local.height + 1 };
+                    let j = self.fresh_id();
+                    self.jobs.insert(j, Job::new(j, account.into(), kind, template, true));
+                    self.local_jobs.insert(account.into(), j);
+                    j
+                }
+            };
+            let job = self.jobs.get_mut(&job_id).expect("just found or made");
+            match job.issue(count, id) {
+                Some((v, s, n)) => return Some((job_id, v, s, n)),
+                None => job.stale = true,
+            }
+        }
+        None
+    }
+
+    /// Removes an assignment from its node's pipeline (it stays known, for late shares).
+    pub(super) fn retire(&mut self, id: AssignmentId) {
+        if let Some(a) = self.assignments.get_mut(&id) {
+            a.live = false;
+            if let Some(n) = self.nodes.get_mut(&a.node) {
+                n.assignments.retain(|&x| x != id);
+            }
+        }
+    }
+
+    pub(super) fn abandon(&mut self, id: AssignmentId, why: Abandon) {
+        let Some(a) = self.assignments.get(&id).copied().filter(|a| a.live) else { return };
+        if let Some(book) = self.jobs.get_mut(&a.job).and_then(|j| j.book_mut(a.version)) {
+            book.abandon(a.start, id, why);
+        }
+        self.retire(id);
+    }
+
+    /// Revokes every live assignment of jobs matching `pred`, telling the nodes.
+    pub(super) fn revoke_where(&mut self, pred: impl Fn(&Job) -> bool, why: Abandon) {
+        let ids: Vec<(AssignmentId, NodeId)> = self
+            .assignments
+            .iter()
+            .filter(|(_, a)| a.live && self.jobs.get(&a.job).is_some_and(&pred))
+            .map(|(&id, a)| (id, a.node))
+            .collect();
+        for (id, node) in ids {
+            self.abandon(id, why);
+            self.out.push(Command::Send { node, msg: CoordinatorMessage::Revoke { assignment: id } });
+        }
+    }
+
+    /// `chain` moved: every local template on it is stale. Their assignments are revoked; the
+    /// jobs stay known (as stale, for late shares) until `STALE_JOBS_KEPT` newer ones exist.
+    pub(super) fn retire_local_templates(&mut self, _now_ms: u64, chain: &str) {
+        let on_chain: Vec<String> =
+            self.local_jobs.keys().filter(|account| self.account_chain(account) == chain).cloned().collect();
+        let stale: Vec<JobId> = on_chain.iter().filter_map(|a| self.local_jobs.remove(a)).collect();
+        let ids: Vec<(AssignmentId, NodeId)> = self
+            .assignments
+            .iter()
+            .filter(|(_, a)| a.live && stale.contains(&a.job))
+            .map(|(&id, a)| (id, a.node))
+            .collect();
+        for (id, node) in ids {
+            self.retire(id);
+            self.out.push(Command::Send { node, msg: CoordinatorMessage::Revoke { assignment: id } });
+        }
+        for j in stale {
+            if let Some(job) = self.jobs.get_mut(&j) {
+                job.retire();
+            }
+            self.stale_jobs.push_back(j);
+        }
+        while self.stale_jobs.len() > STALE_JOBS_KEPT {
+            if let Some(j) = self.stale_jobs.pop_front() {
+                self.jobs.remove(&j);
+                self.assignments.retain(|_, a| a.job != j);
+            }
+        }
+    }
+}
+
+/// Stale local templates remembered so late shares are told "stale job".
+const STALE_JOBS_KEPT: usize = 64;

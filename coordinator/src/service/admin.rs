@@ -196,6 +196,69 @@ impl<T: Serialize> Pager<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::CoreConfig;
+    use hashgrid_common::message::{ChainParams, Policy, ReceiptCut};
+
+    /// One request of every kind.
+    fn every_request() -> Vec<AdminRequest> {
+        let page = PageRequest::FIRST;
+        let header = hashgrid_common::Header::from_bytes(&[0; 80]);
+        let chain = ChainParams { name: "alt".into(), tx_per_template: 1, bit_rate: 1, difficulty: 1.0, weight: 1.0 };
+        vec![
+            AdminRequest::AccountAdd { name: "a".into(), standard: 1, period_secs: None, order: None, chain: None },
+            AdminRequest::AccountList,
+            AdminRequest::Status,
+            AdminRequest::JobSubmit { account: "a".into(), header, target: hashgrid_common::Target::MAX },
+            AdminRequest::JobShow { job: 1, page },
+            AdminRequest::PolicySet(Policy::Sequential),
+            AdminRequest::NodeList { page },
+            AdminRequest::NodeDrain { name: "n".into() },
+            AdminRequest::NodePromote { name: "n".into() },
+            AdminRequest::NodeStandby { name: "n".into() },
+            AdminRequest::ChainAdd(chain),
+            AdminRequest::ChainList,
+            AdminRequest::Assignments,
+            AdminRequest::LedgerShow { account: None, page },
+            AdminRequest::LedgerVerify,
+            AdminRequest::AccountReceipt {
+                name: "a".into(),
+                page,
+                cut: Some(ReceiptCut { period_start_ms: 0, last_share: 0 }),
+            },
+            AdminRequest::RolloutSet(None),
+        ]
+    }
+
+    /// The split is made in one place, and the core path refuses what it must never see: a
+    /// read-only request routed to the core thread would be answered with an error.
+    #[test]
+    fn read_only_requests_never_reach_the_core() {
+        let store_only: Vec<String> = every_request()
+            .into_iter()
+            .filter(|r| !r.needs_core())
+            .map(|r| format!("{r:?}").split([' ', '{']).next().unwrap().to_string())
+            .collect();
+        assert_eq!(store_only, ["LedgerShow", "LedgerVerify", "AccountReceipt"]);
+        let mut core = Core::new(CoreConfig::default());
+        for req in every_request().into_iter().filter(|r| !r.needs_core()) {
+            let reply = admin(&mut core, 1, req.clone());
+            assert!(matches!(&reply, AdminResponse::Error(e) if e.contains("read-only")), "{req:?}: {reply:?}");
+        }
+
+        // And the read path answers them from the store.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hashgrid.db");
+        super::super::store::Store::open(&path).unwrap();
+        let readers = Readers::open(path).unwrap();
+        for req in every_request().into_iter().filter(|r| !r.needs_core()) {
+            let reply = readers.answer(req.clone());
+            let fine = match &reply {
+                AdminResponse::Error(e) => e == "no account named \"a\"",
+                _ => true,
+            };
+            assert!(fine, "{req:?}: {reply:?}");
+        }
+    }
 
     #[test]
     fn a_page_stops_at_its_limit_or_its_byte_budget_and_names_the_next_cursor() {

@@ -765,3 +765,34 @@ fn negotiated_protocol(conn: &quinn::Connection) -> u16 {
         .and_then(|alpn| protocol_version(&alpn))
         .unwrap_or(PROTOCOL_VERSION)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hashgrid_common::message::AccountStatus;
+
+    /// A reply over the frame cap used to be dropped without a word (the operator saw the
+    /// stream end); it becomes an error that says why.
+    #[test]
+    fn a_reply_over_the_frame_cap_becomes_an_error_naming_the_cause() {
+        let account = |i: usize| AccountStatus {
+            name: format!("account-{i:0>200}"),
+            chain: "local".into(),
+            order: 0,
+            standard: 1,
+            delivered: 0,
+            period_secs: None,
+            up_to_standard: false,
+            shares: 0,
+        };
+        let huge = AdminResponse::Accounts((0..10_000).map(account).collect());
+        let frame = reply_frame(&huge, "AccountList");
+        let reply: AdminResponse = codec::decode(&frame[PREFIX..]).unwrap();
+        assert!(
+            matches!(&reply, AdminResponse::Error(e) if e.contains("cannot send its reply") && e.contains("cap")),
+            "{reply:?}"
+        );
+        let small = AdminResponse::Accounts(vec![account(1)]);
+        assert_eq!(codec::decode::<AdminResponse>(&reply_frame(&small, "AccountList")[PREFIX..]).unwrap(), small);
+    }
+}

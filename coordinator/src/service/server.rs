@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hashgrid_common::codec::{self, CodecError, PREFIX};
@@ -101,6 +101,8 @@ pub struct Service {
     events: mpsc::UnboundedSender<Event>,
     /// Metrics kept across scrapes (the share-intake histogram).
     intake: IntakeMetrics,
+    /// See `route_reads_through_core`.
+    reads_on_core: Arc<AtomicBool>,
 }
 
 enum Event {
@@ -211,7 +213,10 @@ impl Service {
             .map_err(|e| ServiceError::Listen { addr: local_addr, source: e })?;
         let core_thread = std::thread::Builder::new()
             .name("hashgrid-core".into())
-            .spawn(move || core_loop(core, events_rx, groups_tx))
+            .spawn({
+                let readers = readers.clone();
+                move || core_loop(core, &readers, events_rx, groups_tx)
+            })
             .map_err(|e| ServiceError::Listen { addr: local_addr, source: e })?;
         let threads = Threads { core: core_thread, store: store_thread };
 
@@ -227,22 +232,29 @@ impl Service {
                 }
             }
         });
+        let reads_on_core = Arc::new(AtomicBool::new(false));
         let accept_endpoint = endpoint.clone();
+        let peers = Peers { events: events_tx.clone(), readers, reads_on_core: reads_on_core.clone() };
         tokio::spawn(async move {
             let next_node = Arc::new(AtomicU64::new(1));
             while let Some(incoming) = accept_endpoint.accept().await {
-                let events = events_tx.clone();
                 let (node_token, admin_token, next_node) = (node_token.clone(), admin_token.clone(), next_node.clone());
-                let readers = readers.clone();
+                let peers = peers.clone();
                 tokio::spawn(async move {
                     let Ok(conn) = incoming.await else { return };
-                    let peers = Peers { events, readers };
                     serve_connection(conn, peers, &node_token, &admin_token, &next_node).await;
                 });
             }
         });
         info!(%local_addr, fingerprint = %data_dir.fingerprint(), "coordinator listening");
-        Ok(Service { local_addr, data_dir, shutdown, threads: Some(threads), endpoint, events, intake })
+        Ok(Service { local_addr, data_dir, shutdown, threads: Some(threads), endpoint, events, intake, reads_on_core })
+    }
+
+    /// For benchmarks only: answer read-only operator requests on the core thread, as before
+    /// they moved off it (`coordinator/examples/verify_stall.rs` measures both).
+    #[doc(hidden)]
+    pub fn route_reads_through_core(&self, on: bool) {
+        self.reads_on_core.store(on, Ordering::Relaxed);
     }
 
     /// Serves Prometheus metrics on `/metrics` and the status page on `/` over HTTP at `addr`
@@ -301,7 +313,12 @@ impl Service {
 
 /// The core thread: takes every event waiting, feeds them to the core, and hands the
 /// batch's `Group` to the store thread. Ends after `Stop`, or when the store thread is gone.
-fn core_loop(mut core: Core, mut events: mpsc::UnboundedReceiver<Event>, groups: std::sync::mpsc::Sender<Group>) {
+fn core_loop(
+    mut core: Core,
+    readers: &Readers,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    groups: std::sync::mpsc::Sender<Group>,
+) {
     while let Some(first) = events.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -333,7 +350,8 @@ fn core_loop(mut core: Core, mut events: mpsc::UnboundedReceiver<Event>, groups:
                     }
                 }
                 Event::Admin { req, reply } => {
-                    let response = admin(&mut core, now, req);
+                    // Read-only requests come here only when a benchmark asks.
+                    let response = if req.needs_core() { admin(&mut core, now, req) } else { readers.answer(req) };
                     group.replies.push((reply, response));
                 }
                 Event::View { reply } => {
@@ -434,6 +452,7 @@ fn store_loop(
 struct Peers {
     events: mpsc::UnboundedSender<Event>,
     readers: Arc<Readers>,
+    reads_on_core: Arc<AtomicBool>,
 }
 
 /// Reads the first frame of the first stream and serves the connection as a node or admin.
@@ -511,7 +530,7 @@ async fn serve_admin_stream(
     };
     let asked: String = format!("{req:?}").chars().take(80).collect();
     let stopping = || AdminResponse::Error("coordinator is shutting down".into());
-    let response = if req.needs_core() {
+    let response = if req.needs_core() || peers.reads_on_core.load(Ordering::Relaxed) {
         let (reply, response) = oneshot::channel();
         if peers.events.send(Event::Admin { req, reply }).is_err() {
             return;

@@ -25,9 +25,13 @@
 //! - `settings(key PK, value)`: `policy`.
 //! - `jobs(id PK, account, header, target)` and `job_hits(job, version, time, nonce, hash)`:
 //!   submitted jobs and the headers found meeting their targets.
-//! - `blocks(height PK, hash, account)`: the local chain; the tip is the highest block.
 //! - `assignments(id, node, account, job, version, start, count, at_ms)`: issued ranges, a
 //!   history for audit only (never read back into the core).
+//! - The tables of schema step 3 (`chains`, `chain_blocks`, `node_chains`, `ledger`) are
+//!   described in `records`. (`blocks` of step 1 became `chain_blocks` there.)
+//!
+//! Hashes, headers and targets are read and written as themselves (the `ToSql`/`FromSql` of
+//! `hashgrid_common`'s `sqlite` feature), never through hex.
 //!
 //! Inside one `apply`, credits do not touch the `accounts` row one by one: the row is read
 //! once when a credit first names the account (`Batch::account`) and written once at the end
@@ -808,6 +812,31 @@ mod tests {
         assert_eq!((job.job, job.account.as_str(), job.header, job.target), (7, "bob", submitted, job_target));
         assert_eq!(job.hits, vec![hit]);
         assert_eq!(job.shares, job_shares.iter().map(|(h, _)| (h.version, h.time, h.nonce)).collect::<Vec<_>>());
+    }
+
+    /// The tables the module docs of `store` and `records` name with their columns are the
+    /// tables the migrations make.
+    #[test]
+    fn the_schema_docs_name_every_table_and_no_other() {
+        let documented: std::collections::BTreeSet<String> = [include_str!("store.rs"), include_str!("records.rs")]
+            .iter()
+            .flat_map(|src| src.lines().take_while(|l| l.starts_with("//!")))
+            .flat_map(|l| l.split('`'))
+            .filter_map(|quoted| quoted.split_once('(').map(|(name, _)| name))
+            .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .map(String::from)
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let tables: std::collections::BTreeSet<String> = store
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(documented, tables);
     }
 
     #[test]

@@ -705,6 +705,11 @@ mod tests {
             .collect()
     }
 
+    /// The first column of every row of `sql`.
+    fn names(conn: &Connection, sql: &str) -> Vec<String> {
+        conn.prepare(sql).unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
     fn credit(account: &str, job: u64, header: Header, share_target: Target, at_ms: u64) -> StoreOp {
         StoreOp::Credit {
             account: account.into(),
@@ -828,15 +833,9 @@ mod tests {
             .collect();
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
-        let tables: std::collections::BTreeSet<String> = store
-            .conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(documented, tables);
+        let tables =
+            names(&store.conn, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'");
+        assert_eq!(documented, tables.into_iter().collect());
     }
 
     #[test]
@@ -986,14 +985,10 @@ mod tests {
         assert_eq!(snap.accounts[0].shares, 2);
         assert_eq!(snap.accounts[0].chain, "local", "step 3 puts old accounts on the built-in chain");
         assert_eq!(store.receipt("alice").unwrap().len(), 2);
-        let indexes: Vec<String> = store
-            .conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'shares' ORDER BY name")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let indexes = names(
+            &store.conn,
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'shares' ORDER BY name",
+        );
         assert_eq!(indexes, ["shares_by_account", "shares_by_job"]);
     }
 

@@ -301,7 +301,10 @@ impl AdminRequest {
     pub fn needs_core(&self) -> bool {
         !matches!(
             self,
-            AdminRequest::LedgerShow { .. } | AdminRequest::LedgerVerify | AdminRequest::AccountReceipt { .. }
+            AdminRequest::LedgerShow { .. }
+                | AdminRequest::LedgerVerify
+                | AdminRequest::AccountReceipt { .. }
+                | AdminRequest::JobShow { .. }
         )
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Requests are split in one place, `AdminRequest::needs_core`: those that change state or
 //! need the farm's live state go to `admin` on the core thread; every other one (the ledger,
-//! its verification, receipts) goes to `read`, on a blocking thread with a read-only
+//! its verification, receipts, job history) goes to `read`, on a blocking thread with a read-only
 //! connection from `Readers`, so a long read never holds up share intake. `admin` refuses the
 //! store-only requests, so one that is routed wrongly gets an error, not a stall.
 //!
@@ -51,14 +51,6 @@ pub(crate) fn admin(core: &mut Core, now: u64, req: AdminRequest) -> AdminRespon
             Ok(job) => AdminResponse::JobSubmitted { job },
             Err(e) => AdminResponse::Error(e.to_string()),
         },
-        AdminRequest::JobShow { job, page } => match core.job_status(job) {
-            Ok(mut status) => {
-                let next;
-                (status.runs, next) = Pager::of_list(page, std::mem::take(&mut status.runs));
-                AdminResponse::Job { status, next }
-            }
-            Err(e) => AdminResponse::Error(e.to_string()),
-        },
         AdminRequest::PolicySet(policy) => {
             core.set_policy(now, policy);
             AdminResponse::Ok
@@ -74,7 +66,10 @@ pub(crate) fn admin(core: &mut Core, now: u64, req: AdminRequest) -> AdminRespon
         AdminRequest::ChainList => AdminResponse::Chains(core.chain_list(now)),
         AdminRequest::Assignments => AdminResponse::Assignments(core.assignment_list(now)),
         AdminRequest::RolloutSet(rollout) => done(core.set_rollout(now, rollout)),
-        AdminRequest::LedgerShow { .. } | AdminRequest::LedgerVerify | AdminRequest::AccountReceipt { .. } => {
+        AdminRequest::LedgerShow { .. }
+        | AdminRequest::LedgerVerify
+        | AdminRequest::AccountReceipt { .. }
+        | AdminRequest::JobShow { .. } => {
             AdminResponse::Error("internal: a read-only request reached the core thread".into())
         }
     }
@@ -99,6 +94,15 @@ pub(crate) fn read(reader: &mut Reader, req: AdminRequest) -> AdminResponse {
                 Err(e) => store_error(e),
             }
         }
+        AdminRequest::JobShow { job, page } => match reader.job(job) {
+            Ok(Some(mut status)) => {
+                let next;
+                (status.runs, next) = Pager::of_list(page, std::mem::take(&mut status.runs));
+                AdminResponse::Job { status, next }
+            }
+            Ok(None) => AdminResponse::Error(format!("no job {job}")),
+            Err(e) => store_error(e),
+        },
         AdminRequest::LedgerVerify => match reader.verify_ledger() {
             Ok(verdict) => AdminResponse::LedgerVerified(verdict),
             Err(e) => store_error(e),
@@ -238,7 +242,7 @@ mod tests {
             .filter(|r| !r.needs_core())
             .map(|r| format!("{r:?}").split([' ', '{']).next().unwrap().to_string())
             .collect();
-        assert_eq!(store_only, ["LedgerShow", "LedgerVerify", "AccountReceipt"]);
+        assert_eq!(store_only, ["JobShow", "LedgerShow", "LedgerVerify", "AccountReceipt"]);
         let mut core = Core::new(CoreConfig::default());
         for req in every_request().into_iter().filter(|r| !r.needs_core()) {
             let reply = admin(&mut core, 1, req.clone());
@@ -253,7 +257,7 @@ mod tests {
         for req in every_request().into_iter().filter(|r| !r.needs_core()) {
             let reply = readers.answer(req.clone());
             let fine = match &reply {
-                AdminResponse::Error(e) => e == "no account named \"a\"",
+                AdminResponse::Error(e) => e == "no account named \"a\"" || e == "no job 1",
                 _ => true,
             };
             assert!(fine, "{req:?}: {reply:?}");

@@ -220,6 +220,14 @@ impl Reader {
         })
     }
 
+    /// The job's status, every run (`history`); `None`: no such job.
+    pub fn job(
+        &self,
+        job: hashgrid_common::message::JobId,
+    ) -> Result<Option<hashgrid_common::message::JobStatus>, StoreError> {
+        super::history::job_status(&self.conn, job)
+    }
+
     /// One page of the account's receipt, read in one transaction. Without a `cut`, the cut is
     /// taken now (the current period and its last share), and `delivered` is the credit up to
     /// it: the shares of every page at that cut add up to it. `None`: no such account.

@@ -177,6 +177,7 @@ impl Service {
         let mut store = Store::open(&config.data_dir.join("hashgrid.db"))?;
         let readers = Arc::new(Readers::open(config.data_dir.join("hashgrid.db"))?);
         let snapshot = store.load()?;
+        store.close_open_ranges()?;
         let mut core_config = config.core.clone();
         core_config.id_base = now_ms();
         let mut core = Core::restore(core_config, snapshot);

@@ -28,7 +28,8 @@
 //! - `assignments(id, node, account, job, version, start, count, at_ms)`: issued ranges, a
 //!   history for audit only (never read back into the core).
 //! - The tables of schema step 3 (`chains`, `chain_blocks`, `node_chains`, `ledger`) are
-//!   described in `records`. (`blocks` of step 1 became `chain_blocks` there.)
+//!   described in `records` (`blocks` of step 1 became `chain_blocks` there), those of job
+//!   history (`templates`, `range_fates`) in `history`.
 //!
 //! Hashes, headers and targets are read and written as themselves (the `ToSql`/`FromSql` of
 //! `hashgrid_common`'s `sqlite` feature), never through hex.
@@ -61,7 +62,7 @@ use hashgrid_common::message::JobId;
 use hashgrid_common::message::{Policy, ReceiptShare};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::records;
+use super::{history, records};
 use crate::core::{Account, Snapshot, StoreOp, SubmittedJob};
 
 /// Schema migrations: step `i` takes the database from version `i` to `i + 1`.
@@ -152,6 +153,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX shares_by_job ON shares(job);",
     // 3: chains, the balancer's node table, the ledger (see `records`).
     super::records::MIGRATION,
+    // 4: job history: local-chain templates and range fates (see `history`).
+    super::history::MIGRATION,
 ];
 
 /// The page cache of the store connection, in KiB (SQLite's default is 2 MiB; the share
@@ -248,6 +251,12 @@ impl Store {
         batch.flush_all(&tx)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Gives the ranges a previous process left in flight their fate (`history::RESTARTED`);
+    /// call before the core starts issuing.
+    pub fn close_open_ranges(&self) -> Result<usize, StoreError> {
+        history::close_open_ranges(&self.conn)
     }
 
     /// Starts checkpointing this store's WAL on its own connection and thread, until the
@@ -605,6 +614,10 @@ fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<()
         StoreOp::BlockFound { chain, height, hash, account } => records::add_block(tx, chain, *height, hash, account)?,
         StoreOp::ChainAdded { params, at_ms } => records::add_chain(tx, params, *at_ms)?,
         StoreOp::NodeChain { node, chain, at_ms } => records::set_node_chain(tx, node, chain.as_deref(), *at_ms)?,
+        StoreOp::TemplateMade { job, account, header, target } => {
+            history::add_template(tx, *job, account, header, target)?
+        }
+        StoreOp::RangeFate { assignment, fate, handed } => history::set_fate(tx, *assignment, fate, *handed)?,
         StoreOp::Ledger { at_ms, kind, payload } => records::append_ledger(tx, *at_ms, kind, payload)?,
         StoreOp::AssignmentIssued { assignment, node, account, job, version, start, count, at_ms } => {
             tx.prepare_cached(
@@ -823,14 +836,15 @@ mod tests {
     /// tables the migrations make.
     #[test]
     fn the_schema_docs_name_every_table_and_no_other() {
-        let documented: std::collections::BTreeSet<String> = [include_str!("store.rs"), include_str!("records.rs")]
-            .iter()
-            .flat_map(|src| src.lines().take_while(|l| l.starts_with("//!")))
-            .flat_map(|l| l.split('`'))
-            .filter_map(|quoted| quoted.split_once('(').map(|(name, _)| name))
-            .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
-            .map(String::from)
-            .collect();
+        let documented: std::collections::BTreeSet<String> =
+            [include_str!("store.rs"), include_str!("records.rs"), include_str!("history.rs")]
+                .iter()
+                .flat_map(|src| src.lines().take_while(|l| l.starts_with("//!")))
+                .flat_map(|l| l.split('`'))
+                .filter_map(|quoted| quoted.split_once('(').map(|(name, _)| name))
+                .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+                .map(String::from)
+                .collect();
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         let tables =

@@ -2,11 +2,11 @@
 //! the `Core` state machine, and a store thread that owns the SQLite `Store`.
 //!
 //! Connection tasks turn frames into `Event`s. An operator request that only reads what is
-//! committed (`AdminRequest::needs_core` is false: the ledger, its verification, receipts) is
-//! answered on a blocking thread from a read-only connection (`admin::Readers`) and never
-//! reaches the core thread; the others become events. The core thread takes every event
-//! waiting, feeds them to the core (admin requests go to `admin::admin`), and hands the batch's output as one
-//! `Group` to the store thread: the `Persist` records, then the sends, closes and admin replies
+//! committed (`AdminRequest::needs_core` is false: the ledger, its verification, receipts, job
+//! history) is answered on a blocking thread from a read-only connection (`admin::Readers`)
+//! and never reaches the core thread; the others become events. The core thread takes every
+//! event waiting, feeds them to the core (admin requests go to `admin::admin`), and hands the
+//! batch's output as one `Group` to the store thread: the `Persist` records, then the sends, closes and admin replies
 //! that followed them, in order. It then takes the next batch at once, so the core checks
 //! batch k+1 while batch k commits. The store thread takes every group queued (FIFO), writes
 //! all their records with one `Store::apply` (one transaction, one fsync: group commit), and

@@ -282,11 +282,11 @@ impl Core {
 
     pub(super) fn abandon(&mut self, id: AssignmentId, why: Abandon) {
         let Some(a) = self.assignments.get(&id).copied().filter(|a| a.live) else { return };
-        if let Some(book) = self.jobs.get_mut(&a.job).and_then(|j| j.book_mut(a.version)) {
-            if book.abandon(a.start, id, why) {
-                let fate = ranges::Fate::Abandoned(why).describe();
-                self.out.push(Command::Persist(StoreOp::RangeFate { assignment: id, fate, handed: 0 }));
-            }
+        if let Some(book) = self.jobs.get_mut(&a.job).and_then(|j| j.book_mut(a.version))
+            && book.abandon(a.start, id, why)
+        {
+            let fate = ranges::Fate::Abandoned(why).describe();
+            self.out.push(Command::Persist(StoreOp::RangeFate { assignment: id, fate, handed: 0 }));
         }
         self.retire(id);
     }

@@ -156,10 +156,11 @@ fn paint(map: &mut BTreeMap<u64, (u64, String)>, start: u64, end: u64, fate: Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Command, Core, CoreConfig};
+    use crate::core::{Core, CoreConfig};
     use crate::service::records::Reader;
     use crate::service::store::Store;
-    use hashgrid_common::message::{CoordinatorMessage, DeviceInfo, NodeHello, NodeMessage};
+    use crate::service::store::tests::{node_hello as hello, step as run};
+    use hashgrid_common::message::{Assignment, CoordinatorMessage, NodeMessage};
 
     /// `job show` from the store says what the core says, and after a restart (when the core
     /// has forgotten the ranges) still knows the job: what was done stays done, and what was
@@ -167,32 +168,16 @@ mod tests {
     #[test]
     fn job_history_matches_the_core_and_survives_a_restart() {
         let config = CoreConfig { min_share_work: 16, shares_per_second: 1e9, id_base: 1, ..CoreConfig::default() };
-        let hello = |name: &str| NodeHello {
-            token: String::new(),
-            name: name.into(),
-            software_version: "test".into(),
-            standby: false,
-            devices: vec![DeviceInfo { kind: "cpu".into(), name: "test".into(), hashrate: 1e6 }],
-            hashrate: 1e6,
-        };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hashgrid.db");
         let mut store = Store::open(&path).unwrap();
         let mut core = Core::new(config);
         // Runs `f` on the core, makes its records durable and returns the ranges it assigned.
-        let mut step = |core: &mut Core, f: &dyn Fn(&mut Core)| {
-            f(core);
-            let mut assigned = Vec::new();
-            let mut ops = Vec::new();
-            for c in core.drain_commands() {
-                match c {
-                    Command::Persist(op) => ops.push(op),
-                    Command::Send { msg: CoordinatorMessage::Assign(a), .. } => assigned.push(a),
-                    _ => {}
-                }
-            }
-            store.apply(&ops).unwrap();
-            assigned
+        let mut step = |core: &mut Core, f: &dyn Fn(&mut Core)| -> Vec<Assignment> {
+            let sent = run(core, &mut store, f);
+            sent.into_iter()
+                .filter_map(|m| if let CoordinatorMessage::Assign(a) = m { Some(a) } else { None })
+                .collect()
         };
         let job = std::cell::Cell::new(0);
         step(&mut core, &|core| {

@@ -689,7 +689,7 @@ pub(super) fn fixed<const N: usize>(what: &'static str, bytes: &[u8]) -> Result<
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use hashgrid_common::message::JobHit;
     use hashgrid_common::{CompactTarget, Hash256, Header, Target};
@@ -886,40 +886,50 @@ mod tests {
         assert_eq!(alice.delivered, shares.iter().map(|(_, t)| t.work()).sum::<u128>());
     }
 
+    /// A 1 MH/s CPU node's hello.
+    pub(crate) fn node_hello(name: &str) -> hashgrid_common::message::NodeHello {
+        use hashgrid_common::message::{DeviceInfo, NodeHello};
+        NodeHello {
+            token: String::new(),
+            name: name.into(),
+            software_version: "test".into(),
+            standby: false,
+            devices: vec![DeviceInfo { kind: "cpu".into(), name: "test".into(), hashrate: 1e6 }],
+            hashrate: 1e6,
+        }
+    }
+
+    /// Runs `f` on the core, makes its records durable and returns what it sent.
+    pub(crate) fn step(
+        core: &mut crate::core::Core,
+        store: &mut Store,
+        f: &dyn Fn(&mut crate::core::Core),
+    ) -> Vec<hashgrid_common::message::CoordinatorMessage> {
+        use crate::core::Command;
+        f(core);
+        let mut sent = Vec::new();
+        let mut ops = Vec::new();
+        for c in core.drain_commands() {
+            match c {
+                Command::Persist(op) => ops.push(op),
+                Command::Send { msg, .. } => sent.push(msg),
+                Command::Close { .. } => {}
+            }
+        }
+        store.apply(&ops).unwrap();
+        sent
+    }
+
     /// Across batches and restarts the core refuses duplicates: `load` gives each submitted
     /// job the shares already credited, and a restored core rejects them as duplicates, so no
     /// second `Credit` ever reaches the store.
     #[test]
     fn a_share_credited_before_a_restart_is_refused_after_it() {
-        use crate::core::{Command, Core, CoreConfig};
-        use hashgrid_common::message::{
-            CoordinatorMessage, DeviceInfo, NodeHello, NodeMessage, RejectReason, Share, ShareOutcome,
-        };
+        use crate::core::{Core, CoreConfig};
+        use hashgrid_common::message::{CoordinatorMessage, NodeMessage, RejectReason, Share, ShareOutcome};
 
         let config = CoreConfig { min_share_work: 16, shares_per_second: 1e9, id_base: 1, ..CoreConfig::default() };
-        let hello = NodeHello {
-            token: String::new(),
-            name: "rig-1".into(),
-            software_version: "test".into(),
-            standby: false,
-            devices: vec![DeviceInfo { kind: "cpu".into(), name: "test".into(), hashrate: 1e6 }],
-            hashrate: 1e6,
-        };
-        // Runs `f` on the core, makes its records durable and returns what it sent.
-        let step = |core: &mut Core, store: &mut Store, f: &dyn Fn(&mut Core)| {
-            f(core);
-            let mut sent = Vec::new();
-            let mut ops = Vec::new();
-            for c in core.drain_commands() {
-                match c {
-                    Command::Persist(op) => ops.push(op),
-                    Command::Send { msg, .. } => sent.push(msg),
-                    Command::Close { .. } => {}
-                }
-            }
-            store.apply(&ops).unwrap();
-            sent
-        };
+        let hello = node_hello("rig-1");
         // The share of the submitted job that node 1 sends: found in its first range of the job.
         let share_of = |sent: &[CoordinatorMessage], job: u64| {
             sent.iter()

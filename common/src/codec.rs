@@ -619,15 +619,19 @@ mod tests {
                         chain: None,
                     }
                 ),
-                Just(AdminRequest::NodeList),
+                page().prop_map(|page| AdminRequest::NodeList { page }),
                 text().prop_map(|name| AdminRequest::NodeDrain { name }),
                 text().prop_map(|name| AdminRequest::NodePromote { name }),
                 text().prop_map(|name| AdminRequest::NodeStandby { name }),
                 chain_params().prop_map(AdminRequest::ChainAdd),
-                (int(), prop::option::of(text()), int32())
-                    .prop_map(|(since, account, limit)| { AdminRequest::LedgerShow { since, account, limit } }),
+                (prop::option::of(text()), page())
+                    .prop_map(|(account, page)| AdminRequest::LedgerShow { account, page }),
                 Just(AdminRequest::LedgerVerify),
-                text().prop_map(|name| AdminRequest::AccountReceipt { name }),
+                (text(), page(), prop::option::of(cut())).prop_map(|(name, page, cut)| AdminRequest::AccountReceipt {
+                    name,
+                    page,
+                    cut
+                }),
                 Just(AdminRequest::RolloutSet(None)),
                 (text(), any::<u8>())
                     .prop_map(|(version, percent)| AdminRequest::RolloutSet(Some(Rollout { version, percent }))),
@@ -638,9 +642,17 @@ mod tests {
                     header,
                     target
                 }),
-                int().prop_map(|job| AdminRequest::JobShow { job }),
+                (int(), page()).prop_map(|(job, page)| AdminRequest::JobShow { job, page }),
                 policy().prop_map(AdminRequest::PolicySet),
             ]
+        }
+
+        fn page() -> impl Strategy<Value = PageRequest> {
+            (int(), int32()).prop_map(|(after, limit)| PageRequest { after, limit })
+        }
+
+        fn cut() -> impl Strategy<Value = ReceiptCut> {
+            (int(), int()).prop_map(|(period_start_ms, last_share)| ReceiptCut { period_start_ms, last_share })
         }
 
         fn account() -> impl Strategy<Value = AccountStatus> {
@@ -721,13 +733,15 @@ mod tests {
                 (header(), target(), int128(), text(), int()).prop_map(|(header, share_target, work, node, at_ms)| {
                     ReceiptShare { header, share_target, work, node, at_ms }
                 });
-            (text(), int128(), int128(), int(), prop::collection::vec(share, 0..3)).prop_map(
-                |(account, standard, delivered, period_start_ms, shares)| Receipt {
+            (text(), int128(), int128(), cut(), prop::collection::vec(share, 0..3), prop::option::of(int())).prop_map(
+                |(account, standard, delivered, cut, shares, next)| Receipt {
                     account,
                     standard,
                     delivered,
-                    period_start_ms,
+                    period_start_ms: cut.period_start_ms,
+                    cut,
                     shares,
+                    next,
                 },
             )
         }
@@ -778,10 +792,12 @@ mod tests {
                 prop::collection::vec(account(), 0..4).prop_map(AdminResponse::Accounts),
                 status.prop_map(AdminResponse::Status),
                 int().prop_map(|job| AdminResponse::JobSubmitted { job }),
-                job_status().prop_map(AdminResponse::Job),
+                (job_status(), prop::option::of(int())).prop_map(|(status, next)| AdminResponse::Job { status, next }),
                 text().prop_map(AdminResponse::Error),
-                prop::collection::vec(node_status(), 0..3).prop_map(AdminResponse::Nodes),
-                prop::collection::vec(ledger_entry(), 0..3).prop_map(AdminResponse::Ledger),
+                (prop::collection::vec(node_status(), 0..3), prop::option::of(int()))
+                    .prop_map(|(nodes, next)| AdminResponse::Nodes { nodes, next }),
+                (prop::collection::vec(ledger_entry(), 0..3), prop::option::of(int()))
+                    .prop_map(|(entries, next)| AdminResponse::Ledger { entries, next }),
                 (int(), prop::option::of((int(), text()))).prop_map(|(entries, first_bad)| {
                     AdminResponse::LedgerVerified(LedgerVerdict { entries, first_bad })
                 }),

@@ -12,6 +12,8 @@ pub mod config;
 pub mod header;
 pub mod message;
 pub mod sha256;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 pub mod target;
 
 #[cfg(feature = "cli")]

@@ -1,4 +1,4 @@
-//! The hashgrid/1 protocol messages between nodes, the operator CLI and the coordinator.
+//! The hashgrid/2 protocol messages between nodes, the operator CLI and the coordinator.
 //!
 //! Every connection opens one bidirectional QUIC stream and sends a `Hello` first. A node
 //! then exchanges `NodeMessage`s and `CoordinatorMessage`s on it for the life of the
@@ -288,11 +288,17 @@ pub enum AdminRequest {
         header: Header,
         target: Target,
     },
+    /// A job's progress and hits, with one page of its runs (the cursor is a run's 1-based
+    /// position).
     JobShow {
         job: JobId,
+        page: PageRequest,
     },
     PolicySet(Policy),
-    NodeList,
+    /// One page of the nodes (the cursor is a node's 1-based position in the list).
+    NodeList {
+        page: PageRequest,
+    },
     /// Finish the node's in-flight ranges, then give it no more.
     NodeDrain {
         name: String,
@@ -308,16 +314,21 @@ pub enum AdminRequest {
     ChainAdd(ChainParams),
     ChainList,
     Assignments,
-    /// Ledger entries with `seq >= since`, optionally only those naming `account`, at most
-    /// `limit`.
+    /// One page of the ledger entries with `seq > page.after`, optionally only those naming
+    /// `account` (the cursor is `seq`).
     LedgerShow {
-        since: u64,
         account: Option<String>,
-        limit: u32,
+        page: PageRequest,
     },
     LedgerVerify,
+    /// One page of the account's receipt (the cursor is a share's number). The first page
+    /// (`cut: None`) fixes the cut the receipt is taken at; the pages after it pass that cut
+    /// back, so that together they hold exactly the shares behind the first page's
+    /// `delivered`.
     AccountReceipt {
         name: String,
+        page: PageRequest,
+        cut: Option<ReceiptCut>,
     },
     /// Start, change (`Some`) or end (`None`) a rollout.
     RolloutSet(Option<Rollout>),
@@ -332,15 +343,56 @@ pub enum AdminResponse {
     JobSubmitted {
         job: JobId,
     },
-    Job(JobStatus),
-    Nodes(Vec<NodeStatus>),
+    /// A job with one page of its runs; `next`: the cursor of the next page of runs.
+    Job {
+        status: JobStatus,
+        next: Option<u64>,
+    },
+    Nodes {
+        nodes: Vec<NodeStatus>,
+        next: Option<u64>,
+    },
     Chains(Vec<ChainStatus>),
     Assignments(Vec<NodeAssignment>),
-    Ledger(Vec<LedgerEntry>),
+    Ledger {
+        entries: Vec<LedgerEntry>,
+        next: Option<u64>,
+    },
     LedgerVerified(LedgerVerdict),
     Receipt(Receipt),
     /// The request was refused; the text says why.
     Error(String),
+}
+
+impl AdminRequest {
+    /// Whether the request changes state or needs the core's live state (nodes, ranges in
+    /// flight, the balancer), and so is answered on the core thread. Every other request only
+    /// reads what is committed and is answered from the store's read connection, off the core
+    /// thread, so that a long read never holds up share intake.
+    pub fn needs_core(&self) -> bool {
+        !matches!(
+            self,
+            AdminRequest::LedgerShow { .. }
+                | AdminRequest::LedgerVerify
+                | AdminRequest::AccountReceipt { .. }
+                | AdminRequest::JobShow { .. }
+        )
+    }
+}
+
+/// Which page of a list to send: the items after the cursor `after` (0: from the first), at
+/// most `limit` (0: as many as the coordinator sends in one reply). A reply also stops short
+/// of its byte budget (under the frame cap, `codec::MAX_FRAME`), and then says where the next
+/// page starts (`next`), which becomes the next request's `after`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRequest {
+    pub after: u64,
+    pub limit: u32,
+}
+
+impl PageRequest {
+    /// From the first item, as many as fit.
+    pub const FIRST: PageRequest = PageRequest { after: 0, limit: 0 };
 }
 
 /// Where one sub-account stands.
@@ -446,14 +498,28 @@ pub struct LedgerVerdict {
     pub first_bad: Option<(u64, String)>,
 }
 
-/// An account's delivery receipt: the accepted shares that make up its credit.
+/// One page of an account's delivery receipt: accepted shares that make up its credit. The
+/// shares of all the pages taken at one `cut` add up to the first page's `delivered`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Receipt {
     pub account: String,
     pub standard: u128,
+    /// The credit of the period up to `cut` (on the first page; later pages repeat the cut
+    /// they were asked for and the credit as it is now).
     pub delivered: u128,
     pub period_start_ms: u64,
+    pub cut: ReceiptCut,
     pub shares: Vec<ReceiptShare>,
+    /// The cursor of the next page; `None` on the last.
+    pub next: Option<u64>,
+}
+
+/// The point a receipt is taken at: the account's period and the last share credited in it
+/// when the first page was read (shares are numbered in the order they were credited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptCut {
+    pub period_start_ms: u64,
+    pub last_share: u64,
 }
 
 /// One accepted share: re-hash `header` (its nonce included) and compare with `share_target`.
@@ -502,7 +568,8 @@ pub struct JobStatus {
     /// Nonces in the job's space.
     pub total: u64,
     pub hits: Vec<JobHit>,
-    /// The issued nonces by fate, in runs: adjacent ranges with the same fate merged.
+    /// The issued nonces by fate, in runs: adjacent ranges with the same fate merged (in a
+    /// reply, one page of them).
     pub runs: Vec<RangeRun>,
 }
 

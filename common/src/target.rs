@@ -202,7 +202,18 @@ impl Target {
         }
         let mut bytes = [0u8; 32];
         hex::decode_to_slice(s, &mut bytes).map_err(|_| TargetError::Hex)?;
+        Target::from_be_bytes(bytes)
+    }
+
+    /// The target whose 32 big-endian bytes (most significant first) these are; zero is
+    /// rejected.
+    pub fn from_be_bytes(bytes: [u8; 32]) -> Result<Self, TargetError> {
         Target::new(U256::from_be_bytes(bytes))
+    }
+
+    /// The 32 big-endian bytes, most significant first.
+    pub fn to_be_bytes(&self) -> [u8; 32] {
+        self.0.to_be_bytes::<32>()
     }
 }
 
@@ -250,14 +261,13 @@ impl FromStr for Target {
 
 impl Serialize for Target {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.to_be_bytes::<32>().serialize(s)
+        self.to_be_bytes().serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Target {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let bytes = <[u8; 32]>::deserialize(d)?;
-        Target::new(U256::from_be_bytes(bytes)).map_err(serde::de::Error::custom)
+        Target::from_be_bytes(<[u8; 32]>::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -268,6 +278,17 @@ mod tests {
 
     fn t(bits: u32) -> Target {
         Target::from_compact(CompactTarget(bits)).unwrap()
+    }
+
+    #[test]
+    fn big_endian_bytes_round_trip_and_zero_is_refused() {
+        let mut bytes = [0u8; 32];
+        bytes[4] = 0xff;
+        bytes[5] = 0xff;
+        assert_eq!(Target::from_be_bytes(bytes).unwrap(), Target::DIFFICULTY_1);
+        assert_eq!(Target::DIFFICULTY_1.to_be_bytes(), bytes);
+        assert_eq!(Target::from_be_bytes([0xff; 32]).unwrap(), Target::MAX);
+        assert!(matches!(Target::from_be_bytes([0; 32]), Err(TargetError::ZeroTarget)));
     }
 
     #[test]

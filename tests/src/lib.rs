@@ -443,12 +443,10 @@ impl Operator {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("node list --json is not a list ({e}): {out}"))
     }
 
-    /// `ledger show --since SINCE --json`: entries from `since` on (at most 10,000).
+    /// `ledger show --since SINCE --json`: every entry from `since` on (every page).
     pub fn ledger(&self, since: u64) -> Vec<LedgerRow> {
         let since = since.to_string();
-        let out = self
-            .run(&["ledger", "show", "--since", &since, "--limit", "10000", "--json"])
-            .expect_success("ledger show");
+        let out = self.run(&["ledger", "show", "--since", &since, "--json"]).expect_success("ledger show");
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("ledger show --json is not a list ({e}): {out}"))
     }
 

@@ -40,8 +40,11 @@ impl Core {
             NodeMessage::Share(share) => self.handle_share(now_ms, node, share),
             NodeMessage::RangeDone { assignment, .. } => {
                 if let Some(a) = self.assignments.get(&assignment).cloned().filter(|a| a.node == node && a.live) {
-                    if let Some(book) = self.jobs.get_mut(&a.job).and_then(|j| j.book_mut(a.version)) {
-                        book.complete(a.start, assignment);
+                    if let Some(book) = self.jobs.get_mut(&a.job).and_then(|j| j.book_mut(a.version))
+                        && book.complete(a.start, assignment)
+                    {
+                        let fate = ranges::Fate::Done.describe();
+                        self.out.push(Command::Persist(StoreOp::RangeFate { assignment, fate, handed: 0 }));
                     }
                     self.retire(now_ms, assignment);
                 }

@@ -264,7 +264,14 @@ impl Core {
                     let template = chain.local.template(account, (now_ms / 1000) as u32);
                     chain.record_update(now_ms);
                     let kind = JobKind::LocalChain { height: chain.local.height + 1 };
+                    let target = chain.local.target();
                     let j = self.fresh_id();
+                    self.out.push(Command::Persist(StoreOp::TemplateMade {
+                        job: j,
+                        account: account.into(),
+                        header: template,
+                        target,
+                    }));
                     self.jobs.insert(j, Job::new(j, account.into(), kind, template, true));
                     self.local_jobs.insert(account.into(), j);
                     j
@@ -292,8 +299,11 @@ impl Core {
 
     pub(super) fn abandon(&mut self, now_ms: u64, id: AssignmentId, why: Abandon) {
         let Some(a) = self.assignments.get(&id).cloned().filter(|a| a.live) else { return };
-        if let Some(book) = self.jobs.get_mut(&a.job).and_then(|j| j.book_mut(a.version)) {
-            book.abandon(a.start, id, why);
+        if let Some(book) = self.jobs.get_mut(&a.job).and_then(|j| j.book_mut(a.version))
+            && book.abandon(a.start, id, why)
+        {
+            let fate = ranges::Fate::Abandoned(why).describe();
+            self.out.push(Command::Persist(StoreOp::RangeFate { assignment: id, fate, handed: 0 }));
         }
         self.retire(now_ms, id);
     }

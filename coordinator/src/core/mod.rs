@@ -206,6 +206,21 @@ pub enum StoreOp {
         at_ms: u64,
     },
     RolloutSet(Option<Rollout>),
+    /// A local-chain template was made for `account` (job history: `job show` after a
+    /// restart).
+    TemplateMade {
+        job: JobId,
+        account: String,
+        header: Header,
+        target: Target,
+    },
+    /// What became of an issued range (`ranges::Fate::describe`); `handed`: the nonces of it
+    /// handed over to a new assignment in a failover.
+    RangeFate {
+        assignment: AssignmentId,
+        fate: &'static str,
+        handed: u64,
+    },
     /// A scheduling decision for the hash-chained ledger; the store numbers and links it.
     Ledger {
         at_ms: u64,

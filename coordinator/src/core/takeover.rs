@@ -164,6 +164,9 @@ impl Core {
         let want = self.range_count(node, now_ms);
         let book = self.jobs.get_mut(&a.job).and_then(|j| j.book_mut(a.version))?;
         let count = book.reassign(a.start, old, new, want)?;
+        // The rest of the old range waits, abandoned, for the next range issued.
+        let fate = ranges::Fate::Abandoned(ranges::Abandon::Reassigned).describe();
+        self.out.push(Command::Persist(StoreOp::RangeFate { assignment: old, fate, handed: count }));
         self.retire(now_ms, old);
         let share_target = self.share_target_for(now_ms, node, a.job);
         self.issue_assignment(now_ms, node, new, a.job, a.version, a.start, count, share_target, Some(old));

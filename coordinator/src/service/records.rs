@@ -22,10 +22,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use hashgrid_common::message::{ChainParams, LedgerEntry, LedgerVerdict, Receipt};
-use hashgrid_common::{BlockHash, Hash256};
+use hashgrid_common::BlockHash;
+use hashgrid_common::message::{ChainParams, LedgerEntry, LedgerVerdict, PageRequest, Receipt, ReceiptCut};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
+use super::admin::Pager;
 use super::store::{StoreError, fixed, parse_u128, to_i64, to_u64};
 use crate::core::ledger::{self, LedgerRecord};
 
@@ -131,7 +132,7 @@ pub fn add_block(
     account: &str,
 ) -> Result<(), StoreError> {
     tx.prepare_cached("INSERT INTO chain_blocks (chain, height, hash, account) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![chain, to_i64("chain_blocks.height", height)?, &hash.0[..], account])?;
+        .execute(params![chain, to_i64("chain_blocks.height", height)?, hash, account])?;
     Ok(())
 }
 
@@ -149,10 +150,10 @@ pub fn load_chains(conn: &Connection) -> Result<ChainRecords, StoreError> {
         conn.query_row(
             "SELECT height, hash FROM chain_blocks WHERE chain = ?1 ORDER BY height DESC LIMIT 1",
             [chain],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            |r| Ok((r.get::<_, i64>(0)?, r.get(1)?)),
         )
         .optional()?
-        .map(|(h, hash)| Ok((to_u64("chain_blocks.height", h)?, Hash256(fixed("chain_blocks.hash", &hash)?))))
+        .map(|(h, hash)| Ok((to_u64("chain_blocks.height", h)?, hash)))
         .transpose()
     };
     let mut out = ChainRecords { local_tip: tip(crate::core::accounts::DEFAULT_CHAIN)?, ..ChainRecords::default() };
@@ -258,9 +259,23 @@ impl Reader {
         })
     }
 
-    /// The account's receipt for its current period, read in one transaction so the
-    /// delivered total and the shares agree.
-    pub fn receipt(&mut self, account: &str) -> Result<Option<Receipt>, StoreError> {
+    /// The job's status, every run (`history`); `None`: no such job.
+    pub fn job(
+        &self,
+        job: hashgrid_common::message::JobId,
+    ) -> Result<Option<hashgrid_common::message::JobStatus>, StoreError> {
+        super::history::job_status(&self.conn, job)
+    }
+
+    /// One page of the account's receipt, read in one transaction. Without a `cut`, the cut is
+    /// taken now (the current period and its last share), and `delivered` is the credit up to
+    /// it: the shares of every page at that cut add up to it. `None`: no such account.
+    pub fn receipt(
+        &mut self,
+        account: &str,
+        cut: Option<ReceiptCut>,
+        page: PageRequest,
+    ) -> Result<Option<Receipt>, StoreError> {
         let tx = self.conn.transaction()?;
         let Some((standard, delivered, period_start_ms)) = tx
             .query_row("SELECT standard, delivered, period_start_ms FROM accounts WHERE name = ?1", [account], |r| {
@@ -270,13 +285,29 @@ impl Reader {
         else {
             return Ok(None);
         };
-        let shares = super::store::receipt_shares(&tx, account)?;
+        let period_start_ms = to_u64("accounts.period_start_ms", period_start_ms)?;
+        let cut = match cut {
+            Some(cut) => cut,
+            None => {
+                let last: Option<i64> = tx
+                    .prepare_cached("SELECT max(id) FROM shares WHERE account = ?1 AND period_start_ms = ?2")?
+                    .query_row(params![account, to_i64("period_start_ms", period_start_ms)?], |r| r.get(0))?;
+                ReceiptCut { period_start_ms, last_share: to_u64("shares.id", last.unwrap_or(0))? }
+            }
+        };
+        let mut pager = Pager::new(page);
+        super::store::receipt_shares(&tx, account, cut.period_start_ms, (page.after, cut.last_share), |id, share| {
+            pager.offer(id, share)
+        })?;
+        let (shares, next) = pager.finish();
         Ok(Some(Receipt {
             account: account.into(),
             standard: parse_u128("accounts.standard", &standard)?,
             delivered: parse_u128("accounts.delivered", &delivered)?,
-            period_start_ms: to_u64("accounts.period_start_ms", period_start_ms)?,
+            period_start_ms: cut.period_start_ms,
+            cut,
             shares,
+            next,
         }))
     }
 }
@@ -416,7 +447,7 @@ mod tests {
         let verdict = reader.verify_ledger().unwrap();
         assert_eq!(verdict.first_bad.as_ref().map(|b| b.0), Some(4), "{verdict:?}");
         assert!(verdict.first_bad.unwrap().1.contains("do not match its hash"));
-        assert!(reader.receipt("nobody").unwrap().is_none());
+        assert!(reader.receipt("nobody", None, PageRequest::FIRST).unwrap().is_none());
     }
 
     #[test]
@@ -425,7 +456,7 @@ mod tests {
         let path = dir.path().join("hashgrid.db");
         let params =
             ChainParams { name: "alt".into(), tx_per_template: 10, bit_rate: 2000, difficulty: 2.0, weight: 3.0 };
-        let hash = Hash256([7; 32]);
+        let hash = hashgrid_common::Hash256([7; 32]);
         Store::open(&path)
             .unwrap()
             .apply(&[

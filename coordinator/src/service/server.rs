@@ -1,9 +1,12 @@
 //! The coordinator service: a QUIC endpoint, one task per connection, a core thread that owns
 //! the `Core` state machine, and a store thread that owns the SQLite `Store`.
 //!
-//! Connection tasks turn frames into `Event`s. The core thread takes every event waiting,
-//! feeds them to the core (admin requests go to `admin`), and hands the batch's output as one
-//! `Group` to the store thread: the `Persist` records, then the sends, closes and admin replies
+//! Connection tasks turn frames into `Event`s. An operator request that only reads what is
+//! committed (`AdminRequest::needs_core` is false: the ledger, its verification, receipts, job
+//! history) is answered on a blocking thread from a read-only connection (`admin::Readers`)
+//! and never reaches the core thread; the others become events. The core thread takes every
+//! event waiting, feeds them to the core (admin requests go to `admin::admin`), and hands the
+//! batch's output as one `Group` to the store thread: the `Persist` records, then the sends, closes and admin replies
 //! that followed them, in order. It then takes the next batch at once, so the core checks
 //! batch k+1 while batch k commits. The store thread takes every group queued (FIFO), writes
 //! all their records with one `Store::apply` (one transaction, one fsync: group commit), and
@@ -13,6 +16,9 @@
 //! stops. A `Checkpointer` owned by the store thread keeps WAL checkpoints out of the commits
 //! (the store thread only restarts the WAL between batches when it asks, `Store::maintain`).
 //!
+//! A reply too large for one frame becomes an `AdminResponse::Error` naming the cause (and is
+//! logged); list replies are paged so that they fit (see `admin`).
+//!
 //! Connection I/O is batched: a node's reader decodes every frame of each received chunk
 //! (`FrameReader::recv_batch`), and its writer drains its queue into one stream write.
 
@@ -20,7 +26,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hashgrid_common::codec;
@@ -33,7 +39,7 @@ use hashgrid_common::net::FrameReader;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
-use super::admin::admin;
+use super::admin::{Readers, admin};
 use super::http::Sources;
 use super::limits::{Admission, ConnectionLimits, HELLO_DEADLINE, MAX_HELLO, check_identity};
 use super::metrics::{CoreView, IntakeMetrics};
@@ -85,6 +91,8 @@ pub struct Service {
     events: mpsc::UnboundedSender<Event>,
     /// Metrics kept across scrapes (the share-intake histogram).
     intake: IntakeMetrics,
+    /// See `route_reads_through_core`.
+    reads_on_core: Arc<AtomicBool>,
 }
 
 enum Event {
@@ -157,8 +165,9 @@ impl Service {
     pub async fn start(config: ServiceConfig) -> Result<Service, ServiceError> {
         let data_dir = DataDir::open_or_init(&config.data_dir)?;
         let mut store = Store::open(&config.data_dir.join("hashgrid.db"))?;
-        let reader = Reader::open(&config.data_dir.join("hashgrid.db"))?;
+        let readers = Arc::new(Readers::open(config.data_dir.join("hashgrid.db"))?);
         let snapshot = store.load()?;
+        store.close_open_ranges()?;
         let mut core_config = config.core.clone();
         core_config.id_base = now_ms();
         let mut core = Core::restore(core_config, snapshot);
@@ -195,7 +204,10 @@ impl Service {
             .map_err(|e| ServiceError::Listen { addr: local_addr, source: e })?;
         let core_thread = std::thread::Builder::new()
             .name("hashgrid-core".into())
-            .spawn(move || core_loop(core, reader, events_rx, groups_tx))
+            .spawn({
+                let readers = readers.clone();
+                move || core_loop(core, &readers, events_rx, groups_tx)
+            })
             .map_err(|e| ServiceError::Listen { addr: local_addr, source: e })?;
         let threads = Threads { core: core_thread, store: store_thread };
 
@@ -211,8 +223,10 @@ impl Service {
                 }
             }
         });
+        let reads_on_core = Arc::new(AtomicBool::new(false));
         let accept_endpoint = endpoint.clone();
         let admission = Admission::new(config.limits);
+        let peers = Peers { events: events_tx.clone(), readers, reads_on_core: reads_on_core.clone() };
         tokio::spawn(async move {
             let next_node = Arc::new(AtomicU64::new(1));
             while let Some(incoming) = accept_endpoint.accept().await {
@@ -225,17 +239,24 @@ impl Service {
                         continue;
                     }
                 };
-                let events = events_tx.clone();
                 let (node_token, admin_token, next_node) = (node_token.clone(), admin_token.clone(), next_node.clone());
+                let peers = peers.clone();
                 tokio::spawn(async move {
                     let _admitted = admitted;
                     let Ok(conn) = incoming.await else { return };
-                    serve_connection(conn, events, &node_token, &admin_token, &next_node).await;
+                    serve_connection(conn, peers, &node_token, &admin_token, &next_node).await;
                 });
             }
         });
         info!(%local_addr, fingerprint = %data_dir.fingerprint(), "coordinator listening");
-        Ok(Service { local_addr, data_dir, shutdown, threads: Some(threads), endpoint, events, intake })
+        Ok(Service { local_addr, data_dir, shutdown, threads: Some(threads), endpoint, events, intake, reads_on_core })
+    }
+
+    /// For benchmarks only: answer read-only operator requests on the core thread, as before
+    /// they moved off it (`coordinator/examples/verify_stall.rs` measures both).
+    #[doc(hidden)]
+    pub fn route_reads_through_core(&self, on: bool) {
+        self.reads_on_core.store(on, Ordering::Relaxed);
     }
 
     /// Serves Prometheus metrics on `/metrics` and the status page on `/` over HTTP at `addr`
@@ -296,7 +317,7 @@ impl Service {
 /// batch's `Group` to the store thread. Ends after `Stop`, or when the store thread is gone.
 fn core_loop(
     mut core: Core,
-    mut reader: Reader,
+    readers: &Readers,
     mut events: mpsc::UnboundedReceiver<Event>,
     groups: std::sync::mpsc::Sender<Group>,
 ) {
@@ -331,7 +352,8 @@ fn core_loop(
                     }
                 }
                 Event::Admin { req, reply } => {
-                    let response = admin(&mut core, &mut reader, now, req);
+                    // Read-only requests come here only when a benchmark asks.
+                    let response = if req.needs_core() { admin(&mut core, now, req) } else { readers.answer(req) };
                     group.replies.push((reply, response));
                 }
                 Event::View { reply } => {
@@ -426,11 +448,20 @@ fn store_loop(
     Ok(())
 }
 
+/// Where a connection's task takes what it receives: the core thread's events, and the
+/// read-only connections for operator reads.
+#[derive(Clone)]
+struct Peers {
+    events: mpsc::UnboundedSender<Event>,
+    readers: Arc<Readers>,
+    reads_on_core: Arc<AtomicBool>,
+}
+
 /// Reads the first frame of the first stream (closing the connection if it takes longer than
 /// `HELLO_DEADLINE`) and serves the connection as a node or admin.
 async fn serve_connection(
     conn: quinn::Connection,
-    events: mpsc::UnboundedSender<Event>,
+    peers: Peers,
     node_token: &str,
     admin_token: &str,
     next_node: &AtomicU64,
@@ -466,7 +497,7 @@ async fn serve_connection(
                 return;
             }
             let node = next_node.fetch_add(1, Ordering::Relaxed);
-            serve_node(conn, send, source, events, node, hello, protocol).await;
+            serve_node(conn, send, source, peers.events, node, hello, protocol).await;
         }
         Hello::Admin { token } => {
             if !tokens_equal(&token, admin_token) {
@@ -480,13 +511,13 @@ async fn serve_connection(
                 return;
             }
             // The first request rides on the hello's stream; later ones on their own streams.
-            let first = tokio::spawn(serve_admin_stream(conn.clone(), send, source, events.clone()));
+            let first = tokio::spawn(serve_admin_stream(conn.clone(), send, source, peers.clone()));
             loop {
                 let Ok((send, recv)) = conn.accept_bi().await else { break };
                 let mut source = FrameReader::new(recv, "peer");
                 match source.recv::<Hello>().await {
                     Ok(Some(Hello::Admin { token })) if tokens_equal(&token, admin_token) => {
-                        tokio::spawn(serve_admin_stream(conn.clone(), send, source, events.clone()));
+                        tokio::spawn(serve_admin_stream(conn.clone(), send, source, peers.clone()));
                     }
                     Ok(_) => {
                         conn.close(close_code::INVALID_TOKEN.into(), b"invalid token");
@@ -503,26 +534,45 @@ async fn serve_connection(
     }
 }
 
+/// Answers one operator request: store-only reads on a blocking thread, the rest on the core
+/// thread. Every request gets a reply frame.
 async fn serve_admin_stream(
     conn: quinn::Connection,
     mut send: quinn::SendStream,
     mut source: FrameReader,
-    events: mpsc::UnboundedSender<Event>,
+    peers: Peers,
 ) {
     let req = match source.recv::<AdminRequest>().await {
         Ok(Some(req)) => req,
         Ok(None) => return,
         Err(e) => return e.close_connection(&conn),
     };
-    let (reply, response) = oneshot::channel();
-    if events.send(Event::Admin { req, reply }).is_err() {
-        return;
-    }
-    let response = response.await.unwrap_or_else(|_| AdminResponse::Error("coordinator is shutting down".into()));
-    let Ok(frame) = codec::encode(&response) else { return };
-    if send.write_all(&frame).await.is_ok() {
+    let asked: String = format!("{req:?}").chars().take(80).collect();
+    let stopping = || AdminResponse::Error("coordinator is shutting down".into());
+    let response = if req.needs_core() || peers.reads_on_core.load(Ordering::Relaxed) {
+        let (reply, response) = oneshot::channel();
+        if peers.events.send(Event::Admin { req, reply }).is_err() {
+            return;
+        }
+        response.await.unwrap_or_else(|_| stopping())
+    } else {
+        let readers = peers.readers.clone();
+        tokio::task::spawn_blocking(move || readers.answer(req)).await.unwrap_or_else(|_| stopping())
+    };
+    if send.write_all(&reply_frame(&response, &asked)).await.is_ok() {
         let _ = send.finish();
     }
+}
+
+/// The frame of the reply to the request `asked`; one that cannot be encoded (over the frame
+/// cap) becomes an `Error` naming the cause, and is logged.
+fn reply_frame(response: &AdminResponse, asked: &str) -> Vec<u8> {
+    codec::encode(response).unwrap_or_else(|e| {
+        warn!("cannot send the reply to the operator request {asked}: {e}");
+        let error = AdminResponse::Error(format!("the coordinator cannot send its reply: {e}"));
+        // A short error always fits a frame.
+        codec::encode(&error).unwrap_or_default()
+    })
 }
 
 /// Serves a node after its hello: a writer task that sends whatever is queued with one write,
@@ -651,4 +701,36 @@ fn negotiated_protocol(conn: &quinn::Connection) -> u16 {
         .and_then(|data| data.protocol)
         .and_then(|alpn| protocol_version(&alpn))
         .unwrap_or(PROTOCOL_VERSION)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hashgrid_common::codec::PREFIX;
+    use hashgrid_common::message::AccountStatus;
+
+    /// A reply over the frame cap used to be dropped without a word (the operator saw the
+    /// stream end); it becomes an error that says why.
+    #[test]
+    fn a_reply_over_the_frame_cap_becomes_an_error_naming_the_cause() {
+        let account = |i: usize| AccountStatus {
+            name: format!("account-{i:0>200}"),
+            chain: "local".into(),
+            order: 0,
+            standard: 1,
+            delivered: 0,
+            period_secs: None,
+            up_to_standard: false,
+            shares: 0,
+        };
+        let huge = AdminResponse::Accounts((0..10_000).map(account).collect());
+        let frame = reply_frame(&huge, "AccountList");
+        let reply: AdminResponse = codec::decode(&frame[PREFIX..]).unwrap();
+        assert!(
+            matches!(&reply, AdminResponse::Error(e) if e.contains("cannot send its reply") && e.contains("cap")),
+            "{reply:?}"
+        );
+        let small = AdminResponse::Accounts(vec![account(1)]);
+        assert_eq!(codec::decode::<AdminResponse>(&reply_frame(&small, "AccountList")[PREFIX..]).unwrap(), small);
+    }
 }

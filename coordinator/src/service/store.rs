@@ -25,9 +25,14 @@
 //! - `settings(key PK, value)`: `policy`.
 //! - `jobs(id PK, account, header, target)` and `job_hits(job, version, time, nonce, hash)`:
 //!   submitted jobs and the headers found meeting their targets.
-//! - `blocks(height PK, hash, account)`: the local chain; the tip is the highest block.
 //! - `assignments(id, node, account, job, version, start, count, at_ms)`: issued ranges, a
 //!   history for audit only (never read back into the core).
+//! - The tables of schema step 3 (`chains`, `chain_blocks`, `node_chains`, `ledger`) are
+//!   described in `records` (`blocks` of step 1 became `chain_blocks` there), those of job
+//!   history (`templates`, `range_fates`) in `history`.
+//!
+//! Hashes, headers and targets are read and written as themselves (the `ToSql`/`FromSql` of
+//! `hashgrid_common`'s `sqlite` feature), never through hex.
 //!
 //! Inside one `apply`, credits do not touch the `accounts` row one by one: the row is read
 //! once when a credit first names the account (`Batch::account`) and written once at the end
@@ -55,10 +60,9 @@ use std::time::Duration;
 
 use hashgrid_common::message::JobId;
 use hashgrid_common::message::{Policy, ReceiptShare};
-use hashgrid_common::{Hash256, Header, Target};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::records;
+use super::{history, records};
 use crate::core::{Account, Snapshot, StoreOp, SubmittedJob, Work};
 
 /// Schema migrations: step `i` takes the database from version `i` to `i + 1`.
@@ -151,6 +155,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     super::records::MIGRATION,
     // 4: the ledger's `account` column (see `records`).
     super::records::LEDGER_ACCOUNT_MIGRATION,
+    // 5: job history: local-chain templates and range fates (see `history`).
+    super::history::MIGRATION,
 ];
 
 /// The page cache of the store connection, in KiB (SQLite's default is 2 MiB; the share
@@ -249,6 +255,12 @@ impl Store {
         Ok(())
     }
 
+    /// Gives the ranges a previous process left in flight their fate (`history::RESTARTED`);
+    /// call before the core starts issuing.
+    pub fn close_open_ranges(&self) -> Result<usize, StoreError> {
+        history::close_open_ranges(&self.conn)
+    }
+
     /// Starts checkpointing this store's WAL on its own connection and thread, until the
     /// returned handle is dropped.
     pub fn checkpointer(&self) -> Result<Checkpointer, StoreError> {
@@ -312,17 +324,15 @@ impl Store {
         let records::ChainRecords { chains, local_tip: chain, node_chains } = records::load_chains(&self.conn)?;
 
         let mut stmt = self.conn.prepare("SELECT id, account, header, target FROM jobs ORDER BY id")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, Vec<u8>>(3)?))
-        })?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
         let mut jobs = Vec::new();
         for row in rows {
             let (id, account, header, target) = row?;
             jobs.push(SubmittedJob {
                 job: to_u64("jobs.id", id)?,
                 account,
-                header: to_header("jobs.header", &header)?,
-                target: to_target("jobs.target", &target)?,
+                header,
+                target,
                 hits: Vec::new(),
                 shares: Vec::new(),
             });
@@ -332,16 +342,15 @@ impl Store {
         let mut shares = self.conn.prepare("SELECT version, time, nonce FROM shares WHERE job = ?1 ORDER BY id")?;
         for job in &mut jobs {
             let id = to_i64("jobs.id", job.job)?;
-            let rows = hits.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, Vec<u8>>(3)?)))?;
-            for row in rows {
-                let (version, time, nonce, hash) = row?;
-                job.hits.push(hashgrid_common::message::JobHit {
-                    version,
-                    time,
-                    nonce,
-                    hash: to_hash("job_hits.hash", &hash)?,
-                });
-            }
+            let rows = hits.query_map([id], |r| {
+                Ok(hashgrid_common::message::JobHit {
+                    version: r.get(0)?,
+                    time: r.get(1)?,
+                    nonce: r.get(2)?,
+                    hash: r.get(3)?,
+                })
+            })?;
+            job.hits = rows.collect::<Result<_, _>>()?;
             job.shares =
                 shares.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
         }
@@ -352,7 +361,19 @@ impl Store {
     /// The delivery receipt of `account`'s current period: every share credited to it, oldest
     /// first.
     pub fn receipt(&self, account: &str) -> Result<Vec<ReceiptShare>, StoreError> {
-        receipt_shares(&self.conn, account)
+        let period_start_ms: i64 = self
+            .conn
+            .query_row("SELECT period_start_ms FROM accounts WHERE name = ?1", [account], |r| r.get(0))
+            .optional()?
+            .unwrap_or(-1);
+        let mut out = Vec::new();
+        if let Ok(period_start_ms) = u64::try_from(period_start_ms) {
+            receipt_shares(&self.conn, account, period_start_ms, (0, i64::MAX as u64), |_, share| {
+                out.push(share);
+                true
+            })?;
+        }
+        Ok(out)
     }
 
     /// The work of the shares credited to `account` in its current period, summed from the
@@ -547,9 +568,9 @@ fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<()
                 header.version,
                 header.time,
                 header.nonce,
-                &header.to_bytes()[..],
-                &hash.0[..],
-                &share_target.value().to_be_bytes::<32>()[..],
+                header,
+                hash,
+                share_target,
                 work.to_string(),
                 to_i64("at_ms", *at_ms)?,
             ])?;
@@ -585,17 +606,20 @@ fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<()
             tx.prepare_cached("DELETE FROM settings WHERE key = 'rollout'")?.execute([])?;
         }
         StoreOp::JobSubmitted { job, account, header, target } => {
-            tx.prepare_cached("INSERT INTO jobs (id, account, header, target) VALUES (?1, ?2, ?3, ?4)")?.execute(
-                params![to_i64("job", *job)?, account, &header.to_bytes()[..], &target.value().to_be_bytes::<32>()[..]],
-            )?;
+            tx.prepare_cached("INSERT INTO jobs (id, account, header, target) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![to_i64("job", *job)?, account, header, target])?;
         }
         StoreOp::JobHit { job, hit } => {
             tx.prepare_cached("INSERT INTO job_hits (job, version, time, nonce, hash) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                .execute(params![to_i64("job", *job)?, hit.version, hit.time, hit.nonce, &hit.hash.0[..]])?;
+                .execute(params![to_i64("job", *job)?, hit.version, hit.time, hit.nonce, hit.hash])?;
         }
         StoreOp::BlockFound { chain, height, hash, account } => records::add_block(tx, chain, *height, hash, account)?,
         StoreOp::ChainAdded { params, at_ms } => records::add_chain(tx, params, *at_ms)?,
         StoreOp::NodeChain { node, chain, at_ms } => records::set_node_chain(tx, node, chain.as_deref(), *at_ms)?,
+        StoreOp::TemplateMade { job, account, header, target } => {
+            history::add_template(tx, *job, account, header, target)?
+        }
+        StoreOp::RangeFate { assignment, fate, handed } => history::set_fate(tx, *assignment, fate, *handed)?,
         StoreOp::Ledger { at_ms, record } => records::append_ledger(tx, *at_ms, record)?,
         StoreOp::AssignmentIssued { assignment, node, account, job, version, start, count, at_ms } => {
             tx.prepare_cached(
@@ -617,36 +641,37 @@ fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<()
     Ok(())
 }
 
-/// Every share credited to `account` in its current period, oldest first: re-hash `header`,
-/// check the hash meets `share_target` and that `work` is `share_target.work()`; the works sum
-/// to the delivered total.
-pub(super) fn receipt_shares(conn: &Connection, account: &str) -> Result<Vec<ReceiptShare>, StoreError> {
+/// The shares credited to `account` in the period that started at `period_start_ms`, numbered
+/// (`shares.id`) after `after` and at most `last`, oldest first, each with its number, handed
+/// to `take` until it returns `false`. Re-hash each `header`, check the hash meets
+/// `share_target` and that `work` is `share_target.work()`; the works of a period sum to its
+/// delivered total.
+pub(super) fn receipt_shares(
+    conn: &Connection,
+    account: &str,
+    period_start_ms: u64,
+    (after, last): (u64, u64),
+    mut take: impl FnMut(u64, ReceiptShare) -> bool,
+) -> Result<(), StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT s.header, s.share_target, s.work, s.node, s.at_ms
-         FROM shares s JOIN accounts a ON a.name = s.account AND a.period_start_ms = s.period_start_ms
-         WHERE s.account = ?1 ORDER BY s.id",
+        "SELECT id, header, share_target, work, node, at_ms FROM shares
+         WHERE account = ?1 AND period_start_ms = ?2 AND id > ?3 AND id <= ?4 ORDER BY id",
     )?;
-    let rows = stmt.query_map([account], |r| {
-        Ok((
-            r.get::<_, Vec<u8>>(0)?,
-            r.get::<_, Vec<u8>>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, i64>(4)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (header, share_target, work, node, at_ms) = row?;
-        out.push(ReceiptShare {
-            header: to_header("shares.header", &header)?,
-            share_target: to_target("shares.share_target", &share_target)?,
-            work: parse_u128("shares.work", &work)?,
-            node,
-            at_ms: to_u64("shares.at_ms", at_ms)?,
-        });
+    let bounds = (to_i64("period_start_ms", period_start_ms)?, to_i64("after", after)?, to_i64("last", last)?);
+    let mut rows = stmt.query(params![account, bounds.0, bounds.1, bounds.2])?;
+    while let Some(r) = rows.next()? {
+        let share = ReceiptShare {
+            header: r.get(1)?,
+            share_target: r.get(2)?,
+            work: parse_u128("shares.work", &r.get::<_, String>(3)?)?,
+            node: r.get(4)?,
+            at_ms: to_u64("shares.at_ms", r.get(5)?)?,
+        };
+        if !take(to_u64("shares.id", r.get(0)?)?, share) {
+            break;
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
 pub(super) fn to_i64(what: &'static str, value: u64) -> Result<i64, StoreError> {
@@ -661,28 +686,15 @@ pub(super) fn parse_u128(what: &'static str, s: &str) -> Result<u128, StoreError
     s.parse().map_err(|_| StoreError::Corrupt { what, detail: format!("{s:?} is not a u128") })
 }
 
-fn to_hash(what: &'static str, bytes: &[u8]) -> Result<Hash256, StoreError> {
-    Ok(Hash256(fixed(what, bytes)?))
-}
-
-fn to_header(what: &'static str, bytes: &[u8]) -> Result<Header, StoreError> {
-    Ok(Header::from_bytes(&fixed(what, bytes)?))
-}
-
-fn to_target(what: &'static str, bytes: &[u8]) -> Result<Target, StoreError> {
-    let bytes: [u8; 32] = fixed(what, bytes)?;
-    Target::from_hex(&hex::encode(bytes)).map_err(|e| StoreError::Corrupt { what, detail: e.to_string() })
-}
-
 pub(super) fn fixed<const N: usize>(what: &'static str, bytes: &[u8]) -> Result<[u8; N], StoreError> {
     bytes.try_into().map_err(|_| StoreError::Corrupt { what, detail: format!("{} bytes, expected {N}", bytes.len()) })
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use hashgrid_common::CompactTarget;
     use hashgrid_common::message::JobHit;
+    use hashgrid_common::{CompactTarget, Hash256, Header, Target};
 
     const T0: u64 = 1_700_000_000_000;
 
@@ -706,6 +718,11 @@ mod tests {
             .take(n)
             .map(|h| (h, target))
             .collect()
+    }
+
+    /// The first column of every row of `sql`.
+    fn names(conn: &Connection, sql: &str) -> Vec<String> {
+        conn.prepare(sql).unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
     }
 
     fn credit(account: &str, job: u64, header: Header, share_target: Target, at_ms: u64) -> StoreOp {
@@ -817,6 +834,26 @@ mod tests {
         assert_eq!(job.shares, job_shares.iter().map(|(h, _)| (h.version, h.time, h.nonce)).collect::<Vec<_>>());
     }
 
+    /// The tables the module docs of `store` and `records` name with their columns are the
+    /// tables the migrations make.
+    #[test]
+    fn the_schema_docs_name_every_table_and_no_other() {
+        let documented: std::collections::BTreeSet<String> =
+            [include_str!("store.rs"), include_str!("records.rs"), include_str!("history.rs")]
+                .iter()
+                .flat_map(|src| src.lines().take_while(|l| l.starts_with("//!")))
+                .flat_map(|l| l.split('`'))
+                .filter_map(|quoted| quoted.split_once('(').map(|(name, _)| name))
+                .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+                .map(String::from)
+                .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let tables =
+            names(&store.conn, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'");
+        assert_eq!(documented, tables.into_iter().collect());
+    }
+
     #[test]
     fn an_empty_store_loads_the_defaults() {
         let dir = tempfile::tempdir().unwrap();
@@ -851,40 +888,50 @@ mod tests {
         assert_eq!(alice.delivered.0, shares.iter().map(|(_, t)| t.work()).sum::<u128>());
     }
 
+    /// A 1 MH/s CPU node's hello.
+    pub(crate) fn node_hello(name: &str) -> hashgrid_common::message::NodeHello {
+        use hashgrid_common::message::{DeviceInfo, NodeHello};
+        NodeHello {
+            token: String::new(),
+            name: name.into(),
+            software_version: "test".into(),
+            standby: false,
+            devices: vec![DeviceInfo { kind: "cpu".into(), name: "test".into(), hashrate: 1e6 }],
+            hashrate: 1e6,
+        }
+    }
+
+    /// Runs `f` on the core, makes its records durable and returns what it sent.
+    pub(crate) fn step(
+        core: &mut crate::core::Core,
+        store: &mut Store,
+        f: &dyn Fn(&mut crate::core::Core),
+    ) -> Vec<hashgrid_common::message::CoordinatorMessage> {
+        use crate::core::Command;
+        f(core);
+        let mut sent = Vec::new();
+        let mut ops = Vec::new();
+        for c in core.drain_commands() {
+            match c {
+                Command::Persist(op) => ops.push(op),
+                Command::Send { msg, .. } => sent.push(msg),
+                Command::Close { .. } => {}
+            }
+        }
+        store.apply(&ops).unwrap();
+        sent
+    }
+
     /// Across batches and restarts the core refuses duplicates: `load` gives each submitted
     /// job the shares already credited, and a restored core rejects them as duplicates, so no
     /// second `Credit` ever reaches the store.
     #[test]
     fn a_share_credited_before_a_restart_is_refused_after_it() {
-        use crate::core::{Command, Core, CoreConfig};
-        use hashgrid_common::message::{
-            CoordinatorMessage, DeviceInfo, NodeHello, NodeMessage, RejectReason, Share, ShareOutcome,
-        };
+        use crate::core::{Core, CoreConfig};
+        use hashgrid_common::message::{CoordinatorMessage, NodeMessage, RejectReason, Share, ShareOutcome};
 
         let config = CoreConfig { min_share_work: 16, shares_per_second: 1e9, id_base: 1, ..CoreConfig::default() };
-        let hello = NodeHello {
-            token: String::new(),
-            name: "rig-1".into(),
-            software_version: "test".into(),
-            standby: false,
-            devices: vec![DeviceInfo { kind: "cpu".into(), name: "test".into(), hashrate: 1e6 }],
-            hashrate: 1e6,
-        };
-        // Runs `f` on the core, makes its records durable and returns what it sent.
-        let step = |core: &mut Core, store: &mut Store, f: &dyn Fn(&mut Core)| {
-            f(core);
-            let mut sent = Vec::new();
-            let mut ops = Vec::new();
-            for c in core.drain_commands() {
-                match c {
-                    Command::Persist(op) => ops.push(op),
-                    Command::Send { msg, .. } => sent.push(msg),
-                    Command::Close { .. } => {}
-                }
-            }
-            store.apply(&ops).unwrap();
-            sent
-        };
+        let hello = node_hello("rig-1");
         // The share of the submitted job that node 1 sends: found in its first range of the job.
         let share_of = |sent: &[CoordinatorMessage], job: u64| {
             sent.iter()
@@ -968,14 +1015,10 @@ mod tests {
         assert_eq!(snap.accounts[0].shares, 2);
         assert_eq!(snap.accounts[0].chain, "local", "step 3 puts old accounts on the built-in chain");
         assert_eq!(store.receipt("alice").unwrap().len(), 2);
-        let indexes: Vec<String> = store
-            .conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'shares' ORDER BY name")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let indexes = names(
+            &store.conn,
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'shares' ORDER BY name",
+        );
         assert_eq!(indexes, ["shares_by_account", "shares_by_job"]);
     }
 

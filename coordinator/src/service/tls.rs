@@ -216,7 +216,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use hashgrid_common::codec::CodecError;
-    use hashgrid_common::message::{AdminRequest, AdminResponse, Hello, NodeMessage, Share, close_code};
+    use hashgrid_common::message::{AdminRequest, AdminResponse, Hello, NodeMessage, PageRequest, Share, close_code};
     use hashgrid_common::net::{self, FramedStream, NetError};
 
     use super::*;
@@ -342,7 +342,11 @@ mod tests {
         assert_eq!(reply, AdminResponse::Error("Status".into()));
 
         let client = net::AdminClient::connect(&endpoint, addr, &admin_token).await.unwrap();
-        for req in [AdminRequest::AccountList, AdminRequest::Status, AdminRequest::JobShow { job: 7 }] {
+        for req in [
+            AdminRequest::AccountList,
+            AdminRequest::Status,
+            AdminRequest::JobShow { job: 7, page: PageRequest::FIRST },
+        ] {
             assert_eq!(client.request(&req).await.unwrap(), AdminResponse::Error(format!("{req:?}")));
         }
         client.close();

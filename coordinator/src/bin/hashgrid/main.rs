@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use hashgrid_common::message::{AdminRequest, AdminResponse, ChainParams, Policy, Rollout};
+use hashgrid_common::message::{AdminRequest, AdminResponse, ChainParams, PageRequest, Policy, Rollout};
 use hashgrid_common::{CompactTarget, Header, Target};
 use hashgrid_coordinator::amount::parse_amount;
 
@@ -119,6 +119,8 @@ enum AccountCommand {
     /// The delivery receipt: every accepted share of the current period, re-hashed here.
     Receipt {
         name: String,
+        #[command(flatten)]
+        paging: Paging,
         #[arg(long)]
         json: bool,
     },
@@ -128,6 +130,8 @@ enum AccountCommand {
 enum NodeCommand {
     /// Every node with its state, rate, chain and devices.
     List {
+        #[command(flatten)]
+        paging: Paging,
         #[arg(long)]
         json: bool,
     },
@@ -173,15 +177,14 @@ enum ChainCommand {
 enum LedgerCommand {
     /// Entries, oldest first.
     Show {
-        /// First sequence number to show.
-        #[arg(long, default_value_t = 1)]
-        since: u64,
+        /// First sequence number to show (the same as `--after SINCE-1`).
+        #[arg(long, conflicts_with = "after")]
+        since: Option<u64>,
         /// Only entries naming this account.
         #[arg(long)]
         account: Option<String>,
-        /// At most this many entries.
-        #[arg(long, default_value_t = 1000)]
-        limit: u32,
+        #[command(flatten)]
+        paging: Paging,
         #[arg(long)]
         json: bool,
     },
@@ -206,12 +209,52 @@ enum JobCommand {
         #[arg(long)]
         bits: Option<String>,
     },
-    /// Progress and hits of a submitted job.
+    /// Progress and hits of a submitted job, and its nonces in runs by fate.
     Show {
         id: u64,
+        #[command(flatten)]
+        paging: Paging,
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Which part of a list to fetch. The coordinator sends lists in pages that fit one frame.
+#[derive(Debug, Args)]
+struct Paging {
+    /// Start after this cursor: a ledger sequence number, a receipt share's number, a node's or
+    /// a run's position in its list.
+    #[arg(long, value_name = "SEQ", default_value_t = 0)]
+    after: u64,
+    /// Fetch one page of at most N items, and name the next page's cursor on stderr (default:
+    /// every page).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    limit: Option<u32>,
+}
+
+impl Paging {
+    /// Fetches the pages: one with `--limit`, else every page from `--after` on. `fetch`
+    /// returns a page's items and the next page's cursor.
+    async fn fetch<T>(
+        &self,
+        mut fetch: impl AsyncFnMut(PageRequest) -> anyhow::Result<(Vec<T>, Option<u64>)>,
+    ) -> anyhow::Result<Vec<T>> {
+        let mut page = PageRequest { after: self.after, limit: self.limit.unwrap_or(0) };
+        let mut all = Vec::new();
+        loop {
+            let (items, next) = fetch(page).await?;
+            all.extend(items);
+            match next {
+                Some(after) if self.limit.is_some() => {
+                    eprintln!("hashgrid: more follow: --after {after}");
+                    return Ok(all);
+                }
+                Some(after) if after > page.after => page.after = after,
+                Some(after) => bail!("the coordinator's next page starts at {after}, not after {}", page.after),
+                None => return Ok(all),
+            }
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,16 +297,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(|d| d.as_secs());
             AdminRequest::AccountAdd { name, standard, period_secs, order, chain }
         }
-        Command::Account(AccountCommand::Receipt { name, json }) => {
-            let AdminResponse::Receipt(receipt) = request(&cli.conn, AdminRequest::AccountReceipt { name }).await?
-            else {
-                bail!("unexpected reply")
-            };
-            let check = show::check_receipt(&receipt);
+        Command::Account(AccountCommand::Receipt { name, paging, json }) => {
+            // The first page fixes the cut; the others continue at it.
+            let mut first: Option<hashgrid_common::message::Receipt> = None;
+            let shares = paging
+                .fetch(async |page| {
+                    let cut = first.as_ref().map(|r| r.cut);
+                    let req = AdminRequest::AccountReceipt { name: name.clone(), page, cut };
+                    let AdminResponse::Receipt(mut receipt) = request(&cli.conn, req).await? else {
+                        bail!("unexpected reply")
+                    };
+                    let page = (std::mem::take(&mut receipt.shares), receipt.next);
+                    first.get_or_insert(receipt);
+                    Ok(page)
+                })
+                .await?;
+            let receipt = hashgrid_common::message::Receipt { shares, next: None, ..first.context("no reply")? };
+            let whole = paging.limit.is_none() && paging.after == 0;
+            let check = show::check_receipt(&receipt, whole);
             if json {
-                println!("{}", show::receipt_json(&receipt, &check)?);
+                println!("{}", show::receipt_json(&receipt, &check, whole)?);
             } else {
-                show::print_receipt(&receipt, &check);
+                show::print_receipt(&receipt, &check, whole);
             }
             if let Err(problem) = check {
                 eprintln!("hashgrid: receipt does not check out: {problem}");
@@ -271,10 +326,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        Command::Node(NodeCommand::List { json }) => {
-            let AdminResponse::Nodes(nodes) = request(&cli.conn, AdminRequest::NodeList).await? else {
-                bail!("unexpected reply")
-            };
+        Command::Node(NodeCommand::List { paging, json }) => {
+            let nodes = paging
+                .fetch(async |page| match request(&cli.conn, AdminRequest::NodeList { page }).await? {
+                    AdminResponse::Nodes { nodes, next } => Ok((nodes, next)),
+                    _ => bail!("unexpected reply"),
+                })
+                .await?;
             if json {
                 println!("{}", serde_json::Value::Array(nodes.iter().map(show::node_json).collect()));
             } else {
@@ -319,12 +377,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        Command::Ledger(LedgerCommand::Show { since, account, limit, json }) => {
-            let AdminResponse::Ledger(entries) =
-                request(&cli.conn, AdminRequest::LedgerShow { since, account, limit }).await?
-            else {
-                bail!("unexpected reply")
-            };
+        Command::Ledger(LedgerCommand::Show { since, account, mut paging, json }) => {
+            if let Some(since) = since {
+                paging.after = since.saturating_sub(1);
+            }
+            let entries = paging
+                .fetch(async |page| {
+                    match request(&cli.conn, AdminRequest::LedgerShow { account: account.clone(), page }).await? {
+                        AdminResponse::Ledger { entries, next } => Ok((entries, next)),
+                        _ => bail!("unexpected reply"),
+                    }
+                })
+                .await?;
             if json {
                 println!("{}", serde_json::to_string(&entries.iter().map(show::ledger_json).collect::<Vec<_>>())?);
             } else {
@@ -392,10 +456,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("job {job} submitted");
             return Ok(());
         }
-        Command::Job(JobCommand::Show { id, json }) => {
-            let AdminResponse::Job(job) = request(&cli.conn, AdminRequest::JobShow { job: id }).await? else {
-                bail!("unexpected reply")
-            };
+        Command::Job(JobCommand::Show { id, paging, json }) => {
+            // The counts and hits of the first page, the runs of every page.
+            let mut first: Option<hashgrid_common::message::JobStatus> = None;
+            let runs = paging
+                .fetch(async |page| {
+                    let AdminResponse::Job { status: mut job, next } =
+                        request(&cli.conn, AdminRequest::JobShow { job: id, page }).await?
+                    else {
+                        bail!("unexpected reply")
+                    };
+                    let runs = std::mem::take(&mut job.runs);
+                    first.get_or_insert(job);
+                    Ok((runs, next))
+                })
+                .await?;
+            let job = hashgrid_common::message::JobStatus { runs, ..first.context("no reply")? };
             if json {
                 println!("{}", show::job_json(&job));
             } else {

@@ -277,9 +277,9 @@ pub fn print_ledger(entries: &[LedgerEntry]) {
 }
 
 /// Re-hashes every share of the receipt: each must meet its target and be worth its work, no
-/// header may repeat, and the works must add up to the delivered total. The summary, or the
-/// first problem.
-pub fn check_receipt(r: &Receipt) -> Result<u128, String> {
+/// header may repeat, and (for a `whole` receipt, not one page of it) the works must add up to
+/// the delivered total. The shares' total, or the first problem.
+pub fn check_receipt(r: &Receipt, whole: bool) -> Result<u128, String> {
     let mut seen = std::collections::HashSet::new();
     let mut total: u128 = 0;
     for (i, s) in r.shares.iter().enumerate() {
@@ -299,14 +299,15 @@ pub fn check_receipt(r: &Receipt) -> Result<u128, String> {
         }
         total = total.saturating_add(s.work);
     }
-    if total != r.delivered {
+    if whole && total != r.delivered {
         return Err(format!("the shares add up to {total} hashes, the account was credited {}", r.delivered));
     }
     Ok(total)
 }
 
-/// `account receipt --json`: amounts whole.
-pub fn receipt_json(r: &Receipt, check: &Result<u128, String>) -> serde_json::Result<String> {
+/// `account receipt --json`: amounts whole; `whole`: every page of the receipt was fetched, so
+/// the total was checked too.
+pub fn receipt_json(r: &Receipt, check: &Result<u128, String>, whole: bool) -> serde_json::Result<String> {
     #[derive(Serialize)]
     struct Share<'a> {
         header: String,
@@ -323,6 +324,8 @@ pub fn receipt_json(r: &Receipt, check: &Result<u128, String>) -> serde_json::Re
         standard: u128,
         delivered: u128,
         period_start_ms: u64,
+        last_share: u64,
+        whole: bool,
         verified: bool,
         problem: Option<&'a String>,
         shares: Vec<Share<'a>>,
@@ -345,13 +348,15 @@ pub fn receipt_json(r: &Receipt, check: &Result<u128, String>) -> serde_json::Re
         standard: r.standard,
         delivered: r.delivered,
         period_start_ms: r.period_start_ms,
+        last_share: r.cut.last_share,
+        whole,
         verified: check.is_ok(),
         problem: check.as_ref().err(),
         shares,
     })
 }
 
-pub fn print_receipt(r: &Receipt, check: &Result<u128, String>) {
+pub fn print_receipt(r: &Receipt, check: &Result<u128, String>, whole: bool) {
     println!(
         "account {}: delivered {} of {} hashes in {} shares (period from {} ms)",
         printable(&r.account),
@@ -365,6 +370,10 @@ pub fn print_receipt(r: &Receipt, check: &Result<u128, String>) {
         println!("{} {} {:>12} {}", s.header.to_hex(), s.share_target.to_hex(), s.work, printable(&s.node));
     }
     match check {
+        Ok(total) if !whole => println!(
+            "verified: every share of this page re-hashed meets its target; they add up to {total} hashes \
+             (the total is checked on a whole receipt)"
+        ),
         Ok(total) => println!("verified: every share re-hashed meets its target; they add up to {total} hashes"),
         Err(problem) => println!("NOT verified: {problem}"),
     }
@@ -407,9 +416,11 @@ mod tests {
             standard: 20_000_000_000_000_000_000,
             delivered: 0,
             period_start_ms: 0,
+            cut: hashgrid_common::message::ReceiptCut { period_start_ms: 0, last_share: 0 },
             shares: vec![],
+            next: None,
         };
-        let json = receipt_json(&receipt, &Ok(0)).unwrap();
+        let json = receipt_json(&receipt, &Ok(0), true).unwrap();
         assert!(json.contains("\"standard\":20000000000000000000"), "{json}");
         let entry = LedgerEntry {
             seq: 1,

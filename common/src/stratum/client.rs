@@ -90,14 +90,19 @@ pub enum ClientState {
     /// Subscribed and authorized: jobs are live and shares may be submitted.
     Ready,
     /// The pool refused the credentials; no share is submitted.
-    Unauthorized { reason: String },
+    Unauthorized {
+        reason: String,
+    },
 }
 
 /// The one outcome each submit gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubmitOutcome {
     Accepted,
-    Rejected { code: i64, reason: String },
+    Rejected {
+        code: i64,
+        reason: String,
+    },
     /// No answer in time, or the connection dropped before one: never counted as accepted.
     Unknown,
 }
@@ -109,13 +114,24 @@ pub enum ClientEvent {
     Send(String),
     State(ClientState),
     /// A new job; `revoke_older` says every older job is no longer worth searching.
-    Job { job: Job, revoke_older: bool },
+    Job {
+        job: Job,
+        revoke_older: bool,
+    },
     /// The outcome of the submit with this ticket (from [`ClientSession::submit`]).
-    Submitted { ticket: u64, outcome: SubmitOutcome },
+    Submitted {
+        ticket: u64,
+        outcome: SubmitOutcome,
+    },
     /// The pool asked to reconnect to the same host (on `port` if given) after `wait_secs`.
-    Reconnect { port: Option<u16>, wait_secs: u64 },
+    Reconnect {
+        port: Option<u16>,
+        wait_secs: u64,
+    },
     /// Close the connection, for this reason; then call `handle_disconnect`.
-    Close { reason: String },
+    Close {
+        reason: String,
+    },
     /// Something the pool said or did that an operator may want to see.
     Notice(String),
 }
@@ -218,7 +234,11 @@ impl ClientSession {
         self.jobs = ShareVerifier::new(self.config.kept_jobs, DEFAULT_TIME_WINDOW_SECS);
         if self.config.version_rolling {
             let deadline = now_ms + self.config.configure_timeout_ms;
-            self.request(Pending::Configure, deadline, Method::Configure(Configure::version_rolling(OFFERED_VERSION_MASK)));
+            self.request(
+                Pending::Configure,
+                deadline,
+                Method::Configure(Configure::version_rolling(OFFERED_VERSION_MASK)),
+            );
             self.set_state(ClientState::Configuring);
         } else {
             self.subscribe();
@@ -243,13 +263,18 @@ impl ClientSession {
         if !self.connected {
             return;
         }
-        let expired: Vec<(u64, Pending)> =
-            self.pending.iter().filter(|(_, (_, deadline))| *deadline <= now_ms).map(|(&id, &(p, _))| (id, p)).collect();
+        let expired: Vec<(u64, Pending)> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, deadline))| *deadline <= now_ms)
+            .map(|(&id, &(p, _))| (id, p))
+            .collect();
         for (id, what) in expired {
             self.pending.remove(&id);
             match what {
                 Pending::Configure => {
-                    self.events.push_back(ClientEvent::Notice("no answer to mining.configure: no version rolling".into()));
+                    self.events
+                        .push_back(ClientEvent::Notice("no answer to mining.configure: no version rolling".into()));
                     self.subscribe();
                 }
                 Pending::Submit => {
@@ -349,7 +374,8 @@ impl ClientSession {
         };
         match what {
             Pending::Configure => {
-                let mask = if r.error.is_none() { ConfigureResult::from_result(&r.result).version_rolling_mask } else { None };
+                let mask =
+                    if r.error.is_none() { ConfigureResult::from_result(&r.result).version_rolling_mask } else { None };
                 self.rolling_agreed = mask.is_some();
                 self.version_mask = mask.unwrap_or(0) & OFFERED_VERSION_MASK;
                 if mask.is_none() {
@@ -388,7 +414,9 @@ impl ClientSession {
                 if r.is_true() {
                     self.set_state(ClientState::Ready);
                 } else {
-                    let reason = r.error.map_or_else(|| "authorization refused".to_owned(), |e| format!("{} {}", e.code, e.message));
+                    let reason = r
+                        .error
+                        .map_or_else(|| "authorization refused".to_owned(), |e| format!("{} {}", e.code, e.message));
                     self.set_state(ClientState::Unauthorized { reason });
                 }
             }
@@ -412,7 +440,9 @@ impl ClientSession {
                     sub.extranonce1 = extranonce1;
                     sub.extranonce2_size = extranonce2_size;
                 }
-                None => self.events.push_back(ClientEvent::Notice("mining.set_extranonce before subscribing: ignored".into())),
+                None => self
+                    .events
+                    .push_back(ClientEvent::Notice("mining.set_extranonce before subscribing: ignored".into())),
             },
             Method::SetVersionMask(mask) => {
                 if self.rolling_agreed {

@@ -133,7 +133,10 @@ impl Response {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     /// A request (id set) or a notification (id null).
-    Call { id: Id, method: Method },
+    Call {
+        id: Id,
+        method: Method,
+    },
     Response(Response),
 }
 
@@ -167,21 +170,23 @@ impl Message {
         }
     }
 
-    /// The canonical line, ending with `\n`.
+    /// The canonical line, ending with `\n`: compact JSON, keys in the conventional order
+    /// (`id`, `method`, `params` or `id`, `result`, `error`).
     pub fn to_line(&self) -> String {
-        let value = match self {
-            Message::Call { id, method } => {
-                json!({"id": id.to_value(), "method": method.name(), "params": method.params()})
-            }
-            Message::Response(r) => json!({
-                "id": r.id.to_value(),
-                "result": r.result,
-                "error": r.error.as_ref().map_or(Value::Null, RpcError::to_value),
-            }),
-        };
-        let mut line = value.to_string();
-        line.push('\n');
-        line
+        match self {
+            Message::Call { id, method } => format!(
+                "{{\"id\":{},\"method\":{},\"params\":{}}}\n",
+                id.to_value(),
+                Value::from(method.name()),
+                method.params()
+            ),
+            Message::Response(r) => format!(
+                "{{\"id\":{},\"result\":{},\"error\":{}}}\n",
+                r.id.to_value(),
+                r.result,
+                r.error.as_ref().map_or(Value::Null, RpcError::to_value)
+            ),
+        }
     }
 }
 

@@ -11,9 +11,9 @@
 //! A [`Job`] also records the difficulty and version mask in force when it arrived: a later
 //! `mining.set_difficulty` applies only to the jobs that follow it.
 
+use super::StratumError;
 use super::difficulty::share_target;
 use super::method::{MAX_COINBASE, MAX_EXTRANONCE, Notify};
-use super::StratumError;
 use crate::header::{Hash256, Header};
 use crate::target::Target;
 
@@ -62,7 +62,8 @@ impl Job {
             return Err(StratumError::Extranonce2Size { expected: self.extranonce2_size, got: extranonce2.len() });
         }
         let n = &self.notify;
-        let mut coinbase = Vec::with_capacity(n.coinb1.len() + self.extranonce1.len() + extranonce2.len() + n.coinb2.len());
+        let mut coinbase =
+            Vec::with_capacity(n.coinb1.len() + self.extranonce1.len() + extranonce2.len() + n.coinb2.len());
         coinbase.extend_from_slice(&n.coinb1);
         coinbase.extend_from_slice(&self.extranonce1);
         coinbase.extend_from_slice(extranonce2);
@@ -149,7 +150,10 @@ mod tests {
             Job::new(notify(), vec![0; MAX_EXTRANONCE + 1], 2, 1.0, 0),
             Err(StratumError::ExtranonceTooLong { .. })
         ));
-        assert!(matches!(Job::new(notify(), vec![], MAX_EXTRANONCE + 1, 1.0, 0), Err(StratumError::ExtranonceTooLong { .. })));
+        assert!(matches!(
+            Job::new(notify(), vec![], MAX_EXTRANONCE + 1, 1.0, 0),
+            Err(StratumError::ExtranonceTooLong { .. })
+        ));
         let big = Notify { coinb1: vec![0; MAX_COINBASE + 1], ..notify() };
         assert!(matches!(Job::new(big, vec![], 2, 1.0, 0), Err(StratumError::CoinbaseTooLarge { .. })));
         assert!(matches!(Job::new(notify(), vec![], 2, 0.0, 0), Err(StratumError::Difficulty(_))));

@@ -34,15 +34,24 @@ pub enum Method {
     /// `mining.configure` (BIP 310); only version rolling is understood.
     Configure(Configure),
     /// `mining.subscribe [user_agent, session_id]`.
-    Subscribe { user_agent: Option<String>, session_id: Option<String> },
+    Subscribe {
+        user_agent: Option<String>,
+        session_id: Option<String>,
+    },
     /// `mining.authorize [user, password]`.
-    Authorize { user: String, password: Option<String> },
+    Authorize {
+        user: String,
+        password: Option<String>,
+    },
     /// `mining.extranonce.subscribe []`.
     ExtranonceSubscribe,
     /// `mining.set_difficulty [difficulty]`; fractional values are allowed.
     SetDifficulty(f64),
     /// `mining.set_extranonce [extranonce1, extranonce2_size]`.
-    SetExtranonce { extranonce1: Vec<u8>, extranonce2_size: usize },
+    SetExtranonce {
+        extranonce1: Vec<u8>,
+        extranonce2_size: usize,
+    },
     /// `mining.set_version_mask [mask]`.
     SetVersionMask(u32),
     Notify(Notify),
@@ -50,13 +59,20 @@ pub enum Method {
     /// `mining.suggest_difficulty [difficulty]`.
     SuggestDifficulty(f64),
     /// `client.reconnect [host, port, wait_seconds]`, each optional.
-    Reconnect { host: Option<String>, port: Option<u16>, wait_secs: Option<u64> },
+    Reconnect {
+        host: Option<String>,
+        port: Option<u16>,
+        wait_secs: Option<u64>,
+    },
     /// `client.show_message [text]`.
     ShowMessage(String),
     /// `client.get_version []`.
     GetVersion,
     /// Any other method, kept as it came.
-    Unknown { name: String, params: Value },
+    Unknown {
+        name: String,
+        params: Value,
+    },
 }
 
 /// `mining.configure`'s params, as far as version rolling goes.
@@ -273,9 +289,7 @@ impl SubscribeResult {
         let p = Params::new("mining.subscribe result", result);
         let subscriptions = match p.get(0) {
             Some(Value::Array(a)) if a.first().is_some_and(Value::is_string) => pair(a).into_iter().collect(),
-            Some(Value::Array(a)) => {
-                a.iter().take(16).filter_map(|v| v.as_array().and_then(|x| pair(x))).collect()
-            }
+            Some(Value::Array(a)) => a.iter().take(16).filter_map(|v| v.as_array().and_then(|x| pair(x))).collect(),
             _ => Vec::new(),
         };
         Ok(SubscribeResult {
@@ -323,7 +337,8 @@ impl Notify {
             .iter()
             .map(|v| {
                 let s = v.as_str().ok_or_else(|| p.bad("merkle_branch", "entry not a string"))?;
-                let bytes: [u8; 32] = decode_fixed(s).ok_or_else(|| p.bad("merkle_branch", "entry not 32 bytes hex"))?;
+                let bytes: [u8; 32] =
+                    decode_fixed(s).ok_or_else(|| p.bad("merkle_branch", "entry not 32 bytes hex"))?;
                 Ok(Hash256(bytes))
             })
             .collect::<Result<Vec<_>, StratumError>>()?;
@@ -333,7 +348,8 @@ impl Notify {
         if coinbase_len > MAX_COINBASE {
             return Err(StratumError::CoinbaseTooLarge { len: coinbase_len, max: MAX_COINBASE });
         }
-        let prev: [u8; 32] = decode_fixed(p.str(1, "prevhash")?).ok_or_else(|| p.bad("prevhash", "not 32 bytes hex"))?;
+        let prev: [u8; 32] =
+            decode_fixed(p.str(1, "prevhash")?).ok_or_else(|| p.bad("prevhash", "not 32 bytes hex"))?;
         Ok(Notify {
             job_id: p.text(0, "job_id")?,
             prev_blockhash: Hash256(swap_words(prev)),

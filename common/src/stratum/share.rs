@@ -165,13 +165,15 @@ impl ShareVerifier {
             Some(bits) if bits & !job.version_mask != 0 => return Err(Reject::VersionOutsideMask),
             Some(bits) => job.rolled_version(bits),
         };
-        let header =
-            job.header(&submit.extranonce2, submit.ntime, submit.nonce, version).map_err(|_| Reject::Extranonce2Size)?;
+        let header = job
+            .header(&submit.extranonce2, submit.ntime, submit.nonce, version)
+            .map_err(|_| Reject::Extranonce2Size)?;
         let hash = header.block_hash();
         if !job.share_target.is_met_by(&hash) {
             return Err(Reject::LowDifficulty);
         }
-        let key = ShareKey { extranonce2: submit.extranonce2.clone(), ntime: submit.ntime, nonce: submit.nonce, version };
+        let key =
+            ShareKey { extranonce2: submit.extranonce2.clone(), ntime: submit.ntime, nonce: submit.nonce, version };
         if !kept.seen.insert(key) {
             return Err(Reject::Duplicate);
         }
@@ -204,13 +206,22 @@ mod tests {
     }
 
     fn submit(id: &str, nonce: u32) -> Submit {
-        Submit { worker: "w".into(), job_id: id.into(), extranonce2: vec![0, 1], ntime: 1000, nonce, version_bits: None }
+        Submit {
+            worker: "w".into(),
+            job_id: id.into(),
+            extranonce2: vec![0, 1],
+            ntime: 1000,
+            nonce,
+            version_bits: None,
+        }
     }
 
     /// The first nonce whose share meets the job's target, and one that does not.
     fn nonces(v: &mut ShareVerifier, id: &str) -> (u32, u32) {
         let job = v.live_job(id).unwrap().clone();
-        let meets = |n: u32| job.share_target.is_met_by(&job.header(&[0, 1], 1000, n, job.notify.version).unwrap().block_hash());
+        let meets = |n: u32| {
+            job.share_target.is_met_by(&job.header(&[0, 1], 1000, n, job.notify.version).unwrap().block_hash())
+        };
         ((0..).find(|&n| meets(n)).unwrap(), (0..).find(|&n| !meets(n)).unwrap())
     }
 
@@ -229,7 +240,12 @@ mod tests {
         assert!(accepted.share_target.is_met_by(&accepted.hash));
         assert_eq!(v.check(&submit("a", good)), Err(Reject::Duplicate));
         assert_eq!(Reject::Duplicate.to_error(), RpcError::new(22, "Duplicate share"));
-        for (r, code) in [(Reject::JobNotFound, 21), (Reject::LowDifficulty, 23), (Reject::Unauthorized, 24), (Reject::NotSubscribed, 25)] {
+        for (r, code) in [
+            (Reject::JobNotFound, 21),
+            (Reject::LowDifficulty, 23),
+            (Reject::Unauthorized, 24),
+            (Reject::NotSubscribed, 25),
+        ] {
             assert_eq!(r.code(), code);
         }
     }

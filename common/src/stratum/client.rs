@@ -491,3 +491,7 @@ impl ClientSession {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

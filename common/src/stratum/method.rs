@@ -187,9 +187,10 @@ impl Method {
             Method::Subscribe { user_agent, session_id } => match (user_agent, session_id) {
                 (None, None) => json!([]),
                 (agent, None) => json!([agent]),
-                (agent, Some(id)) => json!([agent.as_deref().unwrap_or(""), id]),
+                (agent, Some(id)) => json!([agent, id]),
             },
-            Method::Authorize { user, password } => json!([user, password.as_deref().unwrap_or("")]),
+            Method::Authorize { user, password: Some(password) } => json!([user, password]),
+            Method::Authorize { user, password: None } => json!([user]),
             Method::ExtranonceSubscribe | Method::GetVersion => json!([]),
             Method::SetDifficulty(d) | Method::SuggestDifficulty(d) => json!([difficulty_value(*d)]),
             Method::SetExtranonce { extranonce1, extranonce2_size } => {

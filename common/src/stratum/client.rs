@@ -223,8 +223,12 @@ impl ClientSession {
 
     // Inputs.
 
-    /// A connection is up: starts the handshake.
+    /// A connection is up: starts the handshake (ending the previous connection first, if the
+    /// shell did not report its end).
     pub fn connect(&mut self, now_ms: u64) {
+        // A new connection without word of the old one's end: the old one ended all the same,
+        // and its unanswered submits are unknown.
+        self.handle_disconnect(now_ms);
         self.connected = true;
         self.last_heard_ms = now_ms;
         self.pending.clear();
@@ -233,7 +237,7 @@ impl ClientSession {
         self.subscription = None;
         self.jobs = ShareVerifier::new(self.config.kept_jobs, DEFAULT_TIME_WINDOW_SECS);
         if self.config.version_rolling {
-            let deadline = now_ms + self.config.configure_timeout_ms;
+            let deadline = now_ms.saturating_add(self.config.configure_timeout_ms);
             self.request(
                 Pending::Configure,
                 deadline,
@@ -283,7 +287,7 @@ impl ClientSession {
                 _ => {}
             }
         }
-        if now_ms >= self.last_heard_ms + self.config.silence_timeout_ms {
+        if now_ms >= self.last_heard_ms.saturating_add(self.config.silence_timeout_ms) {
             self.close(format!("the pool said nothing for {} ms", self.config.silence_timeout_ms));
         }
     }
@@ -314,7 +318,7 @@ impl ClientSession {
         }
         let share = Submit { worker: self.config.user.clone(), ..share };
         self.jobs.check(&share)?;
-        let deadline = now_ms + self.config.submit_timeout_ms;
+        let deadline = now_ms.saturating_add(self.config.submit_timeout_ms);
         Ok(self.request(Pending::Submit, deadline, Method::Submit(share)))
     }
 
@@ -330,7 +334,7 @@ impl ClientSession {
         if !self.connected {
             return None;
         }
-        let silence = self.last_heard_ms + self.config.silence_timeout_ms;
+        let silence = self.last_heard_ms.saturating_add(self.config.silence_timeout_ms);
         Some(self.pending.values().map(|&(_, deadline)| deadline).fold(silence, u64::min))
     }
 

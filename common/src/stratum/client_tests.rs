@@ -302,6 +302,25 @@ fn unanswered_submits_become_unknown_on_disconnect() {
     assert_eq!(s.submit(24, one), Err(Reject::NotSubscribed));
 }
 
+/// Found by `every_submit_gets_exactly_one_outcome`: a `connect` without a `handle_disconnect`
+/// first used to drop the old connection's unanswered submits without an outcome.
+#[test]
+fn connecting_again_ends_the_old_connection() {
+    let mut s = ready(0);
+    easy_job(&mut s, 10, "a", 1, true);
+    let t1 = s.submit(20, share_for(&s, "a", 0)).unwrap();
+    drain(&mut s);
+    s.connect(30);
+    let events = drain(&mut s);
+    assert_eq!(
+        events[..2],
+        [
+            ClientEvent::Submitted { ticket: t1, outcome: SubmitOutcome::Unknown },
+            ClientEvent::State(ClientState::Disconnected),
+        ]
+    );
+}
+
 #[test]
 fn version_bits_go_out_only_inside_the_mask() {
     let mut s = ready(0x1fff_e000);
@@ -383,4 +402,142 @@ fn requests_from_the_pool_are_answered_and_garbage_closes() {
     assert!(
         matches!(&events[..], [ClientEvent::Close { reason }, ClientEvent::State(ClientState::Disconnected)] if reason.contains("malformed"))
     );
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// A line from the pool: the `k`-th meaningful one, about the latest request or the one
+    /// before.
+    Pool(u8, u64),
+    Garbage(Vec<u8>),
+    Advance(u64),
+    Submit(u32),
+    Disconnect,
+    Connect,
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        12 => (any::<u8>(), 0u64..2).prop_map(|(k, back)| Step::Pool(k, back)),
+        1 => proptest::collection::vec(any::<u8>(), 0..40).prop_map(Step::Garbage),
+        3 => (0u64..40_000).prop_map(Step::Advance),
+        6 => any::<u32>().prop_map(Step::Submit),
+        1 => Just(Step::Disconnect),
+        4 => Just(Step::Connect),
+    ]
+}
+
+/// The `k`-th of a few pool lines that matter, answering request `id` where it is an answer.
+fn pool_line(k: u8, id: u64) -> String {
+    let message = match k % 11 {
+        0 => Message::Response(Response::ok(Id::from(id), subscribe_result())),
+        1 | 2 => Message::Response(Response::ok(Id::from(id), json!(true))),
+        3 => {
+            let easy = Message::Call { id: Id::Null, method: Method::SetDifficulty(1.0 / 16_777_216.0) };
+            let job = Method::Notify(notify(&format!("j{}", id % 5), (id % 2) as u8, id % 3 == 0));
+            return easy.to_line() + &Message::Call { id: Id::Null, method: job }.to_line();
+        }
+        4 => Message::Response(Response::err(Id::from(id), RpcError::new(23, "Low difficulty share"))),
+        5 => Message::Response(Response::ok(Id::from(id), json!(false))),
+        6 => Message::Call {
+            id: Id::Null,
+            method: Method::SetExtranonce { extranonce1: vec![id as u8], extranonce2_size: (id % 9) as usize },
+        },
+        7 => Message::Call { id: Id::Null, method: Method::SetVersionMask(id as u32 * 0x2000) },
+        8 => Message::Call { id: Id::Null, method: Method::Reconnect { host: None, port: None, wait_secs: Some(id) } },
+        9 => Message::Call { id: Id::from(id), method: Method::GetVersion },
+        _ => Message::Response(Response::ok(
+            Id::from(id),
+            ConfigureResult { version_rolling_mask: Some(u32::MAX) }.to_result(),
+        )),
+    };
+    message.to_line()
+}
+
+/// What the property test has seen: tickets, outcomes per ticket, request ids sent.
+#[derive(Default)]
+struct Seen {
+    tickets: std::collections::BTreeSet<u64>,
+    outcomes: std::collections::BTreeMap<u64, usize>,
+    requests: std::collections::BTreeSet<u64>,
+    /// Request id → method name.
+    methods: std::collections::BTreeMap<u64, String>,
+}
+
+impl Seen {
+    fn take(&mut self, s: &mut ClientSession) -> Result<(), proptest::test_runner::TestCaseError> {
+        for e in drain(s) {
+            match e {
+                ClientEvent::Submitted { ticket, .. } => *self.outcomes.entry(ticket).or_default() += 1,
+                ClientEvent::Send(line) => {
+                    if let Message::Call { id, method } = Message::from_line(line.as_bytes()).unwrap() {
+                        let id = id.as_u64().unwrap();
+                        proptest::prop_assert!(self.requests.insert(id), "a request id sent twice");
+                        self.methods.insert(id, method.name().to_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+proptest::proptest! {
+    /// Whatever the pool sends and whenever the connection drops, the session never panics,
+    /// every ticket gets exactly one outcome (all of them by the final disconnect), and no
+    /// request is ever sent twice. The scripted pool answers one of the two latest requests.
+    #[test]
+    fn every_submit_gets_exactly_one_outcome(steps in proptest::collection::vec(step(), 0..200)) {
+        let mut s = ClientSession::new(ClientConfig { version_rolling: false, ..config() });
+        let mut now = 0u64;
+        let mut seen = Seen::default();
+        s.connect(now);
+        seen.take(&mut s)?;
+        for st in steps {
+            match st {
+                Step::Pool(k, back) => {
+                    let latest = seen.requests.iter().next_back().copied().unwrap_or(0);
+                    let id = latest.saturating_sub(back % 2);
+                    // Mostly what a pool would answer, sometimes anything from the menu.
+                    let line = match (k % 4, seen.methods.get(&id).map(String::as_str)) {
+                        (0, _) => pool_line(k / 4, id),
+                        (1, _) => pool_line(3, id),
+                        (_, Some("mining.subscribe")) => pool_line(0, id),
+                        (_, Some("mining.submit")) if k & 8 == 0 => pool_line(4, id),
+                        (_, Some("mining.configure")) => pool_line(10, id),
+                        _ => pool_line(1, id),
+                    };
+                    for line in line.lines() {
+                        s.handle_line(now, line.as_bytes());
+                    }
+                }
+                Step::Garbage(bytes) => s.handle_line(now, &bytes),
+                Step::Advance(ms) => {
+                    now += ms;
+                    s.handle_timeout(now);
+                }
+                Step::Submit(from) => {
+                    if let Some(job) = s.current_job().cloned() {
+                        let e2 = vec![0; job.extranonce2_size];
+                        let (ntime, version) = (job.notify.ntime, job.notify.version);
+                        let meets = |n: u32| job.share_target.is_met_by(&job.header(&e2, ntime, n, version).unwrap().block_hash());
+                        let nonce = (from..from.saturating_add(4096)).find(|&n| meets(n)).unwrap_or(from);
+                        let share = Submit { worker: String::new(), job_id: job.id().into(), extranonce2: e2, ntime, nonce, version_bits: None };
+                        if let Ok(ticket) = s.submit(now, share) {
+                            proptest::prop_assert!(seen.tickets.insert(ticket));
+                        }
+                    }
+                }
+                Step::Disconnect => s.handle_disconnect(now),
+                Step::Connect => s.connect(now),
+            }
+            seen.take(&mut s)?;
+        }
+        s.handle_disconnect(now);
+        seen.take(&mut s)?;
+        proptest::prop_assert_eq!(seen.outcomes.keys().copied().collect::<std::collections::BTreeSet<_>>(), seen.tickets);
+        proptest::prop_assert!(seen.outcomes.values().all(|&n| n == 1), "{:?}", seen.outcomes);
+    }
 }

@@ -19,8 +19,8 @@ use super::StratumError;
 /// How an extranonce2 of a given size is cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Carving {
-    pub extranonce2_size: usize,
-    pub slot_bytes: usize,
+    extranonce2_size: usize,
+    slot_bytes: usize,
 }
 
 impl Carving {
@@ -31,6 +31,15 @@ impl Carving {
             _ => 2,
         };
         Carving { extranonce2_size, slot_bytes }
+    }
+
+    pub fn extranonce2_size(&self) -> usize {
+        self.extranonce2_size
+    }
+
+    /// Bytes of slot prefix: 0 when extranonce2 is 3 bytes or fewer, then 1, then 2.
+    pub fn slot_bytes(&self) -> usize {
+        self.slot_bytes
     }
 
     /// Bytes left for the counter (a miner's extranonce2_size).
@@ -163,8 +172,8 @@ mod tests {
     fn carving_by_size() {
         for (size, slot_bytes) in [(0, 0), (2, 0), (3, 0), (4, 1), (7, 1), (8, 2), (16, 2)] {
             let c = Carving::new(size);
-            assert_eq!(c.slot_bytes, slot_bytes, "size {size}");
-            assert_eq!(c.extranonce2(0, 1).len(), size.max(c.slot_bytes));
+            assert_eq!(c.slot_bytes(), slot_bytes, "size {size}");
+            assert_eq!(c.extranonce2(0, 1).len(), size.max(c.slot_bytes()));
         }
         let c = Carving::new(4);
         assert_eq!(c.extranonce2(3, 0x0102), vec![3, 0, 1, 2]);
@@ -234,7 +243,7 @@ mod tests {
             }
             prop_assert_eq!(s.slots_in_use(), live.len());
             for e2 in &own {
-                let prefix = &e2[..carving.slot_bytes];
+                let prefix = &e2[..carving.slot_bytes()];
                 prop_assert!(live.iter().all(|&slot| carving.slot_prefix(slot) != prefix));
             }
         }

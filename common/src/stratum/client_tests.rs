@@ -435,7 +435,7 @@ fn pool_line(k: u8, id: u64) -> String {
         1 | 2 => Message::Response(Response::ok(Id::from(id), json!(true))),
         3 => {
             let easy = Message::Call { id: Id::Null, method: Method::SetDifficulty(1.0 / 16_777_216.0) };
-            let job = Method::Notify(notify(&format!("j{}", id % 5), (id % 2) as u8, id % 3 == 0));
+            let job = Method::Notify(notify(&format!("j{}", id % 5), (id % 2) as u8, id.is_multiple_of(3)));
             return easy.to_line() + &Message::Call { id: Id::Null, method: job }.to_line();
         }
         4 => Message::Response(Response::err(Id::from(id), RpcError::new(23, "Low difficulty share"))),

@@ -14,6 +14,7 @@ pub mod message;
 pub mod sha256;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub mod stratum;
 pub mod target;
 
 #[cfg(feature = "cli")]

@@ -6,6 +6,7 @@ pub mod config;
 pub mod header;
 pub mod message;
 pub mod sha256;
+pub mod stratum;
 pub mod target;
 
 pub use header::{BlockHash, Hash256, Header, HeaderError};

@@ -17,7 +17,7 @@ use super::run::{init_logging, shutdown_signal};
 pub struct MineArgs {
     /// The pool: stratum+tcp://HOST:PORT, or stratum+ssl://HOST:PORT (TLS; also stratum+tls).
     #[arg(long, value_name = "URL")]
-    pool: PoolUrl,
+    pool: String,
     /// The pool user (often an address or account, with `.worker`).
     #[arg(long)]
     user: String,
@@ -49,8 +49,9 @@ pub fn run(args: MineArgs) -> anyhow::Result<()> {
         Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read --pool-ca {}", path.display()))?),
         None => None,
     };
+    let pool: PoolUrl = args.pool.parse()?;
     let config = MineConfig {
-        pool: args.pool,
+        pool,
         user: args.user,
         password: args.password,
         pool_ca,

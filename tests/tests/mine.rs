@@ -45,7 +45,7 @@ fn every_share_is_valid_and_the_summary_matches_the_pool() {
     let stdout = std::fs::read_to_string(dir.path().join("stdout")).unwrap();
     let number = |label: &str| -> u64 {
         let at = stdout.find(label).unwrap_or_else(|| panic!("no {label:?} in {stdout:?}"));
-        stdout[..at].split([' ', ',', ':']).filter(|w| !w.is_empty()).next_back().unwrap().parse().unwrap()
+        stdout[..at].split([' ', ',', ':']).rfind(|w| !w.is_empty()).unwrap().parse().unwrap()
     };
     // Every share the pool took is accepted in the summary, or was still unanswered at exit.
     let (accepted, rejected, unanswered) = (number(" accepted"), number(" rejected"), number(" unanswered"));

@@ -2,10 +2,15 @@
 //! loopback: the CPU backend on one thread finds shares the pool's own verifier accepts, the
 //! miner's summary at exit matches what the pool counted, a `clean_jobs` notify moves the
 //! miner to the new job at once, and a wrong password, an unreachable pool and a bad URL are
-//! one-line errors with exit code 2.
+//! one-line errors with exit code 2. Over TLS (`stratum+ssl://`, a rustls front before the
+//! pool), the miner trusts the `--pool-ca` certificate and refuses any other.
 
+use std::net::SocketAddr;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::PrivateKeyDer;
 
 use hashgrid_tests::pool::{PoolConfig, TestPool, Verdict};
 use hashgrid_tests::{Process, binary, node_command, wait_for};
@@ -20,8 +25,14 @@ fn pool() -> TestPool {
 
 /// `hashgrid-node mine` on one CPU thread as `alice`; its stdout goes to `stdout` in `dir`.
 fn miner(pool: &TestPool, dir: &tempfile::TempDir) -> Process {
+    miner_on(&pool.url(), &[], dir)
+}
+
+/// `hashgrid-node mine --pool URL EXTRA` as `miner` runs it.
+fn miner_on(url: &str, extra: &[&str], dir: &tempfile::TempDir) -> Process {
     let mut cmd = Command::new(binary("hashgrid-node"));
-    cmd.args(["mine", "--pool", &pool.url(), "--user", "alice", "--password", "pw"])
+    cmd.args(["mine", "--pool", url, "--user", "alice", "--password", "pw"])
+        .args(extra)
         .args(["--backend", "cpu", "--threads", "1"])
         .env("RUST_LOG", "info")
         .env("XDG_RUNTIME_DIR", dir.path())
@@ -88,4 +99,55 @@ fn an_unreachable_pool_or_a_bad_url_is_a_one_line_error() {
     let line =
         node_command(&["mine", "--pool", "http://pool:1", "--user", "u"]).expect_one_line_error("mine on an http URL");
     assert!(line.contains("bad pool URL"), "{line}");
+}
+
+/// A TLS front for `backend` on 127.0.0.1 (certificate for `localhost`): each TLS connection
+/// is piped to a plain one to `backend`. Returns the runtime that runs it, its address and
+/// its certificate (PEM).
+fn tls_front(backend: SocketAddr) -> (tokio::runtime::Runtime, SocketAddr, String) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = PrivateKeyDer::try_from(certified.signing_key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (runtime, addr, certified.cert.pem())
+}
+
+#[test]
+fn a_tls_pool_is_mined_with_its_ca_and_refused_with_another() {
+    let pool = pool();
+    let (_front, addr, cert_pem) = tls_front(pool.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("pool-ca.pem");
+    std::fs::write(&ca, cert_pem).unwrap();
+    let url = format!("stratum+ssl://localhost:{}", addr.port());
+    let mut mine = miner_on(&url, &["--pool-ca", ca.to_str().unwrap()], &dir);
+    wait_for("3 valid shares over TLS", WAIT, || (pool.counts("alice").valid >= 3).then_some(()));
+    assert_eq!(mine.terminate(Duration::from_secs(10)), Some(0), "{}", mine.log_tail(20));
+    assert_eq!(pool.counts("alice").invalid, 0);
+
+    let other = dir.path().join("other-ca.pem");
+    std::fs::write(&other, rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap().cert.pem())
+        .unwrap();
+    let out = node_command(&["mine", "--pool", &url, "--user", "bob", "--pool-ca", other.to_str().unwrap()]);
+    let line = out.expect_one_line_error("mine with another CA");
+    assert!(line.contains("cannot reach the pool") && line.contains("certificate"), "{line}");
+    assert_eq!(pool.counts("bob"), Default::default());
 }

@@ -176,7 +176,10 @@ impl Shell {
         let mut port = self.pool.port;
         let mut ever_connected = false;
         loop {
-            let addr = format!("{}:{port}", self.pool.host);
+            let addr = match self.pool.host.contains(':') {
+                true => format!("[{}]:{port}", self.pool.host), // an IPv6 literal
+                false => format!("{}:{port}", self.pool.host),
+            };
             let connected = tokio::select! {
                 () = shutdown.as_mut() => return Ok(()),
                 c = tokio::time::timeout(CONNECT_TIMEOUT, self.open(&addr)) => {

@@ -32,7 +32,8 @@ pub(crate) enum MinerCommand {
     Send(String),
     /// Queue this piece on its device.
     Search(Piece),
-    /// Cancel every piece of this range.
+    /// Cancel every piece of this range still queued or running, and forget its cancel flag
+    /// (also sent for a range searched in full).
     Cancel(AssignmentId),
     /// Close the connection for this reason, then report `handle_disconnect`.
     Close { reason: String },
@@ -170,6 +171,7 @@ impl Miner {
             PieceEnd::Stale | PieceEnd::Pending => {}
             PieceEnd::RangeDone { assignment, .. } => {
                 self.templates.remove(&assignment);
+                self.commands.push_back(MinerCommand::Cancel(assignment)); // its flag is done with
                 self.fill();
             }
             PieceEnd::RangeDropped { assignment } => {
@@ -186,6 +188,7 @@ impl Miner {
         for end in failover.ends {
             if let PieceEnd::RangeDone { assignment, .. } = end {
                 self.templates.remove(&assignment);
+                self.commands.push_back(MinerCommand::Cancel(assignment));
             }
         }
         self.commands.extend(failover.pieces.into_iter().map(MinerCommand::Search));

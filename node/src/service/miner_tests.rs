@@ -82,7 +82,9 @@ fn a_job_is_searched_on_fresh_extranonce2_values_and_hits_are_submitted() {
     assert_eq!(m.counts().accepted, 1);
     // A range searched in full is replaced by the next template.
     m.handle_finished(pieces[0].ticket, NONCE_SPACE, true);
-    let next = searches(&drain(&mut m));
+    let commands = drain(&mut m);
+    assert!(commands.contains(&MinerCommand::Cancel(pieces[0].assignment.id)), "{commands:?}");
+    let next = searches(&commands);
     assert_eq!(next.len(), 1);
     let expected: Header = m.client().current_job().unwrap().template(&[0, 0, 0, 2]).unwrap();
     assert_eq!(next[0].assignment.header, expected);

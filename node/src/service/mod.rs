@@ -10,6 +10,10 @@
 //! QUIC and the workers. `scheduler` decides which device searches which piece of a range,
 //! and `metrics` keeps the counters and rates `--http` serves.
 //!
+//! `hashgrid-node mine` (`MineConfig`, `run_miner`) runs the same devices and scheduler for a
+//! Stratum V1 pool instead: `miner` is its pure state machine (the `common::stratum` client
+//! session plus the header templates it searches), `mine` the TCP/TLS shell.
+//!
 //! A node runs the devices `--devices` names, or the one `--backend` picks. Each range is
 //! split between the devices in proportion to their rates (GPUs first, the CPU after them);
 //! a device whose backend fails is dropped and the unsearched rest of its pieces goes to the

@@ -211,6 +211,7 @@ struct State {
     shares: Vec<ShareRecord>,
     seen: HashSet<(String, Vec<u8>, u32, u32, u32)>,
     authorized_failures: u64,
+    authorized: u64,
 }
 
 #[derive(Debug)]
@@ -322,15 +323,25 @@ impl TestPool {
     pub fn refused_authorizations(&self) -> u64 {
         self.shared.state().authorized_failures
     }
+
+    /// How many authorizations were accepted (one per connection of a single-worker miner).
+    pub fn authorizations(&self) -> u64 {
+        self.shared.state().authorized
+    }
+
+    /// Drops every client connection (as a pool restart would).
+    pub fn disconnect_all(&self) {
+        for client in self.shared.state().clients.drain(..) {
+            let _ = client.lock().map(|s| s.shutdown(Shutdown::Both));
+        }
+    }
 }
 
 impl Drop for TestPool {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect(self.addr); // wakes the accept loop
-        for client in self.shared.state().clients.drain(..) {
-            let _ = client.lock().map(|s| s.shutdown(Shutdown::Both));
-        }
+        self.disconnect_all();
     }
 }
 
@@ -403,6 +414,7 @@ fn serve(shared: &Shared, stream: TcpStream) {
                 authorized.insert(str_param(0));
                 send(&writer, &reply(Value::Bool(true), Value::Null));
                 let mut state = shared.state();
+                state.authorized += 1;
                 send(&writer, &format!(r#"{{"id":null,"method":"mining.set_difficulty","params":[{difficulty}]}}"#));
                 if let Some((job, _)) = state.jobs.last() {
                     let job = PoolJob { clean: true, ..job.clone() };

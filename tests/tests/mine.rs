@@ -1,7 +1,7 @@
 //! `hashgrid-node mine` against the test Stratum pool (tests/src/pool.rs), real processes on
 //! loopback: the CPU backend on one thread finds shares the pool's own verifier accepts, the
 //! miner's summary at exit matches what the pool counted, a `clean_jobs` notify moves the
-//! miner to the new job at once, and a wrong password, an unreachable pool and a bad URL are
+//! miner to the new job at once, a dropped connection is made again, and a wrong password, an unreachable pool and a bad URL are
 //! one-line errors with exit code 2. Over TLS (`stratum+ssl://`, a rustls front before the
 //! pool), the miner trusts the `--pool-ca` certificate and refuses any other.
 
@@ -77,6 +77,19 @@ fn a_clean_job_moves_the_miner_to_it_at_once() {
     let first_new = shares.iter().position(|s| s.job_id == new).unwrap();
     assert!(shares[first_new..].iter().all(|s| s.job_id == new), "{shares:?}");
     assert!(shares.iter().all(|s| matches!(s.verdict, Verdict::Valid | Verdict::Stale)), "{shares:?}");
+}
+
+#[test]
+fn a_dropped_connection_is_made_again_and_mining_goes_on() {
+    let pool = pool();
+    let dir = tempfile::tempdir().unwrap();
+    let _mine = miner(&pool, &dir);
+    wait_for("2 valid shares", WAIT, || (pool.counts("alice").valid >= 2).then_some(()));
+    pool.disconnect_all();
+    let before = pool.counts("alice").valid;
+    wait_for("a second connection", WAIT, || (pool.authorizations() >= 2).then_some(()));
+    wait_for("2 more valid shares", WAIT, || (pool.counts("alice").valid >= before + 2).then_some(()));
+    assert_eq!(pool.counts("alice").invalid, 0, "{:?}", pool.shares());
 }
 
 #[test]

@@ -6,6 +6,10 @@
 //! A `Site` is one test's temporary directory (the coordinator's data dir and every process's
 //! log); a `Process` is a child that is killed when dropped, so a failing test never leaves
 //! processes behind (and prints the tail of their logs to help). Every wait has a deadline.
+//!
+//! [`pool`] is a test Stratum V1 pool (real TCP) that verifies every share with its own code.
+
+pub mod pool;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};

@@ -2,6 +2,7 @@
 
 mod bench;
 mod devices;
+mod mine;
 mod run;
 mod search;
 
@@ -25,6 +26,8 @@ enum Command {
     Devices(devices::DevicesArgs),
     /// Join a coordinator and search the ranges it assigns, until Ctrl-C or SIGTERM.
     Run(run::RunArgs),
+    /// Mine on a Stratum V1 pool, standalone, until Ctrl-C or SIGTERM.
+    Mine(mine::MineArgs),
     /// The configuration file of `run`.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -58,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Devices(args) => devices::run(args),
         Command::Run(args) => run::run(args),
+        Command::Mine(args) => mine::run(args),
         Command::Config(ConfigCommand::PrintDefault) => {
             print!("{}", hashgrid_node::config::DEFAULT_TOML);
             Ok(())

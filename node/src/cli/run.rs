@@ -148,13 +148,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-fn init_logging() {
+pub(super) fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// Resolves on the first Ctrl-C (SIGINT) or SIGTERM.
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+pub(super) fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;

@@ -10,6 +10,10 @@
 //! QUIC and the workers. `scheduler` decides which device searches which piece of a range,
 //! and `metrics` keeps the counters and rates `--http` serves.
 //!
+//! `hashgrid-node mine` (`MineConfig`, `run_miner`) runs the same devices and scheduler for a
+//! Stratum V1 pool instead: `miner` is its pure state machine (the `common::stratum` client
+//! session plus the header templates it searches), `mine` the TCP/TLS shell.
+//!
 //! A node runs the devices `--devices` names, or the one `--backend` picks. Each range is
 //! split between the devices in proportion to their rates (GPUs first, the CPU after them);
 //! a device whose backend fails is dropped and the unsearched rest of its pieces goes to the
@@ -26,6 +30,8 @@
 
 mod compute;
 mod metrics;
+mod mine;
+mod miner;
 mod scheduler;
 mod session;
 mod shell;
@@ -43,10 +49,12 @@ use tracing::info;
 
 pub use self::compute::{DeviceListError, DeviceSpec, Devices};
 pub use self::metrics::NodeMetrics;
+pub use self::mine::{MineConfig, MineError, PoolUrl, PoolUrlError, run_miner};
+pub use self::miner::MineCounts;
 pub use self::session::{BACKOFF_MAX, BACKOFF_MIN, SHUTDOWN_REASON};
 use self::session::{Identity, Session};
 use self::shell::Shell;
-use self::worker::{Ready, Worker};
+use self::worker::{DeviceEvent, Ready, Worker};
 use crate::search::{BackendChoice, SearchError};
 use hashgrid_common::message::close_code;
 use hashgrid_common::net::{self, NetError};
@@ -150,12 +158,62 @@ pub async fn run_node(mut config: NodeConfig, shutdown: impl Future<Output = ()>
     let mut shutdown = std::pin::pin!(shutdown);
     // Checks the pinned certificate before spending time on the backends.
     let endpoint = net::client_endpoint_for(&config.ca_pem, config.coordinator)?;
-    // `single`: the one device of `--backend`, whose errors read as they always have.
-    let (planned, single) = match (config.planned.take(), &config.devices) {
-        (Some(planned), _) => (planned, false),
-        (None, Some(devices)) => (compute::plan(&devices.resolve(), config.threads), false),
-        (None, None) => (vec![compute::plan_single(config.backend, config.adapter.clone(), config.threads)], true),
+    let (planned, single) =
+        plan_devices(config.planned.take(), config.devices.as_ref(), config.backend, &config.adapter, config.threads);
+    let Some(Started { workers, ready, events }) = start_devices(planned, single, shutdown.as_mut()).await? else {
+        return Ok(());
     };
+    log_devices(&ready, config.announce_rate);
+
+    let identity = Identity {
+        token: config.token,
+        name: config.name,
+        standby: config.standby,
+        software_version: config.announce_version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
+        announce_rate: config.announce_rate,
+    };
+    let session = Session::new(identity, &ready, config.metrics, rand::random());
+    let mut shell = Shell::new(session, endpoint.clone(), config.coordinator, workers, events);
+    let result = shell.run(shutdown.as_mut()).await;
+    endpoint.close(close_code::DEPARTING.into(), SHUTDOWN_REASON.as_bytes());
+    // Gives the close a moment to reach the coordinator.
+    let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
+    let counts = shell.session().counts();
+    info!(accepted = counts.accepted, rejected = counts.rejected, "node stopped");
+    stop_workers(shell.into_workers()).await;
+    result
+}
+
+/// The openers of the devices `devices` names, or of the one `backend` picks (`single`: its
+/// errors read as they always have), unless `planned` overrides them.
+fn plan_devices(
+    planned: Option<Vec<compute::Planned>>,
+    devices: Option<&Devices>,
+    backend: BackendChoice,
+    adapter: &Option<String>,
+    threads: Option<usize>,
+) -> (Vec<compute::Planned>, bool) {
+    match (planned, devices) {
+        (Some(planned), _) => (planned, false),
+        (None, Some(devices)) => (compute::plan(&devices.resolve(), threads), false),
+        (None, None) => (vec![compute::plan_single(backend, adapter.clone(), threads)], true),
+    }
+}
+
+/// The devices' workers, started and measured, and their events.
+struct Started {
+    workers: Vec<Worker>,
+    ready: Vec<Ready>,
+    events: mpsc::UnboundedReceiver<DeviceEvent>,
+}
+
+/// Starts a worker per planned device and waits for their measurements; `None` when
+/// `shutdown` comes first (the workers stopped). A device that cannot open stops them all.
+async fn start_devices<S: Future<Output = ()>>(
+    planned: Vec<compute::Planned>,
+    single: bool,
+    mut shutdown: std::pin::Pin<&mut S>,
+) -> Result<Option<Started>, NodeError> {
     let (events_tx, events) = mpsc::unbounded_channel();
     let starting = compute::start(planned, MEASURE_FOR, &events_tx).map_err(NodeError::Thread)?;
     drop(events_tx);
@@ -177,7 +235,7 @@ pub async fn run_node(mut config: NodeConfig, shutdown: impl Future<Output = ()>
         } => measured,
         () = &mut shutdown => {
             stop_workers(workers).await;
-            return Ok(());
+            return Ok(None);
         }
     };
     let mut ready = Vec::new();
@@ -194,25 +252,7 @@ pub async fn run_node(mut config: NodeConfig, shutdown: impl Future<Output = ()>
             }
         }
     }
-    log_devices(&ready, config.announce_rate);
-
-    let identity = Identity {
-        token: config.token,
-        name: config.name,
-        standby: config.standby,
-        software_version: config.announce_version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
-        announce_rate: config.announce_rate,
-    };
-    let session = Session::new(identity, &ready, config.metrics, rand::random());
-    let mut shell = Shell::new(session, endpoint.clone(), config.coordinator, workers, events);
-    let result = shell.run(shutdown.as_mut()).await;
-    endpoint.close(close_code::DEPARTING.into(), SHUTDOWN_REASON.as_bytes());
-    // Gives the close a moment to reach the coordinator.
-    let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
-    let counts = shell.session().counts();
-    info!(accepted = counts.accepted, rejected = counts.rejected, "node stopped");
-    stop_workers(shell.into_workers()).await;
-    result
+    Ok(Some(Started { workers, ready, events }))
 }
 
 /// Stops the workers (their ranges already cancelled).

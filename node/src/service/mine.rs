@@ -1,0 +1,435 @@
+//! `hashgrid-node mine`, the standalone Stratum V1 miner: the I/O shell around [`Miner`].
+//!
+//! Owns: the pool URL (`stratum+tcp://HOST:PORT`, or `stratum+ssl://` / `stratum+tls://` over
+//! rustls, trusting the system's roots or a `--pool-ca` file), the TCP/TLS connection and its
+//! reconnects with backoff, reading lines through the codec's capped [`LineDecoder`], the
+//! timer, and the devices' workers (started and measured as `run` starts them). Every
+//! decision is the miner's; this file only moves bytes, events and time.
+//!
+//! The first connection must succeed (an unreachable pool at start is most likely a typo:
+//! the error says so); after that, a lost connection is retried forever, with backoff.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use hashgrid_common::message::AssignmentId;
+use hashgrid_common::stratum::{ClientConfig, ClientSession, LineDecoder};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::miner::{MineCounts, Miner, MinerCommand};
+use super::scheduler::DeviceClass;
+use super::session::{BACKOFF_MAX, BACKOFF_MIN};
+use super::worker::{DeviceEvent, Work, Worker, WorkerEvent};
+use super::{Devices, NodeError, Started, plan_devices, start_devices, stop_workers};
+use crate::search::{BackendChoice, BackendKind};
+
+/// How long a connection (TCP and TLS handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A pool's address, from its URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolUrl {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+/// Why a pool URL cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad pool URL {url:?}: {reason} (expected stratum+tcp://HOST:PORT or stratum+ssl://HOST:PORT)")]
+pub struct PoolUrlError {
+    url: String,
+    reason: &'static str,
+}
+
+impl std::str::FromStr for PoolUrl {
+    type Err = PoolUrlError;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        let bad = |reason| PoolUrlError { url: url.to_owned(), reason };
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "stratum+tcp" => false,
+            "stratum+ssl" | "stratum+tls" => true,
+            _ => return Err(bad("unknown scheme")),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        let port: u16 = port.parse().map_err(|_| bad("bad port"))?;
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        if host.is_empty() || port == 0 || host.contains(['/', '@', ' ']) {
+            return Err(bad("bad host or port"));
+        }
+        Ok(PoolUrl { host: host.to_owned(), port, tls })
+    }
+}
+
+/// How to mine: the pool, the credentials, the devices.
+#[derive(Debug)]
+pub struct MineConfig {
+    pub pool: PoolUrl,
+    pub user: String,
+    pub password: String,
+    /// PEM certificates trusted for a TLS pool instead of the system's roots.
+    pub pool_ca: Option<Vec<u8>>,
+    pub backend: BackendChoice,
+    pub adapter: Option<String>,
+    pub threads: Option<usize>,
+    pub devices: Option<Devices>,
+}
+
+/// Why mining stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum MineError {
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error("cannot reach the pool at {pool}: {error}")]
+    Unreachable { pool: String, error: String },
+    #[error("the pool refused user {user:?}: {reason}")]
+    Unauthorized { user: String, reason: String },
+    #[error("--pool-ca: {0}")]
+    PoolCa(String),
+    #[error("every compute device has failed")]
+    NoDevices,
+}
+
+/// A byte stream to the pool, plain or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Mines until `shutdown` resolves; the share counts. Errors: bad `--pool-ca`, a device that
+/// cannot open, the pool unreachable at start, refused credentials.
+pub async fn run_miner(config: MineConfig, shutdown: impl Future<Output = ()>) -> Result<MineCounts, MineError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let tls = match config.pool.tls {
+        true => Some(tls_connector(config.pool_ca.as_deref())?),
+        false => None,
+    };
+    let (planned, single) =
+        plan_devices(None, config.devices.as_ref(), config.backend, &config.adapter, config.threads);
+    let Some(Started { workers, ready, events }) = start_devices(planned, single, shutdown.as_mut()).await? else {
+        return Ok(MineCounts::default());
+    };
+    for (id, r) in ready.iter().enumerate() {
+        info!(device = id, backend = %r.kind, name = %r.device, hashrate = format_args!("{:.2} MH/s", r.hashrate / 1e6), "search backend ready");
+    }
+    let class = |kind| if kind == BackendKind::Gpu { DeviceClass::Gpu } else { DeviceClass::Cpu };
+    let mut client = ClientConfig::new(&config.pool.host, &config.user, &config.password);
+    client.user_agent = concat!("hashgrid-node/", env!("CARGO_PKG_VERSION")).into();
+    let miner = Miner::new(ClientSession::new(client), ready.iter().map(|r| (class(r.kind), r.hashrate)));
+    let mut shell = Shell {
+        miner,
+        pool: config.pool,
+        user: config.user,
+        tls,
+        workers: workers.into_iter().map(Some).collect(),
+        events,
+        cancels: HashMap::new(),
+        started: Instant::now(),
+    };
+    let result = shell.run(shutdown.as_mut()).await;
+    for (_, cancel) in shell.cancels.drain() {
+        cancel.store(true, Ordering::Relaxed);
+    }
+    let counts = shell.miner.counts();
+    stop_workers(shell.workers.into_iter().flatten().collect()).await;
+    result.map(|()| counts)
+}
+
+struct Shell {
+    miner: Miner,
+    pool: PoolUrl,
+    user: String,
+    tls: Option<tokio_rustls::TlsConnector>,
+    workers: Vec<Option<Worker>>,
+    events: mpsc::UnboundedReceiver<DeviceEvent>,
+    cancels: HashMap<AssignmentId, Arc<AtomicBool>>,
+    started: Instant,
+}
+
+/// How one connection ended.
+enum End {
+    Shutdown,
+    /// Reconnect after this long (on this port).
+    Again {
+        wait: Option<Duration>,
+        port: Option<u16>,
+    },
+}
+
+impl Shell {
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    async fn run<S: Future<Output = ()>>(&mut self, mut shutdown: Pin<&mut S>) -> Result<(), MineError> {
+        let mut failures = 0u32;
+        let mut port = self.pool.port;
+        let mut ever_connected = false;
+        loop {
+            let addr = match self.pool.host.contains(':') {
+                true => format!("[{}]:{port}", self.pool.host), // an IPv6 literal
+                false => format!("{}:{port}", self.pool.host),
+            };
+            let connected = tokio::select! {
+                () = shutdown.as_mut() => return Ok(()),
+                c = tokio::time::timeout(CONNECT_TIMEOUT, self.open(&addr)) => {
+                    c.unwrap_or_else(|_| Err("timed out".into()))
+                }
+            };
+            let wait = match connected {
+                Ok(stream) => {
+                    ever_connected = true;
+                    info!(pool = %addr, "connected");
+                    match self.serve(stream, shutdown.as_mut(), &mut failures).await? {
+                        End::Shutdown => return Ok(()),
+                        End::Again { wait, port: new_port } => {
+                            port = new_port.unwrap_or(port);
+                            wait
+                        }
+                    }
+                }
+                Err(error) if !ever_connected => return Err(MineError::Unreachable { pool: addr, error }),
+                Err(error) => {
+                    warn!(pool = %addr, %error, "cannot connect");
+                    None
+                }
+            };
+            let wait = wait.unwrap_or_else(|| {
+                failures = failures.saturating_add(1);
+                BACKOFF_MIN.saturating_mul(1 << failures.min(16)).min(BACKOFF_MAX)
+            });
+            tokio::select! {
+                () = shutdown.as_mut() => return Ok(()),
+                () = tokio::time::sleep(wait) => {}
+                // Devices keep reporting while disconnected (cancelled pieces ending).
+                () = self.drain_devices_forever() => {}
+            }
+        }
+    }
+
+    async fn open(&self, addr: &str) -> Result<Box<dyn Stream>, String> {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            None => Ok(Box::new(tcp)),
+            Some(connector) => {
+                let name = ServerName::try_from(self.pool.host.clone()).map_err(|e| e.to_string())?;
+                let tls = connector.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+                Ok(Box::new(tls))
+            }
+        }
+    }
+
+    /// One connection, until it ends.
+    async fn serve<S: Future<Output = ()>>(
+        &mut self,
+        mut stream: Box<dyn Stream>,
+        mut shutdown: Pin<&mut S>,
+        failures: &mut u32,
+    ) -> Result<End, MineError> {
+        let mut decoder = LineDecoder::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        let now = self.now();
+        self.miner.connect(now);
+        loop {
+            if let Some(end) = self.carry_out(&mut stream).await? {
+                let now = self.now();
+                self.miner.handle_disconnect(now);
+                self.carry_out(&mut stream).await?;
+                return Ok(end);
+            }
+            if *self.miner.client().state() == hashgrid_common::stratum::ClientState::Ready {
+                *failures = 0;
+            }
+            let deadline = self.miner.poll_timeout().map(|ms| self.started + Duration::from_millis(ms));
+            let timer = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = shutdown.as_mut() => {
+                    let now = self.now();
+                    self.miner.handle_disconnect(now);
+                    self.carry_out(&mut stream).await?;
+                    let _ = stream.shutdown().await;
+                    return Ok(End::Shutdown);
+                }
+                () = timer => {
+                    let now = self.now();
+                    self.miner.handle_timeout(now);
+                }
+                read = stream.read(&mut buf) => {
+                    let now = self.now();
+                    match read {
+                        Ok(0) | Err(_) => {
+                            warn!("the pool closed the connection");
+                            self.miner.handle_disconnect(now);
+                            self.carry_out(&mut stream).await?;
+                            return Ok(End::Again { wait: None, port: None });
+                        }
+                        Ok(n) => {
+                            if let Err(e) = decoder.push(&buf[..n]) {
+                                warn!(error = %e, "closing the connection");
+                                self.miner.handle_disconnect(now);
+                                self.carry_out(&mut stream).await?;
+                                return Ok(End::Again { wait: None, port: None });
+                            }
+                            while let Some(line) = decoder.next_line() {
+                                self.miner.handle_line(now, &line);
+                            }
+                        }
+                    }
+                }
+                event = self.events.recv() => {
+                    let event = event.ok_or(NodeError::WorkerGone)?;
+                    self.device_event(event)?;
+                }
+            }
+        }
+    }
+
+    /// Carries out the miner's commands; `Some` when the connection is to end.
+    async fn carry_out(&mut self, stream: &mut Box<dyn Stream>) -> Result<Option<End>, MineError> {
+        let mut end = None;
+        while let Some(command) = self.miner.poll_command() {
+            match command {
+                MinerCommand::Send(line) => {
+                    if end.is_none() && stream.write_all(line.as_bytes()).await.is_err() {
+                        warn!("cannot write to the pool");
+                        end = Some(End::Again { wait: None, port: None });
+                    }
+                }
+                MinerCommand::Search(piece) => {
+                    let cancel = self.cancels.entry(piece.assignment.id).or_default().clone();
+                    let work = Work { ticket: piece.ticket, assignment: piece.assignment, cancel };
+                    let worker = self.workers[piece.device].as_ref();
+                    if !worker.is_some_and(|worker| worker.submit(work)) {
+                        self.workers[piece.device] = None;
+                        self.miner.handle_device_failed(piece.device).map_err(|_| MineError::NoDevices)?;
+                    }
+                }
+                MinerCommand::Cancel(id) => {
+                    if let Some(cancel) = self.cancels.remove(&id) {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+                MinerCommand::Close { reason } => {
+                    warn!(%reason, "closing the connection");
+                    end.get_or_insert(End::Again { wait: None, port: None });
+                }
+                MinerCommand::Reconnect { port, wait_secs } => {
+                    info!(?port, wait_secs, "the pool asked to reconnect");
+                    end = Some(End::Again { wait: Some(Duration::from_secs(wait_secs.min(600))), port });
+                }
+                MinerCommand::Unauthorized { reason } => {
+                    return Err(MineError::Unauthorized { user: self.user.clone(), reason });
+                }
+                MinerCommand::Notice(text) => info!("{text}"),
+            }
+        }
+        Ok(end)
+    }
+
+    fn device_event(&mut self, DeviceEvent { device, event }: DeviceEvent) -> Result<(), MineError> {
+        let now = self.now();
+        match event {
+            WorkerEvent::Hit { assignment, nonce } => self.miner.handle_hit(now, assignment.id, nonce),
+            WorkerEvent::Progress { ticket, hashes, .. } => self.miner.handle_progress(ticket, hashes),
+            WorkerEvent::Finished { ticket, hashes, complete, .. } => {
+                self.miner.handle_finished(ticket, hashes, complete)
+            }
+            WorkerEvent::Invalid { ticket, error, .. } => {
+                warn!(%error, "a range could not be searched");
+                self.miner.handle_finished(ticket, 0, false);
+            }
+            WorkerEvent::Failed(error) => {
+                warn!(device, %error, "device failed");
+                self.workers[device] = None;
+                self.miner.handle_device_failed(device).map_err(|_| MineError::NoDevices)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds device events to the miner while there is no connection (never returns).
+    async fn drain_devices_forever(&mut self) {
+        while let Some(event) = self.events.recv().await {
+            let _ = self.device_event(event);
+            while let Some(command) = self.miner.poll_command() {
+                if let MinerCommand::Cancel(id) = command
+                    && let Some(cancel) = self.cancels.remove(&id)
+                {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        std::future::pending().await
+    }
+}
+
+/// A TLS connector trusting `ca_pem`'s certificates, or the system's roots.
+fn tls_connector(ca_pem: Option<&[u8]>) -> Result<tokio_rustls::TlsConnector, MineError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| MineError::PoolCa(format!("not PEM certificates: {e}")))?;
+                roots.add(cert).map_err(|e| MineError::PoolCa(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(MineError::PoolCa("no certificate in the file".into()));
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(native.certs);
+            if added == 0 {
+                return Err(MineError::PoolCa(
+                    "no system root certificates found; give the pool's CA with --pool-ca".into(),
+                ));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| MineError::PoolCa(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_urls_parse() {
+        let url = |host: &str, port, tls| Ok(PoolUrl { host: host.into(), port, tls });
+        assert_eq!("stratum+tcp://pool.example:3333".parse(), url("pool.example", 3333, false));
+        assert_eq!("stratum+ssl://pool.example:443/".parse(), url("pool.example", 443, true));
+        assert_eq!("STRATUM+TLS://127.0.0.1:1".parse(), url("127.0.0.1", 1, true));
+        assert_eq!("stratum+tcp://[::1]:3333".parse(), url("::1", 3333, false));
+        for bad in ["pool.example:3333", "http://x:1", "stratum+tcp://x", "stratum+tcp://:1", "stratum+tcp://x:0"] {
+            assert!(bad.parse::<PoolUrl>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pool_ca_must_hold_certificates() {
+        assert!(matches!(tls_connector(Some(b"not pem")), Err(MineError::PoolCa(_))));
+    }
+}

@@ -320,6 +320,31 @@ impl Core {
             self.abandon(now_ms, id, why);
             self.out.push(Command::Send { node, msg: CoordinatorMessage::Revoke { assignment: id } });
         }
+        if why == Abandon::AccountUpToStandard {
+            self.relabel_waiting_rests(&pred);
+        }
+    }
+
+    /// The rests of handed-over ranges of jobs matching `pred` (whose account is up to
+    /// standard) are not waiting to be searched any more: they are abandoned because the account
+    /// is up to standard, in the books and in the stored history. Still first in line if the
+    /// account gets work again.
+    fn relabel_waiting_rests(&mut self, pred: &impl Fn(&Job) -> bool) {
+        for job in self.jobs.values_mut().filter(|j| pred(j)) {
+            for book in job.books.values_mut() {
+                book.relabel_waiting(Abandon::Reassigned, Abandon::AccountUpToStandard);
+            }
+        }
+        let fate = ranges::Fate::Abandoned(Abandon::AccountUpToStandard).describe();
+        let jobs = &self.jobs;
+        let (done, kept): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut self.waiting_rests)
+            .into_iter()
+            .filter(|(_, (job, _))| jobs.contains_key(job))
+            .partition(|(_, (job, _))| jobs.get(job).is_some_and(|j| pred(j)));
+        self.waiting_rests = kept;
+        for (assignment, (_, handed)) in done {
+            self.out.push(Command::Persist(StoreOp::RangeFate { assignment, fate, handed }));
+        }
     }
 
     /// `chain` moved: every local template on it is stale. Their assignments are revoked; the

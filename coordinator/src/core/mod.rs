@@ -314,6 +314,9 @@ pub struct Core {
     assignments: BTreeMap<AssignmentId, AssignmentEntry>,
     chains: BTreeMap<String, Chain>,
     stale_jobs: VecDeque<JobId>,
+    /// Ranges handed over in part, whose rest waits abandoned (`Abandon::Reassigned`) to be
+    /// issued again: the old assignment, with its job and the nonces handed over.
+    waiting_rests: BTreeMap<AssignmentId, (JobId, u64)>,
     next_id: u64,
     counters: Counters,
     rollout: Option<RolloutState>,
@@ -363,6 +366,7 @@ impl Core {
             assignments: BTreeMap::new(),
             chains,
             stale_jobs: VecDeque::new(),
+            waiting_rests: BTreeMap::new(),
             counters: Counters {
                 shares_rejected: RejectReason::ALL.iter().map(|&r| (r, 0)).collect(),
                 ..Counters::default()

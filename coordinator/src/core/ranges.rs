@@ -128,6 +128,17 @@ impl RangeBook {
         Some(take)
     }
 
+    /// Re-labels the ranges waiting abandoned for `from` as abandoned for `to` (they stay first
+    /// in line for the next range issued); the nonces re-labelled.
+    pub fn relabel_waiting(&mut self, from: Abandon, to: Abandon) -> u64 {
+        let mut relabelled = 0;
+        for r in self.ranges.values_mut().filter(|r| r.fate == Fate::Abandoned(from)) {
+            r.fate = Fate::Abandoned(to);
+            relabelled += r.count;
+        }
+        relabelled
+    }
+
     fn set_fate(&mut self, start: u32, assignment: AssignmentId, fate: Fate) -> bool {
         match self.ranges.get_mut(&(start as u64)) {
             Some(r) if r.fate == Fate::InFlight(assignment) => {

@@ -167,6 +167,9 @@ impl Core {
         // The rest of the old range waits, abandoned, for the next range issued.
         let fate = ranges::Fate::Abandoned(ranges::Abandon::Reassigned).describe();
         self.out.push(Command::Persist(StoreOp::RangeFate { assignment: old, fate, handed: count }));
+        if count < a.count {
+            self.waiting_rests.insert(old, (a.job, count));
+        }
         self.retire(now_ms, old);
         let share_target = self.share_target_for(now_ms, node, a.job);
         self.issue_assignment(now_ms, node, new, a.job, a.version, a.start, count, share_target, Some(old));

@@ -43,6 +43,8 @@ pub(super) struct Farm {
     pub results: Vec<(NodeId, u64, ShareOutcome)>,
     /// Ledger entries: kind and payload.
     pub ledger: Vec<(String, serde_json::Value)>,
+    /// The stored fates of ranges, in order: assignment and fate.
+    pub fates: Vec<(AssignmentId, String)>,
     next_share: u64,
     /// Nonces of each assignment already hashed.
     searched: BTreeMap<AssignmentId, u64>,
@@ -62,6 +64,9 @@ impl Farm {
                     self.results.push((node, id, outcome))
                 }
                 Command::Persist(op @ StoreOp::Credit { .. }) => self.credits.push(op),
+                Command::Persist(StoreOp::RangeFate { assignment, fate, .. }) => {
+                    self.fates.push((assignment, fate.to_string()))
+                }
                 Command::Persist(StoreOp::Ledger { record, .. }) => {
                     let (kind, payload) = record.encode();
                     assert_eq!(ledger::LedgerRecord::decode(&kind, &payload).unwrap(), record, "{payload}");

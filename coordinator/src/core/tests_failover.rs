@@ -196,6 +196,39 @@ fn a_long_range_is_handed_over_in_a_part_the_taker_can_finish() {
 }
 
 #[test]
+fn the_waiting_rest_of_a_handed_over_range_is_abandoned_when_its_account_is_up_to_standard() {
+    let mut core = core();
+    let mut farm = Farm::default();
+    // A few of the small node's shares meet the standard.
+    core.add_account(T0, "a", 100_000, None, None, None).unwrap();
+    core.handle_node_joined(T0, 1, &hello("big", 1e9, false), PROTOCOL_VERSION);
+    core.handle_node_joined(T0, 2, &hello("small", 100_000.0, true), PROTOCOL_VERSION);
+    farm.absorb(&mut core);
+    let lost = ranges(&farm, 1);
+    let old = farm.held[&1][0].id;
+    core.handle_node_left(T0 + 10, 1);
+    farm.absorb(&mut core);
+    let job = core.job_status(lost[0].0).unwrap();
+    assert_eq!(job.runs[1].fate, "abandoned: rest of a handed-over range", "the rest waits");
+    for step in 0..1000 {
+        if core.accounts()[0].up_to_standard() {
+            break;
+        }
+        farm.mine_one(&mut core, T0 + 20 + step, 2);
+    }
+    assert!(core.accounts()[0].up_to_standard());
+    let job = core.job_status(lost[0].0).unwrap();
+    assert!(
+        job.runs.iter().all(|r| r.fate != "abandoned: rest of a handed-over range"),
+        "nothing waits to be searched for an account up to standard: {:?}",
+        job.runs
+    );
+    assert!(job.runs.iter().any(|r| r.fate == "abandoned: account up to standard"), "{:?}", job.runs);
+    let stored = farm.fates.iter().rev().find(|(a, _)| *a == old).map(|(_, fate)| fate.as_str());
+    assert_eq!(stored, Some("abandoned: account up to standard"), "the stored history says so too");
+}
+
+#[test]
 fn a_node_sending_only_invalid_shares_is_replaced() {
     let mut core = core();
     let mut farm = Farm::default();

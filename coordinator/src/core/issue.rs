@@ -340,7 +340,7 @@ impl Core {
         let (done, kept): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut self.waiting_rests)
             .into_iter()
             .filter(|(_, (job, _))| jobs.contains_key(job))
-            .partition(|(_, (job, _))| jobs.get(job).is_some_and(|j| pred(j)));
+            .partition(|(_, (job, _))| jobs.get(job).is_some_and(pred));
         self.waiting_rests = kept;
         for (assignment, (_, handed)) in done {
             self.out.push(Command::Persist(StoreOp::RangeFate { assignment, fate, handed }));

@@ -116,6 +116,28 @@ pub struct DeviceInfo {
     pub hashrate: f64,
 }
 
+impl DeviceInfo {
+    /// The most devices a node may announce.
+    pub const MAX_PER_NODE: usize = 64;
+    /// The longest device name (bytes).
+    pub const MAX_NAME_LEN: usize = 128;
+
+    /// Whether a node's device list is one a coordinator keeps and shows: at most
+    /// `MAX_PER_NODE` devices, each of kind "cpu" or "gpu", named in 1 to `MAX_NAME_LEN`
+    /// printable ASCII characters (spaces allowed), with a finite, non-negative rate.
+    pub fn list_is_valid(devices: &[DeviceInfo]) -> bool {
+        devices.len() <= Self::MAX_PER_NODE
+            && devices.iter().all(|d| {
+                matches!(d.kind.as_str(), "cpu" | "gpu")
+                    && !d.name.is_empty()
+                    && d.name.len() <= Self::MAX_NAME_LEN
+                    && d.name.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+                    && d.hashrate.is_finite()
+                    && d.hashrate >= 0.0
+            })
+    }
+}
+
 /// Node → coordinator, after `Hello`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum NodeMessage {

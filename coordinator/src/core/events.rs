@@ -1,6 +1,8 @@
 //! Node events and timers: a node joins, sends a message, leaves or says goodbye, and
 //! the tick that finds silent nodes, nodes under standard and periods to renew.
 
+use hashgrid_common::message::DeviceInfo;
+
 use super::takeover::Failure;
 use super::*;
 
@@ -33,7 +35,8 @@ impl Core {
                 if hashrate.is_finite() && hashrate > 0.0 {
                     entry.announced = hashrate;
                 }
-                if !devices.is_empty() {
+                // A list the hello would have refused is ignored (the rate still counts).
+                if !devices.is_empty() && DeviceInfo::list_is_valid(&devices) {
                     entry.devices = devices;
                 }
             }

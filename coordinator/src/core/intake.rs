@@ -31,9 +31,15 @@ impl Core {
             self.assignments.get(&share.assignment).filter(|a| a.job == share.job).ok_or(RejectReason::UnknownJob)?;
         // A share is bound to the node it was issued to (by name: its shares may come over a
         // later connection), while the range is live and for a grace period after.
-        let held = (self.nodes.get(&node).is_some_and(|n| n.name == a.holder)
-            && (a.live || now_ms.saturating_sub(a.retired_ms) <= self.config.late_share_grace_ms))
-            .then_some(HeldRange { version: a.version, start: a.start, count: a.count });
+        let holder = self.nodes.get(&node).is_some_and(|n| n.name == a.holder);
+        let in_time = a.live || now_ms.saturating_sub(a.retired_ms) <= self.config.late_share_grace_ms;
+        let range = HeldRange { version: a.version, start: a.start, count: a.count };
+        if holder && !in_time && range.contains(share.version, share.nonce) {
+            // Its own work, re-sent after an outage longer than the grace period: too late to
+            // credit (the range was handed over or finished), but no fault of the node.
+            return Err(RejectReason::StaleJob);
+        }
+        let held = (holder && in_time).then_some(range);
         let share_target = a.share_target;
         let job = self.jobs.get_mut(&share.job).ok_or(RejectReason::UnknownJob)?;
         let verified = job.check_share(

@@ -293,7 +293,12 @@ fn a_share_outside_the_node_s_ranges_is_refused() {
     let third = find_share(&mine, (second.nonce - mine.start) as u64 + 1).unwrap();
     let grace = core.config().late_share_grace_ms;
     assert!(matches!(submit(&mut core, T0 + 3 + grace, 1, second), ShareOutcome::Accepted { .. }));
-    assert_eq!(submit(&mut core, T0 + 4 + grace, 1, third), not_held);
+    // After the grace period its own late work (re-sent after a long outage) is stale, not a
+    // fault; work outside its range is still refused as not held.
+    let stale = ShareOutcome::Rejected(RejectReason::StaleJob);
+    assert_eq!(submit(&mut core, T0 + 4 + grace, 1, third), stale);
+    assert!(!RejectReason::StaleJob.is_node_fault());
+    assert_eq!(submit(&mut core, T0 + 4 + grace, 1, beyond), not_held);
     // The honest node is still the real one: the stolen share is credited to its finder.
     assert!(matches!(submit(&mut core, T0 + 5, 2, stolen), ShareOutcome::Accepted { .. }));
 }

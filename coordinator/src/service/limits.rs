@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hashgrid_common::message::NodeHello;
+use hashgrid_common::message::{DeviceInfo, NodeHello};
 
 use crate::core::accounts::valid_name;
 
@@ -137,6 +137,13 @@ pub fn check_identity(hello: &NodeHello) -> Result<(), String> {
             shown(version)
         ));
     }
+    if !DeviceInfo::list_is_valid(&hello.devices) {
+        return Err(format!(
+            "invalid device list: at most {} devices of kind cpu or gpu, named in 1-{} printable ASCII characters",
+            DeviceInfo::MAX_PER_NODE,
+            DeviceInfo::MAX_NAME_LEN
+        ));
+    }
     Ok(())
 }
 
@@ -198,6 +205,28 @@ mod tests {
         for version in ["", "0.3\u{1b}[2J", "0.3 beta", "0.3\n", &"1".repeat(65)] {
             let reason = check_identity(&hello("rig", version)).unwrap_err();
             assert!(reason.starts_with("invalid software version") && !reason.contains(['\n', '\u{1b}']), "{reason}");
+        }
+    }
+
+    #[test]
+    fn device_lists_are_capped_and_printable() {
+        let device =
+            |kind: &str, name: &str, hashrate: f64| DeviceInfo { kind: kind.into(), name: name.into(), hashrate };
+        let mut ok = hello("rig", "0.3.0");
+        ok.devices = vec![device("gpu", "NVIDIA H200 (0)", 6.5e9), device("cpu", "AMD EPYC 9654", 2e7)];
+        assert_eq!(check_identity(&ok), Ok(()));
+        let refused = [
+            vec![device("gpu", "\u{1b}[2J", 1.0)],
+            vec![device("gpu", "rig\u{202e}", 1.0)],
+            vec![device("gpu", "", 1.0)],
+            vec![device("gpu", &"n".repeat(DeviceInfo::MAX_NAME_LEN + 1), 1.0)],
+            vec![device("fpga", "x", 1.0)],
+            vec![device("cpu", "x", f64::NAN)],
+            vec![device("cpu", "x", 1.0); DeviceInfo::MAX_PER_NODE + 1],
+        ];
+        for devices in refused {
+            let reason = check_identity(&NodeHello { devices, ..ok.clone() }).unwrap_err();
+            assert!(reason.starts_with("invalid device list"), "{reason}");
         }
     }
 }

@@ -229,12 +229,24 @@ impl Service {
         let peers = Peers { events: events_tx.clone(), readers, reads_on_core: reads_on_core.clone() };
         tokio::spawn(async move {
             let next_node = Arc::new(AtomicU64::new(1));
+            // Refusals are logged at most once a second, with the count since the last line.
+            let (mut refused, mut logged_at) = (0u64, None::<Instant>);
             while let Some(incoming) = accept_endpoint.accept().await {
+                // A source address must prove it receives (a QUIC Retry, one round trip) before
+                // it counts against the caps: spoofed Initial packets hold no slot.
+                if !incoming.remote_address_validated() {
+                    let _ = incoming.retry();
+                    continue;
+                }
                 // Counted from before the handshake until the connection's task ends.
                 let admitted = match admission.admit(incoming.remote_address().ip()) {
                     Ok(admitted) => admitted,
                     Err(refusal) => {
-                        warn!("refused a connection: {refusal}");
+                        refused += 1;
+                        if logged_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                            warn!("refused {refused} connection(s), the last: {refusal}");
+                            (refused, logged_at) = (0, Some(Instant::now()));
+                        }
                         incoming.refuse();
                         continue;
                     }
@@ -665,12 +677,15 @@ async fn serve_node(
                 match e.close_reason() {
                     Some((code, reason)) if close_code::is_departure(code, reason) => {
                         departed = true;
-                        info!(node, "node left: {reason}")
+                        info!(node, "node left: {}", reason.escape_debug())
                     }
-                    Some((code, reason)) if code == u64::from(close_code::NORMAL) => info!(node, "node left: {reason}"),
-                    Some(_) => warn!(node, "node connection closed: {e}"),
+                    Some((code, reason)) if code == u64::from(close_code::NORMAL) => {
+                        info!(node, "node left: {}", reason.escape_debug())
+                    }
+                    // The reason is the peer's text: escaped, it cannot forge log lines.
+                    Some(_) => warn!(node, "node connection closed: {}", e.to_string().escape_debug()),
                     None => {
-                        warn!(node, "closing node connection: {e}");
+                        warn!(node, "closing node connection: {}", e.to_string().escape_debug());
                         e.close_connection(&conn);
                     }
                 }

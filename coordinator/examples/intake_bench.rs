@@ -89,6 +89,10 @@ struct Args {
     /// Where the temporary data dir goes (default: the system temp dir).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Keep the coordinator's rate probe on: it fails clients that deliver less than their
+    /// announced rate and revokes their ranges (exercises revocations; lowers the figure).
+    #[arg(long)]
+    probe: bool,
     /// Time the core, the store and alternative credit SQL on one thread instead.
     #[arg(long)]
     micro: bool,
@@ -121,7 +125,7 @@ fn main() -> anyhow::Result<()> {
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse()?,
         policy: Some(Policy::Sequential),
-        core: bench_core_config(args.share_work),
+        core: bench_core_config(args.share_work, args.probe),
         // Every simulated node connects from loopback.
         limits: ConnectionLimits { total: args.connections + 8, per_address: args.connections + 8 },
     }))?;
@@ -153,12 +157,16 @@ fn main() -> anyhow::Result<()> {
 /// pre-compute, no rate probe (the clients announce a rate to size their ranges, then flood
 /// or pace regardless of it: judged by it, they would be failed and their ranges revoked),
 /// and a block target no pool share meets (filtered below as well).
-fn bench_core_config(share_work: u128) -> CoreConfig {
+fn bench_core_config(share_work: u128, probe: bool) -> CoreConfig {
     CoreConfig {
         shares_per_second: 1e12,
         min_share_work: share_work,
         failover_after_ms: 3_600_000,
-        probe: ProbeConfig { min_rate_ratio: 0.0, ..ProbeConfig::default() },
+        probe: if probe {
+            ProbeConfig::default()
+        } else {
+            ProbeConfig { min_rate_ratio: 0.0, ..ProbeConfig::default() }
+        },
         ..CoreConfig::default()
     }
 }
@@ -665,16 +673,19 @@ async fn recv_loop(
                 CoordinatorMessage::Assign(_) => stats.assigns += 1,
                 CoordinatorMessage::Close { reason } => {
                     stats.error = Some(format!("the coordinator closed: {reason}"));
-                    return stats;
                 }
                 CoordinatorMessage::Welcome { .. } => stats.other += 1,
             }
         }
         if let Some(e) = error {
             stats.error = Some(format!("{e} ({:.1} s into the run)", now as f64 / 1e9));
+        }
+        if stats.error.is_some() {
             break;
         }
     }
+    // No slot frees up any more: a sender still waiting for one stops.
+    flow.window.close();
     stats
 }
 
@@ -844,7 +855,7 @@ fn micro(args: &Args) -> anyhow::Result<()> {
     // from many connections (so the share index sees as many insertion points as in a run).
     let nodes = args.connections;
     let per_node = n_shares.div_ceil(nodes);
-    let mut core = Core::new(bench_core_config(args.share_work));
+    let mut core = Core::new(bench_core_config(args.share_work, false));
     let t0 = 1_700_000_000_000u64;
     core.add_account(t0, "bench", u128::MAX, None, None, None).map_err(anyhow::Error::msg)?;
     let mut ranges = Vec::new();

@@ -71,7 +71,7 @@ struct Args {
     #[arg(long, default_value_t = 16)]
     share_work: u128,
     /// Shares per second the pre-computed pool must be able to feed (pool sizing only).
-    #[arg(long, default_value_t = 200_000.0)]
+    #[arg(long, default_value_t = 300_000.0)]
     max_rate: f64,
     /// Offer this many shares per second in total, paced evenly over the connections (open
     /// loop, still capped by --in-flight); 0 floods (closed loop: each ack frees a slot).

@@ -381,7 +381,13 @@ async fn run_clients(
     if let Some(e) = &all.error {
         println!("WARNING: {failed} of {} connection(s) failed, the first: {e}", args.connections);
     }
-    if exhausted > 0 {
+    if exhausted > 0 && all.skipped > 0 {
+        println!(
+            "WARNING: {exhausted} connection(s) ran out of pre-computed shares and stopped, {} of them skipped as \
+             their ranges were revoked (the clients hold none for ranges assigned since): the figure is a lower bound",
+            all.skipped
+        );
+    } else if exhausted > 0 {
         println!(
             "WARNING: {exhausted} connection(s) ran out of pre-computed shares and stopped: the figure is a lower \
              bound; raise --max-rate"

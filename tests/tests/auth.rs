@@ -15,6 +15,9 @@ use hashgrid_common::message::{CoordinatorMessage, Hello, NodeHello, close_code}
 use hashgrid_common::net;
 use hashgrid_tests::{Coordinator, Site, wait_for};
 
+mod raw_peer;
+use raw_peer::{close_reason, raw_connection};
+
 /// How long the coordinator may take to answer or to close a connection.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -91,25 +94,6 @@ fn garbage_closes_only_the_offending_connection() {
 /// Runs one raw client session on a fresh runtime.
 fn on_runtime<T>(session: impl Future<Output = T>) -> T {
     tokio::runtime::Runtime::new().expect("a tokio runtime").block_on(session)
-}
-
-/// A connection to the coordinator that trusts its certificate.
-async fn raw_connection(coordinator: &Coordinator) -> (quinn::Endpoint, quinn::Connection) {
-    let ca = std::fs::read(coordinator.data_dir.join("cert.pem")).unwrap();
-    let endpoint = net::client_endpoint_for(&ca, coordinator.addr).expect("a client endpoint");
-    let conn = net::connect(&endpoint, coordinator.addr).await.expect("a connection");
-    (endpoint, conn)
-}
-
-/// Waits for the coordinator to close `conn`; its close code and reason.
-async fn close_reason(conn: &quinn::Connection) -> (u64, String) {
-    let err = tokio::time::timeout(REPLY_TIMEOUT, conn.closed()).await.expect("the coordinator closes the connection");
-    match err {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            (close.error_code.into_inner(), String::from_utf8_lossy(&close.reason).into_owned())
-        }
-        other => panic!("expected the coordinator to close the connection with a reason, got: {other}"),
-    }
 }
 
 /// A frame with a valid length prefix whose payload decodes as no message of the protocol:

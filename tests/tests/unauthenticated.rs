@@ -21,6 +21,9 @@ use hashgrid_common::net;
 use hashgrid_coordinator::service::limits::MAX_HELLO;
 use hashgrid_tests::{COMMAND_TIMEOUT, Coordinator, Site, binary, run_with_timeout, wait_for};
 
+mod raw_peer;
+use raw_peer::{close_reason, raw_connection};
+
 /// Connections the attacker keeps open at once (as in the issue).
 const CONNECTIONS: usize = 4;
 /// Streams the attacker opens on each connection.
@@ -195,25 +198,6 @@ async fn attacking_connection(endpoint: quinn::Endpoint, addr: std::net::SocketA
         for stream in streams {
             let _ = stream.await;
         }
-    }
-}
-
-/// A connection to the coordinator that trusts its certificate.
-async fn raw_connection(coordinator: &Coordinator) -> (quinn::Endpoint, quinn::Connection) {
-    let ca = std::fs::read(coordinator.data_dir.join("cert.pem")).unwrap();
-    let endpoint = net::client_endpoint_for(&ca, coordinator.addr).expect("a client endpoint");
-    let conn = net::connect(&endpoint, coordinator.addr).await.expect("a connection");
-    (endpoint, conn)
-}
-
-/// Waits for the coordinator to close `conn` (well within 30 s); its close code and reason.
-async fn close_reason(conn: &quinn::Connection) -> (u64, String) {
-    let closed = tokio::time::timeout(Duration::from_secs(30), conn.closed()).await.expect("closed");
-    match closed {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            (close.error_code.into_inner(), String::from_utf8_lossy(&close.reason).into_owned())
-        }
-        other => panic!("expected a close with a reason, got: {other}"),
     }
 }
 

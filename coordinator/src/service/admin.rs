@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use hashgrid_common::codec;
-use hashgrid_common::message::{AdminRequest, AdminResponse, PageRequest};
+use hashgrid_common::message::{AdminRequest, AdminResponse, PageRequest, RangeRun};
 use serde::Serialize;
 
 use super::records::Reader;
@@ -97,7 +97,11 @@ pub(crate) fn read(reader: &mut Reader, req: AdminRequest) -> AdminResponse {
         AdminRequest::JobShow { job, page } => match reader.job(job) {
             Ok(Some(mut status)) => {
                 let next;
-                (status.runs, next) = Pager::of_list(page, std::mem::take(&mut status.runs));
+                // Keyed by where each run starts, so a run re-painted between two pages (a range
+                // finished, abandoned or issued again) moves no other run across the cut.
+                let mut runs = std::mem::take(&mut status.runs);
+                runs.sort_by_key(run_key);
+                (status.runs, next) = Pager::of_keyed(page, runs, run_key);
                 AdminResponse::Job { status, next }
             }
             Ok(None) => AdminResponse::Error(format!("no job {job}")),
@@ -184,6 +188,18 @@ impl<T: Serialize> Pager<T> {
         (self.items, self.next)
     }
 
+    /// A page of a list held whole in memory and sorted by `key` (each item's cursor; keys
+    /// start at 1): the items whose key is above the page's cursor.
+    pub fn of_keyed(page: PageRequest, list: Vec<T>, key: impl Fn(&T) -> u64) -> (Vec<T>, Option<u64>) {
+        let mut pager = Pager::new(page);
+        for item in list.into_iter().filter(|item| key(item) > page.after) {
+            if !pager.offer(key(&item), item) {
+                break;
+            }
+        }
+        pager.finish()
+    }
+
     /// A page of a list held whole in memory, whose cursor is an item's 1-based position.
     pub fn of_list(page: PageRequest, list: Vec<T>) -> (Vec<T>, Option<u64>) {
         let mut pager = Pager::new(page);
@@ -195,6 +211,11 @@ impl<T: Serialize> Pager<T> {
         }
         pager.finish()
     }
+}
+
+/// A job run's cursor: its version and first nonce, plus one (cursors start at 1).
+fn run_key(run: &RangeRun) -> u64 {
+    (u64::from(run.version) << 32 | u64::from(run.start)).saturating_add(1)
 }
 
 #[cfg(test)]
@@ -262,6 +283,29 @@ mod tests {
             };
             assert!(fine, "{req:?}: {reply:?}");
         }
+    }
+
+    #[test]
+    fn job_run_pages_are_cut_where_a_run_starts_so_re_painting_moves_nothing_across() {
+        let run =
+            |version: u32, start: u32, count: u64, fate: &str| RangeRun { version, start, count, fate: fate.into() };
+        let before =
+            vec![run(1, 0, 10, "done"), run(1, 10, 10, "in_flight"), run(1, 20, 10, "done"), run(2, 0, 5, "done")];
+        let (first, next) = Pager::of_keyed(PageRequest { after: 0, limit: 2 }, before, run_key);
+        assert_eq!(first.len(), 2);
+        // Between the pages the first run splits (part done, part abandoned): by position the
+        // second page would repeat the run at 10; by key it goes on where the first page ended.
+        let after = vec![
+            run(1, 0, 5, "done"),
+            run(1, 5, 5, "abandoned: node failed"),
+            run(1, 10, 10, "done"),
+            run(1, 20, 10, "done"),
+            run(2, 0, 5, "done"),
+        ];
+        let after_cut = PageRequest { after: next.expect("a next page"), limit: 0 };
+        let (rest, last) = Pager::of_keyed(after_cut, after, run_key);
+        assert_eq!(rest.iter().map(|r| (r.version, r.start)).collect::<Vec<_>>(), [(1, 20), (2, 0)]);
+        assert_eq!(last, None);
     }
 
     #[test]

@@ -222,8 +222,8 @@ enum JobCommand {
 /// Which part of a list to fetch. The coordinator sends lists in pages that fit one frame.
 #[derive(Debug, Args)]
 struct Paging {
-    /// Start after this cursor: a ledger sequence number, a receipt share's number, a node's or
-    /// a run's position in its list.
+    /// Start after this cursor: a ledger sequence number, a receipt share's number, a run's
+    /// key (version << 32 | start nonce, plus one), a node's position in its list.
     #[arg(long, value_name = "SEQ", default_value_t = 0)]
     after: u64,
     /// Fetch one page of at most N items, and name the next page's cursor on stderr (default:

@@ -252,12 +252,7 @@ impl Shell {
                 *failures = 0;
             }
             let deadline = self.miner.poll_timeout().map(|ms| self.started + Duration::from_millis(ms));
-            let timer = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let timer = super::sleep_until(deadline);
             tokio::select! {
                 biased;
                 () = shutdown.as_mut() => {

@@ -284,3 +284,12 @@ fn log_devices(ready: &[Ready], announce_rate: Option<f64>) {
 fn format_rate(rate: f64) -> String {
     format!("{:.2} MH/s", rate / 1e6)
 }
+
+/// Sleeps until `deadline`, or forever when there is none: the timer of the shells' event
+/// loops (a state machine's `poll_timeout`).
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

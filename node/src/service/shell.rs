@@ -118,12 +118,7 @@ impl Shell {
                 return Ok(());
             }
             let timeout = self.session.poll_timeout();
-            let timer = async {
-                match timeout {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let timer = super::sleep_until(timeout);
             tokio::select! {
                 biased;
                 () = shutdown.as_mut() => self.session.handle_shutdown(),

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use hashgrid_tests::{Site, Timeline, assert_credit_matches_receipts, wait_for};
 
-/// (name, standard, order): 240M hashes in all, about twenty seconds for two CPU nodes.
+/// (name, standard, order): 240M hashes in all, about six seconds for two CPU nodes.
 const ACCOUNTS: [(&str, &str, i64); 3] = [("p1", "40M", 1), ("p2", "80M", 2), ("p3", "120M", 3)];
 
-/// A safety net, not a performance bound: the run takes about 20 s on an idle two-core
-/// machine (two debug-build CPU nodes do about 10 MH/s together), and builds sharing the
+/// A safety net, not a performance bound: the run takes about 6 s on an idle two-core
+/// machine (two debug-build CPU nodes do about 40 MH/s together), and builds sharing the
 /// cores can slow the nodes severalfold.
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -28,12 +28,15 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 // together.
 //
 // Two things keep a real run from that ideal. Credit is random: a share credits its expected
-// work, so reaching a standard of N expected hashes takes a Poisson number of shares, and
-// with about five shares a second per node (a share is about 1M hashes here) the 40M account
-// needs only about 40 shares: its finishing time varies by roughly ±16% (one standard deviation)
-// around the others'. And the coordinator issues ranges of work ahead (one second each here,
-// two per node), balancing the work issued rather than credited. Measured over runs: spreads
-// of 11-32% of the run, and the account furthest behind at 61-93% when the first finished.
+// work, so reaching a standard of N expected hashes takes a Poisson number of shares. And the
+// coordinator issues ranges of work ahead, two per node, balancing the work issued rather than
+// credited. Both were once large enough to fail this test about one run in six (39% at the
+// first finish): two debug-build nodes now do about 40 MH/s together, so with the default
+// five shares a second a share was 4M hashes (the 40M account needed about ten of them, ±32%),
+// and two one-second ranges per node were a third of all the work. The configuration below
+// asks for 100 shares a second (about 200 shares for the smallest account: ±7%) and 250 ms
+// ranges. Measured over 10 runs on two cores: spreads of 8-24% of the run, and the account
+// furthest behind at 72-92% when the first finished.
 
 /// The largest allowed gap between the first and the last account reaching its standard, as
 /// a fraction of the run (from the first credit to the last account finishing): sequential
@@ -49,11 +52,11 @@ const MIN_PROGRESS_AT_FIRST_FINISH: f64 = 0.40;
 #[test]
 fn accounts_with_different_standards_finish_together() {
     let site = Site::new();
-    // One-second ranges: the work issued ahead of the credit is a smaller part of the smallest
-    // standard, so a loaded machine does not tip the balance (and the configuration file is
-    // exercised end to end).
+    // Short ranges and frequent shares: the work issued ahead of the credit is a small part of
+    // the smallest standard, and credit arrives in many small steps, so neither a fast nor a
+    // loaded machine tips the balance (and the configuration file is exercised end to end).
     let config = site.path().join("coordinator.toml");
-    std::fs::write(&config, "range = \"1s\"\nfailover_after = \"3s\"\n").unwrap();
+    std::fs::write(&config, "range = \"250ms\"\nshares_per_second = 100.0\nfailover_after = \"3s\"\n").unwrap();
     let coordinator =
         site.start_coordinator_with("127.0.0.1:0", "proportional", &["--config", config.to_str().unwrap()]);
     let operator = coordinator.operator();

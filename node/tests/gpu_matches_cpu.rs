@@ -299,3 +299,53 @@ fn backend_identity_and_adapter_selection() {
         assert!(matches!(GpuBackend::open(Some(name), false), Err(SearchError::NoAdapter(_))));
     }
 }
+
+/// Slices searched back to back with `search_ahead`, as the node's worker does: each call
+/// announces the next, the GPU queues that slice's first batch before returning, and the
+/// hits of every slice are exactly the CPU's. Announcements that turn out wrong (another
+/// header, another start, a shorter range, a cancelled search) are discarded, never searched
+/// in place of the real slice.
+#[test]
+fn slices_announced_ahead_match_cpu() {
+    let Some(mut gpu) = optimized() else { return };
+    let mut rng = StdRng::seed_from_u64(0xa4ead);
+    let target = one_in_2_pow(12);
+    let header = random_header(&mut rng);
+    let slice = |start: u32, count: u64| SearchJob::new(header, target, start, count).unwrap();
+    let cancel = AtomicBool::new(false);
+
+    // An honest chain of slices: each one begins where the last announced.
+    let mut cpu = cpu();
+    let count = 3 * gpu.batch_size() + 100;
+    for i in 0..4u32 {
+        let job = slice(i * count as u32, count);
+        let next = slice((i + 1) * count as u32, count);
+        let report = gpu.search_ahead(&job, Some(&next), &cancel).unwrap();
+        assert_eq!(report.hashes, job.count);
+        assert_eq!(report.hits, search(&mut cpu, &job).hits, "slice {i}");
+        assert!(report.hits.len() > 2, "the target gives a few hits per slice");
+        assert!(gpu.has_queued_ahead(), "slice {i} queued the next one's first batch");
+    }
+
+    // The announced slice never comes: another header, another start, a shorter range.
+    let other = random_header(&mut rng);
+    let surprises = [
+        SearchJob::new(other, target, 4 * count as u32, count).unwrap(),
+        slice(5 * count as u32 + 1, count),
+        slice(6 * count as u32, 10),
+    ];
+    for (i, job) in surprises.iter().enumerate() {
+        let report = gpu.search_ahead(job, Some(&slice(100_000_000, count)), &cancel).unwrap();
+        assert_eq!(report.hashes, job.count);
+        assert_eq!(report.hits, search(&mut cpu, job).hits, "surprise {i}");
+    }
+
+    // A plain search after an announcement, and a cancelled one, are exact too.
+    let job = slice(100_000_000, count);
+    assert_eq!(search(&mut gpu, &job).hits, search(&mut cpu, &job).hits);
+    let cancelled = AtomicBool::new(true);
+    let report = gpu.search_ahead(&slice(7 * count as u32, count), Some(&job), &cancelled).unwrap();
+    assert_eq!(report.hashes, 0);
+    assert!(!gpu.has_queued_ahead(), "a cancelled search queues nothing");
+    assert_eq!(search(&mut gpu, &job).hits, search(&mut cpu, &job).hits);
+}

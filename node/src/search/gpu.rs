@@ -7,7 +7,10 @@
 //!
 //! Each shader invocation tests one nonce. A search is cut into batches; two are in flight at
 //! a time (one slot computes while the other's results are read back), and the batch size is
-//! tuned from measured dispatch times toward `TARGET_DISPATCH_TIME`. Hits go to a bounded
+//! tuned from measured dispatch times toward `TARGET_DISPATCH_TIME`. Told the caller's next
+//! search (`Backend::search_ahead`), the backend queues that search's first batch before it
+//! returns, so the device works on while the host reports a slice and asks for the next; a
+//! next search that differs from what was announced waits that batch out and discards it. Hits go to a bounded
 //! result buffer through an atomic counter that keeps counting past the capacity: when a batch
 //! overflows, its nonces are searched again in smaller pieces (which may split again), so no
 //! hit is dropped. Every candidate is re-hashed on the CPU (`verify_hit`) before it is
@@ -543,6 +546,25 @@ pub struct GpuBackend {
     context: Context,
     /// The current batch size, steered toward `TARGET_DISPATCH_TIME`; kept across searches.
     batch: u64,
+    /// The first batch of the search announced as next, queued while the last one finished.
+    ahead: Option<Ahead>,
+}
+
+/// A batch queued for an announced search: its nonces are `job.start..job.start + batch.count`.
+#[derive(Debug)]
+struct Ahead {
+    job: SearchJob,
+    batch: Batch,
+}
+
+impl Ahead {
+    /// Whether this batch is the beginning of `job`'s range (same header, target and start).
+    fn begins(&self, job: &SearchJob) -> bool {
+        self.job.header == job.header
+            && self.job.target == job.target
+            && self.job.start == job.start
+            && self.batch.count <= job.count
+    }
 }
 
 impl GpuBackend {
@@ -558,7 +580,7 @@ impl GpuBackend {
         let instance = new_instance();
         let (adapter, info) = select(enumerate(&instance), adapter, allow_software)?;
         let context = Context::new(&adapter, &options)?;
-        Ok(GpuBackend { info, context, batch: FIRST_BATCH })
+        Ok(GpuBackend { info, context, batch: FIRST_BATCH, ahead: None })
     }
 
     /// Whether the adapter is a software rasterizer on the CPU.
@@ -590,9 +612,12 @@ impl GpuBackend {
         self.batch = next.clamp(MIN_BATCH, MAX_BATCH) / MIN_BATCH * MIN_BATCH;
     }
 
+    /// Searches `job`, whose first batches may already be `in_flight` (queued ahead), and
+    /// queues `upcoming`'s first batch into `self.ahead` once `job`'s last one is submitted.
     fn run(
         &mut self,
         job: &SearchJob,
+        upcoming: Option<&SearchJob>,
         cancel: &AtomicBool,
         base: &mut JobUniform,
         in_flight: &mut VecDeque<Batch>,
@@ -601,12 +626,12 @@ impl GpuBackend {
         let capacity = u64::from(self.context.capacity);
         // Ranges to search again in pieces after their batch overflowed the result buffer.
         let mut pieces: VecDeque<(u64, u64)> = VecDeque::new();
-        let mut next = 0u64;
+        let mut next = in_flight.back().map_or(0, |b| b.offset + b.count);
         let mut hashes = 0u64;
         // The largest batch whose expected hits fit the result buffer (easy targets).
         let mut hit_bound = MAX_BATCH;
         let mut last_done: Option<Instant> = None;
-        let mut free: Vec<usize> = (0..SLOTS).rev().collect();
+        let mut free: Vec<usize> = (0..SLOTS).rev().filter(|slot| in_flight.iter().all(|b| b.slot != *slot)).collect();
         loop {
             while !cancel.load(Ordering::Relaxed) {
                 let Some(&slot) = free.last() else { break };
@@ -618,6 +643,10 @@ impl GpuBackend {
                     next += count;
                     (next - count, count, count == self.batch)
                 } else {
+                    if let Some(upcoming) = upcoming.filter(|_| self.ahead.is_none()) {
+                        free.pop();
+                        self.ahead = Some(self.queue_ahead(slot, upcoming));
+                    }
                     break;
                 };
                 free.pop();
@@ -660,6 +689,36 @@ impl GpuBackend {
         }
         Ok(hashes)
     }
+
+    /// Submits the first batch of `job` in `slot`, to be picked up by the search for `job`.
+    /// Its timing steers nothing: the device was still busy with the batch before it.
+    fn queue_ahead(&self, slot: usize, job: &SearchJob) -> Ahead {
+        let mut uniform = JobUniform::new(&job.header, &job.target, self.context.capacity);
+        let count = self.batch.min(job.count);
+        uniform.first_nonce = job.start;
+        uniform.count = count as u32;
+        let submission = self.context.submit(slot, &uniform);
+        let batch = Batch { slot, offset: 0, count, submitted: Instant::now(), submission, tunable: false };
+        Ahead { job: *job, batch }
+    }
+
+    /// The batches already queued for `job`: the one queued ahead if it begins `job`'s range.
+    /// One queued for a different search is waited out and discarded.
+    fn take_ahead(&mut self, job: &SearchJob) -> VecDeque<Batch> {
+        match self.ahead.take() {
+            Some(ahead) if ahead.begins(job) => VecDeque::from([ahead.batch]),
+            Some(ahead) => {
+                self.context.drain(VecDeque::from([ahead.batch]));
+                VecDeque::new()
+            }
+            None => VecDeque::new(),
+        }
+    }
+
+    /// Whether a batch of an announced search is queued (see `Backend::search_ahead`).
+    pub fn has_queued_ahead(&self) -> bool {
+        self.ahead.is_some()
+    }
 }
 
 impl Backend for GpuBackend {
@@ -672,6 +731,15 @@ impl Backend for GpuBackend {
     }
 
     fn search(&mut self, job: &SearchJob, cancel: &AtomicBool) -> Result<SearchReport, SearchError> {
+        self.search_ahead(job, None, cancel)
+    }
+
+    fn search_ahead(
+        &mut self,
+        job: &SearchJob,
+        next: Option<&SearchJob>,
+        cancel: &AtomicBool,
+    ) -> Result<SearchReport, SearchError> {
         let started = Instant::now();
         if job.count == 0 {
             return Err(SearchError::EmptyRange);
@@ -680,12 +748,15 @@ impl Backend for GpuBackend {
             return Err(SearchError::RangePastEnd { start: job.start, count: job.count });
         }
         let mut base = JobUniform::new(&job.header, &job.target, self.context.capacity);
-        let mut in_flight = VecDeque::new();
+        let mut in_flight = self.take_ahead(job);
         let mut candidates = Vec::new();
-        let hashes = match self.run(job, cancel, &mut base, &mut in_flight, &mut candidates) {
+        let hashes = match self.run(job, next, cancel, &mut base, &mut in_flight, &mut candidates) {
             Ok(hashes) => hashes,
             Err(error) => {
                 self.context.drain(in_flight);
+                if let Some(ahead) = self.ahead.take() {
+                    self.context.drain(VecDeque::from([ahead.batch]));
+                }
                 return Err(error);
             }
         };

@@ -118,6 +118,19 @@ pub trait Backend: Send {
     /// Searches the job's range. Stops early, reporting the hashes done so far, once `cancel`
     /// is set; otherwise hashes exactly `job.count` nonces and reports every hit.
     fn search(&mut self, job: &SearchJob, cancel: &AtomicBool) -> Result<SearchReport, SearchError>;
+    /// `search`, told that the caller's next search will be `next`: a backend with a queue
+    /// (the GPU) starts on `next` before it returns, so the device does not wait for the host
+    /// between slices. A search that turns out to differ from `next` still gets exactly its
+    /// own range searched. By default, plain `search`.
+    fn search_ahead(
+        &mut self,
+        job: &SearchJob,
+        next: Option<&SearchJob>,
+        cancel: &AtomicBool,
+    ) -> Result<SearchReport, SearchError> {
+        let _ = next;
+        self.search(job, cancel)
+    }
 }
 
 /// Re-hashes `nonce` of the job's header with the reference sha256d; `Some` if it meets the

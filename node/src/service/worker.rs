@@ -191,13 +191,17 @@ fn serve(mut backend: Box<dyn Backend>, mut slice: u64, work: &mpsc::Receiver<Wo
         };
         let mut done = 0u64;
         let mut complete = true;
+        // The size announced for the next slice, which the backend may have started on.
+        let mut announced: Option<u64> = None;
         while done < job.count {
             if cancel.load(Ordering::Relaxed) {
                 complete = false;
                 break;
             }
-            let count = slice.min(job.count - done);
-            let report = match backend.search(&job.slice(done, count), &cancel) {
+            let count = announced.take().unwrap_or(slice).min(job.count - done);
+            let after = done + count;
+            let next = (after < job.count).then(|| job.slice(after, slice.min(job.count - after)));
+            let report = match backend.search_ahead(&job.slice(done, count), next.as_ref(), &cancel) {
                 Ok(report) => report,
                 Err(e) => {
                     let _ = events.send(WorkerEvent::Failed(e));
@@ -220,6 +224,7 @@ fn serve(mut backend: Box<dyn Backend>, mut slice: u64, work: &mpsc::Receiver<Wo
             if count == slice && !report.elapsed.is_zero() {
                 slice = slice_for(report.hashrate());
             }
+            announced = next.map(|next| next.count);
         }
         let finished = WorkerEvent::Finished { ticket, assignment: assignment.id, hashes: done, complete };
         if !events.send(finished) {

@@ -177,10 +177,20 @@ fn slice_for(hashrate: f64) -> u64 {
     ((hashrate * SLICE_TARGET.as_secs_f64()) as u64).clamp(MIN_SLICE, NONCE_SPACE)
 }
 
-/// Searches queued ranges until the queue closes or the events receiver is gone.
+/// The search of a queued range: nonces `start..start + count` of its header for shares.
+fn search_job(assignment: &Assignment) -> Result<SearchJob, SearchError> {
+    SearchJob::new(assignment.header, assignment.share_target, assignment.start, assignment.count)
+}
+
+/// Searches queued ranges until the queue closes or the events receiver is gone. Each slice
+/// announces the next one to the backend (`Backend::search_ahead`): the next slice of the
+/// range, or, for a range's last slice, the first slice of the next range if one is already
+/// queued.
 fn serve(mut backend: Box<dyn Backend>, mut slice: u64, work: &mpsc::Receiver<Work>, events: &Events) {
-    while let Ok(Work { ticket, assignment, cancel }) = work.recv() {
-        let job = match SearchJob::new(assignment.header, assignment.share_target, assignment.start, assignment.count) {
+    // A range taken off the queue early, to announce its first slice.
+    let mut queued: Option<Work> = None;
+    while let Some(Work { ticket, assignment, cancel }) = queued.take().or_else(|| work.recv().ok()) {
+        let job = match search_job(&assignment) {
             Ok(job) => job,
             Err(error) => {
                 if !events.send(WorkerEvent::Invalid { ticket, assignment: assignment.id, error }) {
@@ -200,7 +210,12 @@ fn serve(mut backend: Box<dyn Backend>, mut slice: u64, work: &mpsc::Receiver<Wo
             }
             let count = announced.take().unwrap_or(slice).min(job.count - done);
             let after = done + count;
-            let next = (after < job.count).then(|| job.slice(after, slice.min(job.count - after)));
+            let next = if after < job.count {
+                Some(job.slice(after, slice.min(job.count - after)))
+            } else {
+                queued = queued.or_else(|| work.try_recv().ok());
+                queued.as_ref().and_then(|w| search_job(&w.assignment).ok()).map(|j| j.slice(0, slice.min(j.count)))
+            };
             let report = match backend.search_ahead(&job.slice(done, count), next.as_ref(), &cancel) {
                 Ok(report) => report,
                 Err(e) => {
@@ -224,11 +239,101 @@ fn serve(mut backend: Box<dyn Backend>, mut slice: u64, work: &mpsc::Receiver<Wo
             if count == slice && !report.elapsed.is_zero() {
                 slice = slice_for(report.hashrate());
             }
-            announced = next.map(|next| next.count);
+            announced = next.filter(|_| after < job.count).map(|next| next.count);
         }
         let finished = WorkerEvent::Finished { ticket, assignment: assignment.id, hashes: done, complete };
         if !events.send(finished) {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::search::SearchReport;
+    use crate::search::cpu::CpuBackend;
+
+    /// The CPU search, throttled to 1 MH/s so that ranges take several slices, recording each
+    /// call's slice and the slice it announced as next.
+    struct Recorder {
+        cpu: CpuBackend,
+        calls: Arc<Mutex<Vec<(SearchJob, Option<SearchJob>)>>>,
+    }
+
+    impl Backend for Recorder {
+        fn kind(&self) -> BackendKind {
+            BackendKind::Cpu
+        }
+
+        fn device(&self) -> String {
+            "recorder".into()
+        }
+
+        fn search(&mut self, job: &SearchJob, cancel: &AtomicBool) -> Result<SearchReport, SearchError> {
+            let mut report = self.cpu.search(job, cancel)?;
+            let floor = Duration::from_secs_f64(report.hashes as f64 / 1e6);
+            if report.elapsed < floor {
+                std::thread::sleep(floor - report.elapsed);
+                report.elapsed = floor;
+            }
+            Ok(report)
+        }
+
+        fn search_ahead(
+            &mut self,
+            job: &SearchJob,
+            next: Option<&SearchJob>,
+            cancel: &AtomicBool,
+        ) -> Result<SearchReport, SearchError> {
+            self.calls.lock().unwrap().push((*job, next.copied()));
+            self.search(job, cancel)
+        }
+    }
+
+    fn range(id: u64, start: u32, count: u64) -> Assignment {
+        let mut header = Header::from_bytes(&[0x22; 80]);
+        header.time = id as u32;
+        Assignment { id, job: id, header, share_target: Target::DIFFICULTY_1, start, count }
+    }
+
+    /// Every slice the worker searches was announced by the call before it, across the slices
+    /// of a range and from one queued range to the next; the last announces nothing.
+    #[tokio::test]
+    async fn each_slice_is_announced_by_the_one_before() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&calls);
+        let open: Opener = Box::new(move || Ok(Box::new(Recorder { cpu: CpuBackend::new(1)?, calls: recorded })));
+        let (events_tx, mut events) = tokio_mpsc::unbounded_channel();
+        let (worker, ready) = Worker::start(0, open, Duration::from_millis(200), events_tx).unwrap();
+        ready.await.unwrap().unwrap();
+        calls.lock().unwrap().clear();
+        // At 1 MH/s a slice is about 250,000 nonces: three slices each.
+        let ranges = [range(1, 0, 600_000), range(2, 5_000_000, 600_000)];
+        for (ticket, assignment) in ranges.iter().enumerate() {
+            let work = Work { ticket: ticket as u64, assignment: *assignment, cancel: Arc::default() };
+            assert!(worker.submit(work));
+        }
+        let mut finished = 0;
+        while finished < ranges.len() {
+            if let WorkerEvent::Finished { complete, .. } = events.recv().await.unwrap().event {
+                assert!(complete);
+                finished += 1;
+            }
+        }
+        worker.stop(Duration::from_secs(5)).await;
+
+        let calls = calls.lock().unwrap().clone();
+        assert!(calls.len() >= 6, "several slices per range: {calls:?}");
+        for pair in calls.windows(2) {
+            assert_eq!(pair[0].1, Some(pair[1].0), "each slice is the one announced before it");
+        }
+        assert_eq!(calls.last().unwrap().1, None, "nothing is queued after the last range");
+        let searched: u64 = calls.iter().map(|(job, _)| job.count).sum();
+        assert_eq!(searched, 1_200_000, "every nonce once");
+        let second = calls.iter().position(|(job, _)| job.header == ranges[1].header).unwrap();
+        assert_eq!(calls[second].0.start, 5_000_000, "range 2's first slice was announced by range 1's last");
     }
 }

@@ -256,11 +256,14 @@ mod tests {
     use crate::search::SearchReport;
     use crate::search::cpu::CpuBackend;
 
-    /// The CPU search, throttled to 1 MH/s so that ranges take several slices, recording each
-    /// call's slice and the slice it announced as next.
+    /// Each call's slice and the slice it announced as next.
+    type Calls = Arc<Mutex<Vec<(SearchJob, Option<SearchJob>)>>>;
+
+    /// The CPU search, throttled to 1 MH/s so that ranges take several slices, recording its
+    /// calls.
     struct Recorder {
         cpu: CpuBackend,
-        calls: Arc<Mutex<Vec<(SearchJob, Option<SearchJob>)>>>,
+        calls: Calls,
     }
 
     impl Backend for Recorder {
@@ -303,7 +306,7 @@ mod tests {
     /// of a range and from one queued range to the next; the last announces nothing.
     #[tokio::test]
     async fn each_slice_is_announced_by_the_one_before() {
-        let calls = Arc::new(Mutex::new(Vec::new()));
+        let calls: Calls = Arc::default();
         let recorded = Arc::clone(&calls);
         let open: Opener = Box::new(move || Ok(Box::new(Recorder { cpu: CpuBackend::new(1)?, calls: recorded })));
         let (events_tx, mut events) = tokio_mpsc::unbounded_channel();

@@ -786,7 +786,13 @@ mod tests {
 
         pub fn admin_response() -> impl Strategy<Value = AdminResponse> {
             let status = (policy(), prop::collection::vec(account(), 0..4), prop::collection::vec(node_status(), 0..4))
-                .prop_map(|(policy, accounts, nodes)| Status { policy, accounts, nodes, rollout: None });
+                .prop_map(|(policy, accounts, nodes)| Status {
+                    policy,
+                    accounts,
+                    nodes,
+                    rollout: None,
+                    pools: Vec::new(),
+                });
             prop_oneof![
                 Just(AdminResponse::Ok),
                 prop::collection::vec(account(), 0..4).prop_map(AdminResponse::Accounts),

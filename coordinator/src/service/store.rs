@@ -27,6 +27,8 @@
 //!   submitted jobs and the headers found meeting their targets.
 //! - `assignments(id, node, account, job, version, start, count, at_ms)`: issued ranges, a
 //!   history for audit only (never read back into the core).
+//! - The tables of schema step 6 (`account_pools`, `account_basis`, `upstream_submits`) are
+//!   described in `upstream_store`.
 //! - The tables of schema step 3 (`chains`, `chain_blocks`, `node_chains`, `ledger`) are
 //!   described in `records` (`blocks` of step 1 became `chain_blocks` there), those of job
 //!   history (`templates`, `range_fates`) in `history`.
@@ -157,6 +159,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     super::records::LEDGER_ACCOUNT_MIGRATION,
     // 5: job history: local-chain templates and range fates (see `history`).
     super::history::MIGRATION,
+    // 6: accounts at pools: their pools, standard basis and upstream submits (see `upstream_store`).
+    super::upstream_store::MIGRATION,
 ];
 
 /// The page cache of the store connection, in KiB (SQLite's default is 2 MiB; the share
@@ -318,6 +322,8 @@ impl Store {
                 shares: to_u64("accounts.shares", shares)?,
                 issued: 0,
                 chain,
+                basis: Default::default(),
+                accepted_upstream: Work::ZERO,
             });
         }
 
@@ -355,7 +361,8 @@ impl Store {
                 shares.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
         }
 
-        Ok(Snapshot { policy, accounts, chain, jobs, chains, node_chains, rollout })
+        let pools = super::upstream_store::load(&self.conn, &mut accounts)?;
+        Ok(Snapshot { policy, accounts, chain, jobs, chains, node_chains, rollout, pools })
     }
 
     /// The delivery receipt of `account`'s current period: every share credited to it, oldest
@@ -621,6 +628,13 @@ fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<()
         }
         StoreOp::RangeFate { assignment, fate, handed } => history::set_fate(tx, *assignment, fate, *handed)?,
         StoreOp::Ledger { at_ms, record } => records::append_ledger(tx, *at_ms, record)?,
+        StoreOp::AccountPoolSet { account, pool, basis } => {
+            super::upstream_store::set_pool(tx, account, pool.as_ref(), *basis)?
+        }
+        StoreOp::UpstreamSubmitted { account, hash, url, pool_job, work, at_ms } => {
+            super::upstream_store::submitted(tx, account, hash, url, pool_job, *work, *at_ms)?
+        }
+        StoreOp::UpstreamOutcome { hash, outcome, at_ms } => super::upstream_store::outcome(tx, hash, outcome, *at_ms)?,
         StoreOp::AssignmentIssued { assignment, node, account, job, version, start, count, at_ms } => {
             tx.prepare_cached(
                 "INSERT INTO assignments (id, node, account, job, version, start, count, at_ms)
@@ -812,6 +826,8 @@ pub(crate) mod tests {
                     shares: 3,
                     issued: 0,
                     chain: "local".into(),
+                    basis: Default::default(),
+                    accepted_upstream: Work::ZERO,
                 },
                 Account {
                     name: "bob".into(),
@@ -823,6 +839,8 @@ pub(crate) mod tests {
                     shares: 3,
                     issued: 0,
                     chain: "local".into(),
+                    basis: Default::default(),
+                    accepted_upstream: Work::ZERO,
                 },
             ]
         );
@@ -915,7 +933,7 @@ pub(crate) mod tests {
             match c {
                 Command::Persist(op) => ops.push(op),
                 Command::Send { msg, .. } => sent.push(msg),
-                Command::Close { .. } => {}
+                _ => {}
             }
         }
         store.apply(&ops).unwrap();

@@ -496,3 +496,5 @@ impl Core {
 mod tests;
 #[cfg(test)]
 mod tests_failover;
+#[cfg(test)]
+mod tests_pools;

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use hashgrid_common::header::Hash256;
-use hashgrid_common::message::PROTOCOL_VERSION;
+use hashgrid_common::message::{PROTOCOL_VERSION, ShareOutcome};
 use hashgrid_common::stratum::{ConfigureResult, Id, Message, Method, Notify, Response, RpcError, SubscribeResult};
 use serde_json::json;
 
@@ -319,4 +319,66 @@ proptest::proptest! {
             }
         }
     }
+}
+
+/// The last job of the recorded cpuminer session (common/tests/data/stratum/): Bitcoin block
+/// #1, whose coinbase extranonce1 `c858eeac` and extranonce2 `0000` (slot 0's first counter
+/// when extranonce2 has 2 bytes) rebuild.
+const BLOCK_1_NOTIFY: &str = r#"{"id": null, "method": "mining.notify", "params": ["b1", "0a8ce26f72b3f1b646a2a6c14ff763ae65831e939c085ae10019d66800000000", "01000000010000000000000000000000000000000000000000000000000000000000000000ffffffff0704ffff001d0104ffffffff0100f2052a0100000043410496b538e853519c726a2c91e61ec11600ae1390813a627c66fb8be7947be63c52da7589379515d4e0a604f8141781e62294721166bf621e73a82cbf2342", "0000", [], "00000001", "1d00ffff", "4966bc61", true]}"#;
+/// What cpuminer 2.5.1 submitted for it: the real block's nonce.
+const BLOCK_1_SUBMIT: &str =
+    r#"{"method": "mining.submit", "params": ["testuser", "b1", "0000", "4966bc61", "9962e301"], "id":4}"#;
+
+#[test]
+fn bitcoin_block_1_from_a_pool_job_is_credited_and_submitted_as_cpuminer_did() {
+    let mut core = core();
+    let mut farm = Farm::default();
+    let mut pool = Pool::default();
+    core.add_account(T0, "alice", 1 << 60, None, Some(1), None).unwrap();
+    let settings = PoolSettings { user: "testuser".into(), password: "x".into(), ..settings(&[POOL]) };
+    core.set_pool(T0, "alice", Some(settings), None).unwrap();
+    // A node fast enough to be given the whole nonce range of a template at once.
+    core.handle_node_joined(T0, 1, &hello("n1", 5e9, false), PROTOCOL_VERSION);
+    farm.absorb(&mut core);
+    pool.read(&farm);
+    let conn = pool.open.unwrap();
+    core.handle_pool_connected(T0, conn);
+    farm.absorb(&mut core);
+    pool.read(&farm);
+    // cpuminer's pool offered no version rolling.
+    let (_, id, _) = pool.last_request();
+    core.handle_pool_line(
+        T0,
+        conn,
+        Message::Response(Response::err(Id::from(id), RpcError::new(20, "unknown method"))).to_line().as_bytes(),
+    );
+    farm.absorb(&mut core);
+    pool.read(&farm);
+    let (_, id, _) = pool.last_request();
+    let recorded_subscribe =
+        json!([[["mining.set_difficulty", "deadbeef"], ["mining.notify", "deadbeef"]], "c858eeac", 2]);
+    pool.answer(&mut core, &mut farm, T0, id, recorded_subscribe);
+    let (_, id, _) = pool.last_request();
+    pool.answer(&mut core, &mut farm, T0, id, json!(true));
+    pool.call(&mut core, &mut farm, T0, Method::SetDifficulty(1.0));
+    core.handle_pool_line(T0, conn, BLOCK_1_NOTIFY.as_bytes());
+    farm.absorb(&mut core);
+    pool.read(&farm);
+
+    let a = farm.held[&1][0];
+    assert_eq!((a.start, a.count), (0, 1 << 32), "the whole range of the template");
+    let nonce = 0x9962_e301;
+    let block_1: BlockHash = "00000000839a8e6886ab5951d76f411475428afc90947ee320161bbf18eb6048".parse().unwrap();
+    assert_eq!(a.header.with_nonce(nonce).block_hash(), block_1, "the template is block #1's header");
+    let share = Share { id: 1, assignment: a.id, job: a.job, version: a.header.version, time: a.header.time, nonce };
+    core.handle_node_message(T0 + 1, 1, NodeMessage::Share(share));
+    farm.absorb(&mut core);
+    pool.read(&farm);
+    assert!(matches!(farm.results.last(), Some((1, 1, ShareOutcome::Accepted { .. }))), "{:?}", farm.results);
+    let (_, _, Method::Submit(sent)) = pool.last_request() else { panic!("{:?}", pool.requests) };
+    let Ok(Message::Call { method: Method::Submit(recorded), .. }) = Message::from_line(BLOCK_1_SUBMIT.as_bytes())
+    else {
+        panic!()
+    };
+    assert_eq!(sent, recorded, "the submit cpuminer sent for block #1");
 }

@@ -731,7 +731,7 @@ mod tests {
         fn receipt() -> impl Strategy<Value = Receipt> {
             let share =
                 (header(), target(), int128(), text(), int()).prop_map(|(header, share_target, work, node, at_ms)| {
-                    ReceiptShare { header, share_target, work, node, at_ms }
+                    ReceiptShare { header, share_target, work, node, at_ms, upstream: None }
                 });
             (text(), int128(), int128(), cut(), prop::collection::vec(share, 0..3), prop::option::of(int())).prop_map(
                 |(account, standard, delivered, cut, shares, next)| Receipt {

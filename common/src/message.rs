@@ -562,6 +562,10 @@ pub struct ReceiptShare {
     pub work: u128,
     pub node: String,
     pub at_ms: u64,
+    /// What the account's pool said of it: `accepted`, `rejected: CODE REASON`, `unknown`
+    /// (no answer), `pending`, `not submitted: REASON`; `None`: not sent to a pool (it did not
+    /// meet the pool's target, or the account has no pool).
+    pub upstream: Option<String>,
 }
 
 /// The whole farm at a glance: `hashgrid status`.

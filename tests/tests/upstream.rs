@@ -4,7 +4,7 @@
 //!
 //! - Two accounts at two pools (extranonce2 of 4 and of 8 bytes) under `sequential`: each
 //!   pool's own count of valid shares equals the coordinator's accepted-upstream count for
-//!   that account, and no share is invalid.
+//!   that account, and no share is invalid; the receipts list the same shares as accepted.
 //! - The primary pool is killed: the backup takes over, the ledger shows the switch.
 //! - A `clean_jobs` notify: from the first share on the new job, the pool sees no share of
 //!   an old one (the coordinator revoked their ranges at once, and refuses their late shares
@@ -94,6 +94,13 @@ fn two_accounts_at_two_pools_each_pool_counts_what_the_coordinator_accepted() {
         let accepted: u128 = p["accepted_upstream"].to_string().parse().unwrap();
         let expected = work * counts.valid as u128;
         assert!(accepted.abs_diff(expected) <= counts.valid as u128, "{accepted} vs {expected}");
+    }
+    // The receipts list each share's upstream outcome.
+    for (account, pool, user) in [("alice", &pool_a, "alice.rig"), ("bob", &pool_b, "bob.rig")] {
+        let out = op.run(&["account", "receipt", account, "--json"]).expect_success("account receipt");
+        let receipt: Value = serde_json::from_str(&out).unwrap();
+        let accepted = receipt["shares"].as_array().unwrap().iter().filter(|s| s["upstream"] == "accepted").count();
+        assert_eq!(accepted as u64, pool.counts(user).valid, "{account}: {out}");
     }
     // alice's standard is on accepted work: her pool took at least the standard.
     let alice: u128 = pool_of(&list, "alice")["accepted_upstream"].to_string().parse().unwrap();

@@ -294,7 +294,7 @@ proptest::proptest! {
         core.handle_node_joined(T0, 2, &hello("n2", 5_000_000_000.0, false), PROTOCOL_VERSION);
         pool.handshake(&mut core, &mut farm, T0 + 10, size, 0.000001, "j0");
         let mut seen: Vec<(Header, u64, u64)> = Vec::new();
-        let mut record = |farm: &Farm, seen: &mut Vec<(Header, u64, u64)>| {
+        let record = |farm: &Farm, seen: &mut Vec<(Header, u64, u64)>| {
             for a in farm.held.values().flatten() {
                 let h = Header { nonce: 0, ..a.header };
                 let r = (h, a.start as u64, a.start as u64 + a.count);

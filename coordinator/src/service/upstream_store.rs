@@ -149,3 +149,95 @@ pub(super) fn share_outcome(conn: &Connection, hash: &BlockHash) -> Result<Optio
         .query_row([hash], |r| r.get(0))
         .optional()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::store::Store;
+    use super::*;
+    use crate::core::StoreOp;
+    use hashgrid_common::Hash256;
+
+    fn pool(urls: &[&str]) -> PoolSettings {
+        PoolSettings {
+            urls: urls.iter().map(|u| u.to_string()).collect(),
+            user: "alice.rig".into(),
+            password: "s3cret".into(),
+            extranonce_subscribe: true,
+        }
+    }
+
+    /// An account's pools, basis and accepted-upstream work survive a restart; a renewed
+    /// period starts accepted-upstream over.
+    #[test]
+    fn pools_and_upstream_outcomes_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hashgrid.db");
+        let t0 = 1_700_000_000_000;
+        let added = |name: &str| StoreOp::AccountAdded {
+            name: name.into(),
+            standard: Work(10),
+            period_ms: Some(60_000),
+            order: 1,
+            period_start_ms: t0,
+            chain: "local".into(),
+        };
+        let submitted = |seed: u8, at_ms| StoreOp::UpstreamSubmitted {
+            account: "alice".into(),
+            hash: Hash256([seed; 32]),
+            url: "stratum+tcp://a:1".into(),
+            pool_job: "j1".into(),
+            work: Work(1 << 100),
+            at_ms,
+        };
+        let outcome = |seed: u8, outcome: &str| StoreOp::UpstreamOutcome {
+            hash: Hash256([seed; 32]),
+            outcome: outcome.into(),
+            at_ms: t0 + 5,
+        };
+        let ops = vec![
+            added("alice"),
+            added("bob"),
+            StoreOp::AccountPoolSet {
+                account: "alice".into(),
+                pool: Some(pool(&["stratum+tcp://a:1", "stratum+ssl://b:2"])),
+                basis: StandardBasis::Accepted,
+            },
+            StoreOp::AccountPoolSet {
+                account: "bob".into(),
+                pool: Some(pool(&["stratum+tcp://c:3"])),
+                basis: StandardBasis::Delivered,
+            },
+            StoreOp::AccountPoolSet { account: "bob".into(), pool: None, basis: StandardBasis::Delivered },
+            submitted(1, t0 + 1),
+            submitted(2, t0 + 2),
+            submitted(3, t0 + 3),
+            submitted(4, t0 + 4),
+            outcome(1, "accepted"),
+            outcome(2, "accepted"),
+            outcome(3, "rejected: 23 Low difficulty share"),
+            // A late answer never overwrites the first.
+            outcome(1, "unknown"),
+        ];
+        Store::open(&path).unwrap().apply(&ops).unwrap();
+        let store = Store::open(&path).unwrap();
+        let snap = store.load().unwrap();
+        assert_eq!(snap.pools, vec![("alice".to_string(), pool(&["stratum+tcp://a:1", "stratum+ssl://b:2"]))]);
+        let alice = &snap.accounts[0];
+        assert_eq!((alice.basis, alice.accepted_upstream), (StandardBasis::Accepted, Work(2 << 100)));
+        assert_eq!(snap.accounts[1].basis, StandardBasis::Delivered);
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(
+            share_outcome(&conn, &Hash256([3; 32])).unwrap().as_deref(),
+            Some("rejected: 23 Low difficulty share")
+        );
+        assert_eq!(share_outcome(&conn, &Hash256([4; 32])).unwrap().as_deref(), Some("pending"));
+        assert_eq!(share_outcome(&conn, &Hash256([9; 32])).unwrap(), None);
+
+        Store::open(&path)
+            .unwrap()
+            .apply(&[StoreOp::PeriodRenewed { account: "alice".into(), period_start_ms: t0 + 60_000 }])
+            .unwrap();
+        let snap = Store::open(&path).unwrap().load().unwrap();
+        assert_eq!(snap.accounts[0].accepted_upstream, Work::ZERO, "a new period starts over");
+    }
+}

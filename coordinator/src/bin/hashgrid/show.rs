@@ -379,6 +379,7 @@ pub fn receipt_json(r: &Receipt, check: &Result<u128, String>, whole: bool) -> s
         node: &'a str,
         at_ms: u64,
         hash: String,
+        upstream: Option<&'a str>,
     }
     #[derive(Serialize)]
     struct Json<'a> {
@@ -403,6 +404,7 @@ pub fn receipt_json(r: &Receipt, check: &Result<u128, String>, whole: bool) -> s
             node: &s.node,
             at_ms: s.at_ms,
             hash: s.header.block_hash().to_string(),
+            upstream: s.upstream.as_deref(),
         })
         .collect();
     serde_json::to_string(&Json {
@@ -427,9 +429,16 @@ pub fn print_receipt(r: &Receipt, check: &Result<u128, String>, whole: bool) {
         r.shares.len(),
         r.period_start_ms
     );
-    println!("{:<160} {:<64} {:>12} NODE", "HEADER", "TARGET", "WORK");
+    println!("{:<160} {:<64} {:>12} {:<16} UPSTREAM", "HEADER", "TARGET", "WORK", "NODE");
     for s in &r.shares {
-        println!("{} {} {:>12} {}", s.header.to_hex(), s.share_target.to_hex(), s.work, printable(&s.node));
+        println!(
+            "{} {} {:>12} {:<16} {}",
+            s.header.to_hex(),
+            s.share_target.to_hex(),
+            s.work,
+            printable(&s.node),
+            printable(s.upstream.as_deref().unwrap_or("-"))
+        );
     }
     match check {
         Ok(total) if !whole => println!(

@@ -9,6 +9,9 @@
 //!   account at once (their ranges are revoked); templates of jobs the session still keeps
 //!   stay valid for late shares. While an account's pool has no job (down, refusing it), the
 //!   policy skips the account and its capacity goes to the others.
+//! - **Chain load.** Each pool job counts toward the load of the account's chain: its bytes
+//!   as a work update, its merkle branch as an estimate of the transactions per template
+//!   (`chains`), which the balancer weighs as it weighs a local chain's.
 //! - **Shares upstream.** A credited share that also meets its template's pool target is
 //!   submitted (worker = the account's user) and persisted with its outcome; an outcome is
 //!   never guessed: no answer is `unknown`.
@@ -117,7 +120,13 @@ impl Core {
                     self.pool_conns.remove(&conn);
                     self.out.push(Command::PoolClose { conn, reason });
                 }
-                UpstreamOut::Job { revoke_older, .. } => {
+                UpstreamOut::Job { job, revoke_older } => {
+                    let n = &job.notify;
+                    let bytes = 80 + n.coinb1.len() + n.coinb2.len() + 32 * n.merkle_branch.len();
+                    let chain = self.account_chain(account).to_string();
+                    if let Some(c) = self.chains.get_mut(&chain) {
+                        c.record_pool_job(now_ms, bytes as u64, n.merkle_branch.len());
+                    }
                     self.pool_job(now_ms, account, revoke_older);
                     replan = true;
                 }

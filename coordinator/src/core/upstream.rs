@@ -139,6 +139,8 @@ pub struct Upstream {
     probe_at: u64,
     /// Pools failed in a row since the last ready session.
     failures: usize,
+    /// The port `client.reconnect` asked for, used for the next connection to the same pool.
+    reconnect_port: Option<u16>,
     /// The credentials' refusal, until a session is authorized again.
     refused: Option<String>,
     pub last_error: Option<String>,
@@ -186,6 +188,7 @@ impl Upstream {
             retry_at: Some(0),
             probe_at: 0,
             failures: 0,
+            reconnect_port: None,
             refused: None,
             last_error: None,
             space: None,
@@ -372,7 +375,11 @@ impl Upstream {
         client.extranonce_subscribe = self.settings.extranonce_subscribe;
         client.silence_timeout_ms = self.config.silence_ms;
         client.submit_timeout_ms = self.config.submit_timeout_ms;
-        self.out.push(UpstreamOut::Connect { conn, url: self.settings.urls[pool].clone() });
+        let url = match self.reconnect_port.take() {
+            Some(port) => format!("{}://{}", if url.tls { "stratum+ssl" } else { "stratum+tcp" }, url.addr(Some(port))),
+            None => self.settings.urls[pool].clone(),
+        };
+        self.out.push(UpstreamOut::Connect { conn, url });
         Link { conn, pool, session: ClientSession::new(client), ready_since: None, open: false }
     }
 
@@ -386,6 +393,7 @@ impl Upstream {
     /// Takes the session's events of the main link (`probe` false) or the probe.
     fn pump(&mut self, now_ms: u64, probe: bool) {
         let mut ended = None;
+        let mut reconnect = None;
         loop {
             let link = if probe { self.probe.as_mut() } else { self.main.as_mut() };
             let Some(link) = link else { return };
@@ -421,8 +429,9 @@ impl Upstream {
                 ClientEvent::Submitted { ticket, outcome } => {
                     self.out.push(UpstreamOut::Submitted { conn, ticket, outcome })
                 }
-                ClientEvent::Reconnect { wait_secs, .. } => {
+                ClientEvent::Reconnect { port, wait_secs } => {
                     ended = Some(format!("the pool asked to reconnect in {wait_secs} s"));
+                    reconnect = Some((port, wait_secs.min(600)));
                 }
                 ClientEvent::Close { reason } => {
                     self.last_error = Some(reason.clone());
@@ -440,7 +449,19 @@ impl Upstream {
             }
             // The disconnect's own events (unknown submits) first.
             self.pump(now_ms, probe);
-            self.link_lost(now_ms, probe, &reason);
+            match reconnect.filter(|_| !probe) {
+                // `client.reconnect` (the session follows it only to the same host): the same
+                // pool again after the wait, not a failure.
+                Some((port, wait_secs)) => {
+                    let link = self.main.take().expect("the main link");
+                    self.current = None;
+                    self.out.push(UpstreamOut::Lost);
+                    self.active = link.pool;
+                    self.reconnect_port = port;
+                    self.retry_at = Some(now_ms + wait_secs * 1000);
+                }
+                None => self.link_lost(now_ms, probe, &reason),
+            }
         }
     }
 

@@ -286,3 +286,36 @@ fn bad_settings_are_refused() {
     assert!(validate(&PoolSettings { user: "a\nb".into(), ..ok.clone() }).is_err());
     assert!(validate(&PoolSettings { urls: vec![PRIMARY.into(); 9], ..ok }).is_err());
 }
+
+#[test]
+fn client_reconnect_returns_to_the_same_pool_on_its_port_after_the_wait() {
+    let mut up = upstream(&[PRIMARY, BACKUP]);
+    let mut ids = 1;
+    up.handle_tick(0, &mut ids);
+    let [(conn, _)] = connects(&up.drain())[..] else { panic!() };
+    handshake(&mut up, 0, conn, true);
+    let call = Message::Call {
+        id: Id::Null,
+        method: Method::Reconnect { host: Some("primary.example".into()), port: Some(4444), wait_secs: Some(3) },
+    };
+    up.handle_line(10, conn, call.to_line().as_bytes());
+    let outs = up.drain();
+    assert!(outs.iter().any(|o| matches!(o, UpstreamOut::Close { conn: c, .. } if *c == conn)));
+    assert!(switches(&outs).is_empty(), "not a failover");
+    up.handle_tick(10 + 2_999, &mut ids);
+    assert!(connects(&up.drain()).is_empty());
+    up.handle_tick(10 + 3_000, &mut ids);
+    assert_eq!(connects(&up.drain())[0].1, "stratum+tcp://primary.example:4444");
+    // Another host: not followed.
+    let mut up = upstream(&[PRIMARY]);
+    up.handle_tick(0, &mut ids);
+    let [(conn, _)] = connects(&up.drain())[..] else { panic!() };
+    handshake(&mut up, 0, conn, true);
+    let call = Message::Call {
+        id: Id::Null,
+        method: Method::Reconnect { host: Some("evil.example".into()), port: None, wait_secs: None },
+    };
+    up.handle_line(10, conn, call.to_line().as_bytes());
+    assert!(!up.drain().iter().any(|o| matches!(o, UpstreamOut::Close { .. })));
+    assert!(up.has_work());
+}

@@ -173,6 +173,7 @@ impl Service {
         let readers = Arc::new(Readers::open(config.data_dir.join("hashgrid.db"))?);
         let snapshot = store.load()?;
         store.close_open_ranges()?;
+        store.close_pending_submits()?;
         let mut core_config = config.core.clone();
         core_config.id_base = now_ms();
         let mut core = Core::restore(core_config, snapshot);

@@ -265,6 +265,12 @@ impl Store {
         history::close_open_ranges(&self.conn)
     }
 
+    /// Gives the submits to pools a previous process left unanswered the outcome `unknown`;
+    /// call before the core starts.
+    pub fn close_pending_submits(&self) -> Result<usize, StoreError> {
+        super::upstream_store::close_pending(&self.conn)
+    }
+
     /// Starts checkpointing this store's WAL on its own connection and thread, until the
     /// returned handle is dropped.
     pub fn checkpointer(&self) -> Result<Checkpointer, StoreError> {

@@ -142,6 +142,12 @@ pub(super) fn load(conn: &Connection, accounts: &mut [Account]) -> Result<Vec<(S
     Ok(pools)
 }
 
+/// Submits a previous process left unanswered: their connection is gone, so their outcome is
+/// `unknown` (never accepted). Call before the core starts.
+pub(super) fn close_pending(conn: &Connection) -> Result<usize, StoreError> {
+    Ok(conn.execute("UPDATE upstream_submits SET outcome = 'unknown' WHERE outcome = 'pending'", [])?)
+}
+
 /// The upstream outcome of the share `hash` (`None`: never sent to a pool).
 pub(super) fn share_outcome(conn: &Connection, hash: &BlockHash) -> Result<Option<String>, StoreError> {
     Ok(conn
@@ -231,6 +237,8 @@ mod tests {
             Some("rejected: 23 Low difficulty share")
         );
         assert_eq!(share_outcome(&conn, &Hash256([4; 32])).unwrap().as_deref(), Some("pending"));
+        assert_eq!(store.close_pending_submits().unwrap(), 1, "a restart ends the connection");
+        assert_eq!(share_outcome(&conn, &Hash256([4; 32])).unwrap().as_deref(), Some("unknown"));
         assert_eq!(share_outcome(&conn, &Hash256([9; 32])).unwrap(), None);
 
         Store::open(&path)

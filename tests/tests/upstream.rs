@@ -9,6 +9,8 @@
 //! - A `clean_jobs` notify: from the first share on the new job, the pool sees no share of
 //!   an old one (the coordinator revoked their ranges at once, and refuses their late shares
 //!   instead of sending them).
+//! - A `stratum+ssl://` pool is mined over TLS, trusting the `--pool-ca` certificate; with
+//!   another CA the pool is never reached, and the account's capacity goes elsewhere.
 //! - A wrong password shows as an authorization failure in `pool list` and `status`, is
 //!   ledgered, and the account's capacity goes to the next account.
 
@@ -17,6 +19,9 @@ use std::time::Duration;
 use hashgrid_tests::pool::{PoolConfig, TestPool, Verdict};
 use hashgrid_tests::{Operator, Site, wait_for};
 use serde_json::Value;
+use tls_front::tls_front;
+
+mod tls_front;
 
 /// About 2^32 / 10^4 = 430k hashes per share: tens a second from two debug-build CPU nodes.
 const DIFFICULTY: f64 = 0.0001;
@@ -149,7 +154,11 @@ fn a_clean_job_stops_the_old_jobs_shares_at_once() {
     let shares = pool.shares();
     let first_new = shares.iter().position(|s| s.job_id == new).unwrap();
     assert!(shares[first_new..].iter().all(|s| s.job_id == new), "an old job's share after the new one: {shares:?}");
-    assert!(shares.iter().all(|s| s.verdict == Verdict::Valid), "{shares:?}");
+    // An old job's share already on its way when the pool sent the new job is stale there;
+    // nothing else is refused.
+    let refused: Vec<_> = shares.iter().filter(|s| s.verdict != Verdict::Valid).collect();
+    assert!(refused.iter().all(|s| s.verdict == Verdict::Stale && s.job_id != new), "{shares:?}");
+    assert!(refused.len() <= 2, "{shares:?}");
 }
 
 #[test]
@@ -177,4 +186,43 @@ fn a_wrong_password_is_an_authorization_failure_and_the_capacity_moves_on() {
     assert!(text.contains("unauthorized") && text.contains("wrong password"), "{text}");
     assert!(op.ledger(1).iter().any(|e| e.kind == "pool_refused" && e.payload["account"] == "alice"));
     assert!(pool.refused_authorizations() >= 1);
+}
+
+#[test]
+fn a_tls_pool_is_mined_with_the_pool_ca() {
+    let site = Site::new();
+    let pool = pool(&[0xaa, 0xbb], 4);
+    let (_front, addr, cert_pem) = tls_front(pool.addr());
+    let ca = site.path().join("pool-ca.pem");
+    std::fs::write(&ca, cert_pem).unwrap();
+    let coordinator = site.start_coordinator_with("127.0.0.1:0", "sequential", &["--pool-ca", ca.to_str().unwrap()]);
+    let op = coordinator.operator();
+    let url = format!("stratum+ssl://localhost:{}", addr.port());
+    add_at_pool(&op, "alice", "1000T", 1, &[url], "alice.rig", &[]);
+    let _node = site.start_node(&coordinator, "n1");
+    wait_for("3 valid shares over TLS", WAIT, || (pool.counts("alice.rig").valid >= 3).then_some(()));
+    assert_eq!(pool.counts("alice.rig").invalid, 0);
+    assert_eq!(pool_of(&pools(&op), "alice")["state"], "ready");
+}
+
+#[test]
+fn a_tls_pool_with_another_ca_is_never_reached() {
+    let site = Site::new();
+    let pool = pool(&[0xaa, 0xbb], 4);
+    let (_front, addr, _) = tls_front(pool.addr());
+    let other = site.path().join("other-ca.pem");
+    std::fs::write(&other, rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap().cert.pem())
+        .unwrap();
+    let coordinator = site.start_coordinator_with("127.0.0.1:0", "sequential", &["--pool-ca", other.to_str().unwrap()]);
+    let op = coordinator.operator();
+    let url = format!("stratum+ssl://localhost:{}", addr.port());
+    add_at_pool(&op, "alice", "1000T", 1, &[url], "alice.rig", &[]);
+    op.add_account("bob", "1000T", 2);
+    let _node = site.start_node(&coordinator, "n1");
+    wait_for("bob served instead", WAIT, || (op.status().account("bob").delivered > 0).then_some(()));
+    let list = pools(&op);
+    let alice = pool_of(&list, "alice");
+    assert_ne!(alice["state"], "ready", "{alice}");
+    assert!(alice["last_error"].as_str().is_some_and(|e| e.contains("certificate")), "{alice}");
+    assert_eq!(pool.authorizations(), 0, "never reached through the front");
 }

@@ -309,11 +309,13 @@ impl Upstream {
 
     /// The connection `conn` ended (or could not be opened), for `reason`.
     pub fn handle_closed(&mut self, now_ms: u64, conn: u64, reason: &str) {
-        if let Some((probe, link)) = self.link_mut(conn) {
-            link.session.handle_disconnect(now_ms);
-            self.pump(now_ms, probe);
-            self.link_lost(now_ms, probe, reason);
+        let Some((probe, link)) = self.link_mut(conn) else { return };
+        link.session.handle_disconnect(now_ms);
+        if !probe {
+            self.last_error = Some(reason.chars().filter(|c| !c.is_control()).take(200).collect());
         }
+        self.pump(now_ms, probe);
+        self.link_lost(now_ms, probe, reason);
     }
 
     /// Sends a share on the main link; `(conn, ticket)` names its outcome.

@@ -36,6 +36,9 @@ impl Core {
             return Err(AdminError::NoSuchAccount(account.into()));
         };
         let basis = basis.unwrap_or(self.accounts[a].basis);
+        if pool.is_none() && basis == StandardBasis::Accepted {
+            return Err(AdminError::InvalidPool("the accepted standard basis needs a pool".into()));
+        }
         let upstream = match &pool {
             Some(p) => Some(Upstream::new(p.clone(), basis, self.config.upstream).map_err(AdminError::InvalidPool)?),
             None => None,
@@ -249,33 +252,23 @@ impl Core {
         let url = up.url().0.to_owned();
         let submitted = up.submit(now_ms, share);
         let outs = up.drain();
+        self.out.push(Command::Persist(StoreOp::UpstreamSubmitted {
+            account: account.into(),
+            hash,
+            url,
+            pool_job,
+            work,
+            at_ms: now_ms,
+        }));
         match submitted {
             Ok((conn, ticket)) => {
-                self.out.push(Command::Persist(StoreOp::UpstreamSubmitted {
-                    account: account.into(),
-                    hash,
-                    url,
-                    pool_job,
-                    work,
-                    at_ms: now_ms,
-                }));
                 self.submits.insert((conn, ticket), PendingSubmit { account: account.into(), hash, work });
             }
-            Err(reject) => {
-                self.out.push(Command::Persist(StoreOp::UpstreamSubmitted {
-                    account: account.into(),
-                    hash,
-                    url,
-                    pool_job,
-                    work,
-                    at_ms: now_ms,
-                }));
-                self.out.push(Command::Persist(StoreOp::UpstreamOutcome {
-                    hash,
-                    outcome: format!("not submitted: {}", reject.reason()),
-                    at_ms: now_ms,
-                }));
-            }
+            Err(reject) => self.out.push(Command::Persist(StoreOp::UpstreamOutcome {
+                hash,
+                outcome: format!("not submitted: {}", reject.reason()),
+                at_ms: now_ms,
+            })),
         }
         self.take_upstream_outs(now_ms, account, outs);
     }

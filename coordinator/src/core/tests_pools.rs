@@ -55,6 +55,24 @@ impl Pool {
         self.read = farm.pool.len();
     }
 
+    /// Reports the connection the core asked for up; its id.
+    fn connect(&mut self, core: &mut Core, farm: &mut Farm, now: u64) -> u64 {
+        farm.absorb(core);
+        self.read(farm);
+        let conn = self.open.expect("the core connects");
+        core.handle_pool_connected(now, conn);
+        farm.absorb(core);
+        self.read(farm);
+        conn
+    }
+
+    fn answer_err(&mut self, core: &mut Core, farm: &mut Farm, now: u64, id: u64, code: i64, message: &str) {
+        let line = Message::Response(Response::err(Id::from(id), RpcError::new(code, message))).to_line();
+        core.handle_pool_line(now, self.open.unwrap(), line.as_bytes());
+        farm.absorb(core);
+        self.read(farm);
+    }
+
     fn last_request(&self) -> (u64, u64, Method) {
         self.requests.last().cloned().expect("a request")
     }
@@ -76,12 +94,7 @@ impl Pool {
     /// Connects and walks the handshake with extranonce2 of `size` bytes and `difficulty`,
     /// then sends job `job`.
     fn handshake(&mut self, core: &mut Core, farm: &mut Farm, now: u64, size: usize, difficulty: f64, job: &str) {
-        farm.absorb(core);
-        self.read(farm);
-        let conn = self.open.expect("the core connects");
-        core.handle_pool_connected(now, conn);
-        farm.absorb(core);
-        self.read(farm);
+        self.connect(core, farm, now);
         let (_, id, Method::Configure(_)) = self.last_request() else { panic!() };
         self.answer(core, farm, now, id, ConfigureResult { version_rolling_mask: Some(0x1fff_e000) }.to_result());
         let (_, id, Method::Subscribe { .. }) = self.last_request() else { panic!() };
@@ -186,13 +199,7 @@ fn shares_meeting_the_pool_target_are_submitted_and_their_outcome_recorded() {
     let _ = farm.mine_one(&mut core, T0 + 50, 1).expect("a share");
     pool.read(&farm);
     let (_, id, Method::Submit(_)) = pool.last_request() else { panic!() };
-    let error = RpcError::new(23, "Low difficulty share");
-    core.handle_pool_line(
-        T0 + 60,
-        pool.open.unwrap(),
-        Message::Response(Response::err(Id::from(id), error)).to_line().as_bytes(),
-    );
-    farm.absorb(&mut core);
+    pool.answer_err(&mut core, &mut farm, T0 + 60, id, 23, "Low difficulty share");
     assert_eq!(core.pool_list(T0 + 60)[0].rejected, vec![("Low difficulty share".to_string(), 1)]);
 }
 
@@ -249,29 +256,58 @@ fn a_dropped_pool_fails_over_and_its_ranges_go_to_the_next_account() {
 #[test]
 fn a_refused_password_is_ledgered_and_shown_and_the_account_gets_no_capacity() {
     let (mut core, mut farm, mut pool) = farm_with_pool();
-    farm.absorb(&mut core);
-    pool.read(&farm);
-    let conn = pool.open.unwrap();
-    core.handle_pool_connected(T0, conn);
-    farm.absorb(&mut core);
-    pool.read(&farm);
+    pool.connect(&mut core, &mut farm, T0);
     let (_, id, _) = pool.last_request();
     pool.answer(&mut core, &mut farm, T0, id, ConfigureResult { version_rolling_mask: None }.to_result());
     let (_, id, _) = pool.last_request();
     let sub = SubscribeResult { subscriptions: vec![], extranonce1: vec![1], extranonce2_size: 8 };
     pool.answer(&mut core, &mut farm, T0, id, sub.to_result());
     let (_, id, _) = pool.last_request();
-    core.handle_pool_line(
-        T0,
-        conn,
-        Message::Response(Response::err(Id::from(id), RpcError::new(24, "Unauthorized worker"))).to_line().as_bytes(),
-    );
-    farm.absorb(&mut core);
+    pool.answer_err(&mut core, &mut farm, T0, id, 24, "Unauthorized worker");
     assert!(farm.ledger.iter().any(|(kind, p)| kind == ledger::kind::POOL_REFUSED && p["account"] == "alice"));
     let status = core.status(T0);
     assert_eq!(status.pools[0].state, "unauthorized");
     assert!(status.pools[0].last_error.as_deref().unwrap().contains("Unauthorized worker"));
     assert_eq!(account_of_ranges(&core, &farm, 1), vec!["bob", "bob"]);
+}
+
+#[test]
+fn a_used_up_extranonce_space_gives_the_capacity_to_the_next_account() {
+    let (mut core, mut farm, mut pool) = farm_with_pool();
+    // One byte of extranonce2: 256 templates of 2^32 nonces (without version rolling, which
+    // this pool refuses below), fewer than a 5 GH/s node's first ranges use up.
+    core.handle_node_joined(T0, 2, &hello("n2", 1e12, false), PROTOCOL_VERSION);
+    pool.connect(&mut core, &mut farm, T0);
+    let (_, id, _) = pool.last_request();
+    pool.answer_err(&mut core, &mut farm, T0, id, 20, "no");
+    let (_, id, _) = pool.last_request();
+    let sub = SubscribeResult { subscriptions: vec![], extranonce1: vec![1], extranonce2_size: 1 };
+    pool.answer(&mut core, &mut farm, T0, id, sub.to_result());
+    let (_, id, _) = pool.last_request();
+    pool.answer(&mut core, &mut farm, T0, id, json!(true));
+    pool.call(&mut core, &mut farm, T0, Method::Notify(notify("j1", 1, true)));
+    for _ in 0..300 {
+        farm.finish_range(&mut core, T0 + 1, 2);
+    }
+    assert!(!account_of_ranges(&core, &farm, 2).is_empty(), "the node is not left idle");
+    assert!(account_of_ranges(&core, &farm, 2).iter().all(|a| a == "bob"));
+    // A new job alone does not: the counter runs on per subscription, so that no header
+    // repeats even when two jobs share their coinbase. A new extranonce1 starts a new space.
+    pool.call(&mut core, &mut farm, T0 + 2, Method::Notify(notify("j2", 2, true)));
+    farm.finish_range(&mut core, T0 + 3, 2);
+    assert!(account_of_ranges(&core, &farm, 2).iter().all(|a| a == "bob"));
+    pool.call(&mut core, &mut farm, T0 + 4, Method::SetExtranonce { extranonce1: vec![2], extranonce2_size: 1 });
+    pool.call(&mut core, &mut farm, T0 + 4, Method::Notify(notify("j3", 3, true)));
+    farm.finish_range(&mut core, T0 + 5, 2);
+    farm.finish_range(&mut core, T0 + 5, 2);
+    assert!(account_of_ranges(&core, &farm, 2).iter().any(|a| a == "alice"));
+}
+
+#[test]
+fn the_accepted_basis_needs_a_pool() {
+    let (mut core, _, _) = farm_with_pool();
+    assert!(matches!(core.set_pool(T0, "bob", None, Some(StandardBasis::Accepted)), Err(AdminError::InvalidPool(_))));
+    core.set_pool(T0, "alice", Some(settings(&[POOL])), Some(StandardBasis::Accepted)).unwrap();
 }
 
 #[test]
@@ -339,21 +375,10 @@ fn bitcoin_block_1_from_a_pool_job_is_credited_and_submitted_as_cpuminer_did() {
     core.set_pool(T0, "alice", Some(settings), None).unwrap();
     // A node fast enough to be given the whole nonce range of a template at once.
     core.handle_node_joined(T0, 1, &hello("n1", 5e9, false), PROTOCOL_VERSION);
-    farm.absorb(&mut core);
-    pool.read(&farm);
-    let conn = pool.open.unwrap();
-    core.handle_pool_connected(T0, conn);
-    farm.absorb(&mut core);
-    pool.read(&farm);
+    let conn = pool.connect(&mut core, &mut farm, T0);
     // cpuminer's pool offered no version rolling.
     let (_, id, _) = pool.last_request();
-    core.handle_pool_line(
-        T0,
-        conn,
-        Message::Response(Response::err(Id::from(id), RpcError::new(20, "unknown method"))).to_line().as_bytes(),
-    );
-    farm.absorb(&mut core);
-    pool.read(&farm);
+    pool.answer_err(&mut core, &mut farm, T0, id, 20, "unknown method");
     let (_, id, _) = pool.last_request();
     let recorded_subscribe =
         json!([[["mining.set_difficulty", "deadbeef"], ["mining.notify", "deadbeef"]], "c858eeac", 2]);

@@ -148,6 +148,8 @@ pub struct Upstream {
     space: Option<(Vec<u8>, usize, ExtranonceSpace)>,
     /// The newest job of the main link and when it came.
     pub current: Option<PoolJob>,
+    /// The extranonce2 space of the current job ran out: no more templates until the next job.
+    exhausted: bool,
     pub last_job_ms: Option<u64>,
     pub switches: u64,
     pub accepted_shares: u64,
@@ -193,6 +195,7 @@ impl Upstream {
             last_error: None,
             space: None,
             current: None,
+            exhausted: false,
             last_job_ms: None,
             switches: 0,
             accepted_shares: 0,
@@ -208,7 +211,9 @@ impl Upstream {
 
     /// Whether the main link is authorized and has a job to search.
     pub fn has_work(&self) -> bool {
-        self.main.as_ref().is_some_and(|l| *l.session.state() == ClientState::Ready) && self.current.is_some()
+        self.main.as_ref().is_some_and(|l| *l.session.state() == ClientState::Ready)
+            && self.current.is_some()
+            && !self.exhausted
     }
 
     /// The URL of the pool in use or tried next, and its index.
@@ -259,7 +264,9 @@ impl Upstream {
             self.space =
                 Some((job.extranonce1.clone(), job.extranonce2_size, ExtranonceSpace::new(job.extranonce2_size)));
         }
-        self.space.as_mut().and_then(|(_, _, space)| space.next_own().ok())
+        let next = self.space.as_mut().and_then(|(_, _, space)| space.next_own().ok());
+        self.exhausted = next.is_none();
+        next
     }
 
     // Inputs.
@@ -423,6 +430,7 @@ impl Upstream {
                 ClientEvent::State(_) => {}
                 ClientEvent::Job { job, revoke_older } => {
                     if !probe {
+                        self.exhausted = false;
                         self.current = Some(job.clone());
                         self.last_job_ms = Some(now_ms);
                         self.out.push(UpstreamOut::Job { job, revoke_older });

@@ -184,8 +184,9 @@ fn a_refused_authorization_is_reported_once_and_gets_no_work() {
     assert_eq!(refusals, 1, "the same refusal is ledgered once");
 }
 
-#[test]
-fn failback_waits_until_the_primary_was_up_for_the_failback_time() {
+/// An upstream on its backup (the primary refused the connection), with a probe of the
+/// primary opened: (upstream, conn counter, backup, probe).
+fn on_backup_probing() -> (Upstream, u64, u64, u64) {
     // Pools that stay quiet longer than the failback time without being taken for dead.
     let mut up = upstream_with(&[PRIMARY, BACKUP], UpstreamConfig { silence_ms: 1 << 40, ..config() });
     let mut ids = 1;
@@ -199,6 +200,12 @@ fn failback_waits_until_the_primary_was_up_for_the_failback_time() {
     up.handle_tick(3, &mut ids);
     let [(probe, ref url)] = connects(&up.drain())[..] else { panic!() };
     assert_eq!(url, PRIMARY);
+    (up, ids, backup, probe)
+}
+
+#[test]
+fn failback_waits_until_the_primary_was_up_for_the_failback_time() {
+    let (mut up, mut ids, backup, probe) = on_backup_probing();
     let outs = handshake(&mut up, 100, probe, true);
     assert!(!outs.iter().any(|o| matches!(o, UpstreamOut::Job { .. })), "a probe's jobs are not searched");
     up.handle_tick(100 + 119_999, &mut ids);
@@ -215,16 +222,7 @@ fn failback_waits_until_the_primary_was_up_for_the_failback_time() {
 
 #[test]
 fn a_probe_that_drops_restarts_the_failback_clock() {
-    let mut up = upstream_with(&[PRIMARY, BACKUP], UpstreamConfig { silence_ms: 1 << 40, ..config() });
-    let mut ids = 1;
-    up.handle_tick(0, &mut ids);
-    let [(primary, _)] = connects(&up.drain())[..] else { panic!() };
-    up.handle_closed(1, primary, "refused");
-    up.handle_tick(1, &mut ids);
-    let [(backup, _)] = connects(&up.drain())[..] else { panic!() };
-    handshake(&mut up, 2, backup, true);
-    up.handle_tick(3, &mut ids);
-    let [(probe, _)] = connects(&up.drain())[..] else { panic!() };
+    let (mut up, mut ids, _, probe) = on_backup_probing();
     handshake(&mut up, 3, probe, true);
     up.handle_closed(60_000, probe, "dropped");
     up.drain();

@@ -11,6 +11,8 @@
 //!   instead of sending them).
 //! - A `stratum+ssl://` pool is mined over TLS, trusting the `--pool-ca` certificate; with
 //!   another CA the pool is never reached, and the account's capacity goes elsewhere.
+//! - A job with Bitcoin block #1's coinbase (the recorded cpuminer session's) is searched as
+//!   block #1's header.
 //! - A wrong password shows as an authorization failure in `pool list` and `status`, is
 //!   ledgered, and the account's capacity goes to the next account.
 
@@ -225,4 +227,41 @@ fn a_tls_pool_with_another_ca_is_never_reached() {
     assert_ne!(alice["state"], "ready", "{alice}");
     assert!(alice["last_error"].as_str().is_some_and(|e| e.contains("certificate")), "{alice}");
     assert_eq!(pool.authorizations(), 0, "never reached through the front");
+}
+
+/// The last job of the recorded cpuminer session (common/tests/data/stratum/): Bitcoin block
+/// #1, with extranonce1 `c858eeac` and a 2-byte extranonce2 at difficulty 1.
+const BLOCK_1_NOTIFY: &str = r#"["b1", "0a8ce26f72b3f1b646a2a6c14ff763ae65831e939c085ae10019d66800000000", "01000000010000000000000000000000000000000000000000000000000000000000000000ffffffff0704ffff001d0104ffffffff0100f2052a0100000043410496b538e853519c726a2c91e61ec11600ae1390813a627c66fb8be7947be63c52da7589379515d4e0a604f8141781e62294721166bf621e73a82cbf2342", "0000", [], "00000001", "1d00ffff", "4966bc61", true]"#;
+
+/// The pool sends a job with a real block's coinbase: the first header the coordinator gives
+/// the nodes is that block's, so the block's nonce (0x9962e301) is in the search. Hashing up to
+/// it takes a CPU node minutes, so the nonce itself is checked here against the header the
+/// nodes were given; `core::tests_pools` feeds the found share through the core and checks
+/// the submit against cpuminer's.
+#[test]
+fn a_pool_job_with_bitcoin_block_1s_coinbase_is_searched_as_block_1s_header() {
+    let site = Site::new();
+    let pool = TestPool::start(PoolConfig {
+        extranonce1: vec![0xc8, 0x58, 0xee, 0xac],
+        extranonce2_size: 2,
+        difficulty: 1.0,
+        version_mask: None,
+        password: Some("pw".into()),
+    });
+    let job = hashgrid_tests::pool::PoolJob::from_notify_params(&serde_json::from_str(BLOCK_1_NOTIFY).unwrap());
+    pool.send_job(job.expect("the recorded notify"));
+    let coordinator = site.start_coordinator("127.0.0.1:0", "sequential");
+    let op = coordinator.operator();
+    add_at_pool(&op, "alice", "1000T", 1, &[pool.url()], "alice.rig", &[]);
+    let _node = site.start_node(&coordinator, "n1");
+    let assignment = wait_for("a range of the pool's job", WAIT, || {
+        op.ledger(1).into_iter().find(|e| e.kind == "assignment" && e.payload["account"] == "alice")
+    });
+    let id = assignment.payload["job"].to_string();
+    let out = op.run(&["job", "show", &id, "--json"]).expect_success("job show");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    let header = hashgrid_common::Header::from_hex(shown["header"].as_str().unwrap()).unwrap();
+    let block_1 = "00000000839a8e6886ab5951d76f411475428afc90947ee320161bbf18eb6048";
+    assert_eq!(header.with_nonce(0x9962_e301).block_hash().to_string(), block_1, "{out}");
+    assert_eq!(pool_of(&pools(&op), "alice")["extranonce1"], "c858eeac");
 }

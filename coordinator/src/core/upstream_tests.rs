@@ -26,7 +26,7 @@ fn upstream_with(urls: &[&str], config: UpstreamConfig) -> Upstream {
         password: "x".into(),
         extranonce_subscribe: false,
     };
-    Upstream::new(settings, StandardBasis::Delivered, config).unwrap()
+    Upstream::new(settings, config).unwrap()
 }
 
 /// A pool's side of the script: the requests of `conn` among `outs`.

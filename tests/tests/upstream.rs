@@ -27,6 +27,8 @@ mod tls_front;
 
 /// About 2^32 / 10^4 = 430k hashes per share: tens a second from two debug-build CPU nodes.
 const DIFFICULTY: f64 = 0.0001;
+/// The accounts' pool password: distinctive, so that a test can look for it where it must not be.
+const PASSWORD: &str = "pw-7e3c1f9a";
 /// A safety net, not a performance bound (builds sharing the cores slow the nodes).
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -35,7 +37,7 @@ fn pool(extranonce1: &[u8], extranonce2_size: usize) -> TestPool {
         extranonce1: extranonce1.to_vec(),
         extranonce2_size,
         difficulty: DIFFICULTY,
-        password: Some("pw".into()),
+        password: Some(PASSWORD.into()),
         ..PoolConfig::default()
     })
 }
@@ -53,7 +55,7 @@ fn pool_of<'a>(list: &'a [Value], account: &str) -> &'a Value {
 fn add_at_pool(op: &Operator, name: &str, standard: &str, order: i64, urls: &[String], user: &str, extra: &[&str]) {
     let order = order.to_string();
     let mut args = vec!["account", "add", name, "--standard", standard, "--order", &order];
-    args.extend(["--pool", &urls[0], "--user", user, "--password", "pw"]);
+    args.extend(["--pool", &urls[0], "--user", user, "--password", PASSWORD]);
     for backup in &urls[1..] {
         args.extend(["--backup-pool", backup]);
     }
@@ -95,7 +97,6 @@ fn two_accounts_at_two_pools_each_pool_counts_what_the_coordinator_accepted() {
         assert_eq!(p["extranonce2_size"], size, "{p}");
         assert_eq!(p["state"], "ready", "{p}");
         assert_eq!(p["user"], user, "{p}");
-        assert!(!p.to_string().contains("\"pw\""), "no password in pool list: {p}");
         // accepted upstream is the pool's difficulty as work of its valid shares.
         let work = (DIFFICULTY * 4_295_032_833.0) as u128;
         let accepted: u128 = p["accepted_upstream"].to_string().parse().unwrap();
@@ -108,6 +109,20 @@ fn two_accounts_at_two_pools_each_pool_counts_what_the_coordinator_accepted() {
         let receipt: Value = serde_json::from_str(&out).unwrap();
         let accepted = receipt["shares"].as_array().unwrap().iter().filter(|s| s["upstream"] == "accepted").count();
         assert_eq!(accepted as u64, pool.counts(user).valid, "{account}: {out}");
+    }
+    // The password is in the database and nowhere else: not in a reply, the ledger or a log.
+    let shown = [
+        op.run(&["pool", "list", "--json"]).expect_success("pool list"),
+        op.run(&["pool", "list"]).expect_success("pool list"),
+        op.run(&["status", "--json"]).expect_success("status"),
+        op.run(&["ledger", "show", "--json"]).expect_success("ledger show"),
+    ];
+    assert!(shown.iter().all(|out| !out.contains(PASSWORD)), "{shown:?}");
+    for log in std::fs::read_dir(site.path()).unwrap().map(|e| e.unwrap().path()) {
+        if log.extension().is_some_and(|e| e == "log") {
+            let text = std::fs::read_to_string(&log).unwrap();
+            assert!(!text.contains(PASSWORD), "the password in {}", log.display());
+        }
     }
     // alice's standard is on accepted work: her pool took at least the standard.
     let alice: u128 = pool_of(&list, "alice")["accepted_upstream"].to_string().parse().unwrap();
@@ -246,7 +261,7 @@ fn a_pool_job_with_bitcoin_block_1s_coinbase_is_searched_as_block_1s_header() {
         extranonce2_size: 2,
         difficulty: 1.0,
         version_mask: None,
-        password: Some("pw".into()),
+        password: Some(PASSWORD.into()),
     });
     let job = hashgrid_tests::pool::PoolJob::from_notify_params(&serde_json::from_str(BLOCK_1_NOTIFY).unwrap());
     pool.send_job(job.expect("the recorded notify"));

@@ -407,3 +407,26 @@ fn bitcoin_block_1_from_a_pool_job_is_credited_and_submitted_as_cpuminer_did() {
     };
     assert_eq!(sent, recorded, "the submit cpuminer sent for block #1");
 }
+
+#[test]
+fn a_restored_core_connects_to_the_stored_pools_at_its_first_tick() {
+    let mut alice = Account::new("alice".into(), Work(1 << 60), None, 1, T0);
+    alice.basis = StandardBasis::Accepted;
+    alice.accepted_upstream = Work(7);
+    let snapshot = Snapshot {
+        accounts: vec![alice],
+        pools: vec![("alice".into(), settings(&[POOL, BACKUP]))],
+        ..Snapshot::default()
+    };
+    let mut core = Core::restore(CoreConfig::default(), snapshot);
+    assert!(core.drain_commands().is_empty());
+    core.handle_tick(T0);
+    let connects: Vec<Command> =
+        core.drain_commands().into_iter().filter(|c| matches!(c, Command::PoolConnect { .. })).collect();
+    assert!(matches!(&connects[..], [Command::PoolConnect { url, .. }] if url == POOL), "{connects:?}");
+    let list = core.pool_list(T0);
+    assert_eq!(
+        (list[0].basis, list[0].accepted_upstream, list[0].state.as_str()),
+        (StandardBasis::Accepted, 7, "connecting")
+    );
+}

@@ -731,7 +731,7 @@ mod tests {
         fn receipt() -> impl Strategy<Value = Receipt> {
             let share =
                 (header(), target(), int128(), text(), int()).prop_map(|(header, share_target, work, node, at_ms)| {
-                    ReceiptShare { header, share_target, work, node, at_ms }
+                    ReceiptShare { header, share_target, work, node, at_ms, upstream: None }
                 });
             (text(), int128(), int128(), cut(), prop::collection::vec(share, 0..3), prop::option::of(int())).prop_map(
                 |(account, standard, delivered, cut, shares, next)| Receipt {
@@ -786,7 +786,13 @@ mod tests {
 
         pub fn admin_response() -> impl Strategy<Value = AdminResponse> {
             let status = (policy(), prop::collection::vec(account(), 0..4), prop::collection::vec(node_status(), 0..4))
-                .prop_map(|(policy, accounts, nodes)| Status { policy, accounts, nodes, rollout: None });
+                .prop_map(|(policy, accounts, nodes)| Status {
+                    policy,
+                    accounts,
+                    nodes,
+                    rollout: None,
+                    pools: Vec::new(),
+                });
             prop_oneof![
                 Just(AdminResponse::Ok),
                 prop::collection::vec(account(), 0..4).prop_map(AdminResponse::Accounts),

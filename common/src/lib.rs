@@ -15,6 +15,8 @@ pub mod sha256;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod stratum;
+#[cfg(feature = "stratum-net")]
+pub mod stratum_net;
 pub mod target;
 
 #[cfg(feature = "cli")]

@@ -354,6 +354,15 @@ pub enum AdminRequest {
     },
     /// Start, change (`Some`) or end (`None`) a rollout.
     RolloutSet(Option<Rollout>),
+    /// Set (`Some`) or clear (`None`) the account's pool and, when `Some`, the figure its
+    /// standard is measured on.
+    AccountSetPool {
+        name: String,
+        pool: Option<PoolSettings>,
+        basis: Option<StandardBasis>,
+    },
+    /// Every account with a pool: its upstream session and figures.
+    PoolList,
 }
 
 /// Coordinator → operator.
@@ -384,6 +393,7 @@ pub enum AdminResponse {
     Receipt(Receipt),
     /// The request was refused; the text says why.
     Error(String),
+    Pools(Vec<PoolStatus>),
 }
 
 impl AdminRequest {
@@ -552,6 +562,10 @@ pub struct ReceiptShare {
     pub work: u128,
     pub node: String,
     pub at_ms: u64,
+    /// What the account's pool said of it: `accepted`, `rejected: CODE REASON`, `unknown`
+    /// (no answer), `pending`, `not submitted: REASON`; `None`: not sent to a pool (it did not
+    /// meet the pool's target, or the account has no pool).
+    pub upstream: Option<String>,
 }
 
 /// The whole farm at a glance: `hashgrid status`.
@@ -562,6 +576,97 @@ pub struct Status {
     pub nodes: Vec<NodeStatus>,
     /// The rollout in force, if any.
     pub rollout: Option<Rollout>,
+    /// The upstream session of every account with a pool.
+    pub pools: Vec<PoolStatus>,
+}
+
+/// Where an account mines: its Stratum V1 pool, then its backups in order, and the
+/// credentials (the password is stored, never shown or logged).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSettings {
+    /// `stratum+tcp://HOST:PORT` or `stratum+ssl://HOST:PORT`, the primary first.
+    pub urls: Vec<String>,
+    pub user: String,
+    pub password: String,
+    /// Send `mining.extranonce.subscribe` (some pools drop connections that send it).
+    pub extranonce_subscribe: bool,
+}
+
+impl std::fmt::Debug for PoolSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolSettings")
+            .field("urls", &self.urls)
+            .field("user", &self.user)
+            .field("password", &"<hidden>")
+            .field("extranonce_subscribe", &self.extranonce_subscribe)
+            .finish()
+    }
+}
+
+/// The figure an account's standard is measured on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StandardBasis {
+    /// Locally verified work on live jobs.
+    #[default]
+    Delivered,
+    /// The pool's difficulty times its accepted shares.
+    Accepted,
+}
+
+impl StandardBasis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StandardBasis::Delivered => "delivered",
+            StandardBasis::Accepted => "accepted",
+        }
+    }
+}
+
+impl std::str::FromStr for StandardBasis {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "delivered" => Ok(StandardBasis::Delivered),
+            "accepted" => Ok(StandardBasis::Accepted),
+            other => Err(format!("unknown standard basis {other:?} (expected delivered or accepted)")),
+        }
+    }
+}
+
+/// One account's upstream session (`hashgrid pool list`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    pub account: String,
+    /// disconnected, connecting, configuring, subscribing, authorizing, ready, unauthorized.
+    pub state: String,
+    /// The pool in use (or being tried), and its place in the list (0: the primary).
+    pub url: String,
+    pub pool_index: u32,
+    pub user: String,
+    /// extranonce1 (hex) and extranonce2's size, once subscribed.
+    pub extranonce1: String,
+    pub extranonce2_size: u32,
+    pub difficulty: f64,
+    pub version_mask: u32,
+    /// Milliseconds since the last job, if any.
+    pub job_age_ms: Option<u64>,
+    /// Work credited on the account's live jobs (the account's `delivered`).
+    pub delivered: u128,
+    /// The pool's difficulty-as-work of its accepted shares, this period.
+    pub accepted_upstream: u128,
+    pub accepted_shares: u64,
+    /// Rejected submits by the pool's reason.
+    pub rejected: Vec<(String, u64)>,
+    /// Submits without an answer (timeout, or the connection dropped first).
+    pub unknown: u64,
+    /// More than the configured share of submits rejected.
+    pub flagged: bool,
+    pub basis: StandardBasis,
+    /// The last refusal or error, e.g. the pool's reason for refusing the credentials.
+    pub last_error: Option<String>,
+    /// Pool switches (failovers and failbacks) since the coordinator started.
+    pub switches: u64,
 }
 
 /// Send `percent`% of new ranges to nodes announcing software `version`, the rest to the

@@ -15,6 +15,7 @@ use hashgrid_common::config::{load_toml, parse_toml};
 
 use crate::core::CoreConfig;
 use crate::core::probe::ProbeConfig;
+use crate::core::upstream::UpstreamConfig;
 use crate::service::limits::ConnectionLimits;
 
 /// The longest `failover_after`: a silent node's ranges wait at most this long.
@@ -79,6 +80,26 @@ max_connections = 1024
 # QUIC connections open at once from one IP address (for IPv6, one /64). Rigs behind one NAT
 # share an address: raise it above their number.
 max_connections_per_address = 64
+
+# Accounts at pools (`hashgrid account add NAME ... --pool URL`).
+# PEM file of the certificates trusted for stratum+ssl:// pools instead of the system's roots.
+# Empty: the system's roots. (--pool-ca)
+pool_ca = ""
+
+# A pool that says nothing for this long is dead: the account fails over to its next pool. A
+# dropped connection fails over at once. (cgminer: 90 s)
+pool_silence = "90s"
+
+# Once every pool of an account failed in a row, wait this long before the next round; also
+# how often the primary is probed while on a backup. (cgminer: 5 s)
+pool_retry = "5s"
+
+# Fail back to the primary only once it has been up this long. (cgminer: 120 s)
+pool_failback = "120s"
+
+# An account whose pool rejects more than this fraction of (at least 20) answered submits is
+# flagged in status and ledgered.
+pool_max_reject_ratio = 0.2
 "#;
 
 /// The coordinator's settings.
@@ -105,6 +126,15 @@ pub struct CoordinatorConfig {
     pub time_window: Duration,
     pub max_connections: usize,
     pub max_connections_per_address: usize,
+    #[serde(deserialize_with = "optional_path")]
+    pub pool_ca: Option<PathBuf>,
+    #[serde(deserialize_with = "duration")]
+    pub pool_silence: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub pool_retry: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub pool_failback: Duration,
+    pub pool_max_reject_ratio: f64,
 }
 
 impl Default for CoordinatorConfig {
@@ -126,6 +156,11 @@ impl Default for CoordinatorConfig {
             time_window: Duration::from_secs(core.time_window_secs as u64),
             max_connections: ConnectionLimits::default().total,
             max_connections_per_address: ConnectionLimits::default().per_address,
+            pool_ca: None,
+            pool_silence: Duration::from_millis(core.upstream.silence_ms),
+            pool_retry: Duration::from_millis(core.upstream.retry_ms),
+            pool_failback: Duration::from_millis(core.upstream.failback_after_ms),
+            pool_max_reject_ratio: core.upstream.max_reject_ratio,
         }
     }
 }
@@ -183,6 +218,15 @@ impl CoordinatorConfig {
         if self.max_connections_per_address == 0 {
             return invalid("max_connections_per_address", "must be at least 1");
         }
+        if self.pool_silence < Duration::from_secs(1) {
+            return invalid("pool_silence", "must be at least 1s");
+        }
+        if self.pool_retry < Duration::from_millis(100) {
+            return invalid("pool_retry", "must be at least 100ms");
+        }
+        if !(self.pool_max_reject_ratio > 0.0 && self.pool_max_reject_ratio <= 1.0) {
+            return invalid("pool_max_reject_ratio", "must be more than 0 and at most 1");
+        }
         Ok(())
     }
 
@@ -209,6 +253,13 @@ impl CoordinatorConfig {
                 min_rejects: self.min_rejects,
                 ..ProbeConfig::default()
             },
+            upstream: UpstreamConfig {
+                silence_ms: self.pool_silence.as_millis() as u64,
+                retry_ms: self.pool_retry.as_millis() as u64,
+                failback_after_ms: self.pool_failback.as_millis() as u64,
+                max_reject_ratio: self.pool_max_reject_ratio,
+                ..UpstreamConfig::default()
+            },
             ..CoreConfig::default()
         }
     }
@@ -228,6 +279,11 @@ fn optional_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, 
     text.parse()
         .map(Some)
         .map_err(|_| serde::de::Error::custom(format!("{text:?} is not an address like 127.0.0.1:9464")))
+}
+
+fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let text = String::deserialize(d)?;
+    Ok((!text.is_empty()).then(|| PathBuf::from(text)))
 }
 
 fn optional_policy<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Policy>, D::Error> {

@@ -282,7 +282,15 @@ impl TestPool {
             ntime: 0x6b11_2400 + n,
             clean,
         };
-        if clean {
+        drop(state);
+        self.send_job(job)
+    }
+
+    /// Sends `job` (e.g. one replayed from a recorded session) to every connected client, and
+    /// to every client that subscribes later until the next job; its id.
+    pub fn send_job(&self, job: PoolJob) -> String {
+        let mut state = self.shared.state();
+        if job.clean {
             for (_, revoked) in &mut state.jobs {
                 *revoked = true;
             }

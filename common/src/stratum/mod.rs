@@ -10,6 +10,7 @@
 //! - [`share`]: the share verifier (job, time window, version mask, target, duplicate) and the
 //!   Stratum error codes 20–25;
 //! - [`extranonce`]: the coordinator's carving of extranonce2 into `[slot][counter]`;
+//! - [`url`]: pool addresses (`stratum+tcp://`, `stratum+ssl://`);
 //! - [`client`]: the client session state machine (configure, subscribe, authorize, jobs,
 //!   submits, reconnects, silence).
 //!
@@ -23,6 +24,7 @@ pub mod extranonce;
 pub mod job;
 pub mod method;
 pub mod share;
+pub mod url;
 
 pub use client::{ClientConfig, ClientEvent, ClientSession, ClientState, SubmitOutcome};
 pub use codec::{Id, LineDecoder, MAX_LINE, Message, Response, RpcError};
@@ -31,6 +33,7 @@ pub use extranonce::{Carving, ExtranonceSpace};
 pub use job::Job;
 pub use method::{Configure, ConfigureResult, Method, Notify, Submit, SubscribeResult};
 pub use share::{Accepted, Reject, ShareVerifier};
+pub use url::{PoolUrl, PoolUrlError};
 
 /// Why a Stratum line, job or request could not be used. A session that meets one of these
 /// from its peer closes the connection with the message as its reason.

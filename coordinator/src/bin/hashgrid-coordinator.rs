@@ -61,6 +61,9 @@ struct ServeArgs {
     /// Fail a node after this much silence, e.g. 3s or 500ms (default 3s).
     #[arg(long, env = "HASHGRID_FAILOVER_AFTER")]
     failover_after: Option<String>,
+    /// PEM certificates trusted for stratum+ssl:// pools instead of the system's roots.
+    #[arg(long, env = "HASHGRID_POOL_CA")]
+    pool_ca: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -85,6 +88,9 @@ impl ServeArgs {
         if let Some(after) = &self.failover_after {
             config.failover_after =
                 humantime::parse_duration(after).with_context(|| format!("invalid --failover-after {after:?}"))?;
+        }
+        if let Some(ca) = &self.pool_ca {
+            config.pool_ca = Some(ca.clone());
         }
         config.check()?;
         Ok(config)
@@ -128,7 +134,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let config = args.settings()?;
     let (data_dir, listen, policy, core) = (config.data_dir.clone(), config.listen, config.policy, config.core());
-    let mut service = Service::start(ServiceConfig { data_dir, listen, policy, core, limits: config.limits() }).await?;
+    let pool_ca = match &config.pool_ca {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("pool_ca {}", path.display()))?),
+        None => None,
+    };
+    let limits = config.limits();
+    let mut service = Service::start(ServiceConfig { data_dir, listen, policy, core, limits, pool_ca }).await?;
     let dir = &service.data_dir;
     println!("hashgrid coordinator listening on {}", service.local_addr);
     println!("certificate: {} (sha256 {})", dir.cert_pem.display(), dir.fingerprint());

@@ -2,11 +2,12 @@
 //! policies that choose which account the next range of work serves.
 //!
 //! Invariants: `delivered` only grows within a period (by the work of accepted shares) and is
-//! reset to zero when a period renews; an account is up to standard when `delivered >=
-//! standard`. Policies only ever choose accounts below standard.
+//! reset to zero when a period renews, as is `accepted_upstream` (the pool's difficulty as
+//! work of the shares its pool accepted); an account is up to standard when the figure of its
+//! basis (`delivered` by default) reaches `standard`. Policies only ever choose accounts below standard.
 
 use hashgrid_common::Target;
-use hashgrid_common::message::{AccountStatus, Policy};
+use hashgrid_common::message::{AccountStatus, Policy, StandardBasis};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An amount of work in expected hashes: contracted as a standard, credited for shares. Kept
@@ -71,6 +72,10 @@ pub struct Account {
     pub issued: u128,
     /// The chain its work comes from.
     pub chain: String,
+    /// The figure the standard is measured on.
+    pub basis: StandardBasis,
+    /// The pool's difficulty as work of its accepted shares in the current period.
+    pub accepted_upstream: Work,
 }
 
 /// Whether `name` may name an account or a chain: 1-64 ASCII letters, digits, '-', '_' or '.'.
@@ -93,16 +98,27 @@ impl Account {
             shares: 0,
             issued: 0,
             chain: DEFAULT_CHAIN.into(),
+            basis: StandardBasis::Delivered,
+            accepted_upstream: Work::ZERO,
+        }
+    }
+
+    /// The work the standard is measured on: `delivered`, or `accepted_upstream` when the
+    /// contract counts only pool-accepted work.
+    pub fn counted(&self) -> Work {
+        match self.basis {
+            StandardBasis::Delivered => self.delivered,
+            StandardBasis::Accepted => self.accepted_upstream,
         }
     }
 
     pub fn up_to_standard(&self) -> bool {
-        self.delivered >= self.standard
+        self.counted() >= self.standard
     }
 
     /// The work still missing to reach the standard.
     pub fn lacking(&self) -> Work {
-        self.standard.saturating_sub(self.delivered)
+        self.standard.saturating_sub(self.counted())
     }
 
     /// Renews the period if it has ended by `now_ms`; returns whether it did.
@@ -114,6 +130,7 @@ impl Account {
         let periods = (now_ms - self.period_start_ms) / period;
         self.period_start_ms += periods * period;
         self.delivered = Work::ZERO;
+        self.accepted_upstream = Work::ZERO;
         self.shares = 0;
         self.issued = 0;
         true

@@ -3,8 +3,10 @@
 //!
 //! A chain's load is `weight × (1 + tx_per_template / 1000 + bit_rate / 125,000)`, with
 //! `bit_rate` the larger of the declared rate and the measured one (bytes of work updates per
-//! second: each new template's 80-byte header plus 32 bytes per transaction id, over the last
-//! minute). One transaction per thousand and one megabit per second each count as much as the
+//! second over the last minute: each new local template's 80-byte header plus 32 bytes per
+//! transaction id, and each pool job of an account on the chain as received), and
+//! `tx_per_template` the larger of the declared count and the one estimated from the merkle
+//! branch of the latest pool job. One transaction per thousand and one megabit per second each count as much as the
 //! chain's base load.
 
 use std::collections::VecDeque;
@@ -27,6 +29,8 @@ pub struct Chain {
     pub local: LocalChain,
     /// (time, bytes) of each work update in the measuring window.
     updates: VecDeque<(u64, u64)>,
+    /// Transactions per template estimated from the pool jobs of its accounts (the latest).
+    measured_txs: u32,
 }
 
 /// Why chain parameters were refused.
@@ -43,7 +47,7 @@ impl Chain {
             None => LocalChain::new(bits),
         }
         .with_txs(params.tx_per_template);
-        Ok(Chain { params, local, updates: VecDeque::new() })
+        Ok(Chain { params, local, updates: VecDeque::new(), measured_txs: 0 })
     }
 
     /// The built-in chain every account uses unless it names another.
@@ -55,16 +59,38 @@ impl Chain {
             Some((height, hash)) => LocalChain::at(height, hash, bits),
             None => LocalChain::new(bits),
         };
-        Chain { params, local, updates: VecDeque::new() }
+        Chain { params, local, updates: VecDeque::new(), measured_txs: 0 }
     }
 
     /// Records a new template (a work update) made at `now_ms`.
     pub fn record_update(&mut self, now_ms: u64) {
-        let bytes = 80 + 32 * (self.params.tx_per_template as u64 + 1);
+        self.record_bytes(now_ms, 80 + 32 * (self.params.tx_per_template as u64 + 1));
+    }
+
+    /// Records a pool job of an account on this chain, received at `now_ms`: its `bytes`
+    /// (header fields, coinbase parts and merkle branch) count as a work update, and its
+    /// branch of `branch_len` hashes estimates the transactions per template: a branch of n
+    /// hashes folds a tree of more than 2^(n-1) and at most 2^n leaves, the coinbase among
+    /// them, so about 3·2^(n-2) transactions.
+    pub fn record_pool_job(&mut self, now_ms: u64, bytes: u64, branch_len: usize) {
+        self.record_bytes(now_ms, bytes);
+        self.measured_txs = match branch_len {
+            0 => 0,
+            n => ((3u64 << n.min(40)) / 4).min(MAX_TX_PER_TEMPLATE as u64) as u32,
+        };
+    }
+
+    fn record_bytes(&mut self, now_ms: u64, bytes: u64) {
         self.updates.push_back((now_ms, bytes));
         while self.updates.front().is_some_and(|(t, _)| now_ms.saturating_sub(*t) > MEASURE_MS) {
             self.updates.pop_front();
         }
+    }
+
+    /// Transactions per template as the balancer weighs them: declared, or measured from pool
+    /// jobs when that is more.
+    pub fn tx_per_template(&self) -> u32 {
+        self.params.tx_per_template.max(self.measured_txs)
     }
 
     /// Measured work updates, bytes per second over the last minute.
@@ -77,7 +103,7 @@ impl Chain {
     /// The load the balancer weighs.
     pub fn load(&self, now_ms: u64) -> f64 {
         let bit_rate = (self.params.bit_rate as f64).max(self.measured_bit_rate(now_ms));
-        self.params.weight * (1.0 + self.params.tx_per_template as f64 / 1000.0 + bit_rate / 125_000.0)
+        self.params.weight * (1.0 + self.tx_per_template() as f64 / 1000.0 + bit_rate / 125_000.0)
     }
 }
 
@@ -128,6 +154,20 @@ mod tests {
         assert!((rate - 600.0 * 32_080.0 / 60.0).abs() < 1.0, "{rate}");
         assert!(c.load(60_000) > Chain::new(params("a", 999, 0, 1.0), None).unwrap().load(60_000));
         assert_eq!(c.measured_bit_rate(200_000), 0.0, "old updates age out");
+    }
+
+    #[test]
+    fn pool_jobs_are_measured_as_load() {
+        let mut c = Chain::new(params("a", 0, 0, 1.0), None).unwrap();
+        assert_eq!(c.load(0), 1.0);
+        // A branch of 12 hashes: between 2049 and 4096 leaves; 3072 estimated.
+        c.record_pool_job(0, 125_000 * 60, 12);
+        assert_eq!(c.tx_per_template(), 3072);
+        assert_eq!(c.load(0), 1.0 + 3.072 + 1.0);
+        c.record_pool_job(1, 0, 0);
+        assert_eq!(c.tx_per_template(), 0, "the latest job counts");
+        let declared = Chain::new(params("b", 5000, 0, 1.0), None).unwrap();
+        assert_eq!(declared.tx_per_template(), 5000, "never below the declared count");
     }
 
     #[test]

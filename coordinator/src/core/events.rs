@@ -71,7 +71,7 @@ impl Core {
         self.replan(now_ms, "node left");
     }
 
-    /// Timers: silent nodes, nodes under standard, period renewals.
+    /// Timers: silent nodes, nodes under standard, period renewals, the pools' timers.
     pub fn handle_tick(&mut self, now_ms: u64) {
         let silent: Vec<NodeId> = self
             .nodes
@@ -126,5 +126,6 @@ impl Core {
         if !renewed.is_empty() {
             self.replan(now_ms, "period renewed");
         }
+        self.tick_upstreams(now_ms);
     }
 }

@@ -67,6 +67,7 @@ impl Core {
                 let chain = self.account_chain(&account_name);
                 block = self.chains.get(chain).is_some_and(|c| c.local.target().is_met_by(&verified.hash));
             }
+            JobKind::Upstream { .. } => {}
         }
         let node_name = self.nodes.get(&node).map(|n| n.name.clone()).unwrap_or_default();
         self.out.push(Command::Persist(StoreOp::Credit {
@@ -89,10 +90,11 @@ impl Core {
                 let was_below = !a.up_to_standard();
                 a.delivered = a.delivered.saturating_add(work);
                 a.shares += 1;
-                (was_below && a.up_to_standard()).then(|| (a.delivered, a.standard, a.chain.clone()))
+                (was_below && a.up_to_standard()).then(|| (a.counted(), a.standard, a.chain.clone()))
             }
             None => None,
         };
+        self.submit_upstream(now_ms, &account_name, job_id, &verified.header, verified.hash);
         if block {
             self.counters.blocks_found += 1;
             let chain = self.account_chain(&account_name).to_string();
@@ -119,29 +121,41 @@ impl Core {
                 },
             );
             self.retire_local_templates(now_ms, &chain);
+            if reached.is_none() {
+                self.replan(now_ms, "block found");
+            }
         }
-        if let Some((delivered, standard, chain)) = &reached {
-            self.ledger(
-                now_ms,
-                LedgerRecord::StandardReached {
-                    account: account_name.clone(),
-                    delivered: *delivered,
-                    standard: *standard,
-                    chain: chain.clone(),
-                },
-            );
-            // Capacity moves on: ranges still serving this account are given back.
-            self.revoke_where(now_ms, |job| job.account == account_name, Abandon::AccountUpToStandard);
-        }
-        if block || reached.is_some() {
-            self.replan(now_ms, if block { "block found" } else { "account up to standard" });
-        }
-        if let Some((_, _, chain)) = reached {
-            let next = accounts::choose(self.policy, &self.accounts, 1, |i| self.accounts[i].chain != chain)
-                .map(|i| self.accounts[i].name.clone());
-            let policy = self.policy.as_str().into();
-            self.ledger(now_ms, LedgerRecord::Switch { from: account_name, to: next, chain, policy });
+        if let Some((counted, standard, chain)) = reached {
+            self.standard_reached(now_ms, &account_name, counted, standard, chain);
         }
         Ok(work)
+    }
+
+    /// `account` reached its standard (`counted` of `standard`): ledgered, its ranges revoked,
+    /// and capacity moves on to the next account of its chain.
+    pub(super) fn standard_reached(
+        &mut self,
+        now_ms: u64,
+        account: &str,
+        counted: Work,
+        standard: Work,
+        chain: String,
+    ) {
+        self.ledger(
+            now_ms,
+            LedgerRecord::StandardReached {
+                account: account.into(),
+                delivered: counted,
+                standard,
+                chain: chain.clone(),
+            },
+        );
+        // Capacity moves on: ranges still serving this account are given back.
+        self.revoke_where(now_ms, |job| job.account == account, Abandon::AccountUpToStandard);
+        self.replan(now_ms, "account up to standard");
+        let next = accounts::choose(self.policy, &self.accounts, 1, |i| self.accounts[i].chain != chain)
+            .map(|i| self.accounts[i].name.clone());
+        let policy = self.policy.as_str().into();
+        self.ledger(now_ms, LedgerRecord::Switch { from: account.into(), to: next, chain, policy });
     }
 }

@@ -58,13 +58,17 @@ impl Core {
     }
 
     /// The share target for `node` working on `job`: a few shares per second at its rate;
-    /// never harder than a submitted job's own target (every hit must also be a share).
+    /// never harder than a submitted job's own target or a pool job's share target (every hit
+    /// must also be a share).
     pub(super) fn share_target_for(&mut self, now_ms: u64, node: NodeId, job: JobId) -> Target {
         let rate = self.planning_rate(node, now_ms);
         let share_work = ((rate / self.config.shares_per_second) as u128).max(self.config.min_share_work);
         let mut share_target = Target::from_expected_hashes(share_work);
-        if let Some(JobKind::Submitted { target, .. }) = self.jobs.get(&job).map(|j| &j.kind) {
-            share_target = share_target.max(*target);
+        match self.jobs.get(&job).map(|j| &j.kind) {
+            Some(JobKind::Submitted { target, .. }) => share_target = share_target.max(*target),
+            // Every share the pool would take must reach the coordinator.
+            Some(JobKind::Upstream { pool_target, .. }) => share_target = share_target.max(*pool_target),
+            _ => {}
         }
         share_target
     }
@@ -83,7 +87,9 @@ impl Core {
         let loads: Vec<balance::ChainLoad> = self
             .chains
             .values()
-            .filter(|c| self.accounts.iter().any(|a| a.chain == c.params.name && !a.up_to_standard()))
+            .filter(|c| {
+                self.accounts.iter().any(|a| a.chain == c.params.name && !a.up_to_standard() && self.has_work(&a.name))
+            })
             .map(|c| balance::ChainLoad { name: c.params.name.clone(), load: c.load(now_ms) })
             .collect();
         let nodes: Vec<balance::NodeCapacity<NodeId>> = self
@@ -136,9 +142,9 @@ impl Core {
                 return;
             }
             let count = self.range_count(node, now_ms);
-            let Some(account) =
-                accounts::choose(self.policy, &self.accounts, count, |i| self.accounts[i].chain != chain)
-            else {
+            let Some(account) = accounts::choose(self.policy, &self.accounts, count, |i| {
+                self.accounts[i].chain != chain || !self.has_work(&self.accounts[i].name)
+            }) else {
                 return;
             };
             let account_name = self.accounts[account].name.clone();
@@ -236,8 +242,9 @@ impl Core {
         });
     }
 
-    /// A range for `account`: its oldest submitted job with work left, else its local-chain
-    /// template (a new one when the current is stale or exhausted).
+    /// A range for `account`: its oldest submitted job with work left, else its pool's
+    /// template if it has a pool, else its local-chain template (a new one when the current is
+    /// stale or exhausted).
     pub(super) fn issue_for(
         &mut self,
         now_ms: u64,
@@ -254,6 +261,9 @@ impl Core {
             && let Some((v, s, n)) = job.issue(count, id)
         {
             return Some((job.id, v, s, n));
+        }
+        if self.upstreams.contains_key(account) {
+            return self.issue_upstream(account, count, id);
         }
         let chain_name = self.account_chain(account).to_string();
         for _ in 0..2 {
@@ -347,12 +357,17 @@ impl Core {
         }
     }
 
-    /// `chain` moved: every local template on it is stale. Their assignments are revoked; the
-    /// jobs stay known (as stale, for late shares) until `STALE_JOBS_KEPT` newer ones exist.
+    /// `chain` moved: every local template on it is stale (`retire_jobs`).
     pub(super) fn retire_local_templates(&mut self, now_ms: u64, chain: &str) {
         let on_chain: Vec<String> =
             self.local_jobs.keys().filter(|account| self.account_chain(account) == chain).cloned().collect();
         let stale: Vec<JobId> = on_chain.iter().filter_map(|a| self.local_jobs.remove(a)).collect();
+        self.retire_jobs(now_ms, &stale);
+    }
+
+    /// The jobs `stale` are no longer worth searching: their assignments are revoked; the jobs
+    /// stay known (as stale, for late shares) until `STALE_JOBS_KEPT` newer ones exist.
+    pub(super) fn retire_jobs(&mut self, now_ms: u64, stale: &[JobId]) {
         let ids: Vec<(AssignmentId, NodeId)> = self
             .assignments
             .iter()
@@ -363,7 +378,7 @@ impl Core {
             self.retire(now_ms, id);
             self.out.push(Command::Send { node, msg: CoordinatorMessage::Revoke { assignment: id } });
         }
-        for j in stale {
+        for &j in stale {
             if let Some(job) = self.jobs.get_mut(&j) {
                 job.retire();
             }

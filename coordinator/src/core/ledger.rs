@@ -51,6 +51,14 @@ pub mod kind {
     pub const DEPARTURE: &str = "departure";
     /// A rollout began, changed or ended.
     pub const ROLLOUT: &str = "rollout";
+    /// An account's pool set, changed or removed.
+    pub const POOL_SET: &str = "pool_set";
+    /// An account's upstream moved from one pool to another (failover or failback).
+    pub const POOL_SWITCH: &str = "pool_switch";
+    /// An account's pool refused its credentials.
+    pub const POOL_REFUSED: &str = "pool_refused";
+    /// An account's pool rejected more than the allowed share of submits.
+    pub const POOL_FLAGGED: &str = "pool_flagged";
 }
 
 /// A scheduling decision, as the ledger records it.
@@ -154,6 +162,33 @@ pub enum LedgerRecord {
         version: Option<String>,
         percent: Option<u8>,
     },
+    /// An account's pools (primary first; none: removed), user and standard basis. Never the
+    /// password.
+    PoolSet {
+        account: String,
+        urls: Vec<String>,
+        user: String,
+        basis: String,
+    },
+    /// An account's upstream moved from the pool `from` to `to`.
+    PoolSwitch {
+        account: String,
+        from: String,
+        to: String,
+        reason: String,
+    },
+    /// The pool at `url` refused the account's credentials.
+    PoolRefused {
+        account: String,
+        url: String,
+        reason: String,
+    },
+    /// The account's pool rejected `rejected` of `answered` submits.
+    PoolFlagged {
+        account: String,
+        rejected: u64,
+        answered: u64,
+    },
 }
 
 /// What became of one range of a node that stopped: handed to the node `to` as
@@ -201,7 +236,11 @@ impl LedgerRecord {
             | LedgerRecord::StandardReached { account, .. }
             | LedgerRecord::AccountAdded { account, .. }
             | LedgerRecord::PeriodRenewed { account, .. }
-            | LedgerRecord::BlockFound { account, .. } => Some(account),
+            | LedgerRecord::BlockFound { account, .. }
+            | LedgerRecord::PoolSet { account, .. }
+            | LedgerRecord::PoolSwitch { account, .. }
+            | LedgerRecord::PoolRefused { account, .. }
+            | LedgerRecord::PoolFlagged { account, .. } => Some(account),
             LedgerRecord::Switch { from, .. } => Some(from),
             LedgerRecord::Failover { .. }
             | LedgerRecord::Promotion { .. }

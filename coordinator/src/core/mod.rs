@@ -14,10 +14,13 @@
 //! - **Getters** (`views`): `status`, `node_list`, `chain_list`, `assignment_list`,
 //!   `job_status`, `accounts`, `counters`, `config`, `policy`. They read and never change state.
 //! - **Inputs** (`events`): `handle_node_joined`, `handle_node_message`, `handle_node_left`,
-//!   `handle_node_departed` and `handle_tick`, one per thing that happened to the shell. Their
+//!   `handle_node_departed` and `handle_tick`, one per thing that happened to the shell; for
+//!   accounts' pool connections `handle_pool_connected`, `handle_pool_line` and
+//!   `handle_pool_closed` (`pools`). Their
 //!   work is done in `intake` (shares), `takeover` (failures) and `issue` (ranges).
 //! - **Operator mutators** (`operator`): `add_account`, `add_chain`, `set_policy`,
-//!   `submit_job`, `set_rollout`, `drain_node`, `promote_node`, `standby_node`. Each checks the
+//!   `submit_job`, `set_rollout`, `drain_node`, `promote_node`, `standby_node`; `set_pool`
+//!   (`pools`). Each checks the
 //!   request and either refuses it with an [`AdminError`], changing nothing, or applies it.
 //! - **Output**: `drain_commands`, the [`Command`]s produced since its last call.
 //!
@@ -51,6 +54,7 @@ pub mod chains;
 pub mod ledger;
 pub mod probe;
 pub mod ranges;
+pub mod upstream;
 pub mod work;
 
 mod events;
@@ -58,6 +62,7 @@ mod intake;
 mod issue;
 mod nodes;
 mod operator;
+mod pools;
 mod takeover;
 mod views;
 
@@ -65,7 +70,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use hashgrid_common::message::{
     AssignmentId, ChainParams, ChainStatus, CoordinatorMessage, JobHit, JobId, JobStatus, NodeAssignment, NodeHello,
-    NodeId, NodeMessage, NodeStatus, Policy, RangeRun, RejectReason, Rollout, Share, ShareOutcome, Status,
+    NodeId, NodeMessage, NodeStatus, Policy, PoolSettings, RangeRun, RejectReason, Rollout, Share, ShareOutcome,
+    StandardBasis, Status,
 };
 use hashgrid_common::{BlockHash, CompactTarget, Header, Target};
 
@@ -77,6 +83,7 @@ pub use nodes::NodeState;
 use nodes::{Gone, NodeEntry};
 use probe::ProbeConfig;
 use ranges::Abandon;
+use upstream::{Upstream, UpstreamConfig};
 use work::{Job, JobKind};
 
 /// Tunables of the core.
@@ -111,6 +118,8 @@ pub struct CoreConfig {
     /// How long after a range stops being live (finished, revoked, handed over) its node's
     /// late shares for it are still taken: longer than a node's reconnect and re-send.
     pub late_share_grace_ms: u64,
+    /// Accounts' pool sessions: failover, failback, submits.
+    pub upstream: UpstreamConfig,
 }
 
 impl Default for CoreConfig {
@@ -129,6 +138,7 @@ impl Default for CoreConfig {
             probe: ProbeConfig::default(),
             hysteresis: 0.5,
             late_share_grace_ms: 60_000,
+            upstream: UpstreamConfig::default(),
         }
     }
 }
@@ -136,9 +146,32 @@ impl Default for CoreConfig {
 /// What the shell must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Send { node: NodeId, msg: CoordinatorMessage },
-    Close { node: NodeId, reason: String },
+    Send {
+        node: NodeId,
+        msg: CoordinatorMessage,
+    },
+    Close {
+        node: NodeId,
+        reason: String,
+    },
     Persist(StoreOp),
+    /// Open connection `conn` to the pool at `url` (a valid pool URL); report
+    /// `handle_pool_connected`, then each line, then `handle_pool_closed` once (also when it
+    /// cannot be opened).
+    PoolConnect {
+        conn: u64,
+        url: String,
+    },
+    /// Write `line` (it ends with `\n`) to pool connection `conn`.
+    PoolSend {
+        conn: u64,
+        line: String,
+    },
+    /// Close pool connection `conn` (nothing more is reported for it).
+    PoolClose {
+        conn: u64,
+        reason: String,
+    },
 }
 
 /// A record the shell must make durable.
@@ -221,6 +254,29 @@ pub enum StoreOp {
         fate: &'static str,
         handed: u64,
     },
+    /// The account's pool (`None`: none) and the figure its standard is measured on.
+    AccountPoolSet {
+        account: String,
+        pool: Option<PoolSettings>,
+        basis: StandardBasis,
+    },
+    /// A credited share (`hash`) was sent to the account's pool at `url` as `pool_job`; its
+    /// `work` is the pool's difficulty as work. Its outcome follows as `UpstreamOutcome`.
+    UpstreamSubmitted {
+        account: String,
+        hash: BlockHash,
+        url: String,
+        pool_job: String,
+        work: Work,
+        at_ms: u64,
+    },
+    /// The pool's answer to the submit of share `hash`: "accepted", "rejected: REASON",
+    /// "unknown", or "not submitted: REASON".
+    UpstreamOutcome {
+        hash: BlockHash,
+        outcome: String,
+        at_ms: u64,
+    },
     /// A scheduling decision for the hash-chained ledger; the store numbers and links it.
     Ledger {
         at_ms: u64,
@@ -249,6 +305,8 @@ pub enum AdminError {
     InvalidChain(#[from] chains::InvalidChain),
     #[error("invalid rollout: {0}")]
     InvalidRollout(String),
+    #[error("invalid pool: {0}")]
+    InvalidPool(String),
 }
 
 /// State restored from the store at start-up.
@@ -264,6 +322,8 @@ pub struct Snapshot {
     /// The balancer's table: node name → chain.
     pub node_chains: Vec<(String, String)>,
     pub rollout: Option<Rollout>,
+    /// Accounts' pools.
+    pub pools: Vec<(String, PoolSettings)>,
 }
 
 /// A submitted job as stored.
@@ -320,7 +380,27 @@ pub struct Core {
     next_id: u64,
     counters: Counters,
     rollout: Option<RolloutState>,
+    /// Accounts' pool sessions, by account.
+    upstreams: BTreeMap<String, Upstream>,
+    /// Pool connection → account.
+    pool_conns: BTreeMap<u64, String>,
+    next_conn: u64,
+    /// Templates made from each account's pool jobs, oldest first.
+    upstream_jobs: BTreeMap<String, VecDeque<JobId>>,
+    /// The template of each account's pool job being issued now.
+    upstream_current: BTreeMap<String, JobId>,
+    /// Submits waiting for the pool's answer, by (connection, ticket).
+    submits: BTreeMap<(u64, u64), PendingSubmit>,
     out: Vec<Command>,
+}
+
+/// A share sent to a pool, waiting for its answer.
+#[derive(Debug, Clone)]
+struct PendingSubmit {
+    account: String,
+    hash: BlockHash,
+    /// The pool's difficulty as work.
+    work: Work,
 }
 
 /// Running totals since the core started, for metrics.
@@ -372,9 +452,23 @@ impl Core {
                 ..Counters::default()
             },
             rollout: snapshot.rollout.map(|rollout| RolloutState { rollout, to_version: 0, to_others: 0 }),
+            upstreams: BTreeMap::new(),
+            pool_conns: BTreeMap::new(),
+            next_conn: 1,
+            upstream_jobs: BTreeMap::new(),
+            upstream_current: BTreeMap::new(),
+            submits: BTreeMap::new(),
             config,
             out: Vec::new(),
         };
+        for (account, settings) in snapshot.pools {
+            match Upstream::new(settings, core.config.upstream) {
+                Ok(up) => {
+                    core.upstreams.insert(account, up);
+                }
+                Err(e) => tracing::warn!("stored pool of account {account:?} skipped: {e}"),
+            }
+        }
         for s in snapshot.jobs {
             let mut job =
                 Job::new(s.job, s.account, JobKind::Submitted { target: s.target, hits: s.hits }, s.header, false);
@@ -401,3 +495,5 @@ impl Core {
 mod tests;
 #[cfg(test)]
 mod tests_failover;
+#[cfg(test)]
+mod tests_pools;

@@ -45,6 +45,8 @@ pub(super) struct Farm {
     pub ledger: Vec<(String, serde_json::Value)>,
     /// The stored fates of ranges, in order: assignment and fate.
     pub fates: Vec<(AssignmentId, String)>,
+    /// Pool connection commands and upstream records, in order.
+    pub pool: Vec<Command>,
     next_share: u64,
     /// Nonces of each assignment already hashed.
     searched: BTreeMap<AssignmentId, u64>,
@@ -74,6 +76,12 @@ impl Farm {
                 }
                 Command::Close { node, .. } => {
                     self.held.remove(&node);
+                }
+                c @ (Command::PoolConnect { .. }
+                | Command::PoolSend { .. }
+                | Command::PoolClose { .. }
+                | Command::Persist(StoreOp::UpstreamSubmitted { .. } | StoreOp::UpstreamOutcome { .. })) => {
+                    self.pool.push(c)
                 }
                 _ => {}
             }

@@ -20,8 +20,8 @@ impl Core {
         &self.counters
     }
 
-    /// A job's coverage: submitted jobs with their hits; local-chain templates with the
-    /// chain's block target as theirs (blocks found are in the ledger).
+    /// A job's coverage: submitted jobs with their hits; local-chain and pool templates with
+    /// the block target as theirs (blocks found are in the ledger).
     pub fn job_status(&self, id: JobId) -> Result<JobStatus, AdminError> {
         let job = self.jobs.get(&id).ok_or(AdminError::NoSuchJob(id))?;
         let (target, hits) = match &job.kind {
@@ -31,6 +31,7 @@ impl Core {
                 let target = self.chains.get(chain).map_or(Target::DIFFICULTY_1, |c| c.local.target());
                 (target, Vec::new())
             }
+            JobKind::Upstream { .. } => (Target::from_compact(job.template.bits).unwrap_or(Target::MAX), Vec::new()),
         };
         let c = job.coverage();
         let mut runs: Vec<RangeRun> = Vec::new();
@@ -70,6 +71,7 @@ impl Core {
             accounts,
             nodes: self.node_list(now_ms),
             rollout: self.rollout.as_ref().map(|r| r.rollout.clone()),
+            pools: self.pool_list(now_ms),
         }
     }
 

@@ -1,5 +1,5 @@
-//! Work sources and the share check: header templates from the built-in local chain or from
-//! submitted jobs, BIP 320 version rolling when a template's nonces run out, and the checks a
+//! Work sources and the share check: header templates from the built-in local chain, from
+//! submitted jobs or from an account's pool, BIP 320 version rolling when a template's nonces run out, and the checks a
 //! share passes before it earns credit.
 //!
 //! The share check runs in a fixed order, each failure with its own reason: unknown job, stale
@@ -26,6 +26,10 @@ pub enum JobKind {
     LocalChain { height: u64 },
     /// A header submitted by an operator, searched for hashes meeting `target`.
     Submitted { target: Target, hits: Vec<JobHit> },
+    /// A template of the account's pool job `pool_job`, with `extranonce2` (slot 0 of the
+    /// coordinator's carving) in its coinbase. Shares meeting `pool_target` (the difficulty in
+    /// force when the job came) go to the pool, with the version bits inside `version_mask`.
+    Upstream { pool_job: String, extranonce2: Vec<u8>, pool_target: Target, version_mask: u32 },
 }
 
 /// One header template and the state of its search.

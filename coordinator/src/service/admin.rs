@@ -66,6 +66,8 @@ pub(crate) fn admin(core: &mut Core, now: u64, req: AdminRequest) -> AdminRespon
         AdminRequest::ChainList => AdminResponse::Chains(core.chain_list(now)),
         AdminRequest::Assignments => AdminResponse::Assignments(core.assignment_list(now)),
         AdminRequest::RolloutSet(rollout) => done(core.set_rollout(now, rollout)),
+        AdminRequest::AccountSetPool { name, pool, basis } => done(core.set_pool(now, &name, pool, basis)),
+        AdminRequest::PoolList => AdminResponse::Pools(core.pool_list(now)),
         AdminRequest::LedgerShow { .. }
         | AdminRequest::LedgerVerify
         | AdminRequest::AccountReceipt { .. }

@@ -12,3 +12,5 @@ pub mod server;
 pub mod status_page;
 pub mod store;
 pub mod tls;
+pub mod upstream;
+mod upstream_store;

@@ -299,7 +299,10 @@ impl Reader {
         super::store::receipt_shares(&tx, account, cut.period_start_ms, (page.after, cut.last_share), |id, share| {
             pager.offer(id, share)
         })?;
-        let (shares, next) = pager.finish();
+        let (mut shares, next) = pager.finish();
+        for share in &mut shares {
+            share.upstream = super::upstream_store::share_outcome(&tx, &share.header.block_hash())?;
+        }
         Ok(Some(Receipt {
             account: account.into(),
             standard: parse_u128("accounts.standard", &standard)?,

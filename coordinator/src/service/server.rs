@@ -46,6 +46,7 @@ use super::metrics::{CoreView, IntakeMetrics};
 use super::records::Reader;
 use super::store::{Store, StoreError};
 use super::tls::{DataDir, TlsError, server_config, tokens_equal};
+use super::upstream::{PoolConnections, PoolEvent};
 use crate::core::{Command, Core, CoreConfig, StoreOp};
 
 /// Why the service could not start or stopped.
@@ -78,6 +79,8 @@ pub struct ServiceConfig {
     pub core: CoreConfig,
     /// Connection caps in total and per source address.
     pub limits: ConnectionLimits,
+    /// PEM certificates trusted for `stratum+ssl://` pools instead of the system's roots.
+    pub pool_ca: Option<Vec<u8>>,
 }
 
 /// A running coordinator.
@@ -122,6 +125,8 @@ enum Event {
     View {
         reply: oneshot::Sender<CoreView>,
     },
+    /// An account's pool connection.
+    Pool(PoolEvent),
     Tick,
     Stop,
 }
@@ -168,6 +173,7 @@ impl Service {
         let readers = Arc::new(Readers::open(config.data_dir.join("hashgrid.db"))?);
         let snapshot = store.load()?;
         store.close_open_ranges()?;
+        store.close_pending_submits()?;
         let mut core_config = config.core.clone();
         core_config.id_base = now_ms();
         let mut core = Core::restore(core_config, snapshot);
@@ -194,10 +200,14 @@ impl Service {
         let wake_core = events_tx.clone();
         let intake = IntakeMetrics::default();
         let store_intake = intake.clone();
+        let pool_events = events_tx.clone();
+        let mut pools = PoolConnections::new(tokio::runtime::Handle::current(), config.pool_ca.clone(), move |e| {
+            let _ = pool_events.send(Event::Pool(e));
+        });
         let store_thread = std::thread::Builder::new()
             .name("hashgrid-store".into())
             .spawn(move || {
-                let result = store_loop(store, groups_rx, &wake_core, &store_intake);
+                let result = store_loop(store, groups_rx, &wake_core, &store_intake, &mut pools);
                 drop(checkpointer);
                 result
             })
@@ -371,6 +381,9 @@ fn core_loop(
                 Event::View { reply } => {
                     let _ = reply.send(CoreView::of(&core, now));
                 }
+                Event::Pool(PoolEvent::Connected { conn }) => core.handle_pool_connected(now, conn),
+                Event::Pool(PoolEvent::Line { conn, line }) => core.handle_pool_line(now, conn, &line),
+                Event::Pool(PoolEvent::Closed { conn, reason }) => core.handle_pool_closed(now, conn, &reason),
                 Event::Tick => core.handle_tick(now),
                 Event::Stop => group.stop = true,
             }
@@ -396,6 +409,7 @@ fn store_loop(
     groups: std::sync::mpsc::Receiver<Group>,
     wake_core: &mpsc::UnboundedSender<Event>,
     intake: &IntakeMetrics,
+    pools: &mut PoolConnections,
 ) -> Result<(), ServiceError> {
     let mut outboxes: HashMap<NodeId, mpsc::UnboundedSender<Outgoing>> = HashMap::new();
     let mut ops: Vec<StoreOp> = Vec::new();
@@ -441,6 +455,9 @@ fn store_loop(
                             let _ = outbox.send(Outgoing::Close { code: close_code::FAILED, reason });
                         }
                     }
+                    Command::PoolConnect { conn, url } => pools.connect(conn, &url),
+                    Command::PoolSend { conn, line } => pools.send(conn, line),
+                    Command::PoolClose { conn, reason } => pools.close(conn, &reason),
                     Command::Persist(_) => {}
                 }
             }

@@ -27,6 +27,8 @@
 //!   submitted jobs and the headers found meeting their targets.
 //! - `assignments(id, node, account, job, version, start, count, at_ms)`: issued ranges, a
 //!   history for audit only (never read back into the core).
+//! - The tables of schema step 6 (`account_pools`, `account_basis`, `upstream_submits`) are
+//!   described in `upstream_store`.
 //! - The tables of schema step 3 (`chains`, `chain_blocks`, `node_chains`, `ledger`) are
 //!   described in `records` (`blocks` of step 1 became `chain_blocks` there), those of job
 //!   history (`templates`, `range_fates`) in `history`.
@@ -157,6 +159,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     super::records::LEDGER_ACCOUNT_MIGRATION,
     // 5: job history: local-chain templates and range fates (see `history`).
     super::history::MIGRATION,
+    // 6: accounts at pools: their pools, standard basis and upstream submits (see `upstream_store`).
+    super::upstream_store::MIGRATION,
 ];
 
 /// The page cache of the store connection, in KiB (SQLite's default is 2 MiB; the share
@@ -261,6 +265,12 @@ impl Store {
         history::close_open_ranges(&self.conn)
     }
 
+    /// Gives the submits to pools a previous process left unanswered the outcome `unknown`;
+    /// call before the core starts.
+    pub fn close_pending_submits(&self) -> Result<usize, StoreError> {
+        super::upstream_store::close_pending(&self.conn)
+    }
+
     /// Starts checkpointing this store's WAL on its own connection and thread, until the
     /// returned handle is dropped.
     pub fn checkpointer(&self) -> Result<Checkpointer, StoreError> {
@@ -318,6 +328,8 @@ impl Store {
                 shares: to_u64("accounts.shares", shares)?,
                 issued: 0,
                 chain,
+                basis: Default::default(),
+                accepted_upstream: Work::ZERO,
             });
         }
 
@@ -355,7 +367,8 @@ impl Store {
                 shares.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
         }
 
-        Ok(Snapshot { policy, accounts, chain, jobs, chains, node_chains, rollout })
+        let pools = super::upstream_store::load(&self.conn, &mut accounts)?;
+        Ok(Snapshot { policy, accounts, chain, jobs, chains, node_chains, rollout, pools })
     }
 
     /// The delivery receipt of `account`'s current period: every share credited to it, oldest
@@ -621,6 +634,13 @@ fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<()
         }
         StoreOp::RangeFate { assignment, fate, handed } => history::set_fate(tx, *assignment, fate, *handed)?,
         StoreOp::Ledger { at_ms, record } => records::append_ledger(tx, *at_ms, record)?,
+        StoreOp::AccountPoolSet { account, pool, basis } => {
+            super::upstream_store::set_pool(tx, account, pool.as_ref(), *basis)?
+        }
+        StoreOp::UpstreamSubmitted { account, hash, url, pool_job, work, at_ms } => {
+            super::upstream_store::submitted(tx, account, hash, url, pool_job, *work, *at_ms)?
+        }
+        StoreOp::UpstreamOutcome { hash, outcome, at_ms } => super::upstream_store::outcome(tx, hash, outcome, *at_ms)?,
         StoreOp::AssignmentIssued { assignment, node, account, job, version, start, count, at_ms } => {
             tx.prepare_cached(
                 "INSERT INTO assignments (id, node, account, job, version, start, count, at_ms)
@@ -666,6 +686,7 @@ pub(super) fn receipt_shares(
             work: parse_u128("shares.work", &r.get::<_, String>(3)?)?,
             node: r.get(4)?,
             at_ms: to_u64("shares.at_ms", r.get(5)?)?,
+            upstream: None,
         };
         if !take(to_u64("shares.id", r.get(0)?)?, share) {
             break;
@@ -812,6 +833,8 @@ pub(crate) mod tests {
                     shares: 3,
                     issued: 0,
                     chain: "local".into(),
+                    basis: Default::default(),
+                    accepted_upstream: Work::ZERO,
                 },
                 Account {
                     name: "bob".into(),
@@ -823,6 +846,8 @@ pub(crate) mod tests {
                     shares: 3,
                     issued: 0,
                     chain: "local".into(),
+                    basis: Default::default(),
+                    accepted_upstream: Work::ZERO,
                 },
             ]
         );
@@ -838,15 +863,19 @@ pub(crate) mod tests {
     /// tables the migrations make.
     #[test]
     fn the_schema_docs_name_every_table_and_no_other() {
-        let documented: std::collections::BTreeSet<String> =
-            [include_str!("store.rs"), include_str!("records.rs"), include_str!("history.rs")]
-                .iter()
-                .flat_map(|src| src.lines().take_while(|l| l.starts_with("//!")))
-                .flat_map(|l| l.split('`'))
-                .filter_map(|quoted| quoted.split_once('(').map(|(name, _)| name))
-                .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
-                .map(String::from)
-                .collect();
+        let documented: std::collections::BTreeSet<String> = [
+            include_str!("store.rs"),
+            include_str!("records.rs"),
+            include_str!("history.rs"),
+            include_str!("upstream_store.rs"),
+        ]
+        .iter()
+        .flat_map(|src| src.lines().take_while(|l| l.starts_with("//!")))
+        .flat_map(|l| l.split('`'))
+        .filter_map(|quoted| quoted.split_once('(').map(|(name, _)| name))
+        .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .map(String::from)
+        .collect();
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         let tables =
@@ -915,7 +944,7 @@ pub(crate) mod tests {
             match c {
                 Command::Persist(op) => ops.push(op),
                 Command::Send { msg, .. } => sent.push(msg),
-                Command::Close { .. } => {}
+                _ => {}
             }
         }
         store.apply(&ops).unwrap();

@@ -18,10 +18,8 @@ use std::time::{Duration, Instant};
 
 use hashgrid_common::message::AssignmentId;
 use hashgrid_common::stratum::{ClientConfig, ClientSession, LineDecoder};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use hashgrid_common::stratum_net::{self, PoolStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -35,43 +33,7 @@ use crate::search::{BackendChoice, BackendKind};
 /// How long a connection (TCP and TLS handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A pool's address, from its URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolUrl {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-}
-
-/// Why a pool URL cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad pool URL {url:?}: {reason} (expected stratum+tcp://HOST:PORT or stratum+ssl://HOST:PORT)")]
-pub struct PoolUrlError {
-    url: String,
-    reason: &'static str,
-}
-
-impl std::str::FromStr for PoolUrl {
-    type Err = PoolUrlError;
-
-    fn from_str(url: &str) -> Result<Self, Self::Err> {
-        let bad = |reason| PoolUrlError { url: url.to_owned(), reason };
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
-        let tls = match scheme.to_ascii_lowercase().as_str() {
-            "stratum+tcp" => false,
-            "stratum+ssl" | "stratum+tls" => true,
-            _ => return Err(bad("unknown scheme")),
-        };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("no port"))?;
-        let port: u16 = port.parse().map_err(|_| bad("bad port"))?;
-        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-        if host.is_empty() || port == 0 || host.contains(['/', '@', ' ']) {
-            return Err(bad("bad host or port"));
-        }
-        Ok(PoolUrl { host: host.to_owned(), port, tls })
-    }
-}
+pub use hashgrid_common::stratum::{PoolUrl, PoolUrlError};
 
 /// How to mine: the pool, the credentials, the devices.
 #[derive(Debug)]
@@ -102,16 +64,12 @@ pub enum MineError {
     NoDevices,
 }
 
-/// A byte stream to the pool, plain or TLS.
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
 /// Mines until `shutdown` resolves; the share counts. Errors: bad `--pool-ca`, a device that
 /// cannot open, the pool unreachable at start, refused credentials.
 pub async fn run_miner(config: MineConfig, shutdown: impl Future<Output = ()>) -> Result<MineCounts, MineError> {
     let mut shutdown = std::pin::pin!(shutdown);
     let tls = match config.pool.tls {
-        true => Some(tls_connector(config.pool_ca.as_deref())?),
+        true => Some(stratum_net::tls_connector(config.pool_ca.as_deref()).map_err(MineError::PoolCa)?),
         false => None,
     };
     let (planned, single) =
@@ -176,15 +134,10 @@ impl Shell {
         let mut port = self.pool.port;
         let mut ever_connected = false;
         loop {
-            let addr = match self.pool.host.contains(':') {
-                true => format!("[{}]:{port}", self.pool.host), // an IPv6 literal
-                false => format!("{}:{port}", self.pool.host),
-            };
+            let addr = self.pool.addr(Some(port));
             let connected = tokio::select! {
                 () = shutdown.as_mut() => return Ok(()),
-                c = tokio::time::timeout(CONNECT_TIMEOUT, self.open(&addr)) => {
-                    c.unwrap_or_else(|_| Err("timed out".into()))
-                }
+                c = stratum_net::open(&self.pool, Some(port), self.tls.as_ref(), CONNECT_TIMEOUT) => c,
             };
             let wait = match connected {
                 Ok(stream) => {
@@ -217,23 +170,10 @@ impl Shell {
         }
     }
 
-    async fn open(&self, addr: &str) -> Result<Box<dyn Stream>, String> {
-        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let _ = tcp.set_nodelay(true);
-        match &self.tls {
-            None => Ok(Box::new(tcp)),
-            Some(connector) => {
-                let name = ServerName::try_from(self.pool.host.clone()).map_err(|e| e.to_string())?;
-                let tls = connector.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
-                Ok(Box::new(tls))
-            }
-        }
-    }
-
     /// One connection, until it ends.
     async fn serve<S: Future<Output = ()>>(
         &mut self,
-        mut stream: Box<dyn Stream>,
+        mut stream: Box<dyn PoolStream>,
         mut shutdown: Pin<&mut S>,
         failures: &mut u32,
     ) -> Result<End, MineError> {
@@ -297,7 +237,7 @@ impl Shell {
     }
 
     /// Carries out the miner's commands; `Some` when the connection is to end.
-    async fn carry_out(&mut self, stream: &mut Box<dyn Stream>) -> Result<Option<End>, MineError> {
+    async fn carry_out(&mut self, stream: &mut Box<dyn PoolStream>) -> Result<Option<End>, MineError> {
         let mut end = None;
         while let Some(command) = self.miner.poll_command() {
             match command {
@@ -372,59 +312,5 @@ impl Shell {
             }
         }
         std::future::pending().await
-    }
-}
-
-/// A TLS connector trusting `ca_pem`'s certificates, or the system's roots.
-fn tls_connector(ca_pem: Option<&[u8]>) -> Result<tokio_rustls::TlsConnector, MineError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_pem {
-        Some(pem) => {
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| MineError::PoolCa(format!("not PEM certificates: {e}")))?;
-                roots.add(cert).map_err(|e| MineError::PoolCa(e.to_string()))?;
-            }
-            if roots.is_empty() {
-                return Err(MineError::PoolCa("no certificate in the file".into()));
-            }
-        }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            let (added, _) = roots.add_parsable_certificates(native.certs);
-            if added == 0 {
-                return Err(MineError::PoolCa(
-                    "no system root certificates found; give the pool's CA with --pool-ca".into(),
-                ));
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| MineError::PoolCa(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pool_urls_parse() {
-        let url = |host: &str, port, tls| Ok(PoolUrl { host: host.into(), port, tls });
-        assert_eq!("stratum+tcp://pool.example:3333".parse(), url("pool.example", 3333, false));
-        assert_eq!("stratum+ssl://pool.example:443/".parse(), url("pool.example", 443, true));
-        assert_eq!("STRATUM+TLS://127.0.0.1:1".parse(), url("127.0.0.1", 1, true));
-        assert_eq!("stratum+tcp://[::1]:3333".parse(), url("::1", 3333, false));
-        for bad in ["pool.example:3333", "http://x:1", "stratum+tcp://x", "stratum+tcp://:1", "stratum+tcp://x:0"] {
-            assert!(bad.parse::<PoolUrl>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn pool_ca_must_hold_certificates() {
-        assert!(matches!(tls_connector(Some(b"not pem")), Err(MineError::PoolCa(_))));
     }
 }

@@ -54,6 +54,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         policy: Some(policy),
         core: CoreConfig { range_ms: 1000, ..CoreConfig::default() },
         limits: Default::default(),
+        pool_ca: None,
     })
     .await?;
     let addr = service.local_addr;

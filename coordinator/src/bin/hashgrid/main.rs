@@ -12,7 +12,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use hashgrid_common::message::{AdminRequest, AdminResponse, ChainParams, PageRequest, Policy, Rollout};
+use hashgrid_common::message::{
+    AdminRequest, AdminResponse, ChainParams, PageRequest, Policy, PoolSettings, Rollout, StandardBasis,
+};
+use hashgrid_common::stratum::PoolUrl;
 use hashgrid_common::{CompactTarget, Header, Target};
 use hashgrid_coordinator::amount::parse_amount;
 
@@ -87,6 +90,9 @@ enum Command {
     /// The hash-chained ledger of scheduling decisions.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Accounts' pools and their upstream sessions.
+    #[command(subcommand)]
+    Pool(PoolCommand),
     /// Run a coordinator, two nodes and three accounts in this process until every account
     /// is up to standard.
     #[cfg(feature = "demo")]
@@ -110,6 +116,17 @@ enum AccountCommand {
         /// The chain the account's work comes from (default: the built-in chain, `local`).
         #[arg(long)]
         chain: Option<String>,
+        #[command(flatten)]
+        pool: PoolArgs,
+    },
+    /// Set, change or remove (`--no-pool`) the account's pool.
+    SetPool {
+        name: String,
+        #[command(flatten)]
+        pool: PoolArgs,
+        /// Remove the account's pool: its work comes from its chain again.
+        #[arg(long, conflicts_with_all = ["pool", "user", "password", "backup_pool", "extranonce_subscribe"])]
+        no_pool: bool,
     },
     /// List accounts.
     List {
@@ -121,6 +138,62 @@ enum AccountCommand {
         name: String,
         #[command(flatten)]
         paging: Paging,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// An account's pool, as `account add` and `account set-pool` take it.
+#[derive(Debug, Args)]
+struct PoolArgs {
+    /// The account's Stratum V1 pool: stratum+tcp://HOST:PORT or stratum+ssl://HOST:PORT.
+    #[arg(long, requires = "user")]
+    pool: Option<String>,
+    /// The pool's user (worker), e.g. alice.rig.
+    #[arg(long, requires = "pool")]
+    user: Option<String>,
+    /// The pool's password (stored in the coordinator's database, never shown).
+    #[arg(long, requires = "pool")]
+    password: Option<String>,
+    /// A backup pool, tried in order when the pool fails (repeatable).
+    #[arg(long, requires = "pool")]
+    backup_pool: Vec<String>,
+    /// Send mining.extranonce.subscribe (some pools drop connections that send it).
+    #[arg(long, requires = "pool")]
+    extranonce_subscribe: bool,
+    /// What the standard is measured on: delivered (verified here) or accepted (by the pool).
+    #[arg(long, value_name = "delivered|accepted")]
+    standard_basis: Option<String>,
+}
+
+impl PoolArgs {
+    /// The settings, with every URL checked here first (one line, exit 2, nothing sent).
+    fn settings(&self) -> anyhow::Result<(Option<PoolSettings>, Option<StandardBasis>)> {
+        let basis = self
+            .standard_basis
+            .as_deref()
+            .map(|b| b.parse::<StandardBasis>().map_err(|e| anyhow::anyhow!("--standard-basis: {e}")))
+            .transpose()?;
+        let Some(pool) = &self.pool else { return Ok((None, basis)) };
+        let urls: Vec<String> = std::iter::once(pool).chain(&self.backup_pool).cloned().collect();
+        for url in &urls {
+            url.parse::<PoolUrl>()?;
+        }
+        let settings = PoolSettings {
+            urls,
+            user: self.user.clone().unwrap_or_default(),
+            password: self.password.clone().unwrap_or_default(),
+            extranonce_subscribe: self.extranonce_subscribe,
+        };
+        Ok((Some(settings), basis))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum PoolCommand {
+    /// Every account at a pool: state, pool, user, extranonce, difficulty, version mask, job
+    /// age, delivered and accepted upstream, rejects by reason.
+    List {
         #[arg(long)]
         json: bool,
     },
@@ -289,13 +362,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let req = match cli.command {
         #[cfg(feature = "demo")]
         Command::Demo(args) => return demo::run(args).await,
-        Command::Account(AccountCommand::Add { name, standard, period, order, chain }) => {
+        Command::Account(AccountCommand::Add { name, standard, period, order, chain, pool }) => {
             let standard = parse_amount(&standard)?;
             let period_secs = period
                 .map(|p| humantime::parse_duration(&p).with_context(|| format!("invalid --period {p:?}")))
                 .transpose()?
                 .map(|d| d.as_secs());
-            AdminRequest::AccountAdd { name, standard, period_secs, order, chain }
+            let (pool, basis) = pool.settings()?;
+            let add = AdminRequest::AccountAdd { name: name.clone(), standard, period_secs, order, chain };
+            if pool.is_none() && basis.is_none() {
+                add
+            } else {
+                request(&cli.conn, add).await?;
+                AdminRequest::AccountSetPool { name, pool, basis }
+            }
+        }
+        Command::Account(AccountCommand::SetPool { name, pool, no_pool }) => {
+            let (pool, basis) = pool.settings()?;
+            if pool.is_none() && !no_pool {
+                bail!("give --pool URL --user USER (or --no-pool to remove the account's pool)");
+            }
+            AdminRequest::AccountSetPool { name, pool, basis }
+        }
+        Command::Pool(PoolCommand::List { json }) => {
+            let AdminResponse::Pools(list) = request(&cli.conn, AdminRequest::PoolList).await? else {
+                bail!("unexpected reply")
+            };
+            if json {
+                println!("{}", serde_json::to_string(&list)?);
+            } else {
+                show::print_pools(&list);
+            }
+            return Ok(());
         }
         Command::Account(AccountCommand::Receipt { name, paging, json }) => {
             // The first page fixes the cut; the others continue at it.

@@ -10,7 +10,8 @@
 use std::borrow::Cow;
 
 use hashgrid_common::message::{
-    AccountStatus, ChainStatus, JobStatus, LedgerEntry, NodeAssignment, NodeStatus, Receipt, Rollout, Status,
+    AccountStatus, ChainStatus, JobStatus, LedgerEntry, NodeAssignment, NodeStatus, PoolStatus, Receipt, Rollout,
+    Status,
 };
 use hashgrid_coordinator::amount::format_amount;
 use serde::Serialize;
@@ -78,6 +79,10 @@ pub fn status_text(status: &Status) -> String {
     }
     out.push_str(&accounts_text(&status.accounts));
     out.push('\n');
+    if !status.pools.is_empty() {
+        out.push_str(&pools_text(&status.pools));
+        out.push('\n');
+    }
     let _ = writeln!(
         out,
         "{:<16} {:<9} {:>12} {:>12} {:<16} {:<10} VERSION",
@@ -108,13 +113,70 @@ pub fn status_json(status: &Status) -> serde_json::Result<String> {
         rollout: &'a Option<Rollout>,
         accounts: &'a [AccountStatus],
         nodes: Vec<serde_json::Value>,
+        pools: &'a [PoolStatus],
     }
     serde_json::to_string(&Json {
         policy: status.policy.as_str(),
         rollout: &status.rollout,
         accounts: &status.accounts,
         nodes: status.nodes.iter().map(node_json).collect(),
+        pools: &status.pools,
     })
+}
+
+pub fn print_pools(list: &[PoolStatus]) {
+    print!("{}", pools_text(list));
+}
+
+/// Accounts at pools: the session (state, pool, user, extranonce, difficulty, version mask,
+/// job age), delivered and accepted upstream side by side, rejects by reason. Never a
+/// password: no reply carries one.
+pub fn pools_text(list: &[PoolStatus]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:<13} {:<32} {:<16} {:<14} {:>10} {:>8} {:>7} {:>12} {:>12} {:>8} {:>8} {:>7}",
+        "ACCOUNT",
+        "STATE",
+        "POOL",
+        "USER",
+        "EXTRANONCE",
+        "DIFF",
+        "MASK",
+        "JOB AGE",
+        "DELIVERED",
+        "ACCEPTED UP",
+        "ACCEPTED",
+        "REJECTED",
+        "UNKNOWN"
+    );
+    for p in list {
+        let rejected: u64 = p.rejected.iter().map(|(_, n)| n).sum();
+        let _ = writeln!(
+            out,
+            "{:<16} {:<13} {:<32} {:<16} {:<14} {:>10} {:>8x} {:>7} {:>12} {:>12} {:>8} {:>8} {:>7}{}{}",
+            printable(&p.account),
+            p.state,
+            printable(&format!("{}{}", p.url, if p.pool_index > 0 { " (backup)" } else { "" })),
+            printable(&p.user),
+            format!("{}+{}", p.extranonce1, p.extranonce2_size),
+            p.difficulty,
+            p.version_mask,
+            p.job_age_ms.map_or("-".into(), |ms| format!("{}s", ms / 1000)),
+            format_amount(p.delivered),
+            format_amount(p.accepted_upstream),
+            p.accepted_shares,
+            rejected,
+            p.unknown,
+            if p.flagged { "  FLAGGED: too many rejects" } else { "" },
+            p.last_error.as_deref().map(|e| format!("  ({})", printable(e))).unwrap_or_default(),
+        );
+        for (reason, n) in &p.rejected {
+            let _ = writeln!(out, "    rejected {n}: {}", printable(reason));
+        }
+    }
+    out
 }
 
 pub fn job_json(job: &JobStatus) -> serde_json::Value {
@@ -317,6 +379,7 @@ pub fn receipt_json(r: &Receipt, check: &Result<u128, String>, whole: bool) -> s
         node: &'a str,
         at_ms: u64,
         hash: String,
+        upstream: Option<&'a str>,
     }
     #[derive(Serialize)]
     struct Json<'a> {
@@ -341,6 +404,7 @@ pub fn receipt_json(r: &Receipt, check: &Result<u128, String>, whole: bool) -> s
             node: &s.node,
             at_ms: s.at_ms,
             hash: s.header.block_hash().to_string(),
+            upstream: s.upstream.as_deref(),
         })
         .collect();
     serde_json::to_string(&Json {
@@ -365,9 +429,16 @@ pub fn print_receipt(r: &Receipt, check: &Result<u128, String>, whole: bool) {
         r.shares.len(),
         r.period_start_ms
     );
-    println!("{:<160} {:<64} {:>12} NODE", "HEADER", "TARGET", "WORK");
+    println!("{:<160} {:<64} {:>12} {:<16} UPSTREAM", "HEADER", "TARGET", "WORK", "NODE");
     for s in &r.shares {
-        println!("{} {} {:>12} {}", s.header.to_hex(), s.share_target.to_hex(), s.work, printable(&s.node));
+        println!(
+            "{} {} {:>12} {:<16} {}",
+            s.header.to_hex(),
+            s.share_target.to_hex(),
+            s.work,
+            printable(&s.node),
+            printable(s.upstream.as_deref().unwrap_or("-"))
+        );
     }
     match check {
         Ok(total) if !whole => println!(
@@ -407,6 +478,7 @@ mod tests {
             accounts: vec![account],
             nodes: vec![],
             rollout: None,
+            pools: vec![],
         };
         let json = status_json(&status).unwrap();
         assert!(json.contains("\"standard\":20000000000000000000"), "{json}");

@@ -166,6 +166,9 @@ pub struct ServerJob {
     pub version_mask: u32,
     /// The upstream pool's difficulty for this job: shares meeting it are to be forwarded.
     pub pool_difficulty: Option<f64>,
+    /// The miner's difficulty from this job on (clamped to the vardiff bounds; the vardiff
+    /// starts afresh from it); `None` keeps the session's own.
+    pub share_difficulty: Option<f64>,
 }
 
 /// A share that passed every check, for the coordinator to credit and perhaps forward.
@@ -420,6 +423,12 @@ impl ServerSession {
         }
         Job::new(job.notify.clone(), job.extranonce1.clone(), job.extranonce2_size, 1.0, 0)?;
         let pool_target = job.pool_difficulty.map(share_target).transpose()?;
+        if let Some(d) = job.share_difficulty {
+            let d = self.vardiff.set(now_ms, d);
+            if self.sent_difficulty != Some(d) {
+                self.events.push_back(ServerEvent::Difficulty(d));
+            }
+        }
         let extranonce = (job.extranonce1.clone(), job.extranonce2_size);
         let mut clean = job.notify.clean_jobs;
         self.current = Some((job, pool_target));

@@ -42,6 +42,7 @@ fn server_job(tag: u64, upstream_id: &str, prev: u8, clean: bool) -> ServerJob {
         extranonce2_size: 3,
         version_mask: 0x1fff_e000,
         pool_difficulty: Some(EASY * 4.0),
+        share_difficulty: None,
     }
 }
 

@@ -353,3 +353,105 @@ async fn a_wrong_token_is_refused_with_24_and_closed() {
     assert!(shares.is_empty());
     assert!(closed.unwrap().contains("authorization refused"));
 }
+
+/// Throughput of the session itself, for BENCHMARKS.md (prints, asserts nothing about speed):
+/// `cargo test --locked --release -p hashgrid-common --test stratum_server session_throughput
+/// -- --ignored --nocapture`. 1,000 sessions, subscribed and authorized, each fed `mining.submit`
+/// lines in turn on one thread: decode, check (coinbase, merkle root, header, sha256d, target,
+/// duplicate), the Share event, the coordinator's `share_recorded`, the `true` line. The
+/// reference, in the same run: the bare `ShareVerifier::check` on the same shares, decoded.
+#[test]
+#[ignore = "a benchmark: run with --ignored --nocapture"]
+fn session_throughput() {
+    const MINERS: usize = 1_000;
+    const PER_MINER: u32 = 200;
+    let (_, notify) = recorded_jobs().pop_front().unwrap();
+    let mut config = ServerConfig::new("b");
+    config.adjust_difficulty = false;
+    // 2^-32: every header meets it, so every share is accepted (each still hashed in full).
+    config.vardiff = VardiffConfig { start: 1.0 / 4_294_967_296.0, min: 1.0 / 4_294_967_296.0, ..Default::default() };
+    config.lines_per_sec = 1e9;
+    config.line_burst = 1e9;
+    let mut sessions: Vec<ServerSession> = (0..MINERS)
+        .map(|i| {
+            let mut s = ServerSession::new(config.clone(), 0);
+            let mut job = server_job(1.0 / 4_294_967_296.0, notify.clone());
+            job.extranonce1.extend((i as u16).to_be_bytes());
+            s.set_job(0, job).unwrap();
+            s.handle_line(0, br#"{"id":1,"method":"mining.subscribe","params":[]}"#);
+            s.handle_line(0, br#"{"id":2,"method":"mining.authorize","params":["w","x"]}"#);
+            while let Some(e) = s.poll_event() {
+                if let ServerEvent::Authorize { ticket, .. } = e {
+                    s.authorized(0, ticket, true);
+                }
+            }
+            s
+        })
+        .collect();
+    let lines: Vec<Vec<u8>> = (0..PER_MINER)
+        .map(|nonce| {
+            format!(
+                r#"{{"id":9,"method":"mining.submit","params":["w","1","0000","{:08x}","{nonce:08x}"]}}"#,
+                notify.ntime
+            )
+            .into_bytes()
+        })
+        .collect();
+    let start = Instant::now();
+    let (mut answers, mut accepted) = (0u64, 0u64);
+    for line in &lines {
+        for s in &mut sessions {
+            s.handle_line(1, line);
+            while let Some(e) = s.poll_event() {
+                match e {
+                    ServerEvent::Share { ticket, .. } => {
+                        accepted += 1;
+                        s.share_recorded(ticket, Ok(()));
+                    }
+                    ServerEvent::Send(_) => answers += 1,
+                    // One hash in 65,536 is above even this target.
+                    ServerEvent::Rejected { .. } => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+    }
+    let session_secs = start.elapsed().as_secs_f64();
+    assert_eq!(answers, MINERS as u64 * u64::from(PER_MINER));
+
+    // The reference: the verifier alone, on decoded shares of the same jobs.
+    let mut verifiers: Vec<hashgrid_common::stratum::ShareVerifier> = (0..MINERS)
+        .map(|i| {
+            let mut e1 = UPSTREAM_E1.to_vec();
+            e1.extend((i as u16).to_be_bytes());
+            let mut v = hashgrid_common::stratum::ShareVerifier::default();
+            v.add_job(Job::new(notify.clone(), e1, 2, 1.0 / 4_294_967_296.0, 0).unwrap());
+            v
+        })
+        .collect();
+    let submits: Vec<hashgrid_common::stratum::Submit> = lines
+        .iter()
+        .map(|l| match Message::from_line(l).unwrap() {
+            Message::Call { method: Method::Submit(s), .. } => {
+                hashgrid_common::stratum::Submit { job_id: notify.job_id.clone(), ..s }
+            }
+            _ => unreachable!(),
+        })
+        .collect();
+    let start = Instant::now();
+    let mut passed = 0u64;
+    for submit in &submits {
+        for v in &mut verifiers {
+            passed += u64::from(v.check(submit).is_ok());
+        }
+    }
+    let verifier_secs = start.elapsed().as_secs_f64();
+    assert_eq!(passed, accepted);
+    let rate = |secs: f64| answers as f64 / secs;
+    println!(
+        "{MINERS} sessions, {answers} shares ({accepted} accepted): session {:.0} shares/s, verifier alone {:.0} shares/s, ratio {:.2}",
+        rate(session_secs),
+        rate(verifier_secs),
+        verifier_secs / session_secs
+    );
+}

@@ -9,7 +9,9 @@
 //!   TCP connection to a test-only shell around a `ServerSession`. It subscribes, authorizes,
 //!   builds headers with its own merkle code and the `bitcoin` crate, and submits shares; the
 //!   session accepts them, refuses a duplicate (22) and a low share (23), and a wrong token is
-//!   refused (24) and closed.
+//!   refused (24) and closed. Garbage, an oversized line and a flood of lines close their own
+//!   connections while the honest client, at the same time, keeps earning.
+//! - `session_throughput` (ignored): the figures in BENCHMARKS.md.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -265,6 +267,53 @@ fn stratum_code(e: stratum::client::ClientError) -> i32 {
     }
 }
 
+/// The `stratum` crate's client at `addr`: subscribes, authorizes, takes the job, finds eight
+/// shares with its own merkle code and the `bitcoin` crate's header hash, submits them, then a
+/// duplicate (22) and a low share (23). Returns the eight nonces.
+async fn mine_eight(addr: std::net::SocketAddr, job: &ServerJob) -> Vec<u32> {
+    let client = client(addr, "node-token");
+    let mut events = client.connect().await.unwrap();
+    let (sub, _, _) = client.subscribe().await.unwrap();
+    assert_eq!(sub.enonce1.as_bytes(), &job.extranonce1[..]);
+    assert_eq!(sub.enonce2_size, job.extranonce2_size);
+    client.authorize().await.unwrap();
+    let (mut difficulty, mut notify) = (None, None);
+    while notify.is_none() {
+        match events.recv().await.unwrap() {
+            stratum::client::Event::SetDifficulty(d) => difficulty = Some(d),
+            stratum::client::Event::Notify(n) => notify = Some(n),
+            other => panic!("{other:?}"),
+        }
+    }
+    let (difficulty, n) = (difficulty.expect("set_difficulty before the job"), notify.unwrap());
+    // The reference holds a difficulty as a compact target: close, not exact.
+    assert!((difficulty.as_f64() / EASY - 1.0).abs() < 1e-3, "{difficulty:?}");
+    // The reference's own coinbase, merkle root, header and hash.
+    let target = difficulty.to_target();
+    let enonce2 = stratum::Extranonce::from_bytes(&[0, 0, 0, 0, 0, 1]);
+    let root = stratum::merkle_root(&n.coinb1, &n.coinb2, &sub.enonce1, &enonce2, &n.merkle_branches).unwrap();
+    let header = |nonce: u32| bitcoin::block::Header {
+        version: n.version.into(),
+        prev_blockhash: n.prevhash.clone().into(),
+        merkle_root: root.into(),
+        time: n.ntime.into(),
+        bits: n.nbits.into(),
+        nonce,
+    };
+    let meets = |nonce: u32| target.is_met_by(header(nonce).block_hash());
+    let found: Vec<u32> = (0..).filter(|&nonce| meets(nonce)).take(8).collect();
+    for &nonce in &found {
+        client.submit(n.job_id, enonce2.clone(), n.ntime, nonce.into(), None).await.unwrap();
+    }
+    let again = client.submit(n.job_id, enonce2.clone(), n.ntime, found[0].into(), None).await;
+    assert_eq!(stratum_code(again.unwrap_err()), 22);
+    let low = (0..).find(|&nonce| !meets(nonce)).unwrap();
+    let low = client.submit(n.job_id, enonce2.clone(), n.ntime, low.into(), None).await;
+    assert_eq!(stratum_code(low.unwrap_err()), 23);
+    client.disconnect().await;
+    found
+}
+
 #[tokio::test]
 async fn the_stratum_crates_client_mines_through_the_server_session() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -272,51 +321,8 @@ async fn the_stratum_crates_client_mines_through_the_server_session() {
     let carving = Carving::new(8);
     let job = slot_job(carving);
     let server = tokio::spawn(serve_one(listener, easy_config(), job.clone(), "node-token"));
-
-    let test = async {
-        let client = client(addr, "node-token");
-        let mut events = client.connect().await.unwrap();
-        let (sub, _, _) = client.subscribe().await.unwrap();
-        assert_eq!(sub.enonce1.as_bytes(), &job.extranonce1[..]);
-        assert_eq!(sub.enonce2_size, 6);
-        client.authorize().await.unwrap();
-        let (mut difficulty, mut notify) = (None, None);
-        while notify.is_none() {
-            match events.recv().await.unwrap() {
-                stratum::client::Event::SetDifficulty(d) => difficulty = Some(d),
-                stratum::client::Event::Notify(n) => notify = Some(n),
-                other => panic!("{other:?}"),
-            }
-        }
-        let (difficulty, n) = (difficulty.expect("set_difficulty before the job"), notify.unwrap());
-        // The reference holds a difficulty as a compact target: close, not exact.
-        assert!((difficulty.as_f64() / EASY - 1.0).abs() < 1e-3, "{difficulty:?}");
-        // The reference's own coinbase, merkle root, header and hash.
-        let target = difficulty.to_target();
-        let enonce2 = stratum::Extranonce::from_bytes(&[0, 0, 0, 0, 0, 1]);
-        let root = stratum::merkle_root(&n.coinb1, &n.coinb2, &sub.enonce1, &enonce2, &n.merkle_branches).unwrap();
-        let header = |nonce: u32| bitcoin::block::Header {
-            version: n.version.into(),
-            prev_blockhash: n.prevhash.clone().into(),
-            merkle_root: root.into(),
-            time: n.ntime.into(),
-            bits: n.nbits.into(),
-            nonce,
-        };
-        let meets = |nonce: u32| target.is_met_by(header(nonce).block_hash());
-        let found: Vec<u32> = (0..).filter(|&nonce| meets(nonce)).take(8).collect();
-        for &nonce in &found {
-            client.submit(n.job_id, enonce2.clone(), n.ntime, nonce.into(), None).await.unwrap();
-        }
-        let again = client.submit(n.job_id, enonce2.clone(), n.ntime, found[0].into(), None).await;
-        assert_eq!(stratum_code(again.unwrap_err()), 22);
-        let low = (0..).find(|&nonce| !meets(nonce)).unwrap();
-        let low = client.submit(n.job_id, enonce2.clone(), n.ntime, low.into(), None).await;
-        assert_eq!(stratum_code(low.unwrap_err()), 23);
-        client.disconnect().await;
-        found
-    };
-    let found = tokio::time::timeout(Duration::from_secs(60), test).await.expect("the client finished");
+    let found =
+        tokio::time::timeout(Duration::from_secs(60), mine_eight(addr, &job)).await.expect("the client finished");
     let (shares, closed) = server.await.unwrap();
     assert_eq!(closed, None, "the miner hung up");
     assert_eq!(shares.iter().map(|s| s.submit.nonce).collect::<Vec<_>>(), found);
@@ -330,6 +336,48 @@ async fn the_stratum_crates_client_mines_through_the_server_session() {
         assert_eq!(header, share.accepted.header);
         assert_eq!(carving.split(&e2).map(|(slot, _)| slot), Some(7));
     }
+}
+
+/// Garbage, an oversized line and a flood each close their own connection, with the reason;
+/// an honest miner on its own connection at the same time keeps earning.
+#[tokio::test]
+async fn garbage_and_floods_close_only_their_own_connection() {
+    let job = slot_job(Carving::new(8));
+    let mut servers = Vec::new();
+    let mut addrs = Vec::new();
+    for _ in 0..4 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.push(listener.local_addr().unwrap());
+        servers.push(tokio::spawn(serve_one(listener, easy_config(), job.clone(), "node-token")));
+    }
+    let hostile = |addr, bytes: Vec<u8>| async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // The session may close before everything is written: that is the point.
+        let _ = stream.write_all(&bytes).await;
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+    };
+    let garbage = b"{\"id\": 1, \"method\": \"mining.subscribe\", \"params\": [}\n".to_vec();
+    let oversized = vec![b'x'; 20_000];
+    let flood = b"{\"id\":1,\"method\":\"mining.ping\",\"params\":[]}\n".repeat(400);
+    let all = async {
+        tokio::join!(
+            mine_eight(addrs[3], &job),
+            hostile(addrs[0], garbage),
+            hostile(addrs[1], oversized),
+            hostile(addrs[2], flood)
+        )
+    };
+    let (found, ..) = tokio::time::timeout(Duration::from_secs(60), all).await.expect("every client finished");
+    let mut reasons = Vec::new();
+    for server in servers {
+        reasons.push(server.await.unwrap());
+    }
+    assert!(reasons[0].1.as_deref().unwrap().contains("malformed"), "{:?}", reasons[0].1);
+    assert!(reasons[1].1.as_deref().unwrap().contains("exceeds"), "{:?}", reasons[1].1);
+    assert!(reasons[2].1.as_deref().unwrap().contains("limit"), "{:?}", reasons[2].1);
+    assert_eq!(reasons[3].1, None, "the honest miner hung up by itself");
+    assert_eq!(reasons[3].0.len(), found.len());
 }
 
 #[tokio::test]

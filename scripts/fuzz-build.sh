@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets in fuzz/ on the stable toolchain, and optionally runs them.
 #
-#   scripts/fuzz-build.sh              build fuzz/target/<host>/release/{decode_frame,stratum_line}
+#   scripts/fuzz-build.sh              build fuzz/target/<host>/release/{decode_frame,stratum_line,stratum_server}
 #   scripts/fuzz-build.sh --run 30     build, then fuzz each target for 30 seconds
 #
 # cargo-fuzz's own `cargo fuzz build` wants nightly only for its sanitizers (-Zsanitizer) and
@@ -30,7 +30,7 @@ if ! command -v c++ >/dev/null 2>&1; then
 fi
 
 host=$(rustc -vV | sed -n 's/^host: //p')
-targets=(decode_frame stratum_line)
+targets=(decode_frame stratum_line stratum_server)
 
 export RUSTFLAGS="--cfg fuzzing \
  -Cpasses=sancov-module \

@@ -199,6 +199,8 @@ impl Method {
             Method::SetVersionMask(mask) => json!([format!("{mask:08x}")]),
             Method::Notify(n) => n.to_params(),
             Method::Submit(s) => s.to_params(),
+            // No params at all: reconnect to the same host and port (a `""` host confuses some miners).
+            Method::Reconnect { host: None, port: None, wait_secs: None } => json!([]),
             Method::Reconnect { host, port, wait_secs } => {
                 let mut v = vec![json!(host.as_deref().unwrap_or(""))];
                 if port.is_some() || wait_secs.is_some() {

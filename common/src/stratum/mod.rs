@@ -12,7 +12,10 @@
 //! - [`extranonce`]: the coordinator's carving of extranonce2 into `[slot][counter]`;
 //! - [`url`]: pool addresses (`stratum+tcp://`, `stratum+ssl://`);
 //! - [`client`]: the client session state machine (configure, subscribe, authorize, jobs,
-//!   submits, reconnects, silence).
+//!   submits, reconnects, silence);
+//! - [`server`]: the server session state machine, one per miner connection (configure,
+//!   subscribe, authorize, jobs, share checks, limits, invalid-share escalation);
+//! - [`vardiff`]: per-miner variable difficulty.
 //!
 //! The byte orders, the carving and the error codes are written up in docs/protocol.md,
 //! "Stratum V1 mapping".
@@ -23,8 +26,10 @@ pub mod difficulty;
 pub mod extranonce;
 pub mod job;
 pub mod method;
+pub mod server;
 pub mod share;
 pub mod url;
+pub mod vardiff;
 
 pub use client::{ClientConfig, ClientEvent, ClientSession, ClientState, SubmitOutcome};
 pub use codec::{Id, LineDecoder, MAX_LINE, Message, Response, RpcError};
@@ -32,8 +37,10 @@ pub use difficulty::share_target;
 pub use extranonce::{Carving, ExtranonceSpace};
 pub use job::Job;
 pub use method::{Configure, ConfigureResult, Method, Notify, Submit, SubscribeResult};
+pub use server::{MinerShare, Password, ServerConfig, ServerEvent, ServerJob, ServerSession};
 pub use share::{Accepted, Reject, ShareVerifier};
 pub use url::{PoolUrl, PoolUrlError};
+pub use vardiff::{RatePoint, Vardiff, VardiffConfig};
 
 /// Why a Stratum line, job or request could not be used. A session that meets one of these
 /// from its peer closes the connection with the message as its reason.
@@ -59,4 +66,6 @@ pub enum StratumError {
     Difficulty(String),
     #[error("extranonce space exhausted: {0}")]
     Exhausted(&'static str),
+    #[error("bad configuration: {0}")]
+    Config(&'static str),
 }

@@ -40,8 +40,10 @@ type Schedule = [__m128i; 16];
 /// the caller to finish with `JobConsts::meets`.
 #[target_feature(enable = "sha,avx2")]
 pub(super) fn scan(job: &JobConsts, first: u32, count: u64, out: &mut Vec<u32>) {
+    // One schedule per lane for all batches: groups 4-15 are rewritten before they are read.
     // SAFETY: this function has the target features the helpers need.
-    scan_batches(first, count, LANES, out, |base| unsafe { top_word_candidates(job, base) });
+    let mut w = [[unsafe { _mm_setzero_si128() }; 16]; LANES];
+    scan_batches(first, count, LANES, out, |base| unsafe { top_word_candidates(job, base, &mut w) });
 }
 
 /// The nonces `base..base + LANES` (bit `i` = nonce `base + i`) whose top hash word is at or
@@ -51,19 +53,18 @@ pub(super) fn scan(job: &JobConsts, first: u32, count: u64, out: &mut Vec<u32>) 
 /// As every helper here: the CPU must have SHA-NI and AVX2, and the caller must be compiled
 /// with both (`#[target_feature(enable = "sha,avx2")]`), so that the intrinsics inline.
 #[inline(always)]
-unsafe fn top_word_candidates(job: &JobConsts, base: u32) -> u32 {
+unsafe fn top_word_candidates(job: &JobConsts, base: u32, w: &mut [Schedule; LANES]) -> u32 {
     // SAFETY: the caller has the target features.
     unsafe {
         // First compression: the header's second block, from the state after round 1.
         let [t0, t1, t2] = job.tail.map(|x| x as i32);
-        let mut w: [Schedule; LANES] = std::array::from_fn(|lane| {
+        for (lane, w) in w.iter_mut().enumerate() {
             let nonce = base.wrapping_add(lane as u32).swap_bytes() as i32;
-            let mut w = [_mm_setzero_si128(); 16];
             w[0] = _mm_setr_epi32(t0, t1, t2, nonce);
             w[1] = _mm_setr_epi32(PAD as i32, 0, 0, 0);
+            w[2] = _mm_setzero_si128();
             w[3] = _mm_setr_epi32(0, 0, 0, HEADER_BITS as i32);
-            w
-        });
+        }
         let (abef, cdgh) = pack(&job.state2);
         let (mut abef, mut cdgh) = ([abef; LANES], [cdgh; LANES]);
         for lane in 0..LANES {
@@ -77,7 +78,7 @@ unsafe fn top_word_candidates(job: &JobConsts, base: u32) -> u32 {
         for lane in 0..LANES {
             last[lane] = expand_one(&mut w[lane], 0, last[lane]);
         }
-        compress(&mut abef, &mut cdgh, &mut w, last, 1..16);
+        compress(&mut abef, &mut cdgh, w, last, 1..16);
 
         // Second compression: the first hash (plus the midstate), padded, from the IV.
         let (mid_abef, mid_cdgh) = pack(&job.midstate);
@@ -94,7 +95,7 @@ unsafe fn top_word_candidates(job: &JobConsts, base: u32) -> u32 {
         let (iv_abef, iv_cdgh) = pack(&IV);
         let (mut abef, mut cdgh) = ([iv_abef; LANES], [iv_cdgh; LANES]);
         let last: [__m128i; LANES] = std::array::from_fn(|lane| w[lane][3]);
-        compress(&mut abef, &mut cdgh, &mut w, last, 0..15);
+        compress(&mut abef, &mut cdgh, w, last, 0..15);
         let mut bits = 0;
         for lane in 0..LANES {
             // Rounds 60 and 61 only: their `f` (lane 0) is the `h` of round 63.

@@ -41,8 +41,8 @@ type Schedule = [__m128i; 16];
 #[target_feature(enable = "sha,avx2")]
 pub(super) fn scan(job: &JobConsts, first: u32, count: u64, out: &mut Vec<u32>) {
     // One schedule per lane for all batches: groups 4-15 are rewritten before they are read.
+    let mut w = [[_mm_setzero_si128(); 16]; LANES];
     // SAFETY: this function has the target features the helpers need.
-    let mut w = [[unsafe { _mm_setzero_si128() }; 16]; LANES];
     scan_batches(first, count, LANES, out, |base| unsafe { top_word_candidates(job, base, &mut w) });
 }
 

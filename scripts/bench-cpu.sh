@@ -60,18 +60,25 @@ ours() {
     esac
 }
 
+# Appends the median of the numbers on stdin to file $1, unless there are none.
+record() {
+    local m
+    m="$(median)"
+    [ "$m" = - ] || echo "$m" >>"$1"
+}
+
 # cpuminer-opt: the median of its 5-second totals after the first.
 reference_opt() {
     # timeout ends it (status 124).
-    { timeout "$((secs + 6))" "$CPUMINER_OPT" -a sha256d --benchmark -t 1 2>&1 || true; } |
-        sed -nE 's/.*Total: ([0-9.]+) MH\/s.*/\1/p' | tail -n +2 | median >>"$work/cpuminer-opt"
+    { timeout "$((secs + 8))" "$CPUMINER_OPT" -a sha256d --benchmark -t 1 2>&1 || true; } |
+        sed -nE 's/.*Total: ([0-9.]+) MH\/s.*/\1/p' | tail -n +2 | record "$work/cpuminer-opt"
 }
 
 # cpuminer 2.5.1: the median of its per-thread rates after the first, in MH/s.
 reference_pooler() {
-    { timeout "$((secs + 2))" "$CPUMINER" -a sha256d --benchmark -t 1 2>&1 || true; } |
+    { timeout "$((secs + 4))" "$CPUMINER" -a sha256d --benchmark -t 1 2>&1 || true; } |
         sed -nE 's/.*thread 0: [0-9]+ hashes, ([0-9.]+) khash\/s.*/\1/p' | tail -n +2 |
-        awk '{ printf "%.3f\n", $1 / 1000 }' | median >>"$work/cpuminer"
+        awk '{ printf "%.3f\n", $1 / 1000 }' | record "$work/cpuminer"
 }
 
 refs=""
@@ -88,21 +95,23 @@ done
 
 echo "## sha256d, one thread: median of $repeats rounds of ${secs} s, interleaved"
 echo
-opt="$(grep -v '^-$' "$work/cpuminer-opt" 2>/dev/null | median || echo -)"
-pooler="$(grep -v '^-$' "$work/cpuminer" 2>/dev/null | median || echo -)"
+touch "$work/cpuminer-opt" "$work/cpuminer"
+opt="$(median <"$work/cpuminer-opt")"
+pooler="$(median <"$work/cpuminer")"
 echo "| miner | kernel that ran | MH/s (median) | all rounds | × cpuminer-opt | × cpuminer 2.5.1 |"
 echo "|---|---|---:|---|---:|---:|"
 row() {
     local name="$1" device="$2" file="$3" med all
     med="$(median <"$file")"
-    all="$(paste -sd' ' "$file")"
+    all="$(awk '{ printf "%s%.2f", (NR > 1 ? " " : ""), $1 }' "$file")"
     awk -v n="$name" -v d="$device" -v m="$med" -v a="$all" -v o="$opt" -v p="$pooler" 'BEGIN {
-        ro = (o == "-" || m == "-") ? "-" : sprintf("%.2f", m / o)
-        rp = (p == "-" || m == "-") ? "-" : sprintf("%.2f", m / p)
-        printf "| %s | %s | %s | %s | %s | %s |\n", n, d, m, a, ro, rp
+        ro = (o == "-") ? "-" : sprintf("%.2f", m / o)
+        rp = (p == "-") ? "-" : sprintf("%.2f", m / p)
+        printf "| %s | %s | %.2f | %s | %s | %s |\n", n, d, m, a, ro, rp
     }'
 }
 for ref in $refs; do
+    [ -s "$work/$ref" ] || { echo "| $ref | gave no rate | - | - | - | - |"; continue; }
     row "$ref" "$([ "$ref" = cpuminer-opt ] && echo "its own pick (-a sha256d)" || echo "sha256d (pooler)")" "$work/$ref"
 done
 for kernel in $kernels; do

@@ -5,7 +5,7 @@
 //! per nonce), `scalar` (the shared kernel on one `u32` lane: the per-job precomputations and
 //! the early exit on the top hash word, see `kernel`), `avx2x8` (8 lanes), `avx512x16`
 //! (16 lanes) and `shanix4` (four nonces in flight through the SHA extensions, see `shani`;
-//! the fastest where present: 1.2-1.4 times `avx512x16` on Zen 4, BENCHMARKS.md). The SIMD
+//! the fastest where present: 1.2-1.5 times `avx512x16` on Zen 4, BENCHMARKS.md). The SIMD
 //! kernels are picked only after runtime detection of their features.
 //! `HASHGRID_CPU_KERNEL` forces a kernel by name (for benchmarks); one this CPU lacks, or an
 //! unknown name, falls back to the best. `device()` names the kernel that runs.

@@ -1,72 +1,125 @@
 #!/usr/bin/env bash
-# CPU hashing benchmark for BENCHMARKS.md: the OpenSSL single-stream SHA-256 reference and the
-# hashgrid CPU backend, each kernel at 1 thread and at all threads, in one run.
+# CPU hashing benchmark for BENCHMARKS.md: every hashgrid CPU kernel beside the reference
+# miners, sha256d at one thread, in one run, repeats interleaved (ref, ours, ref, ours, ...).
 #
-# Usage: scripts/bench-cpu.sh [SECONDS]     (default 5 seconds per measurement)
-#   KERNELS="avx512x16 avx2x8"  kernels to measure (default: all four; unsupported ones are
-#                               reported and skipped)
-#   THREADS="1 2"               thread counts (default: 1 and all cores)
+# Usage: scripts/bench-cpu.sh [SECONDS]     (default 10 seconds per measurement)
+#   CPUMINER_OPT=/path/to/cpuminer  cpuminer-opt (JayDDee), built from source; measured with
+#                                   `-a sha256d --benchmark -t 1` when set
+#   CPUMINER=/path/to/minerd        cpuminer 2.5.1 (pooler), likewise
+#   KERNELS="shanix4 avx512x16"     kernels to measure (default: all five; unsupported ones
+#                                   are reported and skipped)
+#   REPEATS=3                       rounds; each figure is the median of its rounds
+#   THREADS=1                       hashgrid thread count (the references run one thread)
 #
 # The kernel is forced with HASHGRID_CPU_KERNEL; `hashgrid-node bench` reports the kernel that
-# actually ran in its device string, which is checked here. The OpenSSL figure is user CPU
-# time (openssl speed's default); hashgrid's is wall time, so run this on an idle machine (the
-# load average is printed before and after).
+# actually ran in its device string, which is printed and checked here. cpuminer-opt's rate is
+# the median of its "Total: ... MH/s" lines (every 5 s, the first dropped), cpuminer's of its
+# "thread 0: ... khash/s" lines (the first dropped). All figures are wall-clock rates, so run
+# this on an idle machine; the load average is printed before and after.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-secs="${1:-5}"
-kernels="${KERNELS:-baseline scalar avx2x8 avx512x16}"
-all="$(nproc)"
-threads="${THREADS:-1 $all}"
-[ "$all" = 1 ] && threads="${THREADS:-1}"
+secs="${1:-10}"
+kernels="${KERNELS:-baseline scalar avx2x8 avx512x16 shanix4}"
+repeats="${REPEATS:-3}"
+threads="${THREADS:-1}"
 
-cargo build --release --quiet --bin hashgrid-node
+cargo build --locked --release --quiet --bin hashgrid-node
 node=target/release/hashgrid-node
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
 
 echo "## Machine"
 echo
-echo "- CPU: $(lscpu | sed -n 's/^Model name: *//p' | head -1)"
-echo "- cores: $all ($(lscpu | sed -n 's/^Thread(s) per core: *//p') thread(s) per core)"
+echo "- CPU: $(lscpu | sed -n 's/^Model name: *//p' | head -1) (family $(lscpu | sed -n 's/^CPU family: *//p'), model $(lscpu | sed -n 's/^Model: *//p'))"
+echo "- cores: $(nproc) ($(lscpu | sed -n 's/^Thread(s) per core: *//p') thread(s) per core)"
 flags=""
-for f in avx2 avx512f avx512bw avx512vl sha_ni bmi2; do
+for f in sha_ni avx2 avx512f avx512bw avx512vl bmi2; do
     if grep -qw "$f" /proc/cpuinfo; then flags="$flags $f"; else flags="$flags no-$f"; fi
 done
 echo "- flags:$flags"
-echo "- $(rustc --version), $(openssl version | cut -d' ' -f1-2)"
+echo "- $(rustc --version)"
 echo "- load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 
-echo "## Reference: openssl speed -seconds 3 -bytes 16384 -evp sha256"
-echo
-# The last line is "sha256  <thousands of bytes per second>k".
-kbytes="$(openssl speed -seconds 3 -bytes 16384 -evp sha256 2>/dev/null | awk '/^sha256/ {sub("k", "", $2); print $2}' | tail -1)"
-limit="$(awk -v k="$kbytes" 'BEGIN { printf "%.0f", k * 1000 / 64 / 2 }')"
-awk -v k="$kbytes" 'BEGIN {
-    b = k * 1000
-    printf "- %.1f MB/s (16384-byte blocks, one thread) = %.3f M compressions/s\n", b / 1e6, b / 64 / 1e6
-    printf "- single-stream sha256d limit (2 compressions per hash): %.3f MH/s\n", b / 128 / 1e6
-}'
-echo
+# The median of the numbers on stdin (one per line), or "-" if there are none.
+median() {
+    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 
-echo "## hashgrid-node bench --backend cpu --threads N --seconds $secs --json"
-echo
-echo "| kernel | threads | device | MH/s | x single-stream limit |"
-echo "|---|---:|---|---:|---:|"
-for kernel in $kernels; do
-    for t in $threads; do
-        json="$(HASHGRID_CPU_KERNEL="$kernel" "$node" bench --backend cpu --threads "$t" --seconds "$secs" --json)"
-        device="$(printf '%s' "$json" | sed -E 's/.*"device":"([^"]*)".*/\1/')"
-        rate="$(printf '%s' "$json" | sed -E 's/.*"hashrate":([0-9.eE+-]+).*/\1/')"
-        case "$device" in
-        *", $kernel)") ;;
-        *)
-            echo "| $kernel | $t | not supported here (ran: $device) | - | - |"
-            continue
-            ;;
-        esac
-        awk -v k="$kernel" -v t="$t" -v d="$device" -v r="$rate" -v l="$limit" \
-            'BEGIN { printf "| %s | %s | %s | %.3f | %.2f |\n", k, t, d, r / 1e6, r / l }'
+# One hashgrid measurement: appends MH/s to $work/<kernel>, the device to $work/<kernel>.device.
+ours() {
+    local kernel="$1" json device rate
+    json="$(HASHGRID_CPU_KERNEL="$kernel" "$node" bench --backend cpu --threads "$threads" --seconds "$secs" --json)"
+    device="$(printf '%s' "$json" | sed -E 's/.*"device":"([^"]*)".*/\1/')"
+    rate="$(printf '%s' "$json" | sed -E 's/.*"hashrate":([0-9.eE+-]+).*/\1/')"
+    echo "$device" >"$work/$kernel.device"
+    case "$device" in
+    *", $kernel)") awk -v r="$rate" 'BEGIN { printf "%.3f\n", r / 1e6 }' >>"$work/$kernel" ;;
+    *) : ;; # not supported here: another kernel ran
+    esac
+}
+
+# Appends the median of the numbers on stdin to file $1, unless there are none.
+record() {
+    local m
+    m="$(median)"
+    [ "$m" = - ] || echo "$m" >>"$1"
+}
+
+# cpuminer-opt: the median of its 5-second totals after the first.
+reference_opt() {
+    # timeout ends it (status 124).
+    { timeout "$((secs + 8))" "$CPUMINER_OPT" -a sha256d --benchmark -t 1 2>&1 || true; } |
+        sed -nE 's/.*Total: ([0-9.]+) MH\/s.*/\1/p' | tail -n +2 | record "$work/cpuminer-opt"
+}
+
+# cpuminer 2.5.1: the median of its per-thread rates after the first, in MH/s.
+reference_pooler() {
+    { timeout "$((secs + 4))" "$CPUMINER" -a sha256d --benchmark -t 1 2>&1 || true; } |
+        sed -nE 's/.*thread 0: [0-9]+ hashes, ([0-9.]+) khash\/s.*/\1/p' | tail -n +2 |
+        awk '{ printf "%.3f\n", $1 / 1000 }' | record "$work/cpuminer"
+}
+
+refs=""
+[ -n "${CPUMINER_OPT:-}" ] && refs="$refs cpuminer-opt"
+[ -n "${CPUMINER:-}" ] && refs="$refs cpuminer"
+for round in $(seq "$repeats"); do
+    echo "round $round of $repeats (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+    for kernel in $kernels; do
+        [ -n "${CPUMINER_OPT:-}" ] && reference_opt
+        ours "$kernel"
     done
+    [ -n "${CPUMINER:-}" ] && reference_pooler
+done
+
+echo "## sha256d, one thread: median of $repeats rounds of ${secs} s, interleaved"
+echo
+touch "$work/cpuminer-opt" "$work/cpuminer"
+opt="$(median <"$work/cpuminer-opt")"
+pooler="$(median <"$work/cpuminer")"
+echo "| miner | kernel that ran | MH/s (median) | all rounds | × cpuminer-opt | × cpuminer 2.5.1 |"
+echo "|---|---|---:|---|---:|---:|"
+row() {
+    local name="$1" device="$2" file="$3" med all
+    med="$(median <"$file")"
+    all="$(awk '{ printf "%s%.2f", (NR > 1 ? " " : ""), $1 }' "$file")"
+    awk -v n="$name" -v d="$device" -v m="$med" -v a="$all" -v o="$opt" -v p="$pooler" 'BEGIN {
+        ro = (o == "-") ? "-" : sprintf("%.2f", m / o)
+        rp = (p == "-") ? "-" : sprintf("%.2f", m / p)
+        printf "| %s | %s | %.2f | %s | %s | %s |\n", n, d, m, a, ro, rp
+    }'
+}
+for ref in $refs; do
+    [ -s "$work/$ref" ] || { echo "| $ref | gave no rate | - | - | - | - |"; continue; }
+    row "$ref" "$([ "$ref" = cpuminer-opt ] && echo "its own pick (-a sha256d)" || echo "sha256d (pooler)")" "$work/$ref"
+done
+for kernel in $kernels; do
+    if [ -s "$work/$kernel" ]; then
+        row "hashgrid $kernel" "$(cat "$work/$kernel.device")" "$work/$kernel"
+    else
+        echo "| hashgrid $kernel | not supported here (ran: $(cat "$work/$kernel.device")) | - | - | - | - |"
+    fi
 done
 echo
 echo "- load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

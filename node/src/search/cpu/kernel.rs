@@ -85,6 +85,9 @@ pub(super) struct JobConsts {
     /// The first compression's state after round 3, computed with W3 = 0: the real `a`
     /// (index 0) and `e` (index 4) are these plus W3; the other words are exact.
     pub state4: [u32; 8],
+    /// The first compression's state after rounds 0 and 1 (job constants): where the SHA-NI
+    /// kernel starts, two rounds at a time.
+    pub state2: [u32; 8],
     /// `K + W` of the first compression's rounds 4-7 (index = round; 0-3 unused).
     pub kw: [u32; 8],
     /// The first compression's W16 and W17 (nonce-independent).
@@ -106,9 +109,13 @@ impl JobConsts {
         block[4] = PAD;
         block[15] = HEADER_BITS;
         let mut state = midstate;
+        let mut state2 = midstate;
         for (i, &word) in block.iter().enumerate().take(4) {
             // block[3] is 0 here: round 3 runs without the nonce word (see `state4`).
             state = scalar_round(state, K[i].wrapping_add(word));
+            if i == 1 {
+                state2 = state;
+            }
         }
         let w16 = ssig0(tail[1]).wrapping_add(tail[0]);
         let w17 = ssig1(HEADER_BITS).wrapping_add(ssig0(tail[2])).wrapping_add(tail[1]);
@@ -120,6 +127,7 @@ impl JobConsts {
             midstate,
             tail,
             target: target.to_le_words(),
+            state2,
             state4: state,
             kw,
             w16,
@@ -141,6 +149,34 @@ impl JobConsts {
         let mut state = self.midstate;
         compress(&mut state, &header_tail_block(&self.tail, nonce));
         state_meets(&second_hash(&state), &self.target)
+    }
+}
+
+/// Runs `candidates` on the batches of `batch` consecutive nonces (`batch <= 32`) that cover
+/// `first..first + count` (`first + count <= 2^32`), and appends to `out`, in order, the nonces
+/// of the bits it returns (bit `i` = nonce `base + i`) that lie in the range.
+#[inline(always)]
+pub(super) fn scan_batches(
+    first: u32,
+    count: u64,
+    batch: usize,
+    out: &mut Vec<u32>,
+    mut candidates: impl FnMut(u32) -> u32,
+) {
+    let mut done = 0u64;
+    while done < count {
+        let base = first.wrapping_add(done as u32);
+        let mut lanes = candidates(base);
+        let left = count - done;
+        if left < batch as u64 {
+            // Lanes past the range (they may have wrapped past nonce 2^32 - 1).
+            lanes &= (1u32 << left) - 1;
+        }
+        while lanes != 0 {
+            out.push(base.wrapping_add(lanes.trailing_zeros()));
+            lanes &= lanes - 1;
+        }
+        done += batch as u64;
     }
 }
 
@@ -207,21 +243,7 @@ macro_rules! lane_kernel {
         /// of the hits, for the caller to finish with `JobConsts::meets`.
         $(#[$attr])*
         pub(super) fn scan(job: &JobConsts, first: u32, count: u64, out: &mut Vec<u32>) {
-            let mut done = 0u64;
-            while done < count {
-                let base = first.wrapping_add(done as u32);
-                let mut lanes = top_word_candidates(job, base);
-                let left = count - done;
-                if left < LANES as u64 {
-                    // Lanes past the range (they may have wrapped past nonce 2^32 - 1).
-                    lanes &= (1u32 << left) - 1;
-                }
-                while lanes != 0 {
-                    out.push(base.wrapping_add(lanes.trailing_zeros()));
-                    lanes &= lanes - 1;
-                }
-                done += LANES as u64;
-            }
+            scan_batches(first, count, LANES, out, |base| top_word_candidates(job, base));
         }
 
         /// The sha256d of nonces `base + lane` up to round 60 of the second compression; the

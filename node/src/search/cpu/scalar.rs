@@ -10,8 +10,8 @@ use hashgrid_common::target::state_meets;
 
 use super::kernel::{
     DIGEST_BITS, FIRST_W30_CONST, HEADER_BITS, JobConsts, PAD, SECOND_STATE1, SECOND_W17_CONST, SECOND_W23_CONST,
-    SECOND_W30_CONST, bsig0, bsig1, const_rounds, eight_rounds, lane_kernel, round, round_e_only, ssig0, ssig1,
-    word_rounds,
+    SECOND_W30_CONST, bsig0, bsig1, const_rounds, eight_rounds, lane_kernel, round, round_e_only, scan_batches, ssig0,
+    ssig1, word_rounds,
 };
 
 type V = u32;

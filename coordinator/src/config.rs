@@ -16,6 +16,7 @@ use hashgrid_common::config::{load_toml, parse_toml};
 use crate::core::CoreConfig;
 use crate::core::probe::ProbeConfig;
 use crate::service::limits::ConnectionLimits;
+use crate::service::store::backend::StoreLocation;
 
 /// The longest `failover_after`: a silent node's ranges wait at most this long.
 pub const MAX_FAILOVER_AFTER: Duration = Duration::from_secs(600);
@@ -28,6 +29,11 @@ pub const DEFAULT_TOML: &str = r#"# hashgrid coordinator configuration. Every ke
 # Holds cert.pem, key.pem, node.token, admin.token and hashgrid.db; created on first start.
 # (--data-dir, HASHGRID_DATA_DIR)
 data_dir = "/var/lib/hashgrid"
+
+# Where the records are kept: "sqlite" (hashgrid.db in the data dir) or a PostgreSQL URL,
+# postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE, for a hot-standby pair (docs/operations.md).
+# (--store, HASHGRID_STORE)
+store = "sqlite"
 
 # UDP address of the QUIC endpoint for nodes and operators. (--listen, HASHGRID_LISTEN)
 listen = "127.0.0.1:4433"
@@ -86,6 +92,8 @@ max_connections_per_address = 64
 #[serde(deny_unknown_fields, default)]
 pub struct CoordinatorConfig {
     pub data_dir: PathBuf,
+    #[serde(deserialize_with = "store")]
+    pub store: StoreLocation,
     pub listen: SocketAddr,
     #[serde(deserialize_with = "optional_addr")]
     pub http: Option<SocketAddr>,
@@ -112,6 +120,7 @@ impl Default for CoordinatorConfig {
         let core = CoreConfig::default();
         CoordinatorConfig {
             data_dir: PathBuf::from("/var/lib/hashgrid"),
+            store: StoreLocation::Sqlite,
             listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
             http: None,
             policy: None,
@@ -236,6 +245,10 @@ fn optional_policy<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Policy>, D:
         return Ok(None);
     }
     text.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+fn store<'de, D: Deserializer<'de>>(d: D) -> Result<StoreLocation, D::Error> {
+    String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]

@@ -49,6 +49,10 @@ struct ServeArgs {
     /// Holds cert.pem, key.pem, node.token, admin.token and hashgrid.db; created on first start.
     #[arg(long, env = "HASHGRID_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Where the records are kept: sqlite (the data dir's hashgrid.db, the default) or a
+    /// postgres:// URL.
+    #[arg(long, env = "HASHGRID_STORE")]
+    store: Option<String>,
     /// UDP address to listen on (default 127.0.0.1:4433).
     #[arg(long, env = "HASHGRID_LISTEN")]
     listen: Option<SocketAddr>,
@@ -72,6 +76,9 @@ impl ServeArgs {
         };
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
+        }
+        if let Some(store) = &self.store {
+            config.store = store.parse().map_err(|e| anyhow::anyhow!("--store: {e}"))?;
         }
         if let Some(listen) = self.listen {
             config.listen = listen;
@@ -127,8 +134,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => args,
     };
     let config = args.settings()?;
-    let (data_dir, listen, policy, core) = (config.data_dir.clone(), config.listen, config.policy, config.core());
-    let mut service = Service::start(ServiceConfig { data_dir, listen, policy, core, limits: config.limits() }).await?;
+    let (data_dir, store, listen, policy, core) =
+        (config.data_dir.clone(), config.store.clone(), config.listen, config.policy, config.core());
+    let mut service =
+        Service::start(ServiceConfig { data_dir, store, listen, policy, core, limits: config.limits() }).await?;
     let dir = &service.data_dir;
     println!("hashgrid coordinator listening on {}", service.local_addr);
     println!("certificate: {} (sha256 {})", dir.cert_pem.display(), dir.fingerprint());

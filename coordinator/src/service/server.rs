@@ -43,8 +43,8 @@ use super::admin::{Readers, admin};
 use super::http::Sources;
 use super::limits::{Admission, ConnectionLimits, HELLO_DEADLINE, MAX_HELLO, check_identity};
 use super::metrics::{CoreView, IntakeMetrics};
-use super::records::Reader;
-use super::store::{Store, StoreError};
+use super::store::StoreError;
+use super::store::backend::{Durable, StoreLocation};
 use super::tls::{DataDir, TlsError, server_config, tokens_equal};
 use crate::core::{Command, Core, CoreConfig, StoreOp};
 
@@ -53,7 +53,8 @@ use crate::core::{Command, Core, CoreConfig, StoreOp};
 pub enum ServiceError {
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("store: {0}")]
+    // The cause follows as the source (`{:#}` prints "store: CAUSE"), not repeated here.
+    #[error("store")]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
@@ -72,6 +73,8 @@ const WRITE_BATCH: usize = 64 << 10;
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     pub data_dir: PathBuf,
+    /// Where the records are kept (the data dir's SQLite file by default).
+    pub store: StoreLocation,
     pub listen: SocketAddr,
     /// Overrides the stored policy when set.
     pub policy: Option<Policy>,
@@ -85,6 +88,7 @@ pub struct ServiceConfig {
 pub struct Service {
     pub local_addr: SocketAddr,
     pub data_dir: DataDir,
+    store: StoreLocation,
     shutdown: watch::Sender<bool>,
     threads: Option<Threads>,
     endpoint: quinn::Endpoint,
@@ -164,8 +168,8 @@ impl Service {
     /// Opens (or creates) the data dir and its store, restores the core, and starts listening.
     pub async fn start(config: ServiceConfig) -> Result<Service, ServiceError> {
         let data_dir = DataDir::open_or_init(&config.data_dir)?;
-        let mut store = Store::open(&config.data_dir.join("hashgrid.db"))?;
-        let readers = Arc::new(Readers::open(config.data_dir.join("hashgrid.db"))?);
+        let mut store = config.store.open(&config.data_dir)?;
+        let readers = Arc::new(Readers::open(config.store.clone(), config.data_dir.clone())?);
         let snapshot = store.load()?;
         store.close_open_ranges()?;
         let mut core_config = config.core.clone();
@@ -261,7 +265,17 @@ impl Service {
             }
         });
         info!(%local_addr, fingerprint = %data_dir.fingerprint(), "coordinator listening");
-        Ok(Service { local_addr, data_dir, shutdown, threads: Some(threads), endpoint, events, intake, reads_on_core })
+        Ok(Service {
+            local_addr,
+            data_dir,
+            store: config.store,
+            shutdown,
+            threads: Some(threads),
+            endpoint,
+            events,
+            intake,
+            reads_on_core,
+        })
     }
 
     /// For benchmarks only: answer read-only operator requests on the core thread, as before
@@ -276,7 +290,7 @@ impl Service {
     pub async fn serve_http(&self, addr: SocketAddr) -> Result<SocketAddr, ServiceError> {
         let server = HttpServer::bind(addr).await?;
         let local = server.local_addr();
-        let reader = Reader::open(&self.data_dir.path.join("hashgrid.db"))?;
+        let reader = self.store.reader(&self.data_dir.path)?;
         let events = self.events.clone();
         let sources = Arc::new(Sources {
             ask_core: move |reply| events.send(Event::View { reply }).is_ok(),
@@ -392,7 +406,7 @@ fn core_loop(
 /// then delivers their messages and replies in order. On a store failure it closes every node,
 /// wakes the core thread with `Stop`, and returns the error.
 fn store_loop(
-    mut store: Store,
+    mut store: Box<dyn Durable>,
     groups: std::sync::mpsc::Receiver<Group>,
     wake_core: &mpsc::UnboundedSender<Event>,
     intake: &IntakeMetrics,

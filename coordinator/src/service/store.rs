@@ -1,4 +1,5 @@
-//! The SQLite store: the durable record behind the core's `Command::Persist(StoreOp)`s, and the
+//! The SQLite store (the default; `backend` says which store a coordinator runs on and holds
+//! the interface both implement, `pg` is the PostgreSQL one): the durable record behind the core's `Command::Persist(StoreOp)`s, and the
 //! `Snapshot` the core is restored from at start-up.
 //!
 //! Durability rule: `Store::apply` writes a whole batch of ops in ONE transaction and returns
@@ -63,6 +64,9 @@ use hashgrid_common::message::{Policy, ReceiptShare};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{history, records};
+
+pub mod backend;
+pub mod pg;
 use crate::core::{Account, Snapshot, StoreOp, SubmittedJob, Work};
 
 /// Schema migrations: step `i` takes the database from version `i` to `i + 1`.
@@ -198,6 +202,12 @@ pub enum StoreError {
     Checkpointer(#[source] std::io::Error),
     #[error("{what} = {value} does not fit a SQLite integer")]
     OutOfRange { what: &'static str, value: u64 },
+    #[error("database: {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error("cannot connect to the database {0}")]
+    Connect(String),
+    #[error("fenced: this coordinator's lease (epoch {mine}) was taken over (epoch {current}); nothing was committed")]
+    Fenced { mine: i64, current: i64 },
 }
 
 /// The coordinator's database.

@@ -128,6 +128,7 @@ fn main() -> anyhow::Result<()> {
     let server = server_rt.block_on(Service::start(ServiceConfig {
         data_dir: dir.path().to_path_buf(),
         store: args.store.parse().map_err(|e| anyhow::anyhow!("--store: {e}"))?,
+        lease_ttl: hashgrid_coordinator::service::lease::DEFAULT_TTL,
         listen: "127.0.0.1:0".parse()?,
         policy: Some(Policy::Sequential),
         core: bench_core_config(args.share_work, args.probe),

@@ -35,6 +35,10 @@ data_dir = "/var/lib/hashgrid"
 # (--store, HASHGRID_STORE)
 store = "sqlite"
 
+# On PostgreSQL, how long an active coordinator that has gone silent (paused, cut off) keeps the
+# lease before a standby takes over; one whose process died loses it at once. (--lease-ttl)
+lease_ttl = "10s"
+
 # UDP address of the QUIC endpoint for nodes and operators. (--listen, HASHGRID_LISTEN)
 listen = "127.0.0.1:4433"
 
@@ -94,6 +98,8 @@ pub struct CoordinatorConfig {
     pub data_dir: PathBuf,
     #[serde(deserialize_with = "store")]
     pub store: StoreLocation,
+    #[serde(deserialize_with = "duration")]
+    pub lease_ttl: Duration,
     pub listen: SocketAddr,
     #[serde(deserialize_with = "optional_addr")]
     pub http: Option<SocketAddr>,
@@ -121,6 +127,7 @@ impl Default for CoordinatorConfig {
         CoordinatorConfig {
             data_dir: PathBuf::from("/var/lib/hashgrid"),
             store: StoreLocation::Sqlite,
+            lease_ttl: crate::service::lease::DEFAULT_TTL,
             listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
             http: None,
             policy: None,
@@ -164,6 +171,9 @@ impl CoordinatorConfig {
         }
         if self.failover_after > MAX_FAILOVER_AFTER {
             return invalid("failover_after", "must be at most 10m");
+        }
+        if self.lease_ttl < Duration::from_millis(300) || self.lease_ttl > Duration::from_secs(600) {
+            return invalid("lease_ttl", "must be at least 300ms and at most 10m");
         }
         if !(self.min_rate_ratio > 0.0 && self.min_rate_ratio <= 1.0) {
             return invalid("min_rate_ratio", "must be more than 0 and at most 1");

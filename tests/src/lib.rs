@@ -336,8 +336,69 @@ pub struct Coordinator {
     process: Process,
 }
 
+/// A `hashgrid-coordinator serve` started but not yet listening: a standby waits for the lease.
+#[derive(Debug)]
+pub struct Starting {
+    process: Process,
+    lines: mpsc::Receiver<String>,
+    data_dir: PathBuf,
+    http: bool,
+    store: crate::postgres::TestStore,
+}
+
+impl Starting {
+    /// Waits until it listens (at most `timeout`).
+    pub fn listening(self, timeout: Duration) -> Coordinator {
+        let deadline = Instant::now() + timeout;
+        let addr = loop {
+            match self.lines.recv_timeout(Duration::from_millis(10)) {
+                Ok(line) => {
+                    if let Some(addr) = line.split("listening on ").nth(1) {
+                        break addr
+                            .trim()
+                            .parse::<SocketAddr>()
+                            .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("the coordinator exited before listening:\n{}", self.process.log_tail(20))
+                }
+            }
+            assert!(Instant::now() < deadline, "the coordinator did not start within {timeout:?}");
+        };
+        let http = self.http.then(|| printed_http_addr(&self.lines, "the coordinator", &self.process));
+        let Starting { process, data_dir, store, .. } = self;
+        let coordinator = Coordinator { addr, data_dir, http, store, process };
+        wait_for("the coordinator's certificate and tokens", START_TIMEOUT, || {
+            ["cert.pem", "key.pem", "node.token", "admin.token"]
+                .iter()
+                .all(|f| coordinator.data_dir.join(f).is_file())
+                .then_some(())
+        });
+        coordinator
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+}
+
+impl Site {
+    /// Starts `hashgrid-coordinator serve` (as `start_coordinator_with`) without waiting for
+    /// it to listen.
+    pub fn spawn_coordinator(&self, listen: &str, policy: &str, flags: &[&str]) -> Starting {
+        Coordinator::spawn(self, &binary("hashgrid-coordinator"), listen, policy, flags)
+    }
+}
+
 impl Coordinator {
     fn start(site: &Site, binary: &Path, listen: &str, policy: &str, flags: &[&str]) -> Coordinator {
+        Coordinator::spawn(site, binary, listen, policy, flags).listening(START_TIMEOUT)
+    }
+
+    fn spawn(site: &Site, binary: &Path, listen: &str, policy: &str, flags: &[&str]) -> Starting {
         let data_dir = site.data_dir();
         let mut cmd = Command::new(binary);
         cmd.arg("serve")
@@ -360,33 +421,7 @@ impl Coordinator {
                 let _ = lines_tx.send(line);
             }
         });
-        let deadline = Instant::now() + START_TIMEOUT;
-        let addr = loop {
-            match lines.recv_timeout(Duration::from_millis(50)) {
-                Ok(line) => {
-                    if let Some(addr) = line.split("listening on ").nth(1) {
-                        break addr
-                            .trim()
-                            .parse::<SocketAddr>()
-                            .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    panic!("the coordinator exited before listening:\n{}", process.log_tail(20))
-                }
-            }
-            assert!(Instant::now() < deadline, "the coordinator did not start within {START_TIMEOUT:?}");
-        };
-        let http = flags.contains(&"--http").then(|| printed_http_addr(&lines, "the coordinator", &process));
-        let coordinator = Coordinator { addr, data_dir, http, store: site.store.clone(), process };
-        wait_for("the coordinator's certificate and tokens", START_TIMEOUT, || {
-            ["cert.pem", "key.pem", "node.token", "admin.token"]
-                .iter()
-                .all(|f| coordinator.data_dir.join(f).is_file())
-                .then_some(())
-        });
-        coordinator
+        Starting { process, lines, data_dir, http: flags.contains(&"--http"), store: site.store.clone() }
     }
 
     /// The operator CLI, pointed at this coordinator with its certificate and admin token.
@@ -419,6 +454,25 @@ impl Coordinator {
     /// Its process id (for /proc).
     pub fn pid(&self) -> u32 {
         self.process.child.id()
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid().to_string();
+        let sent = Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("kill runs");
+        assert!(sent.success(), "kill -{signal} {pid} failed");
+    }
+
+    /// Waits up to `patience` for it to exit on its own: its exit code and its log's tail.
+    pub fn exited(&mut self, patience: Duration) -> Option<(Option<i32>, String)> {
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.process.child.try_wait() {
+                return Some((status.code(), self.process.log_tail(10)));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 }
 

@@ -53,6 +53,9 @@ struct ServeArgs {
     /// postgres:// URL.
     #[arg(long, env = "HASHGRID_STORE")]
     store: Option<String>,
+    /// On PostgreSQL: how long a silent active coordinator keeps the lease, e.g. 10s.
+    #[arg(long, env = "HASHGRID_LEASE_TTL")]
+    lease_ttl: Option<String>,
     /// UDP address to listen on (default 127.0.0.1:4433).
     #[arg(long, env = "HASHGRID_LISTEN")]
     listen: Option<SocketAddr>,
@@ -79,6 +82,10 @@ impl ServeArgs {
         }
         if let Some(store) = &self.store {
             config.store = store.parse().map_err(|e| anyhow::anyhow!("--store: {e}"))?;
+        }
+        if let Some(ttl) = &self.lease_ttl {
+            config.lease_ttl =
+                humantime::parse_duration(ttl).with_context(|| format!("invalid --lease-ttl {ttl:?}"))?;
         }
         if let Some(listen) = self.listen {
             config.listen = listen;
@@ -136,8 +143,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = args.settings()?;
     let (data_dir, store, listen, policy, core) =
         (config.data_dir.clone(), config.store.clone(), config.listen, config.policy, config.core());
+    let lease_ttl = config.lease_ttl;
     let mut service =
-        Service::start(ServiceConfig { data_dir, store, listen, policy, core, limits: config.limits() }).await?;
+        Service::start(ServiceConfig { data_dir, store, lease_ttl, listen, policy, core, limits: config.limits() })
+            .await?;
     let dir = &service.data_dir;
     println!("hashgrid coordinator listening on {}", service.local_addr);
     println!("certificate: {} (sha256 {})", dir.cert_pem.display(), dir.fingerprint());

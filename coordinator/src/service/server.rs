@@ -75,6 +75,8 @@ pub struct ServiceConfig {
     pub data_dir: PathBuf,
     /// Where the records are kept (the data dir's SQLite file by default).
     pub store: StoreLocation,
+    /// On PostgreSQL, how long a silent active coordinator keeps the lease (`lease`).
+    pub lease_ttl: Duration,
     pub listen: SocketAddr,
     /// Overrides the stored policy when set.
     pub policy: Option<Policy>,
@@ -168,7 +170,7 @@ impl Service {
     /// Opens (or creates) the data dir and its store, restores the core, and starts listening.
     pub async fn start(config: ServiceConfig) -> Result<Service, ServiceError> {
         let data_dir = DataDir::open_or_init(&config.data_dir)?;
-        let mut store = config.store.open(&config.data_dir)?;
+        let mut store = config.store.open_active(&config.data_dir, &config.listen.to_string(), config.lease_ttl)?;
         let readers = Arc::new(Readers::open(config.store.clone(), config.data_dir.clone())?);
         let snapshot = store.load()?;
         store.close_open_ranges()?;

@@ -8,12 +8,14 @@
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::time::Duration;
 
 use hashgrid_common::message::{JobId, JobStatus, LedgerEntry, LedgerVerdict, PageRequest, Receipt, ReceiptCut};
 
 use super::pg::{PgReader, PgStore, blocking};
 use super::{Checkpointer, Store, StoreError};
 use crate::core::{Snapshot, StoreOp};
+use crate::service::lease::Lease;
 use crate::service::records::Reader;
 
 /// The SQLite file in the data dir.
@@ -57,6 +59,22 @@ impl StoreLocation {
         Ok(match self {
             StoreLocation::Sqlite => Box::new(Store::open(&data_dir.join(SQLITE_FILE))?),
             StoreLocation::Postgres(url) => Box::new(blocking(|| PgStore::open(url))?),
+        })
+    }
+
+    /// Opens the store as the active coordinator, reachable at `address`: on PostgreSQL, waits
+    /// (standby) until it holds the lease (`service::lease`), whose epoch fences its writes.
+    pub fn open_active(&self, data_dir: &Path, address: &str, ttl: Duration) -> Result<Box<dyn Durable>, StoreError> {
+        let StoreLocation::Postgres(url) = self else { return self.open(data_dir) };
+        let holder = format!("{}@{address}", std::process::id());
+        blocking(|| {
+            let mut store = PgStore::open(url)?;
+            let lease = Lease::acquire(url, &holder, address, ttl, |held| {
+                tracing::info!(epoch = held.epoch, active = %held.address, "standby: waiting for the active coordinator's lease");
+            })?;
+            tracing::info!(epoch = lease.epoch, "took the lease: this coordinator is the active one");
+            store.hold(lease, ttl)?;
+            Ok(Box::new(store) as Box<dyn Durable>)
         })
     }
 

@@ -11,7 +11,7 @@
 //!   flushed), so what is acknowledged after it survives a crash of either process. A failing
 //!   op rolls the whole batch back. Credits read an account row once per batch and write it
 //!   once at the end, as in SQLite.
-//! - Fencing: a store opened with an epoch (`PgStore::fence`, from `lease`) checks in every
+//! - Fencing: a store that holds the lease (`PgStore::hold`, see `service::lease`) checks in every
 //!   write transaction, with the lease row locked `FOR SHARE`, that the epoch is still the
 //!   current one; if another coordinator took the lease, the transaction fails with
 //!   `StoreError::Fenced` and commits nothing.
@@ -180,8 +180,8 @@ impl Statements {
 pub struct PgStore {
     conn: Conn,
     statements: Statements,
-    /// The lease epoch every write must still hold (`fence`); `None`: not fenced.
-    epoch: Option<i64>,
+    /// The lease every write must still hold (`hold`); `None`: not fenced (tools, tests).
+    lease: Option<crate::service::lease::Lease>,
 }
 
 impl PgStore {
@@ -190,7 +190,7 @@ impl PgStore {
         let mut conn = Conn::connect(url)?;
         conn.client().batch_execute("SET synchronous_commit = on")?;
         migrate(conn.client())?;
-        Ok(PgStore { conn, statements: Statements::default(), epoch: None })
+        Ok(PgStore { conn, statements: Statements::default(), lease: None })
     }
 
     /// The schema version of the database.
@@ -198,17 +198,22 @@ impl PgStore {
         schema_version(self.conn.client())
     }
 
-    /// From now on every write checks, in its transaction, that `epoch` is still the lease's.
-    pub fn fence(&mut self, epoch: i64) {
-        self.epoch = Some(epoch);
+    /// Keeps `lease` (renewed while the store lives); from now on every write checks, in its
+    /// transaction, that the lease's epoch is still this one, and a transaction left idle
+    /// longer than `ttl` (a paused process) is ended by the server, releasing the lease row.
+    pub fn hold(&mut self, lease: crate::service::lease::Lease, ttl: Duration) -> Result<(), StoreError> {
+        let ms = ttl.as_millis().max(1);
+        self.conn.client().batch_execute(&format!("SET idle_in_transaction_session_timeout = {ms}"))?;
+        self.lease = Some(lease);
+        Ok(())
     }
 
     /// Makes `ops` durable, all or nothing, in one transaction.
     pub fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
-        let PgStore { conn, statements, epoch } = self;
+        let PgStore { conn, statements, lease } = self;
         let mut tx = conn.client().transaction()?;
-        if let Some(mine) = *epoch {
-            check_epoch(&mut tx, mine)?;
+        if let Some(lease) = lease {
+            check_epoch(&mut tx, lease.epoch)?;
         }
         let mut batch = PgBatch::default();
         for op in ops {

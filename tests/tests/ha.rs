@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use hashgrid_tests::postgres::{Cluster, TestStore, available};
-use hashgrid_tests::{Coordinator, Site, assert_credit_matches_receipts, wait_for};
+use hashgrid_tests::{Coordinator, Operator, Site, assert_credit_matches_receipts, wait_for};
 
 /// Kills of the active coordinator in a row.
 const ROUNDS: usize = 20;
@@ -44,13 +44,48 @@ fn shares(coordinator: &Coordinator) -> u64 {
     coordinator.operator().status().account("acme").shares
 }
 
+/// The close code and reason a coordinator answers a new connection with (a standby refuses).
+fn refusal(to: &Operator) -> (u64, String) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let ca = std::fs::read(&to.ca).unwrap();
+        let endpoint = hashgrid_common::net::client_endpoint(&ca).unwrap();
+        let conn = hashgrid_common::net::connect(&endpoint, to.addr).await.expect("the handshake");
+        match conn.closed().await {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                (close.error_code.into_inner(), String::from_utf8_lossy(&close.reason).into_owned())
+            }
+            other => panic!("not an application close: {other}"),
+        }
+    })
+}
+
+/// A UDP port free on loopback now.
+fn free_port() -> String {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a free port");
+    socket.local_addr().expect("its address").to_string()
+}
+
 #[test]
 fn kill_9_of_the_active_coordinator_hands_over_to_the_standby_every_time() {
     let Some(site) = site_or_skip() else { return };
-    let mut active = site.start_coordinator_with("127.0.0.1:0", "sequential", &flags());
+    let ports = [free_port(), free_port()];
+    let mut active = site.start_coordinator_with(&ports[0], "sequential", &flags());
     active.operator().add_account("acme", "1000P", 1);
-    let mut standby = site.spawn_coordinator("127.0.0.1:0", "sequential", &flags());
-    let mut node = site.start_node(&active, "n0");
+    let mut standby = site.spawn_coordinator(&ports[1], "sequential", &flags());
+    // Two nodes and the CLI given both addresses: they follow the active one.
+    // (`--coordinator` adds to the list: the harness names the active one first.)
+    let other = ["--coordinator", &ports[1]];
+    let nodes: Vec<_> = (1..=2).map(|n| site.start_node_with(&active, &format!("n{n}"), &other)).collect();
+    let via_standby = Operator { addr: ports[1].parse().unwrap(), ..active.operator() };
+    let out = via_standby.run(&["--coordinator", &ports[0], "status"]).expect_success("status to the pair");
+    assert!(out.starts_with(&format!("active coordinator: {}", ports[0])), "{out}");
+    // Given only the standby, the CLI goes where its refusal points.
+    via_standby.run(&["account", "list"]).expect_success("account list via the standby's hint");
+    let (code, reason) = refusal(&via_standby);
+    assert_eq!(code, u64::from(hashgrid_common::message::close_code::STANDBY));
+    assert_eq!(reason, format!("{}{}", hashgrid_common::message::close_code::STANDBY_REASON, ports[0]));
+
     let mut acknowledged = wait_for("the first credited share", TAKEOVER_TIMEOUT, || {
         let n = shares(&active);
         (n > 0).then_some(n)
@@ -58,17 +93,17 @@ fn kill_9_of_the_active_coordinator_hands_over_to_the_standby_every_time() {
     let mut to_first_ack = Vec::new();
     for round in 1..=ROUNDS {
         assert!(standby.is_running(), "the standby exited");
+        let port = active.addr.to_string();
         active.kill();
         let killed = Instant::now();
         let next = standby.listening(TAKEOVER_TIMEOUT);
         let listening = killed.elapsed();
-        drop(node);
-        node = site.start_node(&next, &format!("n{round}"));
         let after_takeover = shares(&next);
         assert!(
             after_takeover >= acknowledged,
             "round {round}: {acknowledged} shares acknowledged, {after_takeover} kept"
         );
+        standby = site.spawn_coordinator(&port, "sequential", &flags());
         wait_for("a share acknowledged by the new active coordinator", TAKEOVER_TIMEOUT, || {
             (shares(&next) > after_takeover).then_some(())
         });
@@ -76,11 +111,8 @@ fn kill_9_of_the_active_coordinator_hands_over_to_the_standby_every_time() {
         eprintln!("round {round}: listening {listening:?}, first acknowledged share {first_ack:?} after the kill");
         to_first_ack.push(first_ack);
         acknowledged = shares(&next);
-        drop(active);
         active = next;
-        standby = site.spawn_coordinator("127.0.0.1:0", "sequential", &flags());
     }
-    drop(node);
     to_first_ack.sort();
     eprintln!(
         "kill -9 to the first acknowledged share on the new active, {ROUNDS} rounds: median {:?}, max {:?}",
@@ -88,6 +120,10 @@ fn kill_9_of_the_active_coordinator_hands_over_to_the_standby_every_time() {
         to_first_ack[ROUNDS - 1]
     );
     let op = active.operator();
+    wait_for("both nodes on the last active coordinator", TAKEOVER_TIMEOUT, || {
+        (op.status().active_nodes() == 2).then_some(())
+    });
+    drop(nodes);
     let accounts = op.settled_accounts();
     assert!(accounts[0].shares >= acknowledged, "acknowledged credit lost: {acknowledged} vs {accounts:?}");
     assert_credit_matches_receipts(&active.database(), &accounts);

@@ -170,7 +170,11 @@ impl Service {
     /// Opens (or creates) the data dir and its store, restores the core, and starts listening.
     pub async fn start(config: ServiceConfig) -> Result<Service, ServiceError> {
         let data_dir = DataDir::open_or_init(&config.data_dir)?;
-        let mut store = config.store.open_active(&config.data_dir, &config.listen.to_string(), config.lease_ttl)?;
+        let endpoint = quinn::Endpoint::server(server_config(&data_dir)?, config.listen)
+            .map_err(|source| ServiceError::Listen { addr: config.listen, source })?;
+        let local_addr =
+            endpoint.local_addr().map_err(|source| ServiceError::Listen { addr: config.listen, source })?;
+        let mut store = open_as_active(&config, &endpoint, local_addr).await?;
         let readers = Arc::new(Readers::open(config.store.clone(), config.data_dir.clone())?);
         let snapshot = store.load()?;
         store.close_open_ranges()?;
@@ -188,10 +192,6 @@ impl Service {
         }
         let node_token = Arc::new(DataDir::read_token(&data_dir.node_token)?);
         let admin_token = Arc::new(DataDir::read_token(&data_dir.admin_token)?);
-        let endpoint = quinn::Endpoint::server(server_config(&data_dir)?, config.listen)
-            .map_err(|source| ServiceError::Listen { addr: config.listen, source })?;
-        let local_addr =
-            endpoint.local_addr().map_err(|source| ServiceError::Listen { addr: config.listen, source })?;
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -339,6 +339,40 @@ impl Service {
         .await
         .map_err(|_| ServiceError::CoreStopped)?
     }
+}
+
+/// Opens the store as the active coordinator (`StoreLocation::open_active`). While it waits for
+/// the lease (a standby, on PostgreSQL), every connection to `endpoint` is refused with
+/// `close_code::STANDBY` and a reason naming the active coordinator's address.
+async fn open_as_active(
+    config: &ServiceConfig,
+    endpoint: &quinn::Endpoint,
+    local_addr: SocketAddr,
+) -> Result<Box<dyn Durable>, ServiceError> {
+    let active = Arc::new(std::sync::Mutex::new(String::from("unknown")));
+    let refusing = tokio::spawn({
+        let (endpoint, active) = (endpoint.clone(), active.clone());
+        async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let active = active.clone();
+                tokio::spawn(async move {
+                    let Ok(conn) = incoming.await else { return };
+                    let active = active.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let reason = format!("{}{active}", close_code::STANDBY_REASON);
+                    conn.close(close_code::STANDBY.into(), reason.as_bytes());
+                });
+            }
+        }
+    });
+    let (store, data_dir, ttl) = (config.store.clone(), config.data_dir.clone(), config.lease_ttl);
+    let opened = tokio::task::spawn_blocking(move || {
+        store.open_active(&data_dir, &local_addr.to_string(), ttl, |held| {
+            *active.lock().unwrap_or_else(|p| p.into_inner()) = held.address.clone();
+        })
+    })
+    .await;
+    refusing.abort();
+    Ok(opened.map_err(|_| ServiceError::CoreStopped)??)
 }
 
 /// The core thread: takes every event waiting, feeds them to the core, and hands the

@@ -15,7 +15,7 @@ use hashgrid_common::message::{JobId, JobStatus, LedgerEntry, LedgerVerdict, Pag
 use super::pg::{PgReader, PgStore, blocking};
 use super::{Checkpointer, Store, StoreError};
 use crate::core::{Snapshot, StoreOp};
-use crate::service::lease::Lease;
+use crate::service::lease::{Holder, Lease};
 use crate::service::records::Reader;
 
 /// The SQLite file in the data dir.
@@ -64,13 +64,21 @@ impl StoreLocation {
 
     /// Opens the store as the active coordinator, reachable at `address`: on PostgreSQL, waits
     /// (standby) until it holds the lease (`service::lease`), whose epoch fences its writes.
-    pub fn open_active(&self, data_dir: &Path, address: &str, ttl: Duration) -> Result<Box<dyn Durable>, StoreError> {
+    /// `waiting` is told who holds the lease meanwhile, each time that changes.
+    pub fn open_active(
+        &self,
+        data_dir: &Path,
+        address: &str,
+        ttl: Duration,
+        mut waiting: impl FnMut(&Holder) + Send,
+    ) -> Result<Box<dyn Durable>, StoreError> {
         let StoreLocation::Postgres(url) = self else { return self.open(data_dir) };
         let holder = format!("{}@{address}", std::process::id());
         blocking(|| {
             let mut store = PgStore::open(url)?;
             let lease = Lease::acquire(url, &holder, address, ttl, |held| {
                 tracing::info!(epoch = held.epoch, active = %held.address, "standby: waiting for the active coordinator's lease");
+                waiting(held);
             })?;
             tracing::info!(epoch = lease.epoch, "took the lease: this coordinator is the active one");
             store.hold(lease, ttl)?;

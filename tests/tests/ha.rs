@@ -129,6 +129,10 @@ fn kill_9_of_the_active_coordinator_hands_over_to_the_standby_every_time() {
     assert_credit_matches_receipts(&active.database(), &accounts);
     let out = op.run(&["ledger", "verify"]).expect_success("ledger verify");
     assert!(out.starts_with("ledger ok"), "{out}");
+    // Every takeover is in the ledger with its epoch: the first start, then one per kill.
+    let epochs: Vec<_> =
+        op.ledger(1).into_iter().filter(|e| e.kind == "takeover").map(|e| e.payload["epoch"].clone()).collect();
+    assert_eq!(epochs, (1..=ROUNDS as i64 + 1).map(serde_json::Value::from).collect::<Vec<_>>());
     drop(standby);
 }
 

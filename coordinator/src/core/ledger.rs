@@ -154,6 +154,12 @@ pub enum LedgerRecord {
         version: Option<String>,
         percent: Option<u8>,
     },
+    /// A coordinator of a hot-standby pair took the lease (PostgreSQL store) with `epoch` and
+    /// became the active one, serving at `coordinator`.
+    Takeover {
+        epoch: i64,
+        coordinator: String,
+    },
 }
 
 /// What became of one range of a node that stopped: handed to the node `to` as
@@ -211,7 +217,8 @@ impl LedgerRecord {
             | LedgerRecord::ChainAdded { .. }
             | LedgerRecord::Policy { .. }
             | LedgerRecord::Departure { .. }
-            | LedgerRecord::Rollout { .. } => None,
+            | LedgerRecord::Rollout { .. }
+            | LedgerRecord::Takeover { .. } => None,
         }
     }
 }

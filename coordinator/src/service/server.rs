@@ -46,6 +46,7 @@ use super::metrics::{CoreView, IntakeMetrics};
 use super::store::StoreError;
 use super::store::backend::{Durable, StoreLocation};
 use super::tls::{DataDir, TlsError, server_config, tokens_equal};
+use crate::core::ledger::LedgerRecord;
 use crate::core::{Command, Core, CoreConfig, StoreOp};
 
 /// Why the service could not start or stopped.
@@ -175,6 +176,10 @@ impl Service {
         let local_addr =
             endpoint.local_addr().map_err(|source| ServiceError::Listen { addr: config.listen, source })?;
         let mut store = open_as_active(&config, &endpoint, local_addr).await?;
+        if let Some(epoch) = store.epoch() {
+            let record = LedgerRecord::Takeover { epoch, coordinator: local_addr.to_string() };
+            store.apply(&[StoreOp::Ledger { at_ms: now_ms(), record }])?;
+        }
         let readers = Arc::new(Readers::open(config.store.clone(), config.data_dir.clone())?);
         let snapshot = store.load()?;
         store.close_open_ranges()?;

@@ -103,6 +103,10 @@ pub trait Durable: Send + fmt::Debug {
     fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError>;
     /// Gives the ranges a previous process left in flight their fate; call before issuing.
     fn close_open_ranges(&mut self) -> Result<usize, StoreError>;
+    /// The lease's epoch when this store holds one (PostgreSQL, `open_active`).
+    fn epoch(&self) -> Option<i64> {
+        None
+    }
     /// Background upkeep for as long as the handle lives (SQLite's WAL checkpoints).
     fn checkpointer(&self) -> Result<Option<Checkpointer>, StoreError> {
         Ok(None)
@@ -154,6 +158,9 @@ impl Durable for PgStore {
     }
     fn close_open_ranges(&mut self) -> Result<usize, StoreError> {
         blocking(|| PgStore::close_open_ranges(self))
+    }
+    fn epoch(&self) -> Option<i64> {
+        PgStore::epoch(self)
     }
 }
 

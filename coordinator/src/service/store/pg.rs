@@ -208,6 +208,11 @@ impl PgStore {
         Ok(())
     }
 
+    /// The epoch of the lease it holds, if any.
+    pub fn epoch(&self) -> Option<i64> {
+        self.lease.as_ref().map(|l| l.epoch)
+    }
+
     /// Makes `ops` durable, all or nothing, in one transaction.
     pub fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
         let PgStore { conn, statements, lease } = self;

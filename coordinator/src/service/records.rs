@@ -271,17 +271,28 @@ impl Reader {
         super::store::receipt_shares(&tx, account, cut.period_start_ms, (page.after, cut.last_share), |id, share| {
             pager.offer(id, share)
         })?;
-        let (shares, next) = pager.finish();
-        Ok(Some(Receipt {
-            account: account.into(),
-            standard: parse_u128("accounts.standard", &standard)?,
-            delivered: parse_u128("accounts.delivered", &delivered)?,
-            period_start_ms: cut.period_start_ms,
-            cut,
-            shares,
-            next,
-        }))
+        receipt_page(account, (standard.as_str(), delivered.as_str()), cut, pager).map(Some)
     }
+}
+
+/// A receipt page, from the account's row (`standard`, `delivered`), the cut and the page's
+/// shares, as either store reads them.
+pub(super) fn receipt_page(
+    account: &str,
+    (standard, delivered): (&str, &str),
+    cut: ReceiptCut,
+    pager: Pager<hashgrid_common::message::ReceiptShare>,
+) -> Result<Receipt, StoreError> {
+    let (shares, next) = pager.finish();
+    Ok(Receipt {
+        account: account.into(),
+        standard: parse_u128("accounts.standard", standard)?,
+        delivered: parse_u128("accounts.delivered", delivered)?,
+        period_start_ms: cut.period_start_ms,
+        cut,
+        shares,
+        next,
+    })
 }
 
 /// The verdict on a whole ledger, its rows (entry and `account` column) in `seq` order, as

@@ -552,14 +552,7 @@ fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<()
             ])?;
         }
         StoreOp::Credit { account, work, node, job, header, hash, share_target, at_ms } => {
-            if !batch.seen.insert((*job, header.version, header.time, header.nonce)) {
-                return Err(StoreError::DuplicateShare {
-                    job: *job,
-                    version: header.version,
-                    time: header.time,
-                    nonce: header.nonce,
-                });
-            }
+            credit_once(&mut batch.seen, *job, header)?;
             let entry = batch.account(tx, account)?;
             // Saturating, as the core adds.
             entry.delivered = entry.delivered.saturating_add(work.0);
@@ -680,6 +673,23 @@ pub(super) fn receipt_shares(
         if !take(to_u64("shares.id", r.get(0)?)?, share) {
             break;
         }
+    }
+    Ok(())
+}
+
+/// Refuses the same share twice within one `apply` (either store's batch keeps `seen`).
+pub(super) fn credit_once(
+    seen: &mut HashSet<(JobId, u32, u32, u32)>,
+    job: JobId,
+    header: &hashgrid_common::Header,
+) -> Result<(), StoreError> {
+    if !seen.insert((job, header.version, header.time, header.nonce)) {
+        return Err(StoreError::DuplicateShare {
+            job,
+            version: header.version,
+            time: header.time,
+            nonce: header.nonce,
+        });
     }
     Ok(())
 }

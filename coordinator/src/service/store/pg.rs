@@ -407,12 +407,28 @@ fn hits(client: &mut impl GenericClient, job: JobId) -> Result<Vec<JobHit>, Stor
 }
 
 /// What one `apply` keeps across its ops (as SQLite's `Batch`): accounts changed by credits,
-/// written once at the end, and the shares credited (no share twice in one call).
+/// written once at the end, and the shares credited (no share twice in one call), inserted at
+/// the end with one statement (one round trip instead of one per share).
 #[derive(Debug, Default)]
 struct PgBatch {
     /// Account → (delivered, period_start_ms, shares added).
     accounts: HashMap<String, (u128, i64, i64)>,
     seen: HashSet<(JobId, u32, u32, u32)>,
+    shares: Vec<ShareRow>,
+}
+
+/// One `shares` row to insert: `nonce` is (version, time, nonce), `bytes` (header, hash,
+/// share_target).
+#[derive(Debug)]
+struct ShareRow {
+    account: String,
+    period_start_ms: i64,
+    node: String,
+    job: i64,
+    nonce: [i64; 3],
+    bytes: [Vec<u8>; 3],
+    work: String,
+    at_ms: i64,
 }
 
 impl PgBatch {
@@ -442,6 +458,37 @@ impl PgBatch {
         for (name, delta) in self.accounts {
             write_account(tx, statements, &name, delta)?;
         }
+        if self.shares.is_empty() {
+            return Ok(());
+        }
+        // In credit order: the identity column numbers them as they come.
+        let rows = &self.shares;
+        let column = |f: &dyn Fn(&ShareRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+        let text = |f: &dyn Fn(&ShareRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
+        let bytes = |i: usize| rows.iter().map(|r| &r.bytes[i][..]).collect::<Vec<&[u8]>>();
+        exec(
+            tx,
+            statements,
+            "INSERT INTO shares (account, period_start_ms, node, job, version, time, nonce, header, hash,
+                                 share_target, work, at_ms)
+             SELECT a, p, n, j, v, t, o, h, x, g, w, m FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[],
+                                  $7::BIGINT[], $8::BYTEA[], $9::BYTEA[], $10::BYTEA[], $11::TEXT[], $12::BIGINT[])
+             WITH ORDINALITY AS s(a, p, n, j, v, t, o, h, x, g, w, m, i) ORDER BY i",
+            &[
+                &text(&|r| &r.account),
+                &column(&|r| r.period_start_ms),
+                &text(&|r| &r.node),
+                &column(&|r| r.job),
+                &column(&|r| r.nonce[0]),
+                &column(&|r| r.nonce[1]),
+                &column(&|r| r.nonce[2]),
+                &bytes(0),
+                &bytes(1),
+                &bytes(2),
+                &text(&|r| &r.work),
+                &column(&|r| r.at_ms),
+            ],
+        )?;
         Ok(())
     }
 }
@@ -485,40 +532,22 @@ fn apply_one(
             )?;
         }
         StoreOp::Credit { account, work, node, job, header, hash, share_target, at_ms } => {
-            if !batch.seen.insert((*job, header.version, header.time, header.nonce)) {
-                return Err(StoreError::DuplicateShare {
-                    job: *job,
-                    version: header.version,
-                    time: header.time,
-                    nonce: header.nonce,
-                });
-            }
+            super::credit_once(&mut batch.seen, *job, header)?;
             let entry = batch.account(tx, st, account)?;
             // Saturating, as the core adds.
             entry.0 = entry.0.saturating_add(work.0);
             entry.2 += 1;
             let period_start_ms = entry.1;
-            exec(
-                tx,
-                st,
-                "INSERT INTO shares (account, period_start_ms, node, job, version, time, nonce, header, hash,
-                                     share_target, work, at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                &[
-                    account,
-                    &period_start_ms,
-                    node,
-                    &to_i64("job", *job)?,
-                    &i64::from(header.version),
-                    &i64::from(header.time),
-                    &i64::from(header.nonce),
-                    &&header.to_bytes()[..],
-                    &&hash.0[..],
-                    &&share_target.to_be_bytes()[..],
-                    &work.to_string(),
-                    &to_i64("at_ms", *at_ms)?,
-                ],
-            )?;
+            batch.shares.push(ShareRow {
+                account: account.clone(),
+                period_start_ms,
+                node: node.clone(),
+                job: to_i64("job", *job)?,
+                nonce: [header.version, header.time, header.nonce].map(i64::from),
+                bytes: [header.to_bytes().to_vec(), hash.0.to_vec(), share_target.to_be_bytes().to_vec()],
+                work: work.to_string(),
+                at_ms: to_i64("at_ms", *at_ms)?,
+            });
         }
         StoreOp::PeriodRenewed { account, period_start_ms } => {
             batch.flush(tx, st, account)?;
@@ -801,16 +830,7 @@ impl PgReader {
             }
         }
         tx.commit()?;
-        let (shares, next) = pager.finish();
-        Ok(Some(Receipt {
-            account: account.into(),
-            standard: parse_u128("accounts.standard", &standard)?,
-            delivered: parse_u128("accounts.delivered", &delivered)?,
-            period_start_ms: cut.period_start_ms,
-            cut,
-            shares,
-            next,
-        }))
+        records::receipt_page(account, (standard.as_str(), delivered.as_str()), cut, pager).map(Some)
     }
 }
 

@@ -82,6 +82,8 @@ pub struct Cluster {
     dir: PathBuf,
     pub port: u16,
     databases: AtomicU32,
+    /// Outlives this process on purpose (it stops the server once this process is gone).
+    _watchdog: std::process::Child,
 }
 
 impl Cluster {
@@ -134,14 +136,14 @@ impl Cluster {
              rm -rf '{dir_s}'",
             me = std::process::id(),
         );
-        Command::new("/bin/sh")
+        let watchdog = Command::new("/bin/sh")
             .args(["-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("the PostgreSQL server starts");
-        let cluster = Cluster { dir, port, databases: AtomicU32::new(0) };
+        let cluster = Cluster { dir, port, databases: AtomicU32::new(0), _watchdog: watchdog };
         let deadline = Instant::now() + Duration::from_secs(30);
         while cluster.connect("postgres").is_err() {
             assert!(

@@ -110,8 +110,8 @@ fn history() -> [Vec<StoreOp>; 2] {
         job: 7,
         hit: JobHit { version: submitted.version, time: submitted.time, nonce: 4, hash: header(2, 4).block_hash() },
     });
-    second.push(StoreOp::RangeFate { assignment: 9, fate: "done".into(), handed: 0 });
-    second.push(StoreOp::RangeFate { assignment: 9, fate: "abandoned: node failed".into(), handed: 5 });
+    second.push(StoreOp::RangeFate { assignment: 9, fate: "done", handed: 0 });
+    second.push(StoreOp::RangeFate { assignment: 9, fate: "abandoned: node failed", handed: 5 });
     second.push(StoreOp::BlockFound {
         chain: "local".into(),
         height: 1,

@@ -36,7 +36,7 @@ enum ConfigCommand {
     /// settings that result.
     Check {
         #[command(flatten)]
-        serve: ServeArgs,
+        serve: Box<ServeArgs>,
     },
 }
 

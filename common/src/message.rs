@@ -49,6 +49,17 @@ pub mod close_code {
     pub const INVALID_HELLO: u32 = 0x15;
     /// No `Hello` within the deadline after the handshake.
     pub const NO_HELLO: u32 = 0x16;
+    /// A standby coordinator (of a hot-standby pair on PostgreSQL) refuses every connection
+    /// until it takes over; the reason is `STANDBY_REASON` followed by the active
+    /// coordinator's address, where a client should go instead.
+    pub const STANDBY: u32 = 0x17;
+    /// The reason of a `STANDBY` close, before the active coordinator's address.
+    pub const STANDBY_REASON: &str = "standby; the active coordinator is ";
+
+    /// The active coordinator's address a `STANDBY` close names, if it names one.
+    pub fn standby_hint(code: u64, reason: &str) -> Option<&str> {
+        (code == u64::from(STANDBY)).then(|| reason.strip_prefix(STANDBY_REASON)).flatten()
+    }
 
     /// The reason nodes built before `DEPARTING` existed close with, under code `NORMAL`, when
     /// they leave on purpose.

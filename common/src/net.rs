@@ -8,6 +8,8 @@
 //! close a receiver answers a bad frame with, and the operator's admin requests. The node
 //! service, the `hashgrid` CLI and the coordinator's server loop all use it.
 //!
+//! `Addresses`: the coordinators of a hot-standby pair, and which one to try next.
+//!
 //! When the peer closes a connection with a reason (a QUIC application close), the reason text
 //! travels in `NetError::Closed`, so a caller can print e.g. "coordinator closed the
 //! connection: invalid token".
@@ -185,6 +187,55 @@ fn describe_close(code: u64, reason: &str) -> String {
 fn tls_alert(code: quinn::TransportErrorCode) -> Option<u8> {
     let code = u64::from(code);
     (0x100..=0x1ff).contains(&code).then_some((code & 0xff) as u8)
+}
+
+/// The addresses of a coordinator, or of a hot-standby pair (`--coordinator a,b`), and which
+/// to try next: after a failed connection, the one a standby's close names
+/// (`close_code::STANDBY`, added if it is not in the list), else the next one in turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addresses {
+    list: Vec<SocketAddr>,
+    current: usize,
+}
+
+impl Addresses {
+    /// The list, in the order to try it (each address once); at least one address.
+    pub fn new(addrs: impl IntoIterator<Item = SocketAddr>) -> Addresses {
+        let mut list: Vec<SocketAddr> = Vec::new();
+        for addr in addrs {
+            if !list.contains(&addr) {
+                list.push(addr);
+            }
+        }
+        assert!(!list.is_empty(), "a coordinator address");
+        Addresses { list, current: 0 }
+    }
+
+    /// The address to connect to now.
+    pub fn current(&self) -> SocketAddr {
+        self.list[self.current]
+    }
+
+    /// How many addresses are known.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The connection to `current()` failed with `e`: moves on (see the type's docs).
+    pub fn failed(&mut self, e: &NetError) {
+        let hint = e.close_reason().and_then(|(code, reason)| close_code::standby_hint(code, reason)?.parse().ok());
+        self.current = match hint {
+            Some(active) => self.list.iter().position(|a| *a == active).unwrap_or_else(|| {
+                self.list.push(active);
+                self.list.len() - 1
+            }),
+            None => (self.current + 1) % self.list.len(),
+        };
+    }
 }
 
 /// A client endpoint whose only trust root is the certificate(s) in `ca_pem` (the `--ca`
@@ -474,6 +525,34 @@ mod tests {
     use super::*;
     use crate::codec::MAX_FRAME;
     use crate::message::{NodeMessage, Share};
+
+    #[test]
+    fn addresses_go_where_a_standby_points_else_round_the_list() {
+        use crate::message::close_code;
+        let (a, b, c) =
+            ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap(), "127.0.0.1:3".parse().unwrap());
+        let mut addrs = Addresses::new([a, b]);
+        assert_eq!(addrs.current(), a);
+        addrs.failed(&NetError::NoReply);
+        assert_eq!(addrs.current(), b);
+        addrs.failed(&NetError::NoReply);
+        assert_eq!(addrs.current(), a);
+        let standby = |active: &str| NetError::Closed {
+            peer: "coordinator",
+            code: close_code::STANDBY.into(),
+            reason: format!("{}{active}", close_code::STANDBY_REASON),
+        };
+        addrs.failed(&standby("127.0.0.1:2"));
+        assert_eq!(addrs.current(), b, "the standby's hint, not the next in turn");
+        addrs.failed(&standby("127.0.0.1:3"));
+        assert_eq!((addrs.current(), addrs.len()), (c, 3), "a new address is added");
+        addrs.failed(&standby("unknown"));
+        assert_eq!(addrs.current(), a, "no usable hint: the next in turn");
+        let closed =
+            NetError::Closed { peer: "coordinator", code: close_code::FAILED.into(), reason: "127.0.0.1:2".into() };
+        addrs.failed(&closed);
+        assert_eq!(addrs.current(), b);
+    }
 
     /// Long enough for any step here; a reader that waits when it should not fails after it.
     const STEP: Duration = Duration::from_secs(20);

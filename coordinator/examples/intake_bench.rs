@@ -86,6 +86,10 @@ struct Args {
     /// Worker threads of the clients' tokio runtime.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
+    /// Where the records go: sqlite (the data dir's file) or a postgres:// URL (an empty
+    /// database: the run adds its accounts).
+    #[arg(long, default_value = "sqlite")]
+    store: String,
     /// Where the temporary data dir goes (default: the system temp dir).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -123,6 +127,8 @@ fn main() -> anyhow::Result<()> {
 
     let server = server_rt.block_on(Service::start(ServiceConfig {
         data_dir: dir.path().to_path_buf(),
+        store: args.store.parse().map_err(|e| anyhow::anyhow!("--store: {e}"))?,
+        lease_ttl: hashgrid_coordinator::service::lease::DEFAULT_TTL,
         listen: "127.0.0.1:0".parse()?,
         policy: Some(Policy::Sequential),
         core: bench_core_config(args.share_work, args.probe),

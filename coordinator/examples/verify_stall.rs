@@ -95,6 +95,8 @@ struct Log {
 async fn run(args: &Args, data_dir: &std::path::Path) -> anyhow::Result<()> {
     let service = Service::start(ServiceConfig {
         data_dir: data_dir.to_path_buf(),
+        store: Default::default(),
+        lease_ttl: hashgrid_coordinator::service::lease::DEFAULT_TTL,
         listen: "127.0.0.1:0".parse()?,
         policy: Some(Policy::Sequential),
         core: CoreConfig {

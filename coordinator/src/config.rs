@@ -17,6 +17,7 @@ use crate::core::CoreConfig;
 use crate::core::probe::ProbeConfig;
 use crate::core::upstream::UpstreamConfig;
 use crate::service::limits::ConnectionLimits;
+use crate::service::store::backend::StoreLocation;
 
 /// The longest `failover_after`: a silent node's ranges wait at most this long.
 pub const MAX_FAILOVER_AFTER: Duration = Duration::from_secs(600);
@@ -29,6 +30,15 @@ pub const DEFAULT_TOML: &str = r#"# hashgrid coordinator configuration. Every ke
 # Holds cert.pem, key.pem, node.token, admin.token and hashgrid.db; created on first start.
 # (--data-dir, HASHGRID_DATA_DIR)
 data_dir = "/var/lib/hashgrid"
+
+# Where the records are kept: "sqlite" (hashgrid.db in the data dir) or a PostgreSQL URL,
+# postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE, for a hot-standby pair (docs/operations.md).
+# (--store, HASHGRID_STORE)
+store = "sqlite"
+
+# On PostgreSQL, how long an active coordinator that has gone silent (paused, cut off) keeps the
+# lease before a standby takes over; one whose process died loses it at once. (--lease-ttl)
+lease_ttl = "10s"
 
 # UDP address of the QUIC endpoint for nodes and operators. (--listen, HASHGRID_LISTEN)
 listen = "127.0.0.1:4433"
@@ -107,6 +117,10 @@ pool_max_reject_ratio = 0.2
 #[serde(deny_unknown_fields, default)]
 pub struct CoordinatorConfig {
     pub data_dir: PathBuf,
+    #[serde(deserialize_with = "store")]
+    pub store: StoreLocation,
+    #[serde(deserialize_with = "duration")]
+    pub lease_ttl: Duration,
     pub listen: SocketAddr,
     #[serde(deserialize_with = "optional_addr")]
     pub http: Option<SocketAddr>,
@@ -142,6 +156,8 @@ impl Default for CoordinatorConfig {
         let core = CoreConfig::default();
         CoordinatorConfig {
             data_dir: PathBuf::from("/var/lib/hashgrid"),
+            store: StoreLocation::Sqlite,
+            lease_ttl: crate::service::lease::DEFAULT_TTL,
             listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
             http: None,
             policy: None,
@@ -190,6 +206,9 @@ impl CoordinatorConfig {
         }
         if self.failover_after > MAX_FAILOVER_AFTER {
             return invalid("failover_after", "must be at most 10m");
+        }
+        if self.lease_ttl < Duration::from_millis(300) || self.lease_ttl > Duration::from_secs(600) {
+            return invalid("lease_ttl", "must be at least 300ms and at most 10m");
         }
         if !(self.min_rate_ratio > 0.0 && self.min_rate_ratio <= 1.0) {
             return invalid("min_rate_ratio", "must be more than 0 and at most 1");
@@ -292,6 +311,10 @@ fn optional_policy<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Policy>, D:
         return Ok(None);
     }
     text.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+fn store<'de, D: Deserializer<'de>>(d: D) -> Result<StoreLocation, D::Error> {
+    String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]

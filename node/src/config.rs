@@ -18,7 +18,8 @@ use crate::service::Devices;
 pub const DEFAULT_TOML: &str = r#"# hashgrid node configuration. Every key is optional; shown here with its default.
 # Command-line flags and HASHGRID_* environment variables override the file.
 
-# The coordinator's QUIC address, e.g. "192.0.2.10:4433". Required (here or as a flag).
+# The coordinator's QUIC address, e.g. "192.0.2.10:4433"; for a hot-standby pair both,
+# "192.0.2.10:4433,192.0.2.11:4433". Required (here or as a flag).
 # (--coordinator, HASHGRID_COORDINATOR)
 coordinator = ""
 
@@ -104,7 +105,8 @@ impl Default for NodeFileConfig {
 /// The checked settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeSettings {
-    pub coordinator: Option<SocketAddr>,
+    /// Empty: not set.
+    pub coordinator: Vec<SocketAddr>,
     pub ca: Option<PathBuf>,
     pub token_file: Option<PathBuf>,
     pub name: Option<String>,
@@ -135,10 +137,14 @@ impl NodeFileConfig {
     /// The typed, checked settings (empty strings and zeros are "not set").
     pub fn settings(&self) -> Result<NodeSettings, ConfigError> {
         let invalid = |key, reason: String| ConfigError::Invalid { key, reason };
-        let coordinator = match self.coordinator.trim() {
-            "" => None,
-            addr => Some(addr.parse().map_err(|_| invalid("coordinator", format!("{addr:?} is not an address")))?),
-        };
+        // One address, or a hot-standby pair's, comma separated.
+        let coordinator = self
+            .coordinator
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|addr| addr.parse().map_err(|_| invalid("coordinator", format!("{addr:?} is not an address"))))
+            .collect::<Result<Vec<SocketAddr>, _>>()?;
         let backend = BackendChoice::from_str(&self.backend, true)
             .map_err(|_| invalid("backend", format!("{:?}: use auto, cpu or gpu", self.backend)))?;
         let devices = match self.devices.trim() {
@@ -179,7 +185,7 @@ mod tests {
     fn the_default_file_is_the_default() {
         assert_eq!(NodeFileConfig::parse(DEFAULT_TOML).unwrap(), NodeFileConfig::default());
         let s = NodeFileConfig::default().settings().unwrap();
-        assert_eq!((s.coordinator, s.backend, s.threads, s.devices), (None, BackendChoice::Auto, None, None));
+        assert_eq!((s.coordinator, s.backend, s.threads, s.devices), (vec![], BackendChoice::Auto, None, None));
     }
 
     #[test]
@@ -196,7 +202,9 @@ mod tests {
         )
         .unwrap();
         let s = c.settings().unwrap();
-        assert_eq!(s.coordinator, Some("10.0.0.1:4433".parse().unwrap()));
+        assert_eq!(s.coordinator, ["10.0.0.1:4433".parse().unwrap()]);
+        let pair = NodeFileConfig::parse("coordinator = \"10.0.0.1:4433, 10.0.0.2:4433\"\n").unwrap();
+        assert_eq!(pair.settings().unwrap().coordinator.len(), 2);
         assert!(s.standby);
         assert_eq!((s.backend, s.threads), (BackendChoice::Cpu, Some(2)));
         assert!(s.devices.is_some());

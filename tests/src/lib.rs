@@ -8,8 +8,12 @@
 //! processes behind (and prints the tail of their logs to help). Every wait has a deadline.
 //!
 //! [`pool`] is a test Stratum V1 pool (real TCP) that verifies every share with its own code.
+//! [`postgres`] starts a throwaway PostgreSQL cluster: with `HASHGRID_TEST_STORE=postgres`
+//! every `Site`'s coordinator keeps its records there instead of SQLite (`Database` reads
+//! either).
 
 pub mod pool;
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -236,6 +240,8 @@ impl Drop for Process {
 #[derive(Debug)]
 pub struct Site {
     dir: tempfile::TempDir,
+    /// The store its coordinators run on (`HASHGRID_TEST_STORE`).
+    pub store: crate::postgres::TestStore,
 }
 
 impl Default for Site {
@@ -245,8 +251,14 @@ impl Default for Site {
 }
 
 impl Site {
+    /// A site on the store `HASHGRID_TEST_STORE` names (SQLite by default).
     pub fn new() -> Site {
-        Site { dir: tempfile::Builder::new().prefix("hashgrid-test-").tempdir().expect("a temporary directory") }
+        Site::with_store(crate::postgres::TestStore::from_env())
+    }
+
+    pub fn with_store(store: crate::postgres::TestStore) -> Site {
+        let dir = tempfile::Builder::new().prefix("hashgrid-test-").tempdir().expect("a temporary directory");
+        Site { dir, store }
     }
 
     pub fn path(&self) -> &Path {
@@ -319,32 +331,27 @@ pub struct Coordinator {
     pub data_dir: PathBuf,
     /// The HTTP address it printed ("http on ADDR"), when started with `--http`.
     pub http: Option<SocketAddr>,
+    /// The store it runs on.
+    pub store: crate::postgres::TestStore,
     process: Process,
 }
 
-impl Coordinator {
-    fn start(site: &Site, binary: &Path, listen: &str, policy: &str, flags: &[&str]) -> Coordinator {
-        let data_dir = site.data_dir();
-        let mut cmd = Command::new(binary);
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(["--listen", listen, "--policy", policy])
-            .args(flags)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped());
-        let mut process = Process::spawn("coordinator", cmd, &site.log_file("coordinator"));
-        let stdout = process.child.stdout.take().expect("piped stdout");
-        let (lines_tx, lines) = mpsc::channel();
-        // Reads stdout to its end, so the coordinator never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = lines_tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + START_TIMEOUT;
+/// A `hashgrid-coordinator serve` started but not yet listening: a standby waits for the lease.
+#[derive(Debug)]
+pub struct Starting {
+    process: Process,
+    lines: mpsc::Receiver<String>,
+    data_dir: PathBuf,
+    http: bool,
+    store: crate::postgres::TestStore,
+}
+
+impl Starting {
+    /// Waits until it listens (at most `timeout`).
+    pub fn listening(self, timeout: Duration) -> Coordinator {
+        let deadline = Instant::now() + timeout;
         let addr = loop {
-            match lines.recv_timeout(Duration::from_millis(50)) {
+            match self.lines.recv_timeout(Duration::from_millis(10)) {
                 Ok(line) => {
                     if let Some(addr) = line.split("listening on ").nth(1) {
                         break addr
@@ -355,13 +362,14 @@ impl Coordinator {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    panic!("the coordinator exited before listening:\n{}", process.log_tail(20))
+                    panic!("the coordinator exited before listening:\n{}", self.process.log_tail(20))
                 }
             }
-            assert!(Instant::now() < deadline, "the coordinator did not start within {START_TIMEOUT:?}");
+            assert!(Instant::now() < deadline, "the coordinator did not start within {timeout:?}");
         };
-        let http = flags.contains(&"--http").then(|| printed_http_addr(&lines, "the coordinator", &process));
-        let coordinator = Coordinator { addr, data_dir, http, process };
+        let http = self.http.then(|| printed_http_addr(&self.lines, "the coordinator", &self.process));
+        let Starting { process, data_dir, store, .. } = self;
+        let coordinator = Coordinator { addr, data_dir, http, store, process };
         wait_for("the coordinator's certificate and tokens", START_TIMEOUT, || {
             ["cert.pem", "key.pem", "node.token", "admin.token"]
                 .iter()
@@ -371,14 +379,62 @@ impl Coordinator {
         coordinator
     }
 
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+}
+
+impl Site {
+    /// Starts `hashgrid-coordinator serve` (as `start_coordinator_with`) without waiting for
+    /// it to listen.
+    pub fn spawn_coordinator(&self, listen: &str, policy: &str, flags: &[&str]) -> Starting {
+        Coordinator::spawn(self, &binary("hashgrid-coordinator"), listen, policy, flags)
+    }
+}
+
+impl Coordinator {
+    fn start(site: &Site, binary: &Path, listen: &str, policy: &str, flags: &[&str]) -> Coordinator {
+        Coordinator::spawn(site, binary, listen, policy, flags).listening(START_TIMEOUT)
+    }
+
+    fn spawn(site: &Site, binary: &Path, listen: &str, policy: &str, flags: &[&str]) -> Starting {
+        let data_dir = site.data_dir();
+        let mut cmd = Command::new(binary);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--listen", listen, "--policy", policy])
+            .args(flags)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped());
+        // Only named for PostgreSQL: older builds (tests/tests/upgrade.rs) know no --store.
+        if let crate::postgres::TestStore::Postgres(url) = &site.store {
+            cmd.args(["--store", url]);
+        }
+        let mut process = Process::spawn("coordinator", cmd, &site.log_file("coordinator"));
+        let stdout = process.child.stdout.take().expect("piped stdout");
+        let (lines_tx, lines) = mpsc::channel();
+        // Reads stdout to its end, so the coordinator never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+        Starting { process, lines, data_dir, http: flags.contains(&"--http"), store: site.store.clone() }
+    }
+
     /// The operator CLI, pointed at this coordinator with its certificate and admin token.
     pub fn operator(&self) -> Operator {
         Operator { addr: self.addr, ca: self.data_dir.join("cert.pem"), token_file: self.data_dir.join("admin.token") }
     }
 
-    /// The coordinator's SQLite database.
-    pub fn database(&self) -> PathBuf {
-        self.data_dir.join("hashgrid.db")
+    /// The coordinator's database.
+    pub fn database(&self) -> Database {
+        match &self.store {
+            crate::postgres::TestStore::Sqlite => Database::Sqlite(self.data_dir.join("hashgrid.db")),
+            crate::postgres::TestStore::Postgres(url) => Database::Postgres(url.clone()),
+        }
     }
 
     /// `kill -9`: no drain, no flush.
@@ -398,6 +454,25 @@ impl Coordinator {
     /// Its process id (for /proc).
     pub fn pid(&self) -> u32 {
         self.process.child.id()
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid().to_string();
+        let sent = Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("kill runs");
+        assert!(sent.success(), "kill -{signal} {pid} failed");
+    }
+
+    /// Waits up to `patience` for it to exit on its own: its exit code and its log's tail.
+    pub fn exited(&mut self, patience: Duration) -> Option<(Option<i32>, String)> {
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.process.child.try_wait() {
+                return Some((status.code(), self.process.log_tail(10)));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 }
 
@@ -541,40 +616,87 @@ pub struct StoredAccount {
     pub share_work: u128,
 }
 
-/// Reads every account's totals and receipts from the coordinator's database, read-only (the coordinator
-/// may still be running; the database is in WAL mode).
-pub fn read_accounts(database: &Path) -> BTreeMap<String, StoredAccount> {
-    use rusqlite::{Connection, OpenFlags};
-    let conn = Connection::open_with_flags(database, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .unwrap_or_else(|e| panic!("cannot open {} read-only: {e}", database.display()));
-    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
-    let amount = |what: &str, text: String| -> u128 {
+/// A coordinator's database, SQLite or PostgreSQL, for tests that look behind the CLI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    /// Its URL.
+    Postgres(String),
+}
+
+impl Database {
+    /// The rows of `sql` (SQL both databases read alike), every column as text (`CAST(x AS
+    /// TEXT)` where it is not) or NULL. SQLite is opened read-only (the coordinator may still be
+    /// running; the database is in WAL mode).
+    pub fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        match self {
+            Database::Sqlite(path) => {
+                use rusqlite::{Connection, OpenFlags};
+                let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .unwrap_or_else(|e| panic!("cannot open {} read-only: {e}", path.display()));
+                conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+                let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let columns = stmt.column_count();
+                stmt.query_map([], |r| (0..columns).map(|i| r.get::<_, Option<String>>(i)).collect())
+                    .and_then(|rows| rows.collect())
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            }
+            Database::Postgres(url) => {
+                let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).expect("the test database");
+                let rows = client.query(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                rows.iter().map(|r| (0..r.len()).map(|i| r.get::<_, Option<String>>(i)).collect()).collect()
+            }
+        }
+    }
+
+    /// Runs one statement; the rows it changed.
+    pub fn execute(&self, sql: &str) -> u64 {
+        match self {
+            Database::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).expect("the test database");
+                conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+                conn.execute(sql, []).unwrap_or_else(|e| panic!("{sql}: {e}")) as u64
+            }
+            Database::Postgres(url) => {
+                let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).expect("the test database");
+                client.execute(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}"))
+            }
+        }
+    }
+
+    /// The coordinator's `--store` for it, given its data dir.
+    pub fn store_flag(&self) -> &str {
+        match self {
+            Database::Sqlite(_) => "sqlite",
+            Database::Postgres(url) => url,
+        }
+    }
+}
+
+/// Reads every account's totals and receipts from the coordinator's database.
+pub fn read_accounts(database: &Database) -> BTreeMap<String, StoredAccount> {
+    let amount = |what: &str, text: Option<String>| -> u128 {
+        let text = text.unwrap_or_else(|| panic!("{what} is NULL"));
         text.parse().unwrap_or_else(|e| panic!("{what} {text:?} is not a decimal amount: {e}"))
     };
     let mut ledgers = BTreeMap::new();
-    let mut accounts = conn.prepare("SELECT name, delivered, shares FROM accounts").expect("accounts query");
-    let rows = accounts
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
-        .expect("accounts rows");
-    for row in rows {
-        let (name, delivered, shares) = row.expect("accounts row");
+    for row in database.rows("SELECT name, delivered, CAST(shares AS TEXT) FROM accounts") {
+        let [name, delivered, shares] = <[Option<String>; 3]>::try_from(row).expect("three columns");
         let ledger = StoredAccount {
             delivered: amount("accounts.delivered", delivered),
-            shares: shares as u64,
+            shares: amount("accounts.shares", shares) as u64,
             ..StoredAccount::default()
         };
-        ledgers.insert(name, ledger);
+        ledgers.insert(name.expect("accounts.name"), ledger);
     }
     // `work` is a TEXT decimal (a u128 does not fit SQLite's integers): summed here.
-    let mut shares = conn
-        .prepare(
-            "SELECT s.account, s.work FROM shares s
-             JOIN accounts a ON a.name = s.account AND a.period_start_ms = s.period_start_ms",
-        )
-        .expect("shares query");
-    let rows = shares.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).expect("shares rows");
-    for row in rows {
-        let (account, work) = row.expect("shares row");
+    let shares = database.rows(
+        "SELECT s.account, s.work FROM shares s
+         JOIN accounts a ON a.name = s.account AND a.period_start_ms = s.period_start_ms",
+    );
+    for row in shares {
+        let [account, work] = <[Option<String>; 2]>::try_from(row).expect("two columns");
+        let account = account.expect("shares.account");
         let ledger = ledgers.get_mut(&account).unwrap_or_else(|| panic!("share for unknown account {account}"));
         ledger.share_rows += 1;
         ledger.share_work += amount("shares.work", work);
@@ -584,7 +706,7 @@ pub fn read_accounts(database: &Path) -> BTreeMap<String, StoredAccount> {
 
 /// Asserts that the credit is exact: for every account, the database's delivered total is
 /// the sum of the work of its accepted shares, and equals what the CLI reports.
-pub fn assert_credit_matches_receipts(database: &Path, reported: &[AccountRow]) {
+pub fn assert_credit_matches_receipts(database: &Database, reported: &[AccountRow]) {
     let ledgers = read_accounts(database);
     assert_eq!(ledgers.len(), reported.len(), "accounts in the database {ledgers:#?} vs reported {reported:#?}");
     for account in reported {

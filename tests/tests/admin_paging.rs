@@ -7,7 +7,7 @@ use std::time::Duration;
 use hashgrid_common::{CompactTarget, Hash256, Header, Target};
 use hashgrid_coordinator::core::ledger::LedgerRecord;
 use hashgrid_coordinator::core::{StoreOp, Work};
-use hashgrid_coordinator::service::store::Store;
+use hashgrid_coordinator::service::store::backend::StoreLocation;
 use hashgrid_tests::Site;
 
 const SHARES: usize = 50_000;
@@ -67,7 +67,8 @@ fn a_receipt_of_50000_shares_and_a_long_ledger_come_back_whole() {
             reassigned_from: None,
         },
     }));
-    Store::open(&coordinator.database()).unwrap().apply(&ops).unwrap();
+    let store: StoreLocation = coordinator.database().store_flag().parse().unwrap();
+    store.open(&coordinator.data_dir).unwrap().apply(&ops).unwrap();
     drop(ops);
 
     let coordinator = site.start_coordinator(&addr, "sequential");

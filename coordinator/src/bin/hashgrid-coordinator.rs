@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve nodes and operators over QUIC.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// The configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -36,7 +36,7 @@ enum ConfigCommand {
     /// settings that result.
     Check {
         #[command(flatten)]
-        serve: ServeArgs,
+        serve: Box<ServeArgs>,
     },
 }
 
@@ -49,6 +49,13 @@ struct ServeArgs {
     /// Holds cert.pem, key.pem, node.token, admin.token and hashgrid.db; created on first start.
     #[arg(long, env = "HASHGRID_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Where the records are kept: sqlite (the data dir's hashgrid.db, the default) or a
+    /// postgres:// URL.
+    #[arg(long, env = "HASHGRID_STORE")]
+    store: Option<String>,
+    /// On PostgreSQL: how long a silent active coordinator keeps the lease, e.g. 10s.
+    #[arg(long, env = "HASHGRID_LEASE_TTL")]
+    lease_ttl: Option<String>,
     /// UDP address to listen on (default 127.0.0.1:4433).
     #[arg(long, env = "HASHGRID_LISTEN")]
     listen: Option<SocketAddr>,
@@ -75,6 +82,13 @@ impl ServeArgs {
         };
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
+        }
+        if let Some(store) = &self.store {
+            config.store = store.parse().map_err(|e| anyhow::anyhow!("--store: {e}"))?;
+        }
+        if let Some(ttl) = &self.lease_ttl {
+            config.lease_ttl =
+                humantime::parse_duration(ttl).with_context(|| format!("invalid --lease-ttl {ttl:?}"))?;
         }
         if let Some(listen) = self.listen {
             config.listen = listen;
@@ -133,13 +147,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => args,
     };
     let config = args.settings()?;
-    let (data_dir, listen, policy, core) = (config.data_dir.clone(), config.listen, config.policy, config.core());
+    let (data_dir, store, listen, policy, core) =
+        (config.data_dir.clone(), config.store.clone(), config.listen, config.policy, config.core());
     let pool_ca = match &config.pool_ca {
         Some(path) => Some(std::fs::read(path).with_context(|| format!("pool_ca {}", path.display()))?),
         None => None,
     };
+    let lease_ttl = config.lease_ttl;
     let limits = config.limits();
-    let mut service = Service::start(ServiceConfig { data_dir, listen, policy, core, limits, pool_ca }).await?;
+    let mut service =
+        Service::start(ServiceConfig { data_dir, store, lease_ttl, listen, policy, core, limits, pool_ca }).await?;
     let dir = &service.data_dir;
     println!("hashgrid coordinator listening on {}", service.local_addr);
     println!("certificate: {} (sha256 {})", dir.cert_pem.display(), dir.fingerprint());

@@ -189,6 +189,12 @@ pub enum LedgerRecord {
         rejected: u64,
         answered: u64,
     },
+    /// A coordinator of a hot-standby pair took the lease (PostgreSQL store) with `epoch` and
+    /// became the active one, serving at `coordinator`.
+    Takeover {
+        epoch: i64,
+        coordinator: String,
+    },
 }
 
 /// What became of one range of a node that stopped: handed to the node `to` as
@@ -250,7 +256,8 @@ impl LedgerRecord {
             | LedgerRecord::ChainAdded { .. }
             | LedgerRecord::Policy { .. }
             | LedgerRecord::Departure { .. }
-            | LedgerRecord::Rollout { .. } => None,
+            | LedgerRecord::Rollout { .. }
+            | LedgerRecord::Takeover { .. } => None,
         }
     }
 }

@@ -16,8 +16,8 @@ use hashgrid_common::codec;
 use hashgrid_common::message::{AdminRequest, AdminResponse, PageRequest, RangeRun};
 use serde::Serialize;
 
-use super::records::Reader;
 use super::store::StoreError;
+use super::store::backend::{Records, StoreLocation};
 use crate::core::Core;
 
 /// Most items one page holds.
@@ -78,7 +78,7 @@ pub(crate) fn admin(core: &mut Core, now: u64, req: AdminRequest) -> AdminRespon
 }
 
 /// Answers a request that only reads what is committed, from a read-only connection.
-pub(crate) fn read(reader: &mut Reader, req: AdminRequest) -> AdminResponse {
+pub(crate) fn read(reader: &mut dyn Records, req: AdminRequest) -> AdminResponse {
     let store_error = |e: StoreError| AdminResponse::Error(format!("store: {e}"));
     match req {
         AdminRequest::LedgerShow { account, page } => {
@@ -125,25 +125,26 @@ pub(crate) fn read(reader: &mut Reader, req: AdminRequest) -> AdminResponse {
 /// Read-only connections for `read`, one per concurrent request, kept for reuse.
 #[derive(Debug)]
 pub(crate) struct Readers {
-    path: PathBuf,
-    idle: Mutex<Vec<Reader>>,
+    store: StoreLocation,
+    data_dir: PathBuf,
+    idle: Mutex<Vec<Box<dyn Records>>>,
 }
 
 impl Readers {
     /// Opens the first connection now, so a missing database is an error at start-up.
-    pub fn open(path: PathBuf) -> Result<Readers, StoreError> {
-        let first = Reader::open(&path)?;
-        Ok(Readers { path, idle: Mutex::new(vec![first]) })
+    pub fn open(store: StoreLocation, data_dir: PathBuf) -> Result<Readers, StoreError> {
+        let first = store.reader(&data_dir)?;
+        Ok(Readers { store, data_dir, idle: Mutex::new(vec![first]) })
     }
 
     /// Answers a store-only request on the calling (blocking) thread.
     pub fn answer(&self, req: AdminRequest) -> AdminResponse {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut reader = match idle.map_or_else(|| Reader::open(&self.path), Ok) {
+        let mut reader = match idle.map_or_else(|| self.store.reader(&self.data_dir), Ok) {
             Ok(r) => r,
             Err(e) => return AdminResponse::Error(format!("store: {e}")),
         };
-        let response = read(&mut reader, req);
+        let response = read(reader.as_mut(), req);
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(reader);
         response
     }
@@ -276,7 +277,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hashgrid.db");
         super::super::store::Store::open(&path).unwrap();
-        let readers = Readers::open(path).unwrap();
+        let readers = Readers::open(StoreLocation::Sqlite, dir.path().to_path_buf()).unwrap();
         for req in every_request().into_iter().filter(|r| !r.needs_core()) {
             let reply = readers.answer(req.clone());
             let fine = match &reply {

@@ -89,18 +89,40 @@ pub fn job_status(conn: &Connection, job: JobId) -> Result<Option<JobStatus>, St
         .query_map([id], |r| Ok(JobHit { version: r.get(0)?, time: r.get(1)?, nonce: r.get(2)?, hash: r.get(3)? }))?
         .collect::<Result<Vec<_>, _>>()?;
 
-    // Paint each version's ranges in issue order: the later range's fate wins.
-    let mut painted: BTreeMap<u32, BTreeMap<u64, (u64, String)>> = BTreeMap::new();
-    let mut reassigned = 0u64;
     let mut stmt = conn.prepare_cached(
         "SELECT a.version, a.start, a.count, f.fate, f.handed FROM assignments a
          LEFT JOIN range_fates f ON f.assignment = a.id WHERE a.job = ?1 ORDER BY a.id",
     )?;
-    let mut rows = stmt.query([id])?;
-    while let Some(r) = rows.next()? {
-        let (version, start, count): (u32, u32, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        let fate: Option<String> = r.get(3)?;
-        reassigned += to_u64("range_fates.handed", r.get::<_, Option<i64>>(4)?.unwrap_or(0))?;
+    let ranges = stmt.query_map([id], |r| {
+        Ok(IssuedRange { version: r.get(0)?, start: r.get(1)?, count: r.get(2)?, fate: r.get(3)?, handed: r.get(4)? })
+    })?;
+    status_of(job, (account, header, target), hits, ranges.map(|r| r.map_err(StoreError::from))).map(Some)
+}
+
+/// An issued range as the store keeps it: a row of `assignments` with its `range_fates` row.
+#[derive(Debug)]
+pub(super) struct IssuedRange {
+    pub version: u32,
+    pub start: u32,
+    pub count: i64,
+    pub fate: Option<String>,
+    pub handed: Option<i64>,
+}
+
+/// The job's status from its record and its issued ranges in issue order, as either store
+/// reads them.
+pub(super) fn status_of(
+    job: JobId,
+    (account, header, target): (String, Header, Target),
+    hits: Vec<JobHit>,
+    ranges: impl IntoIterator<Item = Result<IssuedRange, StoreError>>,
+) -> Result<JobStatus, StoreError> {
+    // Paint each version's ranges in issue order: the later range's fate wins.
+    let mut painted: BTreeMap<u32, BTreeMap<u64, (u64, String)>> = BTreeMap::new();
+    let mut reassigned = 0u64;
+    for range in ranges {
+        let IssuedRange { version, start, count, fate, handed } = range?;
+        reassigned += to_u64("range_fates.handed", handed.unwrap_or(0))?;
         let start = u64::from(start);
         let end = (start + to_u64("assignments.count", count)?).min(NONCE_SPACE);
         paint(painted.entry(version).or_default(), start, end, fate.unwrap_or_else(|| "in_flight".into()));
@@ -135,7 +157,7 @@ pub fn job_status(conn: &Connection, job: JobId) -> Result<Option<JobStatus>, St
             }
         }
     }
-    Ok(Some(status))
+    Ok(status)
 }
 
 /// Sets the nonces `start..end` of `map` (disjoint ranges by start: (end, fate)) to `fate`.

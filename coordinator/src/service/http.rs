@@ -14,15 +14,15 @@ use hashgrid_common::message::LedgerEntry;
 use tokio::sync::oneshot;
 
 use super::metrics::{self, CoreView, IntakeMetrics};
-use super::records::Reader;
 use super::status_page::{self, LEDGER_ROWS};
 use super::store::StoreError;
+use super::store::backend::Records;
 
 /// What the pages are made from: a way to ask the core for a view, the ledger, the live metrics.
 pub(crate) struct Sources<A> {
     /// Queues a view request on the core thread; `false` when it is gone.
     pub ask_core: A,
-    pub reader: Arc<Mutex<Reader>>,
+    pub reader: Arc<Mutex<Box<dyn Records>>>,
     pub live: IntakeMetrics,
 }
 
@@ -53,8 +53,8 @@ impl<A: Fn(oneshot::Sender<CoreView>) -> bool> Sources<A> {
 }
 
 /// The ledger's length and its last `rows` entries, oldest first.
-fn ledger_tail(reader: &Mutex<Reader>, rows: u32) -> Result<(u64, Vec<LedgerEntry>), StoreError> {
-    let reader = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+fn ledger_tail(reader: &Mutex<Box<dyn Records>>, rows: u32) -> Result<(u64, Vec<LedgerEntry>), StoreError> {
+    let mut reader = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let len = reader.last_seq()?;
     if rows == 0 || len == 0 {
         return Ok((len, Vec::new()));

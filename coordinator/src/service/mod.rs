@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod history;
 pub mod http;
+pub mod lease;
 pub mod limits;
 pub mod metrics;
 pub mod records;

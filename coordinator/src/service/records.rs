@@ -227,36 +227,8 @@ impl Reader {
     pub fn verify_ledger(&self) -> Result<LedgerVerdict, StoreError> {
         let mut stmt =
             self.conn.prepare("SELECT seq, at_ms, kind, payload, prev_hash, hash, account FROM ledger ORDER BY seq")?;
-        let mut entries = Vec::new();
-        let mut accounts = Vec::new();
-        let mut malformed = None;
-        for row in stmt.query_map([], |r| Ok((row_entry(r)?, r.get::<_, Option<String>>(6)?)))? {
-            let (raw, account) = row?;
-            match entry(raw) {
-                Ok(e) => {
-                    entries.push(e);
-                    accounts.push(account);
-                }
-                Err(e) => {
-                    malformed = Some((entries.len() as u64 + 1, e.to_string()));
-                    break;
-                }
-            }
-        }
-        let records = entries.iter().zip(&accounts).find_map(|(e, account)| {
-            let why = match LedgerRecord::decode(&e.kind, &e.payload) {
-                Ok(record) if record.account() == account.as_deref() => return None,
-                Ok(_) => "its account column does not match its payload".to_string(),
-                Err(err) => format!("its payload is not a ledger record: {err}"),
-            };
-            Some((e.seq, why))
-        });
-        let verdict = ledger::verify(entries);
-        Ok(match (verdict.first_bad, malformed, records) {
-            (Some(bad), _, _) => LedgerVerdict { entries: verdict.entries, first_bad: Some(bad) },
-            (None, Some(bad), _) => LedgerVerdict { entries: verdict.entries + 1, first_bad: Some(bad) },
-            (None, None, bad) => LedgerVerdict { entries: verdict.entries, first_bad: bad },
-        })
+        let rows = stmt.query_map([], |r| Ok((row_entry(r)?, r.get::<_, Option<String>>(6)?)))?;
+        verdict(rows.map(|row| row.map_err(StoreError::from)))
     }
 
     /// The job's status, every run (`history`); `None`: no such job.
@@ -299,29 +271,84 @@ impl Reader {
         super::store::receipt_shares(&tx, account, cut.period_start_ms, (page.after, cut.last_share), |id, share| {
             pager.offer(id, share)
         })?;
-        let (mut shares, next) = pager.finish();
-        for share in &mut shares {
-            share.upstream = super::upstream_store::share_outcome(&tx, &share.header.block_hash())?;
-        }
-        Ok(Some(Receipt {
-            account: account.into(),
-            standard: parse_u128("accounts.standard", &standard)?,
-            delivered: parse_u128("accounts.delivered", &delivered)?,
-            period_start_ms: cut.period_start_ms,
-            cut,
-            shares,
-            next,
-        }))
+        receipt_page(account, (standard.as_str(), delivered.as_str()), cut, pager, |hash| {
+            super::upstream_store::share_outcome(&tx, hash)
+        })
+        .map(Some)
     }
 }
 
-type RawEntry = (i64, i64, String, String, Vec<u8>, Vec<u8>);
+/// A receipt page, from the account's row (`standard`, `delivered`), the cut and the page's
+/// shares, as either store reads them, each share with its upstream outcome if it was sent to
+/// a pool (`upstream_outcome`, the store's lookup by share hash).
+pub(super) fn receipt_page(
+    account: &str,
+    (standard, delivered): (&str, &str),
+    cut: ReceiptCut,
+    pager: Pager<hashgrid_common::message::ReceiptShare>,
+    mut upstream_outcome: impl FnMut(&hashgrid_common::BlockHash) -> Result<Option<String>, StoreError>,
+) -> Result<Receipt, StoreError> {
+    let (mut shares, next) = pager.finish();
+    for share in &mut shares {
+        share.upstream = upstream_outcome(&share.header.block_hash())?;
+    }
+    Ok(Receipt {
+        account: account.into(),
+        standard: parse_u128("accounts.standard", standard)?,
+        delivered: parse_u128("accounts.delivered", delivered)?,
+        period_start_ms: cut.period_start_ms,
+        cut,
+        shares,
+        next,
+    })
+}
+
+/// The verdict on a whole ledger, its rows (entry and `account` column) in `seq` order, as
+/// either store reads them: recomputes the chain and names the first entry that does not match;
+/// then checks that each entry is a `LedgerRecord` whose account is the one in its `account`
+/// column (the column is not hashed, so it is checked against the payload, which is).
+pub(super) fn verdict(
+    rows: impl IntoIterator<Item = Result<(RawEntry, Option<String>), StoreError>>,
+) -> Result<LedgerVerdict, StoreError> {
+    let mut entries = Vec::new();
+    let mut accounts = Vec::new();
+    let mut malformed = None;
+    for row in rows {
+        let (raw, account) = row?;
+        match entry(raw) {
+            Ok(e) => {
+                entries.push(e);
+                accounts.push(account);
+            }
+            Err(e) => {
+                malformed = Some((entries.len() as u64 + 1, e.to_string()));
+                break;
+            }
+        }
+    }
+    let records = entries.iter().zip(&accounts).find_map(|(e, account)| {
+        let why = match LedgerRecord::decode(&e.kind, &e.payload) {
+            Ok(record) if record.account() == account.as_deref() => return None,
+            Ok(_) => "its account column does not match its payload".to_string(),
+            Err(err) => format!("its payload is not a ledger record: {err}"),
+        };
+        Some((e.seq, why))
+    });
+    let verdict = ledger::verify(entries);
+    Ok(match (verdict.first_bad, malformed, records) {
+        (Some(bad), _, _) => LedgerVerdict { entries: verdict.entries, first_bad: Some(bad) },
+        (None, Some(bad), _) => LedgerVerdict { entries: verdict.entries + 1, first_bad: Some(bad) },
+        (None, None, bad) => LedgerVerdict { entries: verdict.entries, first_bad: bad },
+    })
+}
+
+pub(super) type RawEntry = (i64, i64, String, String, Vec<u8>, Vec<u8>);
 
 fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawEntry> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
 }
 
-fn entry((seq, at_ms, kind, payload, prev_hash, hash): RawEntry) -> Result<LedgerEntry, StoreError> {
+pub(super) fn entry((seq, at_ms, kind, payload, prev_hash, hash): RawEntry) -> Result<LedgerEntry, StoreError> {
     Ok(LedgerEntry {
         seq: to_u64("ledger.seq", seq)?,
         at_ms: to_u64("ledger.at_ms", at_ms)?,

@@ -43,10 +43,11 @@ use super::admin::{Readers, admin};
 use super::http::Sources;
 use super::limits::{Admission, ConnectionLimits, HELLO_DEADLINE, MAX_HELLO, check_identity};
 use super::metrics::{CoreView, IntakeMetrics};
-use super::records::Reader;
-use super::store::{Store, StoreError};
+use super::store::StoreError;
+use super::store::backend::{Durable, StoreLocation};
 use super::tls::{DataDir, TlsError, server_config, tokens_equal};
 use super::upstream::{PoolConnections, PoolEvent};
+use crate::core::ledger::LedgerRecord;
 use crate::core::{Command, Core, CoreConfig, StoreOp};
 
 /// Why the service could not start or stopped.
@@ -54,7 +55,8 @@ use crate::core::{Command, Core, CoreConfig, StoreOp};
 pub enum ServiceError {
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("store: {0}")]
+    // The cause follows as the source (`{:#}` prints "store: CAUSE"), not repeated here.
+    #[error("store")]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
@@ -73,6 +75,10 @@ const WRITE_BATCH: usize = 64 << 10;
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     pub data_dir: PathBuf,
+    /// Where the records are kept (the data dir's SQLite file by default).
+    pub store: StoreLocation,
+    /// On PostgreSQL, how long a silent active coordinator keeps the lease (`lease`).
+    pub lease_ttl: Duration,
     pub listen: SocketAddr,
     /// Overrides the stored policy when set.
     pub policy: Option<Policy>,
@@ -88,6 +94,7 @@ pub struct ServiceConfig {
 pub struct Service {
     pub local_addr: SocketAddr,
     pub data_dir: DataDir,
+    store: StoreLocation,
     shutdown: watch::Sender<bool>,
     threads: Option<Threads>,
     endpoint: quinn::Endpoint,
@@ -169,8 +176,16 @@ impl Service {
     /// Opens (or creates) the data dir and its store, restores the core, and starts listening.
     pub async fn start(config: ServiceConfig) -> Result<Service, ServiceError> {
         let data_dir = DataDir::open_or_init(&config.data_dir)?;
-        let mut store = Store::open(&config.data_dir.join("hashgrid.db"))?;
-        let readers = Arc::new(Readers::open(config.data_dir.join("hashgrid.db"))?);
+        let endpoint = quinn::Endpoint::server(server_config(&data_dir)?, config.listen)
+            .map_err(|source| ServiceError::Listen { addr: config.listen, source })?;
+        let local_addr =
+            endpoint.local_addr().map_err(|source| ServiceError::Listen { addr: config.listen, source })?;
+        let mut store = open_as_active(&config, &endpoint, local_addr).await?;
+        if let Some(epoch) = store.epoch() {
+            let record = LedgerRecord::Takeover { epoch, coordinator: local_addr.to_string() };
+            store.apply(&[StoreOp::Ledger { at_ms: now_ms(), record }])?;
+        }
+        let readers = Arc::new(Readers::open(config.store.clone(), config.data_dir.clone())?);
         let snapshot = store.load()?;
         store.close_open_ranges()?;
         store.close_pending_submits()?;
@@ -188,10 +203,6 @@ impl Service {
         }
         let node_token = Arc::new(DataDir::read_token(&data_dir.node_token)?);
         let admin_token = Arc::new(DataDir::read_token(&data_dir.admin_token)?);
-        let endpoint = quinn::Endpoint::server(server_config(&data_dir)?, config.listen)
-            .map_err(|source| ServiceError::Listen { addr: config.listen, source })?;
-        let local_addr =
-            endpoint.local_addr().map_err(|source| ServiceError::Listen { addr: config.listen, source })?;
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -271,7 +282,17 @@ impl Service {
             }
         });
         info!(%local_addr, fingerprint = %data_dir.fingerprint(), "coordinator listening");
-        Ok(Service { local_addr, data_dir, shutdown, threads: Some(threads), endpoint, events, intake, reads_on_core })
+        Ok(Service {
+            local_addr,
+            data_dir,
+            store: config.store,
+            shutdown,
+            threads: Some(threads),
+            endpoint,
+            events,
+            intake,
+            reads_on_core,
+        })
     }
 
     /// For benchmarks only: answer read-only operator requests on the core thread, as before
@@ -286,7 +307,7 @@ impl Service {
     pub async fn serve_http(&self, addr: SocketAddr) -> Result<SocketAddr, ServiceError> {
         let server = HttpServer::bind(addr).await?;
         let local = server.local_addr();
-        let reader = Reader::open(&self.data_dir.path.join("hashgrid.db"))?;
+        let reader = self.store.reader(&self.data_dir.path)?;
         let events = self.events.clone();
         let sources = Arc::new(Sources {
             ask_core: move |reply| events.send(Event::View { reply }).is_ok(),
@@ -333,6 +354,40 @@ impl Service {
         .await
         .map_err(|_| ServiceError::CoreStopped)?
     }
+}
+
+/// Opens the store as the active coordinator (`StoreLocation::open_active`). While it waits for
+/// the lease (a standby, on PostgreSQL), every connection to `endpoint` is refused with
+/// `close_code::STANDBY` and a reason naming the active coordinator's address.
+async fn open_as_active(
+    config: &ServiceConfig,
+    endpoint: &quinn::Endpoint,
+    local_addr: SocketAddr,
+) -> Result<Box<dyn Durable>, ServiceError> {
+    let active = Arc::new(std::sync::Mutex::new(String::from("unknown")));
+    let refusing = tokio::spawn({
+        let (endpoint, active) = (endpoint.clone(), active.clone());
+        async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let active = active.clone();
+                tokio::spawn(async move {
+                    let Ok(conn) = incoming.await else { return };
+                    let active = active.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let reason = format!("{}{active}", close_code::STANDBY_REASON);
+                    conn.close(close_code::STANDBY.into(), reason.as_bytes());
+                });
+            }
+        }
+    });
+    let (store, data_dir, ttl) = (config.store.clone(), config.data_dir.clone(), config.lease_ttl);
+    let opened = tokio::task::spawn_blocking(move || {
+        store.open_active(&data_dir, &local_addr.to_string(), ttl, |held| {
+            *active.lock().unwrap_or_else(|p| p.into_inner()) = held.address.clone();
+        })
+    })
+    .await;
+    refusing.abort();
+    Ok(opened.map_err(|_| ServiceError::CoreStopped)??)
 }
 
 /// The core thread: takes every event waiting, feeds them to the core, and hands the
@@ -405,7 +460,7 @@ fn core_loop(
 /// then delivers their messages and replies in order. On a store failure it closes every node,
 /// wakes the core thread with `Stop`, and returns the error.
 fn store_loop(
-    mut store: Store,
+    mut store: Box<dyn Durable>,
     groups: std::sync::mpsc::Receiver<Group>,
     wake_core: &mpsc::UnboundedSender<Event>,
     intake: &IntakeMetrics,

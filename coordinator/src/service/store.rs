@@ -1,4 +1,5 @@
-//! The SQLite store: the durable record behind the core's `Command::Persist(StoreOp)`s, and the
+//! The SQLite store (the default; `backend` says which store a coordinator runs on and holds
+//! the interface both implement, `pg` is the PostgreSQL one): the durable record behind the core's `Command::Persist(StoreOp)`s, and the
 //! `Snapshot` the core is restored from at start-up.
 //!
 //! Durability rule: `Store::apply` writes a whole batch of ops in ONE transaction and returns
@@ -65,6 +66,9 @@ use hashgrid_common::message::{Policy, ReceiptShare};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{history, records};
+
+pub mod backend;
+pub mod pg;
 use crate::core::{Account, Snapshot, StoreOp, SubmittedJob, Work};
 
 /// Schema migrations: step `i` takes the database from version `i` to `i + 1`.
@@ -202,6 +206,12 @@ pub enum StoreError {
     Checkpointer(#[source] std::io::Error),
     #[error("{what} = {value} does not fit a SQLite integer")]
     OutOfRange { what: &'static str, value: u64 },
+    #[error("database: {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error("cannot connect to the database {0}")]
+    Connect(String),
+    #[error("fenced: this coordinator's lease (epoch {mine}) was taken over (epoch {current}); nothing was committed")]
+    Fenced { mine: i64, current: i64 },
 }
 
 /// The coordinator's database.
@@ -555,14 +565,7 @@ fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<()
             ])?;
         }
         StoreOp::Credit { account, work, node, job, header, hash, share_target, at_ms } => {
-            if !batch.seen.insert((*job, header.version, header.time, header.nonce)) {
-                return Err(StoreError::DuplicateShare {
-                    job: *job,
-                    version: header.version,
-                    time: header.time,
-                    nonce: header.nonce,
-                });
-            }
+            credit_once(&mut batch.seen, *job, header)?;
             let entry = batch.account(tx, account)?;
             // Saturating, as the core adds.
             entry.delivered = entry.delivered.saturating_add(work.0);
@@ -691,6 +694,23 @@ pub(super) fn receipt_shares(
         if !take(to_u64("shares.id", r.get(0)?)?, share) {
             break;
         }
+    }
+    Ok(())
+}
+
+/// Refuses the same share twice within one `apply` (either store's batch keeps `seen`).
+pub(super) fn credit_once(
+    seen: &mut HashSet<(JobId, u32, u32, u32)>,
+    job: JobId,
+    header: &hashgrid_common::Header,
+) -> Result<(), StoreError> {
+    if !seen.insert((job, header.version, header.time, header.nonce)) {
+        return Err(StoreError::DuplicateShare {
+            job,
+            version: header.version,
+            time: header.time,
+            nonce: header.nonce,
+        });
     }
     Ok(())
 }

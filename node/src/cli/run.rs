@@ -20,9 +20,10 @@ pub struct RunArgs {
     /// flags and HASHGRID_* variables below override it.
     #[arg(long, env = "HASHGRID_NODE_CONFIG")]
     config: Option<PathBuf>,
-    /// The coordinator's address, e.g. 192.0.2.10:4433.
-    #[arg(long, env = "HASHGRID_COORDINATOR")]
-    coordinator: Option<SocketAddr>,
+    /// The coordinator's address, e.g. 192.0.2.10:4433; for a hot-standby pair both, comma
+    /// separated (the node follows the active one).
+    #[arg(long, env = "HASHGRID_COORDINATOR", value_delimiter = ',')]
+    coordinator: Vec<SocketAddr>,
     /// The coordinator's certificate (its cert.pem), the only one trusted.
     #[arg(long, env = "HASHGRID_CA")]
     ca: Option<PathBuf>,
@@ -81,7 +82,9 @@ impl RunArgs {
             None => NodeFileConfig::default(),
         };
         let mut s = file.settings()?;
-        s.coordinator = self.coordinator.or(s.coordinator);
+        if !self.coordinator.is_empty() {
+            s.coordinator = self.coordinator;
+        }
         s.ca = self.ca.or(s.ca);
         s.token_file = self.token_file.or(s.token_file);
         s.name = self.name.or(s.name);
@@ -103,7 +106,8 @@ impl RunArgs {
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging();
     let s = args.settings()?;
-    let coordinator = s.coordinator.context("--coordinator (or `coordinator` in --config) is required")?;
+    let (&coordinator, alternates) =
+        s.coordinator.split_first().context("--coordinator (or `coordinator` in --config) is required")?;
     let ca = s.ca.context("--ca (or `ca` in --config) is required")?;
     let token_file = s.token_file.context("--token-file (or `token_file` in --config) is required")?;
     let ca_pem = std::fs::read(&ca).with_context(|| format!("cannot read --ca {}", ca.display()))?;
@@ -112,6 +116,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let token = token.trim().to_string();
     anyhow::ensure!(!token.is_empty(), "--token-file {} is empty", token_file.display());
     let mut config = NodeConfig::new(coordinator, ca_pem, token, s.name.unwrap_or_else(host_name));
+    config.alternates = alternates.to_vec();
     config.standby = s.standby;
     config.backend = s.backend;
     config.adapter = s.adapter;

@@ -68,6 +68,9 @@ pub const MEASURE_FOR: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct NodeConfig {
     pub coordinator: SocketAddr,
+    /// The other coordinators of a hot-standby pair: tried in turn after `coordinator` when a
+    /// connection fails, and the one a standby's close names is tried next (`net::Addresses`).
+    pub alternates: Vec<SocketAddr>,
     /// The coordinator's certificate (PEM), the only one trusted.
     pub ca_pem: Vec<u8>,
     /// The join token (the coordinator's `node.token`).
@@ -102,6 +105,7 @@ impl NodeConfig {
     pub fn new(coordinator: SocketAddr, ca_pem: Vec<u8>, token: String, name: String) -> Self {
         NodeConfig {
             coordinator,
+            alternates: Vec::new(),
             ca_pem,
             token,
             name,
@@ -173,7 +177,8 @@ pub async fn run_node(mut config: NodeConfig, shutdown: impl Future<Output = ()>
         announce_rate: config.announce_rate,
     };
     let session = Session::new(identity, &ready, config.metrics, rand::random());
-    let mut shell = Shell::new(session, endpoint.clone(), config.coordinator, workers, events);
+    let addresses = net::Addresses::new(std::iter::once(config.coordinator).chain(config.alternates.iter().copied()));
+    let mut shell = Shell::new(session, endpoint.clone(), addresses, workers, events);
     let result = shell.run(shutdown.as_mut()).await;
     endpoint.close(close_code::DEPARTING.into(), SHUTDOWN_REASON.as_bytes());
     // Gives the close a moment to reach the coordinator.

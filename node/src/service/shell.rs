@@ -25,7 +25,7 @@ use super::NodeError;
 use super::session::{Command, LOST_REASON, Session};
 use super::worker::{DeviceEvent, Work, Worker};
 use hashgrid_common::message::close_code;
-use hashgrid_common::net::{self, FrameWriter, FramedStream, NetError};
+use hashgrid_common::net::{self, Addresses, FrameWriter, FramedStream, NetError};
 
 /// What a connection's reader task hands over.
 type Inbound = Result<Option<CoordinatorMessage>, NetError>;
@@ -80,7 +80,8 @@ impl Link {
 pub(super) struct Shell {
     session: Session,
     endpoint: quinn::Endpoint,
-    coordinator: SocketAddr,
+    /// Where the coordinator (the active one of a pair) is.
+    coordinators: Addresses,
     /// Each device's worker, `None` once the device has failed.
     workers: Vec<Option<Worker>>,
     events: mpsc::UnboundedReceiver<DeviceEvent>,
@@ -94,14 +95,14 @@ impl Shell {
     pub fn new(
         session: Session,
         endpoint: quinn::Endpoint,
-        coordinator: SocketAddr,
+        coordinators: Addresses,
         workers: Vec<Worker>,
         events: mpsc::UnboundedReceiver<DeviceEvent>,
     ) -> Self {
         Shell {
             session,
             endpoint,
-            coordinator,
+            coordinators,
             workers: workers.into_iter().map(Some).collect(),
             events,
             cancels: HashMap::new(),
@@ -137,7 +138,10 @@ impl Shell {
                             self.session.handle_connected(Instant::now());
                         }
                         Err(e) if e.is_permanent() => return Err(e.into()),
-                        Err(e) => self.session.handle_connection_lost(Instant::now(), &e.to_string()),
+                        Err(e) => {
+                            self.coordinators.failed(&e);
+                            self.session.handle_connection_lost(Instant::now(), &e.to_string())
+                        }
                     }
                 }
                 event = self.events.recv() => {
@@ -153,7 +157,7 @@ impl Shell {
         while let Some(command) = self.session.poll_command() {
             match command {
                 Command::Connect => {
-                    self.connecting = Some(Box::pin(Link::open(self.endpoint.clone(), self.coordinator)));
+                    self.connecting = Some(Box::pin(Link::open(self.endpoint.clone(), self.coordinators.current())));
                 }
                 Command::Hello(hello) => self.send(&Hello::Node(hello)).await?,
                 Command::Send(msg) => self.send(&msg).await?,
@@ -207,6 +211,7 @@ impl Shell {
         if e.is_permanent() {
             return Err(e.into());
         }
+        self.coordinators.failed(&e);
         self.session.handle_connection_lost(Instant::now(), &e.to_string());
         Ok(())
     }

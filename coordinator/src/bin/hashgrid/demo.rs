@@ -50,6 +50,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let service = Service::start(ServiceConfig {
         data_dir: dir.path().to_path_buf(),
+        store: Default::default(),
+        lease_ttl: hashgrid_coordinator::service::lease::DEFAULT_TTL,
         listen: "127.0.0.1:0".parse()?,
         policy: Some(policy),
         core: CoreConfig { range_ms: 1000, ..CoreConfig::default() },

@@ -33,9 +33,10 @@ struct Cli {
 /// How to reach the coordinator.
 #[derive(Debug, Args)]
 struct Connection {
-    /// Coordinator address, e.g. 127.0.0.1:4433.
-    #[arg(long, global = true, env = "HASHGRID_COORDINATOR")]
-    coordinator: Option<SocketAddr>,
+    /// Coordinator address, e.g. 127.0.0.1:4433; for a hot-standby pair, both, comma
+    /// separated (the active one answers, a standby names it).
+    #[arg(long, global = true, env = "HASHGRID_COORDINATOR", value_delimiter = ',')]
+    coordinator: Vec<SocketAddr>,
     /// The coordinator's certificate (DATA_DIR/cert.pem), pinned as the only trusted one.
     #[arg(long, global = true, env = "HASHGRID_CA")]
     ca: Option<PathBuf>,
@@ -535,6 +536,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!("{}", status_json(&status)?);
             } else {
+                if cli.conn.coordinator.len() > 1 {
+                    println!("active coordinator: {}", active(&cli.conn).await?);
+                }
                 print_status(&status);
             }
             return Ok(());
@@ -635,14 +639,40 @@ async fn wait_drained(conn: &Connection, name: &str) -> anyhow::Result<()> {
 #[error("check failed")]
 struct ReportedFailure;
 
-/// Sends one request; an `Error` reply becomes an error.
+/// Sends one request to the active coordinator of `--coordinator`'s list; an `Error` reply
+/// becomes an error.
 async fn request(conn: &Connection, req: AdminRequest) -> anyhow::Result<AdminResponse> {
-    let addr = conn.coordinator.context("--coordinator (or HASHGRID_COORDINATOR) is required")?;
+    Ok(send(conn, req).await?.1)
+}
+
+/// The address of the coordinator that answers (the active one of a pair).
+async fn active(conn: &Connection) -> anyhow::Result<SocketAddr> {
+    Ok(send(conn, AdminRequest::Status).await?.0)
+}
+
+/// Tries the addresses (`net::Addresses`: in turn, or where a standby's close points): the
+/// first that answers, and its answer; else the last error.
+async fn send(conn: &Connection, req: AdminRequest) -> anyhow::Result<(SocketAddr, AdminResponse)> {
+    anyhow::ensure!(!conn.coordinator.is_empty(), "--coordinator (or HASHGRID_COORDINATOR) is required");
     let ca = conn.ca.as_ref().context("--ca (or HASHGRID_CA) is required")?;
     let token_file = conn.token_file.as_ref().context("--token-file (or HASHGRID_TOKEN_FILE) is required")?;
     let ca_pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
     let token = std::fs::read_to_string(token_file).with_context(|| format!("cannot read {}", token_file.display()))?;
-    admin(addr, &ca_pem, token.trim(), req).await
+    let mut addresses = hashgrid_common::net::Addresses::new(conn.coordinator.iter().copied());
+    let mut last = None;
+    // Each address once, and the one a standby names.
+    for _ in 0..=addresses.len() {
+        let addr = addresses.current();
+        let err = match admin(addr, &ca_pem, token.trim(), req.clone()).await {
+            Ok(response) => return Ok((addr, response)),
+            Err(err) => err,
+        };
+        // An answer that is an error (not a failed connection) is final.
+        let Some(net) = err.downcast_ref::<hashgrid_common::net::NetError>() else { return Err(err) };
+        addresses.failed(net);
+        last = Some(err);
+    }
+    Err(last.expect("at least one address was tried"))
 }
 
 /// One admin request to the coordinator at `addr`.

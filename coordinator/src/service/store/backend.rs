@@ -1,0 +1,234 @@
+//! Which store a coordinator runs on (`StoreLocation`: the data dir's SQLite file, or a
+//! PostgreSQL database), and the two interfaces both stores implement: `Durable`, the write
+//! path (the snapshot at start, group commits, maintenance between them), and `Records`, the
+//! operator API's reads. The service only talks to these; `Store`/`Reader` (SQLite) and
+//! `PgStore`/`PgReader` (PostgreSQL) keep the same rule: nothing is acknowledged before the
+//! commit that holds it has returned.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use hashgrid_common::message::{JobId, JobStatus, LedgerEntry, LedgerVerdict, PageRequest, Receipt, ReceiptCut};
+
+use super::pg::{PgReader, PgStore, blocking};
+use super::{Checkpointer, Store, StoreError};
+use crate::core::{Snapshot, StoreOp};
+use crate::service::lease::{Holder, Lease};
+use crate::service::records::Reader;
+
+/// The SQLite file in the data dir.
+pub const SQLITE_FILE: &str = "hashgrid.db";
+
+/// Where the coordinator keeps its records: `sqlite` (the data dir's `hashgrid.db`, the
+/// default) or a `postgres://` (or `postgresql://`) URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StoreLocation {
+    #[default]
+    Sqlite,
+    Postgres(String),
+}
+
+impl FromStr for StoreLocation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "" | "sqlite" => Ok(StoreLocation::Sqlite),
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(StoreLocation::Postgres(url.to_string()))
+            }
+            other => Err(format!("{other:?} is not a store: use \"sqlite\" or a postgres:// URL")),
+        }
+    }
+}
+
+impl fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreLocation::Sqlite => f.write_str("sqlite"),
+            StoreLocation::Postgres(url) => f.write_str(&super::pg::redact(url)),
+        }
+    }
+}
+
+impl StoreLocation {
+    /// Opens the store (creating or migrating its schema).
+    pub fn open(&self, data_dir: &Path) -> Result<Box<dyn Durable>, StoreError> {
+        Ok(match self {
+            StoreLocation::Sqlite => Box::new(Store::open(&data_dir.join(SQLITE_FILE))?),
+            StoreLocation::Postgres(url) => Box::new(blocking(|| PgStore::open(url))?),
+        })
+    }
+
+    /// Opens the store as the active coordinator, reachable at `address`: on PostgreSQL, waits
+    /// (standby) until it holds the lease (`service::lease`), whose epoch fences its writes.
+    /// `waiting` is told who holds the lease meanwhile, each time that changes.
+    pub fn open_active(
+        &self,
+        data_dir: &Path,
+        address: &str,
+        ttl: Duration,
+        mut waiting: impl FnMut(&Holder) + Send,
+    ) -> Result<Box<dyn Durable>, StoreError> {
+        let StoreLocation::Postgres(url) = self else { return self.open(data_dir) };
+        let holder = format!("{}@{address}", std::process::id());
+        blocking(|| {
+            let mut store = PgStore::open(url)?;
+            let lease = Lease::acquire(url, &holder, address, ttl, |held| {
+                tracing::info!(epoch = held.epoch, active = %held.address, "standby: waiting for the active coordinator's lease");
+                waiting(held);
+            })?;
+            tracing::info!(epoch = lease.epoch, "took the lease: this coordinator is the active one");
+            store.hold(lease, ttl)?;
+            Ok(Box::new(store) as Box<dyn Durable>)
+        })
+    }
+
+    /// Opens a connection for reads (the store must exist: open it first).
+    pub fn reader(&self, data_dir: &Path) -> Result<Box<dyn Records>, StoreError> {
+        Ok(match self {
+            StoreLocation::Sqlite => Box::new(Reader::open(&data_dir.join(SQLITE_FILE))?),
+            StoreLocation::Postgres(url) => Box::new(blocking(|| PgReader::open(url))?),
+        })
+    }
+}
+
+/// The write path of a store (see `Store` for the rules both keep).
+pub trait Durable: Send + fmt::Debug {
+    /// The state the core restarts from.
+    fn load(&mut self) -> Result<Snapshot, StoreError>;
+    /// Makes `ops` durable, all or nothing, in one transaction.
+    fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError>;
+    /// Gives the ranges a previous process left in flight their fate; call before issuing.
+    fn close_open_ranges(&mut self) -> Result<usize, StoreError>;
+    /// Gives the submits to pools a previous process left unanswered the outcome `unknown`
+    /// (never accepted); call before the core starts.
+    fn close_pending_submits(&mut self) -> Result<usize, StoreError>;
+    /// The lease's epoch when this store holds one (PostgreSQL, `open_active`).
+    fn epoch(&self) -> Option<i64> {
+        None
+    }
+    /// Background upkeep for as long as the handle lives (SQLite's WAL checkpoints).
+    fn checkpointer(&self) -> Result<Option<Checkpointer>, StoreError> {
+        Ok(None)
+    }
+    /// Work between batches, after their acknowledgements are out.
+    fn maintain(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The operator API's reads (see `records::Reader`).
+pub trait Records: Send + fmt::Debug {
+    fn ledger(&mut self, since: u64, account: Option<&str>, limit: u32) -> Result<Vec<LedgerEntry>, StoreError>;
+    fn last_seq(&mut self) -> Result<u64, StoreError>;
+    fn verify_ledger(&mut self) -> Result<LedgerVerdict, StoreError>;
+    fn job(&mut self, job: JobId) -> Result<Option<JobStatus>, StoreError>;
+    fn receipt(
+        &mut self,
+        account: &str,
+        cut: Option<ReceiptCut>,
+        page: PageRequest,
+    ) -> Result<Option<Receipt>, StoreError>;
+}
+
+impl Durable for Store {
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        Store::load(self)
+    }
+    fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        Store::apply(self, ops)
+    }
+    fn close_open_ranges(&mut self) -> Result<usize, StoreError> {
+        Store::close_open_ranges(self)
+    }
+    fn close_pending_submits(&mut self) -> Result<usize, StoreError> {
+        Store::close_pending_submits(self)
+    }
+    fn checkpointer(&self) -> Result<Option<Checkpointer>, StoreError> {
+        Store::checkpointer(self).map(Some)
+    }
+    fn maintain(&mut self) -> Result<(), StoreError> {
+        Store::maintain(self)
+    }
+}
+
+impl Durable for PgStore {
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        blocking(|| PgStore::load(self))
+    }
+    fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        blocking(|| PgStore::apply(self, ops))
+    }
+    fn close_open_ranges(&mut self) -> Result<usize, StoreError> {
+        blocking(|| PgStore::close_open_ranges(self))
+    }
+    fn close_pending_submits(&mut self) -> Result<usize, StoreError> {
+        blocking(|| PgStore::close_pending_submits(self))
+    }
+    fn epoch(&self) -> Option<i64> {
+        PgStore::epoch(self)
+    }
+}
+
+impl Records for Reader {
+    fn ledger(&mut self, since: u64, account: Option<&str>, limit: u32) -> Result<Vec<LedgerEntry>, StoreError> {
+        Reader::ledger(self, since, account, limit)
+    }
+    fn last_seq(&mut self) -> Result<u64, StoreError> {
+        Reader::last_seq(self)
+    }
+    fn verify_ledger(&mut self) -> Result<LedgerVerdict, StoreError> {
+        Reader::verify_ledger(self)
+    }
+    fn job(&mut self, job: JobId) -> Result<Option<JobStatus>, StoreError> {
+        Reader::job(self, job)
+    }
+    fn receipt(
+        &mut self,
+        account: &str,
+        cut: Option<ReceiptCut>,
+        page: PageRequest,
+    ) -> Result<Option<Receipt>, StoreError> {
+        Reader::receipt(self, account, cut, page)
+    }
+}
+
+impl Records for PgReader {
+    fn ledger(&mut self, since: u64, account: Option<&str>, limit: u32) -> Result<Vec<LedgerEntry>, StoreError> {
+        blocking(|| PgReader::ledger(self, since, account, limit))
+    }
+    fn last_seq(&mut self) -> Result<u64, StoreError> {
+        blocking(|| PgReader::last_seq(self))
+    }
+    fn verify_ledger(&mut self) -> Result<LedgerVerdict, StoreError> {
+        blocking(|| PgReader::verify_ledger(self))
+    }
+    fn job(&mut self, job: JobId) -> Result<Option<JobStatus>, StoreError> {
+        blocking(|| PgReader::job(self, job))
+    }
+    fn receipt(
+        &mut self,
+        account: &str,
+        cut: Option<ReceiptCut>,
+        page: PageRequest,
+    ) -> Result<Option<Receipt>, StoreError> {
+        blocking(|| PgReader::receipt(self, account, cut, page))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_locations_parse() {
+        assert_eq!("sqlite".parse(), Ok(StoreLocation::Sqlite));
+        assert_eq!("postgres://hg@db/hg".parse(), Ok(StoreLocation::Postgres("postgres://hg@db/hg".into())));
+        let err = "mysql://db".parse::<StoreLocation>().unwrap_err();
+        assert!(err.contains("postgres://"), "{err}");
+        assert_eq!(StoreLocation::Postgres("postgres://hg:pw@db/hg".into()).to_string(), "postgres://hg:***@db/hg");
+    }
+}

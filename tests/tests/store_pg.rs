@@ -1,0 +1,215 @@
+//! The PostgreSQL store against the SQLite one: the same ops give the same snapshot, the same
+//! ledger (and verdict), receipts and job history; a batch with a duplicate share writes
+//! nothing on either; an unreachable database at start is one line and exit 2.
+//!
+//! Runs on a throwaway cluster (`hashgrid_tests::postgres`); without PostgreSQL installed it
+//! prints "SKIPPED" and passes, unless `HASHGRID_REQUIRE_POSTGRES=1` (CI).
+
+use hashgrid_common::message::{ChainParams, JobHit, PageRequest, Policy};
+use hashgrid_common::{CompactTarget, Hash256, Header, Target};
+use hashgrid_coordinator::core::ledger::LedgerRecord;
+use hashgrid_coordinator::core::{StoreOp, Work};
+use hashgrid_coordinator::service::store::StoreError;
+use hashgrid_coordinator::service::store::backend::{Durable, Records, StoreLocation};
+use hashgrid_tests::postgres::{Cluster, available};
+use hashgrid_tests::{Outcome, binary, run_with_timeout};
+
+const T0: u64 = 1_700_000_000_000;
+
+fn postgres_or_skip() -> Option<&'static Cluster> {
+    if !available() {
+        eprintln!("SKIPPED: PostgreSQL is not installed");
+        return None;
+    }
+    Some(Cluster::shared())
+}
+
+fn header(seed: u8, nonce: u32) -> Header {
+    Header {
+        version: 0x2000_0000,
+        prev_blockhash: Hash256([seed; 32]),
+        merkle_root: Hash256::sha256d(&[seed]),
+        time: 1_700_000_000,
+        bits: CompactTarget(0x1d00ffff),
+        nonce,
+    }
+}
+
+fn credit(account: &str, job: u64, header: Header, at_ms: u64) -> StoreOp {
+    let share_target = Target::from_expected_hashes(1 << 20);
+    StoreOp::Credit {
+        account: account.into(),
+        work: Work(share_target.work()),
+        node: "rig-1".into(),
+        job,
+        header,
+        hash: header.block_hash(),
+        share_target,
+        at_ms,
+    }
+}
+
+/// One of every kind of op, in two batches.
+fn history() -> [Vec<StoreOp>; 2] {
+    let submitted = header(2, 0);
+    let added = |name: &str, standard: u128, period_ms, order| StoreOp::AccountAdded {
+        name: name.into(),
+        standard: Work(standard),
+        period_ms,
+        order,
+        period_start_ms: T0,
+        chain: "local".into(),
+    };
+    let mut first = vec![
+        added("bob", u128::MAX - 3, None, 2),
+        added("alice", 5_000, Some(60_000), 1),
+        added("Zed", 7, None, 1),
+        StoreOp::PolicySet(Policy::Proportional),
+        StoreOp::JobSubmitted {
+            job: 7,
+            account: "bob".into(),
+            header: submitted,
+            target: Target::from_expected_hashes(4),
+        },
+        StoreOp::TemplateMade { job: 3, account: "alice".into(), header: header(1, 0), target: Target::MAX },
+        StoreOp::ChainAdded {
+            params: ChainParams {
+                name: "alt".into(),
+                tx_per_template: 10,
+                bit_rate: 2000,
+                difficulty: 2.5,
+                weight: 3.0,
+            },
+            at_ms: T0,
+        },
+        StoreOp::NodeChain { node: "rig-1".into(), chain: Some("alt".into()), at_ms: T0 },
+        StoreOp::NodeChain { node: "gone".into(), chain: Some("alt".into()), at_ms: T0 },
+        StoreOp::NodeChain { node: "gone".into(), chain: None, at_ms: T0 + 1 },
+    ];
+    for (id, job, start) in [(8u64, 3u64, 0u32), (9, 7, 0), (10, 7, 1 << 20)] {
+        first.push(StoreOp::AssignmentIssued {
+            assignment: id,
+            node: "rig-1".into(),
+            account: "alice".into(),
+            job,
+            version: 0x2000_0000,
+            start,
+            count: 1 << 20,
+            at_ms: T0,
+        });
+        first.push(StoreOp::Ledger {
+            at_ms: T0 + id,
+            record: LedgerRecord::PeriodRenewed { account: "alice".into(), period_start_ms: id },
+        });
+    }
+    first.extend((0..3).map(|n| credit("alice", 3, header(1, n), T0 + 10)));
+    first.push(StoreOp::PeriodRenewed { account: "alice".into(), period_start_ms: T0 + 60_000 });
+    first.extend((3..7).map(|n| credit("alice", 3, header(1, n), T0 + 60_010)));
+    let mut second: Vec<StoreOp> = (0..5).map(|n| credit("bob", 7, header(2, n), T0 + 20)).collect();
+    second.push(StoreOp::JobHit {
+        job: 7,
+        hit: JobHit { version: submitted.version, time: submitted.time, nonce: 4, hash: header(2, 4).block_hash() },
+    });
+    second.push(StoreOp::RangeFate { assignment: 9, fate: "done", handed: 0 });
+    second.push(StoreOp::RangeFate { assignment: 9, fate: "abandoned: node failed", handed: 5 });
+    second.push(StoreOp::BlockFound {
+        chain: "local".into(),
+        height: 1,
+        hash: header(1, 2).block_hash(),
+        account: "alice".into(),
+    });
+    second.push(StoreOp::BlockFound {
+        chain: "alt".into(),
+        height: 4,
+        hash: header(1, 3).block_hash(),
+        account: "bob".into(),
+    });
+    second.push(StoreOp::Ledger {
+        at_ms: T0 + 99,
+        record: LedgerRecord::PeriodRenewed { account: "bob".into(), period_start_ms: 99 },
+    });
+    [first, second]
+}
+
+/// Everything the two stores answer, as text to compare.
+fn everything(store: &mut dyn Durable, reader: &mut dyn Records) -> Vec<String> {
+    let page = PageRequest { after: 0, limit: 0 };
+    let mut out = vec![format!("{:?}", store.load().unwrap())];
+    out.push(format!("{:?}", reader.ledger(1, None, 100).unwrap()));
+    out.push(format!("{:?}", reader.ledger(2, Some("bob"), 100).unwrap()));
+    out.push(format!("{:?}", reader.last_seq().unwrap()));
+    out.push(format!("{:?}", reader.verify_ledger().unwrap()));
+    for account in ["alice", "bob", "nobody"] {
+        out.push(format!("{:?}", reader.receipt(account, None, page).unwrap()));
+    }
+    out.push(format!("{:?}", reader.receipt("alice", None, PageRequest { after: 0, limit: 2 }).unwrap()));
+    for job in [3, 7, 99] {
+        out.push(format!("{:?}", reader.job(job).unwrap()));
+    }
+    out
+}
+
+#[test]
+fn the_postgres_store_answers_what_the_sqlite_store_answers() {
+    let Some(cluster) = postgres_or_skip() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut answers = Vec::new();
+    for location in [StoreLocation::Sqlite, StoreLocation::Postgres(cluster.create_database())] {
+        let mut store = location.open(dir.path()).unwrap();
+        for batch in history() {
+            store.apply(&batch).unwrap();
+        }
+        let mut reader = location.reader(dir.path()).unwrap();
+        let before = everything(store.as_mut(), reader.as_mut());
+        assert_eq!(store.close_open_ranges().unwrap(), 2, "{location}: ranges 8 and 10 were in flight");
+        // Reopened (migrations do not run twice), the store answers the same.
+        drop(store);
+        let mut store = location.open(dir.path()).unwrap();
+        let after = everything(store.as_mut(), reader.as_mut());
+        assert_ne!(before, after, "closing the open ranges shows in job history");
+        answers.push((location, after));
+    }
+    let (sqlite, postgres) = (&answers[0].1, &answers[1].1);
+    for (s, p) in sqlite.iter().zip(postgres) {
+        assert_eq!(s, p);
+    }
+    assert!(sqlite[4].contains("first_bad: None"), "{}", sqlite[4]);
+}
+
+#[test]
+fn a_batch_with_a_duplicate_share_writes_nothing_on_postgres() {
+    let Some(cluster) = postgres_or_skip() else { return };
+    let location = StoreLocation::Postgres(cluster.create_database());
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = location.open(dir.path()).unwrap();
+    store.apply(&history()[0]).unwrap();
+    let before = format!("{:?}", store.load().unwrap());
+    let again =
+        [credit("bob", 7, header(2, 0), T0), credit("bob", 7, header(2, 1), T0), credit("bob", 7, header(2, 0), T0)];
+    let err = store.apply(&again).unwrap_err();
+    assert!(matches!(err, StoreError::DuplicateShare { job: 7, nonce: 0, .. }), "{err}");
+    assert_eq!(format!("{:?}", store.load().unwrap()), before);
+    let err = store.apply(&[credit("nobody", 1, header(3, 0), T0)]).unwrap_err();
+    assert!(matches!(err, StoreError::UnknownAccount(ref n) if n == "nobody"), "{err}");
+    assert_eq!(format!("{:?}", store.load().unwrap()), before);
+}
+
+#[test]
+fn an_unreachable_database_at_start_is_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1 on loopback: nothing listens there, the connection is refused at once.
+    let mut cmd = std::process::Command::new(binary("hashgrid-coordinator"));
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--store", "postgres://hg:secret@127.0.0.1:1/hashgrid"])
+        .env("RUST_LOG", "warn");
+    let out: Outcome = run_with_timeout(cmd, std::time::Duration::from_secs(20));
+    let line = out.expect_one_line_error("serve with an unreachable database");
+    assert!(line.contains("cannot connect to the database postgres://hg:***@127.0.0.1:1/hashgrid"), "{line}");
+    assert!(!line.contains("secret"), "{line}");
+    let mut cmd = std::process::Command::new(binary("hashgrid-coordinator"));
+    cmd.args(["serve", "--store", "mysql://db"]).arg("--data-dir").arg(dir.path());
+    let line = run_with_timeout(cmd, std::time::Duration::from_secs(20)).expect_one_line_error("a bad --store");
+    assert!(line.contains("--store") && line.contains("postgres://"), "{line}");
+}

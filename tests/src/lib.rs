@@ -319,6 +319,8 @@ pub struct Coordinator {
     pub data_dir: PathBuf,
     /// The HTTP address it printed ("http on ADDR"), when started with `--http`.
     pub http: Option<SocketAddr>,
+    /// The Stratum address it printed ("stratum on ADDR"), when started with `--stratum`.
+    pub stratum: Option<SocketAddr>,
     process: Process,
 }
 
@@ -360,8 +362,10 @@ impl Coordinator {
             }
             assert!(Instant::now() < deadline, "the coordinator did not start within {START_TIMEOUT:?}");
         };
+        let stratum =
+            flags.contains(&"--stratum").then(|| printed_addr(&lines, "stratum on ", "the coordinator", &process));
         let http = flags.contains(&"--http").then(|| printed_http_addr(&lines, "the coordinator", &process));
-        let coordinator = Coordinator { addr, data_dir, http, process };
+        let coordinator = Coordinator { addr, data_dir, http, stratum, process };
         wait_for("the coordinator's certificate and tokens", START_TIMEOUT, || {
             ["cert.pem", "key.pem", "node.token", "admin.token"]
                 .iter()
@@ -638,21 +642,26 @@ impl Timeline {
 /// Reads printed lines until "http on ADDR" and returns ADDR (the HTTP endpoint of a process
 /// started with `--http`).
 fn printed_http_addr(lines: &mpsc::Receiver<String>, who: &str, process: &Process) -> SocketAddr {
+    printed_addr(lines, "http on ", who, process)
+}
+
+/// The address on the first line starting with `prefix` that `who` prints.
+fn printed_addr(lines: &mpsc::Receiver<String>, prefix: &str, who: &str, process: &Process) -> SocketAddr {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         match lines.recv_timeout(Duration::from_millis(50)) {
             Ok(line) => {
-                if let Some(rest) = line.strip_prefix("http on ") {
+                if let Some(rest) = line.strip_prefix(prefix) {
                     let addr = rest.split_whitespace().next().unwrap_or_default();
                     return addr.parse().unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                panic!("{who} exited before printing its HTTP address:\n{}", process.log_tail(20))
+                panic!("{who} exited before printing {prefix:?}:\n{}", process.log_tail(20))
             }
         }
-        assert!(Instant::now() < deadline, "{who} did not print its HTTP address within {START_TIMEOUT:?}");
+        assert!(Instant::now() < deadline, "{who} did not print {prefix:?} within {START_TIMEOUT:?}");
     }
 }
 

@@ -519,4 +519,6 @@ mod tests;
 #[cfg(test)]
 mod tests_failover;
 #[cfg(test)]
+mod tests_miners;
+#[cfg(test)]
 mod tests_pools;

@@ -234,3 +234,51 @@ fn hostile_clients_are_closed_while_an_honest_miner_keeps_earning() {
     let c = pool.counts("alice.rig");
     assert_eq!((c.invalid, c.duplicate, c.unauthorized), (0, 0, 0), "{:?}", pool.shares());
 }
+
+/// Switch latency, run by hand (BENCHMARKS.md): 21 accounts at 21 test pools under
+/// `sequential`, one `hashgrid-node mine` through the Stratum server; for each of the 20
+/// switches, the time from the `standard_reached` ledger entry of one account to the miner's
+/// first credited share on the next (both stamped by the coordinator's clock).
+///
+/// `cargo test --release -p hashgrid-tests --test stratum_server switch_latency -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn switch_latency() {
+    const SWITCHES: usize = 20;
+    let site = Site::new();
+    let pools: Vec<TestPool> = (0..=SWITCHES).map(|i| pool(&[0x10, i as u8, 0, 0], 8)).collect();
+    let coordinator = coordinator(&site, "sequential");
+    let op = coordinator.operator();
+    let names: Vec<String> = (0..=SWITCHES).map(|i| format!("acct{i:02}")).collect();
+    for (i, (name, pool)) in names.iter().zip(&pools).enumerate() {
+        // About 40 shares of the pool's difficulty each.
+        add_at_pool(&op, name, "17M", i as i64, pool, &format!("{name}.rig"));
+    }
+    let _miner = miner(&site, &coordinator, "rig1");
+    wait_for("the last account served", Duration::from_secs(300), || {
+        (pools[SWITCHES].counts(&format!("{}.rig", names[SWITCHES])).valid > 0).then_some(())
+    });
+    let reached: Vec<u64> = op
+        .ledger(0)
+        .iter()
+        .filter(|e| e.kind == "standard_reached")
+        .map(|e| (e.payload["account"].as_str().unwrap().to_string(), e.at_ms))
+        .filter(|(a, _)| names.contains(a))
+        .map(|(_, at)| at)
+        .collect();
+    let db = rusqlite::Connection::open(coordinator.database()).unwrap();
+    let mut latencies: Vec<u64> = (0..SWITCHES)
+        .map(|i| {
+            let first: u64 = db
+                .query_row("SELECT MIN(at_ms) FROM shares WHERE account = ?1 AND node = 'rig1'", [&names[i + 1]], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .unwrap() as u64;
+            first - reached[i]
+        })
+        .collect();
+    latencies.sort_unstable();
+    let median = (latencies[SWITCHES / 2 - 1] + latencies[SWITCHES / 2]) as f64 / 2.0;
+    println!("switch latency over {SWITCHES} switches: median {median} ms, max {} ms", latencies[SWITCHES - 1]);
+    println!("all (ms, sorted): {latencies:?}");
+}

@@ -266,6 +266,16 @@ fn switch_latency() {
         .filter(|(a, _)| names.contains(a))
         .map(|(_, at)| at)
         .collect();
+    // The coordinator's part: standard reached → the next account's job sent (ledgered).
+    let entries = op.ledger(0);
+    let mut to_job: Vec<u64> = (0..SWITCHES)
+        .map(|i| {
+            let sent = entries.iter().find(|e| e.kind == "miner_job" && e.payload["account"] == names[i + 1].as_str());
+            sent.unwrap_or_else(|| panic!("no job of {}", names[i + 1])).at_ms - reached[i]
+        })
+        .collect();
+    to_job.sort_unstable();
+    println!("standard reached → job sent: median {} ms, max {} ms", to_job[SWITCHES / 2], to_job[SWITCHES - 1]);
     let db = rusqlite::Connection::open(coordinator.database()).unwrap();
     let mut latencies: Vec<u64> = (0..SWITCHES)
         .map(|i| {

@@ -80,6 +80,9 @@ impl Core {
         for id in ids {
             self.fill(now_ms, id);
         }
+        if !self.subscribed.is_empty() {
+            self.serve_subscribed(now_ms);
+        }
     }
 
     /// The balancer: chains with demand get active nodes in proportion to their load.

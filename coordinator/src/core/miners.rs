@@ -60,13 +60,31 @@ impl Core {
     /// reported as `handle_node_left` all the same.
     pub fn handle_miner_subscribed(&mut self, now_ms: u64, node: NodeId) {
         let mut miner = Box::<Miner>::default();
+        self.first_job(now_ms, node, &mut miner);
+        self.subscribed.insert(node, miner);
+    }
+
+    /// Subscribed connections still without a job get one if an account has work now (from
+    /// `replan`).
+    pub(super) fn serve_subscribed(&mut self, now_ms: u64) {
+        let waiting: Vec<NodeId> =
+            self.subscribed.iter().filter(|(_, m)| m.serving.is_none()).map(|(&id, _)| id).collect();
+        for node in waiting {
+            let Some(mut miner) = self.subscribed.remove(&node) else { continue };
+            self.first_job(now_ms, node, &mut miner);
+            self.subscribed.insert(node, miner);
+        }
+    }
+
+    /// A job of the account the policy would serve first, any chain, for a subscribed miner.
+    fn first_job(&mut self, now_ms: u64, node: NodeId, miner: &mut Miner) {
         let mut refused = BTreeSet::new();
         while let Some(i) = accounts::choose(self.policy, &self.accounts, 1, |i| {
             let a = &self.accounts[i];
             refused.contains(&a.name) || !self.upstreams.contains_key(&a.name) || !self.has_work(&a.name)
         }) {
             let account = self.accounts[i].name.clone();
-            match self.miner_job(now_ms, node, None, &mut miner, &account) {
+            match self.miner_job(now_ms, node, None, miner, &account) {
                 Ok(_) => break,
                 Err(reason) => {
                     self.slot_refused(now_ms, &account, reason);
@@ -74,7 +92,6 @@ impl Core {
                 }
             }
         }
-        self.subscribed.insert(node, miner);
     }
 
     /// A Stratum miner authorized with the node token as its password; `node` is the shell's

@@ -187,3 +187,17 @@ fn an_extranonce2_too_short_to_carve_is_refused_and_ledgered() {
     assert_eq!(refusals[0].1["account"], "alice");
     assert!(refusals[0].1["reason"].as_str().unwrap().contains("too short"), "{refusals:?}");
 }
+
+#[test]
+fn a_miner_that_subscribed_before_any_pool_job_gets_one_when_it_comes() {
+    let mut core = core();
+    let mut farm = Farm::default();
+    core.add_account(T0, "alice", 1 << 60, None, Some(1), None).unwrap();
+    core.set_pool(T0, "alice", Some(settings(&[POOL])), None).unwrap();
+    core.handle_miner_subscribed(T0 + 1, 10);
+    farm.absorb(&mut core);
+    assert!(farm.miners.is_empty(), "no job yet");
+    Pool::default().handshake(&mut core, &mut farm, T0 + 10, 4, DIFFICULTY, "j1");
+    let job = job_of(&farm.miners, 10);
+    assert_eq!((job.notify.job_id.as_str(), job.extranonce1), ("j1", vec![0xc8, 0x58, 1]));
+}

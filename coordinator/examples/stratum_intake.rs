@@ -86,6 +86,8 @@ fn main() -> anyhow::Result<()> {
     session.lines_per_sec = 1e9;
     session.line_burst = 1e9;
     session.adjust_difficulty = false;
+    // Finding the shares takes the cores for a while before the flood.
+    (session.handshake_timeout_ms, session.silence_timeout_ms) = (3_600_000, 3_600_000);
     session.max_pending = args.in_flight.max(1) * 2;
     (session.vardiff.start, session.vardiff.min) = (DIFFICULTY, DIFFICULTY);
     let stratum = StratumSettings { listen: "127.0.0.1:0".parse()?, max_connections: args.miners + 16, session };
@@ -106,7 +108,7 @@ fn main() -> anyhow::Result<()> {
     let epoch = Instant::now();
     let counted = Arc::new(AtomicU64::new(0));
     let rejected = Arc::new(AtomicU64::new(0));
-    let start_flood = Arc::new(tokio::sync::Notify::new());
+    let (start_tx, start_flood) = tokio::sync::watch::channel(false);
     let ready = Arc::new(AtomicU64::new(0));
     let result = client_rt.block_on(async {
         let mut tasks = Vec::new();
@@ -115,13 +117,16 @@ fn main() -> anyhow::Result<()> {
                 (token.clone(), counted.clone(), rejected.clone(), start_flood.clone(), ready.clone());
             let (shares, in_flight) = (args.shares, args.in_flight);
             tasks.push(tokio::spawn(async move {
-                miner(i, addr, &token, shares, in_flight, &counted, &rejected, &start_flood, &ready).await
+                miner(i, addr, &token, shares, in_flight, &counted, &rejected, start_flood, &ready).await
             }));
         }
         while (ready.load(Ordering::Relaxed) as usize) < args.miners {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            if tasks.iter().any(|t| t.is_finished()) {
-                break;
+            if let Some(t) = tasks.iter_mut().find(|t| t.is_finished()) {
+                match t.await {
+                    Ok(Err(e)) => bail!("a miner failed: {e:#}"),
+                    other => bail!("a miner ended: {other:?}"),
+                }
             }
         }
         println!(
@@ -129,7 +134,7 @@ fn main() -> anyhow::Result<()> {
             ready.load(Ordering::Relaxed),
             epoch.elapsed().as_secs_f64()
         );
-        start_flood.notify_waiters();
+        start_tx.send_replace(true);
         tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
         let before = counted.load(Ordering::Relaxed);
         let t0 = Instant::now();
@@ -233,7 +238,7 @@ async fn miner(
     in_flight: usize,
     counted: &AtomicU64,
     rejected: &AtomicU64,
-    start: &tokio::sync::Notify,
+    mut start: tokio::sync::watch::Receiver<bool>,
     ready: &AtomicU64,
 ) -> anyhow::Result<()> {
     let stream = TcpStream::connect(addr).await?;
@@ -260,7 +265,7 @@ async fn miner(
     let worker = format!("m{i}");
     let found = tokio::task::spawn_blocking(move || find(&job, &worker, sub.extranonce2_size, shares)).await?;
     ready.fetch_add(1, Ordering::Relaxed);
-    start.notified().await;
+    start.wait_for(|go| *go).await?;
     let mut next = 0usize;
     let mut pending = 0usize;
     let mut id = 10u64;

@@ -163,15 +163,7 @@ impl Core {
             share_target: accepted.share_target,
             at_ms: now_ms,
         }));
-        let reached = match self.accounts.iter_mut().find(|a| a.name == job.account) {
-            Some(a) => {
-                let was_below = !a.up_to_standard();
-                a.delivered = a.delivered.saturating_add(work);
-                a.shares += 1;
-                (was_below && a.up_to_standard()).then(|| (a.counted(), a.standard, a.chain.clone()))
-            }
-            None => None,
-        };
+        let reached = self.credit_account(&job.account, work);
         if job.pool_target.is_met_by(&accepted.hash)
             && let Some(worker) = self.upstreams.get(&job.account).map(|up| up.settings.user.clone())
         {

@@ -15,6 +15,8 @@ use crate::target::Target;
 pub const ALPN: &[u8] = b"hashgrid/2";
 /// The protocol version carried by `ALPN`.
 pub const PROTOCOL_VERSION: u16 = 2;
+/// The `NodeStatus::protocol` of a Stratum V1 miner on the coordinator's Stratum port.
+pub const STRATUM_V1: u16 = 0;
 /// The ALPN of the previous version, still accepted from nodes (so a farm can upgrade its
 /// coordinator first and its nodes one by one): `v1` holds what differs.
 pub const ALPN_PREVIOUS: &[u8] = b"hashgrid/1";
@@ -474,8 +476,15 @@ pub struct NodeStatus {
     pub devices: Vec<DeviceInfo>,
     pub accepted: u64,
     pub rejected: u64,
-    /// The protocol version its connection speaks (from ALPN).
+    /// The protocol version its connection speaks (from ALPN); [`STRATUM_V1`] for a miner.
     pub protocol: u16,
+}
+
+impl NodeStatus {
+    /// "stratum-v1", or "hashgrid/N".
+    pub fn protocol_name(&self) -> String {
+        if self.protocol == STRATUM_V1 { "stratum-v1".into() } else { format!("hashgrid/{}", self.protocol) }
+    }
 }
 
 /// A chain's declared parameters: the load it puts on the farm.

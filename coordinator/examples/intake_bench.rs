@@ -135,6 +135,7 @@ fn main() -> anyhow::Result<()> {
         // Every simulated node connects from loopback.
         limits: ConnectionLimits { total: args.connections + 8, per_address: args.connections + 8 },
         pool_ca: None,
+        stratum: None,
     }))?;
     let (addr, data_dir) = (server.local_addr, server.data_dir.clone());
     let ca_pem = std::fs::read(&data_dir.cert_pem)?;

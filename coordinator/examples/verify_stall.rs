@@ -108,6 +108,7 @@ async fn run(args: &Args, data_dir: &std::path::Path) -> anyhow::Result<()> {
         // One node and the operator's connections, all from loopback.
         limits: ConnectionLimits::default(),
         pool_ca: None,
+        stratum: None,
     })
     .await?;
     let ca = std::fs::read(&service.data_dir.cert_pem)?;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hashgrid_common::message::Policy;
+use hashgrid_common::stratum::ServerConfig;
 use serde::{Deserialize, Deserializer};
 
 use hashgrid_common::config::{load_toml, parse_toml};
@@ -110,6 +111,26 @@ pool_failback = "120s"
 # An account whose pool rejects more than this fraction of (at least 20) answered submits is
 # flagged in status and ledgered.
 pool_max_reject_ratio = 0.2
+
+# Stratum V1 miners (ASICs, cpuminer, proxies): worker = the rig's name, password = the node
+# token. TCP address of the Stratum server; empty: off. (--stratum, HASHGRID_STRATUM)
+stratum = ""
+
+# Stratum connections open at once; more are closed on accept, before anything is read.
+stratum_max_connections = 1024
+
+# A miner must subscribe and authorize within this.
+stratum_handshake_timeout = "30s"
+
+# Per-miner variable difficulty: the difficulty a miner starts at, and its bounds.
+stratum_start_difficulty = 1.0
+stratum_min_difficulty = 0.000001
+stratum_max_difficulty = 1000000000.0
+
+# The share rate aimed at: for a slow miner (10 MH/s and below), per second; for an ASIC
+# (10 TH/s and above), per minute; in between, interpolated.
+stratum_slow_shares_per_second = 2.0
+stratum_fast_shares_per_minute = 6.0
 "#;
 
 /// The coordinator's settings.
@@ -149,11 +170,22 @@ pub struct CoordinatorConfig {
     #[serde(deserialize_with = "duration")]
     pub pool_failback: Duration,
     pub pool_max_reject_ratio: f64,
+    #[serde(deserialize_with = "optional_addr")]
+    pub stratum: Option<SocketAddr>,
+    pub stratum_max_connections: usize,
+    #[serde(deserialize_with = "duration")]
+    pub stratum_handshake_timeout: Duration,
+    pub stratum_start_difficulty: f64,
+    pub stratum_min_difficulty: f64,
+    pub stratum_max_difficulty: f64,
+    pub stratum_slow_shares_per_second: f64,
+    pub stratum_fast_shares_per_minute: f64,
 }
 
 impl Default for CoordinatorConfig {
     fn default() -> Self {
         let core = CoreConfig::default();
+        let session = ServerConfig::new("");
         CoordinatorConfig {
             data_dir: PathBuf::from("/var/lib/hashgrid"),
             store: StoreLocation::Sqlite,
@@ -177,6 +209,14 @@ impl Default for CoordinatorConfig {
             pool_retry: Duration::from_millis(core.upstream.retry_ms),
             pool_failback: Duration::from_millis(core.upstream.failback_after_ms),
             pool_max_reject_ratio: core.upstream.max_reject_ratio,
+            stratum: None,
+            stratum_max_connections: 1024,
+            stratum_handshake_timeout: Duration::from_millis(session.handshake_timeout_ms),
+            stratum_start_difficulty: session.vardiff.start,
+            stratum_min_difficulty: session.vardiff.min,
+            stratum_max_difficulty: session.vardiff.max,
+            stratum_slow_shares_per_second: session.vardiff.slow.shares_per_sec,
+            stratum_fast_shares_per_minute: session.vardiff.fast.shares_per_sec * 60.0,
         }
     }
 }
@@ -246,12 +286,31 @@ impl CoordinatorConfig {
         if !(self.pool_max_reject_ratio > 0.0 && self.pool_max_reject_ratio <= 1.0) {
             return invalid("pool_max_reject_ratio", "must be more than 0 and at most 1");
         }
+        if self.stratum_max_connections == 0 {
+            return invalid("stratum_max_connections", "must be at least 1");
+        }
+        if let Err(e) = self.stratum_session().check() {
+            return invalid("stratum_*", &e.to_string());
+        }
         Ok(())
     }
 
     /// The connection caps these settings give.
     pub fn limits(&self) -> ConnectionLimits {
         ConnectionLimits { total: self.max_connections, per_address: self.max_connections_per_address }
+    }
+
+    /// The Stratum server's per-connection settings (its session id is set per connection).
+    pub fn stratum_session(&self) -> ServerConfig {
+        let mut session = ServerConfig::new("");
+        session.handshake_timeout_ms = self.stratum_handshake_timeout.as_millis() as u64;
+        session.time_window_secs = self.time_window.as_secs() as u32;
+        let v = &mut session.vardiff;
+        (v.start, v.min, v.max) =
+            (self.stratum_start_difficulty, self.stratum_min_difficulty, self.stratum_max_difficulty);
+        v.slow.shares_per_sec = self.stratum_slow_shares_per_second;
+        v.fast.shares_per_sec = self.stratum_fast_shares_per_minute / 60.0;
+        session
     }
 
     /// The core's tunables these settings give.

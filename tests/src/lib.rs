@@ -333,6 +333,8 @@ pub struct Coordinator {
     pub http: Option<SocketAddr>,
     /// The store it runs on.
     pub store: crate::postgres::TestStore,
+    /// The Stratum address it printed ("stratum on ADDR"), when started with `--stratum`.
+    pub stratum: Option<SocketAddr>,
     process: Process,
 }
 
@@ -343,6 +345,7 @@ pub struct Starting {
     lines: mpsc::Receiver<String>,
     data_dir: PathBuf,
     http: bool,
+    stratum: bool,
     store: crate::postgres::TestStore,
 }
 
@@ -367,9 +370,10 @@ impl Starting {
             }
             assert!(Instant::now() < deadline, "the coordinator did not start within {timeout:?}");
         };
+        let stratum = self.stratum.then(|| printed_addr(&self.lines, "stratum on ", "the coordinator", &self.process));
         let http = self.http.then(|| printed_http_addr(&self.lines, "the coordinator", &self.process));
         let Starting { process, data_dir, store, .. } = self;
-        let coordinator = Coordinator { addr, data_dir, http, store, process };
+        let coordinator = Coordinator { addr, data_dir, http, stratum, store, process };
         wait_for("the coordinator's certificate and tokens", START_TIMEOUT, || {
             ["cert.pem", "key.pem", "node.token", "admin.token"]
                 .iter()
@@ -421,7 +425,14 @@ impl Coordinator {
                 let _ = lines_tx.send(line);
             }
         });
-        Starting { process, lines, data_dir, http: flags.contains(&"--http"), store: site.store.clone() }
+        Starting {
+            process,
+            lines,
+            data_dir,
+            http: flags.contains(&"--http"),
+            stratum: flags.contains(&"--stratum"),
+            store: site.store.clone(),
+        }
     }
 
     /// The operator CLI, pointed at this coordinator with its certificate and admin token.
@@ -760,21 +771,26 @@ impl Timeline {
 /// Reads printed lines until "http on ADDR" and returns ADDR (the HTTP endpoint of a process
 /// started with `--http`).
 fn printed_http_addr(lines: &mpsc::Receiver<String>, who: &str, process: &Process) -> SocketAddr {
+    printed_addr(lines, "http on ", who, process)
+}
+
+/// The address on the first line starting with `prefix` that `who` prints.
+fn printed_addr(lines: &mpsc::Receiver<String>, prefix: &str, who: &str, process: &Process) -> SocketAddr {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         match lines.recv_timeout(Duration::from_millis(50)) {
             Ok(line) => {
-                if let Some(rest) = line.strip_prefix("http on ") {
+                if let Some(rest) = line.strip_prefix(prefix) {
                     let addr = rest.split_whitespace().next().unwrap_or_default();
                     return addr.parse().unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                panic!("{who} exited before printing its HTTP address:\n{}", process.log_tail(20))
+                panic!("{who} exited before printing {prefix:?}:\n{}", process.log_tail(20))
             }
         }
-        assert!(Instant::now() < deadline, "{who} did not print its HTTP address within {START_TIMEOUT:?}");
+        assert!(Instant::now() < deadline, "{who} did not print {prefix:?} within {START_TIMEOUT:?}");
     }
 }
 

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use hashgrid_common::message::Policy;
 use hashgrid_coordinator::config::{CoordinatorConfig, DEFAULT_TOML};
 use hashgrid_coordinator::service::server::{Service, ServiceConfig};
+use hashgrid_coordinator::service::stratum::StratumSettings;
 
 #[derive(Debug, Parser)]
 #[command(name = "hashgrid-coordinator", version, about = "The hashgrid coordinator service")]
@@ -21,7 +22,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve nodes and operators over QUIC.
+    /// Serve nodes and operators over QUIC (and Stratum V1 miners with --stratum).
     Serve(Box<ServeArgs>),
     /// The configuration file.
     #[command(subcommand)]
@@ -71,6 +72,10 @@ struct ServeArgs {
     /// PEM certificates trusted for stratum+ssl:// pools instead of the system's roots.
     #[arg(long, env = "HASHGRID_POOL_CA")]
     pool_ca: Option<PathBuf>,
+    /// TCP address of the Stratum V1 server for existing miners (worker = rig name, password =
+    /// the node token), e.g. 0.0.0.0:3333. Off unless set.
+    #[arg(long, env = "HASHGRID_STRATUM")]
+    stratum: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -105,6 +110,9 @@ impl ServeArgs {
         }
         if let Some(ca) = &self.pool_ca {
             config.pool_ca = Some(ca.clone());
+        }
+        if let Some(stratum) = self.stratum {
+            config.stratum = Some(stratum);
         }
         config.check()?;
         Ok(config)
@@ -155,10 +163,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let lease_ttl = config.lease_ttl;
     let limits = config.limits();
+    let stratum = config.stratum.map(|listen| StratumSettings {
+        listen,
+        max_connections: config.stratum_max_connections,
+        session: config.stratum_session(),
+    });
     let mut service =
-        Service::start(ServiceConfig { data_dir, store, lease_ttl, listen, policy, core, limits, pool_ca }).await?;
+        Service::start(ServiceConfig { data_dir, store, lease_ttl, listen, policy, core, limits, pool_ca, stratum })
+            .await?;
     let dir = &service.data_dir;
     println!("hashgrid coordinator listening on {}", service.local_addr);
+    if let Some(addr) = service.stratum_addr {
+        println!("stratum on {addr} (stratum+tcp://{addr}, worker = rig name, password = the node token)");
+    }
     println!("certificate: {} (sha256 {})", dir.cert_pem.display(), dir.fingerprint());
     println!("node token:  {}", dir.node_token.display());
     println!("admin token: {}", dir.admin_token.display());

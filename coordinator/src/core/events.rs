@@ -58,6 +58,7 @@ impl Core {
 
     /// The node's connection is gone: it has failed, and its ranges are reassigned at once.
     pub fn handle_node_left(&mut self, now_ms: u64, node: NodeId) {
+        self.drop_subscribed(node);
         self.fail(now_ms, node, Failure::ConnectionLost, false);
     }
 
@@ -65,6 +66,9 @@ impl Core {
     /// a failover, but it is not counted as failed.
     pub fn handle_node_departed(&mut self, now_ms: u64, node: NodeId) {
         let Some(n) = self.nodes.remove(&node) else { return };
+        if let Some(miner) = &n.miner {
+            self.release_miner_slots(miner);
+        }
         let was_active = n.state == NodeState::Active;
         let (promoted, moved) = self.take_over(now_ms, node, n.chain, &n.assignments, was_active, "departure");
         self.ledger(now_ms, LedgerRecord::Departure { node: n.name, promoted, ranges: moved });
@@ -76,7 +80,8 @@ impl Core {
         let silent: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|(_, n)| now_ms.saturating_sub(n.last_seen_ms) > self.config.failover_after_ms)
+            // A miner sends no heartbeats: its session's silence timeout closes it.
+            .filter(|(_, n)| n.miner.is_none() && now_ms.saturating_sub(n.last_seen_ms) > self.config.failover_after_ms)
             .map(|(&id, _)| id)
             .collect();
         for node in silent {
@@ -84,7 +89,7 @@ impl Core {
             self.fail(now_ms, node, Failure::MissedHeartbeats, false);
         }
         let mut short = Vec::new();
-        for (&id, n) in self.nodes.iter_mut() {
+        for (&id, n) in self.nodes.iter_mut().filter(|(_, n)| n.miner.is_none()) {
             let working = n.assignments.first().and_then(|a| self.assignments.get(a)).map(|a| a.share_target.work());
             let active = n.state == NodeState::Active;
             n.probe.advance(now_ms, n.announced, working.filter(|_| active), &self.config.probe);

@@ -85,15 +85,7 @@ impl Core {
             n.probe.accepted(now_ms);
             n.credited.push_back((now_ms, work));
         }
-        let reached = match self.accounts.iter_mut().find(|a| a.name == account_name) {
-            Some(a) => {
-                let was_below = !a.up_to_standard();
-                a.delivered = a.delivered.saturating_add(work);
-                a.shares += 1;
-                (was_below && a.up_to_standard()).then(|| (a.counted(), a.standard, a.chain.clone()))
-            }
-            None => None,
-        };
+        let reached = self.credit_account(&account_name, work);
         self.submit_upstream(now_ms, &account_name, job_id, &verified.header, verified.hash);
         if block {
             self.counters.blocks_found += 1;
@@ -129,6 +121,16 @@ impl Core {
             self.standard_reached(now_ms, &account_name, counted, standard, chain);
         }
         Ok(work)
+    }
+
+    /// Adds a credited share's `work` to `account`; (counted, standard, chain) if that brought
+    /// it up to its standard.
+    pub(super) fn credit_account(&mut self, account: &str, work: Work) -> Option<(Work, Work, String)> {
+        let a = self.accounts.iter_mut().find(|a| a.name == account)?;
+        let was_below = !a.up_to_standard();
+        a.delivered = a.delivered.saturating_add(work);
+        a.shares += 1;
+        (was_below && a.up_to_standard()).then(|| (a.counted(), a.standard, a.chain.clone()))
     }
 
     /// `account` reached its standard (`counted` of `standard`): ledgered, its ranges revoked,

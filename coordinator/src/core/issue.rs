@@ -80,6 +80,9 @@ impl Core {
         for id in ids {
             self.fill(now_ms, id);
         }
+        if !self.subscribed.is_empty() {
+            self.serve_subscribed(now_ms);
+        }
     }
 
     /// The balancer: chains with demand get active nodes in proportion to their load.
@@ -129,6 +132,9 @@ impl Core {
     /// Tops the node's pipeline up with ranges for the accounts of its chain the policy
     /// chooses.
     pub(super) fn fill(&mut self, now_ms: u64, node: NodeId) {
+        if self.nodes.get(&node).is_some_and(|n| n.miner.is_some()) {
+            return self.fill_miner(now_ms, node);
+        }
         loop {
             let Some(n) = self.nodes.get(&node) else { return };
             if !n.takes_work() || n.assignments.len() >= self.config.pipeline {

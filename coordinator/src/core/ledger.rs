@@ -59,6 +59,10 @@ pub mod kind {
     pub const POOL_REFUSED: &str = "pool_refused";
     /// An account's pool rejected more than the allowed share of submits.
     pub const POOL_FLAGGED: &str = "pool_flagged";
+    /// A Stratum miner was sent an account's job, in its extranonce slot.
+    pub const MINER_JOB: &str = "miner_job";
+    /// An account's pool extranonce cannot be carved for miners (too short, or full).
+    pub const MINER_SLOT_REFUSED: &str = "miner_slot_refused";
 }
 
 /// A scheduling decision, as the ledger records it.
@@ -195,6 +199,20 @@ pub enum LedgerRecord {
         epoch: i64,
         coordinator: String,
     },
+    /// The Stratum miner `node` was sent the pool job `pool_job` of `account` in extranonce
+    /// slot `slot`; `switched`: it served another account (or none) before.
+    MinerJob {
+        node: String,
+        account: String,
+        pool_job: String,
+        slot: u32,
+        switched: bool,
+    },
+    /// `account`'s pool extranonce could not be carved for miners; they are served elsewhere.
+    MinerSlotRefused {
+        account: String,
+        reason: String,
+    },
 }
 
 /// What became of one range of a node that stopped: handed to the node `to` as
@@ -246,7 +264,9 @@ impl LedgerRecord {
             | LedgerRecord::PoolSet { account, .. }
             | LedgerRecord::PoolSwitch { account, .. }
             | LedgerRecord::PoolRefused { account, .. }
-            | LedgerRecord::PoolFlagged { account, .. } => Some(account),
+            | LedgerRecord::PoolFlagged { account, .. }
+            | LedgerRecord::MinerJob { account, .. }
+            | LedgerRecord::MinerSlotRefused { account, .. } => Some(account),
             LedgerRecord::Switch { from, .. } => Some(from),
             LedgerRecord::Failover { .. }
             | LedgerRecord::Promotion { .. }

@@ -16,7 +16,8 @@
 //! - **Inputs** (`events`): `handle_node_joined`, `handle_node_message`, `handle_node_left`,
 //!   `handle_node_departed` and `handle_tick`, one per thing that happened to the shell; for
 //!   accounts' pool connections `handle_pool_connected`, `handle_pool_line` and
-//!   `handle_pool_closed` (`pools`). Their
+//!   `handle_pool_closed` (`pools`); for Stratum miners `handle_miner_joined` and
+//!   `handle_miner_share` (`miners`; a miner leaves as a node does). Their
 //!   work is done in `intake` (shares), `takeover` (failures) and `issue` (ranges).
 //! - **Operator mutators** (`operator`): `add_account`, `add_chain`, `set_policy`,
 //!   `submit_job`, `set_rollout`, `drain_node`, `promote_node`, `standby_node`; `set_pool`
@@ -60,6 +61,7 @@ pub mod work;
 mod events;
 mod intake;
 mod issue;
+mod miners;
 mod nodes;
 mod operator;
 mod pools;
@@ -73,6 +75,7 @@ use hashgrid_common::message::{
     NodeId, NodeMessage, NodeStatus, Policy, PoolSettings, RangeRun, RejectReason, Rollout, Share, ShareOutcome,
     StandardBasis, Status,
 };
+use hashgrid_common::stratum::{RpcError, ServerJob};
 use hashgrid_common::{BlockHash, CompactTarget, Header, Target};
 
 pub use accounts::{Account, Work};
@@ -172,6 +175,20 @@ pub enum Command {
         conn: u64,
         reason: String,
     },
+    /// Hand an order to the Stratum miner `node`'s session (`miners`).
+    Miner {
+        node: NodeId,
+        order: MinerOrder,
+    },
+}
+
+/// What the core tells a Stratum miner's session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MinerOrder {
+    /// Its next job (`ServerSession::set_job`).
+    Job(Box<ServerJob>),
+    /// The share `ticket` is recorded (`Ok`) or refused (`ServerSession::share_recorded`).
+    ShareRecorded { ticket: u64, result: Result<(), RpcError> },
 }
 
 /// A record the shell must make durable.
@@ -391,6 +408,10 @@ pub struct Core {
     upstream_current: BTreeMap<String, JobId>,
     /// Submits waiting for the pool's answer, by (connection, ticket).
     submits: BTreeMap<(u64, u64), PendingSubmit>,
+    /// (account, reason) pairs whose miner-slot refusal was ledgered (`miners`).
+    carving_refused: std::collections::BTreeSet<(String, String)>,
+    /// Stratum connections subscribed but not yet authorized, with the job they were sent.
+    subscribed: BTreeMap<NodeId, Box<miners::Miner>>,
     out: Vec<Command>,
 }
 
@@ -458,6 +479,8 @@ impl Core {
             upstream_jobs: BTreeMap::new(),
             upstream_current: BTreeMap::new(),
             submits: BTreeMap::new(),
+            carving_refused: Default::default(),
+            subscribed: BTreeMap::new(),
             config,
             out: Vec::new(),
         };
@@ -495,5 +518,7 @@ impl Core {
 mod tests;
 #[cfg(test)]
 mod tests_failover;
+#[cfg(test)]
+mod tests_miners;
 #[cfg(test)]
 mod tests_pools;

@@ -42,6 +42,8 @@ pub(super) struct NodeEntry {
     pub probe: Probe,
     /// The protocol version its connection speaks.
     pub protocol: u16,
+    /// A Stratum V1 miner: served jobs, not ranges.
+    pub miner: Option<Box<super::miners::Miner>>,
 }
 
 impl NodeEntry {
@@ -62,6 +64,7 @@ impl NodeEntry {
             rejected: 0,
             probe: Probe::new(now_ms),
             protocol: hashgrid_common::message::PROTOCOL_VERSION,
+            miner: None,
         }
     }
 

@@ -239,15 +239,30 @@ impl Core {
         if !pool_target.is_met_by(&hash) {
             return;
         }
-        let Some(up) = self.upstreams.get_mut(account) else { return };
+        let Some(up) = self.upstreams.get(account) else { return };
         let share = Submit {
             worker: up.settings.user.clone(),
-            job_id: pool_job.clone(),
+            job_id: pool_job,
             extranonce2,
             ntime: header.time,
             nonce: header.nonce,
             version_bits: (version_mask != 0).then_some(header.version & version_mask),
         };
+        self.send_upstream(now_ms, account, share, hash, pool_target);
+    }
+
+    /// Submits a credited share (`hash`, meeting `pool_target`) to the account's pool and
+    /// records it; its outcome follows (`submitted`).
+    pub(super) fn send_upstream(
+        &mut self,
+        now_ms: u64,
+        account: &str,
+        share: Submit,
+        hash: BlockHash,
+        pool_target: Target,
+    ) {
+        let Some(up) = self.upstreams.get_mut(account) else { return };
+        let pool_job = share.job_id.clone();
         let work = Work::of(&pool_target);
         let url = up.url().0.to_owned();
         let submitted = up.submit(now_ms, share);

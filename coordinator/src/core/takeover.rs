@@ -51,6 +51,9 @@ impl Core {
         } else {
             let n = self.nodes.remove(&node).expect("present");
             self.gone.insert(name.clone(), Gone::from(&n));
+            if let Some(miner) = &n.miner {
+                self.release_miner_slots(miner);
+            }
         }
         let (promoted, moved) = self.take_over(now_ms, node, chain, &ranges, was_active, "failover");
         if was_active || !moved.is_empty() {

@@ -47,6 +47,8 @@ pub(super) struct Farm {
     pub fates: Vec<(AssignmentId, String)>,
     /// Pool connection commands and upstream records, in order.
     pub pool: Vec<Command>,
+    /// Orders to Stratum miners, in order.
+    pub miners: Vec<(NodeId, MinerOrder)>,
     next_share: u64,
     /// Nonces of each assignment already hashed.
     searched: BTreeMap<AssignmentId, u64>,
@@ -77,6 +79,7 @@ impl Farm {
                 Command::Close { node, .. } => {
                     self.held.remove(&node);
                 }
+                Command::Miner { node, order } => self.miners.push((node, order)),
                 c @ (Command::PoolConnect { .. }
                 | Command::PoolSend { .. }
                 | Command::PoolClose { .. }

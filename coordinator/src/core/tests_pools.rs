@@ -14,10 +14,10 @@ use serde_json::json;
 use super::tests::{Farm, T0, core, hello};
 use super::*;
 
-const POOL: &str = "stratum+tcp://pool.example:3333";
+pub(super) const POOL: &str = "stratum+tcp://pool.example:3333";
 const BACKUP: &str = "stratum+tcp://backup.example:3333";
 
-fn settings(urls: &[&str]) -> PoolSettings {
+pub(super) fn settings(urls: &[&str]) -> PoolSettings {
     PoolSettings {
         urls: urls.iter().map(|u| u.to_string()).collect(),
         user: "alice.rig".into(),
@@ -28,7 +28,7 @@ fn settings(urls: &[&str]) -> PoolSettings {
 
 /// The other end of the core's pool connections.
 #[derive(Default)]
-struct Pool {
+pub(super) struct Pool {
     /// Commands of `farm.pool` already read.
     read: usize,
     open: Option<u64>,
@@ -39,7 +39,7 @@ struct Pool {
 
 impl Pool {
     /// Reads the pool commands since the last call.
-    fn read(&mut self, farm: &Farm) {
+    pub(super) fn read(&mut self, farm: &Farm) {
         for c in &farm.pool[self.read..] {
             match c {
                 Command::PoolConnect { conn, .. } => self.open = Some(*conn),
@@ -73,18 +73,18 @@ impl Pool {
         self.read(farm);
     }
 
-    fn last_request(&self) -> (u64, u64, Method) {
+    pub(super) fn last_request(&self) -> (u64, u64, Method) {
         self.requests.last().cloned().expect("a request")
     }
 
-    fn answer(&mut self, core: &mut Core, farm: &mut Farm, now: u64, id: u64, result: serde_json::Value) {
+    pub(super) fn answer(&mut self, core: &mut Core, farm: &mut Farm, now: u64, id: u64, result: serde_json::Value) {
         let conn = self.open.unwrap();
         core.handle_pool_line(now, conn, Message::Response(Response::ok(Id::from(id), result)).to_line().as_bytes());
         farm.absorb(core);
         self.read(farm);
     }
 
-    fn call(&mut self, core: &mut Core, farm: &mut Farm, now: u64, method: Method) {
+    pub(super) fn call(&mut self, core: &mut Core, farm: &mut Farm, now: u64, method: Method) {
         let conn = self.open.unwrap();
         core.handle_pool_line(now, conn, Message::Call { id: Id::Null, method }.to_line().as_bytes());
         farm.absorb(core);
@@ -93,7 +93,15 @@ impl Pool {
 
     /// Connects and walks the handshake with extranonce2 of `size` bytes and `difficulty`,
     /// then sends job `job`.
-    fn handshake(&mut self, core: &mut Core, farm: &mut Farm, now: u64, size: usize, difficulty: f64, job: &str) {
+    pub(super) fn handshake(
+        &mut self,
+        core: &mut Core,
+        farm: &mut Farm,
+        now: u64,
+        size: usize,
+        difficulty: f64,
+        job: &str,
+    ) {
         self.connect(core, farm, now);
         let (_, id, Method::Configure(_)) = self.last_request() else { panic!() };
         self.answer(core, farm, now, id, ConfigureResult { version_rolling_mask: Some(0x1fff_e000) }.to_result());
@@ -112,7 +120,7 @@ impl Pool {
     }
 }
 
-fn notify(id: &str, prev: u8, clean: bool) -> Notify {
+pub(super) fn notify(id: &str, prev: u8, clean: bool) -> Notify {
     Notify {
         job_id: id.into(),
         prev_blockhash: Hash256([prev; 32]),

@@ -27,8 +27,8 @@ use std::collections::BTreeMap;
 
 use hashgrid_common::message::PoolSettings;
 use hashgrid_common::stratum::{
-    ClientConfig, ClientEvent, ClientSession, ClientState, ExtranonceSpace, Job as PoolJob, PoolUrl, Reject, Submit,
-    SubmitOutcome,
+    Carving, ClientConfig, ClientEvent, ClientSession, ClientState, ExtranonceSpace, Job as PoolJob, PoolUrl, Reject,
+    StratumError, Submit, SubmitOutcome,
 };
 
 use super::accounts::Work;
@@ -256,15 +256,36 @@ impl Upstream {
     /// when the space is used up. A new subscription's extranonces start a new space; the same
     /// extranonce1 again (a resumed session) keeps counting, so no value repeats.
     pub fn next_extranonce2(&mut self, job: &PoolJob) -> Option<Vec<u8>> {
+        self.ensure_space(job);
+        let next = self.space.as_mut().and_then(|(_, _, space)| space.next_own().ok());
+        self.exhausted = next.is_none();
+        next
+    }
+
+    /// A miner's slot in the extranonce2 space of `job`'s subscription (never slot 0), with its
+    /// carving; refused when the extranonce2 is too short to carve or every slot is in use.
+    pub fn allocate_slot(&mut self, job: &PoolJob) -> Result<(u32, Carving), StratumError> {
+        self.ensure_space(job);
+        let (_, _, space) = self.space.as_mut().expect("just made");
+        Ok((space.allocate_slot()?, space.carving()))
+    }
+
+    /// Gives back a miner's slot of the subscription with `extranonce1` (nothing if that
+    /// subscription's space is gone: its slots went with it).
+    pub fn release_slot(&mut self, extranonce1: &[u8], slot: u32) {
+        if let Some((_, _, space)) = self.space.as_mut().filter(|(e1, _, _)| e1 == extranonce1) {
+            space.release_slot(slot);
+        }
+    }
+
+    /// A new subscription's extranonces start a new space; the same ones keep it.
+    fn ensure_space(&mut self, job: &PoolJob) {
         let same =
             self.space.as_ref().is_some_and(|(e1, size, _)| *e1 == job.extranonce1 && *size == job.extranonce2_size);
         if !same {
             self.space =
                 Some((job.extranonce1.clone(), job.extranonce2_size, ExtranonceSpace::new(job.extranonce2_size)));
         }
-        let next = self.space.as_mut().and_then(|(_, _, space)| space.next_own().ok());
-        self.exhausted = next.is_none();
-        next
     }
 
     // Inputs.

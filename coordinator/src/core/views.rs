@@ -115,6 +115,9 @@ impl Core {
     /// The account a node's current range serves.
     pub(super) fn serving(&self, node: NodeId) -> Option<String> {
         let n = self.nodes.get(&node)?;
+        if n.miner.is_some() {
+            return self.miner_serving(node);
+        }
         let a = self.assignments.get(n.assignments.first()?)?;
         self.jobs.get(&a.job).map(|j| j.account.clone())
     }

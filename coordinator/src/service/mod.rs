@@ -12,6 +12,7 @@ pub mod records;
 pub mod server;
 pub mod status_page;
 pub mod store;
+pub mod stratum;
 pub mod tls;
 pub mod upstream;
 mod upstream_store;

@@ -36,6 +36,7 @@ use hashgrid_common::message::{
     close_code, protocol_version, v1,
 };
 use hashgrid_common::net::FrameReader;
+use hashgrid_common::stratum::MinerShare;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
@@ -45,10 +46,11 @@ use super::limits::{Admission, ConnectionLimits, HELLO_DEADLINE, MAX_HELLO, chec
 use super::metrics::{CoreView, IntakeMetrics};
 use super::store::StoreError;
 use super::store::backend::{Durable, StoreLocation};
+use super::stratum::{self, StratumSettings};
 use super::tls::{DataDir, TlsError, server_config, tokens_equal};
 use super::upstream::{PoolConnections, PoolEvent};
 use crate::core::ledger::LedgerRecord;
-use crate::core::{Command, Core, CoreConfig, StoreOp};
+use crate::core::{Command, Core, CoreConfig, MinerOrder, StoreOp};
 
 /// Why the service could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -87,12 +89,16 @@ pub struct ServiceConfig {
     pub limits: ConnectionLimits,
     /// PEM certificates trusted for `stratum+ssl://` pools instead of the system's roots.
     pub pool_ca: Option<Vec<u8>>,
+    /// The Stratum V1 server for existing miners (`None`: off).
+    pub stratum: Option<StratumSettings>,
 }
 
 /// A running coordinator.
 #[derive(Debug)]
 pub struct Service {
     pub local_addr: SocketAddr,
+    /// The Stratum server's address, when it runs.
+    pub stratum_addr: Option<SocketAddr>,
     pub data_dir: DataDir,
     store: StoreLocation,
     shutdown: watch::Sender<bool>,
@@ -105,7 +111,7 @@ pub struct Service {
     reads_on_core: Arc<AtomicBool>,
 }
 
-enum Event {
+pub(super) enum Event {
     /// A node said hello over a connection speaking protocol version `protocol`.
     NodeJoined {
         node: NodeId,
@@ -124,6 +130,24 @@ enum Event {
         node: NodeId,
         departed: bool,
     },
+    /// A Stratum connection subscribed (`stratum`); it leaves as `NodeLeft`.
+    MinerSubscribed {
+        node: NodeId,
+        outbox: mpsc::UnboundedSender<Outgoing>,
+    },
+    /// The subscribed connection's miner authorized.
+    MinerJoined {
+        node: NodeId,
+        worker: String,
+        user_agent: String,
+    },
+    /// A share the miner's session verified.
+    MinerShare {
+        node: NodeId,
+        ticket: u64,
+        share: Box<MinerShare>,
+        at: Instant,
+    },
     Admin {
         req: AdminRequest,
         reply: oneshot::Sender<AdminResponse>,
@@ -138,9 +162,14 @@ enum Event {
     Stop,
 }
 
-enum Outgoing {
+pub(super) enum Outgoing {
     Message(CoordinatorMessage),
-    Close { code: u32, reason: String },
+    Close {
+        code: u32,
+        reason: String,
+    },
+    /// For a Stratum miner's session.
+    Miner(MinerOrder),
 }
 
 /// The core and store threads.
@@ -248,8 +277,23 @@ impl Service {
         let accept_endpoint = endpoint.clone();
         let admission = Admission::new(config.limits);
         let peers = Peers { events: events_tx.clone(), readers, reads_on_core: reads_on_core.clone() };
+        // QUIC nodes and Stratum miners draw their ids from one counter.
+        let next_node = Arc::new(AtomicU64::new(1));
+        let stratum_addr = match config.stratum {
+            Some(settings) => {
+                let addr = settings.listen;
+                let started = stratum::listen(
+                    settings,
+                    events_tx.clone(),
+                    node_token.clone(),
+                    next_node.clone(),
+                    shutdown_rx.clone(),
+                );
+                Some(started.await.map_err(|source| ServiceError::Listen { addr, source })?)
+            }
+            None => None,
+        };
         tokio::spawn(async move {
-            let next_node = Arc::new(AtomicU64::new(1));
             // Refusals are logged at most once a second, with the count since the last line.
             let (mut refused, mut logged_at) = (0u64, None::<Instant>);
             while let Some(incoming) = accept_endpoint.accept().await {
@@ -284,6 +328,7 @@ impl Service {
         info!(%local_addr, fingerprint = %data_dir.fingerprint(), "coordinator listening");
         Ok(Service {
             local_addr,
+            stratum_addr,
             data_dir,
             store: config.store,
             shutdown,
@@ -428,6 +473,17 @@ fn core_loop(
                         core.handle_node_left(now, node);
                     }
                 }
+                Event::MinerSubscribed { node, outbox } => {
+                    group.joins.push((node, outbox));
+                    core.handle_miner_subscribed(now, node);
+                }
+                Event::MinerJoined { node, worker, user_agent } => {
+                    core.handle_miner_joined(now, node, &worker, &user_agent)
+                }
+                Event::MinerShare { node, ticket, share, at } => {
+                    group.arrivals.push_back(at);
+                    core.handle_miner_share(now, node, ticket, &share);
+                }
                 Event::Admin { req, reply } => {
                     // Read-only requests come here only when a benchmark asks.
                     let response = if req.needs_core() { admin(&mut core, now, req) } else { readers.answer(req) };
@@ -508,6 +564,15 @@ fn store_loop(
                     Command::Close { node, reason } => {
                         if let Some(outbox) = outboxes.remove(&node) {
                             let _ = outbox.send(Outgoing::Close { code: close_code::FAILED, reason });
+                        }
+                    }
+                    Command::Miner { node, order } => {
+                        let ack = matches!(order, MinerOrder::ShareRecorded { .. });
+                        if let Some(outbox) = outboxes.get(&node) {
+                            let _ = outbox.send(Outgoing::Miner(order));
+                        }
+                        if ack && let Some(arrived) = group.arrivals.pop_front() {
+                            intake.share_intake.observe(arrived.elapsed().as_secs_f64());
                         }
                     }
                     Command::PoolConnect { conn, url } => pools.connect(conn, &url),
@@ -685,6 +750,10 @@ async fn serve_node(
             while let Some(out) = next {
                 let msg = match out {
                     Outgoing::Message(msg) => msg,
+                    Outgoing::Miner(_) => {
+                        next = outgoing.try_recv().ok();
+                        continue;
+                    }
                     Outgoing::Close { code, reason } => {
                         let msg = CoordinatorMessage::Close { reason: reason.clone() };
                         close = Some((code, reason));

@@ -57,6 +57,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         core: CoreConfig { range_ms: 1000, ..CoreConfig::default() },
         limits: Default::default(),
         pool_ca: None,
+        stratum: None,
     })
     .await?;
     let addr = service.local_addr;

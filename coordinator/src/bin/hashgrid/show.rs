@@ -91,7 +91,7 @@ pub fn status_text(status: &Status) -> String {
     for n in &status.nodes {
         let _ = writeln!(
             out,
-            "{:<16} {:<9} {:>10}/s {:>10}/s {:<16} {:<10} {} (hashgrid/{})",
+            "{:<16} {:<9} {:>10}/s {:>10}/s {:<16} {:<10} {} ({})",
             printable(&n.name),
             n.state,
             format_amount(n.hashrate as u128) + "H",
@@ -99,7 +99,7 @@ pub fn status_text(status: &Status) -> String {
             printable(n.account.as_deref().unwrap_or("-")),
             printable(n.chain.as_deref().unwrap_or("-")),
             printable(&n.software_version),
-            n.protocol
+            n.protocol_name()
         );
     }
     out
@@ -212,7 +212,7 @@ pub fn print_job(job: &JobStatus) {
 pub fn node_json(n: &NodeStatus) -> serde_json::Value {
     serde_json::json!({
         "name": n.name, "state": n.state, "hashrate": n.hashrate, "announced_hashrate": n.announced_hashrate,
-        "account": n.account, "version": n.software_version, "protocol": n.protocol, "chain": n.chain, "draining": n.draining,
+        "account": n.account, "version": n.software_version, "protocol": n.protocol, "transport": n.protocol_name(), "chain": n.chain, "draining": n.draining,
         "accepted": n.accepted, "rejected": n.rejected,
         "devices": n.devices.iter().map(|d| serde_json::json!({"kind": d.kind, "name": d.name, "hashrate": d.hashrate})).collect::<Vec<_>>(),
     })
@@ -224,8 +224,8 @@ fn rate(h: f64) -> String {
 
 pub fn print_nodes(nodes: &[NodeStatus]) {
     println!(
-        "{:<16} {:<9} {:>11} {:>11} {:<10} {:<16} {:>8} {:>8} DEVICES",
-        "NODE", "STATE", "RATE", "ANNOUNCED", "CHAIN", "SERVING", "ACCEPTED", "REJECTED"
+        "{:<16} {:<9} {:<11} {:>11} {:>11} {:<10} {:<16} {:>8} {:>8} DEVICES",
+        "NODE", "STATE", "PROTOCOL", "RATE", "ANNOUNCED", "CHAIN", "SERVING", "ACCEPTED", "REJECTED"
     );
     for n in nodes {
         let devices: Vec<String> = n
@@ -234,9 +234,10 @@ pub fn print_nodes(nodes: &[NodeStatus]) {
             .map(|d| format!("{} {} {}", printable(&d.kind), printable(&d.name), rate(d.hashrate)))
             .collect();
         println!(
-            "{:<16} {:<9} {:>11} {:>11} {:<10} {:<16} {:>8} {:>8} {}",
+            "{:<16} {:<9} {:<11} {:>11} {:>11} {:<10} {:<16} {:>8} {:>8} {}",
             printable(&n.name),
             n.state,
+            n.protocol_name(),
             rate(n.hashrate),
             rate(n.announced_hashrate),
             printable(n.chain.as_deref().unwrap_or("-")),

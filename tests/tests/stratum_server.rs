@@ -1,0 +1,295 @@
+//! Existing miners join the farm (issue 11), real processes on loopback: a coordinator with
+//! `--stratum`, `hashgrid-node mine` as the Stratum miner, and test pools (tests/src/pool.rs)
+//! that verify every forwarded share with their own code.
+//!
+//! - A miner mines through the coordinator's Stratum server into an account at a test pool:
+//!   every share the pool receives is valid, and the miner is a node with protocol
+//!   "stratum-v1" serving that account.
+//! - Two miners under `sequential`: the accounts are served in order, and both miners switch
+//!   (a new job, ledgered as a switch) when the first account is up to standard.
+//! - A killed miner is failed at once (its connection ends) and a standby QUIC node is
+//!   promoted to take its capacity.
+//! - A wrong token is error 24 and a close; garbage, an oversized line and a line flood close
+//!   only their own connections while an honest miner beside them keeps earning.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use hashgrid_tests::pool::{PoolConfig, TestPool};
+use hashgrid_tests::{Coordinator, Operator, Process, Site, binary, wait_for};
+use serde_json::Value;
+
+/// About 2^32 / 10^4 = 430k hashes per share: several a second from a debug-build CPU miner.
+const DIFFICULTY: f64 = 0.0001;
+const PASSWORD: &str = "pool-pw";
+/// A safety net, not a performance bound (builds sharing the cores slow the miners).
+const WAIT: Duration = Duration::from_secs(60);
+
+fn pool(extranonce1: &[u8], extranonce2_size: usize) -> TestPool {
+    TestPool::start(PoolConfig {
+        extranonce1: extranonce1.to_vec(),
+        extranonce2_size,
+        difficulty: DIFFICULTY,
+        password: Some(PASSWORD.into()),
+        ..PoolConfig::default()
+    })
+}
+
+/// A coordinator with its Stratum server on a free port.
+fn coordinator(site: &Site, policy: &str) -> Coordinator {
+    site.start_coordinator_with("127.0.0.1:0", policy, &["--failover-after", "3s", "--stratum", "127.0.0.1:0"])
+}
+
+fn add_at_pool(op: &Operator, name: &str, standard: &str, order: i64, pool: &TestPool, user: &str) {
+    let order = order.to_string();
+    let url = pool.url();
+    let args = ["account", "add", name, "--standard", standard, "--order", &order, "--pool", &url, "--user", user];
+    op.run(&[&args[..], &["--password", PASSWORD]].concat()).expect_success(&format!("account add {name}"));
+}
+
+fn node_token(site: &Site) -> String {
+    std::fs::read_to_string(site.data_dir().join("node.token")).unwrap().trim().to_string()
+}
+
+/// `hashgrid-node mine` on one CPU thread against the coordinator's Stratum port as `worker`.
+fn miner(site: &Site, coordinator: &Coordinator, worker: &str) -> Process {
+    let url = format!("stratum+tcp://{}", coordinator.stratum.expect("started with --stratum"));
+    let mut cmd = Command::new(binary("hashgrid-node"));
+    cmd.args(["mine", "--pool", &url, "--user", worker, "--backend", "cpu", "--threads", "1"])
+        .env("HASHGRID_POOL_PASSWORD", node_token(site))
+        .env("RUST_LOG", "info")
+        .env("XDG_RUNTIME_DIR", site.path())
+        .stdout(std::process::Stdio::null());
+    Process::spawn(worker, cmd, &site.log_file(worker))
+}
+
+/// `node list --json`.
+fn nodes(op: &Operator) -> Vec<Value> {
+    let out = op.run(&["node", "list", "--json"]).expect_success("node list --json");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("node list --json is not a list ({e}): {out}"))
+}
+
+fn node<'a>(list: &'a [Value], name: &str) -> Option<&'a Value> {
+    list.iter().find(|n| n["name"] == name)
+}
+
+#[test]
+fn a_miner_mines_through_the_stratum_server_into_an_account_at_a_pool() {
+    let site = Site::new();
+    let pool = pool(&[0xc8, 0x58, 0xee, 0xac], 8);
+    let coordinator = coordinator(&site, "sequential");
+    let op = coordinator.operator();
+    add_at_pool(&op, "alice", "1000T", 1, &pool, "alice.rig");
+    let _miner = miner(&site, &coordinator, "rig1");
+    wait_for("5 valid shares at the pool", WAIT, || (pool.counts("alice.rig").valid >= 5).then_some(()));
+    let counts = pool.counts("alice.rig");
+    assert_eq!((counts.invalid, counts.duplicate, counts.unauthorized), (0, 0, 0), "{:?}", pool.shares());
+    let list = nodes(&op);
+    let rig = node(&list, "rig1").unwrap_or_else(|| panic!("no rig1 in {list:?}"));
+    assert_eq!(rig["transport"], "stratum-v1", "{rig}");
+    assert_eq!(rig["state"], "active", "{rig}");
+    assert_eq!(rig["account"], "alice", "{rig}");
+    assert!(rig["accepted"].as_u64().unwrap() >= 5, "{rig}");
+    let table = op.run(&["node", "list"]).expect_success("node list");
+    assert!(table.lines().any(|l| l.starts_with("rig1") && l.contains("stratum-v1")), "{table}");
+    // The miner's shares are credited to the account like a node's.
+    let account = op.status().account("alice").clone();
+    assert!(account.delivered > 0, "{account:?}");
+}
+
+#[test]
+fn two_miners_under_sequential_both_switch_when_the_first_account_is_up_to_standard() {
+    let site = Site::new();
+    let (pool_a, pool_b) = (pool(&[0x01, 0x02, 0x03, 0x04], 8), pool(&[0x05, 0x06], 6));
+    let coordinator = coordinator(&site, "sequential");
+    let op = coordinator.operator();
+    add_at_pool(&op, "alice", "10M", 1, &pool_a, "alice.rig");
+    add_at_pool(&op, "bob", "1000T", 2, &pool_b, "bob.rig");
+    let _miners = [miner(&site, &coordinator, "rig1"), miner(&site, &coordinator, "rig2")];
+    wait_for("alice up to standard", WAIT, || op.status().account("alice").up_to_standard.then_some(()));
+    wait_for("both miners on bob", WAIT, || {
+        let list = nodes(&op);
+        ["rig1", "rig2"].iter().all(|r| node(&list, r).is_some_and(|n| n["account"] == "bob")).then_some(())
+    });
+    wait_for("valid shares at bob's pool", WAIT, || (pool_b.counts("bob.rig").valid >= 3).then_some(()));
+    for (pool, user) in [(&pool_a, "alice.rig"), (&pool_b, "bob.rig")] {
+        let c = pool.counts(user);
+        assert_eq!((c.invalid, c.duplicate, c.unauthorized), (0, 0, 0), "{user}: {:?}", pool.shares());
+    }
+    // The ledger: each miner served alice first, then was switched to bob.
+    let entries = op.ledger(0);
+    for rig in ["rig1", "rig2"] {
+        let jobs: Vec<(String, bool)> = entries
+            .iter()
+            .filter(|e| e.kind == "miner_job")
+            .map(|e| e.payload.clone())
+            .filter(|p| p["node"] == rig)
+            .map(|p| (p["account"].as_str().unwrap().to_string(), p["switched"].as_bool().unwrap()))
+            .collect();
+        assert_eq!(jobs.first(), Some(&("alice".to_string(), true)), "{rig}: {jobs:?}");
+        let to_bob = jobs.iter().position(|(a, _)| a == "bob").unwrap_or_else(|| panic!("{rig}: {jobs:?}"));
+        assert!(jobs[to_bob].1, "{rig}: {jobs:?}");
+        assert!(jobs[to_bob..].iter().all(|(a, _)| a == "bob"), "{rig}: {jobs:?}");
+    }
+}
+
+#[test]
+fn a_killed_miner_is_failed_and_a_standby_node_takes_over() {
+    let site = Site::new();
+    let pool = pool(&[0xaa, 0xbb, 0xcc, 0xdd], 8);
+    let coordinator = coordinator(&site, "sequential");
+    let op = coordinator.operator();
+    add_at_pool(&op, "alice", "1000T", 1, &pool, "alice.rig");
+    let mut rig = miner(&site, &coordinator, "rig1");
+    wait_for("rig1 earning", WAIT, || {
+        node(&nodes(&op), "rig1").is_some_and(|n| n["accepted"].as_u64() >= Some(2)).then_some(())
+    });
+    let _standby = site.start_node_with(&coordinator, "spare", &["--standby"]);
+    wait_for("the spare connected as a standby", WAIT, || {
+        node(&nodes(&op), "spare").is_some_and(|n| n["state"] == "standby").then_some(())
+    });
+    rig.kill();
+    // Its connection ends with the process: failed at once (well within --failover-after).
+    let list = wait_for("rig1 failed and the spare active", Duration::from_secs(3), || {
+        let list = nodes(&op);
+        let failed = node(&list, "rig1").is_some_and(|n| n["state"] == "failed");
+        let promoted = node(&list, "spare").is_some_and(|n| n["state"] == "active");
+        (failed && promoted).then_some(list)
+    });
+    let failover = op
+        .ledger(0)
+        .into_iter()
+        .filter(|e| e.kind == "failover")
+        .find_map(|e| (e.payload["node"] == "rig1").then_some(e.payload));
+    let failover = failover.unwrap_or_else(|| panic!("no failover of rig1: {list:?}"));
+    assert_eq!(failover["promoted"], "spare", "{failover}");
+    let before = pool.counts("alice.rig").valid;
+    wait_for("the spare's shares at the pool", WAIT, || (pool.counts("alice.rig").valid > before).then_some(()));
+}
+
+/// Reads lines until the server closes the connection (or `limit` passes): every line read.
+fn lines_until_closed(stream: TcpStream, limit: Duration) -> (Vec<Value>, bool) {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => return (lines, true),
+            Ok(_) => lines.push(serde_json::from_str(&line).unwrap_or(Value::String(line))),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (lines, true),
+            Err(_) => return (lines, false),
+        }
+    }
+}
+
+fn send(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    // A peer may close before everything is written: that is the point.
+    let _ = stream.write_all(bytes);
+    stream
+}
+
+#[test]
+fn hostile_clients_are_closed_while_an_honest_miner_keeps_earning() {
+    let site = Site::new();
+    let pool = pool(&[0x11, 0x22, 0x33, 0x44], 8);
+    let coordinator = coordinator(&site, "sequential");
+    let op = coordinator.operator();
+    add_at_pool(&op, "alice", "1000T", 1, &pool, "alice.rig");
+    let addr = coordinator.stratum.unwrap();
+    let _honest = miner(&site, &coordinator, "honest");
+    wait_for("the honest miner earning", WAIT, || (pool.counts("alice.rig").valid >= 2).then_some(()));
+
+    // A wrong token: error 24, then closed.
+    let wrong = send(
+        addr,
+        b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]}\n\
+          {\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"thief\",\"not-the-token\"]}\n",
+    );
+    let (lines, closed) = lines_until_closed(wrong, Duration::from_secs(10));
+    let refusal = lines.iter().find(|l| l["id"] == 2).unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(refusal["error"][0], 24, "{refusal}");
+    assert!(closed, "{lines:?}");
+    // Garbage: closed.
+    let (_, closed) = lines_until_closed(send(addr, b"\x00\xffGET / HTTP/1.1\r\n\r\n"), Duration::from_secs(10));
+    assert!(closed);
+    // An oversized line: closed before it ends.
+    let (_, closed) = lines_until_closed(send(addr, &vec![b'x'; 100_000]), Duration::from_secs(10));
+    assert!(closed);
+    // A flood of lines past the rate limit: closed.
+    let flood: Vec<u8> = (0..2000)
+        .flat_map(|i| format!("{{\"id\":{i},\"method\":\"mining.extranonce.subscribe\",\"params\":[]}}\n").into_bytes())
+        .collect();
+    let (_, closed) = lines_until_closed(send(addr, &flood), Duration::from_secs(10));
+    assert!(closed);
+    // Nobody else noticed: the honest miner is still active and earning.
+    let before = pool.counts("alice.rig").valid;
+    wait_for("the honest miner still earning", WAIT, || (pool.counts("alice.rig").valid >= before + 3).then_some(()));
+    let list = nodes(&op);
+    assert_eq!(node(&list, "honest").map(|n| n["state"].clone()), Some("active".into()), "{list:?}");
+    assert!(node(&list, "thief").is_none(), "{list:?}");
+    let c = pool.counts("alice.rig");
+    assert_eq!((c.invalid, c.duplicate, c.unauthorized), (0, 0, 0), "{:?}", pool.shares());
+}
+
+/// Switch latency, run by hand (BENCHMARKS.md): 21 accounts at 21 test pools under
+/// `sequential`, one `hashgrid-node mine` through the Stratum server; for each of the 20
+/// switches, the time from the `standard_reached` ledger entry of one account to the miner's
+/// first credited share on the next (both stamped by the coordinator's clock).
+///
+/// `cargo test --release -p hashgrid-tests --test stratum_server switch_latency -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn switch_latency() {
+    const SWITCHES: usize = 20;
+    let site = Site::new();
+    let pools: Vec<TestPool> = (0..=SWITCHES).map(|i| pool(&[0x10, i as u8, 0, 0], 8)).collect();
+    let coordinator = coordinator(&site, "sequential");
+    let op = coordinator.operator();
+    let names: Vec<String> = (0..=SWITCHES).map(|i| format!("acct{i:02}")).collect();
+    for (i, (name, pool)) in names.iter().zip(&pools).enumerate() {
+        // About 40 shares of the pool's difficulty each.
+        add_at_pool(&op, name, "17M", i as i64, pool, &format!("{name}.rig"));
+    }
+    let _miner = miner(&site, &coordinator, "rig1");
+    wait_for("the last account served", Duration::from_secs(300), || {
+        (pools[SWITCHES].counts(&format!("{}.rig", names[SWITCHES])).valid > 0).then_some(())
+    });
+    let reached: Vec<u64> = op
+        .ledger(0)
+        .iter()
+        .filter(|e| e.kind == "standard_reached")
+        .map(|e| (e.payload["account"].as_str().unwrap().to_string(), e.at_ms))
+        .filter(|(a, _)| names.contains(a))
+        .map(|(_, at)| at)
+        .collect();
+    // The coordinator's part: standard reached → the next account's job sent (ledgered).
+    let entries = op.ledger(0);
+    let mut to_job: Vec<u64> = (0..SWITCHES)
+        .map(|i| {
+            let sent = entries.iter().find(|e| e.kind == "miner_job" && e.payload["account"] == names[i + 1].as_str());
+            sent.unwrap_or_else(|| panic!("no job of {}", names[i + 1])).at_ms - reached[i]
+        })
+        .collect();
+    to_job.sort_unstable();
+    println!("standard reached → job sent: median {} ms, max {} ms", to_job[SWITCHES / 2], to_job[SWITCHES - 1]);
+    let db = coordinator.database();
+    let mut latencies: Vec<u64> = (0..SWITCHES)
+        .map(|i| {
+            // Account names are this test's own (letters and digits): safe to inline.
+            let sql = format!(
+                "SELECT CAST(MIN(at_ms) AS TEXT) FROM shares WHERE account = '{}' AND node = 'rig1'",
+                names[i + 1]
+            );
+            let first: u64 = db.rows(&sql)[0][0].as_deref().expect("a share on the new account").parse().unwrap();
+            first - reached[i]
+        })
+        .collect();
+    latencies.sort_unstable();
+    let median = (latencies[SWITCHES / 2 - 1] + latencies[SWITCHES / 2]) as f64 / 2.0;
+    println!("switch latency over {SWITCHES} switches: median {median} ms, max {} ms", latencies[SWITCHES - 1]);
+    println!("all (ms, sorted): {latencies:?}");
+}

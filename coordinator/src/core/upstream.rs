@@ -33,6 +33,9 @@ use hashgrid_common::stratum::{
 
 use super::accounts::Work;
 
+/// How many subscriptions' extranonce2 spaces are remembered (one per pool, with room).
+const SPACES: usize = 8;
+
 /// Timers and thresholds of upstream sessions.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct UpstreamConfig {
@@ -143,8 +146,9 @@ pub struct Upstream {
     /// The credentials' refusal, until a session is authorized again.
     refused: Option<String>,
     pub last_error: Option<String>,
-    /// The extranonce2 space of the main link's subscription: (extranonce1, size, space).
-    space: Option<(Vec<u8>, usize, ExtranonceSpace)>,
+    /// The extranonce2 spaces of the subscriptions seen, newest last: (extranonce1, size, space).
+    /// At most `SPACES` are kept, so a returning extranonce1 (failback, resume) keeps counting.
+    spaces: Vec<(Vec<u8>, usize, ExtranonceSpace)>,
     /// The newest job of the main link and when it came.
     pub current: Option<PoolJob>,
     /// The extranonce2 space of the current job ran out: no more templates until the next job.
@@ -191,7 +195,7 @@ impl Upstream {
             reconnect_port: None,
             refused: None,
             last_error: None,
-            space: None,
+            spaces: Vec::new(),
             current: None,
             exhausted: false,
             last_job_ms: None,
@@ -256,13 +260,16 @@ impl Upstream {
     /// when the space is used up. A new subscription's extranonces start a new space; the same
     /// extranonce1 again (a resumed session) keeps counting, so no value repeats.
     pub fn next_extranonce2(&mut self, job: &PoolJob) -> Option<Vec<u8>> {
-        let same =
-            self.space.as_ref().is_some_and(|(e1, size, _)| *e1 == job.extranonce1 && *size == job.extranonce2_size);
-        if !same {
-            self.space =
-                Some((job.extranonce1.clone(), job.extranonce2_size, ExtranonceSpace::new(job.extranonce2_size)));
+        let at = self.spaces.iter().position(|(e1, size, _)| *e1 == job.extranonce1 && *size == job.extranonce2_size);
+        let entry = match at {
+            Some(i) => self.spaces.remove(i),
+            None => (job.extranonce1.clone(), job.extranonce2_size, ExtranonceSpace::new(job.extranonce2_size)),
+        };
+        if self.spaces.len() >= SPACES {
+            self.spaces.remove(0);
         }
-        let next = self.space.as_mut().and_then(|(_, _, space)| space.next_own().ok());
+        self.spaces.push(entry);
+        let next = self.spaces.last_mut().and_then(|(_, _, space)| space.next_own().ok());
         self.exhausted = next.is_none();
         next
     }

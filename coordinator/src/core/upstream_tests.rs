@@ -317,3 +317,19 @@ fn client_reconnect_returns_to_the_same_pool_on_its_port_after_the_wait() {
     assert!(!up.drain().iter().any(|o| matches!(o, UpstreamOut::Close { .. })));
     assert!(up.has_work());
 }
+
+#[test]
+fn a_returning_extranonce1_continues_its_counter() {
+    let mut up = upstream(&[PRIMARY]);
+    let mut ids = 1;
+    up.handle_tick(0, &mut ids);
+    let [(conn, _)] = connects(&up.drain())[..] else { panic!() };
+    handshake(&mut up, 0, conn, true);
+    let a = up.current.clone().unwrap();
+    let mut b = a.clone();
+    b.extranonce1 = vec![0xbb, 0xbb];
+    assert_eq!(up.next_extranonce2(&a).unwrap(), vec![0, 0, 0, 0]);
+    assert_eq!(up.next_extranonce2(&a).unwrap(), vec![0, 0, 0, 1]);
+    assert_eq!(up.next_extranonce2(&b).unwrap(), vec![0, 0, 0, 0], "a new extranonce1 starts its own space");
+    assert_eq!(up.next_extranonce2(&a).unwrap(), vec![0, 0, 0, 2], "A(X) -> B(Y) -> A(X) repeats no header");
+}

@@ -61,6 +61,8 @@ pub struct ClientConfig {
     pub silence_timeout_ms: u64,
     /// Jobs kept for late shares, current one included.
     pub kept_jobs: usize,
+    /// A session id from an earlier connection to this pool, offered in `mining.subscribe`.
+    pub resume_id: Option<String>,
 }
 
 impl ClientConfig {
@@ -76,6 +78,7 @@ impl ClientConfig {
             submit_timeout_ms: 30_000,
             silence_timeout_ms: 90_000,
             kept_jobs: 4,
+            resume_id: None,
         }
     }
 }
@@ -168,6 +171,7 @@ pub struct ClientSession {
 impl ClientSession {
     pub fn new(config: ClientConfig) -> Self {
         let jobs = ShareVerifier::new(config.kept_jobs, DEFAULT_TIME_WINDOW_SECS);
+        let resume_id = config.resume_id.clone();
         ClientSession {
             config,
             state: ClientState::Disconnected,
@@ -179,7 +183,7 @@ impl ClientSession {
             rolling_agreed: false,
             difficulty: 1.0,
             subscription: None,
-            resume_id: None,
+            resume_id,
             jobs,
             events: VecDeque::new(),
         }

@@ -149,6 +149,8 @@ pub struct Upstream {
     /// The extranonce2 spaces of the subscriptions seen, newest last: (extranonce1, size, space).
     /// At most `SPACES` are kept, so a returning extranonce1 (failback, resume) keeps counting.
     spaces: Vec<(Vec<u8>, usize, ExtranonceSpace)>,
+    /// The last session id each pool (by index) gave, resumed on the next link to it.
+    resume_ids: BTreeMap<usize, String>,
     /// The newest job of the main link and when it came.
     pub current: Option<PoolJob>,
     /// The extranonce2 space of the current job ran out: no more templates until the next job.
@@ -196,6 +198,7 @@ impl Upstream {
             refused: None,
             last_error: None,
             spaces: Vec::new(),
+            resume_ids: BTreeMap::new(),
             current: None,
             exhausted: false,
             last_job_ms: None,
@@ -389,6 +392,7 @@ impl Upstream {
         client.extranonce_subscribe = self.settings.extranonce_subscribe;
         client.silence_timeout_ms = self.config.silence_ms;
         client.submit_timeout_ms = self.config.submit_timeout_ms;
+        client.resume_id = self.resume_ids.get(&pool).cloned();
         let url = match self.reconnect_port.take() {
             Some(port) => format!("{}://{}", if url.tls { "stratum+ssl" } else { "stratum+tcp" }, url.addr(Some(port))),
             None => self.settings.urls[pool].clone(),
@@ -418,6 +422,9 @@ impl Upstream {
                 ClientEvent::Send(line) => self.out.push(UpstreamOut::Send { conn, line }),
                 ClientEvent::State(ClientState::Ready) => {
                     link.ready_since = Some(now_ms);
+                    if let Some(id) = link.session.resume_id() {
+                        self.resume_ids.insert(pool, id.to_string());
+                    }
                     if !probe {
                         self.failures = 0;
                         self.refused = None;

@@ -333,3 +333,31 @@ fn a_returning_extranonce1_continues_its_counter() {
     assert_eq!(up.next_extranonce2(&b).unwrap(), vec![0, 0, 0, 0], "a new extranonce1 starts its own space");
     assert_eq!(up.next_extranonce2(&a).unwrap(), vec![0, 0, 0, 2], "A(X) -> B(Y) -> A(X) repeats no header");
 }
+
+/// The session id the `mining.subscribe` on `conn` offers, after its configure.
+fn subscribe_session(up: &mut Upstream, now: u64, conn: u64) -> Option<String> {
+    up.handle_connected(now, conn);
+    let outs = up.drain();
+    let [(id, Method::Configure(_))] = requests(&outs, conn)[..] else { panic!("{outs:?}") };
+    let outs = reply(up, now, conn, id, ConfigureResult { version_rolling_mask: Some(0x1fff_e000) }.to_result());
+    let [(_, Method::Subscribe { session_id, .. })] = &requests(&outs, conn)[..] else { panic!("{outs:?}") };
+    session_id.clone()
+}
+
+#[test]
+fn a_new_link_to_a_pool_resumes_its_last_session() {
+    let mut up = upstream(&[PRIMARY, BACKUP]);
+    let mut ids = 1;
+    up.handle_tick(0, &mut ids);
+    let [(primary, _)] = connects(&up.drain())[..] else { panic!() };
+    handshake(&mut up, 10, primary, true);
+    up.handle_closed(1000, primary, "the pool closed the connection");
+    up.handle_tick(1000, &mut ids);
+    let [(backup, _)] = connects(&up.drain())[..] else { panic!() };
+    assert_eq!(subscribe_session(&mut up, 1010, backup), None, "the backup never gave a session");
+    up.handle_closed(1020, backup, "the pool closed the connection");
+    up.handle_tick(1020 + config().retry_ms, &mut ids);
+    let [(again, ref url)] = connects(&up.drain())[..] else { panic!() };
+    assert_eq!(url, PRIMARY);
+    assert_eq!(subscribe_session(&mut up, 1030 + config().retry_ms, again), Some(format!("s{primary}")));
+}

@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 
-use hashgrid_common::message::PoolSettings;
+use hashgrid_common::message::{PoolSettings, StandardBasis};
 use hashgrid_common::stratum::{
     ClientConfig, ClientEvent, ClientSession, ClientState, ExtranonceSpace, Job as PoolJob, PoolUrl, Reject, Submit,
     SubmitOutcome,
@@ -178,6 +178,14 @@ pub fn validate(settings: &PoolSettings) -> Result<Vec<PoolUrl>, String> {
         return Err("the pool password must be at most 256 printable characters".into());
     }
     settings.urls.iter().map(|u| u.parse::<PoolUrl>().map_err(|e| e.to_string())).collect()
+}
+
+/// The standard-basis rule: the accepted basis needs a pool.
+pub fn validate_basis(pool: Option<&PoolSettings>, basis: StandardBasis) -> Result<(), String> {
+    if pool.is_none() && basis == StandardBasis::Accepted {
+        return Err("the accepted standard basis needs a pool".into());
+    }
+    Ok(())
 }
 
 impl Upstream {

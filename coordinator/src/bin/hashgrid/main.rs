@@ -18,6 +18,7 @@ use hashgrid_common::message::{
 use hashgrid_common::stratum::PoolUrl;
 use hashgrid_common::{CompactTarget, Header, Target};
 use hashgrid_coordinator::amount::parse_amount;
+use hashgrid_coordinator::core::upstream;
 
 pub use show::{print_status, status_json};
 
@@ -186,6 +187,8 @@ impl PoolArgs {
             password: self.password.clone().unwrap_or_default(),
             extranonce_subscribe: self.extranonce_subscribe,
         };
+        // What the coordinator would refuse is refused here, before anything is sent.
+        upstream::validate(&settings).map_err(anyhow::Error::msg)?;
         Ok((Some(settings), basis))
     }
 }
@@ -370,6 +373,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .transpose()?
                 .map(|d| d.as_secs());
             let (pool, basis) = pool.settings()?;
+            // A new account's basis is `delivered` unless given.
+            upstream::validate_basis(pool.as_ref(), basis.unwrap_or_default()).map_err(anyhow::Error::msg)?;
             let add = AdminRequest::AccountAdd { name: name.clone(), standard, period_secs, order, chain };
             if pool.is_none() && basis.is_none() {
                 add

@@ -521,7 +521,9 @@ impl Upstream {
         self.active = next;
         // A whole round failed: wait before the next; otherwise the next pool at once.
         self.retry_at = Some(if self.failures >= self.urls.len() { now_ms + self.config.retry_ms } else { now_ms });
-        if next != link.pool {
+        // Only leaving a pool that had been ready is a switch: a round of pools that all fail
+        // to come up is retried quietly (no ledger record per attempt).
+        if next != link.pool && link.ready_since.is_some() {
             self.switches += 1;
             self.out.push(UpstreamOut::Switched {
                 from: self.settings.urls[link.pool].clone(),

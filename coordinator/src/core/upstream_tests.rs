@@ -361,3 +361,23 @@ fn a_new_link_to_a_pool_resumes_its_last_session() {
     assert_eq!(url, PRIMARY);
     assert_eq!(subscribe_session(&mut up, 1030 + config().retry_ms, again), Some(format!("s{primary}")));
 }
+
+#[test]
+fn every_pool_down_for_ten_minutes_records_a_bounded_number_of_switches() {
+    let mut up = upstream(&[PRIMARY, BACKUP]);
+    let mut ids = 1;
+    let mut switched = 0;
+    let mut attempts = 0;
+    let mut now = 0;
+    while now < 600_000 {
+        up.handle_tick(now, &mut ids);
+        for (conn, _) in connects(&up.drain()) {
+            attempts += 1;
+            up.handle_closed(now, conn, "connection refused");
+        }
+        switched += switches(&up.drain()).len();
+        now += 100;
+    }
+    assert!(attempts > 20, "the pools were retried: {attempts}");
+    assert_eq!(switched, 0, "no pool was ever ready: nothing to switch from");
+}

@@ -286,6 +286,9 @@ impl Core {
         self.out.push(Command::Persist(StoreOp::UpstreamOutcome { hash, outcome: text, at_ms: now_ms }));
         if let Some(up) = self.upstreams.get_mut(&account) {
             up.count_outcome(&outcome, work);
+            // Its flag now, not at the pool's next event (this runs inside the outs' loop).
+            let outs = up.drain();
+            self.take_upstream_outs(now_ms, &account, outs);
         }
         if outcome != SubmitOutcome::Accepted {
             return;

@@ -467,7 +467,11 @@ impl Upstream {
                     self.last_error = Some(reason.clone());
                     ended = Some(reason);
                 }
-                ClientEvent::Notice(_) => {}
+                // Rolling refused, a reconnect elsewhere refused, `client.show_message`: the
+                // last one is shown with the pool (capped, printable).
+                ClientEvent::Notice(text) => {
+                    self.last_error = Some(text.chars().filter(|c| !c.is_control()).take(200).collect());
+                }
             }
         }
         if let Some(reason) = ended {

@@ -381,3 +381,16 @@ fn every_pool_down_for_ten_minutes_records_a_bounded_number_of_switches() {
     assert!(attempts > 20, "the pools were retried: {attempts}");
     assert_eq!(switched, 0, "no pool was ever ready: nothing to switch from");
 }
+
+#[test]
+fn a_pool_notice_is_kept_as_the_last_error() {
+    let mut up = upstream(&[PRIMARY]);
+    let mut ids = 1;
+    up.handle_tick(0, &mut ids);
+    let [(conn, _)] = connects(&up.drain())[..] else { panic!() };
+    handshake(&mut up, 0, conn, true);
+    assert_eq!(up.last_error, None);
+    let call = Message::Call { id: Id::Null, method: Method::ShowMessage("maintenance at\n noon".into()) };
+    up.handle_line(10, conn, call.to_line().as_bytes());
+    assert_eq!(up.last_error.as_deref(), Some("pool says: maintenance at noon"));
+}

@@ -291,6 +291,12 @@ fn bad_pool_flags_are_one_line_errors_and_change_nothing() {
     assert!(line.contains("bad pool URL"), "{line}");
     add(&["--pool", "stratum+tcp://pool:1"]).expect_one_line_error("a pool without a user");
     add(&["--standard-basis", "mined"]).expect_one_line_error("an unknown basis");
+    let line = add(&["--standard-basis", "accepted"]).expect_one_line_error("the accepted basis without a pool");
+    assert!(line.contains("needs a pool"), "{line}");
+    let many: Vec<&str> = (0..8).flat_map(|_| ["--backup-pool", "stratum+tcp://pool:2"]).collect();
+    let line = add(&[&["--pool", "stratum+tcp://pool:1", "--user", "u"][..], &many].concat())
+        .expect_one_line_error("nine pools");
+    assert!(line.contains("1 to 8 pools"), "{line}");
     assert!(op.accounts().is_empty(), "nothing was added");
     op.add_account("bob", "1T", 1);
     let line = op.run(&["account", "set-pool", "bob"]).expect_one_line_error("set-pool without a pool");

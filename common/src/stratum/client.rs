@@ -33,19 +33,22 @@
 //! - A line that does not decode closes the connection with the decoder's reason.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
 
 use serde_json::json;
 
 use super::codec::{Id, Message, Response, RpcError};
 use super::job::Job;
 use super::method::{Configure, ConfigureResult, Method, Notify, Submit, SubscribeResult};
+use super::server::Password;
 use super::share::{DEFAULT_TIME_WINDOW_SECS, Reject, ShareVerifier};
 
 /// The version bits hashgrid offers to roll (BIP 320's general-purpose bits 13..28).
 pub const OFFERED_VERSION_MASK: u32 = 0x1fff_e000;
 
-/// What a session needs to know about its pool and itself.
-#[derive(Debug, Clone)]
+/// What a session needs to know about its pool and itself. Its `Debug` never shows the
+/// password.
+#[derive(Clone)]
 pub struct ClientConfig {
     /// The pool's host, as connected to: `client.reconnect` is followed only to it.
     pub host: String,
@@ -61,6 +64,22 @@ pub struct ClientConfig {
     pub silence_timeout_ms: u64,
     /// Jobs kept for late shares, current one included.
     pub kept_jobs: usize,
+    /// A session id from an earlier connection to this pool, offered in `mining.subscribe`.
+    pub resume_id: Option<String>,
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("host", &self.host)
+            .field("user", &self.user)
+            .field("password", &Password(String::new()))
+            .field("user_agent", &self.user_agent)
+            .field("version_rolling", &self.version_rolling)
+            .field("extranonce_subscribe", &self.extranonce_subscribe)
+            .field("resume_id", &self.resume_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClientConfig {
@@ -76,6 +95,7 @@ impl ClientConfig {
             submit_timeout_ms: 30_000,
             silence_timeout_ms: 90_000,
             kept_jobs: 4,
+            resume_id: None,
         }
     }
 }
@@ -168,6 +188,7 @@ pub struct ClientSession {
 impl ClientSession {
     pub fn new(config: ClientConfig) -> Self {
         let jobs = ShareVerifier::new(config.kept_jobs, DEFAULT_TIME_WINDOW_SECS);
+        let resume_id = config.resume_id.clone();
         ClientSession {
             config,
             state: ClientState::Disconnected,
@@ -179,7 +200,7 @@ impl ClientSession {
             rolling_agreed: false,
             difficulty: 1.0,
             subscription: None,
-            resume_id: None,
+            resume_id,
             jobs,
             events: VecDeque::new(),
         }

@@ -541,3 +541,11 @@ proptest::proptest! {
         proptest::prop_assert!(seen.outcomes.values().all(|&n| n == 1), "{:?}", seen.outcomes);
     }
 }
+
+#[test]
+fn debug_never_shows_the_password() {
+    let s = ClientSession::new(ClientConfig::new("pool", "alice.rig", "hunter2-secret"));
+    let shown = format!("{s:?} {:?} {:#?}", ClientConfig::new("pool", "alice.rig", "hunter2-secret"), s);
+    assert!(shown.contains("alice.rig"), "{shown}");
+    assert!(!shown.contains("hunter2-secret"), "{shown}");
+}

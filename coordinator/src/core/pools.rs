@@ -19,7 +19,7 @@
 use hashgrid_common::message::PoolStatus;
 use hashgrid_common::stratum::{Submit, SubmitOutcome};
 
-use super::upstream::UpstreamOut;
+use super::upstream::{self, UpstreamOut};
 use super::*;
 
 impl Core {
@@ -36,9 +36,7 @@ impl Core {
             return Err(AdminError::NoSuchAccount(account.into()));
         };
         let basis = basis.unwrap_or(self.accounts[a].basis);
-        if pool.is_none() && basis == StandardBasis::Accepted {
-            return Err(AdminError::InvalidPool("the accepted standard basis needs a pool".into()));
-        }
+        upstream::validate_basis(pool.as_ref(), basis).map_err(AdminError::InvalidPool)?;
         let upstream = match &pool {
             Some(p) => Some(Upstream::new(p.clone(), self.config.upstream).map_err(AdminError::InvalidPool)?),
             None => None,
@@ -303,6 +301,9 @@ impl Core {
         self.out.push(Command::Persist(StoreOp::UpstreamOutcome { hash, outcome: text, at_ms: now_ms }));
         if let Some(up) = self.upstreams.get_mut(&account) {
             up.count_outcome(&outcome, work);
+            // Its flag now, not at the pool's next event (this runs inside the outs' loop).
+            let outs = up.drain();
+            self.take_upstream_outs(now_ms, &account, outs);
         }
         if outcome != SubmitOutcome::Accepted {
             return;

@@ -438,3 +438,38 @@ fn a_restored_core_connects_to_the_stored_pools_at_its_first_tick() {
         (StandardBasis::Accepted, 7, "connecting")
     );
 }
+
+#[test]
+fn a_pool_rejecting_too_many_submits_flags_the_account_in_the_ledger_and_the_status() {
+    let (mut core, mut farm, mut pool) = farm_with_pool();
+    pool.handshake(&mut core, &mut farm, T0 + 10, 4, 0.000001, "j1");
+    farm.finish_range(&mut core, T0 + 20, 1);
+    farm.finish_range(&mut core, T0 + 20, 1);
+    let flagged = |farm: &Farm| farm.ledger.iter().filter(|(kind, _)| kind == ledger::kind::POOL_FLAGGED).count();
+    // 20 answers (min_answers), 6 of them rejects: 30 % > max_reject_ratio (20 %).
+    let (mut answered, mut last_id, mut now) = (0, 0, T0 + 30);
+    while answered < 20 {
+        now += 1;
+        farm.mine_one(&mut core, now, 1).expect("a share");
+        pool.read(&farm);
+        let (_, id, Method::Submit(_)) = pool.last_request() else { panic!("{:?}", pool.requests) };
+        if id == last_id {
+            continue; // a share below the pool's target: not submitted
+        }
+        last_id = id;
+        if answered % 3 == 0 && answered < 18 {
+            pool.answer_err(&mut core, &mut farm, now, id, 23, "Low difficulty share");
+        } else {
+            pool.answer(&mut core, &mut farm, now, id, json!(true));
+        }
+        answered += 1;
+        assert_eq!(flagged(&farm), usize::from(answered == 20), "flagged at the 20th answer, not before: {answered}");
+    }
+    let (_, record) = farm.ledger.iter().find(|(kind, _)| kind == ledger::kind::POOL_FLAGGED).unwrap();
+    assert_eq!(
+        (record["account"].as_str(), record["rejected"].as_u64(), record["answered"].as_u64()),
+        (Some("alice"), Some(6), Some(20))
+    );
+    assert!(core.status(now).pools[0].flagged);
+    assert!(core.pool_list(now)[0].flagged);
+}

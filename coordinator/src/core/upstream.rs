@@ -25,13 +25,16 @@
 
 use std::collections::BTreeMap;
 
-use hashgrid_common::message::PoolSettings;
+use hashgrid_common::message::{PoolSettings, StandardBasis};
 use hashgrid_common::stratum::{
     Carving, ClientConfig, ClientEvent, ClientSession, ClientState, ExtranonceSpace, Job as PoolJob, PoolUrl, Reject,
     StratumError, Submit, SubmitOutcome,
 };
 
 use super::accounts::Work;
+
+/// How many subscriptions' extranonce2 spaces are remembered (one per pool, with room).
+const SPACES: usize = 8;
 
 /// Timers and thresholds of upstream sessions.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -143,8 +146,11 @@ pub struct Upstream {
     /// The credentials' refusal, until a session is authorized again.
     refused: Option<String>,
     pub last_error: Option<String>,
-    /// The extranonce2 space of the main link's subscription: (extranonce1, size, space).
-    space: Option<(Vec<u8>, usize, ExtranonceSpace)>,
+    /// The extranonce2 spaces of the subscriptions seen, newest last: (extranonce1, size, space).
+    /// At most `SPACES` are kept, so a returning extranonce1 (failback, resume) keeps counting.
+    spaces: Vec<(Vec<u8>, usize, ExtranonceSpace)>,
+    /// The last session id each pool (by index) gave, resumed on the next link to it.
+    resume_ids: BTreeMap<usize, String>,
     /// The newest job of the main link and when it came.
     pub current: Option<PoolJob>,
     /// The extranonce2 space of the current job ran out: no more templates until the next job.
@@ -174,6 +180,14 @@ pub fn validate(settings: &PoolSettings) -> Result<Vec<PoolUrl>, String> {
     settings.urls.iter().map(|u| u.parse::<PoolUrl>().map_err(|e| e.to_string())).collect()
 }
 
+/// The standard-basis rule: the accepted basis needs a pool.
+pub fn validate_basis(pool: Option<&PoolSettings>, basis: StandardBasis) -> Result<(), String> {
+    if pool.is_none() && basis == StandardBasis::Accepted {
+        return Err("the accepted standard basis needs a pool".into());
+    }
+    Ok(())
+}
+
 impl Upstream {
     /// An upstream that connects to its primary at the first `handle_tick`.
     pub fn new(settings: PoolSettings, config: UpstreamConfig) -> Result<Self, String> {
@@ -191,7 +205,8 @@ impl Upstream {
             reconnect_port: None,
             refused: None,
             last_error: None,
-            space: None,
+            spaces: Vec::new(),
+            resume_ids: BTreeMap::new(),
             current: None,
             exhausted: false,
             last_job_ms: None,
@@ -257,7 +272,7 @@ impl Upstream {
     /// extranonce1 again (a resumed session) keeps counting, so no value repeats.
     pub fn next_extranonce2(&mut self, job: &PoolJob) -> Option<Vec<u8>> {
         self.ensure_space(job);
-        let next = self.space.as_mut().and_then(|(_, _, space)| space.next_own().ok());
+        let next = self.spaces.last_mut().and_then(|(_, _, space)| space.next_own().ok());
         self.exhausted = next.is_none();
         next
     }
@@ -266,26 +281,31 @@ impl Upstream {
     /// carving; refused when the extranonce2 is too short to carve or every slot is in use.
     pub fn allocate_slot(&mut self, job: &PoolJob) -> Result<(u32, Carving), StratumError> {
         self.ensure_space(job);
-        let (_, _, space) = self.space.as_mut().expect("just made");
+        let (_, _, space) = self.spaces.last_mut().expect("just made");
         Ok((space.allocate_slot()?, space.carving()))
     }
 
     /// Gives back a miner's slot of the subscription with `extranonce1` (nothing if that
     /// subscription's space is gone: its slots went with it).
     pub fn release_slot(&mut self, extranonce1: &[u8], slot: u32) {
-        if let Some((_, _, space)) = self.space.as_mut().filter(|(e1, _, _)| e1 == extranonce1) {
+        if let Some((_, _, space)) = self.spaces.iter_mut().find(|(e1, _, _)| e1 == extranonce1) {
             space.release_slot(slot);
         }
     }
 
-    /// A new subscription's extranonces start a new space; the same ones keep it.
+    /// Makes the space of `job`'s extranonces the last (current) one: the space it had if the
+    /// same extranonce1 and size were seen before (its counter continues), else a new one; at
+    /// most `SPACES` are kept, the oldest dropped first.
     fn ensure_space(&mut self, job: &PoolJob) {
-        let same =
-            self.space.as_ref().is_some_and(|(e1, size, _)| *e1 == job.extranonce1 && *size == job.extranonce2_size);
-        if !same {
-            self.space =
-                Some((job.extranonce1.clone(), job.extranonce2_size, ExtranonceSpace::new(job.extranonce2_size)));
+        let at = self.spaces.iter().position(|(e1, size, _)| *e1 == job.extranonce1 && *size == job.extranonce2_size);
+        let entry = match at {
+            Some(i) => self.spaces.remove(i),
+            None => (job.extranonce1.clone(), job.extranonce2_size, ExtranonceSpace::new(job.extranonce2_size)),
+        };
+        if self.spaces.len() >= SPACES {
+            self.spaces.remove(0);
         }
+        self.spaces.push(entry);
     }
 
     // Inputs.
@@ -403,6 +423,7 @@ impl Upstream {
         client.extranonce_subscribe = self.settings.extranonce_subscribe;
         client.silence_timeout_ms = self.config.silence_ms;
         client.submit_timeout_ms = self.config.submit_timeout_ms;
+        client.resume_id = self.resume_ids.get(&pool).cloned();
         let url = match self.reconnect_port.take() {
             Some(port) => format!("{}://{}", if url.tls { "stratum+ssl" } else { "stratum+tcp" }, url.addr(Some(port))),
             None => self.settings.urls[pool].clone(),
@@ -432,6 +453,9 @@ impl Upstream {
                 ClientEvent::Send(line) => self.out.push(UpstreamOut::Send { conn, line }),
                 ClientEvent::State(ClientState::Ready) => {
                     link.ready_since = Some(now_ms);
+                    if let Some(id) = link.session.resume_id() {
+                        self.resume_ids.insert(pool, id.to_string());
+                    }
                     if !probe {
                         self.failures = 0;
                         self.refused = None;
@@ -466,7 +490,11 @@ impl Upstream {
                     self.last_error = Some(reason.clone());
                     ended = Some(reason);
                 }
-                ClientEvent::Notice(_) => {}
+                // Rolling refused, a reconnect elsewhere refused, `client.show_message`: the
+                // last one is shown with the pool (capped, printable).
+                ClientEvent::Notice(text) => {
+                    self.last_error = Some(text.chars().filter(|c| !c.is_control()).take(200).collect());
+                }
             }
         }
         if let Some(reason) = ended {
@@ -520,7 +548,9 @@ impl Upstream {
         self.active = next;
         // A whole round failed: wait before the next; otherwise the next pool at once.
         self.retry_at = Some(if self.failures >= self.urls.len() { now_ms + self.config.retry_ms } else { now_ms });
-        if next != link.pool {
+        // Only leaving a pool that had been ready is a switch: a round of pools that all fail
+        // to come up is retried quietly (no ledger record per attempt).
+        if next != link.pool && link.ready_since.is_some() {
             self.switches += 1;
             self.out.push(UpstreamOut::Switched {
                 from: self.settings.urls[link.pool].clone(),

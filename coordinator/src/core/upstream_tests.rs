@@ -317,3 +317,80 @@ fn client_reconnect_returns_to_the_same_pool_on_its_port_after_the_wait() {
     assert!(!up.drain().iter().any(|o| matches!(o, UpstreamOut::Close { .. })));
     assert!(up.has_work());
 }
+
+#[test]
+fn a_returning_extranonce1_continues_its_counter() {
+    let mut up = upstream(&[PRIMARY]);
+    let mut ids = 1;
+    up.handle_tick(0, &mut ids);
+    let [(conn, _)] = connects(&up.drain())[..] else { panic!() };
+    handshake(&mut up, 0, conn, true);
+    let a = up.current.clone().unwrap();
+    let mut b = a.clone();
+    b.extranonce1 = vec![0xbb, 0xbb];
+    assert_eq!(up.next_extranonce2(&a).unwrap(), vec![0, 0, 0, 0]);
+    assert_eq!(up.next_extranonce2(&a).unwrap(), vec![0, 0, 0, 1]);
+    assert_eq!(up.next_extranonce2(&b).unwrap(), vec![0, 0, 0, 0], "a new extranonce1 starts its own space");
+    assert_eq!(up.next_extranonce2(&a).unwrap(), vec![0, 0, 0, 2], "A(X) -> B(Y) -> A(X) repeats no header");
+}
+
+/// The session id the `mining.subscribe` on `conn` offers, after its configure.
+fn subscribe_session(up: &mut Upstream, now: u64, conn: u64) -> Option<String> {
+    up.handle_connected(now, conn);
+    let outs = up.drain();
+    let [(id, Method::Configure(_))] = requests(&outs, conn)[..] else { panic!("{outs:?}") };
+    let outs = reply(up, now, conn, id, ConfigureResult { version_rolling_mask: Some(0x1fff_e000) }.to_result());
+    let [(_, Method::Subscribe { session_id, .. })] = &requests(&outs, conn)[..] else { panic!("{outs:?}") };
+    session_id.clone()
+}
+
+#[test]
+fn a_new_link_to_a_pool_resumes_its_last_session() {
+    let mut up = upstream(&[PRIMARY, BACKUP]);
+    let mut ids = 1;
+    up.handle_tick(0, &mut ids);
+    let [(primary, _)] = connects(&up.drain())[..] else { panic!() };
+    handshake(&mut up, 10, primary, true);
+    up.handle_closed(1000, primary, "the pool closed the connection");
+    up.handle_tick(1000, &mut ids);
+    let [(backup, _)] = connects(&up.drain())[..] else { panic!() };
+    assert_eq!(subscribe_session(&mut up, 1010, backup), None, "the backup never gave a session");
+    up.handle_closed(1020, backup, "the pool closed the connection");
+    up.handle_tick(1020 + config().retry_ms, &mut ids);
+    let [(again, ref url)] = connects(&up.drain())[..] else { panic!() };
+    assert_eq!(url, PRIMARY);
+    assert_eq!(subscribe_session(&mut up, 1030 + config().retry_ms, again), Some(format!("s{primary}")));
+}
+
+#[test]
+fn every_pool_down_for_ten_minutes_records_a_bounded_number_of_switches() {
+    let mut up = upstream(&[PRIMARY, BACKUP]);
+    let mut ids = 1;
+    let mut switched = 0;
+    let mut attempts = 0;
+    let mut now = 0;
+    while now < 600_000 {
+        up.handle_tick(now, &mut ids);
+        for (conn, _) in connects(&up.drain()) {
+            attempts += 1;
+            up.handle_closed(now, conn, "connection refused");
+        }
+        switched += switches(&up.drain()).len();
+        now += 100;
+    }
+    assert!(attempts > 20, "the pools were retried: {attempts}");
+    assert_eq!(switched, 0, "no pool was ever ready: nothing to switch from");
+}
+
+#[test]
+fn a_pool_notice_is_kept_as_the_last_error() {
+    let mut up = upstream(&[PRIMARY]);
+    let mut ids = 1;
+    up.handle_tick(0, &mut ids);
+    let [(conn, _)] = connects(&up.drain())[..] else { panic!() };
+    handshake(&mut up, 0, conn, true);
+    assert_eq!(up.last_error, None);
+    let call = Message::Call { id: Id::Null, method: Method::ShowMessage("maintenance at\n noon".into()) };
+    up.handle_line(10, conn, call.to_line().as_bytes());
+    assert_eq!(up.last_error.as_deref(), Some("pool says: maintenance at noon"));
+}

@@ -126,7 +126,7 @@ pub(super) fn load(conn: &Connection, accounts: &mut [Account]) -> Result<Vec<(S
     }
     let mut basis = conn.prepare_cached("SELECT basis FROM account_basis WHERE account = ?1")?;
     let mut accepted = conn.prepare_cached(
-        "SELECT work FROM upstream_submits WHERE account = ?1 AND at_ms >= ?2 AND outcome = 'accepted'",
+        "SELECT work FROM upstream_submits WHERE account = ?1 AND answered_ms >= ?2 AND outcome = 'accepted'",
     )?;
     for a in accounts.iter_mut() {
         if let Some(b) = basis.query_row([&a.name], |r| r.get::<_, String>(0)).optional()? {
@@ -218,6 +218,9 @@ mod tests {
             submitted(2, t0 + 2),
             submitted(3, t0 + 3),
             submitted(4, t0 + 4),
+            // Sent in the last period, accepted in this one: counted in this one, as in memory.
+            submitted(5, t0 - 1),
+            outcome(5, "accepted"),
             outcome(1, "accepted"),
             outcome(2, "accepted"),
             outcome(3, "rejected: 23 Low difficulty share"),
@@ -229,7 +232,7 @@ mod tests {
         let snap = store.load().unwrap();
         assert_eq!(snap.pools, vec![("alice".to_string(), pool(&["stratum+tcp://a:1", "stratum+ssl://b:2"]))]);
         let alice = &snap.accounts[0];
-        assert_eq!((alice.basis, alice.accepted_upstream), (StandardBasis::Accepted, Work(2 << 100)));
+        assert_eq!((alice.basis, alice.accepted_upstream), (StandardBasis::Accepted, Work(3 << 100)));
         assert_eq!(snap.accounts[1].basis, StandardBasis::Delivered);
         let conn = Connection::open(&path).unwrap();
         assert_eq!(

@@ -35,8 +35,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub use hashgrid_common::stratum::{PoolUrl, PoolUrlError};
 
-/// How to mine: the pool, the credentials, the devices.
-#[derive(Debug)]
+/// How to mine: the pool, the credentials, the devices. Its `Debug` never shows the password.
 pub struct MineConfig {
     pub pool: PoolUrl,
     pub user: String,
@@ -47,6 +46,19 @@ pub struct MineConfig {
     pub adapter: Option<String>,
     pub threads: Option<usize>,
     pub devices: Option<Devices>,
+}
+
+impl std::fmt::Debug for MineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MineConfig")
+            .field("pool", &self.pool)
+            .field("user", &self.user)
+            .field("password", &hashgrid_common::stratum::Password(String::new()))
+            .field("backend", &self.backend)
+            .field("adapter", &self.adapter)
+            .field("threads", &self.threads)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why mining stopped.
@@ -312,5 +324,26 @@ impl Shell {
             }
         }
         std::future::pending().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let config = MineConfig {
+            pool: "stratum+tcp://pool:3333".parse().unwrap(),
+            user: "alice.rig".into(),
+            password: "hunter2-secret".into(),
+            pool_ca: None,
+            backend: BackendChoice::Cpu,
+            adapter: None,
+            threads: None,
+            devices: None,
+        };
+        let shown = format!("{config:?}");
+        assert!(shown.contains("alice.rig") && !shown.contains("hunter2-secret"), "{shown}");
     }
 }

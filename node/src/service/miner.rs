@@ -75,8 +75,11 @@ pub(crate) struct Miner {
     scheduler: Scheduler,
     /// The job searched now.
     job: Option<Job>,
-    /// The next template's number within the job.
+    /// The next template's number within the subscription's extranonce2 space.
     next_template: u128,
+    /// That space: (extranonce1, extranonce2 size). A new one starts the count over; the same
+    /// one again (a new job, a resumed session) keeps counting, so no template repeats.
+    space: Option<(Vec<u8>, usize)>,
     templates: HashMap<AssignmentId, Template>,
     next_assignment: AssignmentId,
     counts: MineCounts,
@@ -91,6 +94,7 @@ impl Miner {
             scheduler: Scheduler::new(devices),
             job: None,
             next_template: 0,
+            space: None,
             templates: HashMap::new(),
             next_assignment: 0,
             counts: MineCounts::default(),
@@ -214,6 +218,11 @@ impl Miner {
                 ClientEvent::State(_) => {}
                 ClientEvent::Job { job, .. } => {
                     self.stop_searching();
+                    let space = (job.extranonce1.clone(), job.extranonce2_size);
+                    if self.space.as_ref() != Some(&space) {
+                        self.space = Some(space);
+                        self.next_template = 0;
+                    }
                     self.job = Some(job);
                     self.fill();
                 }

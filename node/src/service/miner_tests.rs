@@ -161,3 +161,21 @@ fn deposit_spreads_bits_over_the_mask() {
     assert_eq!(deposit(0b101, 0b1_0110), 0b1_0010);
     assert_eq!(deposit(u32::MAX, 0x1fff_e000), 0x1fff_e000);
 }
+
+#[test]
+fn a_new_extranonce1_starts_the_templates_over() {
+    let (mut m, commands) = mining(None, 1, true);
+    let mut templates: Vec<Piece> = searches(&commands);
+    // 256 extranonce2 values, then the space is used up.
+    while !templates.is_empty() {
+        let piece = templates.remove(0);
+        m.handle_finished(piece.ticket, NONCE_SPACE, true);
+        templates.extend(searches(&drain(&mut m)));
+    }
+    line(&mut m, 10, json!({"id": null, "method": "mining.set_extranonce", "params": ["c858eead", 1]}));
+    line(&mut m, 11, notify("b", "22", true));
+    let pieces = searches(&drain(&mut m));
+    assert_eq!(pieces.len(), AHEAD, "a new extranonce1 is a new space");
+    let expected: Header = m.client().current_job().unwrap().template(&[0]).unwrap();
+    assert_eq!(pieces[0].assignment.header, expected);
+}

@@ -15,9 +15,10 @@ use clap::{Args, Parser, Subcommand};
 use hashgrid_common::message::{
     AdminRequest, AdminResponse, ChainParams, PageRequest, Policy, PoolSettings, Rollout, StandardBasis,
 };
-use hashgrid_common::stratum::PoolUrl;
+use hashgrid_common::stratum::{Password, PoolUrl};
 use hashgrid_common::{CompactTarget, Header, Target};
 use hashgrid_coordinator::amount::parse_amount;
+use hashgrid_coordinator::core::upstream;
 
 pub use show::{print_status, status_json};
 
@@ -144,8 +145,9 @@ enum AccountCommand {
     },
 }
 
-/// An account's pool, as `account add` and `account set-pool` take it.
-#[derive(Debug, Args)]
+/// An account's pool, as `account add` and `account set-pool` take it. Its `Debug` never
+/// shows the password.
+#[derive(Args)]
 struct PoolArgs {
     /// The account's Stratum V1 pool: stratum+tcp://HOST:PORT or stratum+ssl://HOST:PORT.
     #[arg(long, requires = "user")]
@@ -167,6 +169,19 @@ struct PoolArgs {
     standard_basis: Option<String>,
 }
 
+impl std::fmt::Debug for PoolArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolArgs")
+            .field("pool", &self.pool)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| Password(String::new())))
+            .field("backup_pool", &self.backup_pool)
+            .field("extranonce_subscribe", &self.extranonce_subscribe)
+            .field("standard_basis", &self.standard_basis)
+            .finish()
+    }
+}
+
 impl PoolArgs {
     /// The settings, with every URL checked here first (one line, exit 2, nothing sent).
     fn settings(&self) -> anyhow::Result<(Option<PoolSettings>, Option<StandardBasis>)> {
@@ -186,6 +201,8 @@ impl PoolArgs {
             password: self.password.clone().unwrap_or_default(),
             extranonce_subscribe: self.extranonce_subscribe,
         };
+        // What the coordinator would refuse is refused here, before anything is sent.
+        upstream::validate(&settings).map_err(anyhow::Error::msg)?;
         Ok((Some(settings), basis))
     }
 }
@@ -370,6 +387,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .transpose()?
                 .map(|d| d.as_secs());
             let (pool, basis) = pool.settings()?;
+            // A new account's basis is `delivered` unless given.
+            upstream::validate_basis(pool.as_ref(), basis.unwrap_or_default()).map_err(anyhow::Error::msg)?;
             let add = AdminRequest::AccountAdd { name: name.clone(), standard, period_secs, order, chain };
             if pool.is_none() && basis.is_none() {
                 add
@@ -683,5 +702,31 @@ pub async fn admin(addr: SocketAddr, ca_pem: &[u8], token: &str, req: AdminReque
     match response {
         AdminResponse::Error(e) => bail!("{e}"),
         other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let cli = Cli::try_parse_from([
+            "hashgrid",
+            "account",
+            "add",
+            "alice",
+            "--standard",
+            "1T",
+            "--pool",
+            "stratum+tcp://pool:1",
+            "--user",
+            "alice.rig",
+            "--password",
+            "hunter2-secret",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(shown.contains("alice.rig") && !shown.contains("hunter2-secret"), "{shown}");
     }
 }

@@ -957,7 +957,7 @@ mod upstream {
                     .map_err(|detail| StoreError::Corrupt { what: "account_basis.basis", detail })?;
             }
             for r in client.query(
-                "SELECT work FROM upstream_submits WHERE account = $1 AND at_ms >= $2 AND outcome = 'accepted'",
+                "SELECT work FROM upstream_submits WHERE account = $1 AND answered_ms >= $2 AND outcome = 'accepted'",
                 &[&a.name, &to_i64("period_start_ms", a.period_start_ms)?],
             )? {
                 a.accepted_upstream =

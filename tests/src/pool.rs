@@ -234,6 +234,19 @@ pub struct TestPool {
     shared: Arc<Shared>,
 }
 
+impl PoolConfig {
+    /// A pool with these extranonces and difficulty that accepts only `password`.
+    pub fn with_password(extranonce1: &[u8], extranonce2_size: usize, difficulty: f64, password: &str) -> Self {
+        PoolConfig {
+            extranonce1: extranonce1.to_vec(),
+            extranonce2_size,
+            difficulty,
+            password: Some(password.into()),
+            ..PoolConfig::default()
+        }
+    }
+}
+
 impl TestPool {
     /// Listens on 127.0.0.1 (a free port), with a first job ready.
     pub fn start(config: PoolConfig) -> TestPool {

@@ -28,13 +28,7 @@ const PASSWORD: &str = "pool-pw";
 const WAIT: Duration = Duration::from_secs(60);
 
 fn pool(extranonce1: &[u8], extranonce2_size: usize) -> TestPool {
-    TestPool::start(PoolConfig {
-        extranonce1: extranonce1.to_vec(),
-        extranonce2_size,
-        difficulty: DIFFICULTY,
-        password: Some(PASSWORD.into()),
-        ..PoolConfig::default()
-    })
+    TestPool::start(PoolConfig::with_password(extranonce1, extranonce2_size, DIFFICULTY, PASSWORD))
 }
 
 /// A coordinator with its Stratum server on a free port.

@@ -33,13 +33,7 @@ const PASSWORD: &str = "pw-7e3c1f9a";
 const WAIT: Duration = Duration::from_secs(60);
 
 fn pool(extranonce1: &[u8], extranonce2_size: usize) -> TestPool {
-    TestPool::start(PoolConfig {
-        extranonce1: extranonce1.to_vec(),
-        extranonce2_size,
-        difficulty: DIFFICULTY,
-        password: Some(PASSWORD.into()),
-        ..PoolConfig::default()
-    })
+    TestPool::start(PoolConfig::with_password(extranonce1, extranonce2_size, DIFFICULTY, PASSWORD))
 }
 
 /// `pool list --json`.

@@ -225,9 +225,11 @@ impl Addresses {
         self.list.is_empty()
     }
 
-    /// The connection to `current()` failed with `e`: moves on (see the type's docs).
-    pub fn failed(&mut self, e: &NetError) {
+    /// The connection to `current()` failed with `e`: moves on (see the type's docs). True when
+    /// `e` was a standby's refusal naming the active coordinator, which is now `current()`.
+    pub fn failed(&mut self, e: &NetError) -> bool {
         let hint = e.close_reason().and_then(|(code, reason)| close_code::standby_hint(code, reason)?.parse().ok());
+        let hinted = hint.is_some();
         self.current = match hint {
             Some(active) => self.list.iter().position(|a| *a == active).unwrap_or_else(|| {
                 self.list.push(active);
@@ -235,6 +237,47 @@ impl Addresses {
             }),
             None => (self.current + 1) % self.list.len(),
         };
+        hinted
+    }
+}
+
+impl Addresses {
+    /// At most this many standby hints are followed by one `try_each` (two standbys that name
+    /// each other must not loop).
+    pub const MAX_HINTS: usize = 3;
+
+    /// A one-shot client's connection policy: `attempt` on each address in turn, one more try
+    /// than there are addresses (a coordinator still starting may not answer the first), and
+    /// then on the one a standby's refusal names even when that refusal was the last try,
+    /// following at most `MAX_HINTS` hints. The
+    /// first success; else the last error. An error that `as_net` does not map to a `NetError`
+    /// (an answer, not a failed connection) is final.
+    pub async fn try_each<T, E, F, Fut>(
+        &mut self,
+        mut attempt: F,
+        as_net: impl Fn(&E) -> Option<&NetError>,
+    ) -> Result<(SocketAddr, T), E>
+    where
+        F: FnMut(SocketAddr) -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let (mut tries, mut hints) = (self.len() + 1, 0);
+        loop {
+            tries -= 1;
+            let addr = self.current();
+            let err = match attempt(addr).await {
+                Ok(value) => return Ok((addr, value)),
+                Err(err) => err,
+            };
+            let Some(net) = as_net(&err) else { return Err(err) };
+            if self.failed(net) && hints < Self::MAX_HINTS {
+                hints += 1;
+                tries = tries.max(1);
+            }
+            if tries == 0 {
+                return Err(err);
+            }
+        }
     }
 }
 
@@ -552,6 +595,67 @@ mod tests {
             NetError::Closed { peer: "coordinator", code: close_code::FAILED.into(), reason: "127.0.0.1:2".into() };
         addrs.failed(&closed);
         assert_eq!(addrs.current(), b);
+    }
+
+    #[tokio::test]
+    async fn one_shot_clients_follow_a_standby_hint_even_on_their_last_try() {
+        use crate::message::close_code;
+        let (standby, active): (SocketAddr, SocketAddr) =
+            ("127.0.0.1:2".parse().unwrap(), "127.0.0.1:1".parse().unwrap());
+        let refusal = |to: SocketAddr| NetError::Closed {
+            peer: "coordinator",
+            code: close_code::STANDBY.into(),
+            reason: format!("{}{to}", close_code::STANDBY_REASON),
+        };
+        // Given only the standby, which does not answer the first try (still starting), then
+        // refuses with its hint on the last try: the active one is still tried.
+        let mut tried = Vec::new();
+        let mut addrs = Addresses::new([standby]);
+        let got = addrs
+            .try_each(
+                |addr| {
+                    tried.push(addr);
+                    let n = tried.len();
+                    async move {
+                        match n {
+                            1 => Err(NetError::NoReply),
+                            2 => Err(refusal(active)),
+                            _ => Ok(addr),
+                        }
+                    }
+                },
+                |e| Some(e),
+            )
+            .await;
+        assert_eq!(got.unwrap(), (active, active));
+        assert_eq!(tried, [standby, standby, active]);
+        // Two standbys naming each other: bounded, and the last refusal is the error.
+        let mut tries = 0;
+        let mut addrs = Addresses::new([standby]);
+        let got: Result<(SocketAddr, ()), NetError> = addrs
+            .try_each(
+                |addr| {
+                    tries += 1;
+                    let to = if addr == standby { active } else { standby };
+                    async move { Err(refusal(to)) }
+                },
+                |e| Some(e),
+            )
+            .await;
+        assert!(got.unwrap_err().close_reason().is_some());
+        assert_eq!(tries, 1 + Addresses::MAX_HINTS);
+        // An answer that is not a failed connection is final.
+        let mut tries = 0;
+        let got: Result<(SocketAddr, ()), &str> = Addresses::new([standby, active])
+            .try_each(
+                |_| {
+                    tries += 1;
+                    async { Err("refused") }
+                },
+                |_| None,
+            )
+            .await;
+        assert_eq!((got, tries), (Err("refused"), 1));
     }
 
     /// Long enough for any step here; a reader that waits when it should not fails after it.

@@ -669,8 +669,8 @@ async fn active(conn: &Connection) -> anyhow::Result<SocketAddr> {
     Ok(send(conn, AdminRequest::Status).await?.0)
 }
 
-/// Tries the addresses (`net::Addresses`: in turn, or where a standby's close points): the
-/// first that answers, and its answer; else the last error.
+/// Tries the addresses (`net::Addresses::try_each`: in turn, and where a standby's close
+/// points): the first that answers, and its answer; else the last error.
 async fn send(conn: &Connection, req: AdminRequest) -> anyhow::Result<(SocketAddr, AdminResponse)> {
     anyhow::ensure!(!conn.coordinator.is_empty(), "--coordinator (or HASHGRID_COORDINATOR) is required");
     let ca = conn.ca.as_ref().context("--ca (or HASHGRID_CA) is required")?;
@@ -678,20 +678,12 @@ async fn send(conn: &Connection, req: AdminRequest) -> anyhow::Result<(SocketAdd
     let ca_pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
     let token = std::fs::read_to_string(token_file).with_context(|| format!("cannot read {}", token_file.display()))?;
     let mut addresses = hashgrid_common::net::Addresses::new(conn.coordinator.iter().copied());
-    let mut last = None;
-    // Each address once, and the one a standby names.
-    for _ in 0..=addresses.len() {
-        let addr = addresses.current();
-        let err = match admin(addr, &ca_pem, token.trim(), req.clone()).await {
-            Ok(response) => return Ok((addr, response)),
-            Err(err) => err,
-        };
-        // An answer that is an error (not a failed connection) is final.
-        let Some(net) = err.downcast_ref::<hashgrid_common::net::NetError>() else { return Err(err) };
-        addresses.failed(net);
-        last = Some(err);
-    }
-    Err(last.expect("at least one address was tried"))
+    addresses
+        .try_each(
+            |addr| admin(addr, &ca_pem, token.trim(), req.clone()),
+            |e| e.downcast_ref::<hashgrid_common::net::NetError>(),
+        )
+        .await
 }
 
 /// One admin request to the coordinator at `addr`.

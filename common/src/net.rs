@@ -34,13 +34,15 @@ pub const SERVER_NAME: &str = "hashgrid-coordinator";
 /// How long a connection attempt may take, handshake included.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a client pings an otherwise quiet connection.
-pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(500);
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a connection may stay silent before it is considered lost. The client proposes
 /// it and QUIC uses the smaller of the two sides' values, so a node notices a coordinator that
 /// died without a close frame (`kill -9`, a lost host) within about this long, whatever the
-/// coordinator's own (longer) timeout. Six keep-alives fit in it, so a few lost packets do not
-/// end a healthy connection.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// coordinator's own (longer) timeout, and moves on to the next address of a pair. Five
+/// keep-alives fit in it, so a few lost or late packets do not end a healthy connection; a
+/// connection that does end (a peer starved of CPU for a second) loses nothing acknowledged:
+/// the node sends its unanswered shares again on the next one.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// TLS alerts (RFC 8446 §6) that say the server's certificate was refused.
 const CERTIFICATE_ALERTS: [u8; 8] = [
@@ -72,6 +74,12 @@ pub enum NetError {
         addr: SocketAddr,
         #[source]
         source: quinn::ConnectError,
+    },
+    #[error("cannot resolve {name}: {source}")]
+    Resolve {
+        name: String,
+        #[source]
+        source: std::io::Error,
     },
     #[error("no answer from the coordinator at {0} (timed out after {CONNECT_TIMEOUT:?})")]
     ConnectTimeout(SocketAddr),
@@ -189,19 +197,122 @@ fn tls_alert(code: quinn::TransportErrorCode) -> Option<u8> {
     (0x100..=0x1ff).contains(&code).then_some((code & 0xff) as u8)
 }
 
+/// A coordinator's address as the operator gives it: `IP:PORT` (`192.0.2.10:4433`,
+/// `[2001:db8::1]:4433`) or `HOST:PORT` (`a.example:4433`). A host name is resolved by the
+/// system resolver at each connection attempt (`resolve`), so a coordinator whose name moves
+/// to another IP is found there; the certificate is still checked against `SERVER_NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Address {
+    Ip(SocketAddr),
+    Host { name: String, port: u16 },
+}
+
+/// A `--coordinator` entry that is neither `IP:PORT` nor `HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an address: use HOST:PORT or IP:PORT, e.g. a.example:4433 or 192.0.2.10:4433")]
+pub struct AddressError(String);
+
+impl std::str::FromStr for Address {
+    type Err = AddressError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(Address::Ip(addr));
+        }
+        let bad = || AddressError(s.to_string());
+        let (name, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        // A host name's letters (RFC 1123, plus '_' as resolvers accept it); an IPv6 address
+        // without brackets, or with a bad port, is not one.
+        let host_name = name.split('.').all(|label| {
+            !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+        if port == 0 || !host_name {
+            return Err(bad());
+        }
+        Ok(Address::Host { name: name.to_string(), port })
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Ip(addr) => addr.fmt(f),
+            Address::Host { name, port } => write!(f, "{name}:{port}"),
+        }
+    }
+}
+
+impl From<SocketAddr> for Address {
+    fn from(addr: SocketAddr) -> Self {
+        Address::Ip(addr)
+    }
+}
+
+impl Address {
+    /// The socket addresses to try, in the resolver's order (at least one).
+    pub async fn resolve(&self) -> Result<Vec<SocketAddr>, NetError> {
+        let (name, port) = match self {
+            Address::Ip(addr) => return Ok(vec![*addr]),
+            Address::Host { name, port } => (name.as_str(), *port),
+        };
+        let resolve_error = |source| NetError::Resolve { name: self.to_string(), source };
+        let found: Vec<SocketAddr> = tokio::net::lookup_host((name, port)).await.map_err(resolve_error)?.collect();
+        if found.is_empty() {
+            return Err(resolve_error(std::io::Error::other("no address found")));
+        }
+        Ok(found)
+    }
+}
+
+/// Connects to the coordinator at `address` (`connect`): resolved now, and when it names
+/// several socket addresses (`localhost`: `::1` and `127.0.0.1`), all are tried at once and the
+/// first handshake that completes wins, so a family nobody listens on costs no time. The
+/// address connected to, and the connection; else the most telling of the errors (one the
+/// coordinator or TLS gave before one that only says nobody answered).
+pub async fn connect_to(
+    endpoint: &quinn::Endpoint,
+    address: &Address,
+) -> Result<(SocketAddr, quinn::Connection), NetError> {
+    let targets = address.resolve().await?;
+    let mut attempts = tokio::task::JoinSet::new();
+    for target in targets {
+        let endpoint = endpoint.clone();
+        attempts.spawn(async move { connect(&endpoint, target).await.map(|conn| (target, conn)) });
+    }
+    let mut error: Option<NetError> = None;
+    while let Some(attempt) = attempts.join_next().await {
+        match attempt {
+            Ok(Ok(connected)) => return Ok(connected),
+            Ok(Err(e)) => {
+                let silent = |e: &NetError| {
+                    matches!(e, NetError::ConnectTimeout(_) | NetError::Lost { .. } | NetError::Connect { .. })
+                };
+                if error.as_ref().is_none_or(|kept| silent(kept) && !silent(&e)) {
+                    error = Some(e);
+                }
+            }
+            // A connection task only ends by returning (none is aborted while the set lives).
+            Err(e) => error = error.or(Some(NetError::Stream(e.to_string()))),
+        }
+    }
+    Err(error.expect("at least one address was tried"))
+}
+
 /// The addresses of a coordinator, or of a hot-standby pair (`--coordinator a,b`), and which
 /// to try next: after a failed connection, the one a standby's close names
 /// (`close_code::STANDBY`, added if it is not in the list), else the next one in turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Addresses {
-    list: Vec<SocketAddr>,
+    list: Vec<Address>,
     current: usize,
 }
 
 impl Addresses {
     /// The list, in the order to try it (each address once); at least one address.
-    pub fn new(addrs: impl IntoIterator<Item = SocketAddr>) -> Addresses {
-        let mut list: Vec<SocketAddr> = Vec::new();
+    pub fn new(addrs: impl IntoIterator<Item = Address>) -> Addresses {
+        let mut list: Vec<Address> = Vec::new();
         for addr in addrs {
             if !list.contains(&addr) {
                 list.push(addr);
@@ -212,8 +323,8 @@ impl Addresses {
     }
 
     /// The address to connect to now.
-    pub fn current(&self) -> SocketAddr {
-        self.list[self.current]
+    pub fn current(&self) -> &Address {
+        &self.list[self.current]
     }
 
     /// How many addresses are known.
@@ -228,7 +339,8 @@ impl Addresses {
     /// The connection to `current()` failed with `e`: moves on (see the type's docs). True when
     /// `e` was a standby's refusal naming the active coordinator, which is now `current()`.
     pub fn failed(&mut self, e: &NetError) -> bool {
-        let hint = e.close_reason().and_then(|(code, reason)| close_code::standby_hint(code, reason)?.parse().ok());
+        let hint: Option<Address> =
+            e.close_reason().and_then(|(code, reason)| close_code::standby_hint(code, reason)?.parse().ok());
         let hinted = hint.is_some();
         self.current = match hint {
             Some(active) => self.list.iter().position(|a| *a == active).unwrap_or_else(|| {
@@ -256,16 +368,16 @@ impl Addresses {
         &mut self,
         mut attempt: F,
         as_net: impl Fn(&E) -> Option<&NetError>,
-    ) -> Result<(SocketAddr, T), E>
+    ) -> Result<(Address, T), E>
     where
-        F: FnMut(SocketAddr) -> Fut,
+        F: FnMut(Address) -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
     {
         let (mut tries, mut hints) = (self.len() + 1, 0);
         loop {
             tries -= 1;
-            let addr = self.current();
-            let err = match attempt(addr).await {
+            let addr = self.current().clone();
+            let err = match attempt(addr.clone()).await {
                 Ok(value) => return Ok((addr, value)),
                 Err(err) => err,
             };
@@ -498,7 +610,7 @@ impl FrameWriter {
 /// the request, read the one response. The connection is closed afterwards.
 pub async fn admin_request(
     endpoint: &quinn::Endpoint,
-    addr: SocketAddr,
+    addr: impl Into<Address>,
     token: &str,
     req: &AdminRequest,
 ) -> Result<AdminResponse, NetError> {
@@ -516,9 +628,10 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
-    /// Connects (the token is checked with the first request).
-    pub async fn connect(endpoint: &quinn::Endpoint, addr: SocketAddr, token: &str) -> Result<Self, NetError> {
-        Ok(AdminClient { conn: connect(endpoint, addr).await?, token: token.to_string() })
+    /// Connects (`connect_to`; the token is checked with the first request).
+    pub async fn connect(endpoint: &quinn::Endpoint, addr: impl Into<Address>, token: &str) -> Result<Self, NetError> {
+        let (_, conn) = connect_to(endpoint, &addr.into()).await?;
+        Ok(AdminClient { conn, token: token.to_string() })
     }
 
     /// Wraps an established connection.
@@ -572,37 +685,36 @@ mod tests {
     #[test]
     fn addresses_go_where_a_standby_points_else_round_the_list() {
         use crate::message::close_code;
-        let (a, b, c) =
+        let (a, b, c): (Address, Address, Address) =
             ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap(), "127.0.0.1:3".parse().unwrap());
-        let mut addrs = Addresses::new([a, b]);
-        assert_eq!(addrs.current(), a);
+        let mut addrs = Addresses::new([a.clone(), b.clone()]);
+        assert_eq!(addrs.current(), &a);
         addrs.failed(&NetError::NoReply);
-        assert_eq!(addrs.current(), b);
+        assert_eq!(addrs.current(), &b);
         addrs.failed(&NetError::NoReply);
-        assert_eq!(addrs.current(), a);
+        assert_eq!(addrs.current(), &a);
         let standby = |active: &str| NetError::Closed {
             peer: "coordinator",
             code: close_code::STANDBY.into(),
             reason: format!("{}{active}", close_code::STANDBY_REASON),
         };
         addrs.failed(&standby("127.0.0.1:2"));
-        assert_eq!(addrs.current(), b, "the standby's hint, not the next in turn");
+        assert_eq!(addrs.current(), &b, "the standby's hint, not the next in turn");
         addrs.failed(&standby("127.0.0.1:3"));
-        assert_eq!((addrs.current(), addrs.len()), (c, 3), "a new address is added");
+        assert_eq!((addrs.current(), addrs.len()), (&c, 3), "a new address is added");
         addrs.failed(&standby("unknown"));
-        assert_eq!(addrs.current(), a, "no usable hint: the next in turn");
+        assert_eq!(addrs.current(), &a, "no usable hint: the next in turn");
         let closed =
             NetError::Closed { peer: "coordinator", code: close_code::FAILED.into(), reason: "127.0.0.1:2".into() };
         addrs.failed(&closed);
-        assert_eq!(addrs.current(), b);
+        assert_eq!(addrs.current(), &b);
     }
 
     #[tokio::test]
     async fn one_shot_clients_follow_a_standby_hint_even_on_their_last_try() {
         use crate::message::close_code;
-        let (standby, active): (SocketAddr, SocketAddr) =
-            ("127.0.0.1:2".parse().unwrap(), "127.0.0.1:1".parse().unwrap());
-        let refusal = |to: SocketAddr| NetError::Closed {
+        let (standby, active): (Address, Address) = ("127.0.0.1:2".parse().unwrap(), "127.0.0.1:1".parse().unwrap());
+        let refusal = |to: &Address| NetError::Closed {
             peer: "coordinator",
             code: close_code::STANDBY.into(),
             reason: format!("{}{to}", close_code::STANDBY_REASON),
@@ -610,34 +722,32 @@ mod tests {
         // Given only the standby, which does not answer the first try (still starting), then
         // refuses with its hint on the last try: the active one is still tried.
         let mut tried = Vec::new();
-        let mut addrs = Addresses::new([standby]);
+        let mut addrs = Addresses::new([standby.clone()]);
         let got = addrs
             .try_each(
                 |addr| {
-                    tried.push(addr);
-                    let n = tried.len();
-                    async move {
-                        match n {
-                            1 => Err(NetError::NoReply),
-                            2 => Err(refusal(active)),
-                            _ => Ok(addr),
-                        }
-                    }
+                    tried.push(addr.clone());
+                    let got = match tried.len() {
+                        1 => Err(NetError::NoReply),
+                        2 => Err(refusal(&active)),
+                        _ => Ok(addr),
+                    };
+                    async move { got }
                 },
                 |e| Some(e),
             )
             .await;
-        assert_eq!(got.unwrap(), (active, active));
-        assert_eq!(tried, [standby, standby, active]);
+        assert_eq!(got.unwrap(), (active.clone(), active.clone()));
+        assert_eq!(tried, [standby.clone(), standby.clone(), active.clone()]);
         // Two standbys naming each other: bounded, and the last refusal is the error.
         let mut tries = 0;
-        let mut addrs = Addresses::new([standby]);
-        let got: Result<(SocketAddr, ()), NetError> = addrs
+        let mut addrs = Addresses::new([standby.clone()]);
+        let got: Result<(Address, ()), NetError> = addrs
             .try_each(
                 |addr| {
                     tries += 1;
-                    let to = if addr == standby { active } else { standby };
-                    async move { Err(refusal(to)) }
+                    let err = refusal(if addr == standby { &active } else { &standby });
+                    async move { Err(err) }
                 },
                 |e| Some(e),
             )
@@ -646,7 +756,7 @@ mod tests {
         assert_eq!(tries, 1 + Addresses::MAX_HINTS);
         // An answer that is not a failed connection is final.
         let mut tries = 0;
-        let got: Result<(SocketAddr, ()), &str> = Addresses::new([standby, active])
+        let got: Result<(Address, ()), &str> = Addresses::new([standby, active])
             .try_each(
                 |_| {
                     tries += 1;
@@ -656,6 +766,58 @@ mod tests {
             )
             .await;
         assert_eq!((got, tries), (Err("refused"), 1));
+    }
+
+    #[test]
+    fn addresses_are_ip_or_host_and_port() {
+        let ip: Address = "192.0.2.10:4433".parse().unwrap();
+        assert_eq!(ip, Address::Ip("192.0.2.10:4433".parse().unwrap()));
+        assert_eq!("[2001:db8::1]:4433".parse::<Address>().unwrap().to_string(), "[2001:db8::1]:4433");
+        let host: Address = " a.example:4433".parse().unwrap();
+        assert_eq!(host, Address::Host { name: "a.example".into(), port: 4433 });
+        assert_eq!(host.to_string(), "a.example:4433");
+        for bad in
+            ["", "a.example", "a.example:", ":4433", "a.example:0", "a.example:70000", "2001:db8::1", "a..b:1", "a b:1"]
+        {
+            let err = bad.parse::<Address>().unwrap_err().to_string();
+            assert!(err.contains("HOST:PORT"), "{bad:?}: {err}");
+        }
+    }
+
+    /// A server of the hashgrid ALPN on `ip` (port chosen by the system) and its certificate.
+    fn server(ip: std::net::IpAddr) -> (quinn::Endpoint, String) {
+        let certified = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()]).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
+        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .unwrap();
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls).unwrap()));
+        (quinn::Endpoint::server(config, SocketAddr::from((ip, 0))).unwrap(), certified.cert.pem())
+    }
+
+    #[tokio::test]
+    async fn a_host_name_is_resolved_and_the_family_that_answers_wins() {
+        // `localhost` names ::1 and 127.0.0.1 (in either order); only the IPv4 one listens.
+        let (server, ca) = server(Ipv4Addr::LOCALHOST.into());
+        let port = server.local_addr().unwrap().port();
+        let accepting = tokio::spawn(async move {
+            let conn = server.accept().await.unwrap().await.unwrap();
+            conn.closed().await;
+        });
+        let endpoint = client_endpoint(ca.as_bytes()).unwrap();
+        let address: Address = format!("localhost:{port}").parse().unwrap();
+        let (addr, conn) = tokio::time::timeout(STEP, connect_to(&endpoint, &address)).await.unwrap().unwrap();
+        assert_eq!(addr, SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+        conn.close(0u32.into(), b"");
+        accepting.await.unwrap();
+        // A name nobody resolves (RFC 6761 reserves .invalid) is one clear error.
+        let err = connect_to(&endpoint, &"nowhere.invalid:4433".parse().unwrap()).await.unwrap_err();
+        assert!(matches!(err, NetError::Resolve { .. }), "{err}");
+        assert!(err.to_string().starts_with("cannot resolve nowhere.invalid:4433: "), "{err}");
     }
 
     /// Long enough for any step here; a reader that waits when it should not fails after it.

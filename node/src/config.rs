@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 use hashgrid_common::config::{ConfigError, load_toml, parse_toml};
+use hashgrid_common::net::{Address, AddressError};
 use serde::Deserialize;
 
 use crate::search::BackendChoice;
@@ -18,8 +19,8 @@ use crate::service::Devices;
 pub const DEFAULT_TOML: &str = r#"# hashgrid node configuration. Every key is optional; shown here with its default.
 # Command-line flags and HASHGRID_* environment variables override the file.
 
-# The coordinator's QUIC address, e.g. "192.0.2.10:4433"; for a hot-standby pair both,
-# "192.0.2.10:4433,192.0.2.11:4433". Required (here or as a flag).
+# The coordinator's QUIC address, HOST:PORT or IP:PORT, e.g. "a.example:4433"; for a
+# hot-standby pair both, "a.example:4433,b.example:4433". Required (here or as a flag).
 # (--coordinator, HASHGRID_COORDINATOR)
 coordinator = ""
 
@@ -106,7 +107,7 @@ impl Default for NodeFileConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeSettings {
     /// Empty: not set.
-    pub coordinator: Vec<SocketAddr>,
+    pub coordinator: Vec<Address>,
     pub ca: Option<PathBuf>,
     pub token_file: Option<PathBuf>,
     pub name: Option<String>,
@@ -143,8 +144,8 @@ impl NodeFileConfig {
             .split(',')
             .map(str::trim)
             .filter(|a| !a.is_empty())
-            .map(|addr| addr.parse().map_err(|_| invalid("coordinator", format!("{addr:?} is not an address"))))
-            .collect::<Result<Vec<SocketAddr>, _>>()?;
+            .map(|addr| addr.parse().map_err(|e: AddressError| invalid("coordinator", e.to_string())))
+            .collect::<Result<Vec<Address>, _>>()?;
         let backend = BackendChoice::from_str(&self.backend, true)
             .map_err(|_| invalid("backend", format!("{:?}: use auto, cpu or gpu", self.backend)))?;
         let devices = match self.devices.trim() {

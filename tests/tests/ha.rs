@@ -2,10 +2,12 @@
 //!
 //! - `kill -9` of the active coordinator, `ROUNDS` times in a row: the standby takes the lease
 //!   at once (the dead process's session, and its advisory lock, die with it) and serves; the
-//!   killed one comes back as the new standby. Printed: the median and maximum time from the
-//!   kill to the first share acknowledged by the new active one (a node started against it
-//!   as soon as it listens: nodes do not follow an address list yet). Every credit
-//!   acknowledged before a kill is still there after it, and `ledger verify` passes at the end.
+//!   killed one comes back as the new standby. The nodes and the CLI are given both
+//!   addresses, the second as `localhost:PORT` (a host name, resolved at each attempt), and
+//!   follow the active one: a node notices the dead one within `net::IDLE_TIMEOUT`. Printed:
+//!   the median and maximum time from the kill to the first share acknowledged by the new
+//!   active one. Every credit acknowledged before a kill is still there after it, and
+//!   `ledger verify` passes at the end.
 //! - SIGSTOP of the active one: the standby takes over once the lease expires; after SIGCONT
 //!   the paused one is fenced: it commits nothing (the database is unchanged) and exits.
 //!
@@ -73,13 +75,16 @@ fn kill_9_of_the_active_coordinator_hands_over_to_the_standby_every_time() {
     let mut active = site.start_coordinator_with(&ports[0], "sequential", &flags());
     active.operator().add_account("acme", "1000P", 1);
     let mut standby = site.spawn_coordinator(&ports[1], "sequential", &flags());
-    // Two nodes and the CLI given both addresses: they follow the active one.
+    // Two nodes and the CLI given both addresses, one by host name: they follow the active one.
     // (`--coordinator` adds to the list: the harness names the active one first.)
-    let other = ["--coordinator", &ports[1]];
+    let by_name = |addr: &str| addr.replace("127.0.0.1:", "localhost:");
+    let other_by_name = by_name(&ports[1]);
+    let other = ["--coordinator", &other_by_name];
     let nodes: Vec<_> = (1..=2).map(|n| site.start_node_with(&active, &format!("n{n}"), &other)).collect();
     let via_standby = Operator { addr: ports[1].parse().unwrap(), ..active.operator() };
-    let out = via_standby.run(&["--coordinator", &ports[0], "status"]).expect_success("status to the pair");
-    assert!(out.starts_with(&format!("active coordinator: {}", ports[0])), "{out}");
+    let active_by_name = by_name(&ports[0]);
+    let out = via_standby.run(&["--coordinator", &active_by_name, "status"]).expect_success("status to the pair");
+    assert!(out.starts_with(&format!("active coordinator: {active_by_name}")), "{out}");
     // Given only the standby, the CLI goes where its refusal points.
     via_standby.run(&["account", "list"]).expect_success("account list via the standby's hint");
     let (code, reason) = refusal(&via_standby);

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use hashgrid_common::http::{HttpServer, OPENMETRICS, Page};
+use hashgrid_common::net::Address;
 use hashgrid_node::config::{NodeFileConfig, NodeSettings};
 use hashgrid_node::search::BackendChoice;
 use hashgrid_node::service::{Devices, NodeConfig, run_node};
@@ -20,10 +21,10 @@ pub struct RunArgs {
     /// flags and HASHGRID_* variables below override it.
     #[arg(long, env = "HASHGRID_NODE_CONFIG")]
     config: Option<PathBuf>,
-    /// The coordinator's address, e.g. 192.0.2.10:4433; for a hot-standby pair both, comma
-    /// separated (the node follows the active one).
+    /// The coordinator's address, HOST:PORT or IP:PORT, e.g. a.example:4433; for a hot-standby
+    /// pair both, comma separated (the node follows the active one).
     #[arg(long, env = "HASHGRID_COORDINATOR", value_delimiter = ',')]
-    coordinator: Vec<SocketAddr>,
+    coordinator: Vec<Address>,
     /// The coordinator's certificate (its cert.pem), the only one trusted.
     #[arg(long, env = "HASHGRID_CA")]
     ca: Option<PathBuf>,
@@ -106,7 +107,7 @@ impl RunArgs {
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging();
     let s = args.settings()?;
-    let (&coordinator, alternates) =
+    let (coordinator, alternates) =
         s.coordinator.split_first().context("--coordinator (or `coordinator` in --config) is required")?;
     let ca = s.ca.context("--ca (or `ca` in --config) is required")?;
     let token_file = s.token_file.context("--token-file (or `token_file` in --config) is required")?;
@@ -115,7 +116,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read --token-file {}", token_file.display()))?;
     let token = token.trim().to_string();
     anyhow::ensure!(!token.is_empty(), "--token-file {} is empty", token_file.display());
-    let mut config = NodeConfig::new(coordinator, ca_pem, token, s.name.unwrap_or_else(host_name));
+    let mut config = NodeConfig::new(coordinator.clone(), ca_pem, token, s.name.unwrap_or_else(host_name));
     config.alternates = alternates.to_vec();
     config.standby = s.standby;
     config.backend = s.backend;

@@ -41,7 +41,6 @@ mod worker;
 mod tests;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -57,7 +56,7 @@ use self::shell::Shell;
 use self::worker::{DeviceEvent, Ready, Worker};
 use crate::search::{BackendChoice, SearchError};
 use hashgrid_common::message::close_code;
-use hashgrid_common::net::{self, NetError};
+use hashgrid_common::net::{self, Address, NetError};
 
 /// How long the backend is measured before the node joins.
 pub const MEASURE_FOR: Duration = Duration::from_secs(1);
@@ -67,10 +66,11 @@ pub const MEASURE_FOR: Duration = Duration::from_secs(1);
 /// picked by `backend` (auto), the measured rate, this build's version, fresh metrics.
 #[derive(Debug)]
 pub struct NodeConfig {
-    pub coordinator: SocketAddr,
+    /// `IP:PORT` or `HOST:PORT` (resolved at each connection attempt).
+    pub coordinator: Address,
     /// The other coordinators of a hot-standby pair: tried in turn after `coordinator` when a
     /// connection fails, and the one a standby's close names is tried next (`net::Addresses`).
-    pub alternates: Vec<SocketAddr>,
+    pub alternates: Vec<Address>,
     /// The coordinator's certificate (PEM), the only one trusted.
     pub ca_pem: Vec<u8>,
     /// The join token (the coordinator's `node.token`).
@@ -102,9 +102,9 @@ pub struct NodeConfig {
 impl NodeConfig {
     /// A node `name` joining the coordinator at `coordinator` (certificate `ca_pem`) with
     /// `token`, with the defaults for the rest.
-    pub fn new(coordinator: SocketAddr, ca_pem: Vec<u8>, token: String, name: String) -> Self {
+    pub fn new(coordinator: impl Into<Address>, ca_pem: Vec<u8>, token: String, name: String) -> Self {
         NodeConfig {
-            coordinator,
+            coordinator: coordinator.into(),
             alternates: Vec::new(),
             ca_pem,
             token,
@@ -160,8 +160,9 @@ pub struct ShareCounts {
 /// only when it was the last device left.
 pub async fn run_node(mut config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
     let mut shutdown = std::pin::pin!(shutdown);
-    // Checks the pinned certificate before spending time on the backends.
-    let endpoint = net::client_endpoint_for(&config.ca_pem, config.coordinator)?;
+    // Checks the pinned certificate before spending time on the backends. Dual-stack: a host
+    // name may resolve to IPv4 or IPv6 addresses.
+    let endpoint = net::client_endpoint(&config.ca_pem)?;
     let (planned, single) =
         plan_devices(config.planned.take(), config.devices.as_ref(), config.backend, &config.adapter, config.threads);
     let Some(Started { workers, ready, events }) = start_devices(planned, single, shutdown.as_mut()).await? else {
@@ -177,7 +178,7 @@ pub async fn run_node(mut config: NodeConfig, shutdown: impl Future<Output = ()>
         announce_rate: config.announce_rate,
     };
     let session = Session::new(identity, &ready, config.metrics, rand::random());
-    let addresses = net::Addresses::new(std::iter::once(config.coordinator).chain(config.alternates.iter().copied()));
+    let addresses = net::Addresses::new(std::iter::once(config.coordinator).chain(config.alternates));
     let mut shell = Shell::new(session, endpoint.clone(), addresses, workers, events);
     let result = shell.run(shutdown.as_mut()).await;
     endpoint.close(close_code::DEPARTING.into(), SHUTDOWN_REASON.as_bytes());

@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +24,7 @@ use super::NodeError;
 use super::session::{Command, LOST_REASON, Session};
 use super::worker::{DeviceEvent, Work, Worker};
 use hashgrid_common::message::close_code;
-use hashgrid_common::net::{self, Addresses, FrameWriter, FramedStream, NetError};
+use hashgrid_common::net::{self, Address, Addresses, FrameWriter, FramedStream, NetError};
 
 /// What a connection's reader task hands over.
 type Inbound = Result<Option<CoordinatorMessage>, NetError>;
@@ -43,8 +42,8 @@ struct Link {
 
 impl Link {
     /// Connects, opens the session's stream and starts its reader.
-    async fn open(endpoint: quinn::Endpoint, addr: SocketAddr) -> Result<Link, NetError> {
-        let conn = net::connect(&endpoint, addr).await?;
+    async fn open(endpoint: quinn::Endpoint, addr: Address) -> Result<Link, NetError> {
+        let (_, conn) = net::connect_to(&endpoint, &addr).await?;
         let (mut reader, writer) = FramedStream::open(&conn).await?.split();
         let (inbound_tx, inbound) = mpsc::unbounded_channel();
         let reader = tokio::spawn(async move {
@@ -157,7 +156,8 @@ impl Shell {
         while let Some(command) = self.session.poll_command() {
             match command {
                 Command::Connect => {
-                    self.connecting = Some(Box::pin(Link::open(self.endpoint.clone(), self.coordinators.current())));
+                    self.connecting =
+                        Some(Box::pin(Link::open(self.endpoint.clone(), self.coordinators.current().clone())));
                 }
                 Command::Hello(hello) => self.send(&Hello::Node(hello)).await?,
                 Command::Send(msg) => self.send(&msg).await?,

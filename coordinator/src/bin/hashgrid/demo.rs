@@ -76,7 +76,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             order: Some(i as i64),
             chain: None,
         };
-        crate::admin(addr, &ca_pem, &admin_token, req).await?;
+        crate::admin(addr.into(), &ca_pem, &admin_token, req).await?;
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -108,7 +108,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let deadline = Duration::from_secs_f64(args.seconds * 6.0 + 30.0);
     let status = loop {
-        let AdminResponse::Status(status) = crate::admin(addr, &ca_pem, &admin_token, AdminRequest::Status).await?
+        let AdminResponse::Status(status) =
+            crate::admin(addr.into(), &ca_pem, &admin_token, AdminRequest::Status).await?
         else {
             anyhow::bail!("unexpected reply to status")
         };

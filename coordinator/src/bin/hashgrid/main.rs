@@ -6,7 +6,7 @@
 mod demo;
 mod show;
 
-use std::net::SocketAddr;
+use hashgrid_common::net::Address;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,10 +34,10 @@ struct Cli {
 /// How to reach the coordinator.
 #[derive(Debug, Args)]
 struct Connection {
-    /// Coordinator address, e.g. 127.0.0.1:4433; for a hot-standby pair, both, comma
-    /// separated (the active one answers, a standby names it).
+    /// Coordinator address, HOST:PORT or IP:PORT, e.g. 127.0.0.1:4433; for a hot-standby
+    /// pair, both, comma separated (the active one answers, a standby names it).
     #[arg(long, global = true, env = "HASHGRID_COORDINATOR", value_delimiter = ',')]
-    coordinator: Vec<SocketAddr>,
+    coordinator: Vec<Address>,
     /// The coordinator's certificate (DATA_DIR/cert.pem), pinned as the only trusted one.
     #[arg(long, global = true, env = "HASHGRID_CA")]
     ca: Option<PathBuf>,
@@ -665,19 +665,19 @@ async fn request(conn: &Connection, req: AdminRequest) -> anyhow::Result<AdminRe
 }
 
 /// The address of the coordinator that answers (the active one of a pair).
-async fn active(conn: &Connection) -> anyhow::Result<SocketAddr> {
+async fn active(conn: &Connection) -> anyhow::Result<Address> {
     Ok(send(conn, AdminRequest::Status).await?.0)
 }
 
 /// Tries the addresses (`net::Addresses::try_each`: in turn, and where a standby's close
 /// points): the first that answers, and its answer; else the last error.
-async fn send(conn: &Connection, req: AdminRequest) -> anyhow::Result<(SocketAddr, AdminResponse)> {
+async fn send(conn: &Connection, req: AdminRequest) -> anyhow::Result<(Address, AdminResponse)> {
     anyhow::ensure!(!conn.coordinator.is_empty(), "--coordinator (or HASHGRID_COORDINATOR) is required");
     let ca = conn.ca.as_ref().context("--ca (or HASHGRID_CA) is required")?;
     let token_file = conn.token_file.as_ref().context("--token-file (or HASHGRID_TOKEN_FILE) is required")?;
     let ca_pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
     let token = std::fs::read_to_string(token_file).with_context(|| format!("cannot read {}", token_file.display()))?;
-    let mut addresses = hashgrid_common::net::Addresses::new(conn.coordinator.iter().copied());
+    let mut addresses = hashgrid_common::net::Addresses::new(conn.coordinator.iter().cloned());
     addresses
         .try_each(
             |addr| admin(addr, &ca_pem, token.trim(), req.clone()),
@@ -686,8 +686,8 @@ async fn send(conn: &Connection, req: AdminRequest) -> anyhow::Result<(SocketAdd
         .await
 }
 
-/// One admin request to the coordinator at `addr`.
-pub async fn admin(addr: SocketAddr, ca_pem: &[u8], token: &str, req: AdminRequest) -> anyhow::Result<AdminResponse> {
+/// One admin request to the coordinator at `addr` (resolved now, if a host name).
+pub async fn admin(addr: Address, ca_pem: &[u8], token: &str, req: AdminRequest) -> anyhow::Result<AdminResponse> {
     let endpoint = hashgrid_common::net::client_endpoint(ca_pem)?;
     let response = hashgrid_common::net::admin_request(&endpoint, addr, token, &req).await?;
     endpoint.close(0u32.into(), b"");

@@ -129,6 +129,7 @@ fn main() -> anyhow::Result<()> {
         data_dir: dir.path().to_path_buf(),
         store: args.store.parse().map_err(|e| anyhow::anyhow!("--store: {e}"))?,
         lease_ttl: hashgrid_coordinator::service::lease::DEFAULT_TTL,
+        on_store_loss: Default::default(),
         listen: "127.0.0.1:0".parse()?,
         policy: Some(Policy::Sequential),
         core: bench_core_config(args.share_work, args.probe),

@@ -95,6 +95,7 @@ fn main() -> anyhow::Result<()> {
         data_dir: dir.path().into(),
         store: Default::default(),
         lease_ttl: hashgrid_coordinator::service::lease::DEFAULT_TTL,
+        on_store_loss: Default::default(),
         listen: "127.0.0.1:0".parse()?,
         policy: Some(Policy::Sequential),
         core: CoreConfig::default(),

@@ -97,6 +97,7 @@ async fn run(args: &Args, data_dir: &std::path::Path) -> anyhow::Result<()> {
         data_dir: data_dir.to_path_buf(),
         store: Default::default(),
         lease_ttl: hashgrid_coordinator::service::lease::DEFAULT_TTL,
+        on_store_loss: Default::default(),
         listen: "127.0.0.1:0".parse()?,
         policy: Some(Policy::Sequential),
         core: CoreConfig {

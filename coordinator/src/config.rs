@@ -18,7 +18,7 @@ use crate::core::CoreConfig;
 use crate::core::probe::ProbeConfig;
 use crate::core::upstream::UpstreamConfig;
 use crate::service::limits::ConnectionLimits;
-use crate::service::store::backend::StoreLocation;
+use crate::service::store::backend::{OnStoreLoss, StoreLocation};
 
 /// The longest `failover_after`: a silent node's ranges wait at most this long.
 pub const MAX_FAILOVER_AFTER: Duration = Duration::from_secs(600);
@@ -40,6 +40,12 @@ store = "sqlite"
 # On PostgreSQL, how long an active coordinator that has gone silent (paused, cut off) keeps the
 # lease before a standby takes over; one whose process died loses it at once. (--lease-ttl)
 lease_ttl = "10s"
+
+# On PostgreSQL, what the active coordinator does when the database is lost while running:
+# "exit" (exit code 2, for a supervisor to restart it) or "retry" (hold the acknowledgements and
+# reconnect with backoff, 100ms doubling to 5s; a takeover meanwhile still stops it). Nothing
+# is acknowledged before its commit either way. (--on-store-loss)
+on_store_loss = "exit"
 
 # UDP address of the QUIC endpoint for nodes and operators. (--listen, HASHGRID_LISTEN)
 listen = "127.0.0.1:4433"
@@ -142,6 +148,8 @@ pub struct CoordinatorConfig {
     pub store: StoreLocation,
     #[serde(deserialize_with = "duration")]
     pub lease_ttl: Duration,
+    #[serde(deserialize_with = "on_store_loss")]
+    pub on_store_loss: OnStoreLoss,
     pub listen: SocketAddr,
     #[serde(deserialize_with = "optional_addr")]
     pub http: Option<SocketAddr>,
@@ -190,6 +198,7 @@ impl Default for CoordinatorConfig {
             data_dir: PathBuf::from("/var/lib/hashgrid"),
             store: StoreLocation::Sqlite,
             lease_ttl: crate::service::lease::DEFAULT_TTL,
+            on_store_loss: OnStoreLoss::Exit,
             listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
             http: None,
             policy: None,
@@ -373,6 +382,10 @@ fn optional_policy<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Policy>, D:
 }
 
 fn store<'de, D: Deserializer<'de>>(d: D) -> Result<StoreLocation, D::Error> {
+    String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+}
+
+fn on_store_loss<'de, D: Deserializer<'de>>(d: D) -> Result<OnStoreLoss, D::Error> {
     String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
 }
 

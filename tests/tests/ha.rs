@@ -11,6 +11,11 @@
 //! - SIGSTOP of the active one: the standby takes over once the lease expires; after SIGCONT
 //!   the paused one is fenced: it commits nothing (the database is unchanged) and exits.
 //!
+//! - The database lost while running (every session of the coordinator terminated with
+//!   `pg_terminate_backend`, three times): with `--on-store-loss retry` the coordinator holds
+//!   the acknowledgements, reconnects, takes its lease's lock again, and acknowledges again;
+//!   nothing acknowledged is lost. With the default (`exit`) it stops with exit code 2.
+//!
 //! Without PostgreSQL installed these print "SKIPPED" and pass, unless
 //! `HASHGRID_REQUIRE_POSTGRES=1` (CI).
 
@@ -46,16 +51,17 @@ fn shares(coordinator: &Coordinator) -> u64 {
     coordinator.operator().status().account("acme").shares
 }
 
-/// The close code and reason a coordinator answers a new connection with (a standby refuses).
-fn refusal(to: &Operator) -> (u64, String) {
+/// The close code and reason a coordinator answers a new connection with (a standby refuses);
+/// `None` when nobody answers (not started yet).
+fn refusal(to: &Operator) -> Option<(u64, String)> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let ca = std::fs::read(&to.ca).unwrap();
         let endpoint = hashgrid_common::net::client_endpoint(&ca).unwrap();
-        let conn = hashgrid_common::net::connect(&endpoint, to.addr).await.expect("the handshake");
+        let conn = hashgrid_common::net::connect(&endpoint, to.addr).await.ok()?;
         match conn.closed().await {
             quinn::ConnectionError::ApplicationClosed(close) => {
-                (close.error_code.into_inner(), String::from_utf8_lossy(&close.reason).into_owned())
+                Some((close.error_code.into_inner(), String::from_utf8_lossy(&close.reason).into_owned()))
             }
             other => panic!("not an application close: {other}"),
         }
@@ -87,7 +93,7 @@ fn kill_9_of_the_active_coordinator_hands_over_to_the_standby_every_time() {
     assert!(out.starts_with(&format!("active coordinator: {active_by_name}")), "{out}");
     // Given only the standby, the CLI goes where its refusal points.
     via_standby.run(&["account", "list"]).expect_success("account list via the standby's hint");
-    let (code, reason) = refusal(&via_standby);
+    let (code, reason) = refusal(&via_standby).expect("the standby's answer");
     assert_eq!(code, u64::from(hashgrid_common::message::close_code::STANDBY));
     assert_eq!(reason, format!("{}{}", hashgrid_common::message::close_code::STANDBY_REASON, ports[0]));
 
@@ -169,4 +175,75 @@ fn a_paused_active_coordinator_is_fenced_after_the_takeover() {
     assert_eq!(epoch(&db), taken_over);
     let out = active.operator().run(&["ledger", "verify"]).expect_success("ledger verify");
     assert!(out.starts_with("ledger ok"), "{out}");
+}
+
+/// Ends every session on the coordinator's database but the one asking (the coordinator's store,
+/// lease and reader sessions): what a database restart or failover does to a client.
+fn terminate_sessions(db: &hashgrid_tests::Database) -> usize {
+    let ended = db.rows(
+        "SELECT CAST(pg_terminate_backend(pid) AS TEXT) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    );
+    ended.len()
+}
+
+#[test]
+fn a_database_lost_while_running_holds_the_acknowledgements_then_they_resume() {
+    let Some(site) = site_or_skip() else { return };
+    let retry = [&flags()[..], &["--on-store-loss", "retry"]].concat();
+    let mut coordinator = site.start_coordinator_with("127.0.0.1:0", "sequential", &retry);
+    let op = coordinator.operator();
+    op.add_account("acme", "1000P", 1);
+    let node = site.start_node(&coordinator, "n1");
+    let db = coordinator.database();
+    let mut acknowledged = wait_for("the first credited share", TAKEOVER_TIMEOUT, || {
+        let n = shares(&coordinator);
+        (n > 0).then_some(n)
+    });
+    for round in 1..=3 {
+        assert!(terminate_sessions(&db) >= 2, "round {round}: the store's and the lease's sessions");
+        // Acknowledged before the loss: still there; and acknowledgements resume after it.
+        acknowledged = wait_for("a share acknowledged after the database came back", TAKEOVER_TIMEOUT, || {
+            let n = shares(&coordinator);
+            (n > acknowledged).then_some(n)
+        });
+        assert!(coordinator.is_running(), "round {round}: the coordinator exited instead of retrying");
+    }
+    // The lease's lock is held again (the lease's session is replaced at its next renewal,
+    // within lease_ttl / 3: a standby started before then would rightly take over): a standby
+    // started now stays one, and names this one.
+    wait_for("the lease's lock held again", TAKEOVER_TIMEOUT, || {
+        let held = db.rows(
+            "SELECT CAST(count(*) AS TEXT) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+             WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()",
+        );
+        (held[0][0].as_deref() == Some("1")).then_some(())
+    });
+    let port = free_port();
+    let standby = site.spawn_coordinator(&port, "sequential", &flags());
+    let via_standby = Operator { addr: port.parse().unwrap(), ..op.clone() };
+    let hint = format!("{}{}", hashgrid_common::message::close_code::STANDBY_REASON, coordinator.addr);
+    wait_for("the standby to name the active coordinator", TAKEOVER_TIMEOUT, || {
+        refusal(&via_standby).is_some_and(|(_, reason)| reason == hint).then_some(())
+    });
+    drop(node);
+    let accounts = op.settled_accounts();
+    assert!(accounts[0].shares >= acknowledged, "acknowledged credit lost: {acknowledged} vs {accounts:?}");
+    assert_credit_matches_receipts(&db, &accounts);
+    let out = op.run(&["ledger", "verify"]).expect_success("ledger verify");
+    assert!(out.starts_with("ledger ok"), "{out}");
+    drop(standby);
+    drop(coordinator);
+
+    // The default: the coordinator stops, exit code 2, with the reason.
+    let mut exits = site.start_coordinator_with("127.0.0.1:0", "sequential", &flags());
+    let node = site.start_node(&exits, "n2");
+    let before = shares(&exits);
+    wait_for("a share credited", TAKEOVER_TIMEOUT, || (shares(&exits) > before).then_some(()));
+    terminate_sessions(&exits.database());
+    let (code, log) = exits.exited(TAKEOVER_TIMEOUT).expect("the coordinator stops");
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("store"), "{log}");
+    drop(node);
+    exits.kill();
 }

@@ -57,6 +57,9 @@ struct ServeArgs {
     /// On PostgreSQL: how long a silent active coordinator keeps the lease, e.g. 10s.
     #[arg(long, env = "HASHGRID_LEASE_TTL")]
     lease_ttl: Option<String>,
+    /// On PostgreSQL, when the database is lost while running: exit (the default) or retry.
+    #[arg(long, env = "HASHGRID_ON_STORE_LOSS")]
+    on_store_loss: Option<String>,
     /// UDP address to listen on (default 127.0.0.1:4433).
     #[arg(long, env = "HASHGRID_LISTEN")]
     listen: Option<SocketAddr>,
@@ -94,6 +97,9 @@ impl ServeArgs {
         if let Some(ttl) = &self.lease_ttl {
             config.lease_ttl =
                 humantime::parse_duration(ttl).with_context(|| format!("invalid --lease-ttl {ttl:?}"))?;
+        }
+        if let Some(on_loss) = &self.on_store_loss {
+            config.on_store_loss = on_loss.parse().map_err(|e| anyhow::anyhow!("--on-store-loss: {e}"))?;
         }
         if let Some(listen) = self.listen {
             config.listen = listen;
@@ -161,16 +167,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(path) => Some(std::fs::read(path).with_context(|| format!("pool_ca {}", path.display()))?),
         None => None,
     };
-    let lease_ttl = config.lease_ttl;
+    let (lease_ttl, on_store_loss) = (config.lease_ttl, config.on_store_loss);
     let limits = config.limits();
     let stratum = config.stratum.map(|listen| StratumSettings {
         listen,
         max_connections: config.stratum_max_connections,
         session: config.stratum_session(),
     });
-    let mut service =
-        Service::start(ServiceConfig { data_dir, store, lease_ttl, listen, policy, core, limits, pool_ca, stratum })
-            .await?;
+    let mut service = Service::start(ServiceConfig {
+        data_dir,
+        store,
+        lease_ttl,
+        on_store_loss,
+        listen,
+        policy,
+        core,
+        limits,
+        pool_ca,
+        stratum,
+    })
+    .await?;
     let dir = &service.data_dir;
     println!("hashgrid coordinator listening on {}", service.local_addr);
     if let Some(addr) = service.stratum_addr {

@@ -17,6 +17,11 @@
 //!
 //! The new epoch's advisory lock is taken in the transaction that raises the epoch, so no
 //! other standby can see it free in between.
+//!
+//! When the lease's session is lost (the database restarted, the session terminated) while the
+//! process lives, the renewing thread reconnects and takes its epoch's lock again if the epoch
+//! is still its own (`reattach`); if a standby took over meanwhile, the lease is lost and the
+//! store's next commit is fenced.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -86,7 +91,10 @@ impl Lease {
         let (stop, stopped) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("hashgrid-lease".into())
-            .spawn(move || renew(conn, epoch, ttl, &stopped))
+            .spawn({
+                let url = url.to_string();
+                move || renew(conn, &url, epoch, ttl, &stopped)
+            })
             .map_err(StoreError::Checkpointer)?;
         Ok(Lease { epoch, stop: Some(stop), thread: Some(thread) })
     }
@@ -139,9 +147,10 @@ fn epoch_key(epoch: i64) -> i32 {
 }
 
 /// Renews the lease every `ttl / 3` until told to stop, or until it is lost (then it says so
-/// and stops: the store's next commit is fenced).
-fn renew(mut conn: Conn, epoch: i64, ttl: Duration, stopped: &mpsc::Receiver<()>) {
+/// and stops: the store's next commit is fenced). A lost session is replaced (`reattach`).
+fn renew(mut conn: Conn, url: &str, epoch: i64, ttl: Duration, stopped: &mpsc::Receiver<()>) {
     let ttl_ms = ttl.as_millis() as f64;
+    let lost = || tracing::error!(epoch, "lost the lease to another coordinator: this one commits nothing more");
     while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(ttl / 3) {
         let renewed = conn.client().execute(
             "UPDATE lease SET expires_at = clock_timestamp() + $2 * INTERVAL '1 millisecond'
@@ -150,11 +159,41 @@ fn renew(mut conn: Conn, epoch: i64, ttl: Duration, stopped: &mpsc::Receiver<()>
         );
         match renewed {
             Ok(1) => {}
-            Ok(_) => {
-                tracing::error!(epoch, "lost the lease to another coordinator: this one commits nothing more");
-                return;
-            }
+            Ok(_) => return lost(),
+            Err(_) if conn.client().is_closed() => match reattach(url, epoch, ttl_ms) {
+                Ok(Some(new)) => {
+                    tracing::info!(epoch, "the lease's database session was lost; holding the lease again");
+                    conn = new;
+                }
+                Ok(None) => return lost(),
+                Err(e) => tracing::warn!(epoch, "cannot renew the lease (database lost): {e}"),
+            },
             Err(e) => tracing::warn!(epoch, "cannot renew the lease: {e}"),
         }
     }
+}
+
+/// A new session holding `epoch`'s advisory lock again, if `epoch` is still the lease's; `None`
+/// when another coordinator took it.
+fn reattach(url: &str, epoch: i64, ttl_ms: f64) -> Result<Option<Conn>, StoreError> {
+    let mut conn = Conn::connect(url)?;
+    let client = conn.client();
+    client.batch_execute("SET lock_timeout = '1s'")?;
+    let mut tx = client.transaction()?;
+    let current: i64 = tx.query_one("SELECT epoch FROM lease WHERE id = 1 FOR UPDATE", &[])?.get(0);
+    if current != epoch {
+        return Ok(None);
+    }
+    // A standby looking at the lease holds the lock for a moment: try again at the next renewal.
+    let locked: bool =
+        tx.query_one("SELECT pg_try_advisory_lock($1, $2::INTEGER)", &[&LEASE_LOCK, &epoch_key(epoch)])?.get(0);
+    if !locked {
+        return Err(StoreError::Connect("the lease's lock is busy".into()));
+    }
+    tx.execute(
+        "UPDATE lease SET expires_at = clock_timestamp() + $2 * INTERVAL '1 millisecond' WHERE id = 1 AND epoch = $1",
+        &[&epoch, &ttl_ms],
+    )?;
+    tx.commit()?;
+    Ok(Some(conn))
 }

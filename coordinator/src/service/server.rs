@@ -45,7 +45,7 @@ use super::http::Sources;
 use super::limits::{Admission, ConnectionLimits, HELLO_DEADLINE, MAX_HELLO, check_identity};
 use super::metrics::{CoreView, IntakeMetrics};
 use super::store::StoreError;
-use super::store::backend::{Durable, StoreLocation};
+use super::store::backend::{Durable, OnStoreLoss, StoreLocation};
 use super::stratum::{self, StratumSettings};
 use super::tls::{DataDir, TlsError, server_config, tokens_equal};
 use super::upstream::{PoolConnections, PoolEvent};
@@ -81,6 +81,8 @@ pub struct ServiceConfig {
     pub store: StoreLocation,
     /// On PostgreSQL, how long a silent active coordinator keeps the lease (`lease`).
     pub lease_ttl: Duration,
+    /// On PostgreSQL, what to do when the database is lost while running.
+    pub on_store_loss: OnStoreLoss,
     pub listen: SocketAddr,
     /// Overrides the stored policy when set.
     pub policy: Option<Policy>,
@@ -424,9 +426,10 @@ async fn open_as_active(
             }
         }
     });
-    let (store, data_dir, ttl) = (config.store.clone(), config.data_dir.clone(), config.lease_ttl);
+    let (store, data_dir, ttl, on_loss) =
+        (config.store.clone(), config.data_dir.clone(), config.lease_ttl, config.on_store_loss);
     let opened = tokio::task::spawn_blocking(move || {
-        store.open_active(&data_dir, &local_addr.to_string(), ttl, |held| {
+        store.open_active(&data_dir, &local_addr.to_string(), ttl, on_loss, |held| {
             *active.lock().unwrap_or_else(|p| p.into_inner()) = held.address.clone();
         })
     })

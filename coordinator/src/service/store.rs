@@ -214,6 +214,23 @@ pub enum StoreError {
     Fenced { mine: i64, current: i64 },
 }
 
+impl StoreError {
+    /// Whether the database connection was lost (the server gone, shut down, or this session
+    /// terminated), so that a new connection may succeed; not an error the database answered.
+    pub fn is_connection_loss(&self) -> bool {
+        match self {
+            StoreError::Connect(_) => true,
+            StoreError::Postgres(e) => {
+                // 08: connection exception; 57P01..03: admin or crash shutdown, cannot connect now.
+                let lost_code = e.code().is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57P"));
+                let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+                e.is_closed() || lost_code || io
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The coordinator's database.
 #[derive(Debug)]
 pub struct Store {

@@ -52,6 +52,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         data_dir: dir.path().to_path_buf(),
         store: Default::default(),
         lease_ttl: hashgrid_coordinator::service::lease::DEFAULT_TTL,
+        on_store_loss: Default::default(),
         listen: "127.0.0.1:0".parse()?,
         policy: Some(policy),
         core: CoreConfig { range_ms: 1000, ..CoreConfig::default() },

@@ -64,12 +64,15 @@ impl StoreLocation {
 
     /// Opens the store as the active coordinator, reachable at `address`: on PostgreSQL, waits
     /// (standby) until it holds the lease (`service::lease`), whose epoch fences its writes.
-    /// `waiting` is told who holds the lease meanwhile, each time that changes.
+    /// `waiting` is told who holds the lease meanwhile, each time that changes. `on_loss`: what
+    /// a PostgreSQL store does when the database is lost while running (SQLite's errors stop
+    /// the service: its file is on this host).
     pub fn open_active(
         &self,
         data_dir: &Path,
         address: &str,
         ttl: Duration,
+        on_loss: OnStoreLoss,
         mut waiting: impl FnMut(&Holder) + Send,
     ) -> Result<Box<dyn Durable>, StoreError> {
         let StoreLocation::Postgres(url) = self else { return self.open(data_dir) };
@@ -81,7 +84,7 @@ impl StoreLocation {
                 waiting(held);
             })?;
             tracing::info!(epoch = lease.epoch, "took the lease: this coordinator is the active one");
-            store.hold(lease, ttl)?;
+            store.hold(lease, ttl, on_loss)?;
             Ok(Box::new(store) as Box<dyn Durable>)
         })
     }
@@ -91,6 +94,40 @@ impl StoreLocation {
         Ok(match self {
             StoreLocation::Sqlite => Box::new(Reader::open(&data_dir.join(SQLITE_FILE))?),
             StoreLocation::Postgres(url) => Box::new(blocking(|| PgReader::open(url))?),
+        })
+    }
+}
+
+/// What an active coordinator does when its database is lost while running (`on_store_loss`,
+/// `--on-store-loss`). Either way nothing more is acknowledged until a commit succeeds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnStoreLoss {
+    /// Stop (exit 2): a supervisor restarts the process, which comes back as the active or the
+    /// standby coordinator.
+    #[default]
+    Exit,
+    /// Keep the batch, reconnect with backoff, and commit it once the database is back
+    /// (PostgreSQL; `store::pg`). A takeover meanwhile still fences this coordinator.
+    Retry,
+}
+
+impl FromStr for OnStoreLoss {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "exit" => Ok(OnStoreLoss::Exit),
+            "retry" => Ok(OnStoreLoss::Retry),
+            other => Err(format!("{other:?} is not a choice: use \"exit\" or \"retry\"")),
+        }
+    }
+}
+
+impl fmt::Display for OnStoreLoss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnStoreLoss::Exit => "exit",
+            OnStoreLoss::Retry => "retry",
         })
     }
 }
@@ -198,16 +235,16 @@ impl Records for Reader {
 
 impl Records for PgReader {
     fn ledger(&mut self, since: u64, account: Option<&str>, limit: u32) -> Result<Vec<LedgerEntry>, StoreError> {
-        blocking(|| PgReader::ledger(self, since, account, limit))
+        blocking(|| self.again_if_lost(|r| PgReader::ledger(r, since, account, limit)))
     }
     fn last_seq(&mut self) -> Result<u64, StoreError> {
-        blocking(|| PgReader::last_seq(self))
+        blocking(|| self.again_if_lost(PgReader::last_seq))
     }
     fn verify_ledger(&mut self) -> Result<LedgerVerdict, StoreError> {
-        blocking(|| PgReader::verify_ledger(self))
+        blocking(|| self.again_if_lost(PgReader::verify_ledger))
     }
     fn job(&mut self, job: JobId) -> Result<Option<JobStatus>, StoreError> {
-        blocking(|| PgReader::job(self, job))
+        blocking(|| self.again_if_lost(|r| PgReader::job(r, job)))
     }
     fn receipt(
         &mut self,
@@ -215,7 +252,7 @@ impl Records for PgReader {
         cut: Option<ReceiptCut>,
         page: PageRequest,
     ) -> Result<Option<Receipt>, StoreError> {
-        blocking(|| PgReader::receipt(self, account, cut, page))
+        blocking(|| self.again_if_lost(|r| PgReader::receipt(r, account, cut, page)))
     }
 }
 
@@ -227,6 +264,8 @@ mod tests {
     fn store_locations_parse() {
         assert_eq!("sqlite".parse(), Ok(StoreLocation::Sqlite));
         assert_eq!("postgres://hg@db/hg".parse(), Ok(StoreLocation::Postgres("postgres://hg@db/hg".into())));
+        assert_eq!(("exit".parse(), "retry".parse()), (Ok(OnStoreLoss::Exit), Ok(OnStoreLoss::Retry)));
+        assert!("again".parse::<OnStoreLoss>().unwrap_err().contains("\"retry\""));
         let err = "mysql://db".parse::<StoreLocation>().unwrap_err();
         assert!(err.contains("postgres://"), "{err}");
         assert_eq!(StoreLocation::Postgres("postgres://hg:pw@db/hg".into()).to_string(), "postgres://hg:***@db/hg");

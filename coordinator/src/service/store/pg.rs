@@ -11,10 +11,15 @@
 //!   flushed), so what is acknowledged after it survives a crash of either process. A failing
 //!   op rolls the whole batch back. Credits read an account row once per batch and write it
 //!   once at the end, as in SQLite.
-//! - Fencing: a store that holds the lease (`PgStore::hold`, see `service::lease`) checks in every
-//!   write transaction, with the lease row locked `FOR SHARE`, that the epoch is still the
-//!   current one; if another coordinator took the lease, the transaction fails with
-//!   `StoreError::Fenced` and commits nothing.
+//! - Fencing: a store that holds the lease (`PgStore::hold`, see `service::lease`) marks every
+//!   write transaction in the lease row (`commits`, the batch's number, set only while the
+//!   epoch is still its own, the row locked until the commit); if another coordinator took the
+//!   lease, the transaction fails with `StoreError::Fenced` and commits nothing.
+//! - A database lost while running (`StoreError::is_connection_loss`): with `OnStoreLoss::Exit`
+//!   the error ends the service; with `Retry` the batch waits, unacknowledged, while the store
+//!   reconnects with backoff (`RETRY_MIN` doubling to `RETRY_MAX`). A COMMIT whose answer was
+//!   lost may or may not have happened: the lease row's `commits` says which, so the batch is
+//!   written again only if it was not (never twice), and never after a takeover (fenced).
 //! - Text that orders (names) is compared `COLLATE "C"`: byte order, as SQLite's BINARY.
 //! - `postgres::Client` runs its own small runtime and may not be created or dropped on a tokio
 //!   worker thread: `Conn` connects and drops its client on a thread of its own.
@@ -30,6 +35,7 @@ use hashgrid_common::{BlockHash, Hash256, Header, Target};
 use postgres::types::ToSql;
 use postgres::{Client, GenericClient, IsolationLevel, NoTls, Row, Statement, Transaction};
 
+use super::backend::OnStoreLoss;
 use super::{MIGRATIONS, SCHEMA_VERSION, StoreError, fixed, parse_u128, to_i64, to_u64};
 use crate::core::ledger::{self, LedgerRecord};
 use crate::core::{Account, Snapshot, StoreOp, SubmittedJob, Work};
@@ -176,13 +182,30 @@ impl Statements {
     }
 }
 
+/// The first wait before reconnecting to a lost database (`OnStoreLoss::Retry`).
+pub const RETRY_MIN: Duration = Duration::from_millis(100);
+/// The longest wait between reconnection attempts.
+pub const RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// The coordinator's database on PostgreSQL: the write path and the snapshot.
 #[derive(Debug)]
 pub struct PgStore {
     conn: Conn,
+    /// Where to reconnect.
+    url: String,
     statements: Statements,
     /// The lease every write must still hold (`hold`); `None`: not fenced (tools, tests).
-    lease: Option<crate::service::lease::Lease>,
+    lease: Option<Held>,
+}
+
+/// A lease held by the store, and how its batches are counted.
+#[derive(Debug)]
+struct Held {
+    lease: crate::service::lease::Lease,
+    ttl: Duration,
+    on_loss: OnStoreLoss,
+    /// The lease row's `commits` as of this store's last commit.
+    commits: i64,
 }
 
 impl PgStore {
@@ -191,7 +214,7 @@ impl PgStore {
         let mut conn = Conn::connect(url)?;
         conn.client().batch_execute("SET synchronous_commit = on")?;
         migrate(conn.client())?;
-        Ok(PgStore { conn, statements: Statements::default(), lease: None })
+        Ok(PgStore { conn, url: url.to_string(), statements: Statements::default(), lease: None })
     }
 
     /// The schema version of the database.
@@ -202,24 +225,66 @@ impl PgStore {
     /// Keeps `lease` (renewed while the store lives); from now on every write checks, in its
     /// transaction, that the lease's epoch is still this one, and a transaction left idle
     /// longer than `ttl` (a paused process) is ended by the server, releasing the lease row.
-    pub fn hold(&mut self, lease: crate::service::lease::Lease, ttl: Duration) -> Result<(), StoreError> {
-        let ms = ttl.as_millis().max(1);
-        self.conn.client().batch_execute(&format!("SET idle_in_transaction_session_timeout = {ms}"))?;
-        self.lease = Some(lease);
+    /// `on_loss` says what `apply` does when the database is lost (see the module docs).
+    pub fn hold(
+        &mut self,
+        lease: crate::service::lease::Lease,
+        ttl: Duration,
+        on_loss: OnStoreLoss,
+    ) -> Result<(), StoreError> {
+        set_idle_timeout(self.conn.client(), ttl)?;
+        let commits = self.conn.client().query_one("SELECT commits FROM lease WHERE id = 1", &[])?.get(0);
+        self.lease = Some(Held { lease, ttl, on_loss, commits });
         Ok(())
     }
 
     /// The epoch of the lease it holds, if any.
     pub fn epoch(&self) -> Option<i64> {
-        self.lease.as_ref().map(|l| l.epoch)
+        self.lease.as_ref().map(|held| held.lease.epoch)
     }
 
-    /// Makes `ops` durable, all or nothing, in one transaction.
+    /// Makes `ops` durable, all or nothing, in one transaction. With `OnStoreLoss::Retry`, a
+    /// lost database is waited for (see the module docs): this returns once the batch is
+    /// committed, or with an error that is not a lost connection (fenced, among others).
     pub fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
-        let PgStore { conn, statements, lease } = self;
+        let mut delay = RETRY_MIN;
+        loop {
+            let mut err = match self.commit(ops) {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if !self.lease.as_ref().is_some_and(|held| held.on_loss == OnStoreLoss::Retry) {
+                return Err(err);
+            }
+            // Reconnects until the database answers, then learns whether the batch committed.
+            loop {
+                if !err.is_connection_loss() {
+                    return Err(err);
+                }
+                tracing::warn!(retry_in_ms = delay.as_millis() as u64, "database lost; acknowledgements wait: {err}");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(RETRY_MAX);
+                match self.reconnect() {
+                    Ok(true) => {
+                        tracing::info!("database back; the batch had committed");
+                        return Ok(());
+                    }
+                    Ok(false) => {
+                        tracing::info!("database back; writing the batch again");
+                        break;
+                    }
+                    Err(e) => err = e,
+                }
+            }
+        }
+    }
+
+    /// One attempt at `apply`.
+    fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        let PgStore { conn, statements, lease, .. } = self;
         let mut tx = conn.client().transaction()?;
-        if let Some(lease) = lease {
-            check_epoch(&mut tx, lease.epoch)?;
+        if let Some(held) = lease {
+            mark_commit(&mut tx, held.lease.epoch, held.commits + 1)?;
         }
         let mut batch = PgBatch::default();
         for op in ops {
@@ -227,7 +292,31 @@ impl PgStore {
         }
         batch.flush_all(&mut tx, statements)?;
         tx.commit()?;
+        if let Some(held) = lease {
+            held.commits += 1;
+        }
         Ok(())
+    }
+
+    /// A new session after a lost one: true when the batch whose commit was under way did
+    /// commit (the lease row counts it), false when it must be written again.
+    fn reconnect(&mut self) -> Result<bool, StoreError> {
+        let held = self.lease.as_mut().expect("only a store that holds the lease retries");
+        let mut conn = Conn::connect(&self.url)?;
+        conn.client().batch_execute("SET synchronous_commit = on")?;
+        set_idle_timeout(conn.client(), held.ttl)?;
+        let row = conn.client().query_one("SELECT epoch, commits FROM lease WHERE id = 1", &[])?;
+        let (epoch, commits): (i64, i64) = (row.get(0), row.get(1));
+        if epoch != held.lease.epoch {
+            return Err(StoreError::Fenced { mine: held.lease.epoch, current: epoch });
+        }
+        self.conn = conn;
+        self.statements = Statements::default();
+        let committed = commits == held.commits + 1;
+        if committed {
+            held.commits = commits;
+        }
+        Ok(committed)
     }
 
     /// Gives the ranges a previous process left in flight their fate (`history::RESTARTED`).
@@ -344,14 +433,23 @@ impl PgStore {
     }
 }
 
-/// Fails with `Fenced` unless `mine` is the lease's epoch, holding the lease row `FOR SHARE`
-/// until the transaction ends (a takeover, which updates the row, waits for it).
-pub(crate) fn check_epoch(tx: &mut Transaction<'_>, mine: i64) -> Result<(), StoreError> {
-    let current: Option<i64> = tx.query_opt("SELECT epoch FROM lease WHERE id = 1 FOR SHARE", &[])?.map(|r| r.get(0));
-    if current != Some(mine) {
+/// Numbers this transaction's batch `commits` in the lease row, and fails with `Fenced` unless
+/// `mine` is still the lease's epoch. The row stays locked until the transaction ends (a
+/// takeover, which updates the row, waits for it).
+pub(crate) fn mark_commit(tx: &mut Transaction<'_>, mine: i64, commits: i64) -> Result<(), StoreError> {
+    let marked = tx.execute("UPDATE lease SET commits = $2 WHERE id = 1 AND epoch = $1", &[&mine, &commits])?;
+    if marked != 1 {
+        let current: Option<i64> = tx.query_opt("SELECT epoch FROM lease WHERE id = 1", &[])?.map(|r| r.get(0));
         return Err(StoreError::Fenced { mine, current: current.unwrap_or(0) });
     }
     Ok(())
+}
+
+/// A transaction left idle longer than `ttl` (a paused process) is ended by the server,
+/// releasing the lease row.
+fn set_idle_timeout(client: &mut Client, ttl: Duration) -> Result<(), StoreError> {
+    let ms = ttl.as_millis().max(1);
+    Ok(client.batch_execute(&format!("SET idle_in_transaction_session_timeout = {ms}"))?)
 }
 
 fn schema_version(client: &mut impl GenericClient) -> Result<i64, StoreError> {
@@ -369,7 +467,8 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
              holder TEXT NOT NULL,
              address TEXT NOT NULL,
              expires_at TIMESTAMPTZ NOT NULL
-         );",
+         );
+         ALTER TABLE lease ADD COLUMN IF NOT EXISTS commits BIGINT NOT NULL DEFAULT 0;",
     )?;
     let found = schema_version(&mut tx)?;
     if found > SCHEMA_VERSION {
@@ -723,22 +822,40 @@ fn append_ledger(
     Ok(())
 }
 
-/// A connection for the operator API's reads (as SQLite's `records::Reader`).
+/// A connection for the operator API's reads (as SQLite's `records::Reader`). A read that finds
+/// the connection lost (the database restarted, the session terminated) is tried once more on
+/// a new one (`again_if_lost`).
 #[derive(Debug)]
 pub struct PgReader {
     conn: Conn,
+    url: String,
 }
 
 impl PgReader {
     pub fn open(url: &str) -> Result<PgReader, StoreError> {
-        Ok(PgReader { conn: Conn::connect(url)? })
+        Ok(PgReader { conn: Conn::connect(url)?, url: url.to_string() })
+    }
+
+    /// `read`, and once more on a new connection if the connection was lost.
+    pub fn again_if_lost<T>(&mut self, read: impl Fn(&mut Self) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        match read(self) {
+            Err(e) if e.is_connection_loss() => {
+                self.conn = Conn::connect(&self.url)?;
+                read(self)
+            }
+            other => other,
+        }
+    }
+
+    fn client(&mut self) -> Result<&mut Client, StoreError> {
+        Ok(self.conn.client())
     }
 
     /// Entries with `seq >= since`, oldest first, at most `limit`; with `account`, only those
     /// about that account.
     pub fn ledger(&mut self, since: u64, account: Option<&str>, limit: u32) -> Result<Vec<LedgerEntry>, StoreError> {
         let since = to_i64("since", since)?;
-        let rows = self.conn.client().query(
+        let rows = self.client()?.query(
             "SELECT seq, at_ms, kind, payload, prev_hash, hash FROM ledger
              WHERE ($3::TEXT IS NULL OR account = $3) AND seq >= $1 ORDER BY seq LIMIT $2",
             &[&since, &i64::from(limit), &account],
@@ -748,15 +865,14 @@ impl PgReader {
 
     /// The last entry's sequence number; 0 when empty.
     pub fn last_seq(&mut self) -> Result<u64, StoreError> {
-        let seq: Option<i64> = self.conn.client().query_one("SELECT max(seq) FROM ledger", &[])?.get(0);
+        let seq: Option<i64> = self.client()?.query_one("SELECT max(seq) FROM ledger", &[])?.get(0);
         to_u64("ledger.seq", seq.unwrap_or(0))
     }
 
     /// As `records::Reader::verify_ledger`.
     pub fn verify_ledger(&mut self) -> Result<LedgerVerdict, StoreError> {
         let rows = self
-            .conn
-            .client()
+            .client()?
             .query("SELECT seq, at_ms, kind, payload, prev_hash, hash, account FROM ledger ORDER BY seq", &[])?;
         records::verdict(rows.iter().map(|r| Ok((raw_entry(r), r.get(6)))))
     }
@@ -764,7 +880,7 @@ impl PgReader {
     /// The job's status, every run; `None`: no such job.
     pub fn job(&mut self, job: JobId) -> Result<Option<hashgrid_common::message::JobStatus>, StoreError> {
         let id = to_i64("job", job)?;
-        let mut tx = self.conn.client().build_transaction().isolation_level(IsolationLevel::RepeatableRead).start()?;
+        let mut tx = self.client()?.build_transaction().isolation_level(IsolationLevel::RepeatableRead).start()?;
         let Some(found) = tx.query_opt(
             "SELECT account, header, target FROM jobs WHERE id = $1
              UNION ALL SELECT account, header, target FROM templates WHERE job = $1",
@@ -799,7 +915,7 @@ impl PgReader {
         cut: Option<ReceiptCut>,
         page: PageRequest,
     ) -> Result<Option<Receipt>, StoreError> {
-        let mut tx = self.conn.client().build_transaction().isolation_level(IsolationLevel::RepeatableRead).start()?;
+        let mut tx = self.client()?.build_transaction().isolation_level(IsolationLevel::RepeatableRead).start()?;
         let Some(row) =
             tx.query_opt("SELECT standard, delivered, period_start_ms FROM accounts WHERE name = $1", &[&account])?
         else {

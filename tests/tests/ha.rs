@@ -88,14 +88,20 @@ fn kill_9_of_the_active_coordinator_hands_over_to_the_standby_every_time() {
     let other = ["--coordinator", &other_by_name];
     let nodes: Vec<_> = (1..=2).map(|n| site.start_node_with(&active, &format!("n{n}"), &other)).collect();
     let via_standby = Operator { addr: ports[1].parse().unwrap(), ..active.operator() };
+    // Until its first look at the lease, a standby names no active coordinator.
+    let hint = format!("{}{}", hashgrid_common::message::close_code::STANDBY_REASON, ports[0]);
+    wait_for("the standby to name the active coordinator", TAKEOVER_TIMEOUT, || {
+        refusal(&via_standby).is_some_and(|(_, reason)| reason == hint).then_some(())
+    });
     let active_by_name = by_name(&ports[0]);
     let out = via_standby.run(&["--coordinator", &active_by_name, "status"]).expect_success("status to the pair");
-    assert!(out.starts_with(&format!("active coordinator: {active_by_name}")), "{out}");
+    // The standby (first in the list) names the active one by IP: that is where the answer
+    // comes from. (The nodes reach the standby by name when the active one dies.)
+    assert!(out.starts_with(&format!("active coordinator: {}\n", ports[0])), "{out}");
     // Given only the standby, the CLI goes where its refusal points.
     via_standby.run(&["account", "list"]).expect_success("account list via the standby's hint");
-    let (code, reason) = refusal(&via_standby).expect("the standby's answer");
+    let (code, _) = refusal(&via_standby).expect("the standby's answer");
     assert_eq!(code, u64::from(hashgrid_common::message::close_code::STANDBY));
-    assert_eq!(reason, format!("{}{}", hashgrid_common::message::close_code::STANDBY_REASON, ports[0]));
 
     let mut acknowledged = wait_for("the first credited share", TAKEOVER_TIMEOUT, || {
         let n = shares(&active);
@@ -246,4 +252,35 @@ fn a_database_lost_while_running_holds_the_acknowledgements_then_they_resume() {
     assert!(log.contains("store"), "{log}");
     drop(node);
     exits.kill();
+}
+
+#[test]
+fn the_new_active_coordinator_reopens_the_pool_session_and_submits() {
+    use hashgrid_tests::pool::{PoolConfig, TestPool};
+    let Some(site) = site_or_skip() else { return };
+    // About 430k hashes per share: several a second from a debug-build CPU node.
+    let pool = TestPool::start(PoolConfig::with_password(&[0xc8, 0x58], 4, 0.0001, "pw"));
+    let ports = [free_port(), free_port()];
+    let mut active = site.start_coordinator_with(&ports[0], "sequential", &flags());
+    let op = active.operator();
+    let args = ["account", "add", "acme", "--standard", "15M", "--pool", &pool.url(), "--user", "acme.rig"];
+    op.run(&[&args[..], &["--password", "pw"]].concat()).expect_success("account add at the pool");
+    let standby = site.spawn_coordinator(&ports[1], "sequential", &flags());
+    let node = site.start_node_with(&active, "n1", &["--coordinator", &ports[1]]);
+    let before = wait_for("shares submitted to the pool", TAKEOVER_TIMEOUT, || {
+        let valid = pool.counts("acme.rig").valid;
+        (valid > 0).then_some(valid)
+    });
+
+    active.kill();
+    let next = standby.listening(TAKEOVER_TIMEOUT);
+    // The pool session comes from the new active one: its submits are new valid shares.
+    wait_for("a share submitted by the new active coordinator", TAKEOVER_TIMEOUT, || {
+        (pool.counts("acme.rig").valid > before).then_some(())
+    });
+    let out = next.operator().run(&["pool", "list"]).expect_success("pool list");
+    assert!(out.contains("ready"), "{out}");
+    let counts = pool.counts("acme.rig");
+    assert_eq!((counts.invalid, counts.unauthorized), (0, 0), "{counts:?}");
+    drop(node);
 }

@@ -1,6 +1,8 @@
 //! The PostgreSQL store against the SQLite one: the same ops give the same snapshot, the same
 //! ledger (and verdict), receipts and job history; a batch with a duplicate share writes
-//! nothing on either; an unreachable database at start is one line and exit 2.
+//! nothing on either; an unreachable database at start is one line and exit 2; with
+//! `OnStoreLoss::Retry`, a batch whose session was lost is written once: again when its commit
+//! did not happen, not again when it did (the lease row's commit count says which).
 //!
 //! Runs on a throwaway cluster (`hashgrid_tests::postgres`); without PostgreSQL installed it
 //! prints "SKIPPED" and passes, unless `HASHGRID_REQUIRE_POSTGRES=1` (CI).
@@ -10,7 +12,7 @@ use hashgrid_common::{CompactTarget, Hash256, Header, Target};
 use hashgrid_coordinator::core::ledger::LedgerRecord;
 use hashgrid_coordinator::core::{StoreOp, Work};
 use hashgrid_coordinator::service::store::StoreError;
-use hashgrid_coordinator::service::store::backend::{Durable, Records, StoreLocation};
+use hashgrid_coordinator::service::store::backend::{Durable, OnStoreLoss, Records, StoreLocation};
 use hashgrid_tests::postgres::{Cluster, available};
 use hashgrid_tests::{Outcome, binary, run_with_timeout};
 
@@ -212,4 +214,50 @@ fn an_unreachable_database_at_start_is_one_line_and_exit_2() {
     cmd.args(["serve", "--store", "mysql://db"]).arg("--data-dir").arg(dir.path());
     let line = run_with_timeout(cmd, std::time::Duration::from_secs(20)).expect_one_line_error("a bad --store");
     assert!(line.contains("--store") && line.contains("postgres://"), "{line}");
+}
+
+#[test]
+fn a_lost_session_writes_the_batch_once_whether_or_not_its_commit_happened() {
+    let Some(cluster) = postgres_or_skip() else { return };
+    let url = cluster.create_database();
+    let dir = tempfile::tempdir().unwrap();
+    let location = StoreLocation::Postgres(url.clone());
+    let ttl = std::time::Duration::from_secs(10);
+    let mut store = location.open_active(dir.path(), "127.0.0.1:1", ttl, OnStoreLoss::Retry, |_| {}).unwrap();
+    store.apply(&history()[0]).unwrap();
+    let mut side = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let count =
+        |side: &mut postgres::Client| -> i64 { side.query_one("SELECT count(*) FROM shares", &[]).unwrap().get(0) };
+    // Every session of the store (and of its lease) ends, as in a database restart.
+    let terminate = |side: &mut postgres::Client| {
+        side.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap();
+    };
+    let before = count(&mut side);
+
+    // The commit did not happen: the batch is written on the new session.
+    terminate(&mut side);
+    store.apply(&[credit("bob", 7, header(9, 1), T0)]).unwrap();
+    assert_eq!(count(&mut side), before + 1);
+
+    // The commit happened but its answer was lost (the lease row counted it): not written again.
+    side.execute("UPDATE lease SET commits = commits + 1", &[]).unwrap();
+    terminate(&mut side);
+    store.apply(&[credit("bob", 7, header(9, 2), T0)]).unwrap();
+    assert_eq!(count(&mut side), before + 1, "a batch whose commit had happened was written again");
+
+    // And on from there: the next batches count on.
+    store.apply(&[credit("bob", 7, header(9, 3), T0)]).unwrap();
+    assert_eq!(count(&mut side), before + 2);
+
+    // A takeover while the session was lost: fenced, nothing written.
+    side.execute("UPDATE lease SET epoch = epoch + 1", &[]).unwrap();
+    terminate(&mut side);
+    let err = store.apply(&[credit("bob", 7, header(9, 4), T0)]).unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    assert_eq!(count(&mut side), before + 2);
 }

@@ -834,18 +834,7 @@ mod tests {
 
     impl Pipe {
         async fn open() -> Pipe {
-            let certified = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()]).unwrap();
-            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
-            let mut tls =
-                rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                    .with_protocol_versions(&[&rustls::version::TLS13])
-                    .unwrap()
-                    .with_no_client_auth()
-                    .with_single_cert(vec![certified.cert.der().clone()], key)
-                    .unwrap();
-            tls.alpn_protocols = vec![ALPN.to_vec()];
-            let config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls).unwrap()));
-            let server = quinn::Endpoint::server(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+            let (server, ca) = server(Ipv4Addr::LOCALHOST.into());
             let addr = server.local_addr().unwrap();
             let accepting = server.clone();
             let server_side = tokio::spawn(async move {
@@ -853,7 +842,7 @@ mod tests {
                 let (_send, recv) = conn.accept_bi().await.unwrap();
                 (conn, FrameReader::new(recv, "node"))
             });
-            let client_endpoint = client_endpoint_for(certified.cert.pem().as_bytes(), addr).unwrap();
+            let client_endpoint = client_endpoint_for(ca.as_bytes(), addr).unwrap();
             let client = connect(&client_endpoint, addr).await.unwrap();
             let (send, _recv) = client.open_bi().await.unwrap();
             Pipe { send, server: server_side, client, _endpoints: [server, client_endpoint] }

@@ -12,7 +12,7 @@
 //!   the paused one is fenced: it commits nothing (the database is unchanged) and exits.
 //!
 //! - The database lost while running (every session of the coordinator terminated with
-//!   `pg_terminate_backend`, three times): with `--on-store-loss retry` the coordinator holds
+//!   `pg_terminate_backend`, twice): with `--on-store-loss retry` the coordinator holds
 //!   the acknowledgements, reconnects, takes its lease's lock again, and acknowledges again;
 //!   nothing acknowledged is lost. With the default (`exit`) it stops with exit code 2.
 //!
@@ -206,12 +206,16 @@ fn a_database_lost_while_running_holds_the_acknowledgements_then_they_resume() {
         let n = shares(&coordinator);
         (n > 0).then_some(n)
     });
-    for round in 1..=3 {
-        assert!(terminate_sessions(&db) >= 2, "round {round}: the store's and the lease's sessions");
-        // Acknowledged before the loss: still there; and acknowledgements resume after it.
+    for round in 1..=2 {
+        // The store's session at least (the lease's is replaced only at its next renewal).
+        assert!(terminate_sessions(&db) >= 1, "round {round}: no session of the coordinator");
+        // Counted after the loss (a status reply waits for the commits queued before it): a
+        // higher count later can only come from a commit on a new session.
+        let after_loss = shares(&coordinator);
+        assert!(after_loss >= acknowledged, "round {round}: {acknowledged} acknowledged, {after_loss} kept");
         acknowledged = wait_for("a share acknowledged after the database came back", TAKEOVER_TIMEOUT, || {
             let n = shares(&coordinator);
-            (n > acknowledged).then_some(n)
+            (n > after_loss).then_some(n)
         });
         assert!(coordinator.is_running(), "round {round}: the coordinator exited instead of retrying");
     }

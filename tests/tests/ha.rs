@@ -10,11 +10,12 @@
 //!   `ledger verify` passes at the end.
 //! - SIGSTOP of the active one: the standby takes over once the lease expires; after SIGCONT
 //!   the paused one is fenced: it commits nothing (the database is unchanged) and exits.
-//!
 //! - The database lost while running (every session of the coordinator terminated with
 //!   `pg_terminate_backend`, twice): with `--on-store-loss retry` the coordinator holds
 //!   the acknowledgements, reconnects, takes its lease's lock again, and acknowledges again;
 //!   nothing acknowledged is lost. With the default (`exit`) it stops with exit code 2.
+//! - An account at a (test) pool: after the kill, the new active coordinator opens the pool
+//!   session and its submits reach the pool.
 //!
 //! Without PostgreSQL installed these print "SKIPPED" and pass, unless
 //! `HASHGRID_REQUIRE_POSTGRES=1` (CI).

@@ -31,7 +31,10 @@ use hashgrid_common::stratum::{
     StratumError, Submit, SubmitOutcome,
 };
 
+use hashgrid_common::header::Hash256;
+
 use super::accounts::Work;
+use super::chains::WorkUpdates;
 
 /// How many subscriptions' extranonce2 spaces are remembered (one per pool, with room).
 const SPACES: usize = 8;
@@ -156,6 +159,12 @@ pub struct Upstream {
     /// The extranonce2 space of the current job ran out: no more templates until the next job.
     exhausted: bool,
     pub last_job_ms: Option<u64>,
+    /// The pool chain of the account (`chains::pool_chain`) and the previous block it was
+    /// placed on: that of its latest job.
+    pub chain: Option<String>,
+    pub chain_prev: Option<Hash256>,
+    /// The jobs of the main link, measured as the chain's load.
+    pub updates: WorkUpdates,
     pub switches: u64,
     pub accepted_shares: u64,
     pub accepted_work: Work,
@@ -210,6 +219,9 @@ impl Upstream {
             current: None,
             exhausted: false,
             last_job_ms: None,
+            chain: None,
+            chain_prev: None,
+            updates: WorkUpdates::default(),
             switches: 0,
             accepted_shares: 0,
             accepted_work: Work::ZERO,

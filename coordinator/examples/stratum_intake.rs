@@ -249,7 +249,13 @@ async fn miner(
     let mut lines = BufReader::new(reader).lines();
     let call = |id: u64, method: Method| Message::Call { id: Id::from(id), method }.to_line();
     let hello = call(1, Method::Subscribe { user_agent: Some("bench".into()), session_id: None })
-        + &call(2, Method::Authorize { user: format!("m{i}"), password: Some(token.into()) });
+        + &call(
+            2,
+            Method::Authorize {
+                user: format!("m{i}"),
+                password: Some(hashgrid_common::stratum::Password(token.into())),
+            },
+        );
     writer.write_all(hello.as_bytes()).await?;
     let (mut sub, mut notify) = (None, None);
     while sub.is_none() || notify.is_none() {

@@ -118,7 +118,7 @@ impl Core {
                     self.pool_conns.insert(conn, account.into());
                     self.out.push(Command::PoolConnect { conn, url });
                 }
-                UpstreamOut::Send { conn, line } => self.out.push(Command::PoolSend { conn, line }),
+                UpstreamOut::Send { conn, line } => self.out.push(Command::PoolSend { conn, line: line.into() }),
                 UpstreamOut::Close { conn, reason } => {
                     self.pool_conns.remove(&conn);
                     self.out.push(Command::PoolClose { conn, reason });

@@ -113,7 +113,7 @@ impl Pool {
         };
         self.answer(core, farm, now, id, sub.to_result());
         let (_, id, Method::Authorize { user, password }) = self.last_request() else { panic!() };
-        assert_eq!((user.as_str(), password.as_deref()), ("alice.rig", Some("secret")));
+        assert_eq!((user.as_str(), password.as_ref().map(|p| p.0.as_str())), ("alice.rig", Some("secret")));
         self.answer(core, farm, now, id, json!(true));
         self.call(core, farm, now, Method::SetDifficulty(difficulty));
         self.call(core, farm, now, Method::Notify(notify(job, 1, true)));

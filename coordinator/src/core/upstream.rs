@@ -27,8 +27,8 @@ use std::collections::BTreeMap;
 
 use hashgrid_common::message::{PoolSettings, StandardBasis};
 use hashgrid_common::stratum::{
-    Carving, ClientConfig, ClientEvent, ClientSession, ClientState, ExtranonceSpace, Job as PoolJob, PoolUrl, Reject,
-    StratumError, Submit, SubmitOutcome,
+    Carving, ClientConfig, ClientEvent, ClientSession, ClientState, ExtranonceSpace, Job as PoolJob, Line, PoolUrl,
+    Reject, StratumError, Submit, SubmitOutcome,
 };
 
 use hashgrid_common::header::Hash256;
@@ -79,7 +79,7 @@ pub enum UpstreamOut {
     },
     Send {
         conn: u64,
-        line: String,
+        line: Line,
     },
     Close {
         conn: u64,

@@ -39,12 +39,16 @@ impl Core {
         };
         let basis = basis.unwrap_or(self.accounts[a].basis);
         upstream::validate_basis(pool.as_ref(), basis).map_err(AdminError::InvalidPool)?;
-        let upstream = match &pool {
+        let mut upstream = match &pool {
             Some(p) => Some(Upstream::new(p.clone(), self.config.upstream).map_err(AdminError::InvalidPool)?),
             None => None,
         };
         self.accounts[a].basis = basis;
         if let Some(mut old) = self.upstreams.remove(account) {
+            // The account's counts go on (the store rebuilds them from all its submits).
+            if let Some(up) = &mut upstream {
+                up.restore_counts(old.counts.clone());
+            }
             old.close_all(now_ms, "the account's pool changed");
             self.take_upstream_outs(now_ms, account, old.drain());
             self.drop_upstream_jobs(now_ms, account);
@@ -385,14 +389,7 @@ impl Core {
     /// accepted upstream.
     fn submitted(&mut self, now_ms: u64, conn: u64, ticket: u64, outcome: SubmitOutcome) {
         let Some(PendingSubmit { account, hash, work }) = self.submits.remove(&(conn, ticket)) else { return };
-        let text = match &outcome {
-            SubmitOutcome::Accepted => "accepted".to_string(),
-            SubmitOutcome::Rejected { code, reason } => {
-                let reason: String = reason.chars().filter(|c| !c.is_control()).take(100).collect();
-                format!("rejected: {code} {reason}")
-            }
-            SubmitOutcome::Unknown => "unknown".to_string(),
-        };
+        let text = upstream::outcome_text(&outcome);
         self.out.push(Command::Persist(StoreOp::UpstreamOutcome { hash, outcome: text, at_ms: now_ms }));
         if let Some(up) = self.upstreams.get_mut(&account) {
             up.count_outcome(&outcome, work);
@@ -436,9 +433,9 @@ impl Core {
                     job_age_ms: up.last_job_ms.filter(|_| up.current.is_some()).map(|t| now_ms.saturating_sub(t)),
                     delivered: a.map_or(0, |a| a.delivered.0),
                     accepted_upstream: a.map_or(0, |a| a.accepted_upstream.0),
-                    accepted_shares: up.accepted_shares,
-                    rejected: up.rejected.iter().map(|(r, n)| (r.clone(), *n)).collect(),
-                    unknown: up.unknown,
+                    accepted_shares: up.counts.accepted_shares,
+                    rejected: up.counts.rejected.iter().map(|(r, n)| (r.clone(), *n)).collect(),
+                    unknown: up.counts.unknown,
                     flagged: up.flagged,
                     basis: a.map_or_else(StandardBasis::default, |a| a.basis),
                     last_error: up.last_error.clone(),

@@ -429,9 +429,17 @@ fn a_restored_core_connects_to_the_stored_pools_at_its_first_tick() {
     let mut alice = Account::new("alice".into(), Work(1 << 60), None, 1, T0);
     alice.basis = StandardBasis::Accepted;
     alice.accepted_upstream = Work(7);
+    // 30 answered, 10 rejected: over the 20 % of a flag, raised (and ledgered) before.
+    let counts = upstream::UpstreamCounts {
+        accepted_shares: 20,
+        accepted_work: Work(7),
+        rejected: [("Low difficulty share".to_string(), 10)].into_iter().collect(),
+        unknown: 2,
+    };
     let snapshot = Snapshot {
         accounts: vec![alice],
         pools: vec![("alice".into(), settings(&[POOL, BACKUP]))],
+        pool_counts: [("alice".to_string(), counts)].into_iter().collect(),
         ..Snapshot::default()
     };
     let mut core = Core::restore(CoreConfig::default(), snapshot);
@@ -445,6 +453,11 @@ fn a_restored_core_connects_to_the_stored_pools_at_its_first_tick() {
         (list[0].basis, list[0].accepted_upstream, list[0].state.as_str()),
         (StandardBasis::Accepted, 7, "connecting")
     );
+    assert_eq!((list[0].accepted_shares, list[0].unknown, list[0].flagged), (20, 2, true));
+    assert_eq!(list[0].rejected, vec![("Low difficulty share".to_string(), 10)]);
+    // Changing the pool keeps the account's counts.
+    core.set_pool(T0 + 1, "alice", Some(settings(&[BACKUP])), None).unwrap();
+    assert_eq!(core.pool_list(T0 + 1)[0].accepted_shares, 20);
 }
 
 #[test]

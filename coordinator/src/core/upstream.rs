@@ -116,6 +116,75 @@ pub enum UpstreamOut {
     },
 }
 
+/// An account's submits upstream by outcome, as `pool list` shows them: kept across changes
+/// of its pools, and rebuilt from the recorded outcomes ([`outcome_text`]) at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamCounts {
+    pub accepted_shares: u64,
+    /// The pool's difficulty as work, summed over the accepted shares.
+    pub accepted_work: Work,
+    /// Rejected shares by the pool's reason (printable, at most 100 characters).
+    pub rejected: BTreeMap<String, u64>,
+    /// Submits whose answer never came.
+    pub unknown: u64,
+}
+
+impl UpstreamCounts {
+    pub fn count(&mut self, outcome: &SubmitOutcome, work: Work) {
+        match outcome {
+            SubmitOutcome::Accepted => {
+                self.accepted_shares += 1;
+                self.accepted_work = self.accepted_work.saturating_add(work);
+            }
+            SubmitOutcome::Rejected { reason, .. } => *self.rejected.entry(printable(reason)).or_default() += 1,
+            SubmitOutcome::Unknown => self.unknown += 1,
+        }
+    }
+
+    /// The counts of recorded outcomes: (text as [`outcome_text`] wrote it, the pool's
+    /// difficulty as work, how many). `pending` counts as unknown (its connection is gone);
+    /// `not submitted` is not counted, as it was not when it happened.
+    pub fn from_records(rows: impl IntoIterator<Item = (String, Work, u64)>) -> Self {
+        let mut counts = UpstreamCounts::default();
+        for (text, work, n) in rows {
+            if text == "accepted" {
+                counts.accepted_shares += n;
+                counts.accepted_work = counts.accepted_work.saturating_add(Work(work.0.saturating_mul(n as u128)));
+            } else if let Some(rest) = text.strip_prefix("rejected: ") {
+                let reason = rest.split_once(' ').map_or("", |(_, reason)| reason);
+                *counts.rejected.entry(reason.to_string()).or_default() += n;
+            } else if text == "unknown" || text == "pending" {
+                counts.unknown += n;
+            }
+        }
+        counts
+    }
+
+    pub fn rejected(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    /// Submits the pool answered.
+    pub fn answered(&self) -> u64 {
+        self.rejected() + self.accepted_shares
+    }
+}
+
+/// A submit's outcome as recorded with its share: `accepted`, `rejected: CODE REASON` or
+/// `unknown`.
+pub fn outcome_text(outcome: &SubmitOutcome) -> String {
+    match outcome {
+        SubmitOutcome::Accepted => "accepted".to_string(),
+        SubmitOutcome::Rejected { code, reason } => format!("rejected: {code} {}", printable(reason)),
+        SubmitOutcome::Unknown => "unknown".to_string(),
+    }
+}
+
+/// A pool's text as kept: printable, at most 100 characters.
+fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(100).collect()
+}
+
 /// One connection and its session.
 #[derive(Debug)]
 struct Link {
@@ -166,10 +235,7 @@ pub struct Upstream {
     /// The jobs of the main link, measured as the chain's load.
     pub updates: WorkUpdates,
     pub switches: u64,
-    pub accepted_shares: u64,
-    pub accepted_work: Work,
-    pub rejected: BTreeMap<String, u64>,
-    pub unknown: u64,
+    pub counts: UpstreamCounts,
     pub flagged: bool,
     out: Vec<UpstreamOut>,
 }
@@ -223,10 +289,7 @@ impl Upstream {
             chain_prev: None,
             updates: WorkUpdates::default(),
             switches: 0,
-            accepted_shares: 0,
-            accepted_work: Work::ZERO,
-            rejected: BTreeMap::new(),
-            unknown: 0,
+            counts: UpstreamCounts::default(),
             flagged: false,
             out: Vec::new(),
         })
@@ -388,26 +451,25 @@ impl Upstream {
     /// Counts a submit's outcome (`work`: the pool's difficulty as work); flags the account
     /// when the pool rejects too many.
     pub fn count_outcome(&mut self, outcome: &SubmitOutcome, work: Work) {
-        match outcome {
-            SubmitOutcome::Accepted => {
-                self.accepted_shares += 1;
-                self.accepted_work = self.accepted_work.saturating_add(work);
-            }
-            SubmitOutcome::Rejected { reason, .. } => {
-                let reason: String = reason.chars().filter(|c| !c.is_control()).take(100).collect();
-                *self.rejected.entry(reason).or_default() += 1;
-            }
-            SubmitOutcome::Unknown => self.unknown += 1,
-        }
-        let rejected: u64 = self.rejected.values().sum();
-        let answered = rejected + self.accepted_shares;
-        if !self.flagged
-            && answered >= self.config.min_answers
-            && rejected as f64 > self.config.max_reject_ratio * answered as f64
-        {
+        self.counts.count(outcome, work);
+        if !self.flagged && self.rejects_too_many() {
             self.flagged = true;
+            let (rejected, answered) = (self.counts.rejected(), self.counts.answered());
             self.out.push(UpstreamOut::Flagged { rejected, answered });
         }
+    }
+
+    /// Takes over the account's counts (from the store at start-up, or from the account's
+    /// former pool settings), and the flag they imply (already ledgered when it was raised).
+    pub fn restore_counts(&mut self, counts: UpstreamCounts) {
+        self.counts = counts;
+        self.flagged = self.rejects_too_many();
+    }
+
+    fn rejects_too_many(&self) -> bool {
+        let answered = self.counts.answered();
+        answered >= self.config.min_answers
+            && self.counts.rejected() as f64 > self.config.max_reject_ratio * answered as f64
     }
 
     /// Closes every link (the account's pool was changed or removed).

@@ -265,7 +265,7 @@ fn submits_unanswered_at_a_drop_are_unknown_and_rejects_flag_the_account() {
     assert_eq!(outs, vec![UpstreamOut::Flagged { rejected: 20, answered: 20 }]);
     assert!(up.flagged);
     up.count_outcome(&SubmitOutcome::Unknown, Work(1));
-    assert_eq!(up.unknown, 1);
+    assert_eq!(up.counts.unknown, 1);
     assert!(up.drain().is_empty(), "flagged once");
 }
 
@@ -393,4 +393,23 @@ fn a_pool_notice_is_kept_as_the_last_error() {
     let call = Message::Call { id: Id::Null, method: Method::ShowMessage("maintenance at\n noon".into()) };
     up.handle_line(10, conn, call.to_line().as_bytes());
     assert_eq!(up.last_error.as_deref(), Some("pool says: maintenance at noon"));
+}
+
+#[test]
+fn counts_rebuilt_from_the_recorded_outcomes_equal_the_counts_kept() {
+    let outcomes = [
+        SubmitOutcome::Accepted,
+        SubmitOutcome::Rejected { code: 23, reason: "Low difficulty share".into() },
+        SubmitOutcome::Accepted,
+        SubmitOutcome::Unknown,
+        SubmitOutcome::Rejected { code: 21, reason: "Job not found (=stale)\n".into() },
+        SubmitOutcome::Rejected { code: 23, reason: "Low difficulty share".into() },
+    ];
+    let mut kept = UpstreamCounts::default();
+    for (i, o) in outcomes.iter().enumerate() {
+        kept.count(o, Work(1 << i));
+    }
+    let rows = outcomes.iter().enumerate().map(|(i, o)| (outcome_text(o), Work(1 << i), 1));
+    assert_eq!(UpstreamCounts::from_records(rows), kept);
+    assert_eq!((kept.accepted_shares, kept.accepted_work, kept.unknown, kept.rejected()), (2, Work(5), 1, 3));
 }

@@ -10,7 +10,11 @@
 //!   every credited share sent to a pool (`hash` is the share's, as in `shares`), with the
 //!   pool's difficulty as `work` (a u128 decimal) and its outcome: `pending` until the answer,
 //!   then `accepted`, `rejected: CODE REASON`, `unknown` or `not submitted: REASON`. An
-//!   account's `accepted_upstream` is the sum of the work of its accepted rows in its period.
+//!   account's `accepted_upstream` is the sum of the work of its accepted rows in its period;
+//!   its counts in `pool list` (accepted, rejected by reason, unknown) are rebuilt from all its
+//!   rows at start-up ([`COUNTS`], [`counts`]).
+
+use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
@@ -18,7 +22,24 @@ use hashgrid_common::BlockHash;
 use hashgrid_common::message::{PoolSettings, StandardBasis};
 
 use super::store::{StoreError, parse_u128, to_i64};
+use crate::core::upstream::UpstreamCounts;
 use crate::core::{Account, Work};
+
+/// Each account's submits by (outcome, work), counted: portable SQL, read by both stores.
+pub(crate) const COUNTS: &str = "SELECT account, outcome, work, COUNT(*) FROM upstream_submits
+     GROUP BY account, outcome, work ORDER BY account";
+
+/// Each account's upstream counts from the rows of [`COUNTS`]: (account, outcome, work, count).
+pub(crate) fn counts(
+    rows: impl IntoIterator<Item = (String, String, String, i64)>,
+) -> Result<BTreeMap<String, UpstreamCounts>, StoreError> {
+    let mut by_account: BTreeMap<String, Vec<(String, Work, u64)>> = BTreeMap::new();
+    for (account, outcome, work, n) in rows {
+        let work = Work(parse_u128("upstream_submits.work", &work)?);
+        by_account.entry(account).or_default().push((outcome, work, n.max(0) as u64));
+    }
+    Ok(by_account.into_iter().map(|(a, rows)| (a, UpstreamCounts::from_records(rows))).collect())
+}
 
 pub(super) const MIGRATION: &str = "CREATE TABLE account_pools (
         account TEXT NOT NULL REFERENCES accounts(name),
@@ -101,6 +122,13 @@ pub(super) fn outcome(tx: &Transaction<'_>, hash: &BlockHash, outcome: &str, at_
     )?
     .execute(params![outcome, to_i64("answered_ms", at_ms)?, hash])?;
     Ok(())
+}
+
+/// Every account's upstream counts.
+pub(super) fn load_counts(conn: &Connection) -> Result<BTreeMap<String, UpstreamCounts>, StoreError> {
+    let mut stmt = conn.prepare(COUNTS)?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    counts(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Every account's pool settings; and, into `accounts`, each one's basis and accepted
@@ -234,6 +262,12 @@ mod tests {
         let alice = &snap.accounts[0];
         assert_eq!((alice.basis, alice.accepted_upstream), (StandardBasis::Accepted, Work(3 << 100)));
         assert_eq!(snap.accounts[1].basis, StandardBasis::Delivered);
+        // pool list's counts come back: 3 accepted, 1 rejected by its reason, the pending one
+        // unknown (its connection is gone).
+        let counts = &snap.pool_counts["alice"];
+        assert_eq!((counts.accepted_shares, counts.accepted_work, counts.unknown), (3, Work(3 << 100), 1));
+        assert_eq!(counts.rejected, [("Low difficulty share".to_string(), 1)].into_iter().collect());
+        assert!(!snap.pool_counts.contains_key("bob"));
         let conn = Connection::open(&path).unwrap();
         assert_eq!(
             share_outcome(&conn, &Hash256([3; 32])).unwrap().as_deref(),

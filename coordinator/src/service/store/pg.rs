@@ -339,8 +339,11 @@ impl PgStore {
                 .collect::<Result<_, StoreError>>()?;
         }
         let pools = upstream::load(&mut tx, &mut accounts)?;
+        let rows = tx.query(crate::service::upstream_store::COUNTS, &[])?;
+        let pool_counts =
+            crate::service::upstream_store::counts(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))))?;
         tx.commit()?;
-        Ok(Snapshot { policy, accounts, chain, jobs, chains, node_chains, rollout, pools })
+        Ok(Snapshot { policy, accounts, chain, jobs, chains, node_chains, rollout, pools, pool_counts })
     }
 }
 

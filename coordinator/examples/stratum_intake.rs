@@ -77,6 +77,7 @@ fn main() -> anyhow::Result<()> {
                 user: "alice.rig".into(),
                 password: "x".into(),
                 extranonce_subscribe: false,
+                backup_extranonce_subscribe: false,
             }),
             basis: StandardBasis::Delivered,
         },

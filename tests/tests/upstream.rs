@@ -118,6 +118,12 @@ fn two_accounts_at_two_pools_each_pool_counts_what_the_coordinator_accepted() {
             assert!(!text.contains(PASSWORD), "the password in {}", log.display());
         }
     }
+    // Both pools build on the same previous block: one pool chain, with both accounts.
+    let out = op.run(&["chain", "list", "--json"]).expect_success("chain list");
+    let chains: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let pool_chains: Vec<&Value> = chains.iter().filter(|c| c["name"].as_str().unwrap().starts_with("pool:")).collect();
+    assert_eq!(pool_chains.len(), 1, "{out}");
+    assert_eq!(pool_chains[0]["accounts"], serde_json::json!(["alice", "bob"]), "{out}");
     // alice's standard is on accepted work: her pool took at least the standard.
     let alice: u128 = pool_of(&list, "alice")["accepted_upstream"].to_string().parse().unwrap();
     assert!(alice >= 15_000_000, "{alice}");
@@ -129,15 +135,19 @@ fn the_primary_pool_killed_the_backup_takes_over_and_the_ledger_shows_it() {
     let (primary, backup) = (pool(&[0xaa, 0xbb], 4), pool(&[0xcc, 0xdd], 4));
     let coordinator = site.start_coordinator("127.0.0.1:0", "sequential");
     let op = coordinator.operator();
-    add_at_pool(&op, "alice", "1000T", 1, &[primary.url(), backup.url()], "alice.rig", &[]);
+    // extranonce.subscribe to the backup only (some pools drop connections that send it).
+    let urls = [primary.url(), backup.url()];
+    add_at_pool(&op, "alice", "1000T", 1, &urls, "alice.rig", &["--backup-extranonce-subscribe"]);
     let _node = site.start_node(&coordinator, "n1");
     wait_for("shares at the primary", WAIT, || (primary.counts("alice.rig").valid >= 3).then_some(()));
+    assert_eq!(pool_of(&pools(&op), "alice")["extranonce_subscribe"], false);
     let primary_url = primary.url();
     drop(primary);
     wait_for("shares at the backup", WAIT, || (backup.counts("alice.rig").valid >= 3).then_some(()));
     let list = pools(&op);
     assert_eq!(pool_of(&list, "alice")["url"], backup.url().as_str());
     assert_eq!(pool_of(&list, "alice")["pool_index"], 1);
+    assert_eq!(pool_of(&list, "alice")["extranonce_subscribe"], true);
     let switch = op
         .ledger(1)
         .into_iter()
@@ -285,6 +295,8 @@ fn bad_pool_flags_are_one_line_errors_and_change_nothing() {
     assert!(line.contains("bad pool URL"), "{line}");
     add(&["--pool", "stratum+tcp://pool:1"]).expect_one_line_error("a pool without a user");
     add(&["--standard-basis", "mined"]).expect_one_line_error("an unknown basis");
+    add(&["--pool", "stratum+tcp://pool:1", "--user", "u", "--backup-extranonce-subscribe"])
+        .expect_one_line_error("extranonce.subscribe to backups without a backup");
     let line = add(&["--standard-basis", "accepted"]).expect_one_line_error("the accepted basis without a pool");
     assert!(line.contains("needs a pool"), "{line}");
     let many: Vec<&str> = (0..8).flat_map(|_| ["--backup-pool", "stratum+tcp://pool:2"]).collect();

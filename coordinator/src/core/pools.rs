@@ -426,6 +426,7 @@ impl Core {
                     url: url.into(),
                     pool_index: index as u32,
                     user: up.settings.user.clone(),
+                    extranonce_subscribe: up.settings.extranonce_subscribe_to(index),
                     extranonce1,
                     extranonce2_size: size,
                     difficulty,

@@ -23,6 +23,7 @@ pub(super) fn settings(urls: &[&str]) -> PoolSettings {
         user: "alice.rig".into(),
         password: "secret".into(),
         extranonce_subscribe: false,
+        backup_extranonce_subscribe: false,
     }
 }
 

@@ -494,7 +494,7 @@ impl Upstream {
         *next_conn += 1;
         let url = &self.urls[pool];
         let mut client = ClientConfig::new(&url.host, &self.settings.user, &self.settings.password);
-        client.extranonce_subscribe = self.settings.extranonce_subscribe;
+        client.extranonce_subscribe = self.settings.extranonce_subscribe_to(pool);
         client.silence_timeout_ms = self.config.silence_ms;
         client.submit_timeout_ms = self.config.submit_timeout_ms;
         client.resume_id = self.resume_ids.get(&pool).cloned();

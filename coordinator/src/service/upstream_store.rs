@@ -87,7 +87,7 @@ pub(super) fn set_pool(
                 url,
                 pool.user,
                 pool.password,
-                i64::from(pool.extranonce_subscribe)
+                i64::from(pool.extranonce_subscribe_to(position))
             ])?;
         }
     }
@@ -145,10 +145,19 @@ pub(super) fn load(conn: &Connection, accounts: &mut [Account]) -> Result<Vec<(S
     for row in rows {
         let (account, url, user, password, subscribe) = row?;
         match pools.last_mut().filter(|(a, _)| *a == account) {
-            Some((_, p)) => p.urls.push(url),
+            Some((_, p)) => {
+                p.urls.push(url);
+                p.backup_extranonce_subscribe = subscribe != 0;
+            }
             None => pools.push((
                 account,
-                PoolSettings { urls: vec![url], user, password, extranonce_subscribe: subscribe != 0 },
+                PoolSettings {
+                    urls: vec![url],
+                    user,
+                    password,
+                    extranonce_subscribe: subscribe != 0,
+                    backup_extranonce_subscribe: false,
+                },
             )),
         }
     }
@@ -197,6 +206,7 @@ mod tests {
             user: "alice.rig".into(),
             password: "s3cret".into(),
             extranonce_subscribe: true,
+            backup_extranonce_subscribe: true,
         }
     }
 
@@ -228,12 +238,17 @@ mod tests {
             outcome: outcome.into(),
             at_ms: t0 + 5,
         };
+        // extranonce.subscribe to the primary and not the backups, kept per pool.
+        let alice_pool = || PoolSettings {
+            backup_extranonce_subscribe: false,
+            ..pool(&["stratum+tcp://a:1", "stratum+ssl://b:2", "stratum+tcp://c:3"])
+        };
         let ops = vec![
             added("alice"),
             added("bob"),
             StoreOp::AccountPoolSet {
                 account: "alice".into(),
-                pool: Some(pool(&["stratum+tcp://a:1", "stratum+ssl://b:2"])),
+                pool: Some(alice_pool()),
                 basis: StandardBasis::Accepted,
             },
             StoreOp::AccountPoolSet {
@@ -258,7 +273,7 @@ mod tests {
         Store::open(&path).unwrap().apply(&ops).unwrap();
         let store = Store::open(&path).unwrap();
         let snap = store.load().unwrap();
-        assert_eq!(snap.pools, vec![("alice".to_string(), pool(&["stratum+tcp://a:1", "stratum+ssl://b:2"]))]);
+        assert_eq!(snap.pools, vec![("alice".to_string(), alice_pool())]);
         let alice = &snap.accounts[0];
         assert_eq!((alice.basis, alice.accepted_upstream), (StandardBasis::Accepted, Work(3 << 100)));
         assert_eq!(snap.accounts[1].basis, StandardBasis::Delivered);

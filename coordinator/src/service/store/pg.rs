@@ -884,7 +884,7 @@ mod upstream {
                         url,
                         &pool.user,
                         &pool.password,
-                        &i64::from(pool.extranonce_subscribe),
+                        &i64::from(pool.extranonce_subscribe_to(position)),
                     ],
                 )?;
             }
@@ -940,7 +940,10 @@ mod upstream {
         )? {
             let (account, url): (String, String) = (r.get(0), r.get(1));
             match pools.last_mut().filter(|(a, _)| *a == account) {
-                Some((_, p)) => p.urls.push(url),
+                Some((_, p)) => {
+                    p.urls.push(url);
+                    p.backup_extranonce_subscribe = r.get::<_, i64>(4) != 0;
+                }
                 None => pools.push((
                     account,
                     PoolSettings {
@@ -948,6 +951,7 @@ mod upstream {
                         user: r.get(2),
                         password: r.get(3),
                         extranonce_subscribe: r.get::<_, i64>(4) != 0,
+                        backup_extranonce_subscribe: false,
                     },
                 )),
             }

@@ -608,8 +608,17 @@ pub struct PoolSettings {
     pub urls: Vec<String>,
     pub user: String,
     pub password: String,
-    /// Send `mining.extranonce.subscribe` (some pools drop connections that send it).
+    /// Send `mining.extranonce.subscribe` to the primary (some pools drop connections that
+    /// send it), and to the backups.
     pub extranonce_subscribe: bool,
+    pub backup_extranonce_subscribe: bool,
+}
+
+impl PoolSettings {
+    /// Whether to send `mining.extranonce.subscribe` to the pool at `index` (0: the primary).
+    pub fn extranonce_subscribe_to(&self, index: usize) -> bool {
+        if index == 0 { self.extranonce_subscribe } else { self.backup_extranonce_subscribe }
+    }
 }
 
 impl std::fmt::Debug for PoolSettings {
@@ -619,6 +628,7 @@ impl std::fmt::Debug for PoolSettings {
             .field("user", &self.user)
             .field("password", &"<hidden>")
             .field("extranonce_subscribe", &self.extranonce_subscribe)
+            .field("backup_extranonce_subscribe", &self.backup_extranonce_subscribe)
             .finish()
     }
 }
@@ -664,6 +674,8 @@ pub struct PoolStatus {
     pub url: String,
     pub pool_index: u32,
     pub user: String,
+    /// Whether `mining.extranonce.subscribe` is sent to that pool.
+    pub extranonce_subscribe: bool,
     /// extranonce1 (hex) and extranonce2's size, once subscribed.
     pub extranonce1: String,
     pub extranonce2_size: u32,

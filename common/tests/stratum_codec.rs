@@ -11,7 +11,9 @@
 
 use hashgrid_common::Hash256;
 use hashgrid_common::stratum::method::{Configure, swap_words};
-use hashgrid_common::stratum::{Id, Job, Message, Method, Notify, Response, RpcError, Submit, SubscribeResult};
+use hashgrid_common::stratum::{
+    Id, Job, Message, Method, Notify, Password, Response, RpcError, Submit, SubscribeResult,
+};
 use hashgrid_common::target::CompactTarget;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -88,7 +90,8 @@ fn method() -> impl Strategy<Value = Method> {
             })),
         (proptest::option::of(text()), proptest::option::of(text()))
             .prop_map(|(user_agent, session_id)| Method::Subscribe { user_agent, session_id }),
-        (text(), proptest::option::of(text())).prop_map(|(user, password)| Method::Authorize { user, password }),
+        (text(), proptest::option::of(text()))
+            .prop_map(|(user, password)| Method::Authorize { user, password: password.map(Password) }),
         Just(Method::ExtranonceSubscribe),
         difficulty().prop_map(Method::SetDifficulty),
         difficulty().prop_map(Method::SuggestDifficulty),
@@ -259,7 +262,7 @@ proptest! {
     ) {
         let calls = [
             Method::Subscribe { user_agent: Some(agent), session_id: session.map(hex::encode) },
-            Method::Authorize { user: w, password },
+            Method::Authorize { user: w, password: password.map(Password) },
             Method::Reconnect { host: Some("pool.example".into()), port: Some(port), wait_secs: Some(u64::from(wait)) },
         ];
         for method in calls {

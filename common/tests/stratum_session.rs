@@ -160,7 +160,7 @@ fn the_client_session_follows_the_recorded_pool() {
                  outcomes: &mut Vec<(u64, SubmitOutcome)>| {
         while let Some(event) = session.poll_event() {
             match event {
-                ClientEvent::Send(line) => sent.push(line),
+                ClientEvent::Send(line) => sent.push(line.into()),
                 ClientEvent::Job { job, revoke_older } => jobs.push((job.id().to_owned(), revoke_older)),
                 ClientEvent::Submitted { ticket, outcome } => outcomes.push((ticket, outcome)),
                 ClientEvent::State(_) | ClientEvent::Notice(_) => {}

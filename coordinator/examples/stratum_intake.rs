@@ -77,6 +77,7 @@ fn main() -> anyhow::Result<()> {
                 user: "alice.rig".into(),
                 password: "x".into(),
                 extranonce_subscribe: false,
+                backup_extranonce_subscribe: false,
             }),
             basis: StandardBasis::Delivered,
         },
@@ -250,7 +251,13 @@ async fn miner(
     let mut lines = BufReader::new(reader).lines();
     let call = |id: u64, method: Method| Message::Call { id: Id::from(id), method }.to_line();
     let hello = call(1, Method::Subscribe { user_agent: Some("bench".into()), session_id: None })
-        + &call(2, Method::Authorize { user: format!("m{i}"), password: Some(token.into()) });
+        + &call(
+            2,
+            Method::Authorize {
+                user: format!("m{i}"),
+                password: Some(hashgrid_common::stratum::Password(token.into())),
+            },
+        );
     writer.write_all(hello.as_bytes()).await?;
     let (mut sub, mut notify) = (None, None);
     while sub.is_none() || notify.is_none() {

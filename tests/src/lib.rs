@@ -467,6 +467,13 @@ impl Coordinator {
         self.process.child.id()
     }
 
+    /// Its resident memory (VmRSS), KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc/PID/status");
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("a VmRSS line");
+        line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("VmRSS in kB")
+    }
+
     /// Sends `signal` (`STOP`, `CONT`, ...).
     pub fn signal(&self, signal: &str) {
         let pid = self.pid().to_string();

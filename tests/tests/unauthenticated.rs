@@ -19,7 +19,7 @@ use hashgrid_common::codec::{MAX_FRAME, PREFIX};
 use hashgrid_common::message::close_code;
 use hashgrid_common::net;
 use hashgrid_coordinator::service::limits::MAX_HELLO;
-use hashgrid_tests::{COMMAND_TIMEOUT, Coordinator, Site, binary, run_with_timeout, wait_for};
+use hashgrid_tests::{COMMAND_TIMEOUT, Site, binary, run_with_timeout, wait_for};
 
 mod raw_peer;
 use raw_peer::{close_reason, raw_connection};
@@ -130,7 +130,7 @@ fn attack(coordinator_binary: &Path) -> Figures {
     wait_for("the honest node's first credit", Duration::from_secs(30), || {
         (operator.status().account("honest").delivered > 0).then_some(())
     });
-    let baseline_kib = rss_kib(&coordinator);
+    let baseline_kib = coordinator.rss_kib();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let attacker = {
@@ -152,16 +152,16 @@ fn attack(coordinator_binary: &Path) -> Figures {
     let started = Instant::now();
     while started.elapsed() < ATTACK {
         std::thread::sleep(SAMPLE);
-        peak_kib = peak_kib.max(rss_kib(&coordinator));
+        peak_kib = peak_kib.max(coordinator.rss_kib());
         let now = operator.status().account("honest").delivered;
         windows += 1;
         windows_earned += usize::from(now > delivered);
         delivered = now;
     }
     runtime.block_on(attacker).unwrap();
-    peak_kib = peak_kib.max(rss_kib(&coordinator));
+    peak_kib = peak_kib.max(coordinator.rss_kib());
     std::thread::sleep(SAMPLE);
-    let after_kib = rss_kib(&coordinator);
+    let after_kib = coordinator.rss_kib();
     drop(runtime);
     assert_eq!(windows_earned, windows, "the honest node was credited in every window of {SAMPLE:?}");
     Figures { baseline_kib, peak_kib, growth_kib: peak_kib - baseline_kib, after_kib, windows, windows_earned }
@@ -199,11 +199,4 @@ async fn attacking_connection(endpoint: quinn::Endpoint, addr: std::net::SocketA
             let _ = stream.await;
         }
     }
-}
-
-/// The coordinator process's resident memory (VmRSS), KiB.
-fn rss_kib(coordinator: &Coordinator) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", coordinator.pid())).expect("/proc/PID/status");
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("a VmRSS line");
-    line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("VmRSS in kB")
 }

@@ -118,6 +118,12 @@ fn two_accounts_at_two_pools_each_pool_counts_what_the_coordinator_accepted() {
             assert!(!text.contains(PASSWORD), "the password in {}", log.display());
         }
     }
+    // Both pools build on the same previous block: one pool chain, with both accounts.
+    let out = op.run(&["chain", "list", "--json"]).expect_success("chain list");
+    let chains: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let pool_chains: Vec<&Value> = chains.iter().filter(|c| c["name"].as_str().unwrap().starts_with("pool:")).collect();
+    assert_eq!(pool_chains.len(), 1, "{out}");
+    assert_eq!(pool_chains[0]["accounts"], serde_json::json!(["alice", "bob"]), "{out}");
     // alice's standard is on accepted work: her pool took at least the standard.
     let alice: u128 = pool_of(&list, "alice")["accepted_upstream"].to_string().parse().unwrap();
     assert!(alice >= 15_000_000, "{alice}");
@@ -129,15 +135,19 @@ fn the_primary_pool_killed_the_backup_takes_over_and_the_ledger_shows_it() {
     let (primary, backup) = (pool(&[0xaa, 0xbb], 4), pool(&[0xcc, 0xdd], 4));
     let coordinator = site.start_coordinator("127.0.0.1:0", "sequential");
     let op = coordinator.operator();
-    add_at_pool(&op, "alice", "1000T", 1, &[primary.url(), backup.url()], "alice.rig", &[]);
+    // extranonce.subscribe to the backup only (some pools drop connections that send it).
+    let urls = [primary.url(), backup.url()];
+    add_at_pool(&op, "alice", "1000T", 1, &urls, "alice.rig", &["--backup-extranonce-subscribe"]);
     let _node = site.start_node(&coordinator, "n1");
     wait_for("shares at the primary", WAIT, || (primary.counts("alice.rig").valid >= 3).then_some(()));
+    assert_eq!(pool_of(&pools(&op), "alice")["extranonce_subscribe"], false);
     let primary_url = primary.url();
     drop(primary);
     wait_for("shares at the backup", WAIT, || (backup.counts("alice.rig").valid >= 3).then_some(()));
     let list = pools(&op);
     assert_eq!(pool_of(&list, "alice")["url"], backup.url().as_str());
     assert_eq!(pool_of(&list, "alice")["pool_index"], 1);
+    assert_eq!(pool_of(&list, "alice")["extranonce_subscribe"], true);
     let switch = op
         .ledger(1)
         .into_iter()
@@ -285,6 +295,8 @@ fn bad_pool_flags_are_one_line_errors_and_change_nothing() {
     assert!(line.contains("bad pool URL"), "{line}");
     add(&["--pool", "stratum+tcp://pool:1"]).expect_one_line_error("a pool without a user");
     add(&["--standard-basis", "mined"]).expect_one_line_error("an unknown basis");
+    add(&["--pool", "stratum+tcp://pool:1", "--user", "u", "--backup-extranonce-subscribe"])
+        .expect_one_line_error("extranonce.subscribe to backups without a backup");
     let line = add(&["--standard-basis", "accepted"]).expect_one_line_error("the accepted basis without a pool");
     assert!(line.contains("needs a pool"), "{line}");
     let many: Vec<&str> = (0..8).flat_map(|_| ["--backup-pool", "stratum+tcp://pool:2"]).collect();
@@ -304,4 +316,80 @@ fn bad_pool_flags_are_one_line_errors_and_change_nothing() {
         .expect_one_line_error("the accepted basis without a pool");
     assert!(line.contains("needs a pool"), "{line}");
     assert!(pools(&op).is_empty());
+}
+
+/// A pool that walks the handshake, then floods `mining.notify` (a new job per line, a clean
+/// one every 1000th) as fast as the coordinator reads, until `stop`; the bytes it wrote.
+fn flooding_pool(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> (String, std::thread::JoinHandle<u64>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("stratum+tcp://{}", listener.local_addr().unwrap());
+    let flood = std::thread::spawn(move || {
+        let (socket, _) = listener.accept().unwrap();
+        let mut writer = socket.try_clone().unwrap();
+        let mut reader = BufReader::new(socket);
+        let mut line = String::new();
+        // configure (refused: no rolling), subscribe, authorize.
+        for result in [
+            r#"null,"error":[20,"no",null]"#,
+            r#"[[["mining.notify","f1"]],"f100",4],"error":null"#,
+            r#"true,"error":null"#,
+        ] {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            let id: Value = serde_json::from_str::<Value>(&line).unwrap()["id"].clone();
+            writeln!(writer, r#"{{"id":{id},"result":{result}}}"#).unwrap();
+        }
+        writeln!(writer, r#"{{"id":null,"method":"mining.set_difficulty","params":[0.0001]}}"#).unwrap();
+        let (mut bytes, mut job) = (0u64, 0u64);
+        while !stop.load(Ordering::SeqCst) {
+            let clean = job % 1000 == 0;
+            let notify = format!(
+                r#"{{"id":null,"method":"mining.notify","params":["f{job}","{prev}","{coinb1}","{coinb2}",[],"20000000","1d00ffff","{ntime:08x}",{clean}]}}"#,
+                prev = "ab".repeat(32),
+                coinb1 = "01".repeat(60),
+                coinb2 = "02".repeat(60),
+                ntime = 1_700_000_000u32,
+            );
+            if writeln!(writer, "{notify}").is_err() {
+                break;
+            }
+            bytes += notify.len() as u64 + 1;
+            job += 1;
+        }
+        bytes
+    });
+    (url, flood)
+}
+
+#[test]
+fn a_pool_flooding_jobs_costs_bounded_memory_and_the_other_account_keeps_earning() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let site = Site::new();
+    let honest = pool(&[0x01, 0x02], 4);
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let (flood_url, flood) = flooding_pool(stop.clone());
+    let coordinator = site.start_coordinator("127.0.0.1:0", "sequential");
+    let op = coordinator.operator();
+    add_at_pool(&op, "alice", "1E", 1, &[flood_url], "alice.rig", &[]);
+    add_at_pool(&op, "bob", "1E", 2, &[honest.url()], "bob.rig", &[]);
+    let _nodes = [site.start_node(&coordinator, "n1"), site.start_node(&coordinator, "n2")];
+    wait_for("bob's first shares", WAIT, || (honest.counts("bob.rig").valid >= 1).then_some(()));
+    let baseline = coordinator.rss_kib();
+    // Under the flood, bob's pool keeps getting shares, and the coordinator's memory stays
+    // put: the flood is read at the pace the core takes its jobs, superseded jobs dropped.
+    let before = honest.counts("bob.rig").valid;
+    wait_for("3 more of bob's shares under the flood", WAIT, || {
+        (honest.counts("bob.rig").valid >= before + 3).then_some(())
+    });
+    let peak = coordinator.rss_kib();
+    stop.store(true, Ordering::SeqCst);
+    let flooded = flood.join().unwrap();
+    eprintln!("flooded {} MB; coordinator RSS {baseline} → {peak} KiB", flooded >> 20);
+    // 64 lines in flight and one waiting job per pool are a few hundred KiB; 64 MiB is a
+    // margin for the allocator and the jobs the core made meanwhile, far below what the
+    // flood would take if buffered.
+    assert!(peak < baseline + 64 * 1024, "{baseline} → {peak} KiB");
+    assert!(pool_of(&pools(&op), "alice")["state"] == "ready", "the flooding pool is still served");
 }

@@ -37,7 +37,7 @@ use std::fmt;
 
 use serde_json::json;
 
-use super::codec::{Id, Message, Response, RpcError};
+use super::codec::{Id, Line, Message, Response, RpcError};
 use super::job::Job;
 use super::method::{Configure, ConfigureResult, Method, Notify, Submit, SubscribeResult};
 use super::server::Password;
@@ -131,7 +131,7 @@ pub enum SubmitOutcome {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientEvent {
     /// A line to write to the pool (ends with `\n`).
-    Send(String),
+    Send(Line),
     State(ClientState),
     /// A new job; `revoke_older` says every older job is no longer worth searching.
     Job {
@@ -374,7 +374,7 @@ impl ClientSession {
     }
 
     fn send(&mut self, message: Message) {
-        self.events.push_back(ClientEvent::Send(message.to_line()));
+        self.events.push_back(ClientEvent::Send(Line(message.to_line())));
     }
 
     fn request(&mut self, what: Pending, deadline_ms: u64, method: Method) -> u64 {
@@ -422,7 +422,7 @@ impl ClientSession {
                         }
                         let method = Method::Authorize {
                             user: self.config.user.clone(),
-                            password: Some(self.config.password.clone()),
+                            password: Some(Password(self.config.password.clone())),
                         };
                         self.request(Pending::Authorize, u64::MAX, method);
                         self.set_state(ClientState::Authorizing);

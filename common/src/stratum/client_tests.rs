@@ -349,7 +349,7 @@ fn version_bits_go_out_only_inside_the_mask() {
         Some(ClientEvent::Send(line)) => line,
         other => panic!("{other:?}"),
     };
-    assert!(line.contains(r#""00006000"]"#), "{line}");
+    assert!(line.contains(r#""00006000"]"#), "{line:?}");
 }
 
 #[test]
@@ -548,4 +548,27 @@ fn debug_never_shows_the_password() {
     let shown = format!("{s:?} {:?} {:#?}", ClientConfig::new("pool", "alice.rig", "hunter2-secret"), s);
     assert!(shown.contains("alice.rig"), "{shown}");
     assert!(!shown.contains("hunter2-secret"), "{shown}");
+}
+
+#[test]
+fn the_authorize_request_hides_its_password_from_debug_but_sends_it() {
+    let mut s = ClientSession::new(ClientConfig::new("pool", "alice.rig", "hunter2-secret"));
+    s.connect(0);
+    drain(&mut s);
+    answer(&mut s, 1, 1, ConfigureResult { version_rolling_mask: Some(0x1fff_e000) }.to_result());
+    drain(&mut s);
+    answer(&mut s, 2, 2, subscribe_result());
+    // The session holds the authorize line unread, then hands it out.
+    let held = format!("{s:?}");
+    let events = drain(&mut s);
+    let [ClientEvent::Send(line), ..] = &events[..] else { panic!("{events:?}") };
+    let Message::Call { method, .. } = Message::from_line(line.as_bytes()).unwrap() else { panic!() };
+    let message = Message::from_line(line.as_bytes()).unwrap();
+    let shown = format!("{held} {events:?} {line:?} {method:?} {message:?} {message:#?}");
+    assert!(shown.contains("alice.rig") && shown.contains("Authorize"), "{shown}");
+    assert!(!shown.contains("hunter2-secret"), "{shown}");
+    // The line itself carries it to the pool.
+    assert!(line.contains("\"hunter2-secret\""), "{}", line.0);
+    // Other lines show as they are.
+    assert!(format!("{:?}", Line("{\"id\":1}\n".into())).contains("{\\\"id\\\":1}"));
 }

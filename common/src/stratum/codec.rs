@@ -11,7 +11,9 @@
 //!   [`Method::Unknown`](super::Method::Unknown), not as an error.
 //!
 //! Written lines are compact JSON with keys in a fixed order and end with `\n`. Decoding never
-//! panics: serde_json bounds nesting depth, and every field is checked before it is used.
+//! panics: serde_json bounds nesting depth, and every field is checked before it is used. A
+//! written line handed to a shell is a [`Line`], whose `Debug` hides a `mining.authorize`
+//! password.
 
 use std::collections::VecDeque;
 
@@ -19,6 +21,33 @@ use serde_json::{Number, Value, json};
 
 use super::StratumError;
 use super::method::Method;
+
+/// A line to write to the peer (ending with `\n`). Its `Debug` shows the message, with the
+/// password of a `mining.authorize` hidden; the text itself is the line as sent.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Line(pub String);
+
+impl std::ops::Deref for Line {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Line> for String {
+    fn from(line: Line) -> String {
+        line.0
+    }
+}
+
+impl std::fmt::Debug for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match Message::from_line(self.0.as_bytes()) {
+            Ok(message @ Message::Call { method: Method::Authorize { .. }, .. }) => message.fmt(f),
+            _ => self.0.fmt(f),
+        }
+    }
+}
 
 /// The longest line accepted, newline excluded.
 pub const MAX_LINE: usize = 64 * 1024;

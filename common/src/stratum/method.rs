@@ -16,6 +16,7 @@
 use serde_json::{Map, Value, json};
 
 use super::StratumError;
+use super::server::Password;
 use crate::header::Hash256;
 use crate::target::CompactTarget;
 
@@ -38,10 +39,10 @@ pub enum Method {
         user_agent: Option<String>,
         session_id: Option<String>,
     },
-    /// `mining.authorize [user, password]`.
+    /// `mining.authorize [user, password]`; the password's `Debug` does not show it.
     Authorize {
         user: String,
-        password: Option<String>,
+        password: Option<Password>,
     },
     /// `mining.extranonce.subscribe []`.
     ExtranonceSubscribe,
@@ -153,7 +154,9 @@ impl Method {
         Ok(match name {
             "mining.configure" => Method::Configure(Configure::from_params(&p)?),
             "mining.subscribe" => Method::Subscribe { user_agent: p.opt_text(0)?, session_id: p.opt_text(1)? },
-            "mining.authorize" => Method::Authorize { user: p.text(0, "user")?, password: p.opt_text(1)? },
+            "mining.authorize" => {
+                Method::Authorize { user: p.text(0, "user")?, password: p.opt_text(1)?.map(Password) }
+            }
             "mining.extranonce.subscribe" => Method::ExtranonceSubscribe,
             "mining.set_difficulty" => Method::SetDifficulty(p.difficulty(0)?),
             "mining.suggest_difficulty" => Method::SuggestDifficulty(p.difficulty(0)?),
@@ -189,7 +192,7 @@ impl Method {
                 (agent, None) => json!([agent]),
                 (agent, Some(id)) => json!([agent, id]),
             },
-            Method::Authorize { user, password: Some(password) } => json!([user, password]),
+            Method::Authorize { user, password: Some(password) } => json!([user, password.0]),
             Method::Authorize { user, password: None } => json!([user]),
             Method::ExtranonceSubscribe | Method::GetVersion => json!([]),
             Method::SetDifficulty(d) | Method::SuggestDifficulty(d) => json!([difficulty_value(*d)]),

@@ -32,7 +32,7 @@ pub mod url;
 pub mod vardiff;
 
 pub use client::{ClientConfig, ClientEvent, ClientSession, ClientState, SubmitOutcome};
-pub use codec::{Id, LineDecoder, MAX_LINE, Message, Response, RpcError};
+pub use codec::{Id, Line, LineDecoder, MAX_LINE, Message, Response, RpcError};
 pub use difficulty::share_target;
 pub use extranonce::{Carving, ExtranonceSpace};
 pub use job::Job;

@@ -578,7 +578,7 @@ impl ServerSession {
                     self.reply_err(id, RpcError::new(20, "mining.subscribe already pending"));
                 }
             }
-            Method::Authorize { user, password } => self.on_authorize(id, user, password),
+            Method::Authorize { user, password } => self.on_authorize(id, user, password.map(|p| p.0)),
             Method::ExtranonceSubscribe => {
                 self.extranonce_subscribed = true;
                 self.reply(id, json!(true));

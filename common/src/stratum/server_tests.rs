@@ -124,7 +124,7 @@ fn ready() -> (ServerSession, Notify) {
 }
 
 fn authorize(user: &str, password: &str) -> Method {
-    Method::Authorize { user: user.into(), password: Some(password.into()) }
+    Method::Authorize { user: user.into(), password: Some(Password(password.into())) }
 }
 
 /// The miner's view of a job: what it would build headers from.

@@ -130,7 +130,8 @@ impl Core {
         let was_below = !a.up_to_standard();
         a.delivered = a.delivered.saturating_add(work);
         a.shares += 1;
-        (was_below && a.up_to_standard()).then(|| (a.counted(), a.standard, a.chain.clone()))
+        let reached = (was_below && a.up_to_standard()).then(|| (a.counted(), a.standard));
+        reached.map(|(counted, standard)| (counted, standard, self.serving_chain(account).to_string()))
     }
 
     /// `account` reached its standard (`counted` of `standard`): ledgered, its ranges revoked,
@@ -155,8 +156,9 @@ impl Core {
         // Capacity moves on: ranges still serving this account are given back.
         self.revoke_where(now_ms, |job| job.account == account, Abandon::AccountUpToStandard);
         self.replan(now_ms, "account up to standard");
-        let next = accounts::choose(self.policy, &self.accounts, 1, |i| self.accounts[i].chain != chain)
-            .map(|i| self.accounts[i].name.clone());
+        let next =
+            accounts::choose(self.policy, &self.accounts, 1, |i| self.serving_chain(&self.accounts[i].name) != chain)
+                .map(|i| self.accounts[i].name.clone());
         let policy = self.policy.as_str().into();
         self.ledger(now_ms, LedgerRecord::Switch { from: account.into(), to: next, chain, policy });
     }

@@ -87,14 +87,17 @@ impl Core {
 
     /// The balancer: chains with demand get active nodes in proportion to their load.
     pub(super) fn rebalance(&mut self, now_ms: u64, reason: &str) {
-        let loads: Vec<balance::ChainLoad> = self
+        let mut loads: Vec<balance::ChainLoad> = self
             .chains
             .values()
             .filter(|c| {
-                self.accounts.iter().any(|a| a.chain == c.params.name && !a.up_to_standard() && self.has_work(&a.name))
+                self.accounts.iter().any(|a| {
+                    self.serving_chain(&a.name) == c.params.name && !a.up_to_standard() && self.has_work(&a.name)
+                })
             })
             .map(|c| balance::ChainLoad { name: c.params.name.clone(), load: c.load(now_ms) })
             .collect();
+        loads.extend(self.pool_chain_loads(now_ms));
         let nodes: Vec<balance::NodeCapacity<NodeId>> = self
             .nodes
             .iter()
@@ -135,6 +138,7 @@ impl Core {
         if self.nodes.get(&node).is_some_and(|n| n.miner.is_some()) {
             return self.fill_miner(now_ms, node);
         }
+        let mut rebalanced = false;
         loop {
             let Some(n) = self.nodes.get(&node) else { return };
             if !n.takes_work() || n.assignments.len() >= self.config.pipeline {
@@ -149,8 +153,16 @@ impl Core {
             }
             let count = self.range_count(node, now_ms);
             let Some(account) = accounts::choose(self.policy, &self.accounts, count, |i| {
-                self.accounts[i].chain != chain || !self.has_work(&self.accounts[i].name)
+                self.serving_chain(&self.accounts[i].name) != chain || !self.has_work(&self.accounts[i].name)
             }) else {
+                // A pool chain ran out of work (its pools' extranonce spaces used up, which
+                // replans nothing by itself): the balancer moves the node to a chain that has
+                // some, once.
+                if !rebalanced && self.upstreams.values().any(|up| up.chain.as_deref() == Some(&chain)) {
+                    rebalanced = true;
+                    self.rebalance(now_ms, "chain out of work");
+                    continue;
+                }
                 return;
             };
             let account_name = self.accounts[account].name.clone();
@@ -188,7 +200,7 @@ impl Core {
         let job = &self.jobs[&job_id];
         let header = Header { version, ..job.template };
         let account = job.account.clone();
-        let chain = self.account_chain(&account).to_string();
+        let chain = self.serving_chain(&account).to_string();
         self.counters.ranges_issued += 1;
         if reassigned_from.is_some() {
             self.counters.ranges_reassigned += 1;

@@ -219,7 +219,7 @@ impl Core {
         loop {
             let Some(i) = accounts::choose(self.policy, &self.accounts, count, |i| {
                 let a = &self.accounts[i];
-                a.chain != chain
+                self.serving_chain(&a.name) != chain
                     || refused.contains(&a.name)
                     || !self.has_work(&a.name)
                     || !self.upstreams.contains_key(&a.name)

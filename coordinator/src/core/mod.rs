@@ -341,6 +341,8 @@ pub struct Snapshot {
     pub rollout: Option<Rollout>,
     /// Accounts' pools.
     pub pools: Vec<(String, PoolSettings)>,
+    /// Accounts' submits upstream by outcome.
+    pub pool_counts: BTreeMap<String, upstream::UpstreamCounts>,
 }
 
 /// A submitted job as stored.
@@ -484,9 +486,11 @@ impl Core {
             config,
             out: Vec::new(),
         };
+        let mut counts = snapshot.pool_counts;
         for (account, settings) in snapshot.pools {
             match Upstream::new(settings, core.config.upstream) {
-                Ok(up) => {
+                Ok(mut up) => {
+                    up.restore_counts(counts.remove(&account).unwrap_or_default());
                     core.upstreams.insert(account, up);
                 }
                 Err(e) => tracing::warn!("stored pool of account {account:?} skipped: {e}"),

@@ -9,9 +9,11 @@
 //!   account at once (their ranges are revoked); templates of jobs the session still keeps
 //!   stay valid for late shares. While an account's pool has no job (down, refusing it), the
 //!   policy skips the account and its capacity goes to the others.
-//! - **Chain load.** Each pool job counts toward the load of the account's chain: its bytes
-//!   as a work update, its merkle branch as an estimate of the transactions per template
-//!   (`chains`), which the balancer weighs as it weighs a local chain's.
+//! - **Pool chains.** Accounts whose pools' jobs build on the same previous block mine one
+//!   chain (`chains::pool_chain`), which the balancer weighs as it weighs a local chain, with
+//!   the load measured from the job stream: each job's bytes as a work update, its merkle
+//!   branch as an estimate of the transactions per template. The policy still picks, within
+//!   the chain, which account each range serves.
 //! - **Shares upstream.** A credited share that also meets its template's pool target is
 //!   submitted (worker = the account's user) and persisted with its outcome; an outcome is
 //!   never guessed: no answer is `unknown`.
@@ -37,12 +39,16 @@ impl Core {
         };
         let basis = basis.unwrap_or(self.accounts[a].basis);
         upstream::validate_basis(pool.as_ref(), basis).map_err(AdminError::InvalidPool)?;
-        let upstream = match &pool {
+        let mut upstream = match &pool {
             Some(p) => Some(Upstream::new(p.clone(), self.config.upstream).map_err(AdminError::InvalidPool)?),
             None => None,
         };
         self.accounts[a].basis = basis;
         if let Some(mut old) = self.upstreams.remove(account) {
+            // The account's counts go on (the store rebuilds them from all its submits).
+            if let Some(up) = &mut upstream {
+                up.restore_counts(old.counts.clone());
+            }
             old.close_all(now_ms, "the account's pool changed");
             self.take_upstream_outs(now_ms, account, old.drain());
             self.drop_upstream_jobs(now_ms, account);
@@ -116,18 +122,13 @@ impl Core {
                     self.pool_conns.insert(conn, account.into());
                     self.out.push(Command::PoolConnect { conn, url });
                 }
-                UpstreamOut::Send { conn, line } => self.out.push(Command::PoolSend { conn, line }),
+                UpstreamOut::Send { conn, line } => self.out.push(Command::PoolSend { conn, line: line.into() }),
                 UpstreamOut::Close { conn, reason } => {
                     self.pool_conns.remove(&conn);
                     self.out.push(Command::PoolClose { conn, reason });
                 }
                 UpstreamOut::Job { job, revoke_older } => {
-                    let n = &job.notify;
-                    let bytes = 80 + n.coinb1.len() + n.coinb2.len() + 32 * n.merkle_branch.len();
-                    let chain = self.account_chain(account).to_string();
-                    if let Some(c) = self.chains.get_mut(&chain) {
-                        c.record_pool_job(now_ms, bytes as u64, n.merkle_branch.len());
-                    }
+                    self.place_on_pool_chain(now_ms, account, &job);
                     self.pool_job(now_ms, account, revoke_older);
                     replan = true;
                 }
@@ -150,6 +151,104 @@ impl Core {
         if replan {
             self.replan(now_ms, "pool work changed");
         }
+    }
+
+    /// The chain whose nodes serve `account`: its pool chain once its pool sent a job, else
+    /// its local chain.
+    pub(super) fn serving_chain(&self, account: &str) -> &str {
+        match self.upstreams.get(account).and_then(|up| up.chain.as_deref()) {
+            Some(chain) => chain,
+            None => self.account_chain(account),
+        }
+    }
+
+    /// The pool chains with demand (an account on it below its standard with a job), and
+    /// their loads, each counted once.
+    pub(super) fn pool_chain_loads(&self, now_ms: u64) -> Vec<balance::ChainLoad> {
+        let loads = chains::pool_chain_loads(
+            self.upstreams.values().filter_map(|up| Some((up.chain.as_deref()?, &up.updates))),
+            now_ms,
+        );
+        let demand = |chain: &str| {
+            self.accounts.iter().any(|a| {
+                !a.up_to_standard()
+                    && self.has_work(&a.name)
+                    && self.upstreams.get(&a.name).is_some_and(|up| up.chain.as_deref() == Some(chain))
+            })
+        };
+        loads.into_iter().filter(|(c, _)| demand(c)).map(|(name, load)| balance::ChainLoad { name, load }).collect()
+    }
+
+    /// The pool chains as `chain list` shows them (without nodes and accounts): measured
+    /// transactions per template and bit rate, the difficulty of the latest block target.
+    pub(super) fn pool_chain_list(&self, now_ms: u64) -> Vec<ChainStatus> {
+        let loads = chains::pool_chain_loads(
+            self.upstreams.values().filter_map(|up| Some((up.chain.as_deref()?, &up.updates))),
+            now_ms,
+        );
+        loads
+            .into_iter()
+            .map(|(name, load)| {
+                let busiest = self
+                    .upstreams
+                    .values()
+                    .filter(|up| up.chain.as_deref() == Some(&name))
+                    .max_by(|a, b| a.updates.load(now_ms).total_cmp(&b.updates.load(now_ms)))
+                    .expect("a chain has an account");
+                let difficulty = busiest
+                    .current
+                    .as_ref()
+                    .and_then(|j| Target::from_compact(j.notify.nbits).ok())
+                    .map_or(0.0, |t| t.difficulty());
+                let params = ChainParams {
+                    name,
+                    tx_per_template: busiest.updates.tx_per_template(),
+                    bit_rate: 0,
+                    difficulty,
+                    weight: 1.0,
+                };
+                ChainStatus {
+                    params,
+                    height: 0,
+                    load,
+                    measured_bit_rate: busiest.updates.bit_rate(now_ms),
+                    nodes: Vec::new(),
+                    capacity: 0.0,
+                    accounts: Vec::new(),
+                }
+            })
+            .collect()
+    }
+
+    /// Measures `job` into the account's job stream and places the account on the pool chain
+    /// of the job's previous block.
+    fn place_on_pool_chain(&mut self, now_ms: u64, account: &str, job: &hashgrid_common::stratum::Job) {
+        let n = &job.notify;
+        let bytes = 80 + n.coinb1.len() + n.coinb2.len() + 32 * n.merkle_branch.len();
+        let prev = n.prev_blockhash;
+        let Some(up) = self.upstreams.get(account) else { return };
+        let chain = if up.chain_prev == Some(prev) && up.chain.is_some() {
+            up.chain.clone()
+        } else {
+            let others = self
+                .upstreams
+                .iter()
+                .filter(|(a, _)| a.as_str() != account)
+                .map(|(_, other)| (other.chain.as_deref(), other.chain_prev));
+            chains::pool_chain((up.chain.as_deref(), up.chain_prev), prev, others).map(str::to_string)
+        };
+        let chain = chain.unwrap_or_else(|| {
+            let in_use = |c: &str| self.upstreams.values().any(|up| up.chain.as_deref() == Some(c));
+            let base = format!("pool:{account}");
+            (1..)
+                .map(|i| if i == 1 { base.clone() } else { format!("{base}.{i}") })
+                .find(|c| !in_use(c))
+                .expect("a free name")
+        });
+        let up = self.upstreams.get_mut(account).expect("looked up");
+        up.updates.record_pool_job(now_ms, bytes as u64, n.merkle_branch.len());
+        up.chain = Some(chain);
+        up.chain_prev = Some(prev);
     }
 
     /// Every template of the account's pool retires (its ranges revoked).
@@ -290,14 +389,7 @@ impl Core {
     /// accepted upstream.
     fn submitted(&mut self, now_ms: u64, conn: u64, ticket: u64, outcome: SubmitOutcome) {
         let Some(PendingSubmit { account, hash, work }) = self.submits.remove(&(conn, ticket)) else { return };
-        let text = match &outcome {
-            SubmitOutcome::Accepted => "accepted".to_string(),
-            SubmitOutcome::Rejected { code, reason } => {
-                let reason: String = reason.chars().filter(|c| !c.is_control()).take(100).collect();
-                format!("rejected: {code} {reason}")
-            }
-            SubmitOutcome::Unknown => "unknown".to_string(),
-        };
+        let text = upstream::outcome_text(&outcome);
         self.out.push(Command::Persist(StoreOp::UpstreamOutcome { hash, outcome: text, at_ms: now_ms }));
         if let Some(up) = self.upstreams.get_mut(&account) {
             up.count_outcome(&outcome, work);
@@ -312,7 +404,8 @@ impl Core {
         let was_below = !a.up_to_standard();
         a.accepted_upstream = a.accepted_upstream.saturating_add(work);
         if was_below && a.up_to_standard() {
-            let (counted, standard, chain) = (a.counted(), a.standard, a.chain.clone());
+            let (counted, standard) = (a.counted(), a.standard);
+            let chain = self.serving_chain(&account).to_string();
             self.standard_reached(now_ms, &account, counted, standard, chain);
         }
     }
@@ -333,6 +426,7 @@ impl Core {
                     url: url.into(),
                     pool_index: index as u32,
                     user: up.settings.user.clone(),
+                    extranonce_subscribe: up.settings.extranonce_subscribe_to(index),
                     extranonce1,
                     extranonce2_size: size,
                     difficulty,
@@ -340,9 +434,9 @@ impl Core {
                     job_age_ms: up.last_job_ms.filter(|_| up.current.is_some()).map(|t| now_ms.saturating_sub(t)),
                     delivered: a.map_or(0, |a| a.delivered.0),
                     accepted_upstream: a.map_or(0, |a| a.accepted_upstream.0),
-                    accepted_shares: up.accepted_shares,
-                    rejected: up.rejected.iter().map(|(r, n)| (r.clone(), *n)).collect(),
-                    unknown: up.unknown,
+                    accepted_shares: up.counts.accepted_shares,
+                    rejected: up.counts.rejected.iter().map(|(r, n)| (r.clone(), *n)).collect(),
+                    unknown: up.counts.unknown,
                     flagged: up.flagged,
                     basis: a.map_or_else(StandardBasis::default, |a| a.basis),
                     last_error: up.last_error.clone(),

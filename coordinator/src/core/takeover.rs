@@ -128,7 +128,7 @@ impl Core {
                     .nodes
                     .get(&from)
                     .and_then(|n| n.chain.clone())
-                    .or_else(|| self.jobs.get(&a.job).map(|j| self.account_chain(&j.account).to_string()));
+                    .or_else(|| self.jobs.get(&a.job).map(|j| self.serving_chain(&j.account).to_string()));
                 self.nodes
                     .iter()
                     .filter(|(id, n)| **id != from && n.takes_work())

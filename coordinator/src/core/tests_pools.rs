@@ -23,6 +23,7 @@ pub(super) fn settings(urls: &[&str]) -> PoolSettings {
         user: "alice.rig".into(),
         password: "secret".into(),
         extranonce_subscribe: false,
+        backup_extranonce_subscribe: false,
     }
 }
 
@@ -113,7 +114,7 @@ impl Pool {
         };
         self.answer(core, farm, now, id, sub.to_result());
         let (_, id, Method::Authorize { user, password }) = self.last_request() else { panic!() };
-        assert_eq!((user.as_str(), password.as_deref()), ("alice.rig", Some("secret")));
+        assert_eq!((user.as_str(), password.as_ref().map(|p| p.0.as_str())), ("alice.rig", Some("secret")));
         self.answer(core, farm, now, id, json!(true));
         self.call(core, farm, now, Method::SetDifficulty(difficulty));
         self.call(core, farm, now, Method::Notify(notify(job, 1, true)));
@@ -138,14 +139,22 @@ fn account_of_ranges(core: &Core, farm: &Farm, node: NodeId) -> Vec<String> {
     farm.held.get(&node).into_iter().flatten().map(|a| core.jobs[&a.job].account.clone()).collect()
 }
 
-/// alice (first under sequential) at a pool, bob on the local chain, one node.
+/// alice (first under sequential) at a pool, bob on the local chain, nodes 1 and 9. alice's
+/// pool is a chain of its own: once it has a job, the balancer moves node 1 (the first of
+/// equals) to it and node 9 stays with bob.
 fn farm_with_pool() -> (Core, Farm, Pool) {
+    farm_with_nodes(&[(1, 100_000.0), (9, 100_000.0)])
+}
+
+fn farm_with_nodes(nodes: &[(NodeId, f64)]) -> (Core, Farm, Pool) {
     let mut core = core();
     let mut farm = Farm::default();
     core.add_account(T0, "alice", 1 << 60, None, Some(1), None).unwrap();
     core.add_account(T0, "bob", 1 << 60, None, Some(2), None).unwrap();
     core.set_pool(T0, "alice", Some(settings(&[POOL, BACKUP])), None).unwrap();
-    core.handle_node_joined(T0, 1, &hello("n1", 100_000.0, false), PROTOCOL_VERSION);
+    for &(id, rate) in nodes {
+        core.handle_node_joined(T0, id, &hello(&format!("n{id}"), rate, false), PROTOCOL_VERSION);
+    }
     farm.absorb(&mut core);
     (core, farm, Pool::default())
 }
@@ -281,10 +290,10 @@ fn a_refused_password_is_ledgered_and_shown_and_the_account_gets_no_capacity() {
 
 #[test]
 fn a_used_up_extranonce_space_gives_the_capacity_to_the_next_account() {
-    let (mut core, mut farm, mut pool) = farm_with_pool();
     // One byte of extranonce2: 256 templates of 2^32 nonces (without version rolling, which
-    // this pool refuses below), fewer than a 5 GH/s node's first ranges use up.
-    core.handle_node_joined(T0, 2, &hello("n2", 1e12, false), PROTOCOL_VERSION);
+    // this pool refuses below), fewer than a 5 GH/s node's first ranges use up. Node 2 goes to
+    // alice's pool chain, node 3 stays with bob.
+    let (mut core, mut farm, mut pool) = farm_with_nodes(&[(2, 1e12), (3, 1e12)]);
     pool.connect(&mut core, &mut farm, T0);
     let (_, id, _) = pool.last_request();
     pool.answer_err(&mut core, &mut farm, T0, id, 20, "no");
@@ -421,9 +430,17 @@ fn a_restored_core_connects_to_the_stored_pools_at_its_first_tick() {
     let mut alice = Account::new("alice".into(), Work(1 << 60), None, 1, T0);
     alice.basis = StandardBasis::Accepted;
     alice.accepted_upstream = Work(7);
+    // 30 answered, 10 rejected: over the 20 % of a flag, raised (and ledgered) before.
+    let counts = upstream::UpstreamCounts {
+        accepted_shares: 20,
+        accepted_work: Work(7),
+        rejected: [("Low difficulty share".to_string(), 10)].into_iter().collect(),
+        unknown: 2,
+    };
     let snapshot = Snapshot {
         accounts: vec![alice],
         pools: vec![("alice".into(), settings(&[POOL, BACKUP]))],
+        pool_counts: [("alice".to_string(), counts)].into_iter().collect(),
         ..Snapshot::default()
     };
     let mut core = Core::restore(CoreConfig::default(), snapshot);
@@ -437,6 +454,11 @@ fn a_restored_core_connects_to_the_stored_pools_at_its_first_tick() {
         (list[0].basis, list[0].accepted_upstream, list[0].state.as_str()),
         (StandardBasis::Accepted, 7, "connecting")
     );
+    assert_eq!((list[0].accepted_shares, list[0].unknown, list[0].flagged), (20, 2, true));
+    assert_eq!(list[0].rejected, vec![("Low difficulty share".to_string(), 10)]);
+    // Changing the pool keeps the account's counts.
+    core.set_pool(T0 + 1, "alice", Some(settings(&[BACKUP])), None).unwrap();
+    assert_eq!(core.pool_list(T0 + 1)[0].accepted_shares, 20);
 }
 
 #[test]
@@ -472,4 +494,56 @@ fn a_pool_rejecting_too_many_submits_flags_the_account_in_the_ledger_and_the_sta
     );
     assert!(core.status(now).pools[0].flagged);
     assert!(core.pool_list(now)[0].flagged);
+}
+
+/// Nodes on each chain of `chain_list`, and its accounts: (name, nodes, accounts, load).
+fn chain_map(core: &Core) -> Vec<(String, usize, Vec<String>, f64)> {
+    core.chain_list(T0 + 100)
+        .into_iter()
+        .filter(|c| c.params.name.starts_with("pool:"))
+        .map(|c| (c.params.name, c.nodes.len(), c.accounts, c.load))
+        .collect()
+}
+
+#[test]
+fn pools_on_the_same_previous_block_are_one_chain_counted_once_and_split_when_they_part() {
+    let mut core = core();
+    let mut farm = Farm::default();
+    core.add_account(T0, "alice", 1 << 60, None, Some(1), None).unwrap();
+    core.add_account(T0, "bob", 1 << 60, None, Some(2), None).unwrap();
+    core.handle_node_joined(T0, 1, &hello("n1", 100_000.0, false), PROTOCOL_VERSION);
+    core.handle_node_joined(T0, 2, &hello("n2", 100_000.0, false), PROTOCOL_VERSION);
+    farm.absorb(&mut core);
+    let (mut a, mut b) = (Pool::default(), Pool::default());
+    core.set_pool(T0, "alice", Some(settings(&[POOL])), None).unwrap();
+    a.handshake(&mut core, &mut farm, T0 + 10, 4, 0.000001, "a1");
+    core.set_pool(T0 + 20, "bob", Some(settings(&[BACKUP])), None).unwrap();
+    b.handshake(&mut core, &mut farm, T0 + 30, 8, 0.000001, "b1");
+    // Both pools build on block 1: one chain, both accounts on it, both nodes serving it, and
+    // its load is one job stream's, not two.
+    let map = chain_map(&core);
+    assert_eq!(map.len(), 1, "{map:?}");
+    assert_eq!((map[0].0.as_str(), map[0].1, map[0].2.clone()), ("pool:alice", 2, vec!["alice".into(), "bob".into()]));
+    let one = core.upstreams["alice"].updates.load(T0 + 100);
+    assert_eq!(map[0].3, one);
+    assert!(one > 1.0, "the job stream is measured");
+    // bob's pool moves to block 2 first: the chain goes with it (alice may follow).
+    b.call(&mut core, &mut farm, T0 + 40, Method::Notify(notify("b2", 2, true)));
+    assert_eq!(chain_map(&core).len(), 1);
+    // alice's pool moves to block 3: another chain; the nodes split one each.
+    a.call(&mut core, &mut farm, T0 + 50, Method::Notify(notify("a2", 3, true)));
+    let map = chain_map(&core);
+    assert_eq!(map.len(), 2, "{map:?}");
+    assert!(map.iter().all(|c| c.1 == 1 && c.2.len() == 1), "{map:?}");
+    // Each node's new ranges serve the account of its chain.
+    for node in [1, 2] {
+        farm.finish_range(&mut core, T0 + 60, node);
+        farm.finish_range(&mut core, T0 + 60, node);
+    }
+    let accounts: HashSet<String> =
+        [1, 2].iter().flat_map(|&n| account_of_ranges(&core, &farm, n)).collect::<HashSet<_>>();
+    assert_eq!(accounts.len(), 2, "{accounts:?}");
+    // bob's pool follows alice's to block 3: one chain again.
+    b.call(&mut core, &mut farm, T0 + 70, Method::Notify(notify("b3", 3, true)));
+    assert_eq!(chain_map(&core).iter().filter(|c| !c.2.is_empty()).count(), 1, "{:?}", chain_map(&core));
 }

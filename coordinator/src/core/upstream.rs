@@ -27,11 +27,14 @@ use std::collections::BTreeMap;
 
 use hashgrid_common::message::{PoolSettings, StandardBasis};
 use hashgrid_common::stratum::{
-    Carving, ClientConfig, ClientEvent, ClientSession, ClientState, ExtranonceSpace, Job as PoolJob, PoolUrl, Reject,
-    StratumError, Submit, SubmitOutcome,
+    Carving, ClientConfig, ClientEvent, ClientSession, ClientState, ExtranonceSpace, Job as PoolJob, Line, PoolUrl,
+    Reject, StratumError, Submit, SubmitOutcome,
 };
 
+use hashgrid_common::header::Hash256;
+
 use super::accounts::Work;
+use super::chains::WorkUpdates;
 
 /// How many subscriptions' extranonce2 spaces are remembered (one per pool, with room).
 const SPACES: usize = 8;
@@ -76,7 +79,7 @@ pub enum UpstreamOut {
     },
     Send {
         conn: u64,
-        line: String,
+        line: Line,
     },
     Close {
         conn: u64,
@@ -111,6 +114,75 @@ pub enum UpstreamOut {
         rejected: u64,
         answered: u64,
     },
+}
+
+/// An account's submits upstream by outcome, as `pool list` shows them: kept across changes
+/// of its pools, and rebuilt from the recorded outcomes ([`outcome_text`]) at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamCounts {
+    pub accepted_shares: u64,
+    /// The pool's difficulty as work, summed over the accepted shares.
+    pub accepted_work: Work,
+    /// Rejected shares by the pool's reason (printable, at most 100 characters).
+    pub rejected: BTreeMap<String, u64>,
+    /// Submits whose answer never came.
+    pub unknown: u64,
+}
+
+impl UpstreamCounts {
+    pub fn count(&mut self, outcome: &SubmitOutcome, work: Work) {
+        match outcome {
+            SubmitOutcome::Accepted => {
+                self.accepted_shares += 1;
+                self.accepted_work = self.accepted_work.saturating_add(work);
+            }
+            SubmitOutcome::Rejected { reason, .. } => *self.rejected.entry(printable(reason)).or_default() += 1,
+            SubmitOutcome::Unknown => self.unknown += 1,
+        }
+    }
+
+    /// The counts of recorded outcomes: (text as [`outcome_text`] wrote it, the pool's
+    /// difficulty as work, how many). `pending` counts as unknown (its connection is gone);
+    /// `not submitted` is not counted, as it was not when it happened.
+    pub fn from_records(rows: impl IntoIterator<Item = (String, Work, u64)>) -> Self {
+        let mut counts = UpstreamCounts::default();
+        for (text, work, n) in rows {
+            if text == "accepted" {
+                counts.accepted_shares += n;
+                counts.accepted_work = counts.accepted_work.saturating_add(Work(work.0.saturating_mul(n as u128)));
+            } else if let Some(rest) = text.strip_prefix("rejected: ") {
+                let reason = rest.split_once(' ').map_or("", |(_, reason)| reason);
+                *counts.rejected.entry(reason.to_string()).or_default() += n;
+            } else if text == "unknown" || text == "pending" {
+                counts.unknown += n;
+            }
+        }
+        counts
+    }
+
+    pub fn rejected(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    /// Submits the pool answered.
+    pub fn answered(&self) -> u64 {
+        self.rejected() + self.accepted_shares
+    }
+}
+
+/// A submit's outcome as recorded with its share: `accepted`, `rejected: CODE REASON` or
+/// `unknown`.
+pub fn outcome_text(outcome: &SubmitOutcome) -> String {
+    match outcome {
+        SubmitOutcome::Accepted => "accepted".to_string(),
+        SubmitOutcome::Rejected { code, reason } => format!("rejected: {code} {}", printable(reason)),
+        SubmitOutcome::Unknown => "unknown".to_string(),
+    }
+}
+
+/// A pool's text as kept: printable, at most 100 characters.
+fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(100).collect()
 }
 
 /// One connection and its session.
@@ -156,11 +228,14 @@ pub struct Upstream {
     /// The extranonce2 space of the current job ran out: no more templates until the next job.
     exhausted: bool,
     pub last_job_ms: Option<u64>,
+    /// The pool chain of the account (`chains::pool_chain`) and the previous block it was
+    /// placed on: that of its latest job.
+    pub chain: Option<String>,
+    pub chain_prev: Option<Hash256>,
+    /// The jobs of the main link, measured as the chain's load.
+    pub updates: WorkUpdates,
     pub switches: u64,
-    pub accepted_shares: u64,
-    pub accepted_work: Work,
-    pub rejected: BTreeMap<String, u64>,
-    pub unknown: u64,
+    pub counts: UpstreamCounts,
     pub flagged: bool,
     out: Vec<UpstreamOut>,
 }
@@ -210,11 +285,11 @@ impl Upstream {
             current: None,
             exhausted: false,
             last_job_ms: None,
+            chain: None,
+            chain_prev: None,
+            updates: WorkUpdates::default(),
             switches: 0,
-            accepted_shares: 0,
-            accepted_work: Work::ZERO,
-            rejected: BTreeMap::new(),
-            unknown: 0,
+            counts: UpstreamCounts::default(),
             flagged: false,
             out: Vec::new(),
         })
@@ -376,26 +451,25 @@ impl Upstream {
     /// Counts a submit's outcome (`work`: the pool's difficulty as work); flags the account
     /// when the pool rejects too many.
     pub fn count_outcome(&mut self, outcome: &SubmitOutcome, work: Work) {
-        match outcome {
-            SubmitOutcome::Accepted => {
-                self.accepted_shares += 1;
-                self.accepted_work = self.accepted_work.saturating_add(work);
-            }
-            SubmitOutcome::Rejected { reason, .. } => {
-                let reason: String = reason.chars().filter(|c| !c.is_control()).take(100).collect();
-                *self.rejected.entry(reason).or_default() += 1;
-            }
-            SubmitOutcome::Unknown => self.unknown += 1,
-        }
-        let rejected: u64 = self.rejected.values().sum();
-        let answered = rejected + self.accepted_shares;
-        if !self.flagged
-            && answered >= self.config.min_answers
-            && rejected as f64 > self.config.max_reject_ratio * answered as f64
-        {
+        self.counts.count(outcome, work);
+        if !self.flagged && self.rejects_too_many() {
             self.flagged = true;
+            let (rejected, answered) = (self.counts.rejected(), self.counts.answered());
             self.out.push(UpstreamOut::Flagged { rejected, answered });
         }
+    }
+
+    /// Takes over the account's counts (from the store at start-up, or from the account's
+    /// former pool settings), and the flag they imply (already ledgered when it was raised).
+    pub fn restore_counts(&mut self, counts: UpstreamCounts) {
+        self.counts = counts;
+        self.flagged = self.rejects_too_many();
+    }
+
+    fn rejects_too_many(&self) -> bool {
+        let answered = self.counts.answered();
+        answered >= self.config.min_answers
+            && self.counts.rejected() as f64 > self.config.max_reject_ratio * answered as f64
     }
 
     /// Closes every link (the account's pool was changed or removed).
@@ -420,7 +494,7 @@ impl Upstream {
         *next_conn += 1;
         let url = &self.urls[pool];
         let mut client = ClientConfig::new(&url.host, &self.settings.user, &self.settings.password);
-        client.extranonce_subscribe = self.settings.extranonce_subscribe;
+        client.extranonce_subscribe = self.settings.extranonce_subscribe_to(pool);
         client.silence_timeout_ms = self.config.silence_ms;
         client.submit_timeout_ms = self.config.submit_timeout_ms;
         client.resume_id = self.resume_ids.get(&pool).cloned();

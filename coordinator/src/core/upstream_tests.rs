@@ -25,6 +25,7 @@ fn upstream_with(urls: &[&str], config: UpstreamConfig) -> Upstream {
         user: "alice.rig".into(),
         password: "x".into(),
         extranonce_subscribe: false,
+        backup_extranonce_subscribe: false,
     };
     Upstream::new(settings, config).unwrap()
 }
@@ -265,7 +266,7 @@ fn submits_unanswered_at_a_drop_are_unknown_and_rejects_flag_the_account() {
     assert_eq!(outs, vec![UpstreamOut::Flagged { rejected: 20, answered: 20 }]);
     assert!(up.flagged);
     up.count_outcome(&SubmitOutcome::Unknown, Work(1));
-    assert_eq!(up.unknown, 1);
+    assert_eq!(up.counts.unknown, 1);
     assert!(up.drain().is_empty(), "flagged once");
 }
 
@@ -276,6 +277,7 @@ fn bad_settings_are_refused() {
         user: "u".into(),
         password: String::new(),
         extranonce_subscribe: false,
+        backup_extranonce_subscribe: false,
     };
     assert!(validate(&ok).is_ok());
     assert!(validate(&PoolSettings { urls: vec![], ..ok.clone() }).is_err());
@@ -393,4 +395,60 @@ fn a_pool_notice_is_kept_as_the_last_error() {
     let call = Message::Call { id: Id::Null, method: Method::ShowMessage("maintenance at\n noon".into()) };
     up.handle_line(10, conn, call.to_line().as_bytes());
     assert_eq!(up.last_error.as_deref(), Some("pool says: maintenance at noon"));
+}
+
+#[test]
+fn counts_rebuilt_from_the_recorded_outcomes_equal_the_counts_kept() {
+    let outcomes = [
+        SubmitOutcome::Accepted,
+        SubmitOutcome::Rejected { code: 23, reason: "Low difficulty share".into() },
+        SubmitOutcome::Accepted,
+        SubmitOutcome::Unknown,
+        SubmitOutcome::Rejected { code: 21, reason: "Job not found (=stale)\n".into() },
+        SubmitOutcome::Rejected { code: 23, reason: "Low difficulty share".into() },
+    ];
+    let mut kept = UpstreamCounts::default();
+    for (i, o) in outcomes.iter().enumerate() {
+        kept.count(o, Work(1 << i));
+    }
+    let rows = outcomes.iter().enumerate().map(|(i, o)| (outcome_text(o), Work(1 << i), 1));
+    assert_eq!(UpstreamCounts::from_records(rows), kept);
+    assert_eq!((kept.accepted_shares, kept.accepted_work, kept.unknown, kept.rejected()), (2, Work(5), 1, 3));
+}
+
+/// The requests `conn` sends once subscribed: with or without `mining.extranonce.subscribe`.
+fn after_subscribe(up: &mut Upstream, now: u64, conn: u64) -> Vec<(u64, Method)> {
+    up.handle_connected(now, conn);
+    let outs = up.drain();
+    let [(id, Method::Configure(_))] = requests(&outs, conn)[..] else { panic!("{outs:?}") };
+    let outs = reply(up, now, conn, id, ConfigureResult { version_rolling_mask: Some(0x1fff_e000) }.to_result());
+    let [(id, Method::Subscribe { .. })] = requests(&outs, conn)[..] else { panic!("{outs:?}") };
+    let sub = SubscribeResult { subscriptions: vec![], extranonce1: vec![1], extranonce2_size: 4 };
+    requests(&reply(up, now, conn, id, sub.to_result()), conn)
+}
+
+#[test]
+fn extranonce_subscribe_is_sent_to_each_pool_as_set_for_it() {
+    for (primary_on, backup_on) in [(false, true), (true, false)] {
+        let settings = PoolSettings {
+            urls: vec![PRIMARY.into(), BACKUP.into()],
+            user: "alice.rig".into(),
+            password: "x".into(),
+            extranonce_subscribe: primary_on,
+            backup_extranonce_subscribe: backup_on,
+        };
+        let mut up = Upstream::new(settings, config()).unwrap();
+        let mut ids = 1;
+        up.handle_tick(0, &mut ids);
+        let [(primary, _)] = connects(&up.drain())[..] else { panic!() };
+        let sent = after_subscribe(&mut up, 10, primary);
+        assert_eq!(sent.iter().any(|(_, m)| *m == Method::ExtranonceSubscribe), primary_on, "{sent:?}");
+        up.handle_closed(20, primary, "the pool closed the connection");
+        up.drain();
+        up.handle_tick(20, &mut ids);
+        let [(backup, ref url)] = connects(&up.drain())[..] else { panic!() };
+        assert_eq!(url, BACKUP);
+        let sent = after_subscribe(&mut up, 30, backup);
+        assert_eq!(sent.iter().any(|(_, m)| *m == Method::ExtranonceSubscribe), backup_on, "{sent:?}");
+    }
 }

@@ -122,32 +122,35 @@ impl Core {
         self.jobs.get(&a.job).map(|j| j.account.clone())
     }
 
-    /// Chains with their load, nodes and accounts.
+    /// Chains with their load, nodes and accounts: the local chains, then the pool chains.
     pub fn chain_list(&self, now_ms: u64) -> Vec<ChainStatus> {
-        self.chains
-            .values()
-            .map(|c| {
-                let nodes: Vec<&NodeEntry> = self
-                    .nodes
-                    .values()
-                    .filter(|n| n.state == NodeState::Active && n.chain.as_deref() == Some(&c.params.name))
-                    .collect();
-                ChainStatus {
-                    params: c.params.clone(),
-                    height: c.local.height,
-                    load: c.load(now_ms),
-                    measured_bit_rate: c.measured_bit_rate(now_ms),
-                    nodes: nodes.iter().map(|n| n.name.clone()).collect(),
-                    capacity: nodes.iter().map(|n| n.announced).sum(),
-                    accounts: self
-                        .accounts
-                        .iter()
-                        .filter(|a| a.chain == c.params.name)
-                        .map(|a| a.name.clone())
-                        .collect(),
-                }
-            })
-            .collect()
+        let local = self.chains.values().map(|c| ChainStatus {
+            params: c.params.clone(),
+            height: c.local.height,
+            load: c.load(now_ms),
+            measured_bit_rate: c.measured_bit_rate(now_ms),
+            nodes: Vec::new(),
+            capacity: 0.0,
+            accounts: Vec::new(),
+        });
+        let mut list: Vec<ChainStatus> = local.chain(self.pool_chain_list(now_ms)).collect();
+        for c in &mut list {
+            let nodes = self
+                .nodes
+                .values()
+                .filter(|n| n.state == NodeState::Active && n.chain.as_deref() == Some(&c.params.name));
+            for n in nodes {
+                c.nodes.push(n.name.clone());
+                c.capacity += n.announced;
+            }
+            c.accounts = self
+                .accounts
+                .iter()
+                .filter(|a| self.serving_chain(&a.name) == c.params.name)
+                .map(|a| a.name.clone())
+                .collect();
+        }
+        list
     }
 
     /// Which chain and account every connected node serves.

@@ -496,7 +496,7 @@ fn core_loop(
                     let _ = reply.send(CoreView::of(&core, now));
                 }
                 Event::Pool(PoolEvent::Connected { conn }) => core.handle_pool_connected(now, conn),
-                Event::Pool(PoolEvent::Line { conn, line }) => core.handle_pool_line(now, conn, &line),
+                Event::Pool(PoolEvent::Line { conn, line, .. }) => core.handle_pool_line(now, conn, &line),
                 Event::Pool(PoolEvent::Closed { conn, reason }) => core.handle_pool_closed(now, conn, &reason),
                 Event::Tick => core.handle_tick(now),
                 Event::Stop => group.stop = true,

@@ -395,7 +395,8 @@ impl Store {
         }
 
         let pools = super::upstream_store::load(&self.conn, &mut accounts)?;
-        Ok(Snapshot { policy, accounts, chain, jobs, chains, node_chains, rollout, pools })
+        let pool_counts = super::upstream_store::load_counts(&self.conn)?;
+        Ok(Snapshot { policy, accounts, chain, jobs, chains, node_chains, rollout, pools, pool_counts })
     }
 
     /// The delivery receipt of `account`'s current period: every share credited to it, oldest

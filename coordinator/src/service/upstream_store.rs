@@ -10,7 +10,11 @@
 //!   every credited share sent to a pool (`hash` is the share's, as in `shares`), with the
 //!   pool's difficulty as `work` (a u128 decimal) and its outcome: `pending` until the answer,
 //!   then `accepted`, `rejected: CODE REASON`, `unknown` or `not submitted: REASON`. An
-//!   account's `accepted_upstream` is the sum of the work of its accepted rows in its period.
+//!   account's `accepted_upstream` is the sum of the work of its accepted rows in its period;
+//!   its counts in `pool list` (accepted, rejected by reason, unknown) are rebuilt from all its
+//!   rows at start-up ([`COUNTS`], [`counts`]).
+
+use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
@@ -18,7 +22,24 @@ use hashgrid_common::BlockHash;
 use hashgrid_common::message::{PoolSettings, StandardBasis};
 
 use super::store::{StoreError, parse_u128, to_i64};
+use crate::core::upstream::UpstreamCounts;
 use crate::core::{Account, Work};
+
+/// Each account's submits by (outcome, work), counted: portable SQL, read by both stores.
+pub(crate) const COUNTS: &str = "SELECT account, outcome, work, COUNT(*) FROM upstream_submits
+     GROUP BY account, outcome, work ORDER BY account";
+
+/// Each account's upstream counts from the rows of [`COUNTS`]: (account, outcome, work, count).
+pub(crate) fn counts(
+    rows: impl IntoIterator<Item = (String, String, String, i64)>,
+) -> Result<BTreeMap<String, UpstreamCounts>, StoreError> {
+    let mut by_account: BTreeMap<String, Vec<(String, Work, u64)>> = BTreeMap::new();
+    for (account, outcome, work, n) in rows {
+        let work = Work(parse_u128("upstream_submits.work", &work)?);
+        by_account.entry(account).or_default().push((outcome, work, n.max(0) as u64));
+    }
+    Ok(by_account.into_iter().map(|(a, rows)| (a, UpstreamCounts::from_records(rows))).collect())
+}
 
 pub(super) const MIGRATION: &str = "CREATE TABLE account_pools (
         account TEXT NOT NULL REFERENCES accounts(name),
@@ -66,7 +87,7 @@ pub(super) fn set_pool(
                 url,
                 pool.user,
                 pool.password,
-                i64::from(pool.extranonce_subscribe)
+                i64::from(pool.extranonce_subscribe_to(position))
             ])?;
         }
     }
@@ -103,6 +124,13 @@ pub(super) fn outcome(tx: &Transaction<'_>, hash: &BlockHash, outcome: &str, at_
     Ok(())
 }
 
+/// Every account's upstream counts.
+pub(super) fn load_counts(conn: &Connection) -> Result<BTreeMap<String, UpstreamCounts>, StoreError> {
+    let mut stmt = conn.prepare(COUNTS)?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    counts(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
 /// Every account's pool settings; and, into `accounts`, each one's basis and accepted
 /// upstream work of its current period.
 pub(super) fn load(conn: &Connection, accounts: &mut [Account]) -> Result<Vec<(String, PoolSettings)>, StoreError> {
@@ -117,10 +145,19 @@ pub(super) fn load(conn: &Connection, accounts: &mut [Account]) -> Result<Vec<(S
     for row in rows {
         let (account, url, user, password, subscribe) = row?;
         match pools.last_mut().filter(|(a, _)| *a == account) {
-            Some((_, p)) => p.urls.push(url),
+            Some((_, p)) => {
+                p.urls.push(url);
+                p.backup_extranonce_subscribe = subscribe != 0;
+            }
             None => pools.push((
                 account,
-                PoolSettings { urls: vec![url], user, password, extranonce_subscribe: subscribe != 0 },
+                PoolSettings {
+                    urls: vec![url],
+                    user,
+                    password,
+                    extranonce_subscribe: subscribe != 0,
+                    backup_extranonce_subscribe: false,
+                },
             )),
         }
     }
@@ -169,6 +206,7 @@ mod tests {
             user: "alice.rig".into(),
             password: "s3cret".into(),
             extranonce_subscribe: true,
+            backup_extranonce_subscribe: true,
         }
     }
 
@@ -200,12 +238,17 @@ mod tests {
             outcome: outcome.into(),
             at_ms: t0 + 5,
         };
+        // extranonce.subscribe to the primary and not the backups, kept per pool.
+        let alice_pool = || PoolSettings {
+            backup_extranonce_subscribe: false,
+            ..pool(&["stratum+tcp://a:1", "stratum+ssl://b:2", "stratum+tcp://c:3"])
+        };
         let ops = vec![
             added("alice"),
             added("bob"),
             StoreOp::AccountPoolSet {
                 account: "alice".into(),
-                pool: Some(pool(&["stratum+tcp://a:1", "stratum+ssl://b:2"])),
+                pool: Some(alice_pool()),
                 basis: StandardBasis::Accepted,
             },
             StoreOp::AccountPoolSet {
@@ -230,10 +273,16 @@ mod tests {
         Store::open(&path).unwrap().apply(&ops).unwrap();
         let store = Store::open(&path).unwrap();
         let snap = store.load().unwrap();
-        assert_eq!(snap.pools, vec![("alice".to_string(), pool(&["stratum+tcp://a:1", "stratum+ssl://b:2"]))]);
+        assert_eq!(snap.pools, vec![("alice".to_string(), alice_pool())]);
         let alice = &snap.accounts[0];
         assert_eq!((alice.basis, alice.accepted_upstream), (StandardBasis::Accepted, Work(3 << 100)));
         assert_eq!(snap.accounts[1].basis, StandardBasis::Delivered);
+        // pool list's counts come back: 3 accepted, 1 rejected by its reason, the pending one
+        // unknown (its connection is gone).
+        let counts = &snap.pool_counts["alice"];
+        assert_eq!((counts.accepted_shares, counts.accepted_work, counts.unknown), (3, Work(3 << 100), 1));
+        assert_eq!(counts.rejected, [("Low difficulty share".to_string(), 1)].into_iter().collect());
+        assert!(!snap.pool_counts.contains_key("bob"));
         let conn = Connection::open(&path).unwrap();
         assert_eq!(
             share_outcome(&conn, &Hash256([3; 32])).unwrap().as_deref(),

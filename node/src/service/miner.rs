@@ -205,7 +205,7 @@ impl Miner {
     fn drain_client(&mut self) {
         while let Some(event) = self.client.poll_event() {
             match event {
-                ClientEvent::Send(line) => self.commands.push_back(MinerCommand::Send(line)),
+                ClientEvent::Send(line) => self.commands.push_back(MinerCommand::Send(line.into())),
                 ClientEvent::State(ClientState::Unauthorized { reason }) => {
                     self.stop_searching();
                     self.commands.push_back(MinerCommand::Unauthorized { reason });

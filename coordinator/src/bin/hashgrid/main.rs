@@ -127,7 +127,7 @@ enum AccountCommand {
         #[command(flatten)]
         pool: PoolArgs,
         /// Remove the account's pool: its work comes from its chain again.
-        #[arg(long, conflicts_with_all = ["pool", "user", "password", "backup_pool", "extranonce_subscribe"])]
+        #[arg(long, conflicts_with_all = ["pool", "user", "password", "backup_pool", "extranonce_subscribe", "backup_extranonce_subscribe"])]
         no_pool: bool,
     },
     /// List accounts.
@@ -161,9 +161,12 @@ struct PoolArgs {
     /// A backup pool, tried in order when the pool fails (repeatable).
     #[arg(long, requires = "pool")]
     backup_pool: Vec<String>,
-    /// Send mining.extranonce.subscribe (some pools drop connections that send it).
+    /// Send mining.extranonce.subscribe to the pool (some pools drop connections that send it).
     #[arg(long, requires = "pool")]
     extranonce_subscribe: bool,
+    /// Send mining.extranonce.subscribe to the backup pools.
+    #[arg(long, requires = "backup_pool")]
+    backup_extranonce_subscribe: bool,
     /// What the standard is measured on: delivered (verified here) or accepted (by the pool).
     #[arg(long, value_name = "delivered|accepted")]
     standard_basis: Option<String>,
@@ -177,6 +180,7 @@ impl std::fmt::Debug for PoolArgs {
             .field("password", &self.password.as_ref().map(|_| Password(String::new())))
             .field("backup_pool", &self.backup_pool)
             .field("extranonce_subscribe", &self.extranonce_subscribe)
+            .field("backup_extranonce_subscribe", &self.backup_extranonce_subscribe)
             .field("standard_basis", &self.standard_basis)
             .finish()
     }
@@ -200,6 +204,7 @@ impl PoolArgs {
             user: self.user.clone().unwrap_or_default(),
             password: self.password.clone().unwrap_or_default(),
             extranonce_subscribe: self.extranonce_subscribe,
+            backup_extranonce_subscribe: self.backup_extranonce_subscribe,
         };
         // What the coordinator would refuse is refused here, before anything is sent.
         upstream::validate(&settings).map_err(anyhow::Error::msg)?;

@@ -160,7 +160,7 @@ pub fn pools_text(list: &[PoolStatus]) -> String {
             p.state,
             printable(&format!("{}{}", p.url, if p.pool_index > 0 { " (backup)" } else { "" })),
             printable(&p.user),
-            format!("{}+{}", p.extranonce1, p.extranonce2_size),
+            format!("{}+{}{}", p.extranonce1, p.extranonce2_size, if p.extranonce_subscribe { " sub" } else { "" }),
             p.difficulty,
             p.version_mask,
             p.job_age_ms.map_or("-".into(), |ms| format!("{}s", ms / 1000)),

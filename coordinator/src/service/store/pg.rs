@@ -428,8 +428,11 @@ impl PgStore {
                 .collect::<Result<_, StoreError>>()?;
         }
         let pools = upstream::load(&mut tx, &mut accounts)?;
+        let rows = tx.query(crate::service::upstream_store::COUNTS, &[])?;
+        let pool_counts =
+            crate::service::upstream_store::counts(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))))?;
         tx.commit()?;
-        Ok(Snapshot { policy, accounts, chain, jobs, chains, node_chains, rollout, pools })
+        Ok(Snapshot { policy, accounts, chain, jobs, chains, node_chains, rollout, pools, pool_counts })
     }
 }
 
@@ -997,7 +1000,7 @@ mod upstream {
                         url,
                         &pool.user,
                         &pool.password,
-                        &i64::from(pool.extranonce_subscribe),
+                        &i64::from(pool.extranonce_subscribe_to(position)),
                     ],
                 )?;
             }
@@ -1053,7 +1056,10 @@ mod upstream {
         )? {
             let (account, url): (String, String) = (r.get(0), r.get(1));
             match pools.last_mut().filter(|(a, _)| *a == account) {
-                Some((_, p)) => p.urls.push(url),
+                Some((_, p)) => {
+                    p.urls.push(url);
+                    p.backup_extranonce_subscribe = r.get::<_, i64>(4) != 0;
+                }
                 None => pools.push((
                     account,
                     PoolSettings {
@@ -1061,6 +1067,7 @@ mod upstream {
                         user: r.get(2),
                         password: r.get(3),
                         extranonce_subscribe: r.get::<_, i64>(4) != 0,
+                        backup_extranonce_subscribe: false,
                     },
                 )),
             }

@@ -30,10 +30,17 @@
 //!   when it meets the pool's target submits it upstream with extranonce2 = slot prefix ‖ the
 //!   miner's extranonce2. Each credited miner share is stored under a fresh job id, so the
 //!   store's uniqueness on (job, version, time, nonce) holds whatever extranonce2 it used.
-//! - **Standbys.** A miner always joins active: it cannot be held back (it mines whatever job
-//!   it was sent last), so it is never a standby. An operator's `node standby` on a miner is
-//!   refused (`AdminError`), and the standbys that take over a failed miner's capacity are QUIC
-//!   nodes.
+//! - **Idle.** When every account is up to standard (there is no overflow account), a miner
+//!   gets the *idle job*: its chain's local template in the coordinator's own name (the
+//!   coinbase tag has no account), in a slot of that chain's carving. Its shares are verified,
+//!   answered and counted in the miner's rate, and credited to no account. While some account
+//!   is below standard but none has work (its pool is down), a miner keeps its last job.
+//! - **Standbys.** A miner joins active. Made a standby (`node standby`), it is *held*: it is
+//!   sent nothing (Stratum has no way to stop a miner, and a new job could change its
+//!   extranonce, which a miner without `mining.extranonce.subscribe` can only take by
+//!   reconnecting), and its shares are answered but credited to no account. Promoted
+//!   (`node promote`, or taking over a failed node's capacity), it is sent its account's job
+//!   with `clean_jobs` at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -124,7 +131,8 @@ impl Core {
     }
 
     /// A job of the account the policy would serve first, any chain, for a subscribed miner;
-    /// the idle job when none has work.
+    /// the idle job when every account is up to standard (otherwise the answer to its
+    /// subscribe waits for an account's work).
     fn first_job(&mut self, now_ms: u64, node: NodeId, miner: &mut Miner) {
         let mut refused = BTreeSet::new();
         while let Some(i) = accounts::choose(self.policy, &self.accounts, 1, |i| {
@@ -141,6 +149,7 @@ impl Core {
             }
         }
         if miner.serving.is_none()
+            && self.all_up_to_standard()
             && let Err(reason) = self.miner_job(now_ms, node, None, miner, None)
         {
             tracing::warn!(node, %reason, "no idle job for a subscribed miner");
@@ -186,8 +195,8 @@ impl Core {
 
     /// A share the miner's session verified: credited, acknowledged after its credit, and sent
     /// upstream when it meets the pool's target (or extends the local chain when it meets the
-    /// block target). A share of the idle job is acknowledged and counted in the miner's rate,
-    /// and credited to no account.
+    /// block target). A share of the idle job, or of a miner held back (standby, draining), is
+    /// acknowledged and counted in the miner's rate, and credited to no account.
     pub fn handle_miner_share(&mut self, now_ms: u64, node: NodeId, ticket: u64, share: &MinerShare) {
         let job = self.nodes.get(&node).and_then(|n| n.miner.as_ref()).and_then(|m| m.jobs.get(&share.tag)).cloned();
         let stale = match &job {
@@ -216,7 +225,8 @@ impl Core {
         }
         n.announced = n.delivered_rate(now_ms, window);
         let node_name = n.name.clone();
-        let Some(account) = job.account.clone() else {
+        // Idle work, or a miner held as a standby: answered, credited to no account.
+        let Some(account) = job.account.clone().filter(|_| n.takes_work()) else {
             self.out.push(Command::Miner { node, order: MinerOrder::ShareRecorded { ticket, result: Ok(()) } });
             return;
         };
@@ -332,17 +342,22 @@ impl Core {
     }
 
     /// The miner's work: the policy's account of its chain; a new job when the account, its
-    /// job or its subscription changed. A miner held back (standby, draining) or with no
-    /// account to serve gets the idle job.
+    /// job or its subscription changed. A miner held back (standby, draining) is sent nothing
+    /// (its shares are not credited); when every account is up to standard it gets the idle
+    /// job; otherwise, while no account of its chain has work, it keeps its last job.
     pub(super) fn fill_miner(&mut self, now_ms: u64, node: NodeId) {
-        let Some(n) = self.nodes.get(&node) else { return };
-        if n.state == NodeState::Failed {
+        let Some(n) = self.nodes.get_mut(&node) else { return };
+        if !n.takes_work() {
+            // Held: once it takes work again, its account's job goes out afresh (clean).
+            if let Some(miner) = n.miner.as_mut() {
+                miner.serving = None;
+            }
             return;
         }
-        let (takes_work, chain) = (n.takes_work(), n.chain.clone());
+        let chain = n.chain.clone();
         let count = self.range_count(node, now_ms);
         let mut refused = BTreeSet::new();
-        while let Some(chain) = chain.as_ref().filter(|_| takes_work)
+        while let Some(chain) = chain.as_ref()
             && let Some(i) = accounts::choose(self.policy, &self.accounts, count, |i| {
                 let a = &self.accounts[i];
                 &a.chain != chain || refused.contains(&a.name) || !self.has_work(&a.name)
@@ -362,9 +377,15 @@ impl Core {
                 }
             }
         }
-        if let Err(reason) = self.with_miner(now_ms, node, None) {
+        if self.all_up_to_standard()
+            && let Err(reason) = self.with_miner(now_ms, node, None)
+        {
             tracing::warn!(node, %reason, "no idle job for a miner");
         }
+    }
+
+    fn all_up_to_standard(&self) -> bool {
+        self.accounts.iter().all(|a| a.up_to_standard())
     }
 
     /// [`miner_job`](Self::miner_job) for the joined miner `node`.

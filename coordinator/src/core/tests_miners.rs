@@ -188,12 +188,7 @@ fn an_extranonce2_too_short_to_carve_is_refused_and_ledgered() {
     core.handle_miner_joined(T0 + 20, 10, "rig1", "ua");
     core.handle_miner_subscribed(T0 + 21, 11);
     let orders = drain(&mut core, &mut farm, &mut log);
-    // Nothing from alice's pool: the miners get the idle job (the local chain).
-    assert!(!orders.is_empty());
-    for (_, order) in &orders {
-        let MinerOrder::Job(job) = order else { panic!("{order:?}") };
-        assert_eq!((job.notify.job_id.as_str(), job.extranonce2_size), ("local-1", 6), "{job:?}");
-    }
+    assert!(orders.is_empty(), "{orders:?}");
     let refusals: Vec<_> = farm.ledger.iter().filter(|(k, _)| k == "miner_slot_refused").collect();
     assert_eq!(refusals.len(), 1, "ledgered once: {refusals:?}");
     assert_eq!(refusals[0].1["account"], "alice");
@@ -208,7 +203,7 @@ fn a_miner_that_subscribed_before_any_pool_job_gets_one_when_it_comes() {
     core.set_pool(T0, "alice", Some(settings(&[POOL])), None).unwrap();
     core.handle_miner_subscribed(T0 + 1, 10);
     farm.absorb(&mut core);
-    assert_eq!(job_of(&farm.miners, 10).notify.job_id, "local-1", "the idle job while the pool has none");
+    assert!(farm.miners.is_empty(), "no job yet (alice is below standard: her work will come)");
     Pool::default().handshake(&mut core, &mut farm, T0 + 10, 4, DIFFICULTY, "j1");
     let job = job_of(&farm.miners, 10);
     assert_eq!((job.notify.job_id.as_str(), job.extranonce1), ("j1", vec![0xc8, 0x58, 1]));
@@ -349,23 +344,33 @@ fn an_idle_miner_gets_the_local_chain_credited_to_no_account() {
 }
 
 #[test]
-fn a_standby_miner_is_held_on_the_idle_job_and_promoted_with_clean_jobs() {
+fn a_standby_miner_is_held_uncredited_and_promoted_with_clean_jobs() {
     let (mut core, mut farm, _) = farm(4, 1 << 60);
     let mut log = Vec::new();
     core.handle_miner_subscribed(T0 + 20, 10);
     core.handle_miner_joined(T0 + 20, 10, "rig1", "ua");
     let a = job_of(&drain(&mut core, &mut farm, &mut log), 10);
     core.standby_node(T0 + 30, "rig1").unwrap();
-    let held = job_of(&drain(&mut core, &mut farm, &mut log), 10);
-    // Held: the idle job replaces alice's at once (its shares are credited to no one).
-    assert_eq!((held.notify.job_id.as_str(), held.notify.clean_jobs), ("local-1", true));
+    // Held: sent nothing (a new job could change its extranonce); its shares are answered and
+    // credited to no one, and never reach the pool.
+    let orders = drain(&mut core, &mut farm, &mut log);
+    assert!(orders.is_empty(), "{orders:?}");
     let rig = core.node_list(T0 + 30).into_iter().find(|n| n.name == "rig1").unwrap();
-    assert_eq!((rig.state.as_str(), rig.account), ("standby", None));
+    assert_eq!(rig.state.as_str(), "standby");
     log.clear();
-    core.handle_miner_share(T0 + 35, 10, 1, &share_where(&held, &[0, 0, 0, 0, 0, 1], 1e-7, |_| true));
+    core.handle_miner_share(T0 + 35, 10, 1, &share(&a, &[0, 0, 1]));
     drain(&mut core, &mut farm, &mut log);
-    assert!(!log.iter().any(|c| matches!(c, Command::Persist(StoreOp::Credit { .. }))), "{log:?}");
-    // Promoted: alice's job again, replacing the idle one.
+    assert!(
+        log.iter().any(|c| matches!(
+            c,
+            Command::Miner { order: MinerOrder::ShareRecorded { ticket: 1, result: Ok(()) }, .. }
+        ))
+    );
+    assert!(
+        !log.iter().any(|c| matches!(c, Command::Persist(StoreOp::Credit { .. }) | Command::PoolSend { .. })),
+        "{log:?}"
+    );
+    // Promoted: its account's job at once, replacing the old ones.
     core.promote_node(T0 + 40, "rig1").unwrap();
     let back = job_of(&drain(&mut core, &mut farm, &mut log), 10);
     assert_eq!((back.notify.job_id.as_str(), back.notify.clean_jobs), ("j1", true));

@@ -11,6 +11,11 @@
 //!   promoted to take its capacity.
 //! - A wrong token is error 24 and a close; garbage, an oversized line and a line flood close
 //!   only their own connections while an honest miner beside them keeps earning.
+//! - A miner earns on a local-chain account: its jobs come from the chain's own coinbase, its
+//!   shares are credited and find the chain's blocks.
+//! - An independent client (the `stratum` crate's) against the coordinator process: it
+//!   subscribes, authorizes, builds a share with its own merkle code and the `bitcoin` crate's
+//!   header hash, and the share is accepted and credited.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -161,6 +166,97 @@ fn a_killed_miner_is_failed_and_a_standby_node_takes_over() {
     assert_eq!(failover["promoted"], "spare", "{failover}");
     let before = pool.counts("alice.rig").valid;
     wait_for("the spare's shares at the pool", WAIT, || (pool.counts("alice.rig").valid > before).then_some(()));
+}
+
+/// `chain list --json`: the chain's height.
+fn height(op: &Operator, chain: &str) -> u64 {
+    let out = op.run(&["chain", "list", "--json"]).expect_success("chain list --json");
+    let list: Vec<Value> = serde_json::from_str(&out).expect("chain list --json");
+    list.iter().find(|c| c["name"] == chain).and_then(|c| c["height"].as_u64()).unwrap_or(0)
+}
+
+/// A local chain whose blocks take about 2^32 · `difficulty` hashes, and one account on it.
+fn local_account(op: &Operator, chain: &str, difficulty: &str, account: &str) {
+    let args = ["chain", "add", chain, "--tx-per-template", "3", "--bit-rate", "0", "--difficulty", difficulty];
+    op.run(&args).expect_success("chain add");
+    op.run(&["account", "add", account, "--standard", "1000T", "--chain", chain]).expect_success("account add");
+}
+
+#[test]
+fn a_miner_earns_on_a_local_chain_account() {
+    let site = Site::new();
+    let coordinator = coordinator(&site, "sequential");
+    let op = coordinator.operator();
+    // The miner's difficulty is capped at the block's: each of its shares is also a block.
+    local_account(&op, "fast", "0.0001", "carol");
+    let _miner = miner(&site, &coordinator, "rig1");
+    wait_for("rig1 earning for carol, and a block", WAIT, || {
+        let rig = node(&nodes(&op), "rig1").cloned()?;
+        (rig["account"] == "carol" && rig["accepted"].as_u64() >= Some(3) && height(&op, "fast") >= 2).then_some(rig)
+    });
+    let carol = op.status().account("carol").clone();
+    assert!(carol.delivered > 0, "{carol:?}");
+    let entries = op.ledger(0);
+    assert!(entries.iter().any(|e| e.kind == "block_found" && e.payload["account"] == "carol"));
+    let job = entries.iter().find(|e| e.kind == "miner_job" && e.payload["node"] == "rig1").expect("a miner_job");
+    assert_eq!((job.payload["account"].as_str(), job.payload["pool_job"].as_str()), (Some("carol"), Some("local-1")));
+    assert_ne!(job.payload["slot"], 0, "slot 0 is the QUIC nodes' templates");
+}
+
+#[test]
+fn an_independent_client_mines_through_the_coordinator() {
+    let site = Site::new();
+    let coordinator = coordinator(&site, "sequential");
+    let op = coordinator.operator();
+    // Blocks of about 43,000 hashes: the client finds a share in well under a second.
+    local_account(&op, "easy", "0.00001", "dora");
+    let addr = coordinator.stratum.unwrap();
+    let token = node_token(&site);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let nonce = runtime.block_on(async {
+        let client = stratum::client::Client::new(
+            addr.to_string(),
+            "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4.rig9".parse().unwrap(),
+            Some(token),
+            "independent/1".into(),
+            Duration::from_secs(20),
+        );
+        let mut events = client.connect().await.unwrap();
+        let (sub, _, _) = client.subscribe().await.unwrap();
+        assert_eq!(sub.enonce1.as_bytes().len() + sub.enonce2_size, 8, "the local coinbase's extranonce");
+        client.authorize().await.unwrap();
+        let (mut difficulty, mut notify) = (None, None);
+        while notify.is_none() {
+            match tokio::time::timeout(WAIT, events.recv()).await.expect("a job").unwrap() {
+                stratum::client::Event::SetDifficulty(d) => difficulty = Some(d),
+                stratum::client::Event::Notify(n) => notify = Some(n),
+                _ => {}
+            }
+        }
+        let (difficulty, n) = (difficulty.expect("set_difficulty before the job"), notify.unwrap());
+        // Capped at the block's difficulty (the reference holds it as a compact target).
+        assert!(difficulty.as_f64() <= 0.00001 * 1.001, "{difficulty:?}");
+        let target = difficulty.to_target();
+        let enonce2 = stratum::Extranonce::from_bytes(&vec![0; sub.enonce2_size]);
+        let root = stratum::merkle_root(&n.coinb1, &n.coinb2, &sub.enonce1, &enonce2, &n.merkle_branches).unwrap();
+        let header = |nonce: u32| bitcoin::block::Header {
+            version: n.version.into(),
+            prev_blockhash: n.prevhash.clone().into(),
+            merkle_root: root.into(),
+            time: n.ntime.into(),
+            bits: n.nbits.into(),
+            nonce,
+        };
+        let nonce = (0..).find(|&nonce| target.is_met_by(header(nonce).block_hash())).unwrap();
+        // `Ok` is the server's `true`, sent only once the credit is durable.
+        client.submit(n.job_id, enonce2, n.ntime, nonce.into(), None).await.unwrap();
+        client.disconnect().await;
+        nonce
+    });
+    let dora = op.status().account("dora").clone();
+    assert!(dora.delivered > 0, "nonce {nonce}: {dora:?}");
+    let entries = op.ledger(0);
+    assert!(entries.iter().any(|e| e.kind == "block_found" && e.payload["account"] == "dora"), "nonce {nonce}");
 }
 
 /// Reads lines until the server closes the connection (or `limit` passes): every line read.

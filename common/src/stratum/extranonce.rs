@@ -11,6 +11,11 @@
 //!
 //! Every handed-out value is unique: counters only grow and are refused once the counter's
 //! bytes are used up; a slot is handed out again only after it was released.
+//!
+//! A connection still in its handshake is *offered* a slot ([`ExtranonceSpace::peek_slot`])
+//! without holding it; it takes the slot when it authorizes
+//! ([`ExtranonceSpace::take_slot`]), or gets another if that one went meanwhile. So
+//! connections that never authorize hold no slot.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -92,8 +97,11 @@ impl Carving {
     }
 }
 
+/// Free slots [`ExtranonceSpace::peek_slot`] looks at, at most.
+const PEEK_SCAN: usize = 1024;
+
 /// The extranonce2 space of one upstream session: slot 0's counter and the miners' slots.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtranonceSpace {
     carving: Carving,
     next_counter: u128,
@@ -148,6 +156,41 @@ impl ExtranonceSpace {
         };
         self.in_use.insert(slot);
         Ok(slot)
+    }
+
+    /// The slot to offer a connection that has not authorized yet, without holding it: the
+    /// first free slot (in [`allocate_slot`](Self::allocate_slot)'s order) that is not
+    /// `offered` to another such connection, or the first free slot when every one looked at
+    /// is. Refused as `allocate_slot` would be.
+    pub fn peek_slot(&self, offered: impl Fn(u32) -> bool) -> Result<u32, StratumError> {
+        let mut free = self.free.iter().copied().chain(self.next_slot..self.carving.slots()).take(PEEK_SCAN);
+        let first = free.next();
+        match first {
+            Some(first) if offered(first) => Ok(free.find(|&s| !offered(s)).unwrap_or(first)),
+            Some(first) => Ok(first),
+            None if self.carving.slot_bytes == 0 => {
+                Err(StratumError::Exhausted("extranonce2 too short to carve miner slots"))
+            }
+            None => Err(StratumError::Exhausted("every miner slot is in use")),
+        }
+    }
+
+    /// Takes `slot` (one [`peek_slot`](Self::peek_slot) offered) if it is still free; false
+    /// when it is in use, 0, or beyond the carving.
+    pub fn take_slot(&mut self, slot: u32) -> bool {
+        if slot == 0 || slot >= self.carving.slots() || self.in_use.contains(&slot) {
+            return false;
+        }
+        if let Some(i) = self.free.iter().position(|&s| s == slot) {
+            self.free.remove(i);
+        } else if slot >= self.next_slot {
+            self.free.extend(self.next_slot..slot);
+            self.next_slot = slot + 1;
+        } else {
+            return false;
+        }
+        self.in_use.insert(slot);
+        true
     }
 
     /// Gives a slot back; the caller does this only once no job of that miner is live.
@@ -210,6 +253,26 @@ mod tests {
         Own,
         Allocate,
         Release(usize),
+        /// Peek (with `offered` slots below this skipped), then take.
+        PeekTake(u32),
+        Take(u32),
+    }
+
+    #[test]
+    fn offered_slots_are_not_held() {
+        let mut s = ExtranonceSpace::new(4);
+        // Any number of offers to connections still in their handshake hold nothing.
+        assert_eq!(s.peek_slot(|_| false).unwrap(), 1);
+        assert_eq!(s.peek_slot(|slot| slot < 3).unwrap(), 3, "slots offered to others are skipped");
+        assert_eq!(s.peek_slot(|_| true).unwrap(), 1, "when all are offered, the first is shared");
+        assert_eq!(s.slots_in_use(), 0);
+        assert!(s.take_slot(3));
+        assert!(!s.take_slot(3), "taken once");
+        assert_eq!(s.allocate_slot().unwrap(), 1);
+        assert_eq!(s.allocate_slot().unwrap(), 2);
+        assert_eq!(s.allocate_slot().unwrap(), 4);
+        assert!(!s.take_slot(0) && !s.take_slot(256));
+        assert!(matches!(ExtranonceSpace::new(3).peek_slot(|_| false), Err(StratumError::Exhausted(_))));
     }
 
     proptest! {
@@ -218,7 +281,8 @@ mod tests {
         /// slot 0 falls in a miner's slot.
         #[test]
         fn no_two_pairs_collide(size in 1usize..10, ops in proptest::collection::vec(prop_oneof![
-            3 => Just(Op::Own), 2 => Just(Op::Allocate), 1 => (0usize..64).prop_map(Op::Release)], 0..400)) {
+            3 => Just(Op::Own), 2 => Just(Op::Allocate), 1 => (0usize..64).prop_map(Op::Release),
+            1 => (0u32..300).prop_map(Op::PeekTake), 1 => (0u32..300).prop_map(Op::Take)], 0..400)) {
             let mut s = ExtranonceSpace::new(size);
             let carving = s.carving();
             let mut own = HashSet::new();
@@ -234,6 +298,18 @@ mod tests {
                         prop_assert!(slot != 0 && slot < carving.slots());
                         prop_assert!(!live.contains(&slot));
                         live.push(slot);
+                    },
+                    Op::PeekTake(below) => if let Ok(slot) = s.peek_slot(|slot| slot < below) {
+                        prop_assert!(s.take_slot(slot), "a peeked slot is free");
+                        prop_assert!(slot != 0 && !live.contains(&slot));
+                        live.push(slot);
+                    },
+                    Op::Take(slot) => if s.take_slot(slot) {
+                        prop_assert!(slot != 0 && slot < carving.slots());
+                        prop_assert!(!live.contains(&slot));
+                        live.push(slot);
+                    } else {
+                        prop_assert!(slot == 0 || slot >= carving.slots() || live.contains(&slot));
                     },
                     Op::Release(i) => if !live.is_empty() {
                         let slot = live.remove(i % live.len());

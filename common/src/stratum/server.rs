@@ -28,6 +28,10 @@
 //!   and a close. `mining.extranonce.subscribe`: `true`, and later extranonce changes are sent
 //!   as `mining.set_extranonce` (a miner without it is asked to reconnect instead).
 //! - `mining.suggest_difficulty`: honoured within the vardiff bounds, for the following jobs.
+//! - The miner's difficulty never exceeds its job's pool difficulty
+//!   ([`ServerJob::pool_difficulty`]): the vardiff, a suggestion or the coordinator's setting
+//!   above it is brought down to it, so every share the pool would take reaches the
+//!   coordinator.
 //! - Work starts once subscribed and authorized: `mining.set_difficulty` when the difficulty
 //!   changed, then `mining.notify` under a job id of this session's own (lowercase hex). A
 //!   difficulty change re-sends the current job under a new id, so it applies at once; each job
@@ -324,9 +328,11 @@ impl ServerSession {
         self.workers.iter().map(String::as_str)
     }
 
-    /// The difficulty the next job will carry.
+    /// The difficulty the next job will carry: the vardiff's, never above the current job's
+    /// pool difficulty.
     pub fn difficulty(&self) -> f64 {
-        self.vardiff.difficulty()
+        let d = self.vardiff.difficulty();
+        self.pool_difficulty().map_or(d, |p| d.min(p))
     }
 
     /// The version mask the next job will carry (0: no rolling).
@@ -395,11 +401,8 @@ impl ServerSession {
         if now_ms >= self.last_heard_ms.saturating_add(self.config.silence_timeout_ms) {
             return self.close(format!("the miner said nothing for {} ms", self.config.silence_timeout_ms));
         }
-        if self.config.adjust_difficulty
-            && self.ready()
-            && let Some(d) = self.vardiff.handle_timeout(now_ms)
-        {
-            self.difficulty_changed(d);
+        if self.config.adjust_difficulty && self.ready() && self.vardiff.handle_timeout(now_ms).is_some() {
+            self.difficulty_changed(now_ms);
         }
     }
 
@@ -423,15 +426,16 @@ impl ServerSession {
         }
         Job::new(job.notify.clone(), job.extranonce1.clone(), job.extranonce2_size, 1.0, 0)?;
         let pool_target = job.pool_difficulty.map(share_target).transpose()?;
-        if let Some(d) = job.share_difficulty {
-            let d = self.vardiff.set(now_ms, d);
-            if self.sent_difficulty != Some(d) {
-                self.events.push_back(ServerEvent::Difficulty(d));
-            }
-        }
         let extranonce = (job.extranonce1.clone(), job.extranonce2_size);
         let mut clean = job.notify.clean_jobs;
+        let share_difficulty = job.share_difficulty;
         self.current = Some((job, pool_target));
+        if let Some(d) = share_difficulty {
+            self.vardiff.set(now_ms, d);
+        }
+        if (self.cap_to_pool(now_ms) || share_difficulty.is_some()) && self.sent_difficulty != Some(self.difficulty()) {
+            self.events.push_back(ServerEvent::Difficulty(self.difficulty()));
+        }
         if let Some(id) = self.pending_subscribe.take() {
             self.answer_subscribe(now_ms, id);
             return Ok(());
@@ -489,8 +493,8 @@ impl ServerSession {
         if self.closed {
             return;
         }
-        let d = self.vardiff.set(now_ms, difficulty);
-        self.difficulty_changed(d);
+        self.vardiff.set(now_ms, difficulty);
+        self.difficulty_changed(now_ms);
     }
 
     // Outputs.
@@ -585,8 +589,8 @@ impl ServerSession {
             }
             Method::SuggestDifficulty(d) => {
                 self.reply(id, json!(true));
-                let d = self.vardiff.set(now_ms, d);
-                self.difficulty_changed(d);
+                self.vardiff.set(now_ms, d);
+                self.difficulty_changed(now_ms);
             }
             Method::Submit(submit) => self.on_submit(now_ms, id, submit),
             other => {
@@ -655,10 +659,8 @@ impl ServerSession {
                 self.escalation = Escalation::None;
                 let ticket = self.ticket(Pending::Share { id });
                 self.events.push_back(ServerEvent::Share { ticket, share: Box::new(share) });
-                if self.config.adjust_difficulty
-                    && let Some(d) = self.vardiff.on_share(now_ms)
-                {
-                    self.difficulty_changed(d);
+                if self.config.adjust_difficulty && self.vardiff.on_share(now_ms).is_some() {
+                    self.difficulty_changed(now_ms);
                 }
             }
             Err(reject) => {
@@ -714,7 +716,28 @@ impl ServerSession {
         }
     }
 
-    fn difficulty_changed(&mut self, difficulty: f64) {
+    /// The current job's pool difficulty.
+    fn pool_difficulty(&self) -> Option<f64> {
+        self.current.as_ref().and_then(|(job, _)| job.pool_difficulty)
+    }
+
+    /// Brings the vardiff down to the current job's pool difficulty if it is above it (a share
+    /// the pool would take must never be refused as low difficulty); whether it did.
+    fn cap_to_pool(&mut self, now_ms: u64) -> bool {
+        match self.pool_difficulty() {
+            Some(pool) if self.vardiff.difficulty() > pool => {
+                self.vardiff.set(now_ms, pool);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The vardiff moved (a retarget, a suggestion, the coordinator): capped to the pool's
+    /// difficulty, and the current job re-sent under it if that changed what the miner has.
+    fn difficulty_changed(&mut self, now_ms: u64) {
+        self.cap_to_pool(now_ms);
+        let difficulty = self.difficulty();
         if self.sent_difficulty == Some(difficulty) {
             return;
         }
@@ -728,7 +751,7 @@ impl ServerSession {
     /// starts there.
     fn start_work(&mut self, now_ms: u64) {
         if self.ready() && self.jobs.current().is_none() {
-            let d = self.vardiff.difficulty();
+            let d = self.difficulty();
             self.vardiff.set(now_ms, d);
             self.send_job(true);
         }
@@ -742,7 +765,7 @@ impl ServerSession {
             return;
         };
         let mask = self.version_mask();
-        let difficulty = self.vardiff.difficulty();
+        let difficulty = self.difficulty();
         let job_id = format!("{:x}", self.next_job);
         let notify = Notify { job_id: job_id.clone(), clean_jobs: clean, ..upstream.notify.clone() };
         let origin = Origin {

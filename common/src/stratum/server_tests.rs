@@ -287,9 +287,11 @@ fn difficulty_applies_to_the_following_jobs() {
     assert_eq!(response(&call(&mut s, 11, 5, Method::Submit(on("2"))), 5).error.unwrap().code, 23);
     let events = call(&mut s, 12, 6, Method::Submit(on("1")));
     assert_eq!(shares(&events)[0].1.difficulty, EASY);
-    // Suggested difficulties are clamped to the bounds.
-    call(&mut s, 13, 7, Method::SuggestDifficulty(1e20));
-    assert_eq!(s.difficulty(), VardiffConfig::default().max);
+    // Suggested difficulties are clamped to the bounds, and never above the pool's.
+    call(&mut s, 13, 7, Method::SuggestDifficulty(1e-20));
+    assert_eq!(s.difficulty(), 1e-9);
+    call(&mut s, 14, 8, Method::SuggestDifficulty(1e20));
+    assert_eq!(s.difficulty(), EASY * 4.0, "the job's pool difficulty");
 }
 
 #[test]
@@ -672,6 +674,97 @@ proptest! {
             };
             prop_assert_eq!(stage, expected);
             previous = stage;
+            if s.is_closed() {
+                break;
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum DiffStep {
+    /// A job whose pool difficulty is EASY · 2^k.
+    Job(i32),
+    /// The miner suggests EASY · 2^k.
+    Suggest(i32),
+    /// The coordinator sets EASY · 2^k.
+    Set(i32),
+    /// An accepted share after this many milliseconds (fast shares drive the vardiff up).
+    Share(u64),
+    Tick(u64),
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Whatever the vardiff, the miner's suggestions and the coordinator do, the miner is never
+    /// asked for more than its job's pool difficulty: every job goes out at or below it, and
+    /// every share passed on was checked at or below it (a share the pool would take is never
+    /// refused as low difficulty).
+    #[test]
+    fn the_miners_difficulty_never_exceeds_the_pools(steps in proptest::collection::vec(prop_oneof![
+        1 => (-3i32..4).prop_map(DiffStep::Job),
+        1 => (-3i32..12).prop_map(DiffStep::Suggest),
+        1 => (-3i32..12).prop_map(DiffStep::Set),
+        6 => (0u64..50).prop_map(DiffStep::Share),
+        1 => (0u64..120_000).prop_map(DiffStep::Tick),
+    ], 0..40)) {
+        let mut config = config();
+        config.adjust_difficulty = true;
+        config.vardiff.retarget_shares = 3;
+        let mut s = ServerSession::new(config, 0);
+        s.set_job(0, server_job(1, "up1", 1, true)).unwrap();
+        call(&mut s, 1, 1, Method::Subscribe { user_agent: None, session_id: None });
+        let events = call(&mut s, 2, 2, authorize("rig", "token"));
+        s.authorized(2, authorize_ticket(&events), true);
+        let (mut now, mut tag, mut nonce_from) = (2u64, 1u64, 0u32);
+        let mut pools = std::collections::HashMap::from([(1u64, EASY * 4.0)]);
+        let mut pool = EASY * 4.0;
+        let (mut sent, mut latest) = (None::<f64>, None::<Notify>);
+        let mut events = drain(&mut s);
+        for step in steps {
+            for event in &events {
+                match event {
+                    ServerEvent::Send(line) => match Message::from_line(line.as_bytes()).unwrap() {
+                        Message::Call { method: Method::SetDifficulty(d), .. } => sent = Some(d),
+                        Message::Call { method: Method::Notify(n), .. } => {
+                            let d = sent.expect("a difficulty before the first job");
+                            prop_assert!(d <= pool, "job at {} above the pool's {}", d, pool);
+                            latest = Some(n);
+                        }
+                        _ => {}
+                    },
+                    ServerEvent::Share { ticket, share } => {
+                        prop_assert!(share.difficulty <= pools[&share.tag], "{} > {}", share.difficulty, pools[&share.tag]);
+                        s.share_recorded(*ticket, Ok(()));
+                    }
+                    _ => {}
+                }
+            }
+            let pow = |k: i32| EASY * 2f64.powi(k);
+            match step {
+                DiffStep::Job(k) => {
+                    tag += 1;
+                    pool = pow(k);
+                    pools.insert(tag, pool);
+                    s.set_job(now, ServerJob { pool_difficulty: Some(pool), ..server_job(tag, "up", 1, false) }).unwrap();
+                }
+                DiffStep::Suggest(k) => s.handle_line(now, Message::Call { id: Id::from(9), method: Method::SuggestDifficulty(pow(k)) }.to_line().as_bytes()),
+                DiffStep::Set(k) => s.set_difficulty(now, pow(k)),
+                DiffStep::Share(dt) => {
+                    now += dt;
+                    if let (Some(n), Some(d)) = (&latest, sent) {
+                        let submit = submit_for(&s, n, d, nonce_from, true);
+                        nonce_from = submit.nonce + 1;
+                        s.handle_line(now, Message::Call { id: Id::from(7), method: Method::Submit(submit) }.to_line().as_bytes());
+                    }
+                }
+                DiffStep::Tick(dt) => {
+                    now += dt;
+                    s.handle_timeout(now);
+                }
+            }
+            events = drain(&mut s);
             if s.is_closed() {
                 break;
             }

@@ -88,39 +88,40 @@ impl Core {
         let reached = self.credit_account(&account_name, work);
         self.submit_upstream(now_ms, &account_name, job_id, &verified.header, verified.hash);
         if block {
-            self.counters.blocks_found += 1;
-            let chain = self.account_chain(&account_name).to_string();
-            let height = match self.chains.get_mut(&chain) {
-                Some(c) => {
-                    c.local.extend(verified.hash);
-                    c.local.height
-                }
-                None => 0,
-            };
-            self.out.push(Command::Persist(StoreOp::BlockFound {
-                chain: chain.clone(),
-                height,
-                hash: verified.hash,
-                account: account_name.clone(),
-            }));
-            self.ledger(
-                now_ms,
-                LedgerRecord::BlockFound {
-                    chain: chain.clone(),
-                    height,
-                    hash: verified.hash.to_string(),
-                    account: account_name.clone(),
-                },
-            );
-            self.retire_local_templates(now_ms, &chain);
-            if reached.is_none() {
-                self.replan(now_ms, "block found");
-            }
+            self.block_found(now_ms, &account_name, verified.hash, reached.is_none());
         }
         if let Some((counted, standard, chain)) = reached {
             self.standard_reached(now_ms, &account_name, counted, standard, chain);
         }
         Ok(work)
+    }
+
+    /// A share of `account` with `hash` met its local chain's block target: the chain is
+    /// extended (stored, ledgered), its templates go stale, and the farm is re-planned if
+    /// `replan` (no account reached its standard with that share).
+    pub(super) fn block_found(&mut self, now_ms: u64, account: &str, hash: BlockHash, replan: bool) {
+        self.counters.blocks_found += 1;
+        let chain = self.account_chain(account).to_string();
+        let height = match self.chains.get_mut(&chain) {
+            Some(c) => {
+                c.local.extend(hash);
+                c.local.height
+            }
+            None => 0,
+        };
+        self.out.push(Command::Persist(StoreOp::BlockFound {
+            chain: chain.clone(),
+            height,
+            hash,
+            account: account.into(),
+        }));
+        let record =
+            LedgerRecord::BlockFound { chain: chain.clone(), height, hash: hash.to_string(), account: account.into() };
+        self.ledger(now_ms, record);
+        self.retire_local_templates(now_ms, &chain);
+        if replan {
+            self.replan(now_ms, "block found");
+        }
     }
 
     /// Adds a credited share's `work` to `account`; (counted, standard, chain) if that brought

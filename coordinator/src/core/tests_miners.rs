@@ -3,7 +3,9 @@
 //! hashed for real. Each miner gets its own extranonce slot, its shares are credited before
 //! they are acknowledged and forwarded with the slot prefix, it switches with `clean_jobs`
 //! when its account is up to standard, its slots come back only when its connection ends,
-//! and an extranonce2 too short to carve is refused and ledgered.
+//! and an extranonce2 too short to carve is refused and ledgered. Local-chain accounts are
+//! served from the chain's own coinbase, carved the same way; connections that never
+//! authorize hold no slot; idle and standby miners get the idle job, credited to no account.
 
 use hashgrid_common::message::STRATUM_V1;
 use hashgrid_common::stratum::{Accepted, Job as PoolJob, MinerShare, Submit, share_target};
@@ -56,13 +58,18 @@ fn farm(size: usize, standard: u128) -> (Core, Farm, Pool) {
 
 /// A share of `job` that meets the pool's target, as the miner's session hands it over.
 fn share(job: &ServerJob, extranonce2: &[u8]) -> MinerShare {
+    share_where(job, extranonce2, DIFFICULTY, |_| true)
+}
+
+/// A share of `job` at `difficulty`, rebuilt from coinbase to hash, whose hash passes `keep`.
+fn share_where(job: &ServerJob, extranonce2: &[u8], difficulty: f64, keep: impl Fn(&BlockHash) -> bool) -> MinerShare {
     let pool_job =
-        PoolJob::new(job.notify.clone(), job.extranonce1.clone(), job.extranonce2_size, DIFFICULTY, job.version_mask)
+        PoolJob::new(job.notify.clone(), job.extranonce1.clone(), job.extranonce2_size, difficulty, job.version_mask)
             .unwrap();
-    let target = share_target(DIFFICULTY).unwrap();
+    let target = share_target(difficulty).unwrap();
     let (nonce, header) = (0u32..)
         .map(|nonce| (nonce, pool_job.header(extranonce2, job.notify.ntime, nonce, job.notify.version).unwrap()))
-        .find(|(_, h)| target.is_met_by(&h.block_hash()))
+        .find(|(_, h)| target.is_met_by(&h.block_hash()) && keep(&h.block_hash()))
         .unwrap();
     MinerShare {
         tag: job.tag,
@@ -76,7 +83,7 @@ fn share(job: &ServerJob, extranonce2: &[u8]) -> MinerShare {
             version_bits: None,
         },
         accepted: Accepted { header, hash: header.block_hash(), share_target: target, meets_block_target: false },
-        difficulty: DIFFICULTY,
+        difficulty,
         meets_pool_target: true,
     }
 }
@@ -158,12 +165,12 @@ fn a_miners_slots_come_back_only_when_its_connection_ends() {
     core.handle_miner_subscribed(T0 + 20, 10);
     core.handle_miner_joined(T0 + 20, 10, "rig1", "ua");
     drain(&mut core, &mut farm, &mut log);
-    // A connection that subscribed and never authorized holds a slot until it ends.
+    // A connection that subscribed and never authorized is offered a slot, and holds none.
     core.handle_miner_subscribed(T0 + 21, 11);
     core.handle_node_left(T0 + 22, 11);
     core.handle_miner_subscribed(T0 + 23, 12);
     let orders = drain(&mut core, &mut farm, &mut log);
-    assert_eq!(job_of(&orders, 12).extranonce1, vec![0xc8, 0x58, 2], "11's slot is free again");
+    assert_eq!(job_of(&orders, 12).extranonce1, vec![0xc8, 0x58, 2], "11's slot is free");
     core.handle_node_left(T0 + 30, 10);
     let failed = core.node_list(T0 + 30).into_iter().find(|n| n.name == "rig1").unwrap();
     assert_eq!(failed.state, "failed");
@@ -196,8 +203,180 @@ fn a_miner_that_subscribed_before_any_pool_job_gets_one_when_it_comes() {
     core.set_pool(T0, "alice", Some(settings(&[POOL])), None).unwrap();
     core.handle_miner_subscribed(T0 + 1, 10);
     farm.absorb(&mut core);
-    assert!(farm.miners.is_empty(), "no job yet");
+    assert!(farm.miners.is_empty(), "no job yet (alice is below standard: her work will come)");
     Pool::default().handshake(&mut core, &mut farm, T0 + 10, 4, DIFFICULTY, "j1");
     let job = job_of(&farm.miners, 10);
     assert_eq!((job.notify.job_id.as_str(), job.extranonce1), ("j1", vec![0xc8, 0x58, 1]));
+}
+
+/// A core whose local chain's blocks are easy (difficulty 1e-5: about 43,000 hashes).
+fn local_farm() -> (Core, Farm) {
+    let bits = Target::from_difficulty(1e-5).unwrap().to_compact();
+    let core = Core::new(CoreConfig { chain_bits: bits, min_share_work: 4096, ..CoreConfig::default() });
+    (core, Farm::default())
+}
+
+#[test]
+fn a_miner_on_a_local_chain_account_is_served_from_the_chains_own_coinbase() {
+    let (mut core, mut farm) = local_farm();
+    core.add_account(T0, "carol", 1 << 60, None, Some(1), None).unwrap();
+    let mut log = Vec::new();
+    core.handle_miner_subscribed(T0 + 20, 10);
+    core.handle_miner_joined(T0 + 20, 10, "rig1", "ua");
+    let orders = drain(&mut core, &mut farm, &mut log);
+    let job = job_of(&orders, 10);
+    // The coinbase's 8-byte extranonce, carved as a pool's: 2 bytes of slot 1, 6 to roll.
+    assert_eq!((job.extranonce1.clone(), job.extranonce2_size), (vec![0, 1], 6));
+    assert_eq!((job.notify.job_id.as_str(), job.notify.clean_jobs), ("local-1", true));
+    let rig = core.node_list(T0 + 20).into_iter().find(|n| n.name == "rig1").unwrap();
+    assert_eq!(rig.account.as_deref(), Some("carol"));
+    assert!(farm.ledger.iter().any(|(k, p)| k == "miner_job" && p["account"] == "carol" && p["slot"] == 1));
+
+    // A share below the block target: credited to carol, acknowledged after.
+    let block = Target::from_difficulty(1e-5).unwrap();
+    let s = share_where(&job, &[0, 0, 0, 0, 0, 1], 1e-7, |h| !block.is_met_by(h));
+    log.clear();
+    core.handle_miner_share(T0 + 30, 10, 1, &s);
+    drain(&mut core, &mut farm, &mut log);
+    let credit =
+        log.iter().position(|c| matches!(c, Command::Persist(StoreOp::Credit { account, .. }) if account == "carol"));
+    let ack = log.iter().position(|c| {
+        matches!(c, Command::Miner { node: 10, order: MinerOrder::ShareRecorded { ticket: 1, result: Ok(()) } })
+    });
+    assert!(credit.unwrap() < ack.unwrap(), "{log:?}");
+    assert_eq!(core.chain_list(T0 + 30)[0].height, 0, "not a block");
+
+    // A share meeting the block target extends the chain; the next job is on the new tip.
+    let b = share_where(&job, &[0, 0, 0, 0, 0, 2], 1e-7, |h| block.is_met_by(h));
+    core.handle_miner_share(T0 + 40, 10, 2, &b);
+    let orders = drain(&mut core, &mut farm, &mut log);
+    assert!(farm.ledger.iter().any(|(k, p)| k == "block_found" && p["account"] == "carol"), "{:?}", farm.ledger);
+    let next = job_of(&orders, 10);
+    assert_eq!((next.notify.job_id.as_str(), next.notify.clean_jobs), ("local-2", true));
+    assert_eq!(next.notify.prev_blockhash, b.accepted.hash);
+    assert_eq!(next.extranonce1, vec![0, 1], "the miner keeps its slot");
+    // A share on the old tip is stale.
+    log.clear();
+    let late = share_where(&job, &[0, 0, 0, 0, 0, 3], 1e-7, |_| true);
+    core.handle_miner_share(T0 + 50, 10, 3, &late);
+    drain(&mut core, &mut farm, &mut log);
+    assert!(log.iter().any(|c| matches!(c,
+        Command::Miner { order: MinerOrder::ShareRecorded { ticket: 3, result: Err(e) }, .. } if e.code == 21)));
+    assert!(!log.iter().any(|c| matches!(c, Command::Persist(StoreOp::Credit { .. }))));
+}
+
+#[test]
+fn a_local_templates_slot_0_and_miners_slots_never_share_a_coinbase() {
+    let (mut core, mut farm) = local_farm();
+    core.add_account(T0, "carol", 1 << 60, None, Some(1), None).unwrap();
+    let mut log = Vec::new();
+    for (node, name) in [(10, "rig1"), (11, "rig2")] {
+        core.handle_miner_subscribed(T0 + 20, node);
+        core.handle_miner_joined(T0 + 20, node, name, "ua");
+    }
+    let orders = drain(&mut core, &mut farm, &mut log);
+    let (a, b) = (job_of(&orders, 10), job_of(&orders, 11));
+    assert_ne!(a.extranonce1, b.extranonce1);
+    assert!(a.extranonce1 != vec![0, 0] && b.extranonce1 != vec![0, 0], "slot 0 is the QUIC nodes' templates");
+}
+
+#[test]
+fn connections_that_never_authorize_leave_every_slot_to_an_honest_miner() {
+    // 4 bytes of extranonce2: 255 miner slots. 300 connections subscribe and never authorize.
+    let (mut core, mut farm, _) = farm(4, 1 << 60);
+    let mut log = Vec::new();
+    for node in 100..400 {
+        core.handle_miner_subscribed(T0 + 20, node);
+    }
+    let orders = drain(&mut core, &mut farm, &mut log);
+    assert_eq!(orders.len(), 300, "each was offered a job");
+    assert!(!farm.ledger.iter().any(|(k, _)| k == "miner_slot_refused"), "{:?}", farm.ledger);
+    // An honest miner subscribes and authorizes: it takes the slot it was offered.
+    core.handle_miner_subscribed(T0 + 30, 10);
+    core.handle_miner_joined(T0 + 30, 10, "rig1", "ua");
+    let orders = drain(&mut core, &mut farm, &mut log);
+    let job = job_of(&orders, 10);
+    assert_eq!(job.notify.job_id, "j1");
+    let slot = job.extranonce1[2];
+    assert_ne!(slot, 0);
+    // A squatter that authorizes later was offered the same slot: it gets another one.
+    let squatter = (100..400).find(|&n| job_of(&farm.miners, n).extranonce1[2] == slot).unwrap();
+    core.handle_miner_joined(T0 + 40, squatter, "late", "ua");
+    let orders = drain(&mut core, &mut farm, &mut log);
+    let moved = job_of(&orders, squatter);
+    assert_ne!(moved.extranonce1[2], slot, "a slot is held once");
+    assert!(moved.notify.clean_jobs);
+    // Share of the squatter's first (offered) job are not credited: that slot is rig1's.
+    log.clear();
+    let first = farm.miners.iter().find_map(|(n, o)| match o {
+        MinerOrder::Job(j) if *n == squatter => Some((**j).clone()),
+        _ => None,
+    });
+    core.handle_miner_share(T0 + 50, squatter, 9, &share(&first.unwrap(), &[0, 0, 1]));
+    drain(&mut core, &mut farm, &mut log);
+    assert!(!log.iter().any(|c| matches!(c, Command::Persist(StoreOp::Credit { .. }))), "{log:?}");
+}
+
+#[test]
+fn an_idle_miner_gets_the_local_chain_credited_to_no_account() {
+    let (mut core, mut farm, _) = farm(4, 1);
+    let mut log = Vec::new();
+    core.handle_miner_subscribed(T0 + 20, 10);
+    core.handle_miner_joined(T0 + 20, 10, "rig1", "ua");
+    let a = job_of(&drain(&mut core, &mut farm, &mut log), 10);
+    core.handle_miner_share(T0 + 30, 10, 1, &share(&a, &[0, 0, 1]));
+    // alice is up to standard and no other account has work: the idle job.
+    let idle = job_of(&drain(&mut core, &mut farm, &mut log), 10);
+    assert_eq!((idle.notify.job_id.as_str(), idle.notify.clean_jobs, idle.extranonce2_size), ("local-1", true, 6));
+    log.clear();
+    let s = share_where(&idle, &[0, 0, 0, 0, 0, 1], 1e-7, |_| true);
+    core.handle_miner_share(T0 + 40, 10, 2, &s);
+    drain(&mut core, &mut farm, &mut log);
+    assert!(
+        log.iter().any(|c| matches!(
+            c,
+            Command::Miner { order: MinerOrder::ShareRecorded { ticket: 2, result: Ok(()) }, .. }
+        ))
+    );
+    assert!(!log.iter().any(|c| matches!(c, Command::Persist(StoreOp::Credit { .. }))), "{log:?}");
+    let rig = core.node_list(T0 + 40).into_iter().find(|n| n.name == "rig1").unwrap();
+    assert_eq!((rig.account, rig.accepted), (None, 2));
+}
+
+#[test]
+fn a_standby_miner_is_held_uncredited_and_promoted_with_clean_jobs() {
+    let (mut core, mut farm, _) = farm(4, 1 << 60);
+    let mut log = Vec::new();
+    core.handle_miner_subscribed(T0 + 20, 10);
+    core.handle_miner_joined(T0 + 20, 10, "rig1", "ua");
+    let a = job_of(&drain(&mut core, &mut farm, &mut log), 10);
+    core.standby_node(T0 + 30, "rig1").unwrap();
+    // Held: sent nothing (a new job could change its extranonce); its shares are answered and
+    // credited to no one, and never reach the pool.
+    let orders = drain(&mut core, &mut farm, &mut log);
+    assert!(orders.is_empty(), "{orders:?}");
+    let rig = core.node_list(T0 + 30).into_iter().find(|n| n.name == "rig1").unwrap();
+    assert_eq!(rig.state.as_str(), "standby");
+    log.clear();
+    core.handle_miner_share(T0 + 35, 10, 1, &share(&a, &[0, 0, 1]));
+    drain(&mut core, &mut farm, &mut log);
+    assert!(
+        log.iter().any(|c| matches!(
+            c,
+            Command::Miner { order: MinerOrder::ShareRecorded { ticket: 1, result: Ok(()) }, .. }
+        ))
+    );
+    assert!(
+        !log.iter().any(|c| matches!(c, Command::Persist(StoreOp::Credit { .. }) | Command::PoolSend { .. })),
+        "{log:?}"
+    );
+    // Promoted: its account's job at once, replacing the old ones.
+    core.promote_node(T0 + 40, "rig1").unwrap();
+    let back = job_of(&drain(&mut core, &mut farm, &mut log), 10);
+    assert_eq!((back.notify.job_id.as_str(), back.notify.clean_jobs), ("j1", true));
+    assert_eq!(back.extranonce1, a.extranonce1, "the same slot");
+    log.clear();
+    core.handle_miner_share(T0 + 45, 10, 2, &share(&back, &[0, 0, 2]));
+    drain(&mut core, &mut farm, &mut log);
+    assert!(log.iter().any(|c| matches!(c, Command::Persist(StoreOp::Credit { account, .. }) if account == "alice")));
 }

@@ -27,8 +27,8 @@ use std::collections::BTreeMap;
 
 use hashgrid_common::message::{PoolSettings, StandardBasis};
 use hashgrid_common::stratum::{
-    Carving, ClientConfig, ClientEvent, ClientSession, ClientState, ExtranonceSpace, Job as PoolJob, Line, PoolUrl,
-    Reject, StratumError, Submit, SubmitOutcome,
+    ClientConfig, ClientEvent, ClientSession, ClientState, ExtranonceSpace, Job as PoolJob, Line, PoolUrl, Reject,
+    Submit, SubmitOutcome,
 };
 
 use hashgrid_common::header::Hash256;
@@ -352,12 +352,11 @@ impl Upstream {
         next
     }
 
-    /// A miner's slot in the extranonce2 space of `job`'s subscription (never slot 0), with its
-    /// carving; refused when the extranonce2 is too short to carve or every slot is in use.
-    pub fn allocate_slot(&mut self, job: &PoolJob) -> Result<(u32, Carving), StratumError> {
+    /// The extranonce2 space of `job`'s subscription, where miners' slots are carved (never
+    /// slot 0; refused when the extranonce2 is too short to carve or every slot is in use).
+    pub fn slot_space(&mut self, job: &PoolJob) -> &mut ExtranonceSpace {
         self.ensure_space(job);
-        let (_, _, space) = self.spaces.last_mut().expect("just made");
-        Ok((space.allocate_slot()?, space.carving()))
+        &mut self.spaces.last_mut().expect("just made").2
     }
 
     /// Gives back a miner's slot of the subscription with `extranonce1` (nothing if that

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use hashgrid_common::message::{JobHit, JobId, RejectReason};
+use hashgrid_common::stratum::{ExtranonceSpace, Notify};
 use hashgrid_common::{BlockHash, CompactTarget, Hash256, Header, Target};
 
 use super::ranges::{Coverage, RangeBook};
@@ -182,9 +183,18 @@ impl Job {
     }
 }
 
-/// The coordinator's built-in chain: real 80-byte headers whose coinbase carries the account's
-/// name and an extranonce, at a configurable difficulty. A share that also meets the block
-/// target extends the chain and makes every template built on the old tip stale.
+/// The local chain's coinbase extranonce: 8 bytes, carved as a pool's extranonce2 is (2 bytes
+/// of slot, 6 of counter): slot 0's counter makes the QUIC nodes' templates, slots 1.. are the
+/// Stratum miners' (extranonce1 = the slot, extranonce2 = the counter they roll).
+pub const LOCAL_EXTRANONCE_SIZE: usize = 8;
+
+/// The coordinator's built-in chain: real 80-byte headers whose coinbase carries the height,
+/// the account's name and an extranonce, at a configurable difficulty. A share that also
+/// meets the block target extends the chain and makes every template built on the old tip
+/// stale.
+///
+/// The coinbase is `coinb1 ‖ extranonce ‖ coinb2`, as a pool's is, so a Stratum miner can be
+/// sent a local template ([`LocalChain::miner_notify`]) and roll its own slot of the extranonce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalChain {
     pub height: u64,
@@ -192,16 +202,17 @@ pub struct LocalChain {
     pub bits: CompactTarget,
     /// Transactions besides the coinbase in each template.
     pub txs: u32,
-    extranonce: u64,
+    /// The coinbase extranonce's carving: slot 0's counter and the miners' slots.
+    pub slots: ExtranonceSpace,
 }
 
 impl LocalChain {
     pub fn new(bits: CompactTarget) -> Self {
-        LocalChain { height: 0, tip: Hash256::ZERO, bits, txs: 0, extranonce: 0 }
+        Self::at(0, Hash256::ZERO, bits)
     }
 
     pub fn at(height: u64, tip: BlockHash, bits: CompactTarget) -> Self {
-        LocalChain { height, tip, bits, txs: 0, extranonce: 0 }
+        LocalChain { height, tip, bits, txs: 0, slots: ExtranonceSpace::new(LOCAL_EXTRANONCE_SIZE) }
     }
 
     /// The same chain with `txs` transactions besides the coinbase in each template.
@@ -209,17 +220,16 @@ impl LocalChain {
         LocalChain { txs, ..self }
     }
 
-    /// A fresh template for `account` on the current tip (a new extranonce each call): the
-    /// merkle root covers the coinbase and `txs` transactions.
+    /// A fresh template for `account` on the current tip (slot 0's next extranonce each call):
+    /// the merkle root covers the coinbase and `txs` transactions.
     pub fn template(&mut self, account: &str, now_secs: u32) -> Header {
-        self.extranonce += 1;
-        let mut txids = vec![Hash256::sha256d(&coinbase(self.height + 1, account, self.extranonce))];
-        txids.extend((0..self.txs).map(|i| {
-            let mut tx = b"hashgrid:tx:".to_vec();
-            tx.extend_from_slice(&(self.height + 1).to_le_bytes());
-            tx.extend_from_slice(&i.to_le_bytes());
-            Hash256::sha256d(&tx)
-        }));
+        // 2^48 templates on one chain (9,000 years at a thousand a second) would repeat slot
+        // 0's first extranonce.
+        let carving = self.slots.carving();
+        let extranonce = self.slots.next_own().unwrap_or_else(|_| carving.extranonce2(0, 0));
+        let (coinb1, coinb2) = coinbase_parts(self.height + 1, account);
+        let mut txids = vec![Hash256::sha256d(&[coinb1, extranonce, coinb2].concat())];
+        txids.extend(self.transactions());
         Header {
             version: 0x2000_0000,
             prev_blockhash: self.tip,
@@ -228,6 +238,38 @@ impl LocalChain {
             bits: self.bits,
             nonce: 0,
         }
+    }
+
+    /// The template for `account` on the current tip as a Stratum job: the coinbase split
+    /// around its 8-byte extranonce ([`LOCAL_EXTRANONCE_SIZE`]) and the merkle branch of the
+    /// other transactions. Its job id names the height; `clean_jobs` is set (a new tip or a new
+    /// account replaces the miner's old work).
+    pub fn miner_notify(&self, account: &str, now_secs: u32) -> Notify {
+        let (coinb1, coinb2) = coinbase_parts(self.height + 1, account);
+        let mut leaves = vec![Hash256::ZERO];
+        leaves.extend(self.transactions());
+        Notify {
+            job_id: format!("local-{}", self.height + 1),
+            prev_blockhash: self.tip,
+            coinb1,
+            coinb2,
+            merkle_branch: merkle_branch(leaves),
+            version: 0x2000_0000,
+            nbits: self.bits,
+            ntime: now_secs,
+            clean_jobs: true,
+        }
+    }
+
+    /// The ids of the transactions besides the coinbase in the next block.
+    fn transactions(&self) -> impl Iterator<Item = Hash256> {
+        let height = self.height + 1;
+        (0..self.txs).map(move |i| {
+            let mut tx = b"hashgrid:tx:".to_vec();
+            tx.extend_from_slice(&height.to_le_bytes());
+            tx.extend_from_slice(&i.to_le_bytes());
+            Hash256::sha256d(&tx)
+        })
     }
 
     /// The block target.
@@ -249,49 +291,71 @@ pub fn merkle_root(mut level: Vec<Hash256>) -> Hash256 {
         return Hash256::ZERO;
     }
     while level.len() > 1 {
-        if level.len() % 2 == 1 {
-            level.push(*level.last().expect("non-empty"));
-        }
-        level = level
-            .chunks(2)
-            .map(|pair| {
-                let mut both = [0u8; 64];
-                both[..32].copy_from_slice(&pair[0].0);
-                both[32..].copy_from_slice(&pair[1].0);
-                Hash256::sha256d(&both)
-            })
-            .collect();
+        level = next_level(level);
     }
     level[0]
 }
 
-/// The first transaction of a local-chain block: a coinbase whose input script carries the
-/// height (BIP 34), the account's name and the extranonce; its txid is the merkle root.
-fn coinbase(height: u64, account: &str, extranonce: u64) -> Vec<u8> {
-    let mut script = Vec::new();
-    script.push(8);
-    script.extend_from_slice(&height.to_le_bytes());
+/// The merkle branch of the first leaf (the coinbase, whose own value is not used): the
+/// sibling at each level, so that folding the coinbase's txid with it
+/// (`stratum::job::fold_branch`) gives [`merkle_root`].
+pub fn merkle_branch(mut level: Vec<Hash256>) -> Vec<Hash256> {
+    let mut branch = Vec::new();
+    while level.len() > 1 {
+        if level.len() % 2 == 1 {
+            level.push(*level.last().expect("non-empty"));
+        }
+        branch.push(level[1]);
+        level = next_level(level);
+    }
+    branch
+}
+
+/// One level up a merkle tree: pairs hashed with sha256d, the last hash paired with itself
+/// when the count is odd.
+fn next_level(mut level: Vec<Hash256>) -> Vec<Hash256> {
+    if level.len() % 2 == 1 {
+        level.push(*level.last().expect("non-empty"));
+    }
+    level
+        .chunks(2)
+        .map(|pair| {
+            let mut both = [0u8; 64];
+            both[..32].copy_from_slice(&pair[0].0);
+            both[32..].copy_from_slice(&pair[1].0);
+            Hash256::sha256d(&both)
+        })
+        .collect()
+}
+
+/// The first transaction of a local-chain block, split around its extranonce: a coinbase
+/// whose input script carries the height (BIP 34), the account's name and an 8-byte
+/// extranonce pushed last.
+fn coinbase_parts(height: u64, account: &str) -> (Vec<u8>, Vec<u8>) {
     let tag = format!("hashgrid:{account}");
     let tag = &tag.as_bytes()[..tag.len().min(75)];
-    script.push(tag.len() as u8);
-    script.extend_from_slice(tag);
-    script.push(8);
-    script.extend_from_slice(&extranonce.to_le_bytes());
+    let script_len = 1 + 8 + 1 + tag.len() + 1 + LOCAL_EXTRANONCE_SIZE;
 
-    let mut tx = Vec::new();
-    tx.extend_from_slice(&1u32.to_le_bytes()); // version
-    tx.push(1); // one input
-    tx.extend_from_slice(&[0; 32]); // null outpoint
-    tx.extend_from_slice(&u32::MAX.to_le_bytes());
-    tx.push(script.len() as u8);
-    tx.extend_from_slice(&script);
-    tx.extend_from_slice(&u32::MAX.to_le_bytes()); // sequence
-    tx.push(1); // one output
-    tx.extend_from_slice(&5_000_000_000u64.to_le_bytes());
-    tx.push(1);
-    tx.push(0x51); // OP_TRUE
-    tx.extend_from_slice(&0u32.to_le_bytes()); // lock time
-    tx
+    let mut coinb1 = Vec::new();
+    coinb1.extend_from_slice(&1u32.to_le_bytes()); // version
+    coinb1.push(1); // one input
+    coinb1.extend_from_slice(&[0; 32]); // null outpoint
+    coinb1.extend_from_slice(&u32::MAX.to_le_bytes());
+    coinb1.push(script_len as u8);
+    coinb1.push(8);
+    coinb1.extend_from_slice(&height.to_le_bytes());
+    coinb1.push(tag.len() as u8);
+    coinb1.extend_from_slice(tag);
+    coinb1.push(LOCAL_EXTRANONCE_SIZE as u8);
+
+    let mut coinb2 = Vec::new();
+    coinb2.extend_from_slice(&u32::MAX.to_le_bytes()); // sequence
+    coinb2.push(1); // one output
+    coinb2.extend_from_slice(&5_000_000_000u64.to_le_bytes());
+    coinb2.push(1);
+    coinb2.push(0x51); // OP_TRUE
+    coinb2.extend_from_slice(&0u32.to_le_bytes()); // lock time
+    (coinb1, coinb2)
 }
 
 #[cfg(test)]
@@ -339,6 +403,29 @@ mod tests {
         let c = chain.template("bob", 1);
         assert_ne!(a.merkle_root, b.merkle_root);
         assert_ne!(b.merkle_root, c.merkle_root);
+    }
+
+    #[test]
+    fn the_branch_folds_to_the_root_for_any_count() {
+        for n in 1..12u8 {
+            let leaves: Vec<Hash256> = (0..n).map(|i| Hash256::sha256d(&[i])).collect();
+            let branch = merkle_branch(leaves.clone());
+            let folded = hashgrid_common::stratum::job::fold_branch(leaves[0], &branch);
+            assert_eq!(folded, merkle_root(leaves), "{n} leaves");
+        }
+    }
+
+    #[test]
+    fn a_miners_local_job_rebuilds_the_template_of_its_extranonce() {
+        // A miner's coinbase with extranonce slot 0, counter 1 is the first template's.
+        let mut chain = LocalChain::at(7, Hash256([9; 32]), CompactTarget(0x1d00ffff)).with_txs(5);
+        let notify = chain.miner_notify("alice", 1_700_000_000);
+        let template = chain.template("alice", 1_700_000_000);
+        let carving = chain.slots.carving();
+        let job = hashgrid_common::stratum::Job::new(notify, vec![], LOCAL_EXTRANONCE_SIZE, 1.0, 0).unwrap();
+        assert_eq!(job.template(&carving.extranonce2(0, 0)).unwrap(), template);
+        assert_eq!(job.notify.job_id, "local-8");
+        assert_eq!(job.notify.prev_blockhash, Hash256([9; 32]));
     }
 
     #[test]

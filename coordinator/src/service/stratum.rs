@@ -196,11 +196,8 @@ async fn serve_miner(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
                 }
             },
             order = orders.recv() => match order {
-                Some(Outgoing::Miner(MinerOrder::Job(mut job))) => {
-                    // Every share the pool would take must reach the coordinator.
-                    if let Some(pool) = job.pool_difficulty.filter(|&p| session.difficulty() > p) {
-                        job.share_difficulty = Some(pool);
-                    }
+                Some(Outgoing::Miner(MinerOrder::Job(job))) => {
+                    // The session keeps the miner's difficulty at or below the pool's.
                     if let Err(e) = session.set_job(now(), *job) {
                         warn!(node, "cannot hand the miner its job: {e}");
                     }

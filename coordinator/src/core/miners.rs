@@ -214,7 +214,7 @@ impl Core {
     pub(super) fn fill_miner(&mut self, now_ms: u64, node: NodeId) {
         let Some(n) = self.nodes.get(&node) else { return };
         let Some(chain) = n.chain.clone().filter(|_| n.takes_work()) else { return };
-        let count = self.range_count(node, now_ms);
+        let count = self.range_count(node, now_ms, 0);
         let mut refused = BTreeSet::new();
         loop {
             let Some(i) = accounts::choose(self.policy, &self.accounts, count, |i| {

@@ -367,7 +367,7 @@ fn version_rolled_ranges_match_cpu() {
     let mut versions_hit = std::collections::BTreeSet::new();
     for (round, bits) in [1u32, 2, 3, 2].into_iter().enumerate() {
         let header = random_header(&mut rng);
-        let mut rolled = 0;
+        let mut rolled = 0u32;
         while rolled.count_ones() < bits {
             rolled |= 1 << rng.random_range(13..29);
         }

@@ -193,6 +193,7 @@ impl Core {
     }
 
     /// Records and sends a new assignment of a range already taken from its book.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn issue_assignment(
         &mut self,
         now_ms: u64,

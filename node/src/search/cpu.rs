@@ -13,9 +13,11 @@
 //! Version-rolled jobs (k versions per nonce): the lane kernels (`scalar`, `avx2x8`,
 //! `avx512x16`) can compute the first compression's schedule once per batch and share it
 //! across the k versions (`kernel::scan_versions`); every kernel can also search the versions
-//! one after another. `Kernel::shares_schedule` says which the backend does, from the
-//! measurements in BENCHMARKS.md ("Version rolling"); `HASHGRID_CPU_SHARE=0|1` overrides it
-//! (for benchmarks), and `device()` says "shared schedule" when it is on.
+//! one after another. `Kernel::shares_schedule` says which the backend does, and
+//! `Kernel::best_rolled` which kernel takes version-rolled jobs, from the measurements in
+//! BENCHMARKS.md ("Version rolling"); `HASHGRID_CPU_SHARE=0|1` overrides the first (for
+//! benchmarks), `HASHGRID_CPU_KERNEL` forces one kernel for both kinds of job, and `device()`
+//! names the kernel of each and says "shared schedule" when it is on.
 //!
 //! Invariants: a kernel reports a superset of the hits (every nonce whose top hash word is at
 //! or below the target's); each candidate is finished with the full portable sha256d and
@@ -176,13 +178,16 @@ impl Kernel {
         self.has_shared_schedule()
     }
 
-    /// `HASHGRID_CPU_KERNEL` if it names a kernel this CPU supports, else the best.
-    pub fn from_env() -> Kernel {
-        std::env::var(KERNEL_ENV)
-            .ok()
-            .and_then(|name| name.parse::<Kernel>().ok())
-            .filter(|k| k.is_supported())
-            .unwrap_or_else(Kernel::best)
+    /// The fastest kernel for version-rolled jobs this CPU supports: AVX-512 with the schedule
+    /// shared across versions measured ahead of SHA-NI there (BENCHMARKS.md, "Version
+    /// rolling"), then as `best`.
+    pub fn best_rolled() -> Kernel {
+        [Kernel::Avx512, Kernel::ShaNi, Kernel::Avx2].into_iter().find(|k| k.is_supported()).unwrap_or(Kernel::Scalar)
+    }
+
+    /// `HASHGRID_CPU_KERNEL` if it names a kernel this CPU supports.
+    pub fn from_env() -> Option<Kernel> {
+        std::env::var(KERNEL_ENV).ok().and_then(|name| name.parse::<Kernel>().ok()).filter(|k| k.is_supported())
     }
 }
 
@@ -258,39 +263,56 @@ fn scan_versions(kernel: Kernel, share: bool, jobs: &[JobConsts], first: u32, co
     }
 }
 
-/// Searches with `threads` OS threads and one kernel.
+/// Searches with `threads` OS threads and one kernel per kind of job (one version, or
+/// several).
 #[derive(Debug)]
 pub struct CpuBackend {
     threads: usize,
     kernel: Kernel,
+    /// The kernel of version-rolled jobs.
+    rolled_kernel: Kernel,
     /// Version-rolled jobs share the first compression's schedule across versions.
     share: bool,
 }
 
 impl CpuBackend {
-    /// A backend with the kernel `Kernel::from_env` picks (the best, unless forced).
+    /// A backend with the kernel `HASHGRID_CPU_KERNEL` forces, else the best for each kind of
+    /// job (`Kernel::best`, `Kernel::best_rolled`).
     pub fn new(threads: usize) -> Result<Self, SearchError> {
-        Self::with_kernel(threads, Kernel::from_env())
+        match Kernel::from_env() {
+            Some(kernel) => Self::with_kernel(threads, kernel),
+            None => {
+                Ok(CpuBackend { rolled_kernel: Kernel::best_rolled(), ..Self::with_kernel(threads, Kernel::best())? }
+                    .sharing_by_default())
+            }
+        }
     }
 
-    /// A backend with `kernel`, or with `Kernel::best()` if this CPU cannot run it.
+    /// A backend with `kernel` for every job, or with `Kernel::best()` if this CPU cannot run
+    /// it.
     pub fn with_kernel(threads: usize, kernel: Kernel) -> Result<Self, SearchError> {
         if threads == 0 {
             return Err(SearchError::NoThreads);
         }
         let kernel = if kernel.is_supported() { kernel } else { Kernel::best() };
+        Ok(CpuBackend { threads, kernel, rolled_kernel: kernel, share: false }.sharing_by_default())
+    }
+
+    /// Shares the schedule where the rolled kernel does by default, or as `HASHGRID_CPU_SHARE`
+    /// says.
+    fn sharing_by_default(self) -> Self {
         let share = match std::env::var(SHARE_ENV).as_deref() {
             Ok("0") => false,
-            Ok("1") => kernel.has_shared_schedule(),
-            _ => kernel.shares_schedule(),
+            Ok("1") => true,
+            _ => self.rolled_kernel.shares_schedule(),
         };
-        Ok(CpuBackend { threads, kernel, share })
+        self.sharing(share)
     }
 
     /// This backend sharing the schedule across versions (`share`, where the kernel can) or
     /// searching them one by one.
     pub fn sharing(self, share: bool) -> Self {
-        CpuBackend { share: share && self.kernel.has_shared_schedule(), ..self }
+        CpuBackend { share: share && self.rolled_kernel.has_shared_schedule(), ..self }
     }
 
     /// Whether version-rolled jobs share the first compression's schedule.
@@ -304,6 +326,11 @@ impl CpuBackend {
 
     pub fn kernel(&self) -> Kernel {
         self.kernel
+    }
+
+    /// The kernel of version-rolled jobs.
+    pub fn rolled_kernel(&self) -> Kernel {
+        self.rolled_kernel
     }
 }
 
@@ -334,7 +361,7 @@ fn worker(
         if let [one] = consts {
             scan(backend.kernel, one, first, count, &mut candidates[0]);
         } else {
-            scan_versions(backend.kernel, backend.share, consts, first, count, &mut candidates);
+            scan_versions(backend.rolled_kernel, backend.share, consts, first, count, &mut candidates);
         }
         for (j, (out, consts)) in candidates.iter_mut().zip(consts).enumerate() {
             hits.extend(out.drain(..).filter(|&nonce| consts.meets(nonce)).map(|nonce| (j, nonce)));
@@ -352,7 +379,14 @@ impl Backend for CpuBackend {
     fn device(&self) -> String {
         let plural = if self.threads == 1 { "" } else { "s" };
         let shared = if self.share { ", shared schedule" } else { "" };
-        format!("cpu ({} thread{plural}, {}{shared})", self.threads, self.kernel)
+        if self.rolled_kernel == self.kernel {
+            format!("cpu ({} thread{plural}, {}{shared})", self.threads, self.kernel)
+        } else {
+            format!(
+                "cpu ({} thread{plural}, {}; rolled versions: {}{shared})",
+                self.threads, self.kernel, self.rolled_kernel
+            )
+        }
     }
 
     fn search(&mut self, job: &SearchJob, cancel: &AtomicBool) -> Result<SearchReport, SearchError> {

@@ -177,19 +177,23 @@ pub(super) fn scan_batches_versions(
     while done < count {
         let base = first.wrapping_add(done as u32);
         candidates(base, bits);
-        let left = count - done;
-        for (lanes, out) in bits.iter().zip(out.iter_mut()) {
-            let mut lanes = *lanes;
-            if left < batch as u64 {
-                // Lanes past the range (they may have wrapped past nonce 2^32 - 1).
-                lanes &= (1u32 << left) - 1;
-            }
-            while lanes != 0 {
-                out.push(base.wrapping_add(lanes.trailing_zeros()));
-                lanes &= lanes - 1;
-            }
+        for (&lanes, out) in bits.iter().zip(out.iter_mut()) {
+            push_lanes(base, lanes, count - done, batch, out);
         }
         done += batch as u64;
+    }
+}
+
+/// Appends to `out` the nonces `base + i` of the set bits `i` of `lanes`, less the lanes at or
+/// past `left` (past the range: they may have wrapped past nonce 2^32 - 1).
+#[inline(always)]
+fn push_lanes(base: u32, mut lanes: u32, left: u64, batch: usize, out: &mut Vec<u32>) {
+    if left < batch as u64 {
+        lanes &= (1u32 << left) - 1;
+    }
+    while lanes != 0 {
+        out.push(base.wrapping_add(lanes.trailing_zeros()));
+        lanes &= lanes - 1;
     }
 }
 
@@ -207,16 +211,7 @@ pub(super) fn scan_batches(
     let mut done = 0u64;
     while done < count {
         let base = first.wrapping_add(done as u32);
-        let mut lanes = candidates(base);
-        let left = count - done;
-        if left < batch as u64 {
-            // Lanes past the range (they may have wrapped past nonce 2^32 - 1).
-            lanes &= (1u32 << left) - 1;
-        }
-        while lanes != 0 {
-            out.push(base.wrapping_add(lanes.trailing_zeros()));
-            lanes &= lanes - 1;
-        }
+        push_lanes(base, candidates(base), count - done, batch, out);
         done += batch as u64;
     }
 }

@@ -666,6 +666,16 @@ mod tests {
     }
 
     #[test]
+    fn rolled_bits_outside_the_mask_or_too_many_are_refused() {
+        let job = SearchJob::new(genesis(), Target::MAX, 0, 10).unwrap();
+        assert!(matches!(job.with_rolled(0x1000), Err(SearchError::BadRolledBits(0x1000))), "bit 12: outside BIP 320");
+        assert!(matches!(job.with_rolled(0x3e000), Err(SearchError::BadRolledBits(_))), "five bits");
+        let rolled = job.with_rolled(0x1e000).unwrap();
+        assert_eq!((rolled.version_count(), rolled.hashes()), (16, 160));
+        assert_eq!(rolled.versions()[0], genesis().version);
+    }
+
+    #[test]
     fn finds_the_genesis_nonce() {
         let header = genesis();
         let target = Target::from_compact(CompactTarget(0x1d00ffff)).unwrap();

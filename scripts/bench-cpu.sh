@@ -12,7 +12,9 @@
 #   THREADS=1                       hashgrid thread count (the references run one thread)
 #
 # The kernel is forced with HASHGRID_CPU_KERNEL; `hashgrid-node bench` reports the kernel that
-# actually ran in its device string, which is printed and checked here. cpuminer-opt's rate is
+# actually ran in its device string, which is printed and checked here. These are ranges of
+# one version; `cargo run --release -p hashgrid-node --example rolled_bench` measures
+# version-rolled ranges (the schedule shared across versions, or not) the same interleaved way. cpuminer-opt's rate is
 # the median of its "Total: ... MH/s" lines (every 5 s, the first dropped), cpuminer's of its
 # "thread 0: ... khash/s" lines (the first dropped). All figures are wall-clock rates, so run
 # this on an idle machine; the load average is printed before and after.
@@ -55,7 +57,7 @@ ours() {
     rate="$(printf '%s' "$json" | sed -E 's/.*"hashrate":([0-9.eE+-]+).*/\1/')"
     echo "$device" >"$work/$kernel.device"
     case "$device" in
-    *", $kernel)") awk -v r="$rate" 'BEGIN { printf "%.3f\n", r / 1e6 }' >>"$work/$kernel" ;;
+    *", $kernel)" | *", $kernel, shared schedule)") awk -v r="$rate" 'BEGIN { printf "%.3f\n", r / 1e6 }' >>"$work/$kernel" ;;
     *) : ;; # not supported here: another kernel ran
     esac
 }

@@ -150,6 +150,7 @@ mod tests {
             share_target: Target::from_compact(CompactTarget(0x1d00ffff)).unwrap(),
             start: 0,
             count: 1 << 32,
+            rolled: 0x6000,
         });
         let mut bytes = encode(&assign).unwrap();
         bytes.extend(encode(&CoordinatorMessage::Close { reason: "bye".into() }).unwrap());
@@ -589,14 +590,15 @@ mod tests {
         }
 
         pub fn coordinator_message() -> impl Strategy<Value = CoordinatorMessage> {
-            let assignment = (int(), int(), header(), target(), int32(), int()).prop_map(
-                |(id, job, header, share_target, start, count)| Assignment {
+            let assignment = (int(), int(), header(), target(), int32(), int(), int32()).prop_map(
+                |(id, job, header, share_target, start, count, rolled)| Assignment {
                     id,
                     job,
                     header,
                     share_target,
                     start,
                     count,
+                    rolled,
                 },
             );
             prop_oneof![

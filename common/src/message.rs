@@ -1,4 +1,4 @@
-//! The hashgrid/2 protocol messages between nodes, the operator CLI and the coordinator.
+//! The hashgrid/3 protocol messages between nodes, the operator CLI and the coordinator.
 //!
 //! Every connection opens one bidirectional QUIC stream and sends a `Hello` first. A node
 //! then exchanges `NodeMessage`s and `CoordinatorMessage`s on it for the life of the
@@ -12,16 +12,19 @@ use crate::target::Target;
 
 /// The ALPN of the current protocol version; a peer that offers no version the coordinator
 /// speaks is refused during the TLS handshake.
-pub const ALPN: &[u8] = b"hashgrid/2";
+pub const ALPN: &[u8] = b"hashgrid/3";
 /// The protocol version carried by `ALPN`.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
+/// The ALPN of version 2, still accepted from nodes: `v2` holds what differs (an
+/// `Assignment` without rolled version bits).
+pub const ALPN_V2: &[u8] = b"hashgrid/2";
 /// The `NodeStatus::protocol` of a Stratum V1 miner on the coordinator's Stratum port.
 pub const STRATUM_V1: u16 = 0;
-/// The ALPN of the previous version, still accepted from nodes (so a farm can upgrade its
-/// coordinator first and its nodes one by one): `v1` holds what differs.
+/// The ALPN of version 1, still accepted from nodes (so a farm can upgrade its coordinator
+/// first and its nodes one by one): `v1` holds what differs.
 pub const ALPN_PREVIOUS: &[u8] = b"hashgrid/1";
 /// Every ALPN the coordinator accepts, preferred first.
-pub const ALPN_ACCEPTED: [&[u8]; 2] = [ALPN, ALPN_PREVIOUS];
+pub const ALPN_ACCEPTED: [&[u8]; 3] = [ALPN, ALPN_V2, ALPN_PREVIOUS];
 
 /// The protocol version an ALPN names (`None`: not one of ours).
 pub fn protocol_version(alpn: &[u8]) -> Option<u16> {
@@ -200,7 +203,9 @@ pub enum CoordinatorMessage {
     },
 }
 
-/// A nonce range of one header template.
+/// A nonce range of one header template, searched under k = 2^`rolled.count_ones()`
+/// versions: the header's own, and each combination of the `rolled` bits flipped in it.
+/// A range of n nonces is n·k hashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
     pub id: AssignmentId,
@@ -210,6 +215,42 @@ pub struct Assignment {
     pub share_target: Target,
     pub start: u32,
     pub count: u64,
+    /// The version bits rolled (version 3; 0 for a node of version 2 or 1): inside
+    /// `VERSION_ROLLING_MASK`, at most `MAX_ROLLED_BITS` of them (`rolled_bits_are_valid`).
+    pub rolled: u32,
+}
+
+impl Assignment {
+    /// The versions of the range, the header's own first (`rolled_versions`).
+    pub fn versions(&self) -> Vec<u32> {
+        rolled_versions(self.header.version, self.rolled)
+    }
+
+    /// Hashes in the range: nonces times versions.
+    pub fn hashes(&self) -> u64 {
+        self.count << self.rolled.count_ones()
+    }
+}
+
+/// The BIP 320 version bits a miner may roll.
+pub const VERSION_ROLLING_MASK: u32 = 0x1fff_e000;
+/// The most version bits one assignment rolls: k <= 16 versions per nonce.
+pub const MAX_ROLLED_BITS: u32 = 4;
+
+/// Whether `rolled` is a valid `Assignment::rolled`: inside the BIP 320 mask, at most
+/// `MAX_ROLLED_BITS` bits.
+pub fn rolled_bits_are_valid(rolled: u32) -> bool {
+    rolled & !VERSION_ROLLING_MASK == 0 && rolled.count_ones() <= MAX_ROLLED_BITS
+}
+
+/// The versions `version` with every combination of the `rolled` bits flipped: combination
+/// `i` flips the bits of `rolled` that the set bits of `i` select (bit j of `i` = the j-th
+/// lowest bit of `rolled`), so `version` itself comes first. 2^`rolled.count_ones()` of them.
+pub fn rolled_versions(version: u32, rolled: u32) -> Vec<u32> {
+    let bits: Vec<u32> = (0..32).map(|b| 1u32 << b).filter(|b| rolled & b != 0).collect();
+    (0u32..1 << bits.len())
+        .map(|i| bits.iter().enumerate().filter(|(j, _)| i >> j & 1 == 1).fold(version, |v, (_, b)| v ^ b))
+        .collect()
 }
 
 /// What became of a share.
@@ -751,10 +792,140 @@ pub struct JobHit {
     pub hash: Hash256,
 }
 
+/// What an `Assignment` is in version 2 (and 1): no rolled version bits. The core issues
+/// only single-version ranges (`rolled` = 0) to nodes of those versions, and `for_node`
+/// writes them in this form.
+pub mod v2 {
+    use serde::{Deserialize, Serialize};
+
+    use super::{AssignmentId, JobId, NodeId, ShareOutcome};
+    use crate::header::Header;
+    use crate::target::Target;
+
+    /// `super::Assignment` without `rolled`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Assignment {
+        pub id: AssignmentId,
+        pub job: JobId,
+        pub header: Header,
+        pub share_target: Target,
+        pub start: u32,
+        pub count: u64,
+    }
+
+    /// Coordinator → node in versions 1 and 2.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub enum CoordinatorMessage {
+        Welcome { node: NodeId, heartbeat_ms: u32 },
+        Assign(Assignment),
+        Revoke { assignment: AssignmentId },
+        ShareResult { id: u64, outcome: ShareOutcome },
+        Close { reason: String },
+    }
+
+    impl From<super::CoordinatorMessage> for CoordinatorMessage {
+        /// The version-2 form; an assignment's `rolled` bits, which the core never gives a
+        /// node of version 2, are dropped.
+        fn from(msg: super::CoordinatorMessage) -> Self {
+            use super::CoordinatorMessage as M;
+            match msg {
+                M::Welcome { node, heartbeat_ms } => CoordinatorMessage::Welcome { node, heartbeat_ms },
+                M::Assign(a) => {
+                    debug_assert_eq!(a.rolled, 0, "a version-rolled range for a version-2 node");
+                    let super::Assignment { id, job, header, share_target, start, count, rolled: _ } = a;
+                    CoordinatorMessage::Assign(Assignment { id, job, header, share_target, start, count })
+                }
+                M::Revoke { assignment } => CoordinatorMessage::Revoke { assignment },
+                M::ShareResult { id, outcome } => CoordinatorMessage::ShareResult { id, outcome },
+                M::Close { reason } => CoordinatorMessage::Close { reason },
+            }
+        }
+    }
+
+    impl From<CoordinatorMessage> for super::CoordinatorMessage {
+        fn from(msg: CoordinatorMessage) -> Self {
+            use super::CoordinatorMessage as M;
+            match msg {
+                CoordinatorMessage::Welcome { node, heartbeat_ms } => M::Welcome { node, heartbeat_ms },
+                CoordinatorMessage::Assign(Assignment { id, job, header, share_target, start, count }) => {
+                    M::Assign(super::Assignment { id, job, header, share_target, start, count, rolled: 0 })
+                }
+                CoordinatorMessage::Revoke { assignment } => M::Revoke { assignment },
+                CoordinatorMessage::ShareResult { id, outcome } => M::ShareResult { id, outcome },
+                CoordinatorMessage::Close { reason } => M::Close { reason },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod rolled_tests {
+    use super::*;
+    use crate::codec::{PREFIX, decode, encode};
+
+    fn assignment(rolled: u32) -> Assignment {
+        let header = Header::from_bytes(&[7; 80]);
+        Assignment { id: 9, job: 4, header, share_target: Target::MAX, start: 100, count: 1 << 16, rolled }
+    }
+
+    #[test]
+    fn rolled_versions_flip_every_combination_of_the_bits() {
+        assert_eq!(rolled_versions(0x2000_0000, 0), vec![0x2000_0000]);
+        assert_eq!(rolled_versions(0x2000_6000, 0x0000_6000), vec![0x2000_6000, 0x2000_4000, 0x2000_2000, 0x2000_0000]);
+        let versions = rolled_versions(0x2345_6000, 0x1001_a000);
+        assert_eq!(versions.len(), 16);
+        let distinct: std::collections::BTreeSet<u32> = versions.iter().copied().collect();
+        assert_eq!(distinct.len(), 16);
+        assert!(versions.iter().all(|v| (v ^ 0x2345_6000) & !0x1001_a000 == 0));
+        assert!(rolled_bits_are_valid(0x1001_a000) && rolled_bits_are_valid(0));
+        assert!(!rolled_bits_are_valid(0x0000_1000), "outside the BIP 320 mask");
+        assert!(!rolled_bits_are_valid(0x0003_e000), "five bits");
+        assert_eq!(assignment(0x6000).hashes(), 4 << 16);
+    }
+
+    #[test]
+    fn a_version_2_node_reads_assignments_without_rolled_bits() {
+        let msg = CoordinatorMessage::Assign(assignment(0));
+        for protocol in [1, 2] {
+            let frame = encode(&for_node(protocol, msg.clone())).unwrap();
+            let read: CoordinatorMessage = decode::<v2::CoordinatorMessage>(&frame[PREFIX..]).unwrap().into();
+            assert_eq!(read, msg, "protocol {protocol}");
+            assert!(decode::<CoordinatorMessage>(&frame[PREFIX..]).is_err(), "4 bytes short of a version-3 one");
+        }
+        // Everything but an assignment reads the same in versions 2 and 3.
+        for other in [CoordinatorMessage::Revoke { assignment: 3 }, CoordinatorMessage::Close { reason: "x".into() }] {
+            assert_eq!(encode(&for_node(2, other.clone())).unwrap(), encode(&other).unwrap());
+        }
+        let rolled = CoordinatorMessage::Assign(assignment(0x1e000));
+        let frame = encode(&for_node(3, rolled.clone())).unwrap();
+        assert_eq!(decode::<CoordinatorMessage>(&frame[PREFIX..]).unwrap(), rolled);
+        assert_eq!(protocol_version(ALPN_V2), Some(2));
+    }
+}
+
+/// A coordinator message in the form a node of `protocol` reads: as is for version 3, the
+/// version-2 form (`v2`) for versions 2 and 1, with version 1's reasons (`v1::downgrade`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ForNode {
+    Current(CoordinatorMessage),
+    V2(v2::CoordinatorMessage),
+}
+
+/// `msg` for a node speaking `protocol` (see `ForNode`).
+pub fn for_node(protocol: u16, msg: CoordinatorMessage) -> ForNode {
+    match protocol {
+        1 => ForNode::V2(v1::downgrade(msg).into()),
+        2 => ForNode::V2(msg.into()),
+        _ => ForNode::Current(msg),
+    }
+}
+
 /// The messages of protocol version 1 that differ from the current version, and their
 /// conversion. A version-1 node sends `Heartbeat { hashrate }` without per-device rates, and
-/// knows no `RejectReason::RangeNotHeld` (it is told `UnknownJob` instead); everything else a
-/// node sends or receives is the same in both versions.
+/// knows no `RejectReason::RangeNotHeld` (it is told `UnknownJob` instead); it reads
+/// assignments as version 2 does (`v2`); everything else a node sends or receives is the
+/// same in versions 1 and 2.
 pub mod v1 {
     use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,8 @@
 //! Differential tests of the GPU search backend: on random headers, targets and ranges the
 //! GPU (optimized and reference shaders) must report exactly the hits of the CPU backend,
 //! including result-buffer overflow, ranges ending at nonce 4294967295, partial workgroups
-//! and targets equal to a hash in their top words.
+//! targets equal to a hash in their top words, and version-rolled ranges (every nonce under
+//! each of k versions).
 //!
 //! Without a GPU or Vulkan adapter (hardware or Mesa lavapipe) each test prints
 //! "SKIPPED: no GPU/Vulkan adapter" and passes, unless `HASHGRID_REQUIRE_GPU=1`.
@@ -45,10 +46,15 @@ fn cpu() -> CpuBackend {
 
 fn search(backend: &mut dyn Backend, job: &SearchJob) -> SearchReport {
     let report = backend.search(job, &AtomicBool::new(false)).unwrap();
-    assert_eq!(report.hashes, job.count, "{} hashed the whole range", backend.device());
-    assert!(report.hits.windows(2).all(|w| w[0].nonce < w[1].nonce), "hits sorted, no duplicates");
+    assert_eq!(report.hashes, job.hashes(), "{} hashed the whole range", backend.device());
+    assert!(
+        report.hits.windows(2).all(|w| (w[0].nonce, w[0].version) < (w[1].nonce, w[1].version)),
+        "hits sorted, no duplicates"
+    );
+    let versions = job.versions();
     for hit in &report.hits {
         assert!(job.start as u64 <= hit.nonce as u64 && hit.nonce as u64 <= job.last_nonce() as u64);
+        assert!(versions.contains(&hit.version), "a hit under one of the job's versions");
     }
     report
 }
@@ -348,4 +354,44 @@ fn slices_announced_ahead_match_cpu() {
     assert_eq!(report.hashes, 0);
     assert!(!gpu.has_queued_ahead(), "a cancelled search queues nothing");
     assert_eq!(search(&mut gpu, &job).hits, search(&mut cpu, &job).hits);
+}
+
+/// Version-rolled ranges: every nonce under each of k = 2, 4, 8 versions, on the GPU one
+/// version after another, on the CPU with the schedule shared (and not): the same hits, each
+/// under its own version; and slices announced ahead across versions and ranges.
+#[test]
+fn version_rolled_ranges_match_cpu() {
+    let Some(mut gpu) = optimized() else { return };
+    let mut rng = StdRng::seed_from_u64(0x0076_726f_6c6c);
+    let mut cpu_one_by_one = cpu().sharing(false);
+    let mut versions_hit = std::collections::BTreeSet::new();
+    for (round, bits) in [1u32, 2, 3, 2].into_iter().enumerate() {
+        let header = random_header(&mut rng);
+        let mut rolled = 0u32;
+        while rolled.count_ones() < bits {
+            rolled |= 1 << rng.random_range(13..29);
+        }
+        let count = rng.random_range(20_000..60_000u64);
+        let start = rng.random_range(0..=(u32::MAX as u64 - count)) as u32;
+        let job = SearchJob::new(header, one_in_2_pow(10), start, count).unwrap().with_rolled(rolled).unwrap();
+        let on_gpu = search(&mut gpu, &job);
+        let on_cpu = search(&mut cpu(), &job);
+        assert_eq!(on_gpu.hits, on_cpu.hits, "round {round}: GPU and CPU disagree, rolled {rolled:#x}");
+        assert_eq!(search(&mut cpu_one_by_one, &job).hits, on_cpu.hits, "round {round}: shared schedule");
+        versions_hit.extend(on_gpu.hits.iter().map(|h| h.version));
+    }
+    assert!(versions_hit.len() > 10, "hits under many versions: {}", versions_hit.len());
+
+    // Slices announced ahead: the next slice of a rolled range, then a range of one version.
+    let header = random_header(&mut rng);
+    let target = one_in_2_pow(11);
+    let rolled = SearchJob::new(header, target, 0, 30_000).unwrap().with_rolled(0x6000).unwrap();
+    let cancel = AtomicBool::new(false);
+    let plain = SearchJob::new(header, target, 30_000, 30_000).unwrap();
+    for (job, next) in [(rolled, Some(rolled.slice(0, 10_000))), (rolled.slice(0, 10_000), Some(plain)), (plain, None)]
+    {
+        let report = gpu.search_ahead(&job, next.as_ref(), &cancel).unwrap();
+        assert_eq!(report.hashes, job.hashes());
+        assert_eq!(report.hits, search(&mut cpu(), &job).hits);
+    }
 }

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use hashgrid_common::message::{ALPN_PREVIOUS, CoordinatorMessage, Hello, NodeHello, v1};
+use hashgrid_common::message::{ALPN_PREVIOUS, ALPN_V2, Hello, NodeHello, v1, v2};
 use hashgrid_common::net;
 use hashgrid_tests::{Coordinator, Operator, Site, wait_for};
 
@@ -90,34 +90,40 @@ fn a_node_of_the_previous_protocol_version_is_served_and_an_old_cli_is_told_to_u
     let op = coordinator.operator();
     op.add_account("acme", "1000T", 1);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (_endpoint, conn, stream) = runtime.block_on(async {
-        let ca = std::fs::read(coordinator.data_dir.join("cert.pem")).unwrap();
-        let token = std::fs::read_to_string(coordinator.data_dir.join("node.token")).unwrap();
-        let mut endpoint = net::client_endpoint_for(&ca, coordinator.addr).unwrap();
-        endpoint.set_default_client_config(net::client_config_speaking(&ca, ALPN_PREVIOUS).unwrap());
-        let conn = net::connect(&endpoint, coordinator.addr).await.expect("a hashgrid/1 connection");
-        let mut stream = net::FramedStream::open(&conn).await.unwrap();
-        let hello = NodeHello {
-            token: token.trim().into(),
-            name: "veteran".into(),
-            software_version: "0.0.9".into(),
-            standby: false,
-            devices: Vec::new(),
-            hashrate: 1e6,
-        };
-        stream.send(&Hello::Node(hello)).await.unwrap();
-        let mut assigned = false;
-        while !assigned {
-            match stream.recv::<CoordinatorMessage>().await.unwrap().expect("open") {
-                CoordinatorMessage::Assign(_) => assigned = true,
-                CoordinatorMessage::Close { reason } => panic!("closed: {reason}"),
-                _ => {}
+    // A node of version 1 and one of version 2: both read their assignments in the version-2
+    // form (no rolled version bits; a version-3 assignment would not decode as one).
+    let connect = |alpn: &'static [u8], name: &'static str| {
+        runtime.block_on(async {
+            let ca = std::fs::read(coordinator.data_dir.join("cert.pem")).unwrap();
+            let token = std::fs::read_to_string(coordinator.data_dir.join("node.token")).unwrap();
+            let mut endpoint = net::client_endpoint_for(&ca, coordinator.addr).unwrap();
+            endpoint.set_default_client_config(net::client_config_speaking(&ca, alpn).unwrap());
+            let conn = net::connect(&endpoint, coordinator.addr).await.expect("an older protocol's connection");
+            let mut stream = net::FramedStream::open(&conn).await.unwrap();
+            let hello = NodeHello {
+                token: token.trim().into(),
+                name: name.into(),
+                software_version: "0.0.9".into(),
+                standby: false,
+                devices: Vec::new(),
+                hashrate: 1e6,
+            };
+            stream.send(&Hello::Node(hello)).await.unwrap();
+            let mut assigned = false;
+            while !assigned {
+                match stream.recv::<v2::CoordinatorMessage>().await.unwrap().expect("open") {
+                    v2::CoordinatorMessage::Assign(_) => assigned = true,
+                    v2::CoordinatorMessage::Close { reason } => panic!("closed: {reason}"),
+                    _ => {}
+                }
             }
-        }
-        // A version-1 heartbeat: the rate alone.
-        stream.send(&v1::NodeMessage::Heartbeat { hashrate: 1e6 }).await.unwrap();
-        (endpoint, conn, stream)
-    });
+            (endpoint, conn, stream)
+        })
+    };
+    let (_elder_endpoint, elder, _elder_stream) = connect(ALPN_V2, "elder");
+    let (_endpoint, conn, mut stream) = connect(ALPN_PREVIOUS, "veteran");
+    // A version-1 heartbeat: the rate alone.
+    runtime.block_on(stream.send(&v1::NodeMessage::Heartbeat { hashrate: 1e6 })).unwrap();
     let veteran = wait_for("the hashgrid/1 node in the list", Duration::from_secs(10), || {
         let out = op.run(&["node", "list", "--json"]).expect_success("node list");
         let nodes: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
@@ -126,6 +132,11 @@ fn a_node_of_the_previous_protocol_version_is_served_and_an_old_cli_is_told_to_u
     assert_eq!(veteran["protocol"], 1, "{veteran}");
     assert_eq!(veteran["state"], "active", "{veteran}");
     assert!(conn.close_reason().is_none(), "still connected after its heartbeat");
+    let out = op.run(&["node", "list", "--json"]).expect_success("node list");
+    let nodes: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let elder_row = nodes.iter().find(|n| n["name"] == "elder").expect("the hashgrid/2 node in the list");
+    assert_eq!(elder_row["protocol"], 2, "{elder_row}");
+    assert!(elder.close_reason().is_none(), "the hashgrid/2 node is still connected");
 
     // An operator speaking hashgrid/1 is closed with a reason it can print.
     let reason = runtime.block_on(async {

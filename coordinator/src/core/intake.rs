@@ -33,7 +33,7 @@ impl Core {
         // later connection), while the range is live and for a grace period after.
         let holder = self.nodes.get(&node).is_some_and(|n| n.name == a.holder);
         let in_time = a.live || now_ms.saturating_sub(a.retired_ms) <= self.config.late_share_grace_ms;
-        let range = HeldRange { version: a.version, start: a.start, count: a.count };
+        let range = HeldRange { version: a.version, rolled: a.rolled, start: a.start, count: a.count };
         if holder && !in_time && range.contains(share.version, share.nonce) {
             // Its own work, re-sent after an outage longer than the grace period: too late to
             // credit (the range was handed over or finished), but no fault of the node.

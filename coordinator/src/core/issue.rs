@@ -1,8 +1,18 @@
 //! Issuing ranges: the balancer's chain for each node, the policy's account for each
 //! range, ranges carved from the books and sized to the node's rate, the rollout's shares,
 //! and revoking ranges whose work is no longer wanted.
+//!
+//! A node of protocol 3 gets ranges spanning `ROLLED_BITS` version bits (k = 4 versions, when
+//! the job rolls versions: local templates always, pool templates when the pool agreed to the
+//! whole BIP 320 mask); older nodes get one version. A range of n nonces under k versions is
+//! n·k hashes: it is sized so, and counts so toward the account's issued work.
 
+use super::work::Issued;
 use super::*;
+
+/// The version bits a range for a protocol-3 node rolls: k = 2^2 = 4 versions per nonce, so a
+/// node can share the first compression's message schedule across them (docs/protocol.md).
+pub const ROLLED_BITS: u32 = 2;
 
 /// A rollout in force and the ranges issued under it so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,11 +38,21 @@ impl RolloutState {
 }
 
 impl Core {
-    /// Nonces for one range of `node`: `range_ms` of work at its rate, in 2^16 steps.
-    pub(super) fn range_count(&mut self, node: NodeId, now_ms: u64) -> u64 {
+    /// Nonces for one range of `node` under 2^`bits` versions: `range_ms` of work at its rate
+    /// (each nonce is 2^`bits` hashes), in 2^16 steps.
+    pub(super) fn range_count(&mut self, node: NodeId, now_ms: u64, bits: u32) -> u64 {
         let rate = self.planning_rate(node, now_ms);
-        let count = ((rate * self.config.range_ms as f64 / 1000.0) as u64).clamp(1 << 16, ranges::NONCE_SPACE);
+        let count =
+            (((rate * self.config.range_ms as f64 / 1000.0) as u64) >> bits).clamp(1 << 16, ranges::NONCE_SPACE);
         count.next_multiple_of(1 << 16).min(ranges::NONCE_SPACE)
+    }
+
+    /// The version bits `node`'s ranges roll: `ROLLED_BITS` from protocol 3 on, else none.
+    pub(super) fn rolled_bits_for(&self, node: NodeId) -> u32 {
+        match self.nodes.get(&node) {
+            Some(n) if n.protocol >= 3 && n.miner.is_none() => ROLLED_BITS,
+            _ => 0,
+        }
     }
 
     pub(super) fn fresh_id(&mut self) -> u64 {
@@ -151,8 +171,9 @@ impl Core {
             {
                 return;
             }
-            let count = self.range_count(node, now_ms);
-            let Some(account) = accounts::choose(self.policy, &self.accounts, count, |i| {
+            let bits = self.rolled_bits_for(node);
+            let count = self.range_count(node, now_ms, bits);
+            let Some(account) = accounts::choose(self.policy, &self.accounts, count << bits, |i| {
                 self.serving_chain(&self.accounts[i].name) != chain || !self.has_work(&self.accounts[i].name)
             }) else {
                 // A pool chain ran out of work (its pools' extranonce spaces used up, which
@@ -167,11 +188,11 @@ impl Core {
             };
             let account_name = self.accounts[account].name.clone();
             let id = self.fresh_id();
-            let Some((job_id, version, start, count)) = self.issue_for(now_ms, &account_name, count, id) else {
+            let Some((job_id, range)) = self.issue_for(now_ms, &account_name, count, id, bits) else {
                 return;
             };
             let share_target = self.share_target_for(now_ms, node, job_id);
-            self.accounts[account].issued += count as u128;
+            self.accounts[account].issued += (range.count as u128) << range.rolled.count_ones();
             if let (Some(r), Some(is_version)) = (&mut self.rollout, is_version) {
                 if is_version {
                     r.to_version += 1;
@@ -179,7 +200,7 @@ impl Core {
                     r.to_others += 1;
                 }
             }
-            self.issue_assignment(now_ms, node, id, job_id, version, start, count, share_target, None);
+            self.issue_assignment(now_ms, node, id, job_id, range, share_target, None);
         }
     }
 
@@ -191,12 +212,11 @@ impl Core {
         node: NodeId,
         id: AssignmentId,
         job_id: JobId,
-        version: u32,
-        start: u32,
-        count: u64,
+        range: Issued,
         share_target: Target,
         reassigned_from: Option<AssignmentId>,
     ) {
+        let Issued { version, rolled, start, count } = range;
         let job = &self.jobs[&job_id];
         let header = Header { version, ..job.template };
         let account = job.account.clone();
@@ -215,6 +235,7 @@ impl Core {
                 holder: node_name.clone(),
                 job: job_id,
                 version,
+                rolled,
                 start,
                 count,
                 share_target,
@@ -256,32 +277,35 @@ impl Core {
                 share_target,
                 start,
                 count,
+                rolled,
             }),
         });
     }
 
-    /// A range for `account`: its oldest submitted job with work left, else its pool's
-    /// template if it has a pool, else its local-chain template (a new one when the current is
-    /// stale or exhausted).
+    /// A range of up to `count` nonces under 2^`bits` versions (where the job rolls versions)
+    /// for `account`: its oldest submitted job with work left, else its pool's template if it
+    /// has a pool, else its local-chain template (a new one when the current is stale or
+    /// exhausted).
     pub(super) fn issue_for(
         &mut self,
         now_ms: u64,
         account: &str,
         count: u64,
         id: AssignmentId,
-    ) -> Option<(JobId, u32, u32, u64)> {
+        bits: u32,
+    ) -> Option<(JobId, Issued)> {
         let submitted = self
             .jobs
             .values_mut()
             .filter(|j| j.account == account && !j.stale && matches!(j.kind, JobKind::Submitted { .. }))
             .find(|j| !j.is_exhausted());
         if let Some(job) = submitted
-            && let Some((v, s, n)) = job.issue(count, id)
+            && let Some(range) = job.issue(count, id, bits)
         {
-            return Some((job.id, v, s, n));
+            return Some((job.id, range));
         }
         if self.upstreams.contains_key(account) {
-            return self.issue_upstream(account, count, id);
+            return self.issue_upstream(account, count, id, bits);
         }
         let chain_name = self.account_chain(account).to_string();
         for _ in 0..2 {
@@ -306,8 +330,8 @@ impl Core {
                 }
             };
             let job = self.jobs.get_mut(&job_id).expect("just found or made");
-            match job.issue(count, id) {
-                Some((v, s, n)) => return Some((job_id, v, s, n)),
+            match job.issue(count, id, bits) {
+                Some(range) => return Some((job_id, range)),
                 None => job.stale = true,
             }
         }
@@ -413,3 +437,61 @@ impl Core {
 
 /// Stale local templates remembered so late shares are told "stale job".
 const STALE_JOBS_KEPT: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{Farm, T0, core, find_share, hello};
+    use super::*;
+    use hashgrid_common::message::Assignment;
+
+    /// A protocol-3 node gets ranges of 4 versions, sized as n·4 hashes; a protocol-2 node
+    /// beside it gets one version and never a (version, nonce) of the other's; a share under
+    /// any version of a range is credited, one under a version outside it is not held; and a
+    /// failed protocol-3 node's range waits for a node that reads it rather than going to the
+    /// protocol-2 one.
+    #[test]
+    fn protocol_3_nodes_get_ranges_of_four_versions() {
+        let mut core = core();
+        let mut farm = Farm::default();
+        core.add_account(T0, "a", 1 << 40, None, None, None).unwrap();
+        core.handle_node_joined(T0, 1, &hello("new", 1e6, false), 3);
+        core.handle_node_joined(T0, 2, &hello("old", 1e6, false), 2);
+        farm.absorb(&mut core);
+        let (new, old) = (farm.held[&1].clone(), farm.held[&2].clone());
+        assert!(!new.is_empty() && !old.is_empty());
+        // 1 MH/s for 3 s: 3 M hashes, in 2^16-nonce steps: 750 k nonces under 4 versions round
+        // up to 786,432; 3 M nonces under one to 3,014,656.
+        assert!(new.iter().all(|a| a.rolled == 0x6000 && a.count == 786_432), "{new:?}");
+        assert!(old.iter().all(|a| a.rolled == 0 && a.count == 3_014_656), "{old:?}");
+        for a in &new {
+            for b in &old {
+                let overlap = a.start < b.start + b.count as u32 && b.start < a.start + a.count as u32;
+                assert!(!(overlap && a.versions().contains(&b.header.version)), "{a:?} and {b:?}");
+            }
+        }
+
+        // A share under the range's fourth version is its node's; under a version outside
+        // the group (inside the BIP 320 mask) it is not held.
+        let a = new[0];
+        let under = |version: u32| Assignment { header: Header { version, ..a.header }, ..a };
+        let fourth = a.versions()[3];
+        let share = Share { id: 1, ..find_share(&under(fourth), 0).unwrap() };
+        assert_eq!(share.version, fourth);
+        core.handle_node_message(T0 + 1, 1, NodeMessage::Share(share));
+        let outside = Share { id: 2, ..find_share(&under(a.header.version ^ 0x0100_0000), 0).unwrap() };
+        core.handle_node_message(T0 + 1, 1, NodeMessage::Share(outside));
+        farm.absorb(&mut core);
+        assert!(matches!(farm.results[0], (1, 1, ShareOutcome::Accepted { .. })), "{:?}", farm.results);
+        assert_eq!(farm.results[1], (1, 2, ShareOutcome::Rejected(RejectReason::RangeNotHeld)));
+
+        // The protocol-3 node fails: its ranges do not go to the protocol-2 node.
+        core.handle_node_left(T0 + 2, 1);
+        farm.absorb(&mut core);
+        assert!(farm.held[&2].iter().all(|b| b.rolled == 0), "{:?}", farm.held[&2]);
+        let job = core.job_status(a.job).unwrap();
+        assert!(job.abandoned >= 4 * a.count, "the range waits for a protocol-3 node: {job:?}");
+        core.handle_node_joined(T0 + 3, 3, &hello("newer", 1e6, false), 3);
+        farm.absorb(&mut core);
+        assert_eq!((farm.held[&3][0].start, farm.held[&3][0].header.version), (a.start, a.header.version));
+    }
+}

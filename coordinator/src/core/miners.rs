@@ -355,7 +355,7 @@ impl Core {
             return;
         }
         let chain = n.chain.clone();
-        let count = self.range_count(node, now_ms);
+        let count = self.range_count(node, now_ms, 0);
         let mut refused = BTreeSet::new();
         while let Some(chain) = chain.as_ref()
             && let Some(i) = accounts::choose(self.policy, &self.accounts, count, |i| {

@@ -366,6 +366,8 @@ struct AssignmentEntry {
     holder: String,
     job: JobId,
     version: u32,
+    /// The version bits rolled with `version` (`Assignment::rolled`).
+    rolled: u32,
     start: u32,
     count: u64,
     share_target: Target,

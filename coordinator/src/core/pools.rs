@@ -309,15 +309,16 @@ impl Core {
         account: &str,
         count: u64,
         id: AssignmentId,
-    ) -> Option<(JobId, u32, u32, u64)> {
+        bits: u32,
+    ) -> Option<(JobId, work::Issued)> {
         for _ in 0..2 {
             let job_id = match self.upstream_current.get(account) {
                 Some(&j) => j,
                 None => self.new_template(account)?,
             };
             let job = self.jobs.get_mut(&job_id)?;
-            match job.issue(count, id) {
-                Some((v, s, n)) => return Some((job_id, v, s, n)),
+            match job.issue(count, id, bits) {
+                Some(range) => return Some((job_id, range)),
                 None => {
                     self.upstream_current.remove(account);
                 }

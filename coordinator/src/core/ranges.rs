@@ -1,5 +1,6 @@
-//! The range book of one header template: how its 2^32 nonces were carved into ranges and
-//! what became of each.
+//! The range book of one header template, or of a group of its versions searched together
+//! (`rolled`): how its 2^32 nonces were carved into ranges and what became of each. A range
+//! of a group's book is its nonces under every version of the group.
 //!
 //! Invariants: the ranges are disjoint and together cover exactly `0..next` (the nonces issued
 //! so far); every range is in flight with one assignment, done, or abandoned. Abandoned
@@ -67,11 +68,19 @@ pub struct RangeBook {
     next: u64,
     ranges: BTreeMap<u64, Range>,
     reassigned: u64,
+    /// The version bits rolled together (0: one version).
+    rolled: u32,
 }
 
 impl RangeBook {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The book of a group of versions: the book's version with every combination of the
+    /// `rolled` bits.
+    pub fn for_group(rolled: u32) -> Self {
+        RangeBook { rolled, ..Self::default() }
     }
 
     /// Issues up to `count` nonces to `assignment`: the first abandoned range (split if larger),
@@ -147,6 +156,11 @@ impl RangeBook {
             }
             _ => false,
         }
+    }
+
+    /// The version bits searched together in each of this book's ranges.
+    pub fn rolled(&self) -> u32 {
+        self.rolled
     }
 
     /// True when every nonce is searched.

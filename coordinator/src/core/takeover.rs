@@ -123,7 +123,9 @@ impl Core {
         let mut moved = Vec::new();
         for &id in ranges {
             let Some(a) = self.assignments.get(&id).cloned().filter(|a| a.live) else { continue };
-            let target = to.or_else(|| {
+            // A range of several versions goes only to a node that reads them (protocol 3).
+            let reads = |n: &NodeEntry| a.rolled == 0 || n.protocol >= 3;
+            let target = to.filter(|t| self.nodes.get(t).is_some_and(reads)).or_else(|| {
                 let chain = self
                     .nodes
                     .get(&from)
@@ -131,7 +133,7 @@ impl Core {
                     .or_else(|| self.jobs.get(&a.job).map(|j| self.serving_chain(&j.account).to_string()));
                 self.nodes
                     .iter()
-                    .filter(|(id, n)| **id != from && n.takes_work())
+                    .filter(|(id, n)| **id != from && n.takes_work() && reads(n))
                     .min_by_key(|(id, n)| (n.chain != chain, n.assignments.len(), **id))
                     .map(|(&id, _)| id)
             });
@@ -164,7 +166,7 @@ impl Core {
     pub(super) fn reassign(&mut self, now_ms: u64, old: AssignmentId, node: NodeId) -> Option<AssignmentId> {
         let a = self.assignments.get(&old).cloned().filter(|a| a.live)?;
         let new = self.fresh_id();
-        let want = self.range_count(node, now_ms);
+        let want = self.range_count(node, now_ms, a.rolled.count_ones());
         let book = self.jobs.get_mut(&a.job).and_then(|j| j.book_mut(a.version))?;
         let count = book.reassign(a.start, old, new, want)?;
         // The rest of the old range waits, abandoned, for the next range issued.
@@ -175,7 +177,8 @@ impl Core {
         }
         self.retire(now_ms, old);
         let share_target = self.share_target_for(now_ms, node, a.job);
-        self.issue_assignment(now_ms, node, new, a.job, a.version, a.start, count, share_target, Some(old));
+        let range = work::Issued { version: a.version, rolled: a.rolled, start: a.start, count };
+        self.issue_assignment(now_ms, node, new, a.job, range, share_target, Some(old));
         Some(new)
     }
 }

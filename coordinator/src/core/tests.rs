@@ -111,7 +111,7 @@ impl Farm {
     /// The node finishes its first range.
     pub fn finish_range(&mut self, core: &mut Core, now: u64, node: NodeId) {
         if let Some(a) = self.held.get_mut(&node).filter(|h| !h.is_empty()).map(|h| h.remove(0)) {
-            core.handle_node_message(now, node, NodeMessage::RangeDone { assignment: a.id, hashes: a.count });
+            core.handle_node_message(now, node, NodeMessage::RangeDone { assignment: a.id, hashes: a.hashes() });
             self.absorb(core);
         }
     }

@@ -17,8 +17,12 @@ fn state(core: &Core, name: &str) -> String {
     core.node_list(T0).into_iter().find(|n| n.name == name).map(|n| n.state).unwrap_or_default()
 }
 
+/// The node's ranges as (job, version, start, hashes): a protocol-3 node's range spans
+/// several versions, and the coverage counts each (version, nonce).
 fn ranges(farm: &Farm, node: NodeId) -> Vec<(u64, u32, u32, u64)> {
-    farm.held.get(&node).map_or(Vec::new(), |h| h.iter().map(|a| (a.job, a.header.version, a.start, a.count)).collect())
+    farm.held
+        .get(&node)
+        .map_or(Vec::new(), |h| h.iter().map(|a| (a.job, a.header.version, a.start, a.hashes())).collect())
 }
 
 fn heartbeat(core: &mut Core, now: u64, nodes: &[NodeId]) {
@@ -184,13 +188,14 @@ fn a_long_range_is_handed_over_in_a_part_the_taker_can_finish() {
     core.handle_node_left(T0 + 10, 1);
     farm.absorb(&mut core);
     let took = ranges(&farm, 2);
-    // 100 kH/s for 3 s is 300 k nonces, rounded up to 2^16 steps: 327,680.
-    assert_eq!((took[0].2, took[0].3), (lost[0].2, 327_680));
+    // 100 kH/s for 3 s is 300 k hashes: 75 k nonces under 4 versions, rounded up to 2^16
+    // steps: 131,072 nonces, 524,288 hashes.
+    assert_eq!((took[0].2, took[0].3), (lost[0].2, 524_288));
     let job = core.job_status(lost[0].0).unwrap();
     assert_eq!(job.in_flight + job.abandoned, lost.iter().map(|r| r.3).sum::<u64>(), "nothing lost");
     assert!(job.abandoned > 0, "the rest waits to be issued first");
     let fates: Vec<(u32, u64, &str)> = job.runs.iter().map(|r| (r.start, r.count, r.fate.as_str())).collect();
-    assert_eq!(fates[0], (0, 327_680, "in_flight"));
+    assert_eq!(fates[0], (0, 131_072, "in_flight"), "runs count nonces (each under the group's versions)");
     assert_eq!(fates[1].2, "abandoned: rest of a handed-over range");
     assert!(job.runs.windows(2).all(|w| w[0].start as u64 + w[0].count == w[1].start as u64), "runs tile the nonces");
 }

@@ -57,7 +57,7 @@ impl Core {
             in_flight: c.in_flight,
             abandoned: c.abandoned,
             reassigned: c.reassigned,
-            total: ranges::NONCE_SPACE * job.books.len().max(1) as u64,
+            total: job.space(),
             hits,
             runs,
         })

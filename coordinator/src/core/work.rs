@@ -2,6 +2,13 @@
 //! submitted jobs or from an account's pool, BIP 320 version rolling when a template's nonces run out, and the checks a
 //! share passes before it earns credit.
 //!
+//! Version groups: a range can span k = 2^bits versions (`Job::issue`'s `bits`; protocol-3
+//! nodes take k = 4, older ones k = 1). The rolls of a template (roll r is the template's
+//! version with r shifted into the mask's low bits) are handed out in aligned groups of k, each
+//! with one range book keyed by its first version: a range of that book is its nonces under
+//! all k versions. Groups never share a roll, so no two nodes get the same (header, nonce);
+//! a group is aligned to k, so rolls skipped to align one (only when sizes mix) stay unused.
+//!
 //! The share check runs in a fixed order, each failure with its own reason: unknown job, stale
 //! job, time outside the window, version bits outside the rollable mask, hash above the share
 //! target, duplicate. Duplicates are keyed on the values (version, time, nonce) within a job,
@@ -16,7 +23,7 @@ use hashgrid_common::{BlockHash, CompactTarget, Hash256, Header, Target};
 use super::ranges::{Coverage, RangeBook};
 
 /// The BIP 320 version bits a miner may roll.
-pub const VERSION_ROLLING_MASK: u32 = 0x1fff_e000;
+pub use hashgrid_common::message::VERSION_ROLLING_MASK;
 /// Rolled versions available per template: 2^16.
 pub const VERSION_ROLLS: u32 = 1 << 16;
 
@@ -43,25 +50,40 @@ pub struct Job {
     pub template: Header,
     /// Roll version bits once the nonces of a version are all issued.
     pub roll_versions: bool,
-    /// One range book per rolled version, keyed by the version.
+    /// One range book per group of rolled versions, keyed by the group's first version.
     pub books: BTreeMap<u32, RangeBook>,
     next_roll: u32,
+    /// The group issuing fresh nonces for each group size (by `bits`): its first version.
+    fresh: BTreeMap<u32, u32>,
     pub stale: bool,
     seen: HashSet<(u32, u32, u32)>,
 }
 
-/// A range a node holds: the nonces `start..start + count` of header version `version`.
+/// A range a node holds: the nonces `start..start + count` of header version `version` with
+/// any combination of the `rolled` bits flipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeldRange {
     pub version: u32,
+    pub rolled: u32,
     pub start: u32,
     pub count: u64,
 }
 
 impl HeldRange {
     pub fn contains(&self, version: u32, nonce: u32) -> bool {
-        version == self.version && (self.start as u64..self.start as u64 + self.count).contains(&(nonce as u64))
+        (version ^ self.version) & !self.rolled == 0
+            && (self.start as u64..self.start as u64 + self.count).contains(&(nonce as u64))
     }
+}
+
+/// A range taken from a job's books: nonces `start..start + count` of `version` with every
+/// combination of the `rolled` bits (`count` nonces, `count << rolled.count_ones()` hashes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Issued {
+    pub version: u32,
+    pub rolled: u32,
+    pub start: u32,
+    pub count: u64,
 }
 
 /// A share that passed every check.
@@ -81,35 +103,51 @@ impl Job {
             roll_versions,
             books: BTreeMap::new(),
             next_roll: 0,
+            fresh: BTreeMap::new(),
             stale: false,
             seen: HashSet::new(),
         }
     }
 
-    /// Issues up to `count` nonces: abandoned ranges of any version first, then fresh nonces of
-    /// the newest version, rolling a new version when those run out. Returns (version, start,
-    /// count), or `None` when the job has nothing left to issue.
-    pub fn issue(&mut self, count: u64, assignment: u64) -> Option<(u32, u32, u64)> {
+    /// Issues up to `count` nonces under 2^`bits` versions (2^`bits` times the nonces under one
+    /// version when the job does not roll): abandoned ranges of a group that size first, then fresh nonces of the newest
+    /// group that size, rolling a new group when those run out. `None` when the job has
+    /// nothing left to issue at that size.
+    pub fn issue(&mut self, count: u64, assignment: u64, bits: u32) -> Option<Issued> {
+        // A job that does not roll gives as many hashes in one version.
+        let (count, bits) = if self.roll_versions { (count, bits) } else { (count.saturating_mul(1 << bits), 0) };
+        let issued = |version: u32, book: &RangeBook, (start, count): (u32, u64)| Issued {
+            version,
+            rolled: book.rolled(),
+            start,
+            count,
+        };
         for (&version, book) in self.books.iter_mut() {
-            if book.coverage().abandoned > 0
-                && let Some((start, n)) = book.issue(count, assignment)
+            if book.rolled().count_ones() == bits
+                && book.coverage().abandoned > 0
+                && let Some(range) = book.issue(count, assignment)
             {
-                return Some((version, start, n));
+                return Some(issued(version, book, range));
             }
         }
-        if let Some((&version, book)) = self.books.iter_mut().next_back()
-            && let Some((start, n)) = book.issue(count, assignment)
+        if let Some(&version) = self.fresh.get(&bits)
+            && let Some(book) = self.books.get_mut(&version)
+            && let Some(range) = book.issue(count, assignment)
         {
-            return Some((version, start, n));
+            return Some(issued(version, book, range));
         }
         let rolls = if self.roll_versions { VERSION_ROLLS } else { 1 };
-        if self.next_roll >= rolls {
+        let k = 1u32 << bits;
+        let first = self.next_roll.next_multiple_of(k);
+        if first >= rolls || rolls - first < k {
             return None;
         }
-        let version = self.template.version ^ (self.next_roll << 13);
-        self.next_roll += 1;
-        let book = self.books.entry(version).or_default();
-        book.issue(count, assignment).map(|(start, n)| (version, start, n))
+        self.next_roll = first + k;
+        let version = self.template.version ^ (first << 13);
+        self.fresh.insert(bits, version);
+        let book = self.books.entry(version).or_insert_with(|| RangeBook::for_group((k - 1) << 13));
+        let range = book.issue(count, assignment)?;
+        Some(issued(version, book, range))
     }
 
     pub fn book_mut(&mut self, version: u32) -> Option<&mut RangeBook> {
@@ -122,17 +160,29 @@ impl Job {
         self.next_roll >= rolls && self.books.values().all(RangeBook::is_exhausted)
     }
 
+    /// The (version, nonce) pairs of the groups rolled so far by fate: a group's nonce counts
+    /// once per version.
     pub fn coverage(&self) -> Coverage {
         let mut total = Coverage::default();
         for book in self.books.values() {
             let c = book.coverage();
-            total.done += c.done;
-            total.in_flight += c.in_flight;
-            total.abandoned += c.abandoned;
-            total.unissued += c.unissued;
-            total.reassigned += c.reassigned;
+            let k = book.rolled().count_ones();
+            total.done += c.done << k;
+            total.in_flight += c.in_flight << k;
+            total.abandoned += c.abandoned << k;
+            total.unissued += c.unissued << k;
+            total.reassigned += c.reassigned << k;
         }
         total
+    }
+
+    /// The (version, nonce) pairs of the groups rolled so far (at least one version's nonces).
+    pub fn space(&self) -> u64 {
+        self.books
+            .values()
+            .map(|b| super::ranges::NONCE_SPACE << b.rolled().count_ones())
+            .sum::<u64>()
+            .max(super::ranges::NONCE_SPACE)
     }
 
     /// The checks after the job is found: current, time window, version mask, within the
@@ -434,13 +484,13 @@ mod tests {
         let easy = Target::MAX;
         let t = j.template;
         let rolled = t.version ^ (5 << 13);
-        let all = HeldRange { version: t.version, start: 0, count: 1 << 32 };
+        let all = HeldRange { version: t.version, rolled: 0, start: 0, count: 1 << 32 };
         let held = Some(&all);
         assert_eq!(j.check_share(t.version, t.time - 1, 0, held, &easy, 600), Err(RejectReason::TimeOutOfWindow));
         assert_eq!(j.check_share(t.version, t.time + 601, 0, held, &easy, 600), Err(RejectReason::TimeOutOfWindow));
         assert_eq!(j.check_share(t.version ^ 1, t.time, 0, held, &easy, 600), Err(RejectReason::VersionOutsideMask));
         // Outside the held range: another version, nonces past either end, or no range held.
-        let part = HeldRange { version: rolled, start: 5, count: 3 };
+        let part = HeldRange { version: rolled, rolled: 0, start: 5, count: 3 };
         assert_eq!(j.check_share(t.version, t.time, 6, Some(&part), &easy, 600), Err(RejectReason::RangeNotHeld));
         assert_eq!(j.check_share(rolled, t.time, 4, Some(&part), &easy, 600), Err(RejectReason::RangeNotHeld));
         assert_eq!(j.check_share(rolled, t.time, 8, Some(&part), &easy, 600), Err(RejectReason::RangeNotHeld));
@@ -458,11 +508,125 @@ mod tests {
     fn versions_roll_when_nonces_run_out() {
         let mut j = job(true);
         let base = j.template.version;
-        assert_eq!(j.issue(1 << 32, 1), Some((base, 0, 1 << 32)));
-        assert_eq!(j.issue(10, 2), Some((base ^ (1 << 13), 0, 10)));
+        let one = |version, start, count| Some(Issued { version, rolled: 0, start, count });
+        assert_eq!(j.issue(1 << 32, 1, 0), one(base, 0, 1 << 32));
+        assert_eq!(j.issue(10, 2, 0), one(base ^ (1 << 13), 0, 10));
         let mut fixed = job(false);
-        assert!(fixed.issue(1 << 32, 1).is_some());
-        assert_eq!(fixed.issue(10, 2), None);
+        assert!(fixed.issue(1 << 32, 1, 0).is_some());
+        assert_eq!(fixed.issue(10, 2, 2), None, "a job that does not roll has one version");
         assert!(fixed.is_exhausted());
+    }
+
+    #[test]
+    fn groups_of_versions_are_aligned_and_disjoint() {
+        let mut j = job(true);
+        let base = j.template.version;
+        let r = |roll: u32| base ^ (roll << 13);
+        // A group of 4 (rolls 0-3), then one version (roll 4), then a group of 4 (rolls 8-11:
+        // aligned, 5-7 stay unused), then a group of 2 (rolls 12-13).
+        assert_eq!(j.issue(100, 1, 2), Some(Issued { version: r(0), rolled: 0x6000, start: 0, count: 100 }));
+        assert_eq!(j.issue(100, 2, 0), Some(Issued { version: r(4), rolled: 0, start: 0, count: 100 }));
+        assert_eq!(j.issue(100, 3, 2), Some(Issued { version: r(0), rolled: 0x6000, start: 100, count: 100 }));
+        assert_eq!(j.issue(u64::MAX, 4, 2).map(|i| i.count), Some((1 << 32) - 200));
+        assert_eq!(j.issue(100, 5, 2), Some(Issued { version: r(8), rolled: 0x6000, start: 0, count: 100 }));
+        assert_eq!(j.issue(100, 6, 1), Some(Issued { version: r(12), rolled: 0x2000, start: 0, count: 100 }));
+        // An abandoned range of a group goes to the next range of that size, not another.
+        assert!(j.books.get_mut(&r(0)).unwrap().abandon(100, 3, super::super::ranges::Abandon::NodeFailed));
+        assert_eq!(j.issue(100, 7, 0), Some(Issued { version: r(4), rolled: 0, start: 100, count: 100 }));
+        assert_eq!(j.issue(1000, 8, 2), Some(Issued { version: r(0), rolled: 0x6000, start: 100, count: 100 }));
+        // Coverage counts every (version, nonce) pair.
+        let c = j.coverage();
+        assert_eq!(c.in_flight, 4 * (1u64 << 32) + 200 + 4 * 100 + 2 * 100);
+        // A share of any version of a held group is in the range; one outside is not.
+        let held = HeldRange { version: r(0), rolled: 0x6000, start: 100, count: 100 };
+        assert!(held.contains(r(3), 150) && held.contains(r(1), 100) && held.contains(r(0), 199));
+        assert!(!held.contains(r(4), 150) && !held.contains(r(3), 200) && !held.contains(r(0) ^ (1 << 28), 150));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Issue { count: u64, bits: u32 },
+            Complete(usize),
+            Abandon(usize),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                3 => ((1u64..(1 << 33)), 0u32..=3).prop_map(|(count, bits)| Op::Issue { count, bits }),
+                1 => any::<usize>().prop_map(Op::Complete),
+                1 => any::<usize>().prop_map(Op::Abandon),
+            ]
+        }
+
+        proptest! {
+            /// Whatever the mix of group sizes, abandons and completions, no (version, nonce)
+            /// is ever held by two live or done ranges, every range's versions lie inside the
+            /// BIP 320 mask, and abandoned work is issued again before fresh work of its size.
+            #[test]
+            fn no_two_ranges_share_a_version_and_nonce(ops in proptest::collection::vec(op(), 1..120)) {
+                let mut j = job(true);
+                let base = j.template.version;
+                // (id, range, live); abandoned ranges are dropped (their nonces are free again).
+                let mut held: Vec<(u64, Issued, bool)> = Vec::new();
+                for (id, op) in ops.into_iter().enumerate() {
+                    let id = id as u64 + 1;
+                    match op {
+                        Op::Issue { count, bits } => {
+                            let abandoned: Vec<(u32, u64)> = j
+                                .books
+                                .iter()
+                                .filter(|(_, b)| b.rolled().count_ones() == bits)
+                                .flat_map(|(&v, b)| {
+                                    b.ranges()
+                                        .filter(|r| matches!(r.2, super::super::super::ranges::Fate::Abandoned(_)))
+                                        .map(move |r| (v, r.0))
+                                })
+                                .collect();
+                            if let Some(range) = j.issue(count, id, bits) {
+                                prop_assert_eq!(range.rolled.count_ones(), bits);
+                                prop_assert_eq!((range.version ^ base) & !VERSION_ROLLING_MASK, 0);
+                                prop_assert_eq!(range.rolled & !VERSION_ROLLING_MASK, 0);
+                                if !abandoned.is_empty() {
+                                    prop_assert!(abandoned.contains(&(range.version, range.start as u64)), "abandoned work first");
+                                }
+                                held.push((id, range, true));
+                            }
+                        }
+                        Op::Complete(i) | Op::Abandon(i) if !held.iter().any(|h| h.2) => { let _ = i; }
+                        Op::Complete(i) => {
+                            let live: Vec<usize> = (0..held.len()).filter(|&k| held[k].2).collect();
+                            let k = live[i % live.len()];
+                            let (id, r, _) = held[k];
+                            prop_assert!(j.books.get_mut(&r.version).unwrap().complete(r.start, id));
+                            held[k].2 = false;
+                        }
+                        Op::Abandon(i) => {
+                            let live: Vec<usize> = (0..held.len()).filter(|&k| held[k].2).collect();
+                            let k = live[i % live.len()];
+                            let (id, r, _) = held[k];
+                            prop_assert!(j.books.get_mut(&r.version).unwrap().abandon(r.start, id, super::super::super::ranges::Abandon::NodeFailed));
+                            held.remove(k);
+                        }
+                    }
+                }
+                // Per version, the nonce intervals held are disjoint.
+                let mut by_version: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+                for (_, r, _) in &held {
+                    for v in hashgrid_common::message::rolled_versions(r.version, r.rolled) {
+                        by_version.entry(v).or_default().push((r.start as u64, r.start as u64 + r.count));
+                    }
+                }
+                for (v, mut spans) in by_version {
+                    spans.sort();
+                    for w in spans.windows(2) {
+                        prop_assert!(w[0].1 <= w[1].0, "version {:#x}: {:?} overlaps {:?}", v, w[0], w[1]);
+                    }
+                }
+            }
+        }
     }
 }

@@ -33,7 +33,7 @@ use hashgrid_common::codec;
 use hashgrid_common::http::{HttpError, HttpServer};
 use hashgrid_common::message::{
     AdminRequest, AdminResponse, CoordinatorMessage, Hello, NodeHello, NodeId, NodeMessage, PROTOCOL_VERSION, Policy,
-    close_code, protocol_version, v1,
+    close_code, for_node, protocol_version, v1,
 };
 use hashgrid_common::net::FrameReader;
 use hashgrid_common::stratum::MinerShare;
@@ -763,8 +763,7 @@ async fn serve_node(
                         msg
                     }
                 };
-                let msg = if protocol == 1 { v1::downgrade(msg) } else { msg };
-                match codec::encode(&msg) {
+                match codec::encode(&for_node(protocol, msg)) {
                     Ok(frame) => buf.extend_from_slice(&frame),
                     Err(e) => {
                         warn!(node, "cannot encode a message to the node: {e}");

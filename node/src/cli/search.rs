@@ -89,7 +89,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             format_rate(total.hashrate()),
             total.hits.len()
         );
-        for Hit { nonce, hash } in &total.hits {
+        for Hit { nonce, hash, .. } in &total.hits {
             println!("  nonce {nonce:>10}  hash {hash}");
         }
     }

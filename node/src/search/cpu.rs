@@ -10,6 +10,15 @@
 //! `HASHGRID_CPU_KERNEL` forces a kernel by name (for benchmarks); one this CPU lacks, or an
 //! unknown name, falls back to the best. `device()` names the kernel that runs.
 //!
+//! Version-rolled jobs (k versions per nonce): the lane kernels (`scalar`, `avx2x8`,
+//! `avx512x16`) can compute the first compression's schedule once per batch and share it
+//! across the k versions (`kernel::scan_versions`); every kernel can also search the versions
+//! one after another. `Kernel::shares_schedule` says which the backend does, and
+//! `Kernel::best_rolled` which kernel takes version-rolled jobs, from the measurements in
+//! BENCHMARKS.md ("Version rolling"); `HASHGRID_CPU_SHARE=0|1` overrides the first (for
+//! benchmarks), `HASHGRID_CPU_KERNEL` forces one kernel for both kinds of job, and `device()`
+//! names the kernel of each and says "shared schedule" when it is on.
+//!
 //! Invariants: a kernel reports a superset of the hits (every nonce whose top hash word is at
 //! or below the target's); each candidate is finished with the full portable sha256d and
 //! `state_meets`, then passed through `verify_hit`, so only true hits come back, sorted, and
@@ -37,6 +46,9 @@ use super::{Backend, BackendKind, Hit, SearchError, SearchJob, SearchReport, ver
 
 /// The environment variable that forces a kernel by name (`Kernel::name`).
 pub const KERNEL_ENV: &str = "HASHGRID_CPU_KERNEL";
+/// The environment variable that turns the shared schedule of version-rolled jobs on (`1`) or
+/// off (`0`) where the kernel has one (`Kernel::has_shared_schedule`).
+pub const SHARE_ENV: &str = "HASHGRID_CPU_SHARE";
 
 /// All the cores this process may use.
 pub fn default_threads() -> usize {
@@ -153,13 +165,29 @@ impl Kernel {
         [Kernel::ShaNi, Kernel::Avx512, Kernel::Avx2].into_iter().find(|k| k.is_supported()).unwrap_or(Kernel::Scalar)
     }
 
-    /// `HASHGRID_CPU_KERNEL` if it names a kernel this CPU supports, else the best.
-    pub fn from_env() -> Kernel {
-        std::env::var(KERNEL_ENV)
-            .ok()
-            .and_then(|name| name.parse::<Kernel>().ok())
-            .filter(|k| k.is_supported())
-            .unwrap_or_else(Kernel::best)
+    /// Whether the kernel has a path that shares the first compression's schedule across the
+    /// versions of a version-rolled job (the lane kernels; SHA-NI computes its schedule in
+    /// the SHA unit, four words per `sha256msg1`/`sha256msg2` pair, and has none).
+    pub fn has_shared_schedule(self) -> bool {
+        matches!(self, Kernel::Scalar | Kernel::Avx2 | Kernel::Avx512)
+    }
+
+    /// Whether the backend shares the schedule by default: where it measured faster than
+    /// searching the versions one by one (BENCHMARKS.md, "Version rolling").
+    pub fn shares_schedule(self) -> bool {
+        self.has_shared_schedule()
+    }
+
+    /// The fastest kernel for version-rolled jobs this CPU supports: AVX-512 with the schedule
+    /// shared across versions measured ahead of SHA-NI there (BENCHMARKS.md, "Version
+    /// rolling"), then as `best`.
+    pub fn best_rolled() -> Kernel {
+        [Kernel::Avx512, Kernel::ShaNi, Kernel::Avx2].into_iter().find(|k| k.is_supported()).unwrap_or(Kernel::Scalar)
+    }
+
+    /// `HASHGRID_CPU_KERNEL` if it names a kernel this CPU supports.
+    pub fn from_env() -> Option<Kernel> {
+        std::env::var(KERNEL_ENV).ok().and_then(|name| name.parse::<Kernel>().ok()).filter(|k| k.is_supported())
     }
 }
 
@@ -210,26 +238,86 @@ fn scan(kernel: Kernel, job: &JobConsts, first: u32, count: u64, out: &mut Vec<u
     }
 }
 
-/// Searches with `threads` OS threads and one kernel.
+/// Hashes nonces `first..first + count` of every version (`jobs[j]` = version `j`) with
+/// `kernel`, sharing the first compression's schedule when `share` (and the kernel can), and
+/// appends version `j`'s candidates to `out[j]`.
+fn scan_versions(kernel: Kernel, share: bool, jobs: &[JobConsts], first: u32, count: u64, out: &mut [Vec<u32>]) {
+    assert!(kernel.is_supported(), "CPU kernel {kernel} is not supported here");
+    match kernel {
+        Kernel::Scalar if share => scalar::scan_versions(jobs, first, count, out),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 if share => {
+            // SAFETY: as in `scan`: AVX2 was detected at runtime.
+            unsafe { avx2::scan_versions(jobs, first, count, out) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 if share => {
+            // SAFETY: as in `scan`: AVX-512 F and BW were detected at runtime.
+            unsafe { avx512::scan_versions(jobs, first, count, out) }
+        }
+        _ => {
+            for (job, out) in jobs.iter().zip(out.iter_mut()) {
+                scan(kernel, job, first, count, out);
+            }
+        }
+    }
+}
+
+/// Searches with `threads` OS threads and one kernel per kind of job (one version, or
+/// several).
 #[derive(Debug)]
 pub struct CpuBackend {
     threads: usize,
     kernel: Kernel,
+    /// The kernel of version-rolled jobs.
+    rolled_kernel: Kernel,
+    /// Version-rolled jobs share the first compression's schedule across versions.
+    share: bool,
 }
 
 impl CpuBackend {
-    /// A backend with the kernel `Kernel::from_env` picks (the best, unless forced).
+    /// A backend with the kernel `HASHGRID_CPU_KERNEL` forces, else the best for each kind of
+    /// job (`Kernel::best`, `Kernel::best_rolled`).
     pub fn new(threads: usize) -> Result<Self, SearchError> {
-        Self::with_kernel(threads, Kernel::from_env())
+        match Kernel::from_env() {
+            Some(kernel) => Self::with_kernel(threads, kernel),
+            None => {
+                Ok(CpuBackend { rolled_kernel: Kernel::best_rolled(), ..Self::with_kernel(threads, Kernel::best())? }
+                    .sharing_by_default())
+            }
+        }
     }
 
-    /// A backend with `kernel`, or with `Kernel::best()` if this CPU cannot run it.
+    /// A backend with `kernel` for every job, or with `Kernel::best()` if this CPU cannot run
+    /// it.
     pub fn with_kernel(threads: usize, kernel: Kernel) -> Result<Self, SearchError> {
         if threads == 0 {
             return Err(SearchError::NoThreads);
         }
         let kernel = if kernel.is_supported() { kernel } else { Kernel::best() };
-        Ok(CpuBackend { threads, kernel })
+        Ok(CpuBackend { threads, kernel, rolled_kernel: kernel, share: false }.sharing_by_default())
+    }
+
+    /// Shares the schedule where the rolled kernel does by default, or as `HASHGRID_CPU_SHARE`
+    /// says.
+    fn sharing_by_default(self) -> Self {
+        let share = match std::env::var(SHARE_ENV).as_deref() {
+            Ok("0") => false,
+            Ok("1") => true,
+            _ => self.rolled_kernel.shares_schedule(),
+        };
+        self.sharing(share)
+    }
+
+    /// This backend sharing the schedule across versions (`share`, where the kernel can) or
+    /// searching them one by one.
+    pub fn sharing(self, share: bool) -> Self {
+        CpuBackend { share: share && self.rolled_kernel.has_shared_schedule(), ..self }
+    }
+
+    /// Whether version-rolled jobs share the first compression's schedule.
+    pub fn shares_schedule(&self) -> bool {
+        self.share
     }
 
     pub fn threads(&self) -> usize {
@@ -239,31 +327,45 @@ impl CpuBackend {
     pub fn kernel(&self) -> Kernel {
         self.kernel
     }
+
+    /// The kernel of version-rolled jobs.
+    pub fn rolled_kernel(&self) -> Kernel {
+        self.rolled_kernel
+    }
 }
 
 /// Nonces a thread takes at a time; cancellation is checked between chunks (a few ms each).
 const CHUNK: u64 = 1 << 16;
 
-/// One thread's share: takes chunks from `next` until the job is done or cancelled. Returns
-/// the nonces hashed and the hits found (finished with the full hash, not yet verified).
+/// One thread's share: takes chunks from `next` until the job is done or cancelled, each
+/// chunk's nonces under every version (`consts[j]` = version `j`). Returns the nonces hashed
+/// (each under every version) and the hits found as (version index, nonce), finished with the
+/// full hash, not yet verified.
 fn worker(
-    kernel: Kernel,
+    backend: &CpuBackend,
     job: &SearchJob,
-    consts: &JobConsts,
+    consts: &[JobConsts],
     next: &AtomicU64,
     cancel: &AtomicBool,
-) -> (u64, Vec<u32>) {
+) -> (u64, Vec<(usize, u32)>) {
     let mut done = 0;
     let mut hits = Vec::new();
-    let mut candidates = Vec::new();
+    let mut candidates = vec![Vec::new(); consts.len()];
     while !cancel.load(Ordering::Relaxed) {
         let offset = next.fetch_add(CHUNK, Ordering::Relaxed);
         if offset >= job.count {
             break;
         }
         let count = CHUNK.min(job.count - offset);
-        scan(kernel, consts, (job.start as u64 + offset) as u32, count, &mut candidates);
-        hits.extend(candidates.drain(..).filter(|&nonce| consts.meets(nonce)));
+        let first = (job.start as u64 + offset) as u32;
+        if let [one] = consts {
+            scan(backend.kernel, one, first, count, &mut candidates[0]);
+        } else {
+            scan_versions(backend.rolled_kernel, backend.share, consts, first, count, &mut candidates);
+        }
+        for (j, (out, consts)) in candidates.iter_mut().zip(consts).enumerate() {
+            hits.extend(out.drain(..).filter(|&nonce| consts.meets(nonce)).map(|nonce| (j, nonce)));
+        }
         done += count;
     }
     (done, hits)
@@ -276,16 +378,25 @@ impl Backend for CpuBackend {
 
     fn device(&self) -> String {
         let plural = if self.threads == 1 { "" } else { "s" };
-        format!("cpu ({} thread{plural}, {})", self.threads, self.kernel)
+        let shared = if self.share { ", shared schedule" } else { "" };
+        if self.rolled_kernel == self.kernel {
+            format!("cpu ({} thread{plural}, {}{shared})", self.threads, self.kernel)
+        } else {
+            format!(
+                "cpu ({} thread{plural}, {}; rolled versions: {}{shared})",
+                self.threads, self.kernel, self.rolled_kernel
+            )
+        }
     }
 
     fn search(&mut self, job: &SearchJob, cancel: &AtomicBool) -> Result<SearchReport, SearchError> {
         let started = Instant::now();
-        let consts = JobConsts::new(&job.header, &job.target);
+        let versions: Vec<SearchJob> = job.versions().into_iter().map(|v| job.for_version(v)).collect();
+        let consts: Vec<JobConsts> = versions.iter().map(|one| JobConsts::new(&one.header, &one.target)).collect();
         let next = AtomicU64::new(0);
         let workers = (self.threads as u64).min(job.count.div_ceil(CHUNK)) as usize;
-        let work = || worker(self.kernel, job, &consts, &next, cancel);
-        let results: Vec<(u64, Vec<u32>)> = if workers <= 1 {
+        let work = || worker(self, job, &consts, &next, cancel);
+        let results: Vec<(u64, Vec<(usize, u32)>)> = if workers <= 1 {
             vec![work()]
         } else {
             std::thread::scope(|s| {
@@ -293,9 +404,9 @@ impl Backend for CpuBackend {
                 handles.into_iter().map(|h| h.join().expect("search thread panicked")).collect()
             })
         };
-        let hashes = results.iter().map(|r| r.0).sum();
+        let hashes = results.iter().map(|r| r.0).sum::<u64>() * versions.len() as u64;
         let mut hits: Vec<Hit> =
-            results.into_iter().flat_map(|r| r.1).filter_map(|nonce| verify_hit(job, nonce)).collect();
+            results.into_iter().flat_map(|r| r.1).filter_map(|(j, nonce)| verify_hit(&versions[j], nonce)).collect();
         hits.sort();
         Ok(SearchReport { hashes, elapsed: started.elapsed(), hits })
     }
@@ -484,6 +595,86 @@ mod tests {
         assert!(candidates > 1000, "{candidates} candidates");
     }
 
+    /// Random rolled bits inside the BIP 320 mask: 1 to `MAX_ROLLED_BITS` of them.
+    fn random_rolled(rng: &mut StdRng) -> u32 {
+        let bits = rng.random_range(1..=crate::search::MAX_ROLLED_BITS);
+        let mut rolled = 0u32;
+        while rolled.count_ones() < bits {
+            rolled |= 1 << rng.random_range(13..29);
+        }
+        rolled
+    }
+
+    /// Version-rolled jobs: every kernel, sharing the first compression's schedule across the
+    /// versions and searching them one by one, against the portable hash of each version, on
+    /// random headers and versions across the mask; and the backend's hits and hash count.
+    #[test]
+    fn version_rolled_jobs_match_the_reference_per_version() {
+        let mut rng = StdRng::seed_from_u64(0x7665_7273_696f_6e73);
+        let (mut candidates, mut total_hits) = (0, 0);
+        for round in 0..24 {
+            let header = random_header(&mut rng);
+            let rolled = random_rolled(&mut rng);
+            let count: u64 = rng.random_range(1..=400);
+            let start = rng.random_range(0..=(super::super::NONCE_SPACE - count)) as u32;
+            let target = Target::from_difficulty(2f64.powi(-rng.random_range(24..=30))).unwrap();
+            let job = SearchJob::new(header, target, start, count).unwrap().with_rolled(rolled).unwrap();
+            let versions = job.versions();
+            assert_eq!(versions.len() as u64, job.version_count());
+            let consts: Vec<JobConsts> =
+                versions.iter().map(|&v| JobConsts::new(&Header { version: v, ..header }, &target)).collect();
+            let nonces: Vec<u32> = (0..count).map(|i| start + i as u32).collect();
+            let top = target.to_le_words()[7];
+            let expected: Vec<Vec<u32>> = versions
+                .iter()
+                .map(|&v| {
+                    let h = Header { version: v, ..header };
+                    nonces.iter().copied().filter(|&n| reference_state(&h, n)[7].swap_bytes() <= top).collect()
+                })
+                .collect();
+            let mut hits: Vec<(u32, u32)> = versions
+                .iter()
+                .flat_map(|&v| {
+                    let h = Header { version: v, ..header };
+                    nonces
+                        .iter()
+                        .filter(move |&&n| target.is_met_by(&h.with_nonce(n).block_hash()))
+                        .map(move |&n| (n, v))
+                })
+                .collect();
+            hits.sort();
+            candidates += expected.iter().map(Vec::len).sum::<usize>();
+            total_hits += hits.len();
+            for kernel in kernels().into_iter().filter(|k| *k != Kernel::Baseline) {
+                for share in [false, true] {
+                    let mut out = vec![Vec::new(); versions.len()];
+                    scan_versions(kernel, share, &consts, start, count, &mut out);
+                    assert_eq!(out, expected, "{kernel}, share {share}, round {round}, rolled {rolled:#x}");
+                }
+            }
+            for kernel in kernels() {
+                for share in [false, true] {
+                    let mut backend = CpuBackend::with_kernel(2, kernel).unwrap().sharing(share);
+                    let report = backend.search(&job, &AtomicBool::new(false)).unwrap();
+                    assert_eq!(report.hashes, count * versions.len() as u64);
+                    let found: Vec<(u32, u32)> = report.hits.iter().map(|h| (h.nonce, h.version)).collect();
+                    assert_eq!(found, hits, "{kernel}, share {share}, round {round}");
+                }
+            }
+        }
+        assert!(candidates > 500 && total_hits > 100, "{candidates} candidates, {total_hits} hits");
+    }
+
+    #[test]
+    fn rolled_bits_outside_the_mask_or_too_many_are_refused() {
+        let job = SearchJob::new(genesis(), Target::MAX, 0, 10).unwrap();
+        assert!(matches!(job.with_rolled(0x1000), Err(SearchError::BadRolledBits(0x1000))), "bit 12: outside BIP 320");
+        assert!(matches!(job.with_rolled(0x3e000), Err(SearchError::BadRolledBits(_))), "five bits");
+        let rolled = job.with_rolled(0x1e000).unwrap();
+        assert_eq!((rolled.version_count(), rolled.hashes()), (16, 160));
+        assert_eq!(rolled.versions()[0], genesis().version);
+    }
+
     #[test]
     fn finds_the_genesis_nonce() {
         let header = genesis();
@@ -571,8 +762,9 @@ mod tests {
         }
         assert!("sse9".parse::<Kernel>().is_err());
         assert!(Kernel::best().is_supported());
-        let backend = CpuBackend::with_kernel(1, Kernel::Scalar).unwrap();
+        let backend = CpuBackend::with_kernel(1, Kernel::Scalar).unwrap().sharing(false);
         assert_eq!(backend.device(), "cpu (1 thread, scalar)");
+        assert_eq!(backend.sharing(true).device(), "cpu (1 thread, scalar, shared schedule)");
         assert!(matches!(CpuBackend::new(0), Err(SearchError::NoThreads)));
     }
 

@@ -15,6 +15,8 @@
 //! overflows, its nonces are searched again in smaller pieces (which may split again), so no
 //! hit is dropped. Every candidate is re-hashed on the CPU (`verify_hit`) before it is
 //! reported. Failures come back as `SearchError::Gpu`; nothing here panics on a device error.
+//! A version-rolled job is searched one version after another (`search_each_version`), each
+//! announcing the next, so the queue stays full across versions too.
 //!
 //! What the kernel steps are worth on Mesa lavapipe (llvmpipe, LLVM 15, 256-bit, release build,
 //! 2-vCPU VM shared with other builds; median of 5 runs of 3 s, MH per CPU-second, ±25% run to
@@ -740,6 +742,13 @@ impl Backend for GpuBackend {
         next: Option<&SearchJob>,
         cancel: &AtomicBool,
     ) -> Result<SearchReport, SearchError> {
+        if job.rolled != 0 {
+            // One version after another: the WGSL kernel shares nothing across versions
+            // (BENCHMARKS.md, "Version rolling").
+            return super::search_each_version(job, next, cancel, |one, next, cancel| {
+                self.search_ahead(one, next, cancel)
+            });
+        }
         let started = Instant::now();
         if job.count == 0 {
             return Err(SearchError::EmptyRange);

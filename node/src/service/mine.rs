@@ -293,7 +293,7 @@ impl Shell {
     fn device_event(&mut self, DeviceEvent { device, event }: DeviceEvent) -> Result<(), MineError> {
         let now = self.now();
         match event {
-            WorkerEvent::Hit { assignment, nonce } => self.miner.handle_hit(now, assignment.id, nonce),
+            WorkerEvent::Hit { assignment, nonce, .. } => self.miner.handle_hit(now, assignment.id, nonce),
             WorkerEvent::Progress { ticket, hashes, .. } => self.miner.handle_progress(ticket, hashes),
             WorkerEvent::Finished { ticket, hashes, complete, .. } => {
                 self.miner.handle_finished(ticket, hashes, complete)

@@ -275,8 +275,15 @@ impl Miner {
             let Ok(header) = job.header(&template.extranonce2, template.ntime, 0, version) else { return };
             let id = self.next_assignment;
             self.next_assignment += 1;
-            let assignment =
-                Assignment { id, job: 0, header, share_target: job.share_target, start: 0, count: NONCE_SPACE };
+            let assignment = Assignment {
+                id,
+                job: 0,
+                header,
+                share_target: job.share_target,
+                start: 0,
+                count: NONCE_SPACE,
+                rolled: 0,
+            };
             let Ok(pieces) = self.scheduler.assign(assignment) else { return };
             self.templates.insert(id, template);
             self.commands.extend(pieces.into_iter().map(MinerCommand::Search));

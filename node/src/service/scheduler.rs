@@ -163,14 +163,16 @@ impl Scheduler {
         Ok(self.issue(assignment, generation, assignment.start, assignment.count, &order))
     }
 
-    /// Records that the piece `ticket` has searched `hashes` more nonces.
+    /// Records that the piece `ticket` has done `hashes` more hashes (each nonce is hashed
+    /// under every version of the range).
     pub fn progress(&mut self, ticket: u64, hashes: u64) {
         if let Some(state) = self.pieces.get_mut(&ticket) {
-            state.done = (state.done + hashes).min(state.piece.assignment.count);
+            let nonces = hashes >> state.piece.assignment.rolled.count_ones();
+            state.done = (state.done + nonces).min(state.piece.assignment.count);
         }
     }
 
-    /// The piece `ticket` ended after `hashes` nonces: searched in full (`complete`) or not.
+    /// The piece `ticket` ended after `hashes` hashes: searched in full (`complete`) or not.
     pub fn finished(&mut self, ticket: u64, hashes: u64, complete: bool) -> PieceEnd {
         let Some(state) = self.pieces.remove(&ticket) else { return PieceEnd::Stale };
         let id = state.piece.assignment.id;
@@ -349,6 +351,7 @@ mod tests {
             share_target: Target::DIFFICULTY_1,
             start,
             count,
+            rolled: 0,
         }
     }
 

@@ -294,7 +294,7 @@ impl Session {
     pub fn handle_device_event(&mut self, event: DeviceEvent) -> Result<(), NodeError> {
         let DeviceEvent { device, event } = event;
         match event {
-            WorkerEvent::Hit { assignment, nonce } => self.found(device, assignment, nonce),
+            WorkerEvent::Hit { assignment, version, nonce } => self.found(device, assignment, version, nonce),
             WorkerEvent::Progress { ticket, hashes, elapsed } => {
                 self.scheduler.progress(ticket, hashes);
                 if !elapsed.is_zero() && hashes > 0 {
@@ -390,12 +390,12 @@ impl Session {
     }
 
     /// A verified hit: a new share, sent at once if connected, pending until answered.
-    fn found(&mut self, device: DeviceId, assignment: Assignment, nonce: u32) {
+    fn found(&mut self, device: DeviceId, assignment: Assignment, version: u32, nonce: u32) {
         let share = Share {
             id: self.next_share,
             assignment: assignment.id,
             job: assignment.job,
-            version: assignment.header.version,
+            version,
             time: assignment.header.time,
             nonce,
         };

@@ -162,7 +162,7 @@ fn assignment(id: u64, start: u32, count: u64, share_target: Target) -> Assignme
     let mut header = Header::from_bytes(&[0x11; 80]);
     header.version = 0x2000_0000;
     header.time = 1_700_000_000 + id as u32;
-    Assignment { id, job: 40 + id, header, share_target, start, count }
+    Assignment { id, job: 40 + id, header, share_target, start, count, rolled: 0 }
 }
 
 /// Every nonce of the assignment that meets its share target, by brute force on the CPU.

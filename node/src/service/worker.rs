@@ -53,8 +53,8 @@ pub(crate) struct Work {
 /// What the worker reports.
 #[derive(Debug)]
 pub(crate) enum WorkerEvent {
-    /// A verified hit in a range.
-    Hit { assignment: Assignment, nonce: u32 },
+    /// A verified hit in a range: its nonce under one of the range's versions.
+    Hit { assignment: Assignment, version: u32, nonce: u32 },
     /// A slice of the piece `ticket` was searched (its hits already reported): a rate sample.
     Progress { ticket: u64, hashes: u64, elapsed: Duration },
     /// A range ended: searched in full (`complete`) or cancelled.
@@ -177,9 +177,11 @@ fn slice_for(hashrate: f64) -> u64 {
     ((hashrate * SLICE_TARGET.as_secs_f64()) as u64).clamp(MIN_SLICE, NONCE_SPACE)
 }
 
-/// The search of a queued range: nonces `start..start + count` of its header for shares.
+/// The search of a queued range: nonces `start..start + count` of its header, under each of
+/// its versions, for shares.
 fn search_job(assignment: &Assignment) -> Result<SearchJob, SearchError> {
-    SearchJob::new(assignment.header, assignment.share_target, assignment.start, assignment.count)
+    SearchJob::new(assignment.header, assignment.share_target, assignment.start, assignment.count)?
+        .with_rolled(assignment.rolled)
 }
 
 /// Searches queued ranges until the queue closes or the events receiver is gone. Each slice
@@ -199,6 +201,8 @@ fn serve(mut backend: Box<dyn Backend>, mut slice: u64, work: &mpsc::Receiver<Wo
                 continue;
             }
         };
+        // Slices are counted in nonces (each hashed under every version); rates in hashes.
+        let versions = job.version_count();
         let mut done = 0u64;
         let mut complete = true;
         // The size announced for the next slice, which the backend may have started on.
@@ -208,13 +212,16 @@ fn serve(mut backend: Box<dyn Backend>, mut slice: u64, work: &mpsc::Receiver<Wo
                 complete = false;
                 break;
             }
-            let count = announced.take().unwrap_or(slice).min(job.count - done);
+            let count = announced.take().unwrap_or(slice / versions).max(1).min(job.count - done);
             let after = done + count;
             let next = if after < job.count {
-                Some(job.slice(after, slice.min(job.count - after)))
+                Some(job.slice(after, (slice / versions).max(1).min(job.count - after)))
             } else {
                 queued = queued.or_else(|| work.try_recv().ok());
-                queued.as_ref().and_then(|w| search_job(&w.assignment).ok()).map(|j| j.slice(0, slice.min(j.count)))
+                queued
+                    .as_ref()
+                    .and_then(|w| search_job(&w.assignment).ok())
+                    .map(|j| j.slice(0, (slice / j.version_count()).max(1).min(j.count)))
             };
             let report = match backend.search_ahead(&job.slice(done, count), next.as_ref(), &cancel) {
                 Ok(report) => report,
@@ -223,25 +230,25 @@ fn serve(mut backend: Box<dyn Backend>, mut slice: u64, work: &mpsc::Receiver<Wo
                     return;
                 }
             };
-            done += report.hashes;
+            done += report.hashes / versions;
             for hit in &report.hits {
-                if !events.send(WorkerEvent::Hit { assignment, nonce: hit.nonce }) {
+                if !events.send(WorkerEvent::Hit { assignment, version: hit.version, nonce: hit.nonce }) {
                     return;
                 }
             }
             if !events.send(WorkerEvent::Progress { ticket, hashes: report.hashes, elapsed: report.elapsed }) {
                 return;
             }
-            if report.hashes < count {
+            if report.hashes < count * versions {
                 complete = false;
                 break;
             }
-            if count == slice && !report.elapsed.is_zero() {
+            if count == slice / versions && !report.elapsed.is_zero() {
                 slice = slice_for(report.hashrate());
             }
             announced = next.filter(|_| after < job.count).map(|next| next.count);
         }
-        let finished = WorkerEvent::Finished { ticket, assignment: assignment.id, hashes: done, complete };
+        let finished = WorkerEvent::Finished { ticket, assignment: assignment.id, hashes: done * versions, complete };
         if !events.send(finished) {
             return;
         }
@@ -299,7 +306,7 @@ mod tests {
     fn range(id: u64, start: u32, count: u64) -> Assignment {
         let mut header = Header::from_bytes(&[0x22; 80]);
         header.time = id as u32;
-        Assignment { id, job: id, header, share_target: Target::DIFFICULTY_1, start, count }
+        Assignment { id, job: id, header, share_target: Target::DIFFICULTY_1, start, count, rolled: 0 }
     }
 
     /// Every slice the worker searches was announced by the call before it, across the slices

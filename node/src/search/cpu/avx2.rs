@@ -10,8 +10,9 @@ use std::arch::x86_64::*;
 use hashgrid_common::sha256::{IV, K};
 
 use super::kernel::{
-    DIGEST_BITS, FIRST_W30_CONST, HEADER_BITS, JobConsts, PAD, SECOND_STATE1, SECOND_W17_CONST, SECOND_W23_CONST,
-    SECOND_W30_CONST, const_rounds, eight_rounds, lane_kernel, round, round_e_only, scan_batches, word_rounds,
+    DIGEST_BITS, FIRST_W30_CONST, HEADER_BITS, JobConsts, MAX_VERSIONS, PAD, SECOND_STATE1, SECOND_W17_CONST,
+    SECOND_W23_CONST, SECOND_W30_CONST, const_rounds, eight_rounds, lane_kernel, round, round_e_only, scan_batches,
+    scan_batches_versions, word_rounds,
 };
 
 type V = __m256i;

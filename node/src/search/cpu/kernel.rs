@@ -22,6 +22,12 @@
 //! Rounds 8-63 run as loops of eight unrolled rounds: the fully unrolled kernel measured no
 //! faster and was 2.5 times the code.
 //!
+//! Version rolling: headers that differ only in their version share their second block, so
+//! the first compression's schedule (W16-W63: the tail words and the nonce) is the same for
+//! all k versions of a nonce. `scan_versions` computes it once per batch of nonces and runs
+//! the rounds of both compressions once per version, from that version's `JobConsts`
+//! (`midstate` and `state4` differ; everything derived from the tail is the same).
+//!
 //! Invariants: `JobConsts` describes exactly one (header, target) pair; the kernel never looks
 //! at the header's own nonce; lanes are consecutive nonces, lane `i` of a batch being
 //! `base + i` (wrapping; the caller masks lanes past its range).
@@ -152,6 +158,45 @@ impl JobConsts {
     }
 }
 
+/// The most versions `scan_versions` takes at once (2^`MAX_ROLLED_BITS`).
+pub(super) const MAX_VERSIONS: usize = 1 << crate::search::MAX_ROLLED_BITS;
+
+/// `scan_batches` for k versions at once: `candidates(base, bits)` fills `bits[j]` (bit `i` =
+/// nonce `base + i`) for version `j`, and version `j`'s nonces in the range go to `out[j]`.
+#[inline(always)]
+pub(super) fn scan_batches_versions(
+    first: u32,
+    count: u64,
+    batch: usize,
+    out: &mut [Vec<u32>],
+    mut candidates: impl FnMut(u32, &mut [u32]),
+) {
+    let mut bits = [0u32; MAX_VERSIONS];
+    let bits = &mut bits[..out.len()];
+    let mut done = 0u64;
+    while done < count {
+        let base = first.wrapping_add(done as u32);
+        candidates(base, bits);
+        for (&lanes, out) in bits.iter().zip(out.iter_mut()) {
+            push_lanes(base, lanes, count - done, batch, out);
+        }
+        done += batch as u64;
+    }
+}
+
+/// Appends to `out` the nonces `base + i` of the set bits `i` of `lanes`, less the lanes at or
+/// past `left` (past the range: they may have wrapped past nonce 2^32 - 1).
+#[inline(always)]
+fn push_lanes(base: u32, mut lanes: u32, left: u64, batch: usize, out: &mut Vec<u32>) {
+    if left < batch as u64 {
+        lanes &= (1u32 << left) - 1;
+    }
+    while lanes != 0 {
+        out.push(base.wrapping_add(lanes.trailing_zeros()));
+        lanes &= lanes - 1;
+    }
+}
+
 /// Runs `candidates` on the batches of `batch` consecutive nonces (`batch <= 32`) that cover
 /// `first..first + count` (`first + count <= 2^32`), and appends to `out`, in order, the nonces
 /// of the bits it returns (bit `i` = nonce `base + i`) that lie in the range.
@@ -166,16 +211,7 @@ pub(super) fn scan_batches(
     let mut done = 0u64;
     while done < count {
         let base = first.wrapping_add(done as u32);
-        let mut lanes = candidates(base);
-        let left = count - done;
-        if left < batch as u64 {
-            // Lanes past the range (they may have wrapped past nonce 2^32 - 1).
-            lanes &= (1u32 << left) - 1;
-        }
-        while lanes != 0 {
-            out.push(base.wrapping_add(lanes.trailing_zeros()));
-            lanes &= lanes - 1;
-        }
+        push_lanes(base, candidates(base), count - done, batch, out);
         done += batch as u64;
     }
 }
@@ -243,29 +279,33 @@ macro_rules! lane_kernel {
         /// of the hits, for the caller to finish with `JobConsts::meets`.
         $(#[$attr])*
         pub(super) fn scan(job: &JobConsts, first: u32, count: u64, out: &mut Vec<u32>) {
-            scan_batches(first, count, LANES, out, |base| top_word_candidates(job, base));
+            scan_batches(first, count, LANES, out, |base| {
+                let nonce = nonce_words(base);
+                top_word_candidates(job, nonce, &first_schedule(job, nonce))
+            });
         }
 
-        /// The sha256d of nonces `base + lane` up to round 60 of the second compression; the
-        /// lanes (bit `i` = lane `i`) whose top hash word is at or below the target's.
+        /// `scan` for k versions of one header (`jobs[j]` = version `j`, k <= `MAX_VERSIONS`;
+        /// they differ only in the version): the first compression's schedule is computed once
+        /// per batch and shared. Version `j`'s candidates go to `out[j]`.
+        $(#[$attr])*
+        pub(super) fn scan_versions(jobs: &[JobConsts], first: u32, count: u64, out: &mut [Vec<u32>]) {
+            debug_assert!(jobs.len() == out.len() && jobs.len() <= MAX_VERSIONS);
+            scan_batches_versions(first, count, LANES, out, |base, bits| {
+                let nonce = nonce_words(base);
+                let w = first_schedule(&jobs[0], nonce);
+                for (job, bits) in jobs.iter().zip(bits.iter_mut()) {
+                    *bits = top_word_candidates(job, nonce, &w);
+                }
+            });
+        }
+
+        /// The first compression's schedule W0-W63 of the lanes' `nonce` words (byte-swapped):
+        /// the same for every version of the header. W0-W7 are not read (rounds 0-7 use the
+        /// job's precomputed state and `K + W`).
         $(#[$attr])*
         #[inline]
-        fn top_word_candidates(job: &JobConsts, base: u32) -> u32 {
-            let nonce = nonce_words(base);
-
-            // First compression, from the state after round 3 (precomputed less W3).
-            let st = &job.state4;
-            let mut s = [
-                add(splat(st[0]), nonce),
-                splat(st[1]),
-                splat(st[2]),
-                splat(st[3]),
-                add(splat(st[4]), nonce),
-                splat(st[5]),
-                splat(st[6]),
-                splat(st[7]),
-            ];
-            const_rounds!(s, job.kw; 4 5 6 7);
+        fn first_schedule(job: &JobConsts, nonce: V) -> [V; 64] {
             // W8-W14 are zero.
             let mut w = [splat(0); 64];
             w[15] = splat(HEADER_BITS);
@@ -288,6 +328,28 @@ macro_rules! lane_kernel {
             for i in 32..64 {
                 w[i] = add(add(ssig1(w[i - 2]), w[i - 7]), add(ssig0(w[i - 15]), w[i - 16]));
             }
+            w
+        }
+
+        /// The sha256d of the lanes' `nonce` words (byte-swapped) up to round 60 of the second
+        /// compression, given the first compression's schedule `w`; the lanes (bit `i` = lane
+        /// `i`) whose top hash word is at or below the target's.
+        $(#[$attr])*
+        #[inline]
+        fn top_word_candidates(job: &JobConsts, nonce: V, w: &[V; 64]) -> u32 {
+            // First compression, from the state after round 3 (precomputed less W3).
+            let st = &job.state4;
+            let mut s = [
+                add(splat(st[0]), nonce),
+                splat(st[1]),
+                splat(st[2]),
+                splat(st[3]),
+                add(splat(st[4]), nonce),
+                splat(st[5]),
+                splat(st[6]),
+                splat(st[7]),
+            ];
+            const_rounds!(s, job.kw; 4 5 6 7);
             for (k, w) in K[8..64].as_chunks::<8>().0.iter().zip(w[8..64].as_chunks::<8>().0) {
                 eight_rounds!(s, k, w);
             }

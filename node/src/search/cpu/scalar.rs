@@ -9,9 +9,9 @@ use hashgrid_common::sha256::{IV, K, compress, header_tail_block, second_hash};
 use hashgrid_common::target::state_meets;
 
 use super::kernel::{
-    DIGEST_BITS, FIRST_W30_CONST, HEADER_BITS, JobConsts, PAD, SECOND_STATE1, SECOND_W17_CONST, SECOND_W23_CONST,
-    SECOND_W30_CONST, bsig0, bsig1, const_rounds, eight_rounds, lane_kernel, round, round_e_only, scan_batches, ssig0,
-    ssig1, word_rounds,
+    DIGEST_BITS, FIRST_W30_CONST, HEADER_BITS, JobConsts, MAX_VERSIONS, PAD, SECOND_STATE1, SECOND_W17_CONST,
+    SECOND_W23_CONST, SECOND_W30_CONST, bsig0, bsig1, const_rounds, eight_rounds, lane_kernel, round, round_e_only,
+    scan_batches, scan_batches_versions, ssig0, ssig1, word_rounds,
 };
 
 type V = u32;

@@ -41,6 +41,7 @@ fn assignment(id: AssignmentId, count: u64) -> Assignment {
         share_target: Target::DIFFICULTY_1,
         start: 0,
         count,
+        rolled: 0,
     }
 }
 
@@ -169,7 +170,11 @@ impl Rig {
 
     /// A hit in the piece, as its worker reports it.
     fn hit(&mut self, piece: Piece, nonce: u32) {
-        self.event(piece.device, WorkerEvent::Hit { assignment: piece.assignment, nonce }).unwrap();
+        self.event(
+            piece.device,
+            WorkerEvent::Hit { assignment: piece.assignment, version: piece.assignment.header.version, nonce },
+        )
+        .unwrap();
     }
 
     /// The piece's worker ends it: searched in full unless its range was cancelled.

@@ -1,7 +1,7 @@
 //! The QUIC/TLS client side of the hashgrid protocol and the framing of messages on QUIC streams.
 //!
 //! Owns: the client endpoint that trusts only the coordinator's pinned certificate (the `--ca`
-//! file is the sole trust root, TLS 1.3, ALPN `hashgrid/2`, the ring provider), connecting
+//! file is the sole trust root, TLS 1.3, ALPN `hashgrid/3`, the ring provider), connecting
 //! with a timeout and readable certificate/ALPN errors, `FramedStream` (the length-prefixed
 //! frames of `codec` on one bidirectional stream, usable by both sides), `FrameReader` (the one
 //! reader of frames from a QUIC stream, one at a time or every frame of a received chunk), the
@@ -77,7 +77,7 @@ pub enum NetError {
     ConnectTimeout(SocketAddr),
     #[error("coordinator certificate is not the pinned one (--ca): {0}")]
     Certificate(String),
-    #[error("the peer does not speak hashgrid/2 (no common ALPN protocol)")]
+    #[error("the peer does not speak hashgrid/3 (no common ALPN protocol)")]
     Alpn,
     #[error("TLS handshake failed: {0}")]
     Handshake(String),
@@ -305,7 +305,7 @@ pub fn client_endpoint_for(ca_pem: &[u8], target: SocketAddr) -> Result<quinn::E
 }
 
 /// The QUIC client configuration: TLS 1.3 with the ring provider, the pinned certificate as
-/// the only root, ALPN hashgrid/2 (the current version), keep-alives and the idle timeout.
+/// the only root, ALPN hashgrid/3 (the current version), keep-alives and the idle timeout.
 pub fn client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, NetError> {
     client_config_speaking(ca_pem, ALPN)
 }

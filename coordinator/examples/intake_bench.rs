@@ -38,8 +38,8 @@ use anyhow::{Context, bail, ensure};
 use clap::Parser;
 use hashgrid_common::codec;
 use hashgrid_common::message::{
-    AdminRequest, AdminResponse, Assignment, AssignmentId, CoordinatorMessage, Hello, NodeHello, NodeMessage, Policy,
-    RejectReason, Share, ShareOutcome, close_code,
+    ALPN, ALPN_V2, AdminRequest, AdminResponse, Assignment, AssignmentId, BATCHES_SINCE, CoordinatorMessage, Hello,
+    NodeHello, NodeMessage, PROTOCOL_VERSION, Policy, RejectReason, Share, ShareOutcome, close_code,
 };
 use hashgrid_common::net::{self, FrameReader};
 use hashgrid_common::{Header, Target};
@@ -100,6 +100,10 @@ struct Args {
     /// Time the core, the store and alternative credit SQL on one thread instead.
     #[arg(long)]
     micro: bool,
+    /// The protocol version the clients speak: 3 sends each write's shares as one `Shares`
+    /// message and takes `ShareResults`; 2 sends one `Share` message per share, as before.
+    #[arg(long, default_value_t = PROTOCOL_VERSION, value_parser = clap::value_parser!(u16).range(2..=3))]
+    protocol: u16,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -266,8 +270,13 @@ async fn run_clients(
     let range_secs = CoreConfig::default().range_ms as f64 / 1000.0;
     let hashrate = nonces as f64 / range_secs;
 
+    let alpn = if args.protocol == 2 { ALPN_V2 } else { ALPN };
     let endpoints: Vec<quinn::Endpoint> = (0..args.connections.div_ceil(args.conns_per_endpoint))
-        .map(|_| net::client_endpoint_for(ca_pem, addr))
+        .map(|_| {
+            let mut endpoint = net::client_endpoint_for(ca_pem, addr)?;
+            endpoint.set_default_client_config(net::client_config_speaking(ca_pem, alpn)?);
+            Ok::<_, net::NetError>(endpoint)
+        })
         .collect::<Result<_, _>>()?;
     let started = Instant::now();
     let mut clients = Vec::with_capacity(args.connections);
@@ -334,6 +343,7 @@ async fn run_clients(
             in_flight: args.in_flight,
             interval_ns,
             phase_ns: interval_ns * i as u64 / args.connections as u64,
+            batched: args.protocol >= BATCHES_SINCE,
         };
         let sender = tokio::spawn(send_loop(send, pool, flow.clone(), clock.clone(), stop.clone(), plan));
         flows.push(flow.clone());
@@ -459,6 +469,7 @@ async fn join(
             }
             CoordinatorMessage::Close { reason } => bail!("bench-{i} closed while joining: {reason}"),
             CoordinatorMessage::ShareResult { id, .. } => bail!("bench-{i}: result for share {id} never sent"),
+            CoordinatorMessage::ShareResults(_) => bail!("bench-{i}: results for shares never sent"),
         }
     }
     Ok(Client { conn, send, reader, assignments: held.into_values().collect(), revokes, assigns })
@@ -530,6 +541,8 @@ struct SendPlan {
     interval_ns: u64,
     /// Offset of this connection's schedule, to spread connections evenly.
     phase_ns: u64,
+    /// Each write's shares as one `Shares` message (protocol 3) rather than one `Share` each.
+    batched: bool,
 }
 
 /// Sends shares while the window (and, when paced, the schedule) allows, batching whatever
@@ -547,6 +560,7 @@ async fn send_loop(
     tokio::time::sleep_until(clock.epoch.into()).await;
     let mut next = 0;
     let mut buf = Vec::with_capacity(plan.in_flight * 40);
+    let mut shares = Vec::with_capacity(plan.in_flight);
     let mut exhausted = false;
     let (mut revoked, mut revocations_seen, mut skipped) = (HashSet::new(), 0, 0u64);
     'send: while !stop.load(Ordering::Relaxed) {
@@ -586,14 +600,20 @@ async fn send_loop(
                 break;
             }
             unused -= 1;
-            let frame = match codec::encode(&NodeMessage::Share(pool[next])) {
-                Ok(f) => f,
-                Err(_) => break 'send,
-            };
-            buf.extend_from_slice(&frame);
+            if plan.batched {
+                shares.push(pool[next]);
+            } else {
+                let Ok(frame) = codec::encode(&NodeMessage::Share(pool[next])) else { break 'send };
+                buf.extend_from_slice(&frame);
+            }
             flow.sent_ns[next].store(now, Ordering::Relaxed);
             next += 1;
         }
+        for msg in NodeMessage::batches(&shares) {
+            let Ok(frame) = codec::encode(&msg) else { break 'send };
+            buf.extend_from_slice(&frame);
+        }
+        shares.clear();
         // Slots of the batch left unused (the pool ran out) are not waiting for an ack.
         flow.window.add_permits(unused);
         flow.count_sent(next - skipped as usize);
@@ -655,8 +675,9 @@ async fn recv_loop(
             Ok(Err((msgs, e))) => (msgs, Some(e.to_string())),
         };
         let now = clock.now_ns();
-        for msg in msgs {
+        for msg in msgs.into_iter().flat_map(CoordinatorMessage::unbatched) {
             match msg {
+                CoordinatorMessage::ShareResults(_) => unreachable!("unbatched"),
                 CoordinatorMessage::ShareResult { id, outcome } => {
                     received += 1;
                     let sent = flow.sent_ns.get(id as usize).map_or(0, |t| t.load(Ordering::Relaxed));

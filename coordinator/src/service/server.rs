@@ -32,8 +32,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hashgrid_common::codec;
 use hashgrid_common::http::{HttpError, HttpServer};
 use hashgrid_common::message::{
-    AdminRequest, AdminResponse, CoordinatorMessage, Hello, NodeHello, NodeId, NodeMessage, PROTOCOL_VERSION, Policy,
-    close_code, protocol_version, v1,
+    AdminRequest, AdminResponse, BATCHES_SINCE, CoordinatorMessage, Hello, MAX_BATCH_SHARES, NodeHello, NodeId,
+    NodeMessage, PROTOCOL_VERSION, Policy, ShareVerdict, close_code, protocol_version, v1,
 };
 use hashgrid_common::net::FrameReader;
 use hashgrid_common::stratum::MinerShare;
@@ -460,8 +460,10 @@ fn core_loop(
                     core.handle_node_joined(now, node, &hello, protocol);
                 }
                 Event::NodeMessage { node, msg, at } => {
-                    if matches!(msg, NodeMessage::Share(_)) {
-                        group.arrivals.push_back(at);
+                    match &msg {
+                        NodeMessage::Share(_) => group.arrivals.push_back(at),
+                        NodeMessage::Shares(shares) => group.arrivals.extend(shares.iter().map(|_| at)),
+                        _ => {}
                     }
                     core.handle_node_message(now, node, msg)
                 }
@@ -743,12 +745,23 @@ async fn serve_node(
     let writer_conn = conn.clone();
     let writer_task = tokio::spawn(async move {
         let mut buf = Vec::new();
+        // Share results waiting to go out as one `ShareResults` (version 3 on).
+        let mut verdicts = Vec::new();
+        let batches = protocol >= BATCHES_SINCE;
         while let Some(first) = outgoing.recv().await {
             buf.clear();
             let mut close = None;
             let mut next = Some(first);
             while let Some(out) = next {
                 let msg = match out {
+                    Outgoing::Message(CoordinatorMessage::ShareResult { id, outcome }) if batches => {
+                        verdicts.push(ShareVerdict { id, outcome });
+                        if verdicts.len() == MAX_BATCH_SHARES && !encode_verdicts(&mut buf, &mut verdicts, node) {
+                            return;
+                        }
+                        next = if buf.len() < WRITE_BATCH { outgoing.try_recv().ok() } else { None };
+                        continue;
+                    }
                     Outgoing::Message(msg) => msg,
                     Outgoing::Miner(_) => {
                         next = outgoing.try_recv().ok();
@@ -760,6 +773,10 @@ async fn serve_node(
                         msg
                     }
                 };
+                // The results before it go first: the order is the core's.
+                if !encode_verdicts(&mut buf, &mut verdicts, node) && close.is_none() {
+                    return;
+                }
                 let msg = if protocol == 1 { v1::downgrade(msg) } else { msg };
                 match codec::encode(&msg) {
                     Ok(frame) => buf.extend_from_slice(&frame),
@@ -771,6 +788,9 @@ async fn serve_node(
                     }
                 }
                 next = if close.is_none() && buf.len() < WRITE_BATCH { outgoing.try_recv().ok() } else { None };
+            }
+            if !encode_verdicts(&mut buf, &mut verdicts, node) && close.is_none() {
+                return;
             }
             let written = send.write_all(&buf).await;
             if let Some((code, reason)) = close {
@@ -796,11 +816,8 @@ async fn serve_node(
         };
         match chunk {
             Ok(Some(msgs)) => {
-                let at = Instant::now();
-                for msg in msgs {
-                    if events.send(Event::NodeMessage { node, msg, at }).is_err() {
-                        break 'read;
-                    }
+                if !forward(&events, &conn, node, protocol, msgs) {
+                    break 'read;
                 }
             }
             Ok(None) => {
@@ -809,11 +826,8 @@ async fn serve_node(
             }
             Err((msgs, e)) => {
                 // The frames before the bad one are the node's; then the connection ends.
-                let at = Instant::now();
-                for msg in msgs {
-                    if events.send(Event::NodeMessage { node, msg, at }).is_err() {
-                        break;
-                    }
+                if !forward(&events, &conn, node, protocol, msgs) {
+                    break;
                 }
                 match e.close_reason() {
                     Some((code, reason)) if close_code::is_departure(code, reason) => {
@@ -845,6 +859,61 @@ impl Drop for Service {
     }
 }
 
+/// Hands a chunk's messages to the core thread, all with one arrival time. A message its
+/// connection's protocol version does not allow closes the connection (`close_code::PROTOCOL`)
+/// before it or anything after it is handed over. `false`: stop reading.
+fn forward(
+    events: &mpsc::UnboundedSender<Event>,
+    conn: &quinn::Connection,
+    node: NodeId,
+    protocol: u16,
+    msgs: Vec<NodeMessage>,
+) -> bool {
+    let at = Instant::now();
+    for msg in msgs {
+        if let Some(reason) = violation(protocol, &msg) {
+            warn!(node, "closing node connection: {reason}");
+            conn.close(close_code::PROTOCOL.into(), reason.as_bytes());
+            return false;
+        }
+        if events.send(Event::NodeMessage { node, msg, at }).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Why `msg` breaks the rules of protocol version `protocol`, if it does: a share batch before
+/// version 3, or one over `MAX_BATCH_SHARES`.
+fn violation(protocol: u16, msg: &NodeMessage) -> Option<String> {
+    match msg {
+        NodeMessage::Shares(_) if protocol < BATCHES_SINCE => {
+            Some(format!("share batches need hashgrid/{BATCHES_SINCE}; this connection speaks hashgrid/{protocol}"))
+        }
+        NodeMessage::Shares(shares) if shares.len() > MAX_BATCH_SHARES => {
+            Some(format!("{} shares in one message (at most {MAX_BATCH_SHARES})", shares.len()))
+        }
+        _ => None,
+    }
+}
+
+/// Appends the waiting share results to `buf` as `ShareResults` frames and empties
+/// `verdicts`. `false`: they could not be encoded (logged), and the connection should end.
+fn encode_verdicts(buf: &mut Vec<u8>, verdicts: &mut Vec<ShareVerdict>, node: NodeId) -> bool {
+    for chunk in verdicts.chunks(MAX_BATCH_SHARES) {
+        match codec::encode(&CoordinatorMessage::ShareResults(chunk.to_vec())) {
+            Ok(frame) => buf.extend_from_slice(&frame),
+            Err(e) => {
+                warn!(node, "cannot encode share results to the node: {e}");
+                verdicts.clear();
+                return false;
+            }
+        }
+    }
+    verdicts.clear();
+    true
+}
+
 /// Version-1 node messages as current ones.
 fn convert_all(msgs: Vec<v1::NodeMessage>) -> Vec<NodeMessage> {
     msgs.into_iter().map(NodeMessage::from).collect()
@@ -862,8 +931,126 @@ fn negotiated_protocol(conn: &quinn::Connection) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Work;
     use hashgrid_common::codec::PREFIX;
-    use hashgrid_common::message::AccountStatus;
+    use hashgrid_common::message::{AccountStatus, ShareOutcome};
+    use hashgrid_common::{CompactTarget, Hash256, Header, Target};
+
+    /// What a node's outbox received, in order.
+    fn received(outgoing: &mut mpsc::UnboundedReceiver<Outgoing>) -> Vec<String> {
+        std::iter::from_fn(|| outgoing.try_recv().ok())
+            .map(|out| match out {
+                Outgoing::Message(msg) => format!("{msg:?}"),
+                Outgoing::Close { code, reason } => format!("close {code:#x}: {reason}"),
+                Outgoing::Miner(order) => format!("{order:?}"),
+            })
+            .collect()
+    }
+
+    /// Runs the store thread's loop on one group on the SQLite store in `dir`: `ops`, then an
+    /// acknowledgement to a node. What the node received, the loop's result, and whether the
+    /// core thread was told to stop.
+    fn one_group(dir: &std::path::Path, ops: Vec<StoreOp>) -> (Vec<String>, Result<(), ServiceError>, bool) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store = StoreLocation::Sqlite.open(dir).unwrap();
+        let (outbox, mut outgoing) = mpsc::unbounded_channel();
+        let (groups, queued) = std::sync::mpsc::channel();
+        let (wake_core, mut woken) = mpsc::unbounded_channel();
+        let mut pools = PoolConnections::new(runtime.handle().clone(), None, |_| {});
+        let ack = CoordinatorMessage::ShareResult { id: 7, outcome: ShareOutcome::Accepted { work: 16 } };
+        let deliveries = vec![Command::Send { node: 1, msg: ack }];
+        groups.send(Group { joins: vec![(1, outbox)], ops, deliveries, stop: true, ..Group::default() }).unwrap();
+        let result = store_loop(store, queued, &wake_core, &IntakeMetrics::default(), &mut pools);
+        let stopped = matches!(woken.try_recv(), Ok(Event::Stop));
+        (received(&mut outgoing), result, stopped)
+    }
+
+    fn account_added(name: &str) -> StoreOp {
+        StoreOp::AccountAdded {
+            name: name.into(),
+            standard: Work(1 << 40),
+            period_ms: None,
+            order: 0,
+            period_start_ms: 1,
+            chain: "local".into(),
+        }
+    }
+
+    fn credit(account: &str) -> StoreOp {
+        let header = Header {
+            version: 0x2000_0000,
+            prev_blockhash: Hash256([1; 32]),
+            merkle_root: Hash256([2; 32]),
+            time: 1_700_000_000,
+            bits: CompactTarget(0x1d00ffff),
+            nonce: 0,
+        };
+        let share_target = Target::from_expected_hashes(16);
+        StoreOp::Credit {
+            account: account.into(),
+            work: Work(share_target.work()),
+            node: "rig-1".into(),
+            job: 1,
+            header,
+            hash: header.block_hash(),
+            share_target,
+            at_ms: 2,
+        }
+    }
+
+    fn accounts(dir: &std::path::Path) -> Vec<String> {
+        let mut store = StoreLocation::Sqlite.open(dir).unwrap();
+        store.load().unwrap().accounts.into_iter().map(|a| a.name).collect()
+    }
+
+    /// The rule the store thread keeps: a batch's acknowledgements leave after its commit, and
+    /// never when the commit fails (here a credit to an account the store does not hold, a
+    /// real refusal of the real store, which rolls the whole transaction back).
+    #[test]
+    fn a_batch_whose_commit_fails_is_never_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (got, result, stopped) = one_group(dir.path(), vec![account_added("acme"), credit("nobody")]);
+        assert!(matches!(result, Err(ServiceError::Store(StoreError::UnknownAccount(_)))), "{result:?}");
+        assert_eq!(got, vec![format!("close {:#x}: coordinator store failed", close_code::FAILED)], "no ack");
+        assert!(stopped, "the core thread is told to stop");
+        assert!(accounts(dir.path()).is_empty(), "nothing of the batch was committed");
+
+        let (got, result, _) = one_group(dir.path(), vec![account_added("acme")]);
+        result.unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("ShareResult { id: 7"), "{got:?}");
+        assert_eq!(accounts(dir.path()), vec!["acme".to_string()], "the acknowledged batch is committed");
+    }
+
+    /// Version 3 nodes send and receive batches; a batch from an older connection, or one
+    /// over the cap, is a protocol violation.
+    #[test]
+    fn share_batches_are_version_3_and_capped() {
+        let share = hashgrid_common::message::Share { id: 1, assignment: 2, job: 3, version: 4, time: 5, nonce: 6 };
+        let batch = |n: usize| NodeMessage::Shares(vec![share; n]);
+        assert_eq!(violation(3, &batch(MAX_BATCH_SHARES)), None);
+        assert_eq!(violation(3, &NodeMessage::Share(share)), None);
+        assert_eq!(violation(2, &NodeMessage::Share(share)), None);
+        assert!(violation(2, &batch(1)).is_some_and(|r| r.contains("hashgrid/3")));
+        assert!(violation(1, &batch(0)).is_some());
+        assert!(violation(3, &batch(MAX_BATCH_SHARES + 1)).is_some_and(|r| r.contains("at most")));
+
+        // Results go out in batches of at most the cap, in order, and decode as they went in.
+        let verdicts: Vec<ShareVerdict> = (0..MAX_BATCH_SHARES as u64 * 2 + 3)
+            .map(|id| ShareVerdict { id, outcome: ShareOutcome::Accepted { work: u128::from(id) << 100 } })
+            .collect();
+        let mut buf = Vec::new();
+        assert!(encode_verdicts(&mut buf, &mut verdicts.clone(), 1));
+        let mut decoder = codec::FrameDecoder::new();
+        decoder.extend(&buf);
+        let mut back = Vec::new();
+        while let Some(msg) = decoder.next::<CoordinatorMessage>().unwrap() {
+            let CoordinatorMessage::ShareResults(chunk) = msg else { panic!("{msg:?}") };
+            assert!(chunk.len() <= MAX_BATCH_SHARES);
+            back.extend(chunk);
+        }
+        assert_eq!(back, verdicts);
+    }
 
     /// A reply over the frame cap used to be dropped without a word (the operator saw the
     /// stream end); it becomes an error that says why.

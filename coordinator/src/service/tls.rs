@@ -4,7 +4,7 @@
 //! certificate and key (`cert.pem`, `key.pem`) and the two join tokens (`node.token`,
 //! `admin.token`), every file mode 0600 from the moment it exists; reusing them on later
 //! starts; the certificate fingerprint operators compare; the rustls/quinn server config
-//! (TLS 1.3 only, ring provider, ALPN hashgrid/2 and the previous hashgrid/1) with the
+//! (TLS 1.3 only, ring provider, ALPN hashgrid/3 and the previous hashgrid/2 and hashgrid/1) with the
 //! transport limits that bound what one connection can make the coordinator buffer; and
 //! constant-time token comparison.
 //!
@@ -175,7 +175,7 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// The QUIC server configuration: the data directory's certificate and key, TLS 1.3 only with
-/// the ring provider, ALPN hashgrid/2 or hashgrid/1 (a client offering anything else is refused in the
+/// the ring provider, ALPN hashgrid/3, 2 or 1 (a client offering anything else is refused in the
 /// handshake), no client certificates (tokens authenticate), a 10 s idle timeout, at most
 /// `MAX_STREAMS` bidirectional streams and no unidirectional ones, and receive windows of
 /// `RECEIVE_WINDOW` per stream and per connection.

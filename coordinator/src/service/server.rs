@@ -1,5 +1,6 @@
 //! The coordinator service: a QUIC endpoint, one task per connection, a core thread that owns
-//! the `Core` state machine, and a store thread that owns the SQLite `Store`.
+//! the `Core` state machine, a store thread that owns the store (SQLite or PostgreSQL), and an
+//! acknowledgement thread that sends what a commit allows once it is on disk.
 //!
 //! Connection tasks turn frames into `Event`s. An operator request that only reads what is
 //! committed (`AdminRequest::needs_core` is false: the ledger, its verification, receipts, job
@@ -8,12 +9,15 @@
 //! event waiting, feeds them to the core (admin requests go to `admin::admin`), and hands the
 //! batch's output as one `Group` to the store thread: the `Persist` records, then the sends, closes and admin replies
 //! that followed them, in order. It then takes the next batch at once, so the core checks
-//! batch k+1 while batch k commits. The store thread takes every group queued (FIFO), writes
-//! all their records with one `Store::apply` (one transaction, one fsync: group commit), and
-//! only then delivers those groups' messages and replies. So no share is acknowledged before
-//! its credit is durable, and no admin reply leaves before the batch it was answered in is
-//! committed; if the store fails, nothing more is sent, every node is closed and the service
-//! stops. A `Checkpointer` owned by the store thread keeps WAL checkpoints out of the commits
+//! batch k+1 while batch k commits. The store thread takes every group queued (FIFO) and
+//! writes all their records in one transaction (group commit) without waiting for the disk
+//! (`Durable::apply_unsynced`), then hands the groups to an acknowledgement thread and starts
+//! the next commit. The acknowledgement thread flushes the WAL once for every commit handed
+//! over (`WalSync`; on PostgreSQL the commit was durable already), and only then delivers
+//! those groups' messages and replies, in order. So no share is acknowledged before its credit
+//! is durable, and no admin reply leaves before the batch it was answered in is committed and
+//! flushed, while commit N+1's SQL overlaps commit N's fsync; if a commit or a flush fails,
+//! nothing more is sent, every node is closed and the service stops. A `Checkpointer` owned by the store thread keeps WAL checkpoints out of the commits
 //! (the store thread only restarts the WAL between batches when it asks, `Store::maintain`).
 //!
 //! A reply too large for one frame becomes an `AdminResponse::Error` naming the cause (and is
@@ -44,8 +48,8 @@ use super::admin::{Readers, admin};
 use super::http::Sources;
 use super::limits::{Admission, ConnectionLimits, HELLO_DEADLINE, MAX_HELLO, check_identity};
 use super::metrics::{CoreView, IntakeMetrics};
-use super::store::StoreError;
 use super::store::backend::{Durable, StoreLocation};
+use super::store::{StoreError, WalSync};
 use super::stratum::{self, StratumSettings};
 use super::tls::{DataDir, TlsError, server_config, tokens_equal};
 use super::upstream::{PoolConnections, PoolEvent};
@@ -64,6 +68,8 @@ pub enum ServiceError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("core thread stopped")]
     CoreStopped,
+    #[error("cannot start a thread: {0}")]
+    Thread(#[source] std::io::Error),
     #[error(transparent)]
     Http(#[from] HttpError),
 }
@@ -241,13 +247,13 @@ impl Service {
         let intake = IntakeMetrics::default();
         let store_intake = intake.clone();
         let pool_events = events_tx.clone();
-        let mut pools = PoolConnections::new(tokio::runtime::Handle::current(), config.pool_ca.clone(), move |e| {
+        let pools = PoolConnections::new(tokio::runtime::Handle::current(), config.pool_ca.clone(), move |e| {
             let _ = pool_events.send(Event::Pool(e));
         });
         let store_thread = std::thread::Builder::new()
             .name("hashgrid-store".into())
             .spawn(move || {
-                let result = store_loop(store, groups_rx, &wake_core, &store_intake, &mut pools);
+                let result = store_loop(store, groups_rx, &wake_core, &store_intake, pools);
                 drop(checkpointer);
                 result
             })
@@ -514,17 +520,47 @@ fn core_loop(
     }
 }
 
-/// The store thread: takes every group queued, commits all their records in one transaction,
-/// then delivers their messages and replies in order. On a store failure it closes every node,
-/// wakes the core thread with `Stop`, and returns the error.
+/// What the store thread hands the acknowledgement thread, in commit order.
+enum Committed {
+    /// Groups whose records are committed; durable once `sync` (if any) has run.
+    Groups { sync: Option<WalSync>, groups: Vec<Group> },
+    /// A commit failed: nothing of it goes out, and every node (these groups' joins too) is
+    /// closed.
+    Failed { joins: Vec<(NodeId, mpsc::UnboundedSender<Outgoing>)> },
+}
+
+/// The store thread: starts the acknowledgement thread, then takes every group queued and
+/// commits all their records in one transaction without waiting for the disk
+/// (`Durable::apply_unsynced`), hands the groups on, and goes on to the next commit while the
+/// acknowledgement thread flushes the WAL and only then delivers their messages and replies,
+/// in order (pipelining: commit N+1's SQL overlaps commit N's fsync). On a store failure
+/// every node is closed, the core thread is woken with `Stop`, and the error is returned;
+/// likewise when a flush fails.
 fn store_loop(
     mut store: Box<dyn Durable>,
     groups: std::sync::mpsc::Receiver<Group>,
     wake_core: &mpsc::UnboundedSender<Event>,
     intake: &IntakeMetrics,
-    pools: &mut PoolConnections,
+    pools: PoolConnections,
 ) -> Result<(), ServiceError> {
-    let mut outboxes: HashMap<NodeId, mpsc::UnboundedSender<Outgoing>> = HashMap::new();
+    let (committed, to_ack) = std::sync::mpsc::channel();
+    let (wake, intake) = (wake_core.clone(), intake.clone());
+    let acks = std::thread::Builder::new()
+        .name("hashgrid-ack".into())
+        .spawn(move || ack_loop(to_ack, &wake, &intake, pools))
+        .map_err(ServiceError::Thread)?;
+    let stored = commit_loop(&mut *store, &groups, &committed);
+    drop(committed);
+    let acked = acks.join().map_err(|_| ServiceError::CoreStopped)?;
+    stored.and(acked)
+}
+
+/// The store thread's work: group commits, handed on in order (see `store_loop`).
+fn commit_loop(
+    store: &mut dyn Durable,
+    groups: &std::sync::mpsc::Receiver<Group>,
+    committed: &std::sync::mpsc::Sender<Committed>,
+) -> Result<(), ServiceError> {
     let mut ops: Vec<StoreOp> = Vec::new();
     while let Ok(first) = groups.recv() {
         let mut queued = vec![first];
@@ -533,70 +569,134 @@ fn store_loop(
         for group in &mut queued {
             ops.append(&mut group.ops);
         }
-        if !ops.is_empty()
-            && let Err(e) = store.apply(&ops)
-        {
-            // Nothing after an unrecorded credit may be acknowledged: stop here.
-            tracing::error!("store failed, stopping: {e}");
-            outboxes.extend(queued.into_iter().flat_map(|g| g.joins));
-            for outbox in outboxes.values() {
-                let _ = outbox
-                    .send(Outgoing::Close { code: close_code::FAILED, reason: "coordinator store failed".into() });
+        let sync = match if ops.is_empty() { Ok(None) } else { store.apply_unsynced(&ops) } {
+            Ok(sync) => sync,
+            Err(e) => {
+                // Nothing after an unrecorded credit may be acknowledged: stop here.
+                tracing::error!("store failed, stopping: {e}");
+                let joins = queued.into_iter().flat_map(|g| g.joins).collect();
+                let _ = committed.send(Committed::Failed { joins });
+                return Err(e.into());
             }
-            let _ = wake_core.send(Event::Stop);
-            return Err(e.into());
-        }
-        let mut stop = false;
-        for mut group in queued {
-            outboxes.extend(group.joins);
-            for node in group.leaves {
-                outboxes.remove(&node);
-            }
-            for c in group.deliveries {
-                match c {
-                    Command::Send { node, msg } => {
-                        let ack = matches!(msg, CoordinatorMessage::ShareResult { .. });
-                        if let Some(outbox) = outboxes.get(&node) {
-                            let _ = outbox.send(Outgoing::Message(msg));
-                        }
-                        if ack && let Some(arrived) = group.arrivals.pop_front() {
-                            intake.share_intake.observe(arrived.elapsed().as_secs_f64());
-                        }
-                    }
-                    Command::Close { node, reason } => {
-                        if let Some(outbox) = outboxes.remove(&node) {
-                            let _ = outbox.send(Outgoing::Close { code: close_code::FAILED, reason });
-                        }
-                    }
-                    Command::Miner { node, order } => {
-                        let ack = matches!(order, MinerOrder::ShareRecorded { .. });
-                        if let Some(outbox) = outboxes.get(&node) {
-                            let _ = outbox.send(Outgoing::Miner(order));
-                        }
-                        if ack && let Some(arrived) = group.arrivals.pop_front() {
-                            intake.share_intake.observe(arrived.elapsed().as_secs_f64());
-                        }
-                    }
-                    Command::PoolConnect { conn, url } => pools.connect(conn, &url),
-                    Command::PoolSend { conn, line } => pools.send(conn, line),
-                    Command::PoolClose { conn, reason } => pools.close(conn, &reason),
-                    Command::Persist(_) => {}
-                }
-            }
-            for (reply, response) in group.replies {
-                let _ = reply.send(response);
-            }
-            stop |= group.stop;
-        }
-        if stop {
+        };
+        let stop = queued.iter().any(|g| g.stop);
+        // The acknowledgement thread is gone only after a failed flush (it reports it).
+        if committed.send(Committed::Groups { sync, groups: queued }).is_err() || stop {
             break;
         }
-        // Between batches, never before their acknowledgements: restart the WAL when asked.
+        // Between commits: restart the WAL when asked.
         if let Err(e) = store.maintain() {
             warn!("WAL checkpoint (restart) failed: {e}");
         }
     }
     Ok(())
+}
+
+/// The acknowledgement thread: takes every commit handed over, flushes the WAL once for all
+/// of them (one flush makes every commit before it durable), then delivers their groups'
+/// messages and replies in order.
+fn ack_loop(
+    committed: std::sync::mpsc::Receiver<Committed>,
+    wake_core: &mpsc::UnboundedSender<Event>,
+    intake: &IntakeMetrics,
+    mut pools: PoolConnections,
+) -> Result<(), ServiceError> {
+    let mut outboxes: HashMap<NodeId, mpsc::UnboundedSender<Outgoing>> = HashMap::new();
+    let fail = |outboxes: &HashMap<NodeId, mpsc::UnboundedSender<Outgoing>>| {
+        for outbox in outboxes.values() {
+            let _ =
+                outbox.send(Outgoing::Close { code: close_code::FAILED, reason: "coordinator store failed".into() });
+        }
+        let _ = wake_core.send(Event::Stop);
+    };
+    while let Ok(first) = committed.recv() {
+        let mut batch = vec![first];
+        batch.extend(committed.try_iter());
+        let last_sync = batch.iter_mut().rev().find_map(|c| match c {
+            Committed::Groups { sync, .. } => sync.take(),
+            Committed::Failed { .. } => None,
+        });
+        if let Some(sync) = last_sync
+            && let Err(e) = sync.sync()
+        {
+            tracing::error!("store failed, stopping: {e}");
+            for c in batch {
+                if let Committed::Groups { groups, .. } = c {
+                    outboxes.extend(groups.into_iter().flat_map(|g| g.joins));
+                }
+            }
+            fail(&outboxes);
+            return Err(ServiceError::Store(e));
+        }
+        let mut stop = false;
+        for c in batch {
+            match c {
+                Committed::Groups { groups, .. } => {
+                    for group in groups {
+                        stop |= deliver(group, &mut outboxes, intake, &mut pools);
+                    }
+                }
+                Committed::Failed { joins } => {
+                    outboxes.extend(joins);
+                    fail(&outboxes);
+                    return Ok(());
+                }
+            }
+        }
+        if stop {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Delivers one committed group's messages and replies; whether it asked to stop.
+fn deliver(
+    group: Group,
+    outboxes: &mut HashMap<NodeId, mpsc::UnboundedSender<Outgoing>>,
+    intake: &IntakeMetrics,
+    pools: &mut PoolConnections,
+) -> bool {
+    let mut arrivals = group.arrivals;
+    outboxes.extend(group.joins);
+    for node in group.leaves {
+        outboxes.remove(&node);
+    }
+    for c in group.deliveries {
+        match c {
+            Command::Send { node, msg } => {
+                let ack = matches!(msg, CoordinatorMessage::ShareResult { .. });
+                if let Some(outbox) = outboxes.get(&node) {
+                    let _ = outbox.send(Outgoing::Message(msg));
+                }
+                if ack && let Some(arrived) = arrivals.pop_front() {
+                    intake.share_intake.observe(arrived.elapsed().as_secs_f64());
+                }
+            }
+            Command::Close { node, reason } => {
+                if let Some(outbox) = outboxes.remove(&node) {
+                    let _ = outbox.send(Outgoing::Close { code: close_code::FAILED, reason });
+                }
+            }
+            Command::Miner { node, order } => {
+                let ack = matches!(order, MinerOrder::ShareRecorded { .. });
+                if let Some(outbox) = outboxes.get(&node) {
+                    let _ = outbox.send(Outgoing::Miner(order));
+                }
+                if ack && let Some(arrived) = arrivals.pop_front() {
+                    intake.share_intake.observe(arrived.elapsed().as_secs_f64());
+                }
+            }
+            Command::PoolConnect { conn, url } => pools.connect(conn, &url),
+            Command::PoolSend { conn, line } => pools.send(conn, line),
+            Command::PoolClose { conn, reason } => pools.close(conn, &reason),
+            Command::Persist(_) => {}
+        }
+    }
+    for (reply, response) in group.replies {
+        let _ = reply.send(response);
+    }
+    group.stop
 }
 
 /// Where a connection's task takes what it receives: the core thread's events, and the
@@ -956,11 +1056,11 @@ mod tests {
         let (outbox, mut outgoing) = mpsc::unbounded_channel();
         let (groups, queued) = std::sync::mpsc::channel();
         let (wake_core, mut woken) = mpsc::unbounded_channel();
-        let mut pools = PoolConnections::new(runtime.handle().clone(), None, |_| {});
+        let pools = PoolConnections::new(runtime.handle().clone(), None, |_| {});
         let ack = CoordinatorMessage::ShareResult { id: 7, outcome: ShareOutcome::Accepted { work: 16 } };
         let deliveries = vec![Command::Send { node: 1, msg: ack }];
         groups.send(Group { joins: vec![(1, outbox)], ops, deliveries, stop: true, ..Group::default() }).unwrap();
-        let result = store_loop(store, queued, &wake_core, &IntakeMetrics::default(), &mut pools);
+        let result = store_loop(store, queued, &wake_core, &IntakeMetrics::default(), pools);
         let stopped = matches!(woken.try_recv(), Ok(Event::Stop));
         (received(&mut outgoing), result, stopped)
     }
@@ -1020,6 +1120,34 @@ mod tests {
         assert_eq!(got.len(), 1, "{got:?}");
         assert!(got[0].starts_with("ShareResult { id: 7"), "{got:?}");
         assert_eq!(accounts(dir.path()), vec!["acme".to_string()], "the acknowledged batch is committed");
+    }
+
+    /// A commit's acknowledgements wait for its flush, and a flush that fails sends none of
+    /// them (here the WAL file is gone before the flush: a real `WalSync` of a real commit).
+    #[test]
+    fn a_commit_whose_flush_fails_is_never_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let mut store = super::super::store::Store::open(&dir.path().join("hashgrid.db")).unwrap();
+        let (outbox, mut outgoing) = mpsc::unbounded_channel();
+        let (committed, to_ack) = std::sync::mpsc::channel();
+        let (wake_core, mut woken) = mpsc::unbounded_channel();
+        let pools = PoolConnections::new(runtime.handle().clone(), None, |_| {});
+        let ack = CoordinatorMessage::ShareResult { id: 7, outcome: ShareOutcome::Accepted { work: 16 } };
+        let group = |outbox| Group {
+            joins: vec![(1, outbox)],
+            deliveries: vec![Command::Send { node: 1, msg: ack.clone() }],
+            ..Group::default()
+        };
+        let sync = store.apply_unsynced(&[account_added("acme")]).unwrap();
+        std::fs::remove_file(dir.path().join("hashgrid.db-wal")).unwrap();
+        committed.send(Committed::Groups { sync: Some(sync), groups: vec![group(outbox)] }).unwrap();
+        drop(committed);
+        let result = ack_loop(to_ack, &wake_core, &IntakeMetrics::default(), pools);
+        assert!(matches!(result, Err(ServiceError::Store(StoreError::Sync(_)))), "{result:?}");
+        let got = received(&mut outgoing);
+        assert_eq!(got, vec![format!("close {:#x}: coordinator store failed", close_code::FAILED)], "no ack");
+        assert!(matches!(woken.try_recv(), Ok(Event::Stop)), "the core thread is told to stop");
     }
 
     /// Version 3 nodes send and receive batches; a batch from an older connection, or one

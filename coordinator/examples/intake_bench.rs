@@ -48,6 +48,7 @@ use hashgrid_coordinator::core::{Command, Core, CoreConfig, StoreOp};
 use hashgrid_coordinator::service::limits::ConnectionLimits;
 use hashgrid_coordinator::service::server::{Service, ServiceConfig};
 use hashgrid_coordinator::service::store::Store;
+use hashgrid_coordinator::service::store::backend::StoreLocation;
 use hashgrid_node::search::cpu::CpuBackend;
 use hashgrid_node::search::{Backend, SearchJob};
 use tokio::sync::Semaphore;
@@ -129,9 +130,10 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
 
+    let store: StoreLocation = args.store.parse().map_err(|e| anyhow::anyhow!("--store: {e}"))?;
     let server = server_rt.block_on(Service::start(ServiceConfig {
         data_dir: dir.path().to_path_buf(),
-        store: args.store.parse().map_err(|e| anyhow::anyhow!("--store: {e}"))?,
+        store: store.clone(),
         lease_ttl: hashgrid_coordinator::service::lease::DEFAULT_TTL,
         listen: "127.0.0.1:0".parse()?,
         policy: Some(Policy::Sequential),
@@ -152,11 +154,10 @@ fn main() -> anyhow::Result<()> {
     drop(server_rt);
     let result = result?;
 
-    // The acknowledgements must match what the store holds.
-    let db = rusqlite::Connection::open(dir.path().join("hashgrid.db"))?;
-    let stored: u64 = db.query_row("SELECT total(shares) FROM accounts", [], |r| r.get::<_, f64>(0))? as u64;
+    // The acknowledgements must match what the store (SQLite or PostgreSQL) holds.
+    let stored: u64 = store.open(dir.path())?.load()?.accounts.iter().map(|a| a.shares).sum();
     println!(
-        "store check: {} shares credited in SQLite, {} accepted acknowledgements{}",
+        "store check: {} shares credited in the store ({store}), {} accepted acknowledgements{}",
         stored,
         result.accepted_total,
         if stored == result.accepted_total { " (match)" } else { " (MISMATCH)" }
@@ -739,16 +740,17 @@ fn report(args: &Args, all: &ConnStats, per_second: &[AtomicU64], cpu_start: &Cp
         all.rejected_in_window.iter().map(|(r, n)| format!("{r:?} {:.0}/s", *n as f64 / args.seconds)).collect();
     println!();
     println!(
-        "RESULT connections={} in_flight={} offered={} share_work={} window={}s: {:.0} accepted durable shares/s \
-         ({:.2}x of 100k); {:.0} rejected/s [{}]; accepted latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms \
+        "RESULT protocol={} connections={} in_flight={} offered={} share_work={} window={}s: {:.0} accepted durable \
+         shares/s ({:.2}x of the 200k goal); {:.0} rejected/s [{}]; accepted latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms \
          ({} samples)",
+        args.protocol,
         args.connections,
         args.in_flight,
         if args.rate > 0.0 { format!("{:.0}/s", args.rate) } else { "flood".into() },
         args.share_work,
         args.seconds,
         rate,
-        rate / 100_000.0,
+        rate / 200_000.0,
         rejected_in_window as f64 / args.seconds,
         per_reason.join(", "),
         pct(0.50),

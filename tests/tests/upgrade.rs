@@ -30,6 +30,32 @@ fn last_entry(op: &Operator, kind: &str) -> u64 {
     op.ledger(1).into_iter().filter(|e| e.kind == kind).map(|e| e.seq).max().expect("an entry")
 }
 
+/// A node named "veteran" connected with the ALPN `alpn` (an older protocol version), its hello
+/// sent.
+async fn veteran(
+    coordinator: &Coordinator,
+    alpn: &[u8],
+    software_version: &str,
+    hashrate: f64,
+) -> (quinn::Endpoint, quinn::Connection, net::FramedStream) {
+    let ca = std::fs::read(coordinator.data_dir.join("cert.pem")).unwrap();
+    let token = std::fs::read_to_string(coordinator.data_dir.join("node.token")).unwrap();
+    let mut endpoint = net::client_endpoint_for(&ca, coordinator.addr).unwrap();
+    endpoint.set_default_client_config(net::client_config_speaking(&ca, alpn).unwrap());
+    let conn = net::connect(&endpoint, coordinator.addr).await.expect("a connection of the older version");
+    let mut stream = net::FramedStream::open(&conn).await.unwrap();
+    let hello = NodeHello {
+        token: token.trim().into(),
+        name: "veteran".into(),
+        software_version: software_version.into(),
+        standby: false,
+        devices: Vec::new(),
+        hashrate,
+    };
+    stream.send(&Hello::Node(hello)).await.unwrap();
+    (endpoint, conn, stream)
+}
+
 fn start(site: &Site) -> Coordinator {
     // Quarter-second ranges: many decisions in a few seconds.
     let config = site.path().join("coordinator.toml");
@@ -94,21 +120,7 @@ fn a_node_of_the_previous_protocol_version_is_served_and_an_old_cli_is_told_to_u
     op.add_account("acme", "1000T", 1);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (_endpoint, conn, stream) = runtime.block_on(async {
-        let ca = std::fs::read(coordinator.data_dir.join("cert.pem")).unwrap();
-        let token = std::fs::read_to_string(coordinator.data_dir.join("node.token")).unwrap();
-        let mut endpoint = net::client_endpoint_for(&ca, coordinator.addr).unwrap();
-        endpoint.set_default_client_config(net::client_config_speaking(&ca, ALPN_PREVIOUS).unwrap());
-        let conn = net::connect(&endpoint, coordinator.addr).await.expect("a hashgrid/1 connection");
-        let mut stream = net::FramedStream::open(&conn).await.unwrap();
-        let hello = NodeHello {
-            token: token.trim().into(),
-            name: "veteran".into(),
-            software_version: "0.0.9".into(),
-            standby: false,
-            devices: Vec::new(),
-            hashrate: 1e6,
-        };
-        stream.send(&Hello::Node(hello)).await.unwrap();
+        let (endpoint, conn, mut stream) = veteran(&coordinator, ALPN_PREVIOUS, "0.0.9", 1e6).await;
         let mut assigned = false;
         while !assigned {
             match stream.recv::<CoordinatorMessage>().await.unwrap().expect("open") {
@@ -170,25 +182,8 @@ fn version_3_nodes_batch_their_shares_and_a_version_2_node_is_credited_one_by_on
     });
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (endpoint, conn, mut stream) = runtime.block_on(async {
-        let ca = std::fs::read(coordinator.data_dir.join("cert.pem")).unwrap();
-        let token = std::fs::read_to_string(coordinator.data_dir.join("node.token")).unwrap();
-        let mut endpoint = net::client_endpoint_for(&ca, coordinator.addr).unwrap();
-        endpoint.set_default_client_config(net::client_config_speaking(&ca, ALPN_V2).unwrap());
-        let conn = net::connect(&endpoint, coordinator.addr).await.expect("a hashgrid/2 connection");
-        let mut stream = net::FramedStream::open(&conn).await.unwrap();
-        // A low rate: share targets at the minimum work (4,096 expected hashes), found here.
-        let hello = NodeHello {
-            token: token.trim().into(),
-            name: "veteran".into(),
-            software_version: "0.1.0".into(),
-            standby: false,
-            devices: Vec::new(),
-            hashrate: 20_000.0,
-        };
-        stream.send(&Hello::Node(hello)).await.unwrap();
-        (endpoint, conn, stream)
-    });
+    // A low rate: share targets at the minimum work (4,096 expected hashes), found here.
+    let (endpoint, conn, mut stream) = runtime.block_on(veteran(&coordinator, ALPN_V2, "0.1.0", 20_000.0));
     // Three shares, one message each, answered one by one (never as a batch).
     let accepted = runtime.block_on(async {
         let mut shares = Vec::new();

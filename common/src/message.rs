@@ -16,8 +16,16 @@ pub const ALPN: &[u8] = b"hashgrid/3";
 /// The protocol version carried by `ALPN`.
 pub const PROTOCOL_VERSION: u16 = 3;
 /// The ALPN of version 2, still accepted from nodes: `v2` holds what differs (an
-/// `Assignment` without rolled version bits).
+/// `Assignment` without rolled version bits), and version 2 lacks the share batches
+/// (`NodeMessage::Shares`, `CoordinatorMessage::ShareResults`).
 pub const ALPN_V2: &[u8] = b"hashgrid/2";
+/// The first protocol version with share batches.
+pub const BATCHES_SINCE: u16 = 3;
+/// The most shares in one `NodeMessage::Shares`, and the most results in one
+/// `CoordinatorMessage::ShareResults`: a sender splits a longer batch. Either message encodes
+/// in at most about 40 bytes per item, so a full batch is far below `codec::MAX_FRAME`, which
+/// caps what a decoder allocates before the count is checked.
+pub const MAX_BATCH_SHARES: usize = 1024;
 /// The `NodeStatus::protocol` of a Stratum V1 miner on the coordinator's Stratum port.
 pub const STRATUM_V1: u16 = 0;
 /// The ALPN of version 1, still accepted from nodes (so a farm can upgrade its coordinator
@@ -164,6 +172,25 @@ pub enum NodeMessage {
     /// Liveness and the current rate (the sum over `devices`), sent every
     /// `Welcome::heartbeat_ms`.
     Heartbeat { hashrate: f64, devices: Vec<DeviceInfo> },
+    /// Version 3: several shares in one message (at most `MAX_BATCH_SHARES`), each answered as
+    /// if sent alone, in order.
+    Shares(Vec<Share>),
+}
+
+impl NodeMessage {
+    /// The messages this one stands for one share at a time: a `Shares` as its `Share`s, any
+    /// other message as itself.
+    pub fn unbatched(self) -> Vec<NodeMessage> {
+        match self {
+            NodeMessage::Shares(shares) => shares.into_iter().map(NodeMessage::Share).collect(),
+            other => vec![other],
+        }
+    }
+
+    /// `shares` as `Shares` messages of at most `MAX_BATCH_SHARES` each (none when empty).
+    pub fn batches(shares: &[Share]) -> impl Iterator<Item = NodeMessage> + '_ {
+        shares.chunks(MAX_BATCH_SHARES).map(|chunk| NodeMessage::Shares(chunk.to_vec()))
+    }
 }
 
 /// A node's proof of work: the header of `job` with this version, time and nonce hashes at or
@@ -201,6 +228,31 @@ pub enum CoordinatorMessage {
     Close {
         reason: String,
     },
+    /// Version 3: the replies to several shares (at most `MAX_BATCH_SHARES`), in the order
+    /// they would have gone one by one, each sent once its credit is durable.
+    ShareResults(Vec<ShareVerdict>),
+}
+
+/// One share's reply within `CoordinatorMessage::ShareResults`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareVerdict {
+    /// The share's `id`.
+    pub id: u64,
+    pub outcome: ShareOutcome,
+}
+
+impl CoordinatorMessage {
+    /// The messages this one stands for one reply at a time: a `ShareResults` as its
+    /// `ShareResult`s, any other message as itself.
+    pub fn unbatched(self) -> Vec<CoordinatorMessage> {
+        match self {
+            CoordinatorMessage::ShareResults(verdicts) => verdicts
+                .into_iter()
+                .map(|ShareVerdict { id, outcome }| CoordinatorMessage::ShareResult { id, outcome })
+                .collect(),
+            other => vec![other],
+        }
+    }
 }
 
 /// A nonce range of one header template, searched under k = 2^`rolled.count_ones()`
@@ -838,6 +890,11 @@ pub mod v2 {
                 M::Revoke { assignment } => CoordinatorMessage::Revoke { assignment },
                 M::ShareResult { id, outcome } => CoordinatorMessage::ShareResult { id, outcome },
                 M::Close { reason } => CoordinatorMessage::Close { reason },
+                // The service sends batches only to nodes of `BATCHES_SINCE` or later.
+                M::ShareResults(_) => {
+                    debug_assert!(false, "a share batch for a version-2 node");
+                    CoordinatorMessage::Close { reason: "share batches need protocol 3".into() }
+                }
             }
         }
     }
@@ -918,6 +975,69 @@ pub fn for_node(protocol: u16, msg: CoordinatorMessage) -> ForNode {
         1 => ForNode::V2(v1::downgrade(msg).into()),
         2 => ForNode::V2(msg.into()),
         _ => ForNode::Current(msg),
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+    use crate::codec::{self, CodecError, PREFIX};
+
+    fn share(id: u64) -> Share {
+        Share { id, assignment: u64::MAX - id, job: u64::MAX, version: u32::MAX, time: u32::MAX, nonce: u32::MAX }
+    }
+
+    #[test]
+    fn shares_split_into_capped_batches_and_unbatch_in_order() {
+        let shares: Vec<Share> = (0..MAX_BATCH_SHARES as u64 * 2 + 1).map(share).collect();
+        let batches: Vec<NodeMessage> = NodeMessage::batches(&shares).collect();
+        let sizes: Vec<usize> =
+            batches.iter().map(|b| if let NodeMessage::Shares(s) = b { s.len() } else { 0 }).collect();
+        assert_eq!(sizes, vec![MAX_BATCH_SHARES, MAX_BATCH_SHARES, 1]);
+        let back: Vec<NodeMessage> = batches.into_iter().flat_map(NodeMessage::unbatched).collect();
+        assert_eq!(back, shares.iter().copied().map(NodeMessage::Share).collect::<Vec<_>>());
+        assert_eq!(NodeMessage::batches(&[]).count(), 0, "no empty batch");
+        let beat = NodeMessage::Heartbeat { hashrate: 1.0, devices: Vec::new() };
+        assert_eq!(beat.clone().unbatched(), vec![beat]);
+
+        let verdicts = vec![
+            ShareVerdict { id: 1, outcome: ShareOutcome::Accepted { work: u128::MAX } },
+            ShareVerdict { id: 2, outcome: ShareOutcome::Rejected(RejectReason::Duplicate) },
+        ];
+        let results = CoordinatorMessage::ShareResults(verdicts).unbatched();
+        assert_eq!(
+            results,
+            vec![
+                CoordinatorMessage::ShareResult { id: 1, outcome: ShareOutcome::Accepted { work: u128::MAX } },
+                CoordinatorMessage::ShareResult { id: 2, outcome: ShareOutcome::Rejected(RejectReason::Duplicate) },
+            ]
+        );
+    }
+
+    /// A full batch of the largest shares and results fits one frame with room to spare.
+    #[test]
+    fn a_full_batch_of_the_largest_items_fits_a_frame() {
+        let shares = NodeMessage::Shares((0..MAX_BATCH_SHARES as u64).map(|i| share(u64::MAX - i)).collect());
+        let frame = codec::encode(&shares).unwrap();
+        assert!(frame.len() < codec::MAX_FRAME / 16, "{} bytes", frame.len());
+        assert_eq!(codec::decode::<NodeMessage>(&frame[PREFIX..]).unwrap(), shares);
+        let worst = ShareVerdict { id: u64::MAX, outcome: ShareOutcome::Accepted { work: u128::MAX } };
+        let results = CoordinatorMessage::ShareResults(vec![worst; MAX_BATCH_SHARES]);
+        let frame = codec::encode(&results).unwrap();
+        assert!(frame.len() < codec::MAX_FRAME / 16, "{} bytes", frame.len());
+        assert_eq!(codec::decode::<CoordinatorMessage>(&frame[PREFIX..]).unwrap(), results);
+    }
+
+    /// A batch that claims more shares than its frame could hold is refused by the decoder
+    /// before it allocates them.
+    #[test]
+    fn a_batch_claiming_more_shares_than_its_frame_holds_is_refused() {
+        let mut frame = codec::encode(&NodeMessage::Shares(vec![share(1)])).unwrap();
+        // The variant (one byte), then the length: 1 becomes u64::MAX (varint tag 253, 8 bytes).
+        assert_eq!(frame[PREFIX + 1], 1);
+        frame.splice(PREFIX + 1..PREFIX + 2, [253, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        let refused = codec::decode::<NodeMessage>(&frame[PREFIX..]);
+        assert!(matches!(refused, Err(CodecError::Malformed(_))), "{refused:?}");
     }
 }
 

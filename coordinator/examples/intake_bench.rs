@@ -38,8 +38,8 @@ use anyhow::{Context, bail, ensure};
 use clap::Parser;
 use hashgrid_common::codec;
 use hashgrid_common::message::{
-    AdminRequest, AdminResponse, Assignment, AssignmentId, CoordinatorMessage, Hello, NodeHello, NodeMessage, Policy,
-    RejectReason, Share, ShareOutcome, close_code,
+    ALPN, ALPN_V2, AdminRequest, AdminResponse, Assignment, AssignmentId, BATCHES_SINCE, CoordinatorMessage, Hello,
+    NodeHello, NodeMessage, PROTOCOL_VERSION, Policy, RejectReason, Share, ShareOutcome, close_code,
 };
 use hashgrid_common::net::{self, FrameReader};
 use hashgrid_common::{Header, Target};
@@ -48,6 +48,7 @@ use hashgrid_coordinator::core::{Command, Core, CoreConfig, StoreOp};
 use hashgrid_coordinator::service::limits::ConnectionLimits;
 use hashgrid_coordinator::service::server::{Service, ServiceConfig};
 use hashgrid_coordinator::service::store::Store;
+use hashgrid_coordinator::service::store::backend::StoreLocation;
 use hashgrid_node::search::cpu::CpuBackend;
 use hashgrid_node::search::{Backend, SearchJob};
 use tokio::sync::Semaphore;
@@ -100,6 +101,10 @@ struct Args {
     /// Time the core, the store and alternative credit SQL on one thread instead.
     #[arg(long)]
     micro: bool,
+    /// The protocol version the clients speak: 3 sends each write's shares as one `Shares`
+    /// message and takes `ShareResults`; 2 sends one `Share` message per share, as before.
+    #[arg(long, default_value_t = PROTOCOL_VERSION, value_parser = clap::value_parser!(u16).range(2..=3))]
+    protocol: u16,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -125,9 +130,10 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
 
+    let store: StoreLocation = args.store.parse().map_err(|e| anyhow::anyhow!("--store: {e}"))?;
     let server = server_rt.block_on(Service::start(ServiceConfig {
         data_dir: dir.path().to_path_buf(),
-        store: args.store.parse().map_err(|e| anyhow::anyhow!("--store: {e}"))?,
+        store: store.clone(),
         lease_ttl: hashgrid_coordinator::service::lease::DEFAULT_TTL,
         on_store_loss: Default::default(),
         listen: "127.0.0.1:0".parse()?,
@@ -149,11 +155,10 @@ fn main() -> anyhow::Result<()> {
     drop(server_rt);
     let result = result?;
 
-    // The acknowledgements must match what the store holds.
-    let db = rusqlite::Connection::open(dir.path().join("hashgrid.db"))?;
-    let stored: u64 = db.query_row("SELECT total(shares) FROM accounts", [], |r| r.get::<_, f64>(0))? as u64;
+    // The acknowledgements must match what the store (SQLite or PostgreSQL) holds.
+    let stored: u64 = store.open(dir.path())?.load()?.accounts.iter().map(|a| a.shares).sum();
     println!(
-        "store check: {} shares credited in SQLite, {} accepted acknowledgements{}",
+        "store check: {} shares credited in the store ({store}), {} accepted acknowledgements{}",
         stored,
         result.accepted_total,
         if stored == result.accepted_total { " (match)" } else { " (MISMATCH)" }
@@ -267,8 +272,13 @@ async fn run_clients(
     let range_secs = CoreConfig::default().range_ms as f64 / 1000.0;
     let hashrate = nonces as f64 / range_secs;
 
+    let alpn = if args.protocol == 2 { ALPN_V2 } else { ALPN };
     let endpoints: Vec<quinn::Endpoint> = (0..args.connections.div_ceil(args.conns_per_endpoint))
-        .map(|_| net::client_endpoint_for(ca_pem, addr))
+        .map(|_| {
+            let mut endpoint = net::client_endpoint_for(ca_pem, addr)?;
+            endpoint.set_default_client_config(net::client_config_speaking(ca_pem, alpn)?);
+            Ok::<_, net::NetError>(endpoint)
+        })
         .collect::<Result<_, _>>()?;
     let started = Instant::now();
     let mut clients = Vec::with_capacity(args.connections);
@@ -335,6 +345,7 @@ async fn run_clients(
             in_flight: args.in_flight,
             interval_ns,
             phase_ns: interval_ns * i as u64 / args.connections as u64,
+            batched: args.protocol >= BATCHES_SINCE,
         };
         let sender = tokio::spawn(send_loop(send, pool, flow.clone(), clock.clone(), stop.clone(), plan));
         flows.push(flow.clone());
@@ -460,6 +471,7 @@ async fn join(
             }
             CoordinatorMessage::Close { reason } => bail!("bench-{i} closed while joining: {reason}"),
             CoordinatorMessage::ShareResult { id, .. } => bail!("bench-{i}: result for share {id} never sent"),
+            CoordinatorMessage::ShareResults(_) => bail!("bench-{i}: results for shares never sent"),
         }
     }
     Ok(Client { conn, send, reader, assignments: held.into_values().collect(), revokes, assigns })
@@ -531,6 +543,8 @@ struct SendPlan {
     interval_ns: u64,
     /// Offset of this connection's schedule, to spread connections evenly.
     phase_ns: u64,
+    /// Each write's shares as one `Shares` message (protocol 3) rather than one `Share` each.
+    batched: bool,
 }
 
 /// Sends shares while the window (and, when paced, the schedule) allows, batching whatever
@@ -548,6 +562,7 @@ async fn send_loop(
     tokio::time::sleep_until(clock.epoch.into()).await;
     let mut next = 0;
     let mut buf = Vec::with_capacity(plan.in_flight * 40);
+    let mut shares = Vec::with_capacity(plan.in_flight);
     let mut exhausted = false;
     let (mut revoked, mut revocations_seen, mut skipped) = (HashSet::new(), 0, 0u64);
     'send: while !stop.load(Ordering::Relaxed) {
@@ -587,14 +602,20 @@ async fn send_loop(
                 break;
             }
             unused -= 1;
-            let frame = match codec::encode(&NodeMessage::Share(pool[next])) {
-                Ok(f) => f,
-                Err(_) => break 'send,
-            };
-            buf.extend_from_slice(&frame);
+            if plan.batched {
+                shares.push(pool[next]);
+            } else {
+                let Ok(frame) = codec::encode(&NodeMessage::Share(pool[next])) else { break 'send };
+                buf.extend_from_slice(&frame);
+            }
             flow.sent_ns[next].store(now, Ordering::Relaxed);
             next += 1;
         }
+        for msg in NodeMessage::batches(&shares) {
+            let Ok(frame) = codec::encode(&msg) else { break 'send };
+            buf.extend_from_slice(&frame);
+        }
+        shares.clear();
         // Slots of the batch left unused (the pool ran out) are not waiting for an ack.
         flow.window.add_permits(unused);
         flow.count_sent(next - skipped as usize);
@@ -656,8 +677,9 @@ async fn recv_loop(
             Ok(Err((msgs, e))) => (msgs, Some(e.to_string())),
         };
         let now = clock.now_ns();
-        for msg in msgs {
+        for msg in msgs.into_iter().flat_map(CoordinatorMessage::unbatched) {
             match msg {
+                CoordinatorMessage::ShareResults(_) => unreachable!("unbatched"),
                 CoordinatorMessage::ShareResult { id, outcome } => {
                     received += 1;
                     let sent = flow.sent_ns.get(id as usize).map_or(0, |t| t.load(Ordering::Relaxed));
@@ -719,16 +741,17 @@ fn report(args: &Args, all: &ConnStats, per_second: &[AtomicU64], cpu_start: &Cp
         all.rejected_in_window.iter().map(|(r, n)| format!("{r:?} {:.0}/s", *n as f64 / args.seconds)).collect();
     println!();
     println!(
-        "RESULT connections={} in_flight={} offered={} share_work={} window={}s: {:.0} accepted durable shares/s \
-         ({:.2}x of 100k); {:.0} rejected/s [{}]; accepted latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms \
+        "RESULT protocol={} connections={} in_flight={} offered={} share_work={} window={}s: {:.0} accepted durable \
+         shares/s ({:.2}x of the 200k goal); {:.0} rejected/s [{}]; accepted latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms \
          ({} samples)",
+        args.protocol,
         args.connections,
         args.in_flight,
         if args.rate > 0.0 { format!("{:.0}/s", args.rate) } else { "flood".into() },
         args.share_work,
         args.seconds,
         rate,
-        rate / 100_000.0,
+        rate / 200_000.0,
         rejected_in_window as f64 / args.seconds,
         per_reason.join(", "),
         pct(0.50),

@@ -187,12 +187,14 @@ async fn run(args: &Args, data_dir: &std::path::Path) -> anyhow::Result<()> {
         while let Ok(Some(chunk)) = recv.read_chunk(64 << 10, true).await {
             decoder.extend(&chunk.bytes);
             let now = reader_log.epoch.elapsed().as_nanos() as u64;
-            while let Ok(Some(msg)) = decoder.next::<CoordinatorMessage>() {
-                if let CoordinatorMessage::ShareResult { id, .. } = msg
-                    && let (Some(sent), Some(lat)) =
-                        (reader_log.sent_ns.get(id as usize), reader_log.latency_ns.get(id as usize))
-                {
-                    lat.store(now.saturating_sub(sent.load(Ordering::Relaxed)).max(1), Ordering::Relaxed);
+            while let Ok(Some(batch)) = decoder.next::<CoordinatorMessage>() {
+                for msg in batch.unbatched() {
+                    if let CoordinatorMessage::ShareResult { id, .. } = msg
+                        && let (Some(sent), Some(lat)) =
+                            (reader_log.sent_ns.get(id as usize), reader_log.latency_ns.get(id as usize))
+                    {
+                        lat.store(now.saturating_sub(sent.load(Ordering::Relaxed)).max(1), Ordering::Relaxed);
+                    }
                 }
             }
         }

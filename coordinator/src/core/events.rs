@@ -41,6 +41,7 @@ impl Core {
                 }
             }
             NodeMessage::Share(share) => self.handle_share(now_ms, node, share),
+            NodeMessage::Shares(shares) => shares.into_iter().for_each(|share| self.handle_share(now_ms, node, share)),
             NodeMessage::RangeDone { assignment, .. } => {
                 if let Some(a) = self.assignments.get(&assignment).cloned().filter(|a| a.node == node && a.live) {
                     if let Some(book) = self.jobs.get_mut(&a.job).and_then(|j| j.book_mut(a.version))

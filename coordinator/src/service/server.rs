@@ -1,5 +1,6 @@
 //! The coordinator service: a QUIC endpoint, one task per connection, a core thread that owns
-//! the `Core` state machine, and a store thread that owns the SQLite `Store`.
+//! the `Core` state machine, a store thread that owns the store (SQLite or PostgreSQL), and an
+//! acknowledgement thread that sends what a commit allows once it is on disk.
 //!
 //! Connection tasks turn frames into `Event`s. An operator request that only reads what is
 //! committed (`AdminRequest::needs_core` is false: the ledger, its verification, receipts, job
@@ -8,12 +9,15 @@
 //! event waiting, feeds them to the core (admin requests go to `admin::admin`), and hands the
 //! batch's output as one `Group` to the store thread: the `Persist` records, then the sends, closes and admin replies
 //! that followed them, in order. It then takes the next batch at once, so the core checks
-//! batch k+1 while batch k commits. The store thread takes every group queued (FIFO), writes
-//! all their records with one `Store::apply` (one transaction, one fsync: group commit), and
-//! only then delivers those groups' messages and replies. So no share is acknowledged before
-//! its credit is durable, and no admin reply leaves before the batch it was answered in is
-//! committed; if the store fails, nothing more is sent, every node is closed and the service
-//! stops. A `Checkpointer` owned by the store thread keeps WAL checkpoints out of the commits
+//! batch k+1 while batch k commits. The store thread takes every group queued (FIFO) and
+//! writes all their records in one transaction (group commit) without waiting for the disk
+//! (`Durable::apply_unsynced`), then hands the groups to an acknowledgement thread and starts
+//! the next commit. The acknowledgement thread flushes the WAL once for every commit handed
+//! over (`WalSync`; on PostgreSQL the commit was durable already), and only then delivers
+//! those groups' messages and replies, in order. So no share is acknowledged before its credit
+//! is durable, and no admin reply leaves before the batch it was answered in is committed and
+//! flushed, while commit N+1's SQL overlaps commit N's fsync; if a commit or a flush fails,
+//! nothing more is sent, every node is closed and the service stops. A `Checkpointer` owned by the store thread keeps WAL checkpoints out of the commits
 //! (the store thread only restarts the WAL between batches when it asks, `Store::maintain`).
 //!
 //! A reply too large for one frame becomes an `AdminResponse::Error` naming the cause (and is
@@ -32,8 +36,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hashgrid_common::codec;
 use hashgrid_common::http::{HttpError, HttpServer};
 use hashgrid_common::message::{
-    AdminRequest, AdminResponse, CoordinatorMessage, Hello, NodeHello, NodeId, NodeMessage, PROTOCOL_VERSION, Policy,
-    close_code, for_node, protocol_version, v1,
+    AdminRequest, AdminResponse, BATCHES_SINCE, CoordinatorMessage, Hello, MAX_BATCH_SHARES, NodeHello, NodeId,
+    NodeMessage, PROTOCOL_VERSION, Policy, ShareVerdict, close_code, for_node, protocol_version, v1,
 };
 use hashgrid_common::net::FrameReader;
 use hashgrid_common::stratum::MinerShare;
@@ -44,8 +48,8 @@ use super::admin::{Readers, admin};
 use super::http::Sources;
 use super::limits::{Admission, ConnectionLimits, HELLO_DEADLINE, MAX_HELLO, check_identity};
 use super::metrics::{CoreView, IntakeMetrics};
-use super::store::StoreError;
 use super::store::backend::{Durable, OnStoreLoss, StoreLocation};
+use super::store::{StoreError, WalSync};
 use super::stratum::{self, StratumSettings};
 use super::tls::{DataDir, TlsError, server_config, tokens_equal};
 use super::upstream::{PoolConnections, PoolEvent};
@@ -64,6 +68,8 @@ pub enum ServiceError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("core thread stopped")]
     CoreStopped,
+    #[error("cannot start a thread: {0}")]
+    Thread(#[source] std::io::Error),
     #[error(transparent)]
     Http(#[from] HttpError),
 }
@@ -243,13 +249,13 @@ impl Service {
         let intake = IntakeMetrics::default();
         let store_intake = intake.clone();
         let pool_events = events_tx.clone();
-        let mut pools = PoolConnections::new(tokio::runtime::Handle::current(), config.pool_ca.clone(), move |e| {
+        let pools = PoolConnections::new(tokio::runtime::Handle::current(), config.pool_ca.clone(), move |e| {
             let _ = pool_events.send(Event::Pool(e));
         });
         let store_thread = std::thread::Builder::new()
             .name("hashgrid-store".into())
             .spawn(move || {
-                let result = store_loop(store, groups_rx, &wake_core, &store_intake, &mut pools);
+                let result = store_loop(store, groups_rx, &wake_core, &store_intake, pools);
                 drop(checkpointer);
                 result
             })
@@ -463,8 +469,10 @@ fn core_loop(
                     core.handle_node_joined(now, node, &hello, protocol);
                 }
                 Event::NodeMessage { node, msg, at } => {
-                    if matches!(msg, NodeMessage::Share(_)) {
-                        group.arrivals.push_back(at);
+                    match &msg {
+                        NodeMessage::Share(_) => group.arrivals.push_back(at),
+                        NodeMessage::Shares(shares) => group.arrivals.extend(shares.iter().map(|_| at)),
+                        _ => {}
                     }
                     core.handle_node_message(now, node, msg)
                 }
@@ -515,17 +523,47 @@ fn core_loop(
     }
 }
 
-/// The store thread: takes every group queued, commits all their records in one transaction,
-/// then delivers their messages and replies in order. On a store failure it closes every node,
-/// wakes the core thread with `Stop`, and returns the error.
+/// What the store thread hands the acknowledgement thread, in commit order.
+enum Committed {
+    /// Groups whose records are committed; durable once `sync` (if any) has run.
+    Groups { sync: Option<WalSync>, groups: Vec<Group> },
+    /// A commit failed: nothing of it goes out, and every node (these groups' joins too) is
+    /// closed.
+    Failed { joins: Vec<(NodeId, mpsc::UnboundedSender<Outgoing>)> },
+}
+
+/// The store thread: starts the acknowledgement thread, then takes every group queued and
+/// commits all their records in one transaction without waiting for the disk
+/// (`Durable::apply_unsynced`), hands the groups on, and goes on to the next commit while the
+/// acknowledgement thread flushes the WAL and only then delivers their messages and replies,
+/// in order (pipelining: commit N+1's SQL overlaps commit N's fsync). On a store failure
+/// every node is closed, the core thread is woken with `Stop`, and the error is returned;
+/// likewise when a flush fails.
 fn store_loop(
     mut store: Box<dyn Durable>,
     groups: std::sync::mpsc::Receiver<Group>,
     wake_core: &mpsc::UnboundedSender<Event>,
     intake: &IntakeMetrics,
-    pools: &mut PoolConnections,
+    pools: PoolConnections,
 ) -> Result<(), ServiceError> {
-    let mut outboxes: HashMap<NodeId, mpsc::UnboundedSender<Outgoing>> = HashMap::new();
+    let (committed, to_ack) = std::sync::mpsc::channel();
+    let (wake, intake) = (wake_core.clone(), intake.clone());
+    let acks = std::thread::Builder::new()
+        .name("hashgrid-ack".into())
+        .spawn(move || ack_loop(to_ack, &wake, &intake, pools))
+        .map_err(ServiceError::Thread)?;
+    let stored = commit_loop(&mut *store, &groups, &committed);
+    drop(committed);
+    let acked = acks.join().map_err(|_| ServiceError::CoreStopped)?;
+    stored.and(acked)
+}
+
+/// The store thread's work: group commits, handed on in order (see `store_loop`).
+fn commit_loop(
+    store: &mut dyn Durable,
+    groups: &std::sync::mpsc::Receiver<Group>,
+    committed: &std::sync::mpsc::Sender<Committed>,
+) -> Result<(), ServiceError> {
     let mut ops: Vec<StoreOp> = Vec::new();
     while let Ok(first) = groups.recv() {
         let mut queued = vec![first];
@@ -534,70 +572,134 @@ fn store_loop(
         for group in &mut queued {
             ops.append(&mut group.ops);
         }
-        if !ops.is_empty()
-            && let Err(e) = store.apply(&ops)
-        {
-            // Nothing after an unrecorded credit may be acknowledged: stop here.
-            tracing::error!("store failed, stopping: {e}");
-            outboxes.extend(queued.into_iter().flat_map(|g| g.joins));
-            for outbox in outboxes.values() {
-                let _ = outbox
-                    .send(Outgoing::Close { code: close_code::FAILED, reason: "coordinator store failed".into() });
+        let sync = match if ops.is_empty() { Ok(None) } else { store.apply_unsynced(&ops) } {
+            Ok(sync) => sync,
+            Err(e) => {
+                // Nothing after an unrecorded credit may be acknowledged: stop here.
+                tracing::error!("store failed, stopping: {e}");
+                let joins = queued.into_iter().flat_map(|g| g.joins).collect();
+                let _ = committed.send(Committed::Failed { joins });
+                return Err(e.into());
             }
-            let _ = wake_core.send(Event::Stop);
-            return Err(e.into());
-        }
-        let mut stop = false;
-        for mut group in queued {
-            outboxes.extend(group.joins);
-            for node in group.leaves {
-                outboxes.remove(&node);
-            }
-            for c in group.deliveries {
-                match c {
-                    Command::Send { node, msg } => {
-                        let ack = matches!(msg, CoordinatorMessage::ShareResult { .. });
-                        if let Some(outbox) = outboxes.get(&node) {
-                            let _ = outbox.send(Outgoing::Message(msg));
-                        }
-                        if ack && let Some(arrived) = group.arrivals.pop_front() {
-                            intake.share_intake.observe(arrived.elapsed().as_secs_f64());
-                        }
-                    }
-                    Command::Close { node, reason } => {
-                        if let Some(outbox) = outboxes.remove(&node) {
-                            let _ = outbox.send(Outgoing::Close { code: close_code::FAILED, reason });
-                        }
-                    }
-                    Command::Miner { node, order } => {
-                        let ack = matches!(order, MinerOrder::ShareRecorded { .. });
-                        if let Some(outbox) = outboxes.get(&node) {
-                            let _ = outbox.send(Outgoing::Miner(order));
-                        }
-                        if ack && let Some(arrived) = group.arrivals.pop_front() {
-                            intake.share_intake.observe(arrived.elapsed().as_secs_f64());
-                        }
-                    }
-                    Command::PoolConnect { conn, url } => pools.connect(conn, &url),
-                    Command::PoolSend { conn, line } => pools.send(conn, line),
-                    Command::PoolClose { conn, reason } => pools.close(conn, &reason),
-                    Command::Persist(_) => {}
-                }
-            }
-            for (reply, response) in group.replies {
-                let _ = reply.send(response);
-            }
-            stop |= group.stop;
-        }
-        if stop {
+        };
+        let stop = queued.iter().any(|g| g.stop);
+        // The acknowledgement thread is gone only after a failed flush (it reports it).
+        if committed.send(Committed::Groups { sync, groups: queued }).is_err() || stop {
             break;
         }
-        // Between batches, never before their acknowledgements: restart the WAL when asked.
+        // Between commits: restart the WAL when asked.
         if let Err(e) = store.maintain() {
             warn!("WAL checkpoint (restart) failed: {e}");
         }
     }
     Ok(())
+}
+
+/// The acknowledgement thread: takes every commit handed over, flushes the WAL once for all
+/// of them (one flush makes every commit before it durable), then delivers their groups'
+/// messages and replies in order.
+fn ack_loop(
+    committed: std::sync::mpsc::Receiver<Committed>,
+    wake_core: &mpsc::UnboundedSender<Event>,
+    intake: &IntakeMetrics,
+    mut pools: PoolConnections,
+) -> Result<(), ServiceError> {
+    let mut outboxes: HashMap<NodeId, mpsc::UnboundedSender<Outgoing>> = HashMap::new();
+    let fail = |outboxes: &HashMap<NodeId, mpsc::UnboundedSender<Outgoing>>| {
+        for outbox in outboxes.values() {
+            let _ =
+                outbox.send(Outgoing::Close { code: close_code::FAILED, reason: "coordinator store failed".into() });
+        }
+        let _ = wake_core.send(Event::Stop);
+    };
+    while let Ok(first) = committed.recv() {
+        let mut batch = vec![first];
+        batch.extend(committed.try_iter());
+        let last_sync = batch.iter_mut().rev().find_map(|c| match c {
+            Committed::Groups { sync, .. } => sync.take(),
+            Committed::Failed { .. } => None,
+        });
+        if let Some(sync) = last_sync
+            && let Err(e) = sync.sync()
+        {
+            tracing::error!("store failed, stopping: {e}");
+            for c in batch {
+                if let Committed::Groups { groups, .. } = c {
+                    outboxes.extend(groups.into_iter().flat_map(|g| g.joins));
+                }
+            }
+            fail(&outboxes);
+            return Err(ServiceError::Store(e));
+        }
+        let mut stop = false;
+        for c in batch {
+            match c {
+                Committed::Groups { groups, .. } => {
+                    for group in groups {
+                        stop |= deliver(group, &mut outboxes, intake, &mut pools);
+                    }
+                }
+                Committed::Failed { joins } => {
+                    outboxes.extend(joins);
+                    fail(&outboxes);
+                    return Ok(());
+                }
+            }
+        }
+        if stop {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Delivers one committed group's messages and replies; whether it asked to stop.
+fn deliver(
+    group: Group,
+    outboxes: &mut HashMap<NodeId, mpsc::UnboundedSender<Outgoing>>,
+    intake: &IntakeMetrics,
+    pools: &mut PoolConnections,
+) -> bool {
+    let mut arrivals = group.arrivals;
+    outboxes.extend(group.joins);
+    for node in group.leaves {
+        outboxes.remove(&node);
+    }
+    for c in group.deliveries {
+        match c {
+            Command::Send { node, msg } => {
+                let ack = matches!(msg, CoordinatorMessage::ShareResult { .. });
+                if let Some(outbox) = outboxes.get(&node) {
+                    let _ = outbox.send(Outgoing::Message(msg));
+                }
+                if ack && let Some(arrived) = arrivals.pop_front() {
+                    intake.share_intake.observe(arrived.elapsed().as_secs_f64());
+                }
+            }
+            Command::Close { node, reason } => {
+                if let Some(outbox) = outboxes.remove(&node) {
+                    let _ = outbox.send(Outgoing::Close { code: close_code::FAILED, reason });
+                }
+            }
+            Command::Miner { node, order } => {
+                let ack = matches!(order, MinerOrder::ShareRecorded { .. });
+                if let Some(outbox) = outboxes.get(&node) {
+                    let _ = outbox.send(Outgoing::Miner(order));
+                }
+                if ack && let Some(arrived) = arrivals.pop_front() {
+                    intake.share_intake.observe(arrived.elapsed().as_secs_f64());
+                }
+            }
+            Command::PoolConnect { conn, url } => pools.connect(conn, &url),
+            Command::PoolSend { conn, line } => pools.send(conn, line),
+            Command::PoolClose { conn, reason } => pools.close(conn, &reason),
+            Command::Persist(_) => {}
+        }
+    }
+    for (reply, response) in group.replies {
+        let _ = reply.send(response);
+    }
+    group.stop
 }
 
 /// Where a connection's task takes what it receives: the core thread's events, and the
@@ -746,12 +848,23 @@ async fn serve_node(
     let writer_conn = conn.clone();
     let writer_task = tokio::spawn(async move {
         let mut buf = Vec::new();
+        // Share results waiting to go out as one `ShareResults` (version 3 on).
+        let mut verdicts = Vec::new();
+        let batches = protocol >= BATCHES_SINCE;
         while let Some(first) = outgoing.recv().await {
             buf.clear();
             let mut close = None;
             let mut next = Some(first);
             while let Some(out) = next {
                 let msg = match out {
+                    Outgoing::Message(CoordinatorMessage::ShareResult { id, outcome }) if batches => {
+                        verdicts.push(ShareVerdict { id, outcome });
+                        if verdicts.len() == MAX_BATCH_SHARES && !encode_verdicts(&mut buf, &mut verdicts, node) {
+                            return;
+                        }
+                        next = if buf.len() < WRITE_BATCH { outgoing.try_recv().ok() } else { None };
+                        continue;
+                    }
                     Outgoing::Message(msg) => msg,
                     Outgoing::Miner(_) => {
                         next = outgoing.try_recv().ok();
@@ -763,6 +876,10 @@ async fn serve_node(
                         msg
                     }
                 };
+                // The results before it go first: the order is the core's.
+                if !encode_verdicts(&mut buf, &mut verdicts, node) && close.is_none() {
+                    return;
+                }
                 match codec::encode(&for_node(protocol, msg)) {
                     Ok(frame) => buf.extend_from_slice(&frame),
                     Err(e) => {
@@ -773,6 +890,9 @@ async fn serve_node(
                     }
                 }
                 next = if close.is_none() && buf.len() < WRITE_BATCH { outgoing.try_recv().ok() } else { None };
+            }
+            if !encode_verdicts(&mut buf, &mut verdicts, node) && close.is_none() {
+                return;
             }
             let written = send.write_all(&buf).await;
             if let Some((code, reason)) = close {
@@ -798,11 +918,8 @@ async fn serve_node(
         };
         match chunk {
             Ok(Some(msgs)) => {
-                let at = Instant::now();
-                for msg in msgs {
-                    if events.send(Event::NodeMessage { node, msg, at }).is_err() {
-                        break 'read;
-                    }
+                if !forward(&events, &conn, node, protocol, msgs) {
+                    break 'read;
                 }
             }
             Ok(None) => {
@@ -811,11 +928,8 @@ async fn serve_node(
             }
             Err((msgs, e)) => {
                 // The frames before the bad one are the node's; then the connection ends.
-                let at = Instant::now();
-                for msg in msgs {
-                    if events.send(Event::NodeMessage { node, msg, at }).is_err() {
-                        break;
-                    }
+                if !forward(&events, &conn, node, protocol, msgs) {
+                    break;
                 }
                 match e.close_reason() {
                     Some((code, reason)) if close_code::is_departure(code, reason) => {
@@ -847,6 +961,61 @@ impl Drop for Service {
     }
 }
 
+/// Hands a chunk's messages to the core thread, all with one arrival time. A message its
+/// connection's protocol version does not allow closes the connection (`close_code::PROTOCOL`)
+/// before it or anything after it is handed over. `false`: stop reading.
+fn forward(
+    events: &mpsc::UnboundedSender<Event>,
+    conn: &quinn::Connection,
+    node: NodeId,
+    protocol: u16,
+    msgs: Vec<NodeMessage>,
+) -> bool {
+    let at = Instant::now();
+    for msg in msgs {
+        if let Some(reason) = violation(protocol, &msg) {
+            warn!(node, "closing node connection: {reason}");
+            conn.close(close_code::PROTOCOL.into(), reason.as_bytes());
+            return false;
+        }
+        if events.send(Event::NodeMessage { node, msg, at }).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Why `msg` breaks the rules of protocol version `protocol`, if it does: a share batch before
+/// version 3, or one over `MAX_BATCH_SHARES`.
+fn violation(protocol: u16, msg: &NodeMessage) -> Option<String> {
+    match msg {
+        NodeMessage::Shares(_) if protocol < BATCHES_SINCE => {
+            Some(format!("share batches need hashgrid/{BATCHES_SINCE}; this connection speaks hashgrid/{protocol}"))
+        }
+        NodeMessage::Shares(shares) if shares.len() > MAX_BATCH_SHARES => {
+            Some(format!("{} shares in one message (at most {MAX_BATCH_SHARES})", shares.len()))
+        }
+        _ => None,
+    }
+}
+
+/// Appends the waiting share results to `buf` as `ShareResults` frames and empties
+/// `verdicts`. `false`: they could not be encoded (logged), and the connection should end.
+fn encode_verdicts(buf: &mut Vec<u8>, verdicts: &mut Vec<ShareVerdict>, node: NodeId) -> bool {
+    for chunk in verdicts.chunks(MAX_BATCH_SHARES) {
+        match codec::encode(&CoordinatorMessage::ShareResults(chunk.to_vec())) {
+            Ok(frame) => buf.extend_from_slice(&frame),
+            Err(e) => {
+                warn!(node, "cannot encode share results to the node: {e}");
+                verdicts.clear();
+                return false;
+            }
+        }
+    }
+    verdicts.clear();
+    true
+}
+
 /// Version-1 node messages as current ones.
 fn convert_all(msgs: Vec<v1::NodeMessage>) -> Vec<NodeMessage> {
     msgs.into_iter().map(NodeMessage::from).collect()
@@ -864,8 +1033,154 @@ fn negotiated_protocol(conn: &quinn::Connection) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Work;
     use hashgrid_common::codec::PREFIX;
-    use hashgrid_common::message::AccountStatus;
+    use hashgrid_common::message::{AccountStatus, ShareOutcome};
+    use hashgrid_common::{CompactTarget, Hash256, Header, Target};
+
+    /// What a node's outbox received, in order.
+    fn received(outgoing: &mut mpsc::UnboundedReceiver<Outgoing>) -> Vec<String> {
+        std::iter::from_fn(|| outgoing.try_recv().ok())
+            .map(|out| match out {
+                Outgoing::Message(msg) => format!("{msg:?}"),
+                Outgoing::Close { code, reason } => format!("close {code:#x}: {reason}"),
+                Outgoing::Miner(order) => format!("{order:?}"),
+            })
+            .collect()
+    }
+
+    /// Runs the store thread's loop on one group on the SQLite store in `dir`: `ops`, then an
+    /// acknowledgement to a node. What the node received, the loop's result, and whether the
+    /// core thread was told to stop.
+    fn one_group(dir: &std::path::Path, ops: Vec<StoreOp>) -> (Vec<String>, Result<(), ServiceError>, bool) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store = StoreLocation::Sqlite.open(dir).unwrap();
+        let (outbox, mut outgoing) = mpsc::unbounded_channel();
+        let (groups, queued) = std::sync::mpsc::channel();
+        let (wake_core, mut woken) = mpsc::unbounded_channel();
+        let pools = PoolConnections::new(runtime.handle().clone(), None, |_| {});
+        let ack = CoordinatorMessage::ShareResult { id: 7, outcome: ShareOutcome::Accepted { work: 16 } };
+        let deliveries = vec![Command::Send { node: 1, msg: ack }];
+        groups.send(Group { joins: vec![(1, outbox)], ops, deliveries, stop: true, ..Group::default() }).unwrap();
+        let result = store_loop(store, queued, &wake_core, &IntakeMetrics::default(), pools);
+        let stopped = matches!(woken.try_recv(), Ok(Event::Stop));
+        (received(&mut outgoing), result, stopped)
+    }
+
+    fn account_added(name: &str) -> StoreOp {
+        StoreOp::AccountAdded {
+            name: name.into(),
+            standard: Work(1 << 40),
+            period_ms: None,
+            order: 0,
+            period_start_ms: 1,
+            chain: "local".into(),
+        }
+    }
+
+    fn credit(account: &str) -> StoreOp {
+        let header = Header {
+            version: 0x2000_0000,
+            prev_blockhash: Hash256([1; 32]),
+            merkle_root: Hash256([2; 32]),
+            time: 1_700_000_000,
+            bits: CompactTarget(0x1d00ffff),
+            nonce: 0,
+        };
+        let share_target = Target::from_expected_hashes(16);
+        StoreOp::Credit {
+            account: account.into(),
+            work: Work(share_target.work()),
+            node: "rig-1".into(),
+            job: 1,
+            header,
+            hash: header.block_hash(),
+            share_target,
+            at_ms: 2,
+        }
+    }
+
+    fn accounts(dir: &std::path::Path) -> Vec<String> {
+        let mut store = StoreLocation::Sqlite.open(dir).unwrap();
+        store.load().unwrap().accounts.into_iter().map(|a| a.name).collect()
+    }
+
+    /// The rule the store thread keeps: a batch's acknowledgements leave after its commit, and
+    /// never when the commit fails (here a credit to an account the store does not hold, a
+    /// real refusal of the real store, which rolls the whole transaction back).
+    #[test]
+    fn a_batch_whose_commit_fails_is_never_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (got, result, stopped) = one_group(dir.path(), vec![account_added("acme"), credit("nobody")]);
+        assert!(matches!(result, Err(ServiceError::Store(StoreError::UnknownAccount(_)))), "{result:?}");
+        assert_eq!(got, vec![format!("close {:#x}: coordinator store failed", close_code::FAILED)], "no ack");
+        assert!(stopped, "the core thread is told to stop");
+        assert!(accounts(dir.path()).is_empty(), "nothing of the batch was committed");
+
+        let (got, result, _) = one_group(dir.path(), vec![account_added("acme")]);
+        result.unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("ShareResult { id: 7"), "{got:?}");
+        assert_eq!(accounts(dir.path()), vec!["acme".to_string()], "the acknowledged batch is committed");
+    }
+
+    /// A commit's acknowledgements wait for its flush, and a flush that fails sends none of
+    /// them (here the WAL file is gone before the flush: a real `WalSync` of a real commit).
+    #[test]
+    fn a_commit_whose_flush_fails_is_never_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let mut store = super::super::store::Store::open(&dir.path().join("hashgrid.db")).unwrap();
+        let (outbox, mut outgoing) = mpsc::unbounded_channel();
+        let (committed, to_ack) = std::sync::mpsc::channel();
+        let (wake_core, mut woken) = mpsc::unbounded_channel();
+        let pools = PoolConnections::new(runtime.handle().clone(), None, |_| {});
+        let ack = CoordinatorMessage::ShareResult { id: 7, outcome: ShareOutcome::Accepted { work: 16 } };
+        let group = |outbox| Group {
+            joins: vec![(1, outbox)],
+            deliveries: vec![Command::Send { node: 1, msg: ack.clone() }],
+            ..Group::default()
+        };
+        let sync = store.apply_unsynced(&[account_added("acme")]).unwrap();
+        std::fs::remove_file(dir.path().join("hashgrid.db-wal")).unwrap();
+        committed.send(Committed::Groups { sync: Some(sync), groups: vec![group(outbox)] }).unwrap();
+        drop(committed);
+        let result = ack_loop(to_ack, &wake_core, &IntakeMetrics::default(), pools);
+        assert!(matches!(result, Err(ServiceError::Store(StoreError::Sync(_)))), "{result:?}");
+        let got = received(&mut outgoing);
+        assert_eq!(got, vec![format!("close {:#x}: coordinator store failed", close_code::FAILED)], "no ack");
+        assert!(matches!(woken.try_recv(), Ok(Event::Stop)), "the core thread is told to stop");
+    }
+
+    /// Version 3 nodes send and receive batches; a batch from an older connection, or one
+    /// over the cap, is a protocol violation.
+    #[test]
+    fn share_batches_are_version_3_and_capped() {
+        let share = hashgrid_common::message::Share { id: 1, assignment: 2, job: 3, version: 4, time: 5, nonce: 6 };
+        let batch = |n: usize| NodeMessage::Shares(vec![share; n]);
+        assert_eq!(violation(3, &batch(MAX_BATCH_SHARES)), None);
+        assert_eq!(violation(3, &NodeMessage::Share(share)), None);
+        assert_eq!(violation(2, &NodeMessage::Share(share)), None);
+        assert!(violation(2, &batch(1)).is_some_and(|r| r.contains("hashgrid/3")));
+        assert!(violation(1, &batch(0)).is_some());
+        assert!(violation(3, &batch(MAX_BATCH_SHARES + 1)).is_some_and(|r| r.contains("at most")));
+
+        // Results go out in batches of at most the cap, in order, and decode as they went in.
+        let verdicts: Vec<ShareVerdict> = (0..MAX_BATCH_SHARES as u64 * 2 + 3)
+            .map(|id| ShareVerdict { id, outcome: ShareOutcome::Accepted { work: u128::from(id) << 100 } })
+            .collect();
+        let mut buf = Vec::new();
+        assert!(encode_verdicts(&mut buf, &mut verdicts.clone(), 1));
+        let mut decoder = codec::FrameDecoder::new();
+        decoder.extend(&buf);
+        let mut back = Vec::new();
+        while let Some(msg) = decoder.next::<CoordinatorMessage>().unwrap() {
+            let CoordinatorMessage::ShareResults(chunk) = msg else { panic!("{msg:?}") };
+            assert!(chunk.len() <= MAX_BATCH_SHARES);
+            back.extend(chunk);
+        }
+        assert_eq!(back, verdicts);
+    }
 
     /// A reply over the frame cap used to be dropped without a word (the operator saw the
     /// stream end); it becomes an error that says why.

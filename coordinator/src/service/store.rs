@@ -210,6 +210,8 @@ pub enum StoreError {
     Postgres(#[from] postgres::Error),
     #[error("cannot connect to the database {0}")]
     Connect(String),
+    #[error("cannot flush the WAL to disk: {0}")]
+    Sync(#[source] std::io::Error),
     #[error("fenced: this coordinator's lease (epoch {mine}) was taken over (epoch {current}); nothing was committed")]
     Fenced { mine: i64, current: i64 },
 }
@@ -238,6 +240,24 @@ pub struct Store {
     path: PathBuf,
     /// Set by the `Checkpointer` when `maintain` should restart the WAL.
     restart_wanted: Arc<AtomicBool>,
+    /// Whether the connection runs with `synchronous=FULL` (each commit flushed before it
+    /// returns, `apply`) rather than `NORMAL` (flushed by a `WalSync`, `apply_unsynced`).
+    full_sync: bool,
+}
+
+/// A commit written to the WAL but perhaps not yet on disk (`Store::apply_unsynced`). `sync`
+/// flushes the WAL file, which makes that commit and every commit before it durable: nothing
+/// that depends on them may be acknowledged before it returns `Ok`.
+#[derive(Debug)]
+pub struct WalSync {
+    wal: PathBuf,
+}
+
+impl WalSync {
+    /// Flushes the WAL file's data to disk (`fdatasync`).
+    pub fn sync(self) -> Result<(), StoreError> {
+        std::fs::File::open(&self.wal).and_then(|wal| wal.sync_data()).map_err(StoreError::Sync)
+    }
 }
 
 impl Store {
@@ -250,7 +270,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let mut store = Store { conn, path: path.to_path_buf(), restart_wanted: Arc::default() };
+        let mut store = Store { conn, path: path.to_path_buf(), restart_wanted: Arc::default(), full_sync: true };
         store.migrate()?;
         Ok(store)
     }
@@ -276,6 +296,33 @@ impl Store {
 
     /// Makes `ops` durable, all or nothing, in one transaction.
     pub fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        self.set_full_sync(true)?;
+        self.write(ops)
+    }
+
+    /// Commits `ops`, all or nothing, in one transaction, without waiting for the disk: the
+    /// commit is in the WAL file (so in the OS's cache) when this returns, and durable once
+    /// the returned `WalSync` has run. The caller may commit the next batch meanwhile
+    /// (pipelining), as long as it acknowledges nothing of this one before the sync. SQLite
+    /// itself flushes the WAL before every checkpoint copies it into the database.
+    pub fn apply_unsynced(&mut self, ops: &[StoreOp]) -> Result<WalSync, StoreError> {
+        self.set_full_sync(false)?;
+        self.write(ops)?;
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        Ok(WalSync { wal: wal.into() })
+    }
+
+    /// `synchronous=FULL` (`full`) or `NORMAL` on the connection, outside any transaction.
+    fn set_full_sync(&mut self, full: bool) -> Result<(), StoreError> {
+        if self.full_sync != full {
+            self.conn.pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
+            self.full_sync = full;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut batch = Batch::default();
         for op in ops {
@@ -1068,7 +1115,7 @@ pub(crate) mod tests {
                 [T0 as i64],
             )
             .unwrap();
-            let mut store = Store { conn, path: path.clone(), restart_wanted: Arc::default() };
+            let mut store = Store { conn, path: path.clone(), restart_wanted: Arc::default(), full_sync: true };
             store
                 .apply(&[
                     credit("alice", 3, shares[0].0, shares[0].1, T0),

@@ -175,7 +175,7 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// The QUIC server configuration: the data directory's certificate and key, TLS 1.3 only with
-/// the ring provider, ALPN hashgrid/3, hashgrid/2 or hashgrid/1 (a client offering anything else is refused in the
+/// the ring provider, ALPN hashgrid/3, 2 or 1 (a client offering anything else is refused in the
 /// handshake), no client certificates (tokens authenticate), a 10 s idle timeout, at most
 /// `MAX_STREAMS` bidirectional streams and no unidirectional ones, and receive windows of
 /// `RECEIVE_WINDOW` per stream and per connection.

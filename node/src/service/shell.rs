@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use hashgrid_common::message::{AssignmentId, CoordinatorMessage, Hello};
+use hashgrid_common::message::{AssignmentId, CoordinatorMessage, Hello, MAX_BATCH_SHARES, NodeMessage, Share};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -50,7 +50,12 @@ impl Link {
             loop {
                 let item = reader.recv::<CoordinatorMessage>().await;
                 let end = !matches!(item, Ok(Some(_)));
-                if inbound_tx.send(item).is_err() || end {
+                // The session takes share results one at a time.
+                let items = match item {
+                    Ok(Some(msg)) => msg.unbatched().into_iter().map(|msg| Ok(Some(msg))).collect(),
+                    other => vec![other],
+                };
+                if items.into_iter().any(|item| inbound_tx.send(item).is_err()) || end {
                     return;
                 }
             }
@@ -146,14 +151,27 @@ impl Shell {
                 event = self.events.recv() => {
                     let event = event.ok_or(NodeError::WorkerGone)?;
                     self.session.handle_device_event(event)?;
+                    // The hits already waiting too, so that their shares go out in one message.
+                    for _ in 1..MAX_BATCH_SHARES {
+                        let Ok(event) = self.events.try_recv() else { break };
+                        self.session.handle_device_event(event)?;
+                    }
                 }
             }
         }
     }
 
-    /// Carries out the session's commands, in order.
+    /// Carries out the session's commands, in order. The shares among them go out together:
+    /// each run of consecutive shares as one `Shares` message (the coordinator speaks version
+    /// 3, the only one this node offers).
     async fn carry_out(&mut self) -> Result<(), NodeError> {
+        let mut shares = Vec::new();
         while let Some(command) = self.session.poll_command() {
+            if let Command::Send(NodeMessage::Share(share)) = command {
+                shares.push(share);
+                continue;
+            }
+            self.send_shares(&mut shares).await?;
             match command {
                 Command::Connect => {
                     self.connecting =
@@ -184,6 +202,16 @@ impl Shell {
                 // Its thread has ended, or ends at its next look at the queue.
                 Command::DropDevice(device) => drop(self.workers[device].take()),
             }
+        }
+        self.send_shares(&mut shares).await
+    }
+
+    /// Sends `shares` (emptied) as `Shares` messages of at most `MAX_BATCH_SHARES` each.
+    async fn send_shares(&mut self, shares: &mut Vec<Share>) -> Result<(), NodeError> {
+        let batches: Vec<NodeMessage> = NodeMessage::batches(shares).collect();
+        shares.clear();
+        for batch in batches {
+            self.send(&batch).await?;
         }
         Ok(())
     }

@@ -71,7 +71,7 @@ impl Coordinator {
                 panic!("expected a node hello")
             };
             let (reader, writer) = stream.split();
-            Peer { conn, reader, writer, hello }
+            Peer { conn, reader, writer, hello, unbatched: Default::default() }
         };
         tokio::time::timeout(STEP, step).await.expect("no connection from the node")
     }
@@ -81,6 +81,8 @@ impl Coordinator {
 struct Peer {
     conn: quinn::Connection,
     reader: FrameReader,
+    /// The rest of a `Shares` batch, taken one share at a time.
+    unbatched: std::collections::VecDeque<NodeMessage>,
     writer: net::FrameWriter,
     hello: NodeHello,
 }
@@ -96,11 +98,15 @@ impl Peer {
 
     /// The next message, heartbeats included.
     async fn next_any(&mut self) -> NodeMessage {
-        tokio::time::timeout(STEP, self.reader.recv::<NodeMessage>())
-            .await
-            .expect("the node went quiet")
-            .unwrap()
-            .expect("the node ended the stream")
+        while self.unbatched.is_empty() {
+            let msg = tokio::time::timeout(STEP, self.reader.recv::<NodeMessage>())
+                .await
+                .expect("the node went quiet")
+                .unwrap()
+                .expect("the node ended the stream");
+            self.unbatched.extend(msg.unbatched());
+        }
+        self.unbatched.pop_front().expect("one message at least")
     }
 
     /// The next message other than a heartbeat.
@@ -126,7 +132,7 @@ impl Peer {
                     }
                 }
                 NodeMessage::RangeDone { assignment, hashes } => return (shares, assignment, hashes),
-                NodeMessage::Heartbeat { .. } => unreachable!(),
+                NodeMessage::Heartbeat { .. } | NodeMessage::Shares(_) => unreachable!(),
             }
         }
     }
@@ -255,7 +261,7 @@ async fn reconnects_after_a_lost_connection_and_resends_unanswered_shares() {
                 shares.push(share);
             }
             NodeMessage::RangeDone { .. } => break,
-            NodeMessage::Heartbeat { .. } => unreachable!(),
+            NodeMessage::Heartbeat { .. } | NodeMessage::Shares(_) => unreachable!(),
         }
     }
     assert!(shares.len() > 5, "{} shares", shares.len());

@@ -13,7 +13,7 @@ use std::time::Duration;
 use hashgrid_common::message::{JobId, JobStatus, LedgerEntry, LedgerVerdict, PageRequest, Receipt, ReceiptCut};
 
 use super::pg::{PgReader, PgStore, blocking};
-use super::{Checkpointer, Store, StoreError};
+use super::{Checkpointer, Store, StoreError, WalSync};
 use crate::core::{Snapshot, StoreOp};
 use crate::service::lease::{Holder, Lease};
 use crate::service::records::Reader;
@@ -138,6 +138,12 @@ pub trait Durable: Send + fmt::Debug {
     fn load(&mut self) -> Result<Snapshot, StoreError>;
     /// Makes `ops` durable, all or nothing, in one transaction.
     fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError>;
+    /// Commits `ops` like `apply`, but may return before the commit is on disk; it then returns
+    /// the `WalSync` that makes it durable, to run before anything that depends on it is
+    /// acknowledged. By default: `apply` (durable on return, nothing to sync).
+    fn apply_unsynced(&mut self, ops: &[StoreOp]) -> Result<Option<WalSync>, StoreError> {
+        self.apply(ops).map(|()| None)
+    }
     /// Gives the ranges a previous process left in flight their fate; call before issuing.
     fn close_open_ranges(&mut self) -> Result<usize, StoreError>;
     /// Gives the submits to pools a previous process left unanswered the outcome `unknown`
@@ -177,6 +183,9 @@ impl Durable for Store {
     }
     fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
         Store::apply(self, ops)
+    }
+    fn apply_unsynced(&mut self, ops: &[StoreOp]) -> Result<Option<WalSync>, StoreError> {
+        Store::apply_unsynced(self, ops).map(Some)
     }
     fn close_open_ranges(&mut self) -> Result<usize, StoreError> {
         Store::close_open_ranges(self)

@@ -3,11 +3,13 @@
 //!
 //! It answers `mining.configure`, `mining.subscribe` and `mining.authorize` (a wrong password is
 //! refused), sends `mining.set_difficulty` and `mining.notify` (synthetic jobs, on demand with
-//! [`TestPool::new_job`]), and verifies every `mining.submit` with its own code, written
-//! straight from the protocol and sharing nothing with `hashgrid_common::stratum`: coinbase
-//! concatenation, merkle fold, the header's bytes, sha256d, and a comparison with the target
-//! computed exactly from the difficulty as written on the wire. It is the independent check,
-//! so it stays plain: one thread per connection, everything under one lock.
+//! [`TestPool::new_job`], or any job, a real block's among them, with [`TestPool::send_job`]),
+//! and verifies every `mining.submit` with its own code, written straight from the protocol
+//! and sharing nothing with `hashgrid_common::stratum`: coinbase concatenation, merkle fold,
+//! the header's bytes, sha256d, and a comparison with the target computed exactly from the
+//! difficulty as written on the wire. Each submit is recorded with its verdict and the header
+//! derived from it. It is the independent check, so it stays plain: one thread per
+//! connection, everything under one lock.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -190,6 +192,8 @@ pub struct ShareRecord {
     pub worker: String,
     pub job_id: String,
     pub verdict: Verdict,
+    /// The header the pool derived from the submit, for one that got as far as hashing.
+    pub header: Option<[u8; 80]>,
 }
 
 /// Shares per verdict.
@@ -446,10 +450,10 @@ fn serve(shared: &Shared, stream: TcpStream) {
             "mining.submit" => {
                 let worker = str_param(0);
                 let job_id = str_param(1);
-                let verdict = if authorized.contains(&worker) {
+                let (verdict, header) = if authorized.contains(&worker) {
                     check_submit(shared, &params, version_mask, &difficulty)
                 } else {
-                    Verdict::Unauthorized
+                    (Verdict::Unauthorized, None)
                 };
                 let answer = match &verdict {
                     Verdict::Valid => reply(Value::Bool(true), Value::Null),
@@ -458,7 +462,7 @@ fn serve(shared: &Shared, stream: TcpStream) {
                     Verdict::Stale => reply(Value::Null, json!([21, "stale job", null])),
                     Verdict::Unauthorized => reply(Value::Null, json!([24, "unauthorized worker", null])),
                 };
-                shared.state().shares.push(ShareRecord { worker, job_id, verdict });
+                shared.state().shares.push(ShareRecord { worker, job_id, verdict, header });
                 send(&writer, &answer);
             }
             _ => {
@@ -468,48 +472,51 @@ fn serve(shared: &Shared, stream: TcpStream) {
     }
 }
 
-/// `[worker, job_id, extranonce2, ntime, nonce, version_bits?]` against the pool's jobs.
-fn check_submit(shared: &Shared, params: &Value, version_mask: u32, difficulty: &str) -> Verdict {
+/// `[worker, job_id, extranonce2, ntime, nonce, version_bits?]` against the pool's jobs; with
+/// the header derived, once the submit got that far.
+fn check_submit(shared: &Shared, params: &Value, version_mask: u32, difficulty: &str) -> (Verdict, Option<[u8; 80]>) {
+    let invalid = |reason: &str| (Verdict::Invalid(reason.into()), None);
     let field = |i: usize| params.get(i).and_then(Value::as_str);
     let word = |i: usize| field(i).filter(|s| s.len() == 8).and_then(|s| u32::from_str_radix(s, 16).ok());
     let mut state = shared.state();
     let Some((job, revoked)) = field(1).and_then(|id| state.jobs.iter().rev().find(|(j, _)| j.id == id)).cloned()
     else {
-        return Verdict::Invalid("job not found".into());
+        return invalid("job not found");
     };
     if revoked {
-        return Verdict::Stale;
+        return (Verdict::Stale, None);
     }
     let Some(extranonce2) = field(2).and_then(|s| hex::decode(s).ok()) else {
-        return Verdict::Invalid("extranonce2 is not hex".into());
+        return invalid("extranonce2 is not hex");
     };
     if extranonce2.len() != shared.config.extranonce2_size {
-        return Verdict::Invalid(format!("extranonce2 of {} bytes", extranonce2.len()));
+        return invalid(&format!("extranonce2 of {} bytes", extranonce2.len()));
     }
     let (Some(ntime), Some(nonce)) = (word(3), word(4)) else {
-        return Verdict::Invalid("ntime or nonce is not 8 hex digits".into());
+        return invalid("ntime or nonce is not 8 hex digits");
     };
     if ntime < job.ntime || ntime > job.ntime + 7000 {
-        return Verdict::Invalid("ntime out of range".into());
+        return invalid("ntime out of range");
     }
     let version = match params.get(5) {
         None | Some(Value::Null) => job.version,
         Some(_) => match word(5) {
             Some(bits) if bits & !version_mask == 0 => (job.version & !version_mask) | bits,
-            _ => return Verdict::Invalid("version bits outside the mask".into()),
+            _ => return invalid("version bits outside the mask"),
         },
     };
     let extranonce1 = shared.config.extranonce1.clone();
     let Some(derived) = derive_share(&job, &extranonce1, &extranonce2, ntime, nonce, version, difficulty) else {
-        return Verdict::Invalid("bad difficulty".into());
+        return invalid("bad difficulty");
     };
-    if !derived.meets_target {
-        return Verdict::Invalid("hash above the target".into());
-    }
-    if !state.seen.insert((job.id.clone(), extranonce2, ntime, nonce, version)) {
-        return Verdict::Duplicate;
-    }
-    Verdict::Valid
+    let verdict = if !derived.meets_target {
+        Verdict::Invalid("hash above the target".into())
+    } else if !state.seen.insert((job.id.clone(), extranonce2, ntime, nonce, version)) {
+        Verdict::Duplicate
+    } else {
+        Verdict::Valid
+    };
+    (verdict, Some(derived.header))
 }
 
 #[cfg(test)]

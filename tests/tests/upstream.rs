@@ -13,6 +13,9 @@
 //!   another CA the pool is never reached, and the account's capacity goes elsewhere.
 //! - A job with Bitcoin block #1's coinbase (the recorded cpuminer session's) is searched as
 //!   block #1's header.
+//! - A job with Bitcoin signet's genesis coinbase (from the `bitcoin` crate) is mined: two
+//!   CPU nodes find the block's nonce (52,613,770) within seconds, the pool verifies the
+//!   block's header and hash, and the coordinator credits the share as accepted upstream.
 //! - A wrong password shows as an authorization failure in `pool list` and `status`, is
 //!   ledgered, and the account's capacity goes to the next account.
 
@@ -283,6 +286,82 @@ fn a_pool_job_with_bitcoin_block_1s_coinbase_is_searched_as_block_1s_header() {
     let block_1 = "00000000839a8e6886ab5951d76f411475428afc90947ee320161bbf18eb6048";
     assert_eq!(header.with_nonce(0x9962_e301).block_hash().to_string(), block_1, "{out}");
     assert_eq!(pool_of(&pools(&op), "alice")["extranonce1"], "c858eeac");
+}
+
+/// The pool's difficulty for signet's genesis job: the block's hash, 0x00000008819873e9… of
+/// 2^256, is a share of difficulty 0.117, so it meets 0.1; other shares come once in 430M
+/// hashes, about one in eight runs before the block's nonce.
+const GENESIS_DIFFICULTY: f64 = 0.1;
+
+/// The pool sends a job with a real block's coinbase, and the nodes find its nonce: Bitcoin
+/// signet's genesis block (from the `bitcoin` crate), whose nonce 52,613,770 two CPU nodes
+/// reach in seconds. Its coinbase ends with the output script and a zero lock time, so the
+/// pool's extranonce1 is the script's last 4 bytes and extranonce2 (4 bytes) the lock time:
+/// the coordinator's first extranonce2 (slot 0, counter 0) is 00000000, so its first template
+/// is the block's header, and no version rolling keeps version 1.
+#[test]
+fn a_pool_job_with_signets_genesis_coinbase_is_mined_to_the_blocks_nonce() {
+    use bitcoin::hashes::Hash;
+    use hashgrid_tests::pool::{PoolJob, derive_share};
+    let genesis = bitcoin::blockdata::constants::genesis_block(bitcoin::Network::Signet);
+    let (header, coinbase) = (genesis.header, bitcoin::consensus::serialize(&genesis.txdata[0]));
+    let n = coinbase.len();
+    assert_eq!(coinbase[n - 4..], [0; 4], "a zero lock time");
+    let config = PoolConfig {
+        extranonce1: coinbase[n - 8..n - 4].to_vec(),
+        extranonce2_size: 4,
+        difficulty: GENESIS_DIFFICULTY,
+        version_mask: None,
+        password: Some(PASSWORD.into()),
+    };
+    let job = PoolJob {
+        id: "signet-genesis".into(),
+        prev_hash: header.prev_blockhash.to_byte_array(),
+        coinb1: coinbase[..n - 8].to_vec(),
+        coinb2: Vec::new(),
+        branch: Vec::new(),
+        version: header.version.to_consensus() as u32,
+        nbits: header.bits.to_consensus(),
+        ntime: header.time,
+        clean: true,
+    };
+    // The pool's own derivation, with extranonce2 00000000 and the block's nonce, is the block.
+    let block_header = bitcoin::consensus::serialize(&header);
+    let difficulty = GENESIS_DIFFICULTY.to_string();
+    let derived =
+        derive_share(&job, &config.extranonce1, &[0; 4], header.time, header.nonce, job.version, &difficulty).unwrap();
+    assert_eq!(derived.coinbase, coinbase);
+    assert_eq!(derived.header[..], block_header[..]);
+    assert_eq!(derived.hash, header.block_hash().to_byte_array());
+    assert!(derived.meets_target, "the block's hash is a share at difficulty {difficulty}");
+
+    let site = Site::new();
+    let pool = TestPool::start(config);
+    pool.send_job(job);
+    let coordinator = site.start_coordinator("127.0.0.1:0", "sequential");
+    let op = coordinator.operator();
+    add_at_pool(&op, "alice", "1000T", 1, &[pool.url()], "alice.rig", &[]);
+    let started = std::time::Instant::now();
+    let _nodes = [site.start_node(&coordinator, "n1"), site.start_node(&coordinator, "n2")];
+    // The pool verified a share whose header is the block's: the nodes found its nonce. That
+    // is 53M hashes from nonce 0: 4.5 s here (two debug-build nodes on 2 shared cores), 7 s
+    // beside the other tests of this file; twice the usual net, as it is ~100 shares' work.
+    wait_for("the block's nonce at the pool", 2 * WAIT, || {
+        pool.shares().iter().any(|s| s.verdict == Verdict::Valid && s.header == Some(derived.header)).then_some(())
+    });
+    eprintln!("signet's genesis nonce found and verified by the pool in {:?}", started.elapsed());
+    assert!(pool.shares().iter().all(|s| s.verdict == Verdict::Valid), "{:?}", pool.shares());
+    // And the coordinator credited it, with the pool's answer.
+    let hash = header.block_hash().to_string();
+    let share = wait_for("the block's share in the receipt, accepted upstream", Duration::from_secs(20), || {
+        let out = op.run(&["account", "receipt", "alice", "--json"]).expect_success("account receipt");
+        let receipt: Value = serde_json::from_str(&out).unwrap();
+        let shares = receipt["shares"].as_array().unwrap().clone();
+        shares.into_iter().find(|s| s["hash"] == hash.as_str() && s["upstream"] == "accepted")
+    });
+    assert_eq!(share["nonce"], header.nonce, "{share}");
+    assert_eq!(share["header"], hex::encode(&block_header), "{share}");
+    assert!(pool_of(&pools(&op), "alice")["accepted_shares"].as_u64() >= Some(1));
 }
 
 #[test]

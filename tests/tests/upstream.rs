@@ -259,7 +259,8 @@ const BLOCK_1_NOTIFY: &str = r#"["b1", "0a8ce26f72b3f1b646a2a6c14ff763ae65831e93
 /// the nodes is that block's, so the block's nonce (0x9962e301) is in the search. Hashing up to
 /// it takes a CPU node minutes, so the nonce itself is checked here against the header the
 /// nodes were given; `core::tests_pools` feeds the found share through the core and checks
-/// the submit against cpuminer's.
+/// the submit against cpuminer's. (The next test has the nodes find a real block's nonce:
+/// signet's genesis, 50 times nearer to 0.)
 #[test]
 fn a_pool_job_with_bitcoin_block_1s_coinbase_is_searched_as_block_1s_header() {
     let site = Site::new();

@@ -35,6 +35,7 @@ fn last_entry(op: &Operator, kind: &str) -> u64 {
 async fn veteran(
     coordinator: &Coordinator,
     alpn: &[u8],
+    name: &str,
     software_version: &str,
     hashrate: f64,
 ) -> (quinn::Endpoint, quinn::Connection, net::FramedStream) {
@@ -46,7 +47,7 @@ async fn veteran(
     let mut stream = net::FramedStream::open(&conn).await.unwrap();
     let hello = NodeHello {
         token: token.trim().into(),
-        name: "veteran".into(),
+        name: name.into(),
         software_version: software_version.into(),
         standby: false,
         devices: Vec::new(),
@@ -123,21 +124,7 @@ fn a_node_of_the_previous_protocol_version_is_served_and_an_old_cli_is_told_to_u
     // form (no rolled version bits; a version-3 assignment would not decode as one).
     let connect = |alpn: &'static [u8], name: &'static str| {
         runtime.block_on(async {
-            let ca = std::fs::read(coordinator.data_dir.join("cert.pem")).unwrap();
-            let token = std::fs::read_to_string(coordinator.data_dir.join("node.token")).unwrap();
-            let mut endpoint = net::client_endpoint_for(&ca, coordinator.addr).unwrap();
-            endpoint.set_default_client_config(net::client_config_speaking(&ca, alpn).unwrap());
-            let conn = net::connect(&endpoint, coordinator.addr).await.expect("an older protocol's connection");
-            let mut stream = net::FramedStream::open(&conn).await.unwrap();
-            let hello = NodeHello {
-                token: token.trim().into(),
-                name: name.into(),
-                software_version: "0.0.9".into(),
-                standby: false,
-                devices: Vec::new(),
-                hashrate: 1e6,
-            };
-            stream.send(&Hello::Node(hello)).await.unwrap();
+            let (endpoint, conn, mut stream) = veteran(&coordinator, alpn, name, "0.0.9", 1e6).await;
             let mut assigned = false;
             while !assigned {
                 match stream.recv::<v2::CoordinatorMessage>().await.unwrap().expect("open") {
@@ -208,13 +195,15 @@ fn version_3_nodes_batch_their_shares_and_a_version_2_node_is_credited_one_by_on
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // A low rate: share targets at the minimum work (4,096 expected hashes), found here.
-    let (endpoint, conn, mut stream) = runtime.block_on(veteran(&coordinator, ALPN_V2, "0.1.0", 20_000.0));
+    let (endpoint, conn, mut stream) = runtime.block_on(veteran(&coordinator, ALPN_V2, "veteran", "0.1.0", 20_000.0));
     // Three shares, one message each, answered one by one (never as a batch).
     let accepted = runtime.block_on(async {
         let mut shares = Vec::new();
         let mut accepted = 0;
         while accepted < 3 {
-            match stream.recv::<CoordinatorMessage>().await.unwrap().expect("open") {
+            // A version-2 node reads the version-2 form (`v2`: assignments without rolled bits).
+            let msg: CoordinatorMessage = stream.recv::<v2::CoordinatorMessage>().await.unwrap().expect("open").into();
+            match msg {
                 CoordinatorMessage::Assign(a) if shares.is_empty() => {
                     shares = shares_in(&a, 3);
                     assert_eq!(shares.len(), 3, "three shares in {} nonces", a.count);

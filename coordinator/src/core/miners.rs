@@ -414,7 +414,14 @@ impl Core {
                 }
                 None => local(self.account_chain(a)),
             },
-            None => local(self.nodes.get(&node).and_then(|n| n.chain.as_deref()).unwrap_or(accounts::DEFAULT_CHAIN)),
+            // The miner's own chain when it is a local one; a miner placed on a pool chain
+            // idles on the default local chain (or, without one, the first).
+            None => {
+                let own =
+                    self.nodes.get(&node).and_then(|n| n.chain.as_deref()).filter(|c| self.chains.contains_key(*c));
+                let default = self.chains.contains_key(accounts::DEFAULT_CHAIN).then_some(accounts::DEFAULT_CHAIN);
+                local(own.or(default).or_else(|| self.chains.keys().next().map(String::as_str))?)
+            }
         }
     }
 

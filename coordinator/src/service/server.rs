@@ -227,16 +227,15 @@ impl Service {
         // Loaded before any write: a warm standby's snapshot is only used while nothing was
         // written since it was read (`store::pg`); the takeover record is not in the snapshot.
         let snapshot = store.load()?;
-        if let Some(epoch) = store.epoch() {
+        let takeover = store.epoch().map(|epoch| {
             let record = LedgerRecord::Takeover { epoch, coordinator: local_addr.to_string() };
-            store.apply(&[StoreOp::Ledger { at_ms: now_ms(), record }])?;
-        }
+            StoreOp::Ledger { at_ms: now_ms(), record }
+        });
+        store.start_up(takeover.as_slice())?;
         let readers = match early_readers {
             Some(readers) => Arc::new(readers),
             None => Arc::new(Readers::open(config.store.clone(), config.data_dir.clone())?),
         };
-        store.close_open_ranges()?;
-        store.close_pending_submits()?;
         let mut core_config = config.core.clone();
         core_config.id_base = now_ms();
         let mut core = Core::restore(core_config, snapshot);

@@ -161,6 +161,15 @@ pub trait Durable: Send + fmt::Debug {
     /// Gives the submits to pools a previous process left unanswered the outcome `unknown`
     /// (never accepted); call before the core starts.
     fn close_pending_submits(&mut self) -> Result<usize, StoreError>;
+    /// What a start writes once the snapshot is loaded: `ops` (the takeover record), then
+    /// `close_open_ranges` and `close_pending_submits`. PostgreSQL does it in one transaction.
+    fn start_up(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        if !ops.is_empty() {
+            self.apply(ops)?;
+        }
+        self.close_open_ranges()?;
+        self.close_pending_submits().map(drop)
+    }
     /// The lease's epoch when this store holds one (PostgreSQL, `open_active`).
     fn epoch(&self) -> Option<i64> {
         None
@@ -225,6 +234,9 @@ impl Durable for PgStore {
     }
     fn close_pending_submits(&mut self) -> Result<usize, StoreError> {
         blocking(|| PgStore::close_pending_submits(self))
+    }
+    fn start_up(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        blocking(|| PgStore::start_up(self, ops))
     }
     fn epoch(&self) -> Option<i64> {
         PgStore::epoch(self)

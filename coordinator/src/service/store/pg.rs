@@ -309,12 +309,16 @@ impl PgStore {
 
     /// One attempt at `apply`.
     fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        self.marked(|tx, statements| write_ops(tx, statements, ops))
+    }
+
+    /// What a start writes, in one transaction (one commit to wait for at a takeover): `ops`
+    /// (the takeover record), then `close_open_ranges` and `close_pending_submits`.
+    pub fn start_up(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
         self.marked(|tx, statements| {
-            let mut batch = PgBatch::default();
-            for op in ops {
-                apply_one(tx, statements, &mut batch, op)?;
-            }
-            batch.flush_all(tx, statements)
+            write_ops(tx, statements, ops)?;
+            close_ranges(tx)?;
+            upstream::close_pending(tx).map(drop)
         })
     }
 
@@ -393,14 +397,7 @@ impl PgStore {
     /// Gives the ranges a previous process left in flight their fate (`history::RESTARTED`).
     /// Marked like a batch (it moves the standby's marker).
     pub fn close_open_ranges(&mut self) -> Result<usize, StoreError> {
-        self.marked(|tx, _| {
-            let changed = tx.execute(
-                "INSERT INTO range_fates (assignment, fate, handed)
-                 SELECT id, $1, 0 FROM assignments WHERE id NOT IN (SELECT assignment FROM range_fates)",
-                &[&history::RESTARTED],
-            )?;
-            Ok(changed as usize)
-        })
+        self.marked(|tx, _| close_ranges(tx))
     }
 
     /// Gives the submits to pools a previous process left unanswered the outcome `unknown`.
@@ -526,6 +523,25 @@ impl PgStore {
         let snapshot = Snapshot { policy, accounts, chain, jobs, chains, node_chains, rollout, pools, pool_counts };
         Ok((snapshot, marker, ledger_seq))
     }
+}
+
+/// Writes `ops` in `tx` (a batch's body).
+fn write_ops(tx: &mut Transaction<'_>, statements: &mut Statements, ops: &[StoreOp]) -> Result<(), StoreError> {
+    let mut batch = PgBatch::default();
+    for op in ops {
+        apply_one(tx, statements, &mut batch, op)?;
+    }
+    batch.flush_all(tx, statements)
+}
+
+/// Gives the ranges left in flight the fate `history::RESTARTED`; how many.
+fn close_ranges(tx: &mut Transaction<'_>) -> Result<usize, StoreError> {
+    let changed = tx.execute(
+        "INSERT INTO range_fates (assignment, fate, handed)
+         SELECT id, $1, 0 FROM assignments WHERE id NOT IN (SELECT assignment FROM range_fates)",
+        &[&history::RESTARTED],
+    )?;
+    Ok(changed as usize)
 }
 
 /// The lease row's change marker (`None`: no lease row yet).

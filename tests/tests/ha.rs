@@ -77,9 +77,10 @@ fn free_port() -> String {
 }
 
 /// Each start's time from taking the lease to listening, as the coordinators logged it
-/// (`since_lease_ms` on their "coordinator listening" line).
-fn lease_to_listening(site: &Site) -> Vec<u64> {
-    let mut found = Vec::new();
+/// (`since_lease_ms` on their "coordinator listening" line), and how many took over with the
+/// warm snapshot as it was.
+fn lease_to_listening(site: &Site) -> (Vec<u64>, usize) {
+    let (mut found, mut warm) = (Vec::new(), 0);
     for entry in std::fs::read_dir(site.path()).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -97,13 +98,14 @@ fn lease_to_listening(site: &Site) -> Vec<u64> {
                 plain.push(c);
             }
         }
+        warm += plain.lines().filter(|l| l.contains("took over with the warm snapshot")).count();
         for line in plain.lines().filter(|l| l.contains("coordinator listening")) {
             let value =
                 line.split("since_lease_ms=").nth(1).and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next());
             found.extend(value.and_then(|v| v.parse::<u64>().ok()));
         }
     }
-    found
+    (found, warm)
 }
 
 #[test]
@@ -168,8 +170,9 @@ fn kill_9_of_the_active_coordinator_hands_over_to_the_standby_every_time() {
         to_first_ack[ROUNDS / 2],
         to_first_ack[ROUNDS - 1]
     );
-    let mut since_lease = lease_to_listening(&site);
+    let (mut since_lease, warm) = lease_to_listening(&site);
     since_lease.sort();
+    eprintln!("takeovers with the warm snapshot: {warm} (the others loaded it again)");
     assert!(since_lease.len() > ROUNDS, "each takeover logs its time: {since_lease:?}");
     eprintln!(
         "lease taken to listening, {} starts: median {} ms, max {} ms",

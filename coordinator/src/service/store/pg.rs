@@ -257,11 +257,18 @@ impl PgStore {
         ttl: Duration,
         on_loss: OnStoreLoss,
     ) -> Result<(), StoreError> {
-        if self.conn.client().is_closed() {
-            self.reopen()?;
-        }
-        set_idle_timeout(self.conn.client(), ttl)?;
-        let commits = self.conn.client().query_one("SELECT commits FROM lease WHERE id = 1", &[])?.get(0);
+        let settle = |conn: &mut Conn| -> Result<i64, StoreError> {
+            set_idle_timeout(conn.client(), ttl)?;
+            Ok(conn.client().query_one("SELECT commits FROM lease WHERE id = 1", &[])?.get(0))
+        };
+        // A standby's session may have been lost since its last look at the lease.
+        let commits = match settle(&mut self.conn) {
+            Err(e) if e.is_connection_loss() => {
+                self.reopen()?;
+                settle(&mut self.conn)?
+            }
+            other => other?,
+        };
         self.lease = Some(Held { lease, ttl, on_loss, commits });
         Ok(())
     }

@@ -6,7 +6,8 @@
 //!   addresses, the second as `localhost:PORT` (a host name, resolved at each attempt), and
 //!   follow the active one: a node notices the dead one within `net::IDLE_TIMEOUT`. Printed:
 //!   the median and maximum time from the kill to the first share acknowledged by the new
-//!   active one. Every credit acknowledged before a kill is still there after it, and
+//!   active one, and each start's time from taking the lease to listening (from the logs).
+//!   Every credit acknowledged before a kill is still there after it, and
 //!   `ledger verify` passes at the end.
 //! - SIGSTOP of the active one: the standby takes over once the lease expires; after SIGCONT
 //!   the paused one is fenced: it commits nothing (the database is unchanged) and exits.
@@ -75,6 +76,38 @@ fn free_port() -> String {
     socket.local_addr().expect("its address").to_string()
 }
 
+/// Each start's time from taking the lease to listening, as the coordinators logged it
+/// (`since_lease_ms` on their "coordinator listening" line), and how many took over with the
+/// warm snapshot as it was.
+fn lease_to_listening(site: &Site) -> (Vec<u64>, usize) {
+    let (mut found, mut warm) = (Vec::new(), 0);
+    for entry in std::fs::read_dir(site.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.starts_with("coordinator.") && name.ends_with(".log")) {
+            continue;
+        }
+        // Without the terminal's colour codes, if the log has them.
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut plain = String::with_capacity(text.len());
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                chars.by_ref().find(|c| c.is_ascii_alphabetic());
+            } else {
+                plain.push(c);
+            }
+        }
+        warm += plain.lines().filter(|l| l.contains("took over with the warm snapshot")).count();
+        for line in plain.lines().filter(|l| l.contains("coordinator listening")) {
+            let value =
+                line.split("since_lease_ms=").nth(1).and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next());
+            found.extend(value.and_then(|v| v.parse::<u64>().ok()));
+        }
+    }
+    (found, warm)
+}
+
 #[test]
 fn kill_9_of_the_active_coordinator_hands_over_to_the_standby_every_time() {
     let Some(site) = site_or_skip() else { return };
@@ -136,6 +169,16 @@ fn kill_9_of_the_active_coordinator_hands_over_to_the_standby_every_time() {
         "kill -9 to the first acknowledged share on the new active, {ROUNDS} rounds: median {:?}, max {:?}",
         to_first_ack[ROUNDS / 2],
         to_first_ack[ROUNDS - 1]
+    );
+    let (mut since_lease, warm) = lease_to_listening(&site);
+    since_lease.sort();
+    eprintln!("takeovers with the warm snapshot: {warm} (the others loaded it again)");
+    assert!(since_lease.len() > ROUNDS, "each takeover logs its time: {since_lease:?}");
+    eprintln!(
+        "lease taken to listening, {} starts: median {} ms, max {} ms",
+        since_lease.len(),
+        since_lease[since_lease.len() / 2],
+        since_lease[since_lease.len() - 1]
     );
     let op = active.operator();
     wait_for("both nodes on the last active coordinator", TAKEOVER_TIMEOUT, || {

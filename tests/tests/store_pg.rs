@@ -261,3 +261,81 @@ fn a_lost_session_writes_the_batch_once_whether_or_not_its_commit_happened() {
     assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
     assert_eq!(count(&mut side), before + 2);
 }
+
+#[test]
+fn a_warm_standby_takes_over_with_the_snapshot_a_cold_load_reads() {
+    let Some(cluster) = postgres_or_skip() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ttl = std::time::Duration::from_secs(10);
+    for writes_after_warm in [true, false] {
+        let location = StoreLocation::Postgres(cluster.create_database());
+        let mut active = location.open_active(dir.path(), "127.0.0.1:1", ttl, OnStoreLoss::Exit, |_| {}).unwrap();
+        active.apply(&history()[0]).unwrap();
+        let (told, waiting) = std::sync::mpsc::channel();
+        let standby = std::thread::spawn({
+            let (location, dir) = (location.clone(), dir.path().to_path_buf());
+            move || {
+                let mut store = location
+                    .open_active(&dir, "127.0.0.1:2", ttl, OnStoreLoss::Exit, |held| {
+                        let _ = told.send(held.address.clone());
+                    })
+                    .unwrap();
+                // First after the takeover, as the service does.
+                let snapshot = store.load().unwrap();
+                (store.epoch(), snapshot)
+            }
+        });
+        // The standby loads its snapshot before its first look at the lease.
+        assert_eq!(waiting.recv().unwrap(), "127.0.0.1:1");
+        let warm_loaded = format!("{:?}", location.open(dir.path()).unwrap().load().unwrap());
+        if writes_after_warm {
+            // Within the standby's refresh interval (`WARM_EVERY`, 1 s): these writes are
+            // usually not in its snapshot yet, and must be in what it serves.
+            active.apply(&history()[1]).unwrap();
+            active.close_open_ranges().unwrap();
+            active.close_pending_submits().unwrap();
+        }
+        // The active one stops: its lease's session ends and the standby takes over.
+        drop(active);
+        let (epoch, taken_over) = standby.join().unwrap();
+        assert_eq!(epoch, Some(2));
+        let cold = format!("{:?}", location.open(dir.path()).unwrap().load().unwrap());
+        assert_eq!(format!("{taken_over:?}"), cold, "writes after the warm load: {writes_after_warm}");
+        assert_eq!(cold != warm_loaded, writes_after_warm, "the writes show in the snapshot");
+    }
+}
+
+#[test]
+fn a_standby_whose_sessions_are_lost_reconnects_and_takes_over() {
+    let Some(cluster) = postgres_or_skip() else { return };
+    let url = cluster.create_database();
+    let location = StoreLocation::Postgres(url.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let ttl = std::time::Duration::from_secs(10);
+    let mut active = location.open_active(dir.path(), "127.0.0.1:1", ttl, OnStoreLoss::Exit, |_| {}).unwrap();
+    active.apply(&history()[0]).unwrap();
+    let (told, waiting) = std::sync::mpsc::channel();
+    let standby = std::thread::spawn({
+        let (location, dir) = (location.clone(), dir.path().to_path_buf());
+        move || {
+            let mut store = location.open_active(&dir, "127.0.0.1:2", ttl, OnStoreLoss::Exit, |held| {
+                let _ = told.send(held.address.clone());
+            })?;
+            Ok::<_, StoreError>((store.epoch(), format!("{:?}", store.load()?)))
+        }
+    });
+    assert_eq!(waiting.recv().unwrap(), "127.0.0.1:1");
+    // Every session ends (a database restart): the standby's store and lease sessions too.
+    let mut side = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    side.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        &[],
+    )
+    .unwrap();
+    active.apply(&history()[1]).unwrap_err();
+    drop(active);
+    let (epoch, taken_over) = standby.join().unwrap().expect("the standby reconnects and takes over");
+    assert_eq!(epoch, Some(2));
+    assert_eq!(taken_over, format!("{:?}", location.open(dir.path()).unwrap().load().unwrap()));
+}

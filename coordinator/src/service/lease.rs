@@ -18,6 +18,9 @@
 //! The new epoch's advisory lock is taken in the transaction that raises the epoch, so no
 //! other standby can see it free in between.
 //!
+//! While it waits, a standby keeps its own session: one lost (the database restarted, the
+//! session terminated) is replaced at the next look, so the standby stays connected.
+//!
 //! When the lease's session is lost (the database restarted, the session terminated) while the
 //! process lives, the renewing thread reconnects and takes its epoch's lock again if the epoch
 //! is still its own (`reattach`); if a standby took over meanwhile, the lease is lost and the
@@ -55,7 +58,8 @@ pub struct Holder {
 
 impl Lease {
     /// Waits until this coordinator (`holder`, reachable at `address`) is the active one and
-    /// returns the lease; `waiting` is told who holds it, each time that changes.
+    /// returns the lease; `waiting` is told who holds it at every look (every `POLL_EVERY`),
+    /// the standby's moment to keep its snapshot warm.
     pub fn acquire(
         url: &str,
         holder: &str,
@@ -63,28 +67,25 @@ impl Lease {
         ttl: Duration,
         mut waiting: impl FnMut(&Holder),
     ) -> Result<Lease, StoreError> {
-        let mut conn = Conn::connect(url)?;
-        let client = conn.client();
-        client.batch_execute("SET lock_timeout = '1s'")?;
-        client.execute(
-            "INSERT INTO lease (id, epoch, holder, address, expires_at) VALUES (1, 0, '', '', '-infinity')
-             ON CONFLICT (id) DO NOTHING",
-            &[],
-        )?;
+        let mut conn = lease_session(url)?;
         let ttl_ms = ttl.as_millis() as f64;
-        let mut last = None;
         let epoch = loop {
-            match try_take(client, holder, address, ttl_ms) {
+            match try_take(conn.client(), holder, address, ttl_ms) {
                 Ok(Ok(epoch)) => break epoch,
-                Ok(Err(held)) => {
-                    if last.as_ref() != Some(&held) {
-                        waiting(&held);
-                        last = Some(held);
-                    }
-                }
+                Ok(Err(held)) => waiting(&held),
                 // 55P03: lock_timeout (a paused holder's transaction still holds the row).
                 Err(e) if e.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    let e = StoreError::from(e);
+                    if !e.is_connection_loss() {
+                        return Err(e);
+                    }
+                    tracing::warn!("standby: the lease's database session was lost; reconnecting: {e}");
+                    match lease_session(url) {
+                        Ok(new) => conn = new,
+                        Err(e) => tracing::warn!("standby: cannot reconnect yet: {e}"),
+                    }
+                }
             }
             std::thread::sleep(POLL_EVERY);
         };
@@ -107,6 +108,19 @@ impl Drop for Lease {
             let _ = thread.join();
         }
     }
+}
+
+/// A session to look at (and take) the lease on; makes the lease row if there is none.
+fn lease_session(url: &str) -> Result<Conn, StoreError> {
+    let mut conn = Conn::connect(url)?;
+    let client = conn.client();
+    client.batch_execute("SET lock_timeout = '1s'")?;
+    client.execute(
+        "INSERT INTO lease (id, epoch, holder, address, expires_at) VALUES (1, 0, '', '', '-infinity')
+         ON CONFLICT (id) DO NOTHING",
+        &[],
+    )?;
+    Ok(conn)
 }
 
 /// One look at the lease: `Ok(epoch)` when taken, else who holds it.

@@ -217,15 +217,25 @@ impl Service {
             .map_err(|source| ServiceError::Listen { addr: config.listen, source })?;
         let local_addr =
             endpoint.local_addr().map_err(|source| ServiceError::Listen { addr: config.listen, source })?;
-        let mut store = open_as_active(&config, &endpoint, local_addr).await?;
-        if let Some(epoch) = store.epoch() {
-            let record = LedgerRecord::Takeover { epoch, coordinator: local_addr.to_string() };
-            store.apply(&[StoreOp::Ledger { at_ms: now_ms(), record }])?;
-        }
-        let readers = Arc::new(Readers::open(config.store.clone(), config.data_dir.clone())?);
+        // A standby opens its reader connection before it waits for the lease (SQLite's file
+        // must exist first: after).
+        let early_readers = match config.store {
+            StoreLocation::Postgres(_) => Some(Readers::open(config.store.clone(), config.data_dir.clone())?),
+            StoreLocation::Sqlite => None,
+        };
+        let (mut store, took_lease) = open_as_active(&config, &endpoint, local_addr).await?;
+        // Loaded before any write: a warm standby's snapshot is only used while nothing was
+        // written since it was read (`store::pg`); the takeover record is not in the snapshot.
         let snapshot = store.load()?;
-        store.close_open_ranges()?;
-        store.close_pending_submits()?;
+        let takeover = store.epoch().map(|epoch| {
+            let record = LedgerRecord::Takeover { epoch, coordinator: local_addr.to_string() };
+            StoreOp::Ledger { at_ms: now_ms(), record }
+        });
+        store.start_up(takeover.as_slice())?;
+        let readers = match early_readers {
+            Some(readers) => Arc::new(readers),
+            None => Arc::new(Readers::open(config.store.clone(), config.data_dir.clone())?),
+        };
         let mut core_config = config.core.clone();
         core_config.id_base = now_ms();
         let mut core = Core::restore(core_config, snapshot);
@@ -333,7 +343,8 @@ impl Service {
                 });
             }
         });
-        info!(%local_addr, fingerprint = %data_dir.fingerprint(), "coordinator listening");
+        let since_lease_ms = took_lease.elapsed().as_millis() as u64;
+        info!(%local_addr, fingerprint = %data_dir.fingerprint(), since_lease_ms, "coordinator listening");
         Ok(Service {
             local_addr,
             stratum_addr,
@@ -411,12 +422,13 @@ impl Service {
 
 /// Opens the store as the active coordinator (`StoreLocation::open_active`). While it waits for
 /// the lease (a standby, on PostgreSQL), every connection to `endpoint` is refused with
-/// `close_code::STANDBY` and a reason naming the active coordinator's address.
+/// `close_code::STANDBY` and a reason naming the active coordinator's address. Also returns
+/// when it became the active one.
 async fn open_as_active(
     config: &ServiceConfig,
     endpoint: &quinn::Endpoint,
     local_addr: SocketAddr,
-) -> Result<Box<dyn Durable>, ServiceError> {
+) -> Result<(Box<dyn Durable>, Instant), ServiceError> {
     let active = Arc::new(std::sync::Mutex::new(String::from("unknown")));
     let refusing = tokio::spawn({
         let (endpoint, active) = (endpoint.clone(), active.clone());
@@ -440,8 +452,9 @@ async fn open_as_active(
         })
     })
     .await;
+    let took_lease = Instant::now();
     refusing.abort();
-    Ok(opened.map_err(|_| ServiceError::CoreStopped)??)
+    Ok((opened.map_err(|_| ServiceError::CoreStopped)??, took_lease))
 }
 
 /// The core thread: takes every event waiting, feeds them to the core, and hands the

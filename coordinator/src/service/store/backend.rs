@@ -64,6 +64,8 @@ impl StoreLocation {
 
     /// Opens the store as the active coordinator, reachable at `address`: on PostgreSQL, waits
     /// (standby) until it holds the lease (`service::lease`), whose epoch fences its writes.
+    /// While it waits, its session stays open and its snapshot warm (`PgStore::keep_warm`): call
+    /// `load` first after this returns, before any write, for the warm one to be used.
     /// `waiting` is told who holds the lease meanwhile, each time that changes. `on_loss`: what
     /// a PostgreSQL store does when the database is lost while running (SQLite's errors stop
     /// the service: its file is on this host).
@@ -78,10 +80,20 @@ impl StoreLocation {
         let StoreLocation::Postgres(url) = self else { return self.open(data_dir) };
         let holder = format!("{}@{address}", std::process::id());
         blocking(|| {
+            // Warm before the first look at the lease: a standby is ready when it takes over.
             let mut store = PgStore::open(url)?;
+            let mut ledger_seq = store.keep_warm()?;
+            let mut last: Option<Holder> = None;
             let lease = Lease::acquire(url, &holder, address, ttl, |held| {
-                tracing::info!(epoch = held.epoch, active = %held.address, "standby: waiting for the active coordinator's lease");
-                waiting(held);
+                match store.keep_warm() {
+                    Ok(seq) => ledger_seq = seq,
+                    Err(e) => tracing::warn!("standby: cannot refresh the snapshot: {e}"),
+                }
+                if last.as_ref() != Some(held) {
+                    tracing::info!(epoch = held.epoch, active = %held.address, "standby: waiting for the active coordinator's lease; snapshot at ledger seq {ledger_seq}");
+                    waiting(held);
+                    last = Some(held.clone());
+                }
             })?;
             tracing::info!(epoch = lease.epoch, "took the lease: this coordinator is the active one");
             store.hold(lease, ttl, on_loss)?;
@@ -149,6 +161,15 @@ pub trait Durable: Send + fmt::Debug {
     /// Gives the submits to pools a previous process left unanswered the outcome `unknown`
     /// (never accepted); call before the core starts.
     fn close_pending_submits(&mut self) -> Result<usize, StoreError>;
+    /// What a start writes once the snapshot is loaded: `ops` (the takeover record), then
+    /// `close_open_ranges` and `close_pending_submits`. PostgreSQL does it in one transaction.
+    fn start_up(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        if !ops.is_empty() {
+            self.apply(ops)?;
+        }
+        self.close_open_ranges()?;
+        self.close_pending_submits().map(drop)
+    }
     /// The lease's epoch when this store holds one (PostgreSQL, `open_active`).
     fn epoch(&self) -> Option<i64> {
         None
@@ -213,6 +234,9 @@ impl Durable for PgStore {
     }
     fn close_pending_submits(&mut self) -> Result<usize, StoreError> {
         blocking(|| PgStore::close_pending_submits(self))
+    }
+    fn start_up(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        blocking(|| PgStore::start_up(self, ops))
     }
     fn epoch(&self) -> Option<i64> {
         PgStore::epoch(self)

@@ -20,12 +20,20 @@
 //!   reconnects with backoff (`RETRY_MIN` doubling to `RETRY_MAX`). A COMMIT whose answer was
 //!   lost may or may not have happened: the lease row's `commits` says which, so the batch is
 //!   written again only if it was not (never twice), and never after a takeover (fenced).
+//! - A warm standby (`PgStore::keep_warm`, called at each look at the lease while it waits):
+//!   the snapshot is loaded before the lease is taken, and loaded again (at most every
+//!   `WARM_EVERY`) when the lease row's change marker, `(epoch, commits)`, moved. Every write of
+//!   a coordinator that holds the lease moves it (`mark_commit`: batches, and the ranges and
+//!   submits closed at start). At takeover, `load` hands the warm snapshot over only when the
+//!   marker it was read at is the one the lease was taken at (`epoch - 1`, and `commits`
+//!   unchanged since `hold`): nothing was written since, so it is what a cold load reads.
+//!   Otherwise it loads cold, on the session already open.
 //! - Text that orders (names) is compared `COLLATE "C"`: byte order, as SQLite's BINARY.
 //! - `postgres::Client` runs its own small runtime and may not be created or dropped on a tokio
 //!   worker thread: `Conn` connects and drops its client on a thread of its own.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hashgrid_common::message::{
     ChainParams, JobHit, JobId, LedgerEntry, LedgerVerdict, PageRequest, Policy, Receipt, ReceiptCut, ReceiptShare,
@@ -187,6 +195,21 @@ pub const RETRY_MIN: Duration = Duration::from_millis(100);
 /// The longest wait between reconnection attempts.
 pub const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// How often a standby at most loads its warm snapshot again (when the marker moved).
+pub const WARM_EVERY: Duration = Duration::from_secs(1);
+
+/// The lease row's change marker: `(epoch, commits)`; `None` before any lease.
+type Marker = Option<(i64, i64)>;
+
+/// A standby's snapshot, and the marker and ledger head it was read at.
+#[derive(Debug)]
+struct Warm {
+    snapshot: Snapshot,
+    marker: Marker,
+    ledger_seq: u64,
+    loaded_at: Instant,
+}
+
 /// The coordinator's database on PostgreSQL: the write path and the snapshot.
 #[derive(Debug)]
 pub struct PgStore {
@@ -196,6 +219,8 @@ pub struct PgStore {
     statements: Statements,
     /// The lease every write must still hold (`hold`); `None`: not fenced (tools, tests).
     lease: Option<Held>,
+    /// A standby's snapshot (`keep_warm`), until the first `load` after the takeover.
+    warm: Option<Warm>,
 }
 
 /// A lease held by the store, and how its batches are counted.
@@ -214,7 +239,7 @@ impl PgStore {
         let mut conn = Conn::connect(url)?;
         conn.client().batch_execute("SET synchronous_commit = on")?;
         migrate(conn.client())?;
-        Ok(PgStore { conn, url: url.to_string(), statements: Statements::default(), lease: None })
+        Ok(PgStore { conn, url: url.to_string(), statements: Statements::default(), lease: None, warm: None })
     }
 
     /// The schema version of the database.
@@ -232,8 +257,18 @@ impl PgStore {
         ttl: Duration,
         on_loss: OnStoreLoss,
     ) -> Result<(), StoreError> {
-        set_idle_timeout(self.conn.client(), ttl)?;
-        let commits = self.conn.client().query_one("SELECT commits FROM lease WHERE id = 1", &[])?.get(0);
+        let settle = |conn: &mut Conn| -> Result<i64, StoreError> {
+            set_idle_timeout(conn.client(), ttl)?;
+            Ok(conn.client().query_one("SELECT commits FROM lease WHERE id = 1", &[])?.get(0))
+        };
+        // A standby's session may have been lost since its last look at the lease.
+        let commits = match settle(&mut self.conn) {
+            Err(e) if e.is_connection_loss() => {
+                self.reopen()?;
+                settle(&mut self.conn)?
+            }
+            other => other?,
+        };
         self.lease = Some(Held { lease, ttl, on_loss, commits });
         Ok(())
     }
@@ -281,21 +316,68 @@ impl PgStore {
 
     /// One attempt at `apply`.
     fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        self.marked(|tx, statements| write_ops(tx, statements, ops))
+    }
+
+    /// What a start writes, in one transaction (one commit to wait for at a takeover): `ops`
+    /// (the takeover record), then `close_open_ranges` and `close_pending_submits`.
+    pub fn start_up(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        self.marked(|tx, statements| {
+            write_ops(tx, statements, ops)?;
+            close_ranges(tx)?;
+            upstream::close_pending(tx).map(drop)
+        })
+    }
+
+    /// Runs `write` in one transaction, marked in the lease row when the store holds the lease
+    /// (fenced otherwise; see `mark_commit`).
+    fn marked<T>(
+        &mut self,
+        write: impl FnOnce(&mut Transaction<'_>, &mut Statements) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let PgStore { conn, statements, lease, .. } = self;
         let mut tx = conn.client().transaction()?;
         if let Some(held) = lease {
             mark_commit(&mut tx, held.lease.epoch, held.commits + 1)?;
         }
-        let mut batch = PgBatch::default();
-        for op in ops {
-            apply_one(&mut tx, statements, &mut batch, op)?;
-        }
-        batch.flush_all(&mut tx, statements)?;
+        let out = write(&mut tx, statements)?;
         tx.commit()?;
         if let Some(held) = lease {
             held.commits += 1;
         }
+        Ok(out)
+    }
+
+    /// A new session in place of a lost one (a standby's, before it holds the lease).
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        let mut conn = Conn::connect(&self.url)?;
+        conn.client().batch_execute("SET synchronous_commit = on")?;
+        self.conn = conn;
+        self.statements = Statements::default();
         Ok(())
+    }
+
+    /// A standby's upkeep, at each look at the lease: checks the session (a lost one is
+    /// replaced) and the lease row's marker, and loads the snapshot again when the marker moved
+    /// and the last load is `WARM_EVERY` old. Returns the ledger head the snapshot is at.
+    pub fn keep_warm(&mut self) -> Result<u64, StoreError> {
+        let marker = match lease_marker(self.conn.client()) {
+            Ok(marker) => marker,
+            Err(e) if e.is_connection_loss() => {
+                tracing::warn!("standby: the store's database session was lost; reconnecting: {e}");
+                self.reopen()?;
+                lease_marker(self.conn.client())?
+            }
+            Err(e) => return Err(e),
+        };
+        let stale = self.warm.as_ref().is_none_or(|w| w.marker != marker && w.loaded_at.elapsed() >= WARM_EVERY);
+        if stale {
+            self.warm = None;
+            let (snapshot, marker, ledger_seq) = self.load_marked()?;
+            self.warm = Some(Warm { snapshot, marker, ledger_seq, loaded_at: Instant::now() });
+            tracing::debug!(ledger_seq, ?marker, "standby: snapshot loaded");
+        }
+        Ok(self.warm.as_ref().map_or(0, |w| w.ledger_seq))
     }
 
     /// A new session after a lost one: true when the batch whose commit was under way did
@@ -320,23 +402,36 @@ impl PgStore {
     }
 
     /// Gives the ranges a previous process left in flight their fate (`history::RESTARTED`).
+    /// Marked like a batch (it moves the standby's marker).
     pub fn close_open_ranges(&mut self) -> Result<usize, StoreError> {
-        let changed = self.conn.client().execute(
-            "INSERT INTO range_fates (assignment, fate, handed)
-             SELECT id, $1, 0 FROM assignments WHERE id NOT IN (SELECT assignment FROM range_fates)",
-            &[&history::RESTARTED],
-        )?;
-        Ok(changed as usize)
+        self.marked(|tx, _| close_ranges(tx))
     }
 
     /// Gives the submits to pools a previous process left unanswered the outcome `unknown`.
+    /// Marked like a batch: the snapshot's pool counts change.
     pub fn close_pending_submits(&mut self) -> Result<usize, StoreError> {
-        upstream::close_pending(self.conn.client())
+        self.marked(|tx, _| upstream::close_pending(tx))
     }
 
-    /// The state the core restarts from, read in one snapshot.
+    /// The state the core restarts from, read in one snapshot: right after a takeover, the warm
+    /// one when nothing was written since it was read (see the module docs).
     pub fn load(&mut self) -> Result<Snapshot, StoreError> {
+        if let (Some(warm), Some(held)) = (self.warm.take(), &self.lease) {
+            if warm.marker == Some((held.lease.epoch - 1, held.commits)) {
+                tracing::info!(ledger_seq = warm.ledger_seq, "took over with the warm snapshot");
+                return Ok(warm.snapshot);
+            }
+            tracing::info!(ledger_seq = warm.ledger_seq, "the warm snapshot is behind: loading it again");
+        }
+        Ok(self.load_marked()?.0)
+    }
+
+    /// The snapshot, with the lease row's marker and the ledger head read in its transaction.
+    fn load_marked(&mut self) -> Result<(Snapshot, Marker, u64), StoreError> {
         let mut tx = self.conn.client().build_transaction().isolation_level(IsolationLevel::RepeatableRead).start()?;
+        let marker = lease_marker(&mut tx)?;
+        let ledger_seq: Option<i64> = tx.query_one("SELECT max(seq) FROM ledger", &[])?.get(0);
+        let ledger_seq = to_u64("ledger.seq", ledger_seq.unwrap_or(0))?;
         let setting = |tx: &mut Transaction<'_>, key: &str| -> Result<Option<String>, StoreError> {
             Ok(tx.query_opt("SELECT value FROM settings WHERE key = $1", &[&key])?.map(|r| r.get(0)))
         };
@@ -432,8 +527,33 @@ impl PgStore {
         let pool_counts =
             crate::service::upstream_store::counts(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))))?;
         tx.commit()?;
-        Ok(Snapshot { policy, accounts, chain, jobs, chains, node_chains, rollout, pools, pool_counts })
+        let snapshot = Snapshot { policy, accounts, chain, jobs, chains, node_chains, rollout, pools, pool_counts };
+        Ok((snapshot, marker, ledger_seq))
     }
+}
+
+/// Writes `ops` in `tx` (a batch's body).
+fn write_ops(tx: &mut Transaction<'_>, statements: &mut Statements, ops: &[StoreOp]) -> Result<(), StoreError> {
+    let mut batch = PgBatch::default();
+    for op in ops {
+        apply_one(tx, statements, &mut batch, op)?;
+    }
+    batch.flush_all(tx, statements)
+}
+
+/// Gives the ranges left in flight the fate `history::RESTARTED`; how many.
+fn close_ranges(tx: &mut Transaction<'_>) -> Result<usize, StoreError> {
+    let changed = tx.execute(
+        "INSERT INTO range_fates (assignment, fate, handed)
+         SELECT id, $1, 0 FROM assignments WHERE id NOT IN (SELECT assignment FROM range_fates)",
+        &[&history::RESTARTED],
+    )?;
+    Ok(changed as usize)
+}
+
+/// The lease row's change marker (`None`: no lease row yet).
+fn lease_marker(client: &mut impl GenericClient) -> Result<Marker, StoreError> {
+    Ok(client.query_opt("SELECT epoch, commits FROM lease WHERE id = 1", &[])?.map(|r| (r.get(0), r.get(1))))
 }
 
 /// Numbers this transaction's batch `commits` in the lease row, and fails with `Fenced` unless

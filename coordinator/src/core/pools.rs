@@ -19,7 +19,7 @@
 //!   never guessed: no answer is `unknown`.
 
 use hashgrid_common::message::PoolStatus;
-use hashgrid_common::stratum::{Submit, SubmitOutcome};
+use hashgrid_common::stratum::{Carving, Submit, SubmitOutcome};
 
 use super::upstream::{self, UpstreamOut};
 use super::*;
@@ -440,10 +440,23 @@ impl Core {
                     unknown: up.counts.unknown,
                     flagged: up.flagged,
                     basis: a.map_or_else(StandardBasis::default, |a| a.basis),
-                    last_error: up.last_error.clone(),
+                    last_error: with_carving_note(up.last_error.clone(), size as usize),
                     switches: up.switches,
                 }
             })
             .collect()
     }
+}
+
+/// The pool's last error, with a note when its extranonce2 (`size` bytes, 0: not subscribed)
+/// is too short to carve miners' slots: Stratum miners are then served from other accounts.
+fn with_carving_note(last_error: Option<String>, size: usize) -> Option<String> {
+    if size == 0 || Carving::new(size).slot_bytes() > 0 {
+        return last_error;
+    }
+    let note = format!("extranonce2 of {size} bytes is too short to carve a slot for miners");
+    Some(match last_error {
+        Some(error) => format!("{error}; {note}"),
+        None => note,
+    })
 }

@@ -193,6 +193,10 @@ fn an_extranonce2_too_short_to_carve_is_refused_and_ledgered() {
     assert_eq!(refusals.len(), 1, "ledgered once: {refusals:?}");
     assert_eq!(refusals[0].1["account"], "alice");
     assert!(refusals[0].1["reason"].as_str().unwrap().contains("too short"), "{refusals:?}");
+    // The operator sees it where pools are listed (`pool list`, `status`).
+    let note = "extranonce2 of 3 bytes is too short to carve a slot for miners";
+    assert_eq!(core.pool_list(T0 + 21)[0].last_error.as_deref(), Some(note));
+    assert_eq!(core.status(T0 + 21).pools[0].last_error.as_deref(), Some(note));
 }
 
 #[test]

@@ -359,23 +359,32 @@ impl Core {
         let chain = n.chain.clone();
         let count = self.range_count(node, now_ms, 0);
         let mut refused = BTreeSet::new();
-        while let Some(chain) = chain.as_ref()
-            && let Some(i) = accounts::choose(self.policy, &self.accounts, count, |i| {
-                let a = &self.accounts[i];
-                self.serving_chain(&a.name) != chain.as_str() || refused.contains(&a.name) || !self.has_work(&a.name)
-            })
-        {
-            let account = self.accounts[i].name.clone();
-            match self.with_miner(now_ms, node, Some(&account)) {
-                Ok(sent) => {
-                    if sent {
-                        self.accounts[i].issued += count as u128;
+        // The accounts of its chain first; when one of them cannot carve a slot and none can
+        // serve it, the policy's choice among the other chains' accounts.
+        for own in [true, false] {
+            if !own && refused.is_empty() {
+                break;
+            }
+            while let Some(chain) = chain.as_ref()
+                && let Some(i) = accounts::choose(self.policy, &self.accounts, count, |i| {
+                    let a = &self.accounts[i];
+                    (self.serving_chain(&a.name) == chain.as_str()) != own
+                        || refused.contains(&a.name)
+                        || !self.has_work(&a.name)
+                })
+            {
+                let account = self.accounts[i].name.clone();
+                match self.with_miner(now_ms, node, Some(&account)) {
+                    Ok(sent) => {
+                        if sent {
+                            self.accounts[i].issued += count as u128;
+                        }
+                        return;
                     }
-                    return;
-                }
-                Err(reason) => {
-                    self.slot_refused(now_ms, &account, reason);
-                    refused.insert(account);
+                    Err(reason) => {
+                        self.slot_refused(now_ms, &account, reason);
+                        refused.insert(account);
+                    }
                 }
             }
         }

@@ -3,7 +3,8 @@
 //! hashed for real. Each miner gets its own extranonce slot, its shares are credited before
 //! they are acknowledged and forwarded with the slot prefix, it switches with `clean_jobs`
 //! when its account is up to standard, its slots come back only when its connection ends,
-//! and an extranonce2 too short to carve is refused and ledgered. Local-chain accounts are
+//! and an extranonce2 too short to carve is refused, ledgered and shown in `pool list`, its
+//! miners served from another chain's account. Local-chain accounts are
 //! served from the chain's own coinbase, carved the same way; connections that never
 //! authorize hold no slot; idle and standby miners get the idle job, credited to no account.
 
@@ -197,6 +198,25 @@ fn an_extranonce2_too_short_to_carve_is_refused_and_ledgered() {
     let note = "extranonce2 of 3 bytes is too short to carve a slot for miners";
     assert_eq!(core.pool_list(T0 + 21)[0].last_error.as_deref(), Some(note));
     assert_eq!(core.status(T0 + 21).pools[0].last_error.as_deref(), Some(note));
+}
+
+#[test]
+fn a_miner_whose_chains_accounts_cannot_carve_is_served_from_another_chains_account() {
+    let (mut core, mut farm, _) = farm(3, 1 << 60);
+    let mut log = Vec::new();
+    core.handle_miner_subscribed(T0 + 20, 10);
+    core.handle_miner_joined(T0 + 20, 10, "rig1", "ua");
+    // rig1 is placed on alice's pool chain, whose only account cannot carve a slot.
+    core.add_account(T0 + 21, "carol", 1 << 60, None, Some(1), None).unwrap();
+    core.handle_tick(T0 + 22);
+    let orders = drain(&mut core, &mut farm, &mut log);
+    let rig = core.node_list(T0 + 22).into_iter().find(|n| n.name == "rig1").unwrap();
+    assert_eq!((rig.chain.as_deref(), rig.account.as_deref()), (Some("pool:alice"), Some("carol")));
+    let job = job_of(&orders, 10);
+    // carol is on the local chain: its coinbase's extranonce carved, slot 1.
+    assert_eq!((job.extranonce1, job.extranonce2_size, job.notify.job_id.as_str()), (vec![0, 1], 6, "local-1"));
+    assert!(farm.ledger.iter().any(|(k, p)| k == "miner_job" && p["node"] == "rig1" && p["account"] == "carol"));
+    assert!(farm.ledger.iter().any(|(k, p)| k == "miner_slot_refused" && p["account"] == "alice"));
 }
 
 #[test]

@@ -137,6 +137,12 @@ stratum_max_difficulty = 1000000000.0
 # (10 TH/s and above), per minute; in between, interpolated.
 stratum_slow_shares_per_second = 2.0
 stratum_fast_shares_per_minute = 6.0
+
+# A miner sending only invalid shares for this long is resent its work, then asked to
+# reconnect, then disconnected (ckpool's 60/120/180 s). One valid share ends the streak.
+stratum_invalid_resend_after = "60s"
+stratum_invalid_reconnect_after = "120s"
+stratum_invalid_disconnect_after = "180s"
 "#;
 
 /// The coordinator's settings.
@@ -188,6 +194,12 @@ pub struct CoordinatorConfig {
     pub stratum_max_difficulty: f64,
     pub stratum_slow_shares_per_second: f64,
     pub stratum_fast_shares_per_minute: f64,
+    #[serde(deserialize_with = "duration")]
+    pub stratum_invalid_resend_after: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub stratum_invalid_reconnect_after: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub stratum_invalid_disconnect_after: Duration,
 }
 
 impl Default for CoordinatorConfig {
@@ -226,6 +238,9 @@ impl Default for CoordinatorConfig {
             stratum_max_difficulty: session.vardiff.max,
             stratum_slow_shares_per_second: session.vardiff.slow.shares_per_sec,
             stratum_fast_shares_per_minute: session.vardiff.fast.shares_per_sec * 60.0,
+            stratum_invalid_resend_after: Duration::from_millis(session.resend_work_after_ms),
+            stratum_invalid_reconnect_after: Duration::from_millis(session.reconnect_after_ms),
+            stratum_invalid_disconnect_after: Duration::from_millis(session.disconnect_after_ms),
         }
     }
 }
@@ -314,6 +329,9 @@ impl CoordinatorConfig {
         let mut session = ServerConfig::new("");
         session.handshake_timeout_ms = self.stratum_handshake_timeout.as_millis() as u64;
         session.time_window_secs = self.time_window.as_secs() as u32;
+        session.resend_work_after_ms = self.stratum_invalid_resend_after.as_millis() as u64;
+        session.reconnect_after_ms = self.stratum_invalid_reconnect_after.as_millis() as u64;
+        session.disconnect_after_ms = self.stratum_invalid_disconnect_after.as_millis() as u64;
         let v = &mut session.vardiff;
         (v.start, v.min, v.max) =
             (self.stratum_start_difficulty, self.stratum_min_difficulty, self.stratum_max_difficulty);
@@ -441,5 +459,18 @@ mod tests {
         assert!(CoordinatorConfig::parse("failover_after = \"10m\"\n").is_ok());
         let err = CoordinatorConfig::parse("max_connections_per_address = 0\n").unwrap_err().to_string();
         assert_eq!(err, "max_connections_per_address: must be at least 1");
+    }
+
+    #[test]
+    fn the_invalid_share_escalation_is_configurable_and_must_not_decrease() {
+        let c = CoordinatorConfig::parse(
+            "stratum_invalid_resend_after = \"1s\"\nstratum_invalid_reconnect_after = \"2s\"\n\
+             stratum_invalid_disconnect_after = \"3s\"\n",
+        )
+        .unwrap();
+        let s = c.stratum_session();
+        assert_eq!((s.resend_work_after_ms, s.reconnect_after_ms, s.disconnect_after_ms), (1000, 2000, 3000));
+        let err = CoordinatorConfig::parse("stratum_invalid_disconnect_after = \"1s\"\n").unwrap_err().to_string();
+        assert!(err.contains("escalation thresholds must not decrease"), "{err}");
     }
 }

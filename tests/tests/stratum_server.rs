@@ -13,6 +13,9 @@
 //!   only their own connections while an honest miner beside them keeps earning.
 //! - A miner earns on a local-chain account: its jobs come from the chain's own coinbase, its
 //!   shares are credited and find the chain's blocks.
+//! - A connection over `stratum_max_connections` is closed unread; a flood of invalid shares
+//!   (thresholds scaled down by configuration) is resent work, asked to reconnect and
+//!   disconnected; the honest miner beside them keeps earning.
 //! - An independent client (the `stratum` crate's) against the coordinator process: it
 //!   subscribes, authorizes, builds a share with its own merkle code and the `bitcoin` crate's
 //!   header hash, and the share is accepted and credited.
@@ -321,6 +324,113 @@ fn hostile_clients_are_closed_while_an_honest_miner_keeps_earning() {
     let list = nodes(&op);
     assert_eq!(node(&list, "honest").map(|n| n["state"].clone()), Some("active".into()), "{list:?}");
     assert!(node(&list, "thief").is_none(), "{list:?}");
+    let c = pool.counts("alice.rig");
+    assert_eq!((c.invalid, c.duplicate, c.unauthorized), (0, 0, 0), "{:?}", pool.shares());
+}
+
+/// A coordinator with its Stratum server on a free port, reading `config` (a file's text).
+fn configured_coordinator(site: &Site, config: &str) -> Coordinator {
+    let path = site.path().join("coordinator.toml");
+    std::fs::write(&path, config).unwrap();
+    let flags = ["--failover-after", "3s", "--stratum", "127.0.0.1:0", "--config", path.to_str().unwrap()];
+    site.start_coordinator_with("127.0.0.1:0", "sequential", &flags)
+}
+
+const SUBSCRIBE: &[u8] = b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]}\n";
+
+/// A connection whose `mining.subscribe` was answered (the server serves it), or `None` when
+/// the server closed it or said nothing within `limit`.
+fn subscribed(addr: SocketAddr, limit: Duration) -> Option<TcpStream> {
+    let stream = send(addr, SUBSCRIBE);
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {
+                let answer: Value = serde_json::from_str(&line).unwrap_or_default();
+                if answer["id"] == 1 {
+                    return answer["result"].is_array().then_some(stream);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_connection_over_the_cap_is_closed_unread_while_an_honest_miner_keeps_earning() {
+    let site = Site::new();
+    let pool = pool(&[0x55, 0x66, 0x77, 0x88], 8);
+    let coordinator = configured_coordinator(&site, "stratum_max_connections = 2\n");
+    let op = coordinator.operator();
+    add_at_pool(&op, "alice", "1000T", 1, &pool, "alice.rig");
+    let addr = coordinator.stratum.unwrap();
+    let _honest = miner(&site, &coordinator, "honest");
+    wait_for("the honest miner earning", WAIT, || (pool.counts("alice.rig").valid >= 2).then_some(()));
+    // The second connection is served (it holds its place until its 30 s handshake deadline).
+    let second = subscribed(addr, Duration::from_secs(10)).expect("the second connection is served");
+    // The third is over the cap: closed on accept, its subscribe never answered. (Served, it
+    // would be answered at once and kept open for 30 s, past the 10 s read limit.)
+    let (lines, closed) = lines_until_closed(send(addr, SUBSCRIBE), Duration::from_secs(10));
+    assert!(closed && lines.is_empty(), "closed: {closed}, {lines:?}");
+    let before = pool.counts("alice.rig").valid;
+    wait_for("the honest miner still earning", WAIT, || (pool.counts("alice.rig").valid >= before + 2).then_some(()));
+    assert_eq!(node(&nodes(&op), "honest").map(|n| n["state"].clone()), Some("active".into()));
+    // A place freed (the second connection ends) is taken by the next connection.
+    drop(second);
+    wait_for("a connection served once a place is free", WAIT, || subscribed(addr, Duration::from_secs(5)));
+}
+
+#[test]
+fn a_flood_of_invalid_shares_is_escalated_and_disconnected_while_an_honest_miner_keeps_earning() {
+    let site = Site::new();
+    let pool = pool(&[0x99, 0xaa, 0xbb, 0xcc], 8);
+    // ckpool's 60/120/180 s escalation scaled down to 1/2/3 s, so the test takes seconds.
+    let config = "stratum_invalid_resend_after = \"1s\"\nstratum_invalid_reconnect_after = \"2s\"\n\
+                  stratum_invalid_disconnect_after = \"3s\"\n";
+    let coordinator = configured_coordinator(&site, config);
+    let op = coordinator.operator();
+    add_at_pool(&op, "alice", "1000T", 1, &pool, "alice.rig");
+    let addr = coordinator.stratum.unwrap();
+    let _honest = miner(&site, &coordinator, "honest");
+    wait_for("the honest miner earning", WAIT, || (pool.counts("alice.rig").valid >= 2).then_some(()));
+
+    // An authorized client that sends only shares of a job it was never given, 20 a second
+    // (under the 50 lines/s rate limit: it is the share check that must stop it).
+    let authorize =
+        format!("{{\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"flooder\",\"{}\"]}}\n", node_token(&site));
+    let flooder = send(addr, &[SUBSCRIBE, authorize.as_bytes()].concat());
+    let mut writer = flooder.try_clone().unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
+    // It floods for 10 s at most, so a server that never closes it fails the test in 20 s.
+    let flood = std::thread::spawn(move || {
+        for id in 3u64..203 {
+            let line = format!(
+                "{{\"id\":{id},\"method\":\"mining.submit\",\"params\":[\"flooder\",\"nope\",\"00000000\",\"5f5e1000\",\"{id:08x}\"]}}\n"
+            );
+            if stop.load(std::sync::atomic::Ordering::Relaxed) || writer.write_all(line.as_bytes()).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    // The close comes about 3 s after the first invalid share; 10 s of silence is the net.
+    let (lines, closed) = lines_until_closed(flooder, Duration::from_secs(10));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    flood.join().unwrap();
+    assert!(closed, "{lines:?}");
+    assert_eq!(lines.iter().find(|l| l["id"] == 2).map(|l| l["result"].clone()), Some(Value::Bool(true)), "{lines:?}");
+    // (Shares sent before the subscribe was answered are 25, not subscribed; then 21.)
+    assert!(lines.iter().any(|l| l["error"][0] == 21), "job not found: {lines:?}");
+    assert!(lines.iter().any(|l| l["method"] == "client.reconnect"), "asked to reconnect first: {lines:?}");
+    // Nobody else noticed: the honest miner is still active and earning.
+    let before = pool.counts("alice.rig").valid;
+    wait_for("the honest miner still earning", WAIT, || (pool.counts("alice.rig").valid >= before + 2).then_some(()));
+    let list = nodes(&op);
+    assert_eq!(node(&list, "honest").map(|n| n["state"].clone()), Some("active".into()), "{list:?}");
+    assert_eq!(node(&list, "flooder").map(|n| n["state"].clone()), Some("failed".into()), "{list:?}");
     let c = pool.counts("alice.rig");
     assert_eq!((c.invalid, c.duplicate, c.unauthorized), (0, 0, 0), "{:?}", pool.shares());
 }

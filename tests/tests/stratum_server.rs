@@ -13,7 +13,8 @@
 //!   only their own connections while an honest miner beside them keeps earning.
 //! - A miner earns on a local-chain account: its jobs come from the chain's own coinbase, its
 //!   shares are credited and find the chain's blocks.
-//! - A connection over `stratum_max_connections` is closed unread; a flood of invalid shares
+//! - An account whose pool's extranonce2 is too short to carve is named so in `pool list`. A
+//!   connection over `stratum_max_connections` is closed unread; a flood of invalid shares
 //!   (thresholds scaled down by configuration) is resent work, asked to reconnect and
 //!   disconnected; the honest miner beside them keeps earning.
 //! - An independent client (the `stratum` crate's) against the coordinator process: it
@@ -365,6 +366,14 @@ fn a_connection_over_the_cap_is_closed_unread_while_an_honest_miner_keeps_earnin
     let coordinator = configured_coordinator(&site, "stratum_max_connections = 2\n");
     let op = coordinator.operator();
     add_at_pool(&op, "alice", "1000T", 1, &pool, "alice.rig");
+    // An account whose pool's extranonce2 leaves no room for miners' slots: `pool list` says so.
+    let short = self::pool(&[0x12, 0x34, 0x56, 0x78], 3);
+    add_at_pool(&op, "short", "1000T", 2, &short, "short.rig");
+    let note = "extranonce2 of 3 bytes is too short to carve a slot for miners";
+    wait_for("pool list naming the short extranonce2", WAIT, || {
+        let table = op.run(&["pool", "list"]).expect_success("pool list");
+        table.lines().any(|l| l.starts_with("short") && l.contains(note)).then_some(())
+    });
     let addr = coordinator.stratum.unwrap();
     let _honest = miner(&site, &coordinator, "honest");
     wait_for("the honest miner earning", WAIT, || (pool.counts("alice.rig").valid >= 2).then_some(()));

@@ -505,6 +505,12 @@ pub struct Operator {
 impl Operator {
     /// Runs `hashgrid --coordinator ADDR --ca CA --token-file TOKEN ARGS`.
     pub fn run(&self, args: &[&str]) -> Outcome {
+        self.run_within(args, COMMAND_TIMEOUT)
+    }
+
+    /// `run`, with a safety net other than `COMMAND_TIMEOUT` (for a command whose work grows
+    /// with the test's data, not a performance bound).
+    pub fn run_within(&self, args: &[&str], timeout: Duration) -> Outcome {
         let mut cmd = Command::new(binary("hashgrid"));
         cmd.arg("--coordinator")
             .arg(self.addr.to_string())
@@ -513,7 +519,7 @@ impl Operator {
             .arg("--token-file")
             .arg(&self.token_file)
             .args(args);
-        run_with_timeout(cmd, COMMAND_TIMEOUT)
+        run_with_timeout(cmd, timeout)
     }
 
     /// `account add NAME --standard AMOUNT --order N`.

@@ -74,7 +74,15 @@ fn a_receipt_of_50000_shares_and_a_long_ledger_come_back_whole() {
     let coordinator = site.start_coordinator(&addr, "sequential");
     let op = coordinator.operator();
 
-    let out = op.run(&["account", "receipt", "acme", "--json"]).expect_success("account receipt");
+    // A safety net, not a performance bound: the receipt re-hashes 50,000 shares in a debug
+    // build and pages them out of the store. On SQLite that takes about 2 s; on PostgreSQL it
+    // took 23 s on a quiet 2-core machine (beyond `COMMAND_TIMEOUT`): the PostgreSQL receipt
+    // path is ten times slower, a known gap of issue 12, not hidden by this timeout.
+    let started = std::time::Instant::now();
+    let out = op
+        .run_within(&["account", "receipt", "acme", "--json"], std::time::Duration::from_secs(120))
+        .expect_success("account receipt");
+    eprintln!("account receipt of {SHARES} shares: {:?}", started.elapsed());
     let receipt: serde_json::Value = serde_json::from_str(&out).expect("receipt --json");
     assert_eq!(receipt["verified"], true, "{}", receipt["problem"]);
     assert_eq!(receipt["whole"], true);

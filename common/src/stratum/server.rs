@@ -47,6 +47,10 @@
 //! # Limits
 //! - A line longer than `max_line`, or one that does not decode, closes the connection with
 //!   the reason; so do more lines than the token bucket allows (`lines_per_sec`, `line_burst`).
+//!   A share that passes the checks gives its token back: it is proof of work at the miner's
+//!   difficulty, and that difficulty may not rise above the job's pool difficulty, so a miner
+//!   fast for its pool sends more valid shares than the bucket allows and must not be closed
+//!   for it (it would be failed, and its capacity re-planned, every few seconds).
 //! - No subscribe and authorize within `handshake_timeout_ms`, or no line for
 //!   `silence_timeout_ms`: closed.
 //! - At most `max_workers` workers and `max_pending` requests awaiting the coordinator.
@@ -655,6 +659,8 @@ impl ServerSession {
         }
         match self.check(&submit) {
             Ok(share) => {
+                // Work, not chatter: the line's token comes back.
+                self.tokens = (self.tokens + 1.0).min(self.config.line_burst);
                 self.invalid_since = None;
                 self.escalation = Escalation::None;
                 let ticket = self.ticket(Pending::Share { id });

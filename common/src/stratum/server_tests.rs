@@ -461,6 +461,37 @@ fn limits_close_the_connection_with_a_reason() {
 }
 
 #[test]
+fn valid_shares_are_not_held_to_the_line_rate_limit() {
+    // A miner faster than the rate limit at its job's pool difficulty (the vardiff may not
+    // raise it above the pool's): 100 valid shares a second for 6 s, twice the 50 lines a
+    // second the bucket refills (600 lines against 200 + 6 · 50 = 500 tokens).
+    let (mut s, n) = ready();
+    let mut from = 0;
+    for i in 0..600u64 {
+        let submit = submit_for(&s, &n, EASY, from, true);
+        from = submit.nonce + 1;
+        let events = call(&mut s, 10 + i * 10, 100 + i, Method::Submit(submit));
+        let share = shares(&events);
+        assert_eq!(share.len(), 1, "share {i}: {events:?}");
+        s.share_recorded(share[0].0, Ok(()));
+        assert!(response(&drain(&mut s), 100 + i).is_true());
+    }
+    assert!(!s.is_closed());
+    // Invalid shares at the same pace are lines like any other: the limit closes them.
+    let (mut s, n) = ready();
+    let mut from = 0;
+    for i in 0..600u64 {
+        let submit = submit_for(&s, &n, EASY, from, false);
+        from = submit.nonce + 1;
+        if s.is_closed() {
+            break;
+        }
+        call(&mut s, 10 + i * 10, 100 + i, Method::Submit(submit));
+    }
+    assert!(s.is_closed(), "a flood of invalid shares is closed by the line rate limit");
+}
+
+#[test]
 fn vardiff_retargets_from_accepted_shares() {
     let mut config = config();
     config.adjust_difficulty = true;

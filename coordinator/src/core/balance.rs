@@ -7,6 +7,8 @@
 //! small changes in load or rate never make nodes flap between chains. Nodes without a chain
 //! (new, promoted, or whose chain lost its demand) go first to the chain that lacks the most,
 //! and no chain with demand is left without a node while another chain has two or more.
+//! A *pinned* node (a Stratum miner served from another chain's account than its own, because
+//! its own chain cannot carve it a slot) counts on the chain it serves and is never moved.
 //! The policy of the accounts then decides, within a chain, which account each range serves.
 
 use std::collections::BTreeMap;
@@ -24,6 +26,8 @@ pub struct NodeCapacity<K> {
     pub node: K,
     pub capacity: f64,
     pub chain: Option<String>,
+    /// Counted on `chain` and kept there: it serves that chain whatever it is placed on.
+    pub pinned: bool,
 }
 
 /// The chain of every node (`None`: no chain has demand). Deterministic for equal inputs.
@@ -49,8 +53,9 @@ pub fn balance<K: Ord + Clone>(
             served[c] += cap(n);
         }
     }
-    // Nodes without a chain, largest first, to the chain lacking the most.
-    let mut free: Vec<usize> = (0..nodes.len()).filter(|&i| at[i].is_none()).collect();
+    // Nodes without a chain, largest first, to the chain lacking the most. (A pinned node on a
+    // chain without demand stays out of the plan.)
+    let mut free: Vec<usize> = (0..nodes.len()).filter(|&i| at[i].is_none() && !nodes[i].pinned).collect();
     free.sort_by(|&a, &b| cap(&nodes[b]).total_cmp(&cap(&nodes[a])).then(nodes[a].node.cmp(&nodes[b].node)));
     for i in free {
         let c = (0..chains.len())
@@ -65,14 +70,15 @@ pub fn balance<K: Ord + Clone>(
         if at.contains(&Some(starved)) {
             continue;
         }
+        let movable = |i: usize, c: usize| at[i] == Some(c) && !nodes[i].pinned;
         let donor = (0..chains.len())
-            .filter(|&c| at.iter().filter(|&&x| x == Some(c)).count() >= 2)
+            .filter(|&c| at.iter().filter(|&&x| x == Some(c)).count() >= 2 && (0..nodes.len()).any(|i| movable(i, c)))
             .max_by(|&a, &b| (served[a] - target[a]).total_cmp(&(served[b] - target[b])).then(b.cmp(&a)));
         let Some(donor) = donor else { break };
         // Nodes placed just now move first: they have no work in flight yet.
         let settled = |i: usize| nodes[i].chain.as_deref().and_then(index).is_some();
         let i = (0..nodes.len())
-            .filter(|&i| at[i] == Some(donor))
+            .filter(|&i| movable(i, donor))
             .min_by(|&a, &b| {
                 settled(a)
                     .cmp(&settled(b))
@@ -87,7 +93,7 @@ pub fn balance<K: Ord + Clone>(
     // Moves that cut the misallocation by more than the hysteresis, best first.
     for _ in 0..nodes.len() * chains.len() {
         let mut best: Option<(f64, usize, usize)> = None;
-        for (i, n) in nodes.iter().enumerate() {
+        for (i, n) in nodes.iter().enumerate().filter(|(_, n)| !n.pinned) {
             let from = at[i].expect("every node placed");
             let x = cap(n);
             for to in (0..chains.len()).filter(|&to| to != from) {
@@ -105,7 +111,11 @@ pub fn balance<K: Ord + Clone>(
         served[to] += cap(&nodes[i]);
         at[i] = Some(to);
     }
-    nodes.iter().zip(at).map(|(n, c)| (n.node.clone(), c.map(|c| chains[c].name.clone()))).collect()
+    nodes
+        .iter()
+        .zip(at)
+        .map(|(n, c)| (n.node.clone(), if n.pinned { n.chain.clone() } else { c.map(|c| chains[c].name.clone()) }))
+        .collect()
 }
 
 #[cfg(test)]
@@ -119,7 +129,12 @@ mod tests {
 
     fn nodes(list: &[(u32, f64, Option<&str>)]) -> Vec<NodeCapacity<u32>> {
         list.iter()
-            .map(|&(node, capacity, chain)| NodeCapacity { node, capacity, chain: chain.map(Into::into) })
+            .map(|&(node, capacity, chain)| NodeCapacity {
+                node,
+                capacity,
+                chain: chain.map(Into::into),
+                pinned: false,
+            })
             .collect()
     }
 
@@ -185,7 +200,7 @@ mod tests {
             caps in proptest::collection::vec(1.0f64..100.0, 1..12),
         ) {
             let c: Vec<ChainLoad> = loads.iter().enumerate().map(|(i, &load)| ChainLoad { name: format!("c{i}"), load }).collect();
-            let n: Vec<NodeCapacity<usize>> = caps.iter().enumerate().map(|(i, &capacity)| NodeCapacity { node: i, capacity, chain: None }).collect();
+            let n: Vec<NodeCapacity<usize>> = caps.iter().enumerate().map(|(i, &capacity)| NodeCapacity { node: i, capacity, chain: None, pinned: false }).collect();
             let map = balance(&c, &n, 0.5);
             let total: f64 = caps.iter().sum();
             let max_cap = caps.iter().cloned().fold(0.0, f64::max);

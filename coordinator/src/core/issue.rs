@@ -7,6 +7,8 @@
 //! whole BIP 320 mask); older nodes get one version. A range of n nonces under k versions is
 //! n·k hashes: it is sized so, and counts so toward the account's issued work.
 
+use std::collections::BTreeSet;
+
 use super::work::Issued;
 use super::*;
 
@@ -122,16 +124,24 @@ impl Core {
             .nodes
             .iter()
             .filter(|(_, n)| n.takes_work())
-            .map(|(&id, n)| balance::NodeCapacity { node: id, capacity: n.announced, chain: n.chain.clone() })
+            .map(|(&id, n)| {
+                // A miner served from another chain's account counts where it serves (pinned).
+                let elsewhere = self.miner_serving_chain(id).filter(|c| n.chain.as_ref().is_some_and(|own| own != c));
+                let pinned = elsewhere.is_some();
+                let chain = elsewhere.or_else(|| n.chain.clone());
+                balance::NodeCapacity { node: id, capacity: n.announced, chain, pinned }
+            })
             .collect();
         if nodes.is_empty() {
             return;
         }
+        let pinned: BTreeSet<NodeId> = nodes.iter().filter(|n| n.pinned).map(|n| n.node).collect();
         let plan = balance::balance(&loads, &nodes, self.config.hysteresis);
         for (id, chain) in plan {
             // A chain without demand keeps its nodes' assignment until there is demand again
-            // (nothing to move them to); they park.
-            if chain.is_some() {
+            // (nothing to move them to); they park. A pinned miner keeps its placement, so it
+            // goes back to its own chain's accounts once one can carve it a slot.
+            if chain.is_some() && !pinned.contains(&id) {
                 self.set_chain(now_ms, id, chain, reason);
             }
         }

@@ -541,6 +541,12 @@ impl Core {
         Ok(true)
     }
 
+    /// The chain of the account a miner's last job serves (none for the idle job, or a node
+    /// that is not a miner).
+    pub(super) fn miner_serving_chain(&self, node: NodeId) -> Option<String> {
+        self.miner_serving(node).map(|account| self.serving_chain(&account).to_string())
+    }
+
     /// The account a miner's last job serves (none for the idle job).
     pub(super) fn miner_serving(&self, node: NodeId) -> Option<String> {
         let miner = self.nodes.get(&node)?.miner.as_ref()?;

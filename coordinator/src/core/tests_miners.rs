@@ -8,10 +8,10 @@
 //! served from the chain's own coinbase, carved the same way; connections that never
 //! authorize hold no slot; idle and standby miners get the idle job, credited to no account.
 
-use hashgrid_common::message::STRATUM_V1;
+use hashgrid_common::message::{PROTOCOL_VERSION, STRATUM_V1};
 use hashgrid_common::stratum::{Accepted, Job as PoolJob, MinerShare, Submit, share_target};
 
-use super::tests::{Farm, T0, core};
+use super::tests::{Farm, T0, core, hello};
 use super::tests_pools::{POOL, Pool, settings};
 use super::*;
 
@@ -217,6 +217,28 @@ fn a_miner_whose_chains_accounts_cannot_carve_is_served_from_another_chains_acco
     assert_eq!((job.extranonce1, job.extranonce2_size, job.notify.job_id.as_str()), (vec![0, 1], 6, "local-1"));
     assert!(farm.ledger.iter().any(|(k, p)| k == "miner_job" && p["node"] == "rig1" && p["account"] == "carol"));
     assert!(farm.ledger.iter().any(|(k, p)| k == "miner_slot_refused" && p["account"] == "alice"));
+}
+
+#[test]
+fn the_balancer_counts_a_miner_served_from_another_chain_on_the_chain_it_serves() {
+    let (mut core, mut farm, _) = farm(3, 1 << 60);
+    let mut log = Vec::new();
+    core.handle_miner_subscribed(T0 + 20, 10);
+    core.handle_miner_joined(T0 + 20, 10, "rig1", "ua");
+    core.add_account(T0 + 21, "carol", 1 << 60, None, Some(1), None).unwrap();
+    core.handle_tick(T0 + 22);
+    drain(&mut core, &mut farm, &mut log);
+    let rig = core.node_list(T0 + 22).into_iter().find(|n| n.name == "rig1").unwrap();
+    assert_eq!((rig.chain.as_deref(), rig.account.as_deref()), (Some("pool:alice"), Some("carol")));
+    // A QUIC node joins. rig1 serves the local chain (carol), so alice's pool chain is the one
+    // nobody serves: the node goes there, and rig1 stays where it was placed.
+    core.handle_node_joined(T0 + 30, 1, &hello("n1", 1e6, false), PROTOCOL_VERSION);
+    drain(&mut core, &mut farm, &mut log);
+    let list = core.node_list(T0 + 30);
+    let chain_of = |name: &str| list.iter().find(|n| n.name == name).and_then(|n| n.chain.clone());
+    assert_eq!(chain_of("n1").as_deref(), Some("pool:alice"), "{list:?}");
+    assert_eq!(chain_of("rig1").as_deref(), Some("pool:alice"), "{list:?}");
+    assert_eq!(core.node_list(T0 + 30).iter().find(|n| n.name == "rig1").unwrap().account.as_deref(), Some("carol"));
 }
 
 #[test]

@@ -128,6 +128,12 @@ stratum_max_connections = 1024
 # A miner must subscribe and authorize within this.
 stratum_handshake_timeout = "30s"
 
+# Lines one miner may send: a token bucket refilled at this rate, holding at most the burst;
+# more closes the connection. A share that passes the checks gives its token back (it is
+# work, and a miner fast for its pool's difficulty sends many).
+stratum_lines_per_second = 50.0
+stratum_line_burst = 200.0
+
 # Per-miner variable difficulty: the difficulty a miner starts at, and its bounds.
 stratum_start_difficulty = 1.0
 stratum_min_difficulty = 0.000001
@@ -189,6 +195,8 @@ pub struct CoordinatorConfig {
     pub stratum_max_connections: usize,
     #[serde(deserialize_with = "duration")]
     pub stratum_handshake_timeout: Duration,
+    pub stratum_lines_per_second: f64,
+    pub stratum_line_burst: f64,
     pub stratum_start_difficulty: f64,
     pub stratum_min_difficulty: f64,
     pub stratum_max_difficulty: f64,
@@ -233,6 +241,8 @@ impl Default for CoordinatorConfig {
             stratum: None,
             stratum_max_connections: 1024,
             stratum_handshake_timeout: Duration::from_millis(session.handshake_timeout_ms),
+            stratum_lines_per_second: session.lines_per_sec,
+            stratum_line_burst: session.line_burst,
             stratum_start_difficulty: session.vardiff.start,
             stratum_min_difficulty: session.vardiff.min,
             stratum_max_difficulty: session.vardiff.max,
@@ -328,6 +338,7 @@ impl CoordinatorConfig {
     pub fn stratum_session(&self) -> ServerConfig {
         let mut session = ServerConfig::new("");
         session.handshake_timeout_ms = self.stratum_handshake_timeout.as_millis() as u64;
+        (session.lines_per_sec, session.line_burst) = (self.stratum_lines_per_second, self.stratum_line_burst);
         session.time_window_secs = self.time_window.as_secs() as u32;
         session.resend_work_after_ms = self.stratum_invalid_resend_after.as_millis() as u64;
         session.reconnect_after_ms = self.stratum_invalid_reconnect_after.as_millis() as u64;
@@ -472,5 +483,14 @@ mod tests {
         assert_eq!((s.resend_work_after_ms, s.reconnect_after_ms, s.disconnect_after_ms), (1000, 2000, 3000));
         let err = CoordinatorConfig::parse("stratum_invalid_disconnect_after = \"1s\"\n").unwrap_err().to_string();
         assert!(err.contains("escalation thresholds must not decrease"), "{err}");
+    }
+
+    #[test]
+    fn the_line_rate_limit_is_configurable_and_checked() {
+        let c = CoordinatorConfig::parse("stratum_lines_per_second = 2.0\nstratum_line_burst = 10.0\n").unwrap();
+        let s = c.stratum_session();
+        assert_eq!((s.lines_per_sec, s.line_burst), (2.0, 10.0));
+        let err = CoordinatorConfig::parse("stratum_lines_per_second = 0.0\n").unwrap_err().to_string();
+        assert!(err.contains("lines_per_sec must be positive"), "{err}");
     }
 }

@@ -17,6 +17,8 @@
 //!   connection over `stratum_max_connections` is closed unread; a flood of invalid shares
 //!   (thresholds scaled down by configuration) is resent work, asked to reconnect and
 //!   disconnected; the honest miner beside them keeps earning.
+//! - A miner whose valid shares come faster than the line rate limit (scaled down by
+//!   configuration) keeps its one connection; lines that are not work are still limited.
 //! - An independent client (the `stratum` crate's) against the coordinator process: it
 //!   subscribes, authorizes, builds a share with its own merkle code and the `bitcoin` crate's
 //!   header hash, and the share is accepted and credited.
@@ -442,6 +444,36 @@ fn a_flood_of_invalid_shares_is_escalated_and_disconnected_while_an_honest_miner
     assert_eq!(node(&list, "flooder").map(|n| n["state"].clone()), Some("failed".into()), "{list:?}");
     let c = pool.counts("alice.rig");
     assert_eq!((c.invalid, c.duplicate, c.unauthorized), (0, 0, 0), "{:?}", pool.shares());
+}
+
+#[test]
+fn a_miner_faster_than_the_line_rate_limit_keeps_its_connection() {
+    let site = Site::new();
+    let pool = pool(&[0xdd, 0xee, 0xff, 0x01], 8);
+    // The line rate limit scaled down from 50 a second (burst 200) to 1 (burst 10): the honest
+    // miner's valid shares at the pool's difficulty (its own may not rise above it) come several
+    // times faster than that. Before valid shares gave their token back, such a miner was
+    // closed by the limit, failed, and came back as a new connection every few seconds.
+    let coordinator = configured_coordinator(&site, "stratum_lines_per_second = 1.0\nstratum_line_burst = 10.0\n");
+    let op = coordinator.operator();
+    add_at_pool(&op, "alice", "1000T", 1, &pool, "alice.rig");
+    let _honest = miner(&site, &coordinator, "honest");
+    // 40 shares are 4 handshake lines short of 10 + 1/s for 34 s; at several shares a second
+    // they come in well under that, and a slow machine only makes the test less strict.
+    wait_for("40 valid shares at the pool", WAIT, || (pool.counts("alice.rig").valid >= 40).then_some(()));
+    // One connection earned them all: never closed, never failed.
+    let list = nodes(&op);
+    let honest = node(&list, "honest").unwrap_or_else(|| panic!("{list:?}"));
+    assert_eq!(honest["state"], "active", "{honest}");
+    assert!(honest["accepted"].as_u64() >= Some(40), "{honest}");
+    let failovers: Vec<_> = op.ledger(0).into_iter().filter(|e| e.kind == "failover").map(|e| e.payload).collect();
+    assert!(failovers.is_empty(), "{failovers:?}");
+    // Lines that are not work still count: 20 at once are over the burst of 10.
+    let chatter: Vec<u8> = (0..20)
+        .flat_map(|i| format!("{{\"id\":{i},\"method\":\"mining.extranonce.subscribe\",\"params\":[]}}\n").into_bytes())
+        .collect();
+    let (_, closed) = lines_until_closed(send(coordinator.stratum.unwrap(), &chatter), Duration::from_secs(10));
+    assert!(closed);
 }
 
 /// Switch latency, run by hand (BENCHMARKS.md): 21 accounts at 21 test pools under

@@ -191,6 +191,26 @@ mod tests {
         assert_eq!(map[&1].as_deref(), Some("b"));
     }
 
+    #[test]
+    fn a_pinned_node_counts_where_it_is_and_never_moves() {
+        let c = chains(&[("a", 1.0), ("b", 1.0)]);
+        // Pinned on a: a free node goes to b; unpinned, a would be left without a node anyway.
+        let mut n = nodes(&[(1, 10.0, Some("a")), (2, 10.0, None)]);
+        n[0].pinned = true;
+        let map = balance(&c, &n, 0.5);
+        assert_eq!((map[&1].as_deref(), map[&2].as_deref()), (Some("a"), Some("b")));
+        // Two pinned on a and b starved: a pinned node is no donor.
+        let mut n = nodes(&[(1, 10.0, Some("a")), (2, 10.0, Some("a"))]);
+        n.iter_mut().for_each(|x| x.pinned = true);
+        let map = balance(&c, &n, 0.5);
+        assert_eq!(count(&map, "a"), 2);
+        // Pinned on a chain without demand: left as it is, counted nowhere.
+        let mut n = nodes(&[(1, 10.0, Some("gone")), (2, 10.0, None)]);
+        n[0].pinned = true;
+        let map = balance(&c, &n, 0.5);
+        assert_eq!(map[&1].as_deref(), Some("gone"));
+    }
+
     proptest! {
         /// From scratch, every chain's share of capacity is within one node's capacity of its
         /// target, and a second run changes nothing (stable).

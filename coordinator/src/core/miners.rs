@@ -26,7 +26,9 @@
 //!   fewer) or whose slots are all in use is skipped for miners; it is ledgered once per
 //!   subscription and logged, and a too-short extranonce2 is named in the account's pool
 //!   line (`pool list`, `status`). Its miners are served from another account that can
-//!   carve: one of their chain first, else one of another chain.
+//!   carve: one of their chain first, else one of another chain. A miner served from another
+//!   chain keeps its placement (it goes back once its own chain can carve it a slot), and the
+//!   balancer counts it, pinned, on the chain it serves.
 //! - **Shares.** The miner's session rebuilt and checked the share (coinbase to hash); the
 //!   core credits it like a QUIC node's (the `Credit` goes before the acknowledgement), and
 //!   when it meets the pool's target submits it upstream with extranonce2 = slot prefix ‖ the

@@ -94,7 +94,12 @@ fn main() -> anyhow::Result<()> {
     (session.handshake_timeout_ms, session.silence_timeout_ms) = (3_600_000, 3_600_000);
     session.max_pending = args.in_flight.max(1) * 2;
     (session.vardiff.start, session.vardiff.min) = (DIFFICULTY, DIFFICULTY);
-    let stratum = StratumSettings { listen: "127.0.0.1:0".parse()?, max_connections: args.miners + 16, session };
+    let stratum = StratumSettings {
+        listen: "127.0.0.1:0".parse()?,
+        tls_listen: None,
+        max_connections: args.miners + 16,
+        session,
+    };
     let config = ServiceConfig {
         data_dir: dir.path().into(),
         store: Default::default(),

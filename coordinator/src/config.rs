@@ -122,7 +122,11 @@ pool_max_reject_ratio = 0.2
 # token. TCP address of the Stratum server; empty: off. (--stratum, HASHGRID_STRATUM)
 stratum = ""
 
-# Stratum connections open at once; more are closed on accept, before anything is read.
+# A second Stratum port speaking TLS (stratum+ssl://) with the coordinator's certificate, beside
+# `stratum`; empty: off. (--stratum-tls, HASHGRID_STRATUM_TLS)
+stratum_tls = ""
+
+# Stratum connections open at once (both ports); more are closed on accept, before anything is read.
 stratum_max_connections = 1024
 
 # A miner must subscribe and authorize within this.
@@ -192,6 +196,8 @@ pub struct CoordinatorConfig {
     pub pool_max_reject_ratio: f64,
     #[serde(deserialize_with = "optional_addr")]
     pub stratum: Option<SocketAddr>,
+    #[serde(deserialize_with = "optional_addr")]
+    pub stratum_tls: Option<SocketAddr>,
     pub stratum_max_connections: usize,
     #[serde(deserialize_with = "duration")]
     pub stratum_handshake_timeout: Duration,
@@ -239,6 +245,7 @@ impl Default for CoordinatorConfig {
             pool_failback: Duration::from_millis(core.upstream.failback_after_ms),
             pool_max_reject_ratio: core.upstream.max_reject_ratio,
             stratum: None,
+            stratum_tls: None,
             stratum_max_connections: 1024,
             stratum_handshake_timeout: Duration::from_millis(session.handshake_timeout_ms),
             stratum_lines_per_second: session.lines_per_sec,
@@ -319,6 +326,9 @@ impl CoordinatorConfig {
         }
         if !(self.pool_max_reject_ratio > 0.0 && self.pool_max_reject_ratio <= 1.0) {
             return invalid("pool_max_reject_ratio", "must be more than 0 and at most 1");
+        }
+        if self.stratum_tls.is_some() && self.stratum.is_none() {
+            return invalid("stratum_tls", "needs stratum (the plain port) too");
         }
         if self.stratum_max_connections == 0 {
             return invalid("stratum_max_connections", "must be at least 1");
@@ -492,5 +502,13 @@ mod tests {
         assert_eq!((s.lines_per_sec, s.line_burst), (2.0, 10.0));
         let err = CoordinatorConfig::parse("stratum_lines_per_second = 0.0\n").unwrap_err().to_string();
         assert!(err.contains("lines_per_sec must be positive"), "{err}");
+    }
+
+    #[test]
+    fn the_stratum_tls_port_comes_beside_the_plain_one() {
+        let c = CoordinatorConfig::parse("stratum = \"0.0.0.0:3333\"\nstratum_tls = \"0.0.0.0:3334\"\n").unwrap();
+        assert_eq!(c.stratum_tls, Some("0.0.0.0:3334".parse().unwrap()));
+        let err = CoordinatorConfig::parse("stratum_tls = \"0.0.0.0:3334\"\n").unwrap_err().to_string();
+        assert_eq!(err, "stratum_tls: needs stratum (the plain port) too");
     }
 }

@@ -335,6 +335,8 @@ pub struct Coordinator {
     pub store: crate::postgres::TestStore,
     /// The Stratum address it printed ("stratum on ADDR"), when started with `--stratum`.
     pub stratum: Option<SocketAddr>,
+    /// Its `stratum+ssl://` address ("stratum+ssl on ADDR"), when started with `--stratum-tls`.
+    pub stratum_tls: Option<SocketAddr>,
     process: Process,
 }
 
@@ -346,6 +348,7 @@ pub struct Starting {
     data_dir: PathBuf,
     http: bool,
     stratum: bool,
+    stratum_tls: bool,
     store: crate::postgres::TestStore,
 }
 
@@ -371,9 +374,11 @@ impl Starting {
             assert!(Instant::now() < deadline, "the coordinator did not start within {timeout:?}");
         };
         let stratum = self.stratum.then(|| printed_addr(&self.lines, "stratum on ", "the coordinator", &self.process));
+        let stratum_tls =
+            self.stratum_tls.then(|| printed_addr(&self.lines, "stratum+ssl on ", "the coordinator", &self.process));
         let http = self.http.then(|| printed_http_addr(&self.lines, "the coordinator", &self.process));
         let Starting { process, data_dir, store, .. } = self;
-        let coordinator = Coordinator { addr, data_dir, http, stratum, store, process };
+        let coordinator = Coordinator { addr, data_dir, http, stratum, stratum_tls, store, process };
         wait_for("the coordinator's certificate and tokens", START_TIMEOUT, || {
             ["cert.pem", "key.pem", "node.token", "admin.token"]
                 .iter()
@@ -431,6 +436,7 @@ impl Coordinator {
             data_dir,
             http: flags.contains(&"--http"),
             stratum: flags.contains(&"--stratum"),
+            stratum_tls: flags.contains(&"--stratum-tls"),
             store: site.store.clone(),
         }
     }

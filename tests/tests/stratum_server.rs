@@ -19,6 +19,8 @@
 //!   disconnected; the honest miner beside them keeps earning.
 //! - A miner whose valid shares come faster than the line rate limit (scaled down by
 //!   configuration) keeps its one connection; lines that are not work are still limited.
+//! - `stratum+ssl://`: a client trusting only the coordinator's certificate subscribes,
+//!   authorizes and has a share accepted and credited over TLS.
 //! - An independent client (the `stratum` crate's) against the coordinator process: it
 //!   subscribes, authorizes, builds a share with its own merkle code and the `bitcoin` crate's
 //!   header hash, and the share is accepted and credited.
@@ -28,8 +30,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
+use hashgrid_common::stratum::{Job, Message, Method};
 use hashgrid_tests::pool::{PoolConfig, TestPool};
 use hashgrid_tests::{Coordinator, Operator, Process, Site, binary, wait_for};
+use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 
 /// About 2^32 / 10^4 = 430k hashes per share: several a second from a debug-build CPU miner.
@@ -263,6 +267,90 @@ fn an_independent_client_mines_through_the_coordinator() {
     assert!(dora.delivered > 0, "nonce {nonce}: {dora:?}");
     let entries = op.ledger(0);
     assert!(entries.iter().any(|e| e.kind == "block_found" && e.payload["account"] == "dora"), "nonce {nonce}");
+}
+
+#[test]
+fn a_miner_mines_over_stratum_ssl_with_the_coordinators_certificate() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let site = Site::new();
+    let flags = ["--failover-after", "3s", "--stratum", "127.0.0.1:0", "--stratum-tls", "127.0.0.1:0"];
+    let coordinator = site.start_coordinator_with("127.0.0.1:0", "sequential", &flags);
+    let op = coordinator.operator();
+    // Blocks of about 43,000 hashes: a share in well under a second.
+    local_account(&op, "easy", "0.00001", "erin");
+    let addr = coordinator.stratum_tls.expect("started with --stratum-tls");
+    let cert = std::fs::read(site.data_dir().join("cert.pem")).unwrap();
+    let token = node_token(&site);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        // The client trusts only the coordinator's certificate, as a miner given it would.
+        let mut roots = rustls::RootCertStore::empty();
+        let cert = rustls::pki_types::CertificateDer::from_pem_slice(&cert).unwrap();
+        roots.add(cert).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap();
+        let (reader, mut writer) = tokio::io::split(tls);
+        let mut lines = tokio::io::BufReader::new(reader).lines();
+        let hello = format!(
+            "{{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[\"tls-miner/1\"]}}\n\
+             {{\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"rig7\",\"{token}\"]}}\n"
+        );
+        writer.write_all(hello.as_bytes()).await.unwrap();
+        let mut next = async || -> Value {
+            let line = tokio::time::timeout(WAIT, lines.next_line()).await.expect("a line").unwrap().expect("open");
+            serde_json::from_str(&line).unwrap()
+        };
+        let (mut extranonce, mut difficulty, mut notify) = (None, None, None);
+        while notify.is_none() {
+            let line = next().await;
+            match (line["id"].as_u64(), line["method"].as_str()) {
+                (Some(1), _) => extranonce = Some(line["result"].clone()),
+                (Some(2), _) => assert_eq!(line["result"], true, "{line}"),
+                (_, Some("mining.set_difficulty")) => difficulty = line["params"][0].as_f64(),
+                (_, Some("mining.notify")) => notify = Some(line),
+                _ => {}
+            }
+        }
+        let extranonce = extranonce.expect("the subscribe answer before the first job");
+        let e1 = hex::decode(extranonce[1].as_str().unwrap()).unwrap();
+        let e2_size = extranonce[2].as_u64().unwrap() as usize;
+        let Message::Call { method: Method::Notify(notify), .. } =
+            Message::from_line(notify.unwrap().to_string().as_bytes()).unwrap()
+        else {
+            panic!("not a notify")
+        };
+        let job = Job::new(notify.clone(), e1, e2_size, difficulty.expect("a difficulty"), 0).unwrap();
+        let e2 = vec![0; e2_size];
+        let nonce = (0u32..)
+            .find(|&n| job.share_target.is_met_by(&job.header(&e2, notify.ntime, n, notify.version).unwrap().block_hash()))
+            .unwrap();
+        let submit = format!(
+            "{{\"id\":3,\"method\":\"mining.submit\",\"params\":[\"rig7\",\"{}\",\"{}\",\"{:08x}\",\"{nonce:08x}\"]}}\n",
+            notify.job_id,
+            hex::encode(&e2),
+            notify.ntime
+        );
+        writer.write_all(submit.as_bytes()).await.unwrap();
+        // `true` only once the credit is durable.
+        loop {
+            let line = next().await;
+            if line["id"] == 3 {
+                assert_eq!(line["result"], true, "{line}");
+                break;
+            }
+        }
+    });
+    let erin = op.status().account("erin").clone();
+    assert!(erin.delivered > 0, "{erin:?}");
+    let list = nodes(&op);
+    assert_eq!(node(&list, "rig7").map(|n| n["transport"].clone()), Some("stratum-v1".into()), "{list:?}");
 }
 
 /// Reads lines until the server closes the connection (or `limit` passes): every line read.

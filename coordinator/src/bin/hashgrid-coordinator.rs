@@ -79,6 +79,10 @@ struct ServeArgs {
     /// the node token), e.g. 0.0.0.0:3333. Off unless set.
     #[arg(long, env = "HASHGRID_STRATUM")]
     stratum: Option<SocketAddr>,
+    /// TCP address of a second Stratum port speaking TLS (stratum+ssl://) with the
+    /// coordinator's certificate, beside --stratum, e.g. 0.0.0.0:3334.
+    #[arg(long, env = "HASHGRID_STRATUM_TLS")]
+    stratum_tls: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -119,6 +123,9 @@ impl ServeArgs {
         }
         if let Some(stratum) = self.stratum {
             config.stratum = Some(stratum);
+        }
+        if let Some(tls) = self.stratum_tls {
+            config.stratum_tls = Some(tls);
         }
         config.check()?;
         Ok(config)
@@ -171,6 +178,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let limits = config.limits();
     let stratum = config.stratum.map(|listen| StratumSettings {
         listen,
+        tls_listen: config.stratum_tls,
         max_connections: config.stratum_max_connections,
         session: config.stratum_session(),
     });
@@ -191,6 +199,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     println!("hashgrid coordinator listening on {}", service.local_addr);
     if let Some(addr) = service.stratum_addr {
         println!("stratum on {addr} (stratum+tcp://{addr}, worker = rig name, password = the node token)");
+    }
+    if let Some(addr) = service.stratum_tls_addr {
+        println!("stratum+ssl on {addr} (stratum+ssl://{addr}, the certificate below)");
     }
     println!("certificate: {} (sha256 {})", dir.cert_pem.display(), dir.fingerprint());
     println!("node token:  {}", dir.node_token.display());

@@ -107,6 +107,8 @@ pub struct Service {
     pub local_addr: SocketAddr,
     /// The Stratum server's address, when it runs.
     pub stratum_addr: Option<SocketAddr>,
+    /// Its `stratum+ssl://` address, when it runs one.
+    pub stratum_tls_addr: Option<SocketAddr>,
     pub data_dir: DataDir,
     store: StoreLocation,
     shutdown: watch::Sender<bool>,
@@ -297,19 +299,21 @@ impl Service {
         let peers = Peers { events: events_tx.clone(), readers, reads_on_core: reads_on_core.clone() };
         // QUIC nodes and Stratum miners draw their ids from one counter.
         let next_node = Arc::new(AtomicU64::new(1));
-        let stratum_addr = match config.stratum {
+        let (stratum_addr, stratum_tls_addr) = match config.stratum {
             Some(settings) => {
                 let addr = settings.listen;
                 let started = stratum::listen(
                     settings,
+                    &data_dir,
                     events_tx.clone(),
                     node_token.clone(),
                     next_node.clone(),
                     shutdown_rx.clone(),
                 );
-                Some(started.await.map_err(|source| ServiceError::Listen { addr, source })?)
+                let (plain, tls) = started.await.map_err(|source| ServiceError::Listen { addr, source })?;
+                (Some(plain), tls)
             }
-            None => None,
+            None => (None, None),
         };
         tokio::spawn(async move {
             // Refusals are logged at most once a second, with the count since the last line.
@@ -348,6 +352,7 @@ impl Service {
         Ok(Service {
             local_addr,
             stratum_addr,
+            stratum_tls_addr,
             data_dir,
             store: config.store,
             shutdown,

@@ -1,8 +1,11 @@
 //! The Stratum V1 server shell: a TCP listener for existing miners (`serve --stratum ADDR`).
 //!
-//! - **Admission.** At most `max_connections` miners at once: a connection over the cap is
-//!   closed on accept, before anything is read or allocated for it (refusals are logged at
-//!   most once a second).
+//! - **Admission.** At most `max_connections` miners at once, over both ports: a connection
+//!   over the cap is closed on accept, before anything is read or allocated for it (refusals
+//!   are logged at most once a second).
+//! - **`stratum+ssl://`** (`tls_listen`): a second port where each connection is first a TLS
+//!   handshake with the coordinator's certificate (the one nodes pin), within the handshake
+//!   deadline, then the same session as on the plain port.
 //! - **One task per connection** owns a [`ServerSession`] (common's sans-IO session: the
 //!   handshake, limits, share checks, vardiff) and drives it with a monotonic clock: lines read
 //!   through a capped [`LineDecoder`], the session's deadlines, and the core's orders.
@@ -23,19 +26,21 @@ use std::time::{Duration, Instant};
 
 use hashgrid_common::message::NodeId;
 use hashgrid_common::stratum::{LineDecoder, ServerConfig, ServerEvent, ServerSession};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::server::{Event, Outgoing};
-use super::tls::tokens_equal;
+use super::tls::{DataDir, stratum_tls_config, tokens_equal};
 use crate::core::MinerOrder;
 
 /// How the Stratum server runs.
 #[derive(Debug, Clone)]
 pub struct StratumSettings {
     pub listen: SocketAddr,
+    /// The `stratum+ssl://` port, if any.
+    pub tls_listen: Option<SocketAddr>,
     /// Connections open at once.
     pub max_connections: usize,
     /// Each connection's session settings (its session id is made per connection).
@@ -52,18 +57,49 @@ struct Shared {
     epoch: Instant,
 }
 
-/// Binds `settings.listen` and serves miners until `shutdown`; the address bound.
+/// Binds `settings.listen` (and `settings.tls_listen`, with `data_dir`'s certificate) and
+/// serves miners until `shutdown`; the addresses bound.
 pub(super) async fn listen(
     settings: StratumSettings,
+    data_dir: &DataDir,
     events: mpsc::UnboundedSender<Event>,
     node_token: Arc<String>,
     next_node: Arc<AtomicU64>,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<SocketAddr> {
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<(SocketAddr, Option<SocketAddr>)> {
+    let tls = match settings.tls_listen {
+        Some(addr) => {
+            let config = stratum_tls_config(data_dir).map_err(std::io::Error::other)?;
+            Some((TcpListener::bind(addr).await?, tokio_rustls::TlsAcceptor::from(config)))
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(settings.listen).await?;
     let local = listener.local_addr()?;
     let permits = Arc::new(Semaphore::new(settings.max_connections));
     let shared = Arc::new(Shared { events, node_token, next_node, session: settings.session, epoch: Instant::now() });
+    let tls_local = match tls {
+        Some((tls_listener, acceptor)) => {
+            let tls_local = tls_listener.local_addr()?;
+            accept(tls_listener, Some(acceptor), permits.clone(), shared.clone(), shutdown.clone());
+            info!(local = %tls_local, "Stratum V1 server listening (stratum+ssl)");
+            Some(tls_local)
+        }
+        None => None,
+    };
+    accept(listener, None, permits, shared, shutdown);
+    info!(%local, "Stratum V1 server listening");
+    Ok((local, tls_local))
+}
+
+/// Accepts miners on `listener` (TLS first with `tls`) while the cap allows.
+fn accept(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    permits: Arc<Semaphore>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     tokio::spawn(async move {
         let (mut refused, mut logged_at) = (0u64, None::<Instant>);
         loop {
@@ -87,20 +123,25 @@ pub(super) async fn listen(
                 drop(stream);
                 continue;
             };
-            let shared = shared.clone();
+            let _ = stream.set_nodelay(true);
+            let (shared, tls) = (shared.clone(), tls.clone());
             tokio::spawn(async move {
                 let _permit = permit;
-                serve_miner(stream, peer, &shared).await;
+                let Some(tls) = tls else { return serve_miner(stream, peer, &shared).await };
+                // The TLS handshake is part of the miner's handshake, under the same deadline.
+                let limit = Duration::from_millis(shared.session.handshake_timeout_ms);
+                match tokio::time::timeout(limit, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_miner(stream, peer, &shared).await,
+                    Ok(Err(e)) => debug!(%peer, "stratum+ssl handshake failed: {e}"),
+                    Err(_) => debug!(%peer, "stratum+ssl handshake not done within {limit:?}"),
+                }
             });
         }
     });
-    info!(%local, "Stratum V1 server listening");
-    Ok(local)
 }
 
-/// Serves one miner connection until it closes or is closed.
-async fn serve_miner(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
-    let _ = stream.set_nodelay(true);
+/// Serves one miner connection (plain TCP, or TLS over it) until it closes or is closed.
+async fn serve_miner<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: SocketAddr, shared: &Shared) {
     let node: NodeId = shared.next_node.fetch_add(1, Ordering::Relaxed);
     let now = || shared.epoch.elapsed().as_millis() as u64;
     let mut config = shared.session.clone();
@@ -108,7 +149,7 @@ async fn serve_miner(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let mut decoder = LineDecoder::with_cap(config.max_line);
     let mut session = ServerSession::new(config, now());
     let (outbox, mut orders) = mpsc::unbounded_channel();
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buf = vec![0u8; 4096];
     let mut out = String::new();
     let mut user_agent = String::from("stratum-v1");

@@ -205,6 +205,21 @@ pub fn server_config(dir: &DataDir) -> Result<quinn::ServerConfig, TlsError> {
     Ok(config)
 }
 
+/// The TLS configuration of the Stratum server's `stratum+ssl://` port: the same certificate
+/// and key as QUIC, TLS 1.2 and 1.3 (miners' TLS stacks are often old), no ALPN, no client
+/// certificates (the node token authenticates).
+pub fn stratum_tls_config(dir: &DataDir) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let (cert, key) = (load_cert(&dir.cert_pem)?, load_key(&dir.key_pem)?);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .map_err(|e| TlsError::Config(format!("{}: {e}", dir.key_pem.display())))?;
+    Ok(Arc::new(tls))
+}
+
 /// Compares two tokens in constant time (for equal lengths; a length mismatch is `false`).
 pub fn tokens_equal(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))

@@ -200,18 +200,24 @@ fn an_extranonce2_too_short_to_carve_is_refused_and_ledgered() {
     assert_eq!(core.status(T0 + 21).pools[0].last_error.as_deref(), Some(note));
 }
 
-#[test]
-fn a_miner_whose_chains_accounts_cannot_carve_is_served_from_another_chains_account() {
+/// rig1 (10), placed on alice's pool chain, whose only account cannot carve a slot, and served
+/// from carol on the local chain; the orders sent.
+fn served_from_another_chain() -> (Core, Farm, Vec<(NodeId, MinerOrder)>) {
     let (mut core, mut farm, _) = farm(3, 1 << 60);
     let mut log = Vec::new();
     core.handle_miner_subscribed(T0 + 20, 10);
     core.handle_miner_joined(T0 + 20, 10, "rig1", "ua");
-    // rig1 is placed on alice's pool chain, whose only account cannot carve a slot.
     core.add_account(T0 + 21, "carol", 1 << 60, None, Some(1), None).unwrap();
     core.handle_tick(T0 + 22);
     let orders = drain(&mut core, &mut farm, &mut log);
     let rig = core.node_list(T0 + 22).into_iter().find(|n| n.name == "rig1").unwrap();
     assert_eq!((rig.chain.as_deref(), rig.account.as_deref()), (Some("pool:alice"), Some("carol")));
+    (core, farm, orders)
+}
+
+#[test]
+fn a_miner_whose_chains_accounts_cannot_carve_is_served_from_another_chains_account() {
+    let (_, farm, orders) = served_from_another_chain();
     let job = job_of(&orders, 10);
     // carol is on the local chain: its coinbase's extranonce carved, slot 1.
     assert_eq!((job.extranonce1, job.extranonce2_size, job.notify.job_id.as_str()), (vec![0, 1], 6, "local-1"));
@@ -221,15 +227,8 @@ fn a_miner_whose_chains_accounts_cannot_carve_is_served_from_another_chains_acco
 
 #[test]
 fn the_balancer_counts_a_miner_served_from_another_chain_on_the_chain_it_serves() {
-    let (mut core, mut farm, _) = farm(3, 1 << 60);
+    let (mut core, mut farm, _) = served_from_another_chain();
     let mut log = Vec::new();
-    core.handle_miner_subscribed(T0 + 20, 10);
-    core.handle_miner_joined(T0 + 20, 10, "rig1", "ua");
-    core.add_account(T0 + 21, "carol", 1 << 60, None, Some(1), None).unwrap();
-    core.handle_tick(T0 + 22);
-    drain(&mut core, &mut farm, &mut log);
-    let rig = core.node_list(T0 + 22).into_iter().find(|n| n.name == "rig1").unwrap();
-    assert_eq!((rig.chain.as_deref(), rig.account.as_deref()), (Some("pool:alice"), Some("carol")));
     // A QUIC node joins. rig1 serves the local chain (carol), so alice's pool chain is the one
     // nobody serves: the node goes there, and rig1 stays where it was placed.
     core.handle_node_joined(T0 + 30, 1, &hello("n1", 1e6, false), PROTOCOL_VERSION);

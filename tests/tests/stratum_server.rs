@@ -530,6 +530,9 @@ fn a_flood_of_invalid_shares_is_escalated_and_disconnected_while_an_honest_miner
     let list = nodes(&op);
     assert_eq!(node(&list, "honest").map(|n| n["state"].clone()), Some("active".into()), "{list:?}");
     assert_eq!(node(&list, "flooder").map(|n| n["state"].clone()), Some("failed".into()), "{list:?}");
+    // Its rejections are counted as a node's are (about 60 were sent, all answered 21 or 25).
+    let rejected = node(&list, "flooder").and_then(|n| n["rejected"].as_u64()).unwrap_or(0);
+    assert!(rejected >= 10, "the flooder's rejections are counted: {list:?}");
     let c = pool.counts("alice.rig");
     assert_eq!((c.invalid, c.duplicate, c.unauthorized), (0, 0, 0), "{:?}", pool.shares());
 }

@@ -18,6 +18,7 @@ use super::codec::RpcError;
 use super::job::Job;
 use super::method::Submit;
 use crate::header::{BlockHash, Header};
+use crate::message::RejectReason;
 use crate::target::Target;
 
 /// How far a share's time may run ahead of its job's (ckpool allows about two hours less a
@@ -70,6 +71,23 @@ impl Reject {
 
     pub fn to_error(self) -> RpcError {
         RpcError::new(self.code(), self.reason())
+    }
+
+    /// The reason a QUIC node's share would be rejected for, so a miner's rejections are
+    /// counted beside the nodes' (`node list`, metrics, the under-delivery probe). `None` for
+    /// lines refused before the connection is a miner at all (not authorized, not subscribed).
+    pub fn counted_as(self) -> Option<RejectReason> {
+        match self {
+            Reject::JobNotFound => Some(RejectReason::UnknownJob),
+            Reject::Stale => Some(RejectReason::StaleJob),
+            Reject::Duplicate => Some(RejectReason::Duplicate),
+            Reject::LowDifficulty => Some(RejectReason::AboveTarget),
+            Reject::TimeOutOfWindow => Some(RejectReason::TimeOutOfWindow),
+            Reject::VersionOutsideMask => Some(RejectReason::VersionOutsideMask),
+            // An extranonce2 of the wrong size rolls space outside the miner's slot.
+            Reject::Extranonce2Size => Some(RejectReason::RangeNotHeld),
+            Reject::Unauthorized | Reject::NotSubscribed => None,
+        }
     }
 }
 

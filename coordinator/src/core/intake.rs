@@ -13,17 +13,23 @@ impl Core {
                 ShareOutcome::Accepted { work: work.0 }
             }
             Err(reason) => {
-                *self.counters.shares_rejected.entry(reason).or_default() += 1;
-                if let Some(n) = self.nodes.get_mut(&node) {
-                    n.rejected += 1;
-                    if reason.is_node_fault() {
-                        n.probe.rejected();
-                    }
-                }
+                self.count_rejected(node, reason, 1);
                 ShareOutcome::Rejected(reason)
             }
         };
         self.out.push(Command::Send { node, msg: CoordinatorMessage::ShareResult { id: share.id, outcome } });
+    }
+
+    /// Counts `n` of `node`'s shares rejected for `reason`: in the counters, in the node's
+    /// total, and, where the fault is the node's, in its under-delivery evidence.
+    pub(super) fn count_rejected(&mut self, node: NodeId, reason: RejectReason, n: u64) {
+        *self.counters.shares_rejected.entry(reason).or_default() += n;
+        if let Some(entry) = self.nodes.get_mut(&node) {
+            entry.rejected += n;
+            if reason.is_node_fault() {
+                entry.probe.rejected(n);
+            }
+        }
     }
 
     pub(super) fn check_and_credit(&mut self, now_ms: u64, node: NodeId, share: &Share) -> Result<Work, RejectReason> {

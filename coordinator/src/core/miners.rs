@@ -197,6 +197,19 @@ impl Core {
         self.replan(now_ms, "miner joined");
     }
 
+    /// Shares the miner's session rejected itself (stale, duplicate, low difficulty, …), sent
+    /// by the shell as counts at most once a second: counted as a node's rejections are, so
+    /// `node list`, the metrics and the under-delivery probe see a miner's bad work too. The
+    /// session has already answered each of them.
+    pub fn handle_miner_rejected(&mut self, node: NodeId, counts: &[(RejectReason, u64)]) {
+        if !self.nodes.get(&node).is_some_and(|n| n.miner.is_some()) {
+            return;
+        }
+        for &(reason, n) in counts {
+            self.count_rejected(node, reason, n);
+        }
+    }
+
     /// A share the miner's session verified: credited, acknowledged after its credit, and sent
     /// upstream when it meets the pool's target (or extends the local chain when it meets the
     /// block target). A share of the idle job, or of a miner held back (standby, draining), is

@@ -130,8 +130,9 @@ impl Probe {
         }
     }
 
-    pub fn rejected(&mut self) {
-        self.rejected += 1;
+    /// `n` of the node's shares were rejected for its own fault.
+    pub fn rejected(&mut self, n: u64) {
+        self.rejected += n;
     }
 
     /// Starts the evidence over (e.g. after the node was promoted or its rate changed a lot).
@@ -257,15 +258,15 @@ mod tests {
         let config = ProbeConfig::default();
         let mut probe = Probe::new(0);
         for _ in 0..19 {
-            probe.rejected();
+            probe.rejected(1);
         }
         assert_eq!(probe.verdict(&config), None, "too few to judge");
-        probe.rejected();
+        probe.rejected(1);
         assert_eq!(probe.verdict(&config), Some(Shortfall::Rejects { accepted: 0, rejected: 20 }));
         let mut mixed = Probe::new(0);
         mixed.advance(0, 1e6, Some(1 << 30), &config);
         for _ in 0..30 {
-            mixed.rejected();
+            mixed.rejected(1);
             mixed.accepted(config.startup_ms);
             mixed.accepted(config.startup_ms);
         }

@@ -425,3 +425,24 @@ fn a_standby_miner_is_held_uncredited_and_promoted_with_clean_jobs() {
     drain(&mut core, &mut farm, &mut log);
     assert!(log.iter().any(|c| matches!(c, Command::Persist(StoreOp::Credit { account, .. }) if account == "alice")));
 }
+
+#[test]
+fn shares_a_miners_session_rejected_are_counted_as_a_nodes_rejections() {
+    let (mut core, mut farm, _pool) = farm(4, 1 << 60);
+    let mut log = Vec::new();
+    core.handle_miner_subscribed(T0 + 20, 10);
+    core.handle_miner_joined(T0 + 30, 10, "rig1", "cpuminer/2.5.1");
+    drain(&mut core, &mut farm, &mut log);
+    let before = core.counters.shares_rejected.clone();
+
+    let counts = [(RejectReason::UnknownJob, 500), (RejectReason::AboveTarget, 3)];
+    core.handle_miner_rejected(10, &counts);
+    // A connection that never joined (or already left) counts nothing.
+    core.handle_miner_rejected(99, &counts);
+    let rig = core.node_list(T0 + 40).into_iter().find(|n| n.name == "rig1").unwrap();
+    assert_eq!(rig.rejected, 503);
+    let after = &core.counters.shares_rejected;
+    assert_eq!(after[&RejectReason::UnknownJob] - before[&RejectReason::UnknownJob], 500);
+    assert_eq!(after[&RejectReason::AboveTarget] - before[&RejectReason::AboveTarget], 3);
+    assert_eq!(after[&RejectReason::Duplicate], before[&RejectReason::Duplicate]);
+}

@@ -37,7 +37,7 @@ use hashgrid_common::codec;
 use hashgrid_common::http::{HttpError, HttpServer};
 use hashgrid_common::message::{
     AdminRequest, AdminResponse, BATCHES_SINCE, CoordinatorMessage, Hello, MAX_BATCH_SHARES, NodeHello, NodeId,
-    NodeMessage, PROTOCOL_VERSION, Policy, ShareVerdict, close_code, for_node, protocol_version, v1,
+    NodeMessage, PROTOCOL_VERSION, Policy, RejectReason, ShareVerdict, close_code, for_node, protocol_version, v1,
 };
 use hashgrid_common::net::FrameReader;
 use hashgrid_common::stratum::MinerShare;
@@ -157,6 +157,11 @@ pub(super) enum Event {
         ticket: u64,
         share: Box<MinerShare>,
         at: Instant,
+    },
+    /// Counts of shares the miner's session rejected itself, sent at most once a second.
+    MinerRejected {
+        node: NodeId,
+        counts: Vec<(RejectReason, u64)>,
     },
     Admin {
         req: AdminRequest,
@@ -513,6 +518,7 @@ fn core_loop(
                     group.arrivals.push_back(at);
                     core.handle_miner_share(now, node, ticket, &share);
                 }
+                Event::MinerRejected { node, counts } => core.handle_miner_rejected(node, &counts),
                 Event::Admin { req, reply } => {
                     // Read-only requests come here only when a benchmark asks.
                     let response = if req.needs_core() { admin(&mut core, now, req) } else { readers.answer(req) };

@@ -19,13 +19,14 @@
 //!   silence, or an invalid-share streak closes that connection only, with the reason logged;
 //!   the core then fails the miner (`NodeLeft`) and re-plans.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hashgrid_common::message::NodeId;
-use hashgrid_common::stratum::{LineDecoder, ServerConfig, ServerEvent, ServerSession};
+use hashgrid_common::message::{NodeId, RejectReason};
+use hashgrid_common::stratum::{LineDecoder, Reject, ServerConfig, ServerEvent, ServerSession};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -156,6 +157,9 @@ async fn serve_miner<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: SocketA
     let (mut subscribed, mut joined) = (false, false);
     // A worker authorized before the connection subscribed joins once it has.
     let mut early_worker = None;
+    // Shares the session rejected, reported to the core as counts at most once a second (one
+    // event per reject would let a flooding miner load the core thread).
+    let mut rejected = RejectCounts::default();
     let reason = 'serve: loop {
         let mut closing = None;
         while let Some(event) = session.poll_event() {
@@ -198,7 +202,10 @@ async fn serve_miner<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: SocketA
                         break 'serve "coordinator stopping".to_string();
                     }
                 }
-                ServerEvent::Rejected { reject, .. } => debug!(node, "share rejected: {}", reject.reason()),
+                ServerEvent::Rejected { reject, .. } => {
+                    debug!(node, "share rejected: {}", reject.reason());
+                    rejected.add(reject, now());
+                }
                 ServerEvent::Difficulty(d) => debug!(node, "difficulty {d}"),
                 ServerEvent::Escalated(level) => warn!(node, %peer, "invalid-share streak: {level:?}"),
                 ServerEvent::Close { reason } => closing = Some(reason),
@@ -211,11 +218,17 @@ async fn serve_miner<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: SocketA
                 break format!("write failed: {e}");
             }
         }
+        if joined && let Some(counts) = rejected.due(now()) {
+            let _ = shared.events.send(Event::MinerRejected { node, counts });
+        }
         if let Some(reason) = closing {
             break reason;
         }
-        let deadline =
-            session.poll_timeout().map(|at| tokio::time::Instant::from_std(shared.epoch + Duration::from_millis(at)));
+        let wake = match (session.poll_timeout(), rejected.report_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let deadline = wake.map(|at| tokio::time::Instant::from_std(shared.epoch + Duration::from_millis(at)));
         tokio::select! {
             read = reader.read(&mut buf) => match read {
                 Ok(0) => break "the miner closed the connection".into(),
@@ -250,14 +263,57 @@ async fn serve_miner<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: SocketA
                 Some(Outgoing::Message(_)) => {}
                 None => break "coordinator stopping".into(),
             },
-            _ = sleep_until(deadline) => session.handle_timeout(now()),
+            _ = sleep_until(deadline) => {
+                if session.poll_timeout().is_some_and(|at| at <= now()) {
+                    session.handle_timeout(now());
+                }
+            }
         }
     };
     session.handle_disconnect(now());
     info!(node, %peer, "miner connection closed: {}", reason.escape_debug());
     let _ = writer.shutdown().await;
     if subscribed {
+        if joined && let Some(counts) = rejected.take() {
+            let _ = shared.events.send(Event::MinerRejected { node, counts });
+        }
         let _ = shared.events.send(Event::NodeLeft { node, departed: false });
+    }
+}
+
+/// A connection's session-rejected shares not yet reported to the core, by reason.
+#[derive(Default)]
+struct RejectCounts {
+    counts: BTreeMap<RejectReason, u64>,
+    /// When the first unreported reject came (ms since the service epoch).
+    since_ms: Option<u64>,
+}
+
+impl RejectCounts {
+    /// How often a connection reports its rejects.
+    const EVERY_MS: u64 = 1_000;
+
+    fn add(&mut self, reject: Reject, now_ms: u64) {
+        if let Some(reason) = reject.counted_as() {
+            *self.counts.entry(reason).or_default() += 1;
+            self.since_ms.get_or_insert(now_ms);
+        }
+    }
+
+    /// When the pending counts are due.
+    fn report_at(&self) -> Option<u64> {
+        self.since_ms.map(|since| since + Self::EVERY_MS)
+    }
+
+    /// The pending counts, if a second has passed since the first of them.
+    fn due(&mut self, now_ms: u64) -> Option<Vec<(RejectReason, u64)>> {
+        self.report_at().filter(|&at| at <= now_ms).and_then(|_| self.take())
+    }
+
+    fn take(&mut self) -> Option<Vec<(RejectReason, u64)>> {
+        self.since_ms = None;
+        let counts: Vec<_> = std::mem::take(&mut self.counts).into_iter().collect();
+        (!counts.is_empty()).then_some(counts)
     }
 }
 
@@ -270,5 +326,25 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_are_reported_as_counts_a_second_after_the_first_of_them() {
+        let mut counts = RejectCounts::default();
+        counts.add(Reject::NotSubscribed, 100);
+        assert_eq!(counts.report_at(), None, "a line refused before the miner joined is no share");
+        counts.add(Reject::JobNotFound, 200);
+        counts.add(Reject::JobNotFound, 700);
+        counts.add(Reject::LowDifficulty, 900);
+        assert_eq!(counts.report_at(), Some(1_200));
+        assert_eq!(counts.due(1_199), None);
+        let due = counts.due(1_200).unwrap();
+        assert_eq!(due, vec![(RejectReason::UnknownJob, 2), (RejectReason::AboveTarget, 1)]);
+        assert_eq!((counts.report_at(), counts.take()), (None, None));
     }
 }

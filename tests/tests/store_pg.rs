@@ -112,6 +112,21 @@ fn history() -> [Vec<StoreOp>; 2] {
         job: 7,
         hit: JobHit { version: submitted.version, time: submitted.time, nonce: 4, hash: header(2, 4).block_hash() },
     });
+    // Two of bob's shares went to a pool: one answered, one not (receipts name the outcomes).
+    for (n, answered) in [(1, true), (3, false)] {
+        let hash = header(2, n).block_hash();
+        second.push(StoreOp::UpstreamSubmitted {
+            account: "bob".into(),
+            hash,
+            url: "stratum+tcp://pool:3333".into(),
+            pool_job: "j1".into(),
+            work: Work(1 << 20),
+            at_ms: T0 + 30,
+        });
+        if answered {
+            second.push(StoreOp::UpstreamOutcome { hash, outcome: "accepted".into(), at_ms: T0 + 31 });
+        }
+    }
     second.push(StoreOp::RangeFate { assignment: 9, fate: "done", handed: 0 });
     second.push(StoreOp::RangeFate { assignment: 9, fate: "abandoned: node failed", handed: 5 });
     second.push(StoreOp::BlockFound {
@@ -176,6 +191,8 @@ fn the_postgres_store_answers_what_the_sqlite_store_answers() {
         assert_eq!(s, p);
     }
     assert!(sqlite[4].contains("first_bad: None"), "{}", sqlite[4]);
+    let bob = &sqlite[6];
+    assert!(bob.contains("Some(\"accepted\")") && bob.contains("Some(\"pending\")"), "{bob}");
 }
 
 #[test]

@@ -1083,8 +1083,8 @@ impl PgReader {
                 break;
             }
         }
-        let receipt = records::receipt_page(account, (standard.as_str(), delivered.as_str()), cut, pager, |hash| {
-            upstream::share_outcome(&mut tx, hash)
+        let receipt = records::receipt_page(account, (standard.as_str(), delivered.as_str()), cut, pager, |hashes| {
+            upstream::share_outcomes(&mut tx, hashes)
         })?;
         tx.commit()?;
         Ok(Some(receipt))
@@ -1215,14 +1215,18 @@ mod upstream {
         Ok(client.execute("UPDATE upstream_submits SET outcome = 'unknown' WHERE outcome = 'pending'", &[])? as usize)
     }
 
-    /// The upstream outcome of the share `hash` (`None`: never sent to a pool).
-    pub(super) fn share_outcome(
+    /// The upstream outcomes of the shares `hashes`, in their order (`None`: never sent to a
+    /// pool), in one query.
+    pub(super) fn share_outcomes(
         client: &mut impl GenericClient,
-        hash: &BlockHash,
-    ) -> Result<Option<String>, StoreError> {
-        Ok(client
-            .query_opt("SELECT outcome FROM upstream_submits WHERE hash = $1", &[&hash.0.as_slice()])?
-            .map(|r| r.get(0)))
+        hashes: &[BlockHash],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        let keys: Vec<&[u8]> = hashes.iter().map(|h| h.0.as_slice()).collect();
+        let mut found: std::collections::HashMap<Vec<u8>, String> = std::collections::HashMap::new();
+        for r in client.query("SELECT hash, outcome FROM upstream_submits WHERE hash = ANY($1)", &[&keys])? {
+            found.insert(r.get(0), r.get(1));
+        }
+        Ok(keys.iter().map(|k| found.get(*k).cloned()).collect())
     }
 }
 

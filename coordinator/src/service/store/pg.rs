@@ -646,7 +646,15 @@ struct PgBatch {
     accounts: HashMap<String, (u128, i64, i64)>,
     seen: HashSet<(JobId, u32, u32, u32)>,
     shares: Vec<ShareRow>,
+    /// The ledger's last entry as of this batch's last append (`None`: not read yet).
+    ledger_head: Option<LedgerHead>,
+    /// The entries appended, with their `account` column, inserted at the end with one
+    /// statement.
+    ledger: Vec<(LedgerEntry, Option<String>)>,
 }
+
+/// The ledger's last entry, `(seq, hash)`; `None` when it is empty.
+type LedgerHead = Option<(u64, [u8; 32])>;
 
 /// One `shares` row to insert: `nonce` is (version, time, nonce), `bytes` (header, hash,
 /// share_target).
@@ -685,9 +693,57 @@ impl PgBatch {
         Ok(())
     }
 
+    /// Appends one entry to the ledger, linked to the last one (as `records::append_ledger`):
+    /// the head is read from the table at the batch's first entry, then kept.
+    fn append_ledger(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        st: &mut Statements,
+        at_ms: u64,
+        record: &LedgerRecord,
+    ) -> Result<(), StoreError> {
+        let prev = match self.ledger_head {
+            Some(head) => head,
+            None => {
+                let s = st.get(tx, "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")?;
+                match tx.query_opt(&s, &[])? {
+                    Some(r) => Some((to_u64("ledger.seq", r.get(0))?, fixed("ledger.hash", r.get(1))?)),
+                    None => None,
+                }
+            }
+        };
+        let (kind, payload) = record.encode();
+        let e = ledger::next_entry(prev, at_ms, &kind, &payload);
+        self.ledger_head = Some(Some((e.seq, e.hash)));
+        self.ledger.push((e, record.account().map(str::to_string)));
+        Ok(())
+    }
+
     fn flush_all(self, tx: &mut Transaction<'_>, statements: &mut Statements) -> Result<(), StoreError> {
-        for (name, delta) in self.accounts {
-            write_account(tx, statements, &name, delta)?;
+        for (name, delta) in &self.accounts {
+            write_account(tx, statements, name, *delta)?;
+        }
+        if !self.ledger.is_empty() {
+            let entries = &self.ledger;
+            let number = |f: &dyn Fn(&LedgerEntry) -> u64, what| {
+                entries.iter().map(|(e, _)| to_i64(what, f(e))).collect::<Result<Vec<i64>, _>>()
+            };
+            exec(
+                tx,
+                statements,
+                "INSERT INTO ledger (seq, at_ms, kind, payload, prev_hash, hash, account)
+                 SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BYTEA[], $6::BYTEA[],
+                                      $7::TEXT[])",
+                &[
+                    &number(&|e| e.seq, "ledger.seq")?,
+                    &number(&|e| e.at_ms, "ledger.at_ms")?,
+                    &entries.iter().map(|(e, _)| e.kind.as_str()).collect::<Vec<_>>(),
+                    &entries.iter().map(|(e, _)| e.payload.as_str()).collect::<Vec<_>>(),
+                    &entries.iter().map(|(e, _)| &e.prev_hash[..]).collect::<Vec<_>>(),
+                    &entries.iter().map(|(e, _)| &e.hash[..]).collect::<Vec<_>>(),
+                    &entries.iter().map(|(_, account)| account.as_deref()).collect::<Vec<_>>(),
+                ],
+            )?;
         }
         if self.shares.is_empty() {
             return Ok(());
@@ -876,7 +932,7 @@ fn apply_one(
                 &[&to_i64("assignment", *assignment)?, fate, &to_i64("handed", *handed)?],
             )?;
         }
-        StoreOp::Ledger { at_ms, record } => append_ledger(tx, st, *at_ms, record)?,
+        StoreOp::Ledger { at_ms, record } => batch.append_ledger(tx, st, *at_ms, record)?,
         StoreOp::AccountPoolSet { account, pool, basis } => upstream::set_pool(tx, account, pool.as_ref(), *basis)?,
         StoreOp::UpstreamSubmitted { account, hash, url, pool_job, work, at_ms } => {
             upstream::submitted(tx, account, hash, url, pool_job, *work, *at_ms)?
@@ -910,37 +966,6 @@ fn set_setting(tx: &mut Transaction<'_>, st: &mut Statements, key: &str, value: 
         st,
         "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         &[&key, &value],
-    )?;
-    Ok(())
-}
-
-/// Appends one entry to the ledger, linked to the last one (as `records::append_ledger`).
-fn append_ledger(
-    tx: &mut Transaction<'_>,
-    st: &mut Statements,
-    at_ms: u64,
-    record: &LedgerRecord,
-) -> Result<(), StoreError> {
-    let (kind, payload) = record.encode();
-    let s = st.get(tx, "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")?;
-    let prev = match tx.query_opt(&s, &[])? {
-        Some(r) => Some((to_u64("ledger.seq", r.get(0))?, fixed("ledger.hash", r.get(1))?)),
-        None => None,
-    };
-    let e = ledger::next_entry(prev, at_ms, &kind, &payload);
-    exec(
-        tx,
-        st,
-        "INSERT INTO ledger (seq, at_ms, kind, payload, prev_hash, hash, account) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[
-            &to_i64("ledger.seq", e.seq)?,
-            &to_i64("ledger.at_ms", e.at_ms)?,
-            &e.kind,
-            &e.payload,
-            &&e.prev_hash[..],
-            &&e.hash[..],
-            &record.account(),
-        ],
     )?;
     Ok(())
 }

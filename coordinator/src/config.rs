@@ -33,7 +33,8 @@ pub const DEFAULT_TOML: &str = r#"# hashgrid coordinator configuration. Every ke
 data_dir = "/var/lib/hashgrid"
 
 # Where the records are kept: "sqlite" (hashgrid.db in the data dir) or a PostgreSQL URL,
-# postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE, for a hot-standby pair (docs/operations.md).
+# postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE, for a hot-standby pair (docs/operations.md);
+# add ?sslmode=verify-full&sslrootcert=CA.pem for TLS to the database.
 # (--store, HASHGRID_STORE)
 store = "sqlite"
 

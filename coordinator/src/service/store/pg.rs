@@ -29,6 +29,7 @@
 //!   unchanged since `hold`): nothing was written since, so it is what a cold load reads.
 //!   Otherwise it loads cold, on the session already open.
 //! - Text that orders (names) is compared `COLLATE "C"`: byte order, as SQLite's BINARY.
+//! - TLS when the URL asks (`sslmode=verify-full`, `sslrootcert=PATH`): see `pg_tls`.
 //! - `postgres::Client` runs its own small runtime and may not be created or dropped on a tokio
 //!   worker thread: `Conn` connects and drops its client on a thread of its own.
 
@@ -44,6 +45,7 @@ use postgres::types::ToSql;
 use postgres::{Client, GenericClient, IsolationLevel, NoTls, Row, Statement, Transaction};
 
 use super::backend::OnStoreLoss;
+use super::pg_tls;
 use super::{MIGRATIONS, SCHEMA_VERSION, StoreError, fixed, parse_u128, to_i64, to_u64};
 use crate::core::ledger::{self, LedgerRecord};
 use crate::core::{Account, Snapshot, StoreOp, SubmittedJob, Work};
@@ -71,16 +73,22 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    /// Connects to `url` (a `postgres://` URL or a `key=value` string).
+    /// Connects to `url` (a `postgres://` URL or a `key=value` string), over TLS when it asks
+    /// (`pg_tls`).
     pub(crate) fn connect(url: &str) -> Result<Conn, StoreError> {
-        let mut config: postgres::Config =
-            url.parse().map_err(|e: postgres::Error| StoreError::Connect(format!("{url}: {e}")))?;
+        let bad = |e: String| StoreError::Connect(format!("{}: {e}", redact(url)));
+        let (conninfo, tls) = pg_tls::split(url).map_err(bad)?;
+        let mut config: postgres::Config = conninfo.parse().map_err(|e: postgres::Error| bad(e.to_string()))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         config.keepalives(true).keepalives_idle(KEEPALIVE_IDLE).keepalives_interval(Duration::from_secs(1));
         config.keepalives_retries(3);
-        let client = config.connect(NoTls).map_err(|e| {
+        let connected = match tls {
+            pg_tls::Tls::Off => config.connect(NoTls),
+            pg_tls::Tls::Verified { root_cert } => config.connect(pg_tls::connector(root_cert.as_ref()).map_err(bad)?),
+        };
+        let client = connected.map_err(|e| {
             // The client's message is generic ("error connecting to server"): add its causes.
             let mut why = e.to_string();
             let mut source = std::error::Error::source(&e);

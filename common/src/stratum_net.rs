@@ -22,6 +22,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> PoolStream for T {}
 /// A TLS connector trusting `ca_pem`'s certificates, or the system's roots; the error says
 /// what is wrong with the file (or that the system has no roots).
 pub fn tls_connector(ca_pem: Option<&[u8]>) -> Result<tokio_rustls::TlsConnector, String> {
+    let config = client_config(ca_pem).map_err(|e| match ca_pem {
+        None => format!("{e}; give the pool's CA with --pool-ca"),
+        Some(_) => e,
+    })?;
+    Ok(tokio_rustls::TlsConnector::from(config))
+}
+
+/// A TLS client configuration (rustls, ring) that verifies servers against `ca_pem`'s
+/// certificates, or the system's roots; the error says what is wrong with the file (or that
+/// the system has no roots). The coordinator's PostgreSQL connections use it too.
+pub fn client_config(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_pem {
         Some(pem) => {
@@ -37,7 +48,7 @@ pub fn tls_connector(ca_pem: Option<&[u8]>) -> Result<tokio_rustls::TlsConnector
             let native = rustls_native_certs::load_native_certs();
             let (added, _) = roots.add_parsable_certificates(native.certs);
             if added == 0 {
-                return Err("no system root certificates found; give the pool's CA with --pool-ca".into());
+                return Err("no system root certificates found".into());
             }
         }
     }
@@ -47,7 +58,7 @@ pub fn tls_connector(ca_pem: Option<&[u8]>) -> Result<tokio_rustls::TlsConnector
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 /// Connects to `url` (on `port` instead of its own, if given) within `timeout`: TCP, then TLS

@@ -140,7 +140,11 @@ fn main() -> anyhow::Result<()> {
         policy: Some(Policy::Sequential),
         core: bench_core_config(args.share_work, args.probe),
         // Every simulated node connects from loopback.
-        limits: ConnectionLimits { total: args.connections + 8, per_address: args.connections + 8 },
+        limits: ConnectionLimits {
+            total: args.connections + 8,
+            per_address: args.connections + 8,
+            ..ConnectionLimits::default()
+        },
         pool_ca: None,
         stratum: None,
     }))?;

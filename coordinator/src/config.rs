@@ -33,7 +33,8 @@ pub const DEFAULT_TOML: &str = r#"# hashgrid coordinator configuration. Every ke
 data_dir = "/var/lib/hashgrid"
 
 # Where the records are kept: "sqlite" (hashgrid.db in the data dir) or a PostgreSQL URL,
-# postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE, for a hot-standby pair (docs/operations.md).
+# postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE, for a hot-standby pair (docs/operations.md);
+# add ?sslmode=verify-full&sslrootcert=CA.pem for TLS to the database.
 # (--store, HASHGRID_STORE)
 store = "sqlite"
 
@@ -97,6 +98,12 @@ max_connections = 1024
 # QUIC connections open at once from one IP address (for IPv6, one /64). Rigs behind one NAT
 # share an address: raise it above their number.
 max_connections_per_address = 64
+
+# Shares taken from nodes whose answers wait for their commit, all nodes together. At this
+# many (the database lost with on_store_loss = "retry", or slower than the nodes), nodes'
+# connections are not read until answers go out again; the nodes keep their unanswered shares
+# and send them again after a reconnect. 64 share batches of 1024.
+max_unacknowledged_shares = 65536
 
 # Accounts at pools (`hashgrid account add NAME ... --pool URL`).
 # PEM file of the certificates trusted for stratum+ssl:// pools instead of the system's roots.
@@ -185,6 +192,7 @@ pub struct CoordinatorConfig {
     pub time_window: Duration,
     pub max_connections: usize,
     pub max_connections_per_address: usize,
+    pub max_unacknowledged_shares: usize,
     #[serde(deserialize_with = "optional_path")]
     pub pool_ca: Option<PathBuf>,
     #[serde(deserialize_with = "duration")]
@@ -239,6 +247,7 @@ impl Default for CoordinatorConfig {
             time_window: Duration::from_secs(core.time_window_secs as u64),
             max_connections: ConnectionLimits::default().total,
             max_connections_per_address: ConnectionLimits::default().per_address,
+            max_unacknowledged_shares: ConnectionLimits::default().unacknowledged_shares,
             pool_ca: None,
             pool_silence: Duration::from_millis(core.upstream.silence_ms),
             pool_retry: Duration::from_millis(core.upstream.retry_ms),
@@ -318,6 +327,9 @@ impl CoordinatorConfig {
         if self.max_connections_per_address == 0 {
             return invalid("max_connections_per_address", "must be at least 1");
         }
+        if self.max_unacknowledged_shares == 0 {
+            return invalid("max_unacknowledged_shares", "must be at least 1");
+        }
         if self.pool_silence < Duration::from_secs(1) {
             return invalid("pool_silence", "must be at least 1s");
         }
@@ -341,7 +353,11 @@ impl CoordinatorConfig {
 
     /// The connection caps these settings give.
     pub fn limits(&self) -> ConnectionLimits {
-        ConnectionLimits { total: self.max_connections, per_address: self.max_connections_per_address }
+        ConnectionLimits {
+            total: self.max_connections,
+            per_address: self.max_connections_per_address,
+            unacknowledged_shares: self.max_unacknowledged_shares,
+        }
     }
 
     /// The Stratum server's per-connection settings (its session id is set per connection).
@@ -444,7 +460,7 @@ mod tests {
         let c = CoordinatorConfig::parse(include_str!("../../deploy/coordinator.toml")).unwrap();
         assert_eq!(c.listen, "0.0.0.0:4433".parse().unwrap());
         assert_eq!(c.failover_after, Duration::from_secs(2));
-        assert_eq!(c.limits(), ConnectionLimits { total: 1024, per_address: 256 });
+        assert_eq!(c.limits(), ConnectionLimits { total: 1024, per_address: 256, ..ConnectionLimits::default() });
     }
 
     #[test]
@@ -458,8 +474,11 @@ mod tests {
         assert_eq!(c.policy, Some(Policy::Proportional));
         assert_eq!(c.core().failover_after_ms, 750);
         assert_eq!(c.core().heartbeat_ms, 250);
-        let c = CoordinatorConfig::parse("max_connections = 10\nmax_connections_per_address = 3\n").unwrap();
-        assert_eq!(c.limits(), ConnectionLimits { total: 10, per_address: 3 });
+        let c = CoordinatorConfig::parse(
+            "max_connections = 10\nmax_connections_per_address = 3\nmax_unacknowledged_shares = 50\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits(), ConnectionLimits { total: 10, per_address: 3, unacknowledged_shares: 50 });
     }
 
     #[test]

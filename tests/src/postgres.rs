@@ -6,7 +6,9 @@
 //! `Cluster::shared()` starts one cluster per test process, on first use: `initdb` in a
 //! temporary directory, `postgres` listening on a free loopback port (and a socket in that
 //! directory), run as the `postgres` user when the tests run as root (CI does: PostgreSQL
-//! refuses to run as root). Each `Site` gets a database of its own in it. The binaries are
+//! refuses to run as root), with TLS on (a certificate for `127.0.0.1` and `localhost` signed
+//! by a CA made for the run, `Cluster::ca_pem`; clients that do not ask for TLS do not get
+//! it). Each `Site` gets a database of its own in it. The binaries are
 //! found with `pg_config --bindir`, else under `/usr/lib/postgresql/*/bin` (Debian's
 //! `postgresql` package), else on `PATH`. A watchdog shell stops the server and removes its
 //! directory when the test process is gone, however it ended.
@@ -100,6 +102,7 @@ impl Cluster {
         let bin = bindir().expect("checked by available()");
         let dir = tempfile::Builder::new().prefix("hashgrid-pg-").tempdir().expect("a temporary directory").keep();
         let as_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        write_tls_files(&dir);
         if as_root {
             let chown = Command::new("chown").arg("-R").arg("postgres:postgres").arg(&dir).status();
             assert!(chown.is_ok_and(|s| s.success()), "chown postgres {}", dir.display());
@@ -130,7 +133,9 @@ impl Cluster {
         let (dir_s, data_s, bin_s) = (dir.display(), data.display(), bin.display());
         let script = format!(
             "{owner}'{bin_s}/postgres' -D '{data_s}' -p {port} -k '{dir_s}' -c listen_addresses=127.0.0.1 \
-               -c max_connections=400 -c shared_buffers=32MB > '{dir_s}/server.log' 2>&1 &
+               -c max_connections=400 -c shared_buffers=32MB \
+               -c ssl=on -c ssl_cert_file='{dir_s}/server.crt' -c ssl_key_file='{dir_s}/server.key' \
+               > '{dir_s}/server.log' 2>&1 &
              while kill -0 {me} 2>/dev/null; do sleep 0.5; done
              {owner}'{bin_s}/pg_ctl' stop -D '{data_s}' -m immediate > /dev/null 2>&1
              rm -rf '{dir_s}'",
@@ -156,6 +161,11 @@ impl Cluster {
         cluster
     }
 
+    /// The PEM file of the CA that signed the server's certificate (for `sslrootcert`).
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
     /// The URL of `database` over TCP on loopback.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
@@ -173,6 +183,28 @@ impl Cluster {
         admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("CREATE DATABASE");
         self.url(&name)
     }
+}
+
+/// The server's TLS files in `dir`: `ca.pem` (a CA made for this cluster), `server.crt` (for
+/// `127.0.0.1` and `localhost`, signed by it) and `server.key` (mode 0600, as the server
+/// requires).
+fn write_tls_files(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let ca_key = rcgen::KeyPair::generate().expect("a CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "hashgrid test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("the CA certificate");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().expect("a server key");
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .expect("server parameters");
+    let cert = params.signed_by(&key, &issuer).expect("the server certificate");
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("ca.pem");
+    std::fs::write(dir.join("server.crt"), cert.pem()).expect("server.crt");
+    let key_file = dir.join("server.key");
+    std::fs::write(&key_file, key.serialize_pem()).expect("server.key");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod server.key");
 }
 
 /// A TCP port free on loopback now.

@@ -74,14 +74,12 @@ fn a_receipt_of_50000_shares_and_a_long_ledger_come_back_whole() {
     let coordinator = site.start_coordinator(&addr, "sequential");
     let op = coordinator.operator();
 
-    // A safety net, not a performance bound: the receipt re-hashes 50,000 shares in a debug
-    // build and pages them out of the store. On SQLite that takes about 2 s; on PostgreSQL it
-    // took 23 s on a quiet 2-core machine (beyond `COMMAND_TIMEOUT`): the PostgreSQL receipt
-    // path is ten times slower, a known gap of issue 12, not hidden by this timeout.
+    // Within the harness's `COMMAND_TIMEOUT`: a debug build re-hashes the 50,000 shares and
+    // pages them out of the store in about 3 s on either store (a quiet 2-core machine; the
+    // PostgreSQL receipt looks up its pages' upstream outcomes in one query per page, not one
+    // per share: BENCHMARKS.md, "Receipts and ledger verify on PostgreSQL beside SQLite").
     let started = std::time::Instant::now();
-    let out = op
-        .run_within(&["account", "receipt", "acme", "--json"], std::time::Duration::from_secs(120))
-        .expect_success("account receipt");
+    let out = op.run(&["account", "receipt", "acme", "--json"]).expect_success("account receipt");
     eprintln!("account receipt of {SHARES} shares: {:?}", started.elapsed());
     let receipt: serde_json::Value = serde_json::from_str(&out).expect("receipt --json");
     assert_eq!(receipt["verified"], true, "{}", receipt["problem"]);
@@ -110,6 +108,8 @@ fn a_receipt_of_50000_shares_and_a_long_ledger_come_back_whole() {
     let shown: Vec<serde_json::Value> = serde_json::from_str(&page.stdout).expect("ledger show --json");
     assert!(!shown.is_empty() && shown.len() < 10_000, "one page, cut by its byte budget: {}", shown.len());
     assert!(page.stderr.contains(&format!("--after {}", shown.len())), "{}", page.stderr);
+    let started = std::time::Instant::now();
     let out = op.run(&["ledger", "verify"]).expect_success("ledger verify");
+    eprintln!("ledger verify of {} entries: {:?}", entries.len(), started.elapsed());
     assert!(out.starts_with("ledger ok"), "{out}");
 }

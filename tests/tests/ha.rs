@@ -15,6 +15,10 @@
 //!   `pg_terminate_backend`, twice): with `--on-store-loss retry` the coordinator holds
 //!   the acknowledgements, reconnects, takes its lease's lock again, and acknowledges again;
 //!   nothing acknowledged is lost. With the default (`exit`) it stops with exit code 2.
+//! - A longer outage (the database refusing sessions for seconds) with `retry`: the shares
+//!   taken from nodes and awaiting their commit never pass `max_unacknowledged_shares` (the
+//!   node's connection is not read meanwhile), the metrics still answer, and once the database
+//!   is back the held shares are committed and acknowledged; none acknowledged is lost.
 //! - An account at a (test) pool: after the kill, the new active coordinator opens the pool
 //!   session and its submits reach the pool.
 //!
@@ -300,6 +304,81 @@ fn a_database_lost_while_running_holds_the_acknowledgements_then_they_resume() {
     assert!(log.contains("store"), "{log}");
     drop(node);
     exits.kill();
+}
+
+/// The value of the metric line `name` on a `/metrics` page, if the page has it.
+fn metric(page: &str, name: &str) -> Option<u64> {
+    page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok()).map(|v| v as u64)
+}
+
+#[test]
+fn while_the_database_is_lost_the_shares_awaiting_their_commit_stay_bounded_then_are_acknowledged() {
+    let Some(site) = site_or_skip() else { return };
+    // A small bound and a fast share rate: the node finds about 40 shares a second, so the
+    // bound is reached within a second or two of the outage.
+    const CAP: u64 = 30;
+    let config = site.path().join("backlog.toml");
+    std::fs::write(&config, format!("max_unacknowledged_shares = {CAP}\nshares_per_second = 40.0\n")).unwrap();
+    // failover_after longer than the outage: the node's heartbeats are not read while its
+    // connection waits for room, and this test is about the bound, not a failover.
+    let flags = ["--failover-after", "60s", "--on-store-loss", "retry", "--http", "127.0.0.1:0"];
+    let flags = [&flags[..], &["--config", config.to_str().unwrap()]].concat();
+    let mut coordinator = site.start_coordinator_with("127.0.0.1:0", "sequential", &flags);
+    let op = coordinator.operator();
+    op.add_account("acme", "1000P", 1);
+    let (node, node_http) = site.start_node_http(&coordinator, "n1", &[]);
+    let http = coordinator.http.expect("--http");
+    let before = wait_for("the first credited share", TAKEOVER_TIMEOUT, || {
+        let n = shares(&coordinator);
+        (n > 0).then_some(n)
+    });
+
+    // The outage: the database refuses new sessions and the coordinator's are ended.
+    let hashgrid_tests::Database::Postgres(url) = coordinator.database() else { unreachable!("a PostgreSQL site") };
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let mut admin = Cluster::shared().connect("postgres").unwrap();
+    admin.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).unwrap();
+    admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", &[&name]).unwrap();
+    let unacknowledged = || {
+        let (status, page) = hashgrid_tests::http_get(http, "/metrics");
+        assert_eq!(status, 200, "the metrics answer while the database is lost: {page}");
+        metric(&page, "hashgrid_shares_unacknowledged").expect("the backlog gauge")
+    };
+    wait_for("the shares awaiting their commit to reach the bound", TAKEOVER_TIMEOUT, || {
+        (unacknowledged() >= CAP).then_some(())
+    });
+    // An observation window, not a timing bound: in 3 s the node finds about 120 more shares,
+    // four times the bound; without the bound the gauge passes it within the window.
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(3) {
+        let held = unacknowledged();
+        assert!(held <= CAP, "{held} shares awaiting their commit, over the bound of {CAP}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(coordinator.is_running(), "the coordinator exited instead of retrying");
+
+    // The database is back: the held shares are committed, then acknowledged, and intake goes
+    // on (the node's count is of acknowledgements it received).
+    admin.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).unwrap();
+    let node_acks = || {
+        let (_, page) = hashgrid_tests::http_get(node_http, "/metrics");
+        metric(&page, "hashgrid_rig_shares_accepted_total").unwrap_or(0)
+    };
+    let resumed = wait_for("acknowledgements past the bound after the outage", TAKEOVER_TIMEOUT, || {
+        let n = shares(&coordinator);
+        (n > before + CAP).then_some(n)
+    });
+    wait_for("the node to receive acknowledgements again", TAKEOVER_TIMEOUT, || (node_acks() > before).then_some(()));
+    let acknowledged = node_acks();
+    drop(node);
+    let accounts = op.settled_accounts();
+    assert!(
+        accounts[0].shares >= resumed.max(acknowledged),
+        "acknowledged credit lost: {acknowledged} vs {accounts:?}"
+    );
+    assert_credit_matches_receipts(&coordinator.database(), &accounts);
+    let out = op.run(&["ledger", "verify"]).expect_success("ledger verify");
+    assert!(out.starts_with("ledger ok"), "{out}");
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! ledger (and verdict), receipts and job history; a batch with a duplicate share writes
 //! nothing on either; an unreachable database at start is one line and exit 2; with
 //! `OnStoreLoss::Retry`, a batch whose session was lost is written once: again when its commit
-//! did not happen, not again when it did (the lease row's commit count says which).
+//! did not happen, not again when it did (the lease row's commit count says which); with
+//! `sslmode=verify-full` every session (store, lease, reader) is TLS, and a server whose
+//! certificate the given CA did not sign is refused in one line, exit 2.
 //!
 //! Runs on a throwaway cluster (`hashgrid_tests::postgres`); without PostgreSQL installed it
 //! prints "SKIPPED" and passes, unless `HASHGRID_REQUIRE_POSTGRES=1` (CI).
@@ -112,6 +114,21 @@ fn history() -> [Vec<StoreOp>; 2] {
         job: 7,
         hit: JobHit { version: submitted.version, time: submitted.time, nonce: 4, hash: header(2, 4).block_hash() },
     });
+    // Two of bob's shares went to a pool: one answered, one not (receipts name the outcomes).
+    for (n, answered) in [(1, true), (3, false)] {
+        let hash = header(2, n).block_hash();
+        second.push(StoreOp::UpstreamSubmitted {
+            account: "bob".into(),
+            hash,
+            url: "stratum+tcp://pool:3333".into(),
+            pool_job: "j1".into(),
+            work: Work(1 << 20),
+            at_ms: T0 + 30,
+        });
+        if answered {
+            second.push(StoreOp::UpstreamOutcome { hash, outcome: "accepted".into(), at_ms: T0 + 31 });
+        }
+    }
     second.push(StoreOp::RangeFate { assignment: 9, fate: "done", handed: 0 });
     second.push(StoreOp::RangeFate { assignment: 9, fate: "abandoned: node failed", handed: 5 });
     second.push(StoreOp::BlockFound {
@@ -176,6 +193,8 @@ fn the_postgres_store_answers_what_the_sqlite_store_answers() {
         assert_eq!(s, p);
     }
     assert!(sqlite[4].contains("first_bad: None"), "{}", sqlite[4]);
+    let bob = &sqlite[6];
+    assert!(bob.contains("Some(\"accepted\")") && bob.contains("Some(\"pending\")"), "{bob}");
 }
 
 #[test]
@@ -338,4 +357,54 @@ fn a_standby_whose_sessions_are_lost_reconnects_and_takes_over() {
     let (epoch, taken_over) = standby.join().unwrap().expect("the standby reconnects and takes over");
     assert_eq!(epoch, Some(2));
     assert_eq!(taken_over, format!("{:?}", location.open(dir.path()).unwrap().load().unwrap()));
+}
+
+#[test]
+fn sslmode_verify_full_puts_every_session_on_tls_and_refuses_a_server_it_cannot_verify() {
+    let Some(cluster) = postgres_or_skip() else { return };
+    let url = cluster.create_database();
+    let ca = cluster.ca_pem();
+    let tls_url = format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display());
+    let dir = tempfile::tempdir().unwrap();
+    let location: StoreLocation = tls_url.parse().unwrap();
+    let ttl = std::time::Duration::from_secs(10);
+    let mut store = location.open_active(dir.path(), "127.0.0.1:1", ttl, OnStoreLoss::Exit, |_| {}).unwrap();
+    store.apply(&history()[0]).unwrap();
+    let mut reader = location.reader(dir.path()).unwrap();
+    assert!(reader.verify_ledger().unwrap().first_bad.is_none());
+    // The store's, the lease's and the reader's sessions, seen from a plain one.
+    let mut side = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let sessions = |side: &mut postgres::Client, tls: bool| -> i64 {
+        side.query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.datname = current_database() AND s.ssl = $1 AND a.pid <> pg_backend_pid()",
+            &[&tls],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert_eq!((sessions(&mut side, true), sessions(&mut side, false)), (3, 0));
+    drop((store, reader));
+
+    // A CA that did not sign the server's certificate: one line, exit 2, no password shown.
+    let other_ca = dir.path().join("other-ca.pem");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(&other_ca, params.self_signed(&key).unwrap().pem()).unwrap();
+    let wrong =
+        format!("{}?sslmode=verify-full&sslrootcert={}", url.replace("postgres@", "postgres:pw@"), other_ca.display());
+    let mut cmd = std::process::Command::new(binary("hashgrid-coordinator"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--store", &wrong]).arg("--data-dir").arg(dir.path());
+    cmd.env("RUST_LOG", "warn");
+    let line = run_with_timeout(cmd, std::time::Duration::from_secs(20)).expect_one_line_error("an unverified server");
+    assert!(line.contains("cannot connect to the database") && line.contains("certificate"), "{line}");
+    assert!(!line.contains(":pw@"), "{line}");
+    // A missing root file is named.
+    let missing = format!("{url}?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem");
+    let mut cmd = std::process::Command::new(binary("hashgrid-coordinator"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--store", &missing]).arg("--data-dir").arg(dir.path());
+    cmd.env("RUST_LOG", "warn");
+    let line = run_with_timeout(cmd, std::time::Duration::from_secs(20)).expect_one_line_error("a missing sslrootcert");
+    assert!(line.contains("sslrootcert /nonexistent/ca.pem"), "{line}");
 }

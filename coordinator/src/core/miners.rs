@@ -202,7 +202,7 @@ impl Core {
     /// `node list`, the metrics and the under-delivery probe see a miner's bad work too. The
     /// session has already answered each of them.
     pub fn handle_miner_rejected(&mut self, node: NodeId, counts: &[(RejectReason, u64)]) {
-        if !self.nodes.get(&node).is_some_and(|n| n.miner.is_some()) {
+        if self.nodes.get(&node).is_none_or(|n| n.miner.is_none()) {
             return;
         }
         for &(reason, n) in counts {

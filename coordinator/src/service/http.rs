@@ -42,11 +42,16 @@ impl<A: Fn(oneshot::Sender<CoreView>) -> bool> Sources<A> {
         let ledger = tokio::task::spawn_blocking(move || ledger_tail(&reader, rows)).await;
         let (len, entries) = match ledger {
             Ok(Ok(tail)) => tail,
+            // The metrics still answer while the database cannot be read (an outage is when
+            // the share backlog matters), without the ledger's length.
+            Ok(Err(_)) if path == "/metrics" => {
+                return Page::ok(OPENMETRICS, metrics::encode(&view, None, &self.live));
+            }
             Ok(Err(e)) => return Page { status: 500, content_type: TEXT, body: format!("ledger: {e}\n") },
             Err(_) => return Page::unavailable("the ledger reader stopped"),
         };
         match path {
-            "/metrics" => Page::ok(OPENMETRICS, metrics::encode(&view, len, &self.live)),
+            "/metrics" => Page::ok(OPENMETRICS, metrics::encode(&view, Some(len), &self.live)),
             _ => Page::ok(HTML, status_page::render(&view, &entries, len)),
         }
     }

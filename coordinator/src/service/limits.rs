@@ -32,7 +32,8 @@ pub const MAX_HELLO: usize = 64 << 10;
 /// The longest software version a node may announce.
 pub const MAX_VERSION_LEN: usize = 64;
 
-/// The connection caps (`max_connections`, `max_connections_per_address` in the file).
+/// The connection caps (`max_connections`, `max_connections_per_address` in the file), and
+/// the bound on nodes' shares awaiting their commit (`max_unacknowledged_shares`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// Connections open at once, nodes and operators together.
@@ -40,11 +41,18 @@ pub struct ConnectionLimits {
     /// Connections open at once from one IP address, or one IPv6 /64 (the block one host
     /// is usually given); a farm behind NAT shares one.
     pub per_address: usize,
+    /// Shares taken from nodes and not yet answered, all connections together; at the bound,
+    /// nodes' connections are not read until answers go out (`backlog`).
+    pub unacknowledged_shares: usize,
 }
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
-        ConnectionLimits { total: 1024, per_address: 64 }
+        ConnectionLimits {
+            total: 1024,
+            per_address: 64,
+            unacknowledged_shares: super::backlog::DEFAULT_MAX_UNACKNOWLEDGED,
+        }
     }
 }
 
@@ -171,7 +179,7 @@ mod tests {
 
     #[test]
     fn caps_count_in_total_and_per_address_and_free_on_drop() {
-        let admission = Admission::new(ConnectionLimits { total: 3, per_address: 2 });
+        let admission = Admission::new(ConnectionLimits { total: 3, per_address: 2, ..ConnectionLimits::default() });
         let (a, b) = (IpAddr::from(Ipv4Addr::new(10, 0, 0, 1)), IpAddr::from(Ipv4Addr::new(10, 0, 0, 2)));
         let a1 = admission.admit(a).unwrap();
         let _a2 = admission.admit(a).unwrap();
@@ -186,7 +194,7 @@ mod tests {
 
     #[test]
     fn ipv6_addresses_count_by_their_64_and_mapped_ipv4_as_ipv4() {
-        let admission = Admission::new(ConnectionLimits { total: 10, per_address: 1 });
+        let admission = Admission::new(ConnectionLimits { total: 10, per_address: 1, ..ConnectionLimits::default() });
         let _a = admission.admit("2001:db8:1:2::1".parse().unwrap()).unwrap();
         let refused = admission.admit("2001:db8:1:2:ffff::9".parse().unwrap()).unwrap_err();
         assert_eq!(refused, Refusal::PerAddress("2001:db8:1:2::".parse().unwrap(), 1));

@@ -18,14 +18,19 @@
 //!   started (`Core::counters`).
 //! - `hashgrid_chain_load{chain}`, `hashgrid_chain_capacity_hashrate{chain}`.
 //! - `hashgrid_policy{policy}`: 1 for the allocation policy in force.
-//! - `hashgrid_ledger_entries`: the ledger's last sequence number (committed entries).
+//! - `hashgrid_ledger_entries`: the ledger's last sequence number (committed entries); left out
+//!   while the database cannot be read (the rest of the page still answers).
+//! - `hashgrid_shares_unacknowledged`: shares taken from nodes whose answers wait for their
+//!   commit; at most `max_unacknowledged_shares` (`backlog`).
 //! - `hashgrid_share_intake_seconds` (histogram): from a share arriving on its connection to
 //!   its acknowledgement being handed to the node's connection writer, i.e. queueing, check,
 //!   credit and the group commit that makes it durable.
 //!
 //! A scrape builds a fresh registry from the snapshot, so series of accounts and nodes that
-//! are gone disappear with them; only the histogram lives across scrapes (`IntakeMetrics`).
+//! are gone disappear with them; only the histogram and the backlog live across scrapes
+//! (`IntakeMetrics`).
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use hashgrid_common::message::{ChainStatus, Status};
@@ -36,6 +41,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::backlog::{Backlog, DEFAULT_MAX_UNACKNOWLEDGED};
 use crate::core::Counters;
 
 /// Node states named in `hashgrid_node_state`, each with its own series.
@@ -68,12 +74,24 @@ impl CoreView {
 pub struct IntakeMetrics {
     /// Seconds from a share's arrival on its connection to its acknowledgement's hand-off.
     pub share_intake: Histogram,
+    /// Shares taken from nodes and not yet answered, and their bound.
+    pub backlog: Arc<Backlog>,
+}
+
+impl IntakeMetrics {
+    /// With at most `max_unacknowledged` shares taken and not answered.
+    pub fn new(max_unacknowledged: usize) -> Self {
+        IntakeMetrics {
+            // 100 µs to about 6.5 s, doubling.
+            share_intake: Histogram::new(exponential_buckets(1e-4, 2.0, 17)),
+            backlog: Arc::new(Backlog::new(max_unacknowledged, Gauge::default())),
+        }
+    }
 }
 
 impl Default for IntakeMetrics {
     fn default() -> Self {
-        // 100 µs to about 6.5 s, doubling.
-        IntakeMetrics { share_intake: Histogram::new(exponential_buckets(1e-4, 2.0, 17)) }
+        IntakeMetrics::new(DEFAULT_MAX_UNACKNOWLEDGED)
     }
 }
 
@@ -111,8 +129,9 @@ struct PolicyLabels {
 
 type GaugeF = Gauge<f64, AtomicU64>;
 
-/// The metrics as OpenMetrics text: `view`, the ledger's length, and the intake histogram.
-pub fn encode(view: &CoreView, ledger_entries: u64, live: &IntakeMetrics) -> String {
+/// The metrics as OpenMetrics text: `view`, the ledger's length (`None`: unknown, the database
+/// cannot be read now), and the live intake metrics.
+pub fn encode(view: &CoreView, ledger_entries: Option<u64>, live: &IntakeMetrics) -> String {
     let mut r = Registry::with_prefix("hashgrid");
 
     let (standard, delivered) =
@@ -190,10 +209,17 @@ pub fn encode(view: &CoreView, ledger_entries: u64, live: &IntakeMetrics) -> Str
     let policy = Family::<PolicyLabels, Gauge>::default();
     policy.get_or_create(&PolicyLabels { policy: view.status.policy.as_str().into() }).set(1);
     r.register("policy", "1 for the allocation policy in force", policy);
+    if let Some(entries) = ledger_entries {
+        r.register(
+            "ledger_entries",
+            "Committed ledger entries (the last sequence number)",
+            ConstGauge::new(i64::try_from(entries).unwrap_or(i64::MAX)),
+        );
+    }
     r.register(
-        "ledger_entries",
-        "Committed ledger entries (the last sequence number)",
-        ConstGauge::new(ledger_entries as i64),
+        "shares_unacknowledged",
+        "Shares taken from nodes whose answers wait for their commit (at most max_unacknowledged_shares)",
+        ConstGauge::new(live.backlog.pending() as i64),
     );
     r.register(
         "share_intake_seconds",
@@ -244,7 +270,7 @@ pub(crate) mod tests {
     fn a_view_becomes_the_documented_series() {
         let live = IntakeMetrics::default();
         live.share_intake.observe(0.003);
-        let text = encode(&view(), 42, &live);
+        let text = encode(&view(), Some(42), &live);
         for line in [
             "hashgrid_account_standard_hashes{account=\"alice\",chain=\"local\"} 4000000000.0",
             "hashgrid_account_delivered_hashes{account=\"alice\",chain=\"local\"} 1000000000.0",
@@ -263,6 +289,7 @@ pub(crate) mod tests {
             "hashgrid_ranges_reassigned_total 2",
             "hashgrid_policy{policy=\"sequential\"} 1",
             "hashgrid_ledger_entries 42",
+            "hashgrid_shares_unacknowledged 0",
             "hashgrid_share_intake_seconds_count 1",
             "hashgrid_share_intake_seconds_bucket{le=\"0.0032\"} 1",
             "hashgrid_share_intake_seconds_bucket{le=\"0.0016\"} 0",
@@ -270,12 +297,15 @@ pub(crate) mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+        // The database cannot be read: the page answers without the ledger's length.
+        let text = encode(&view(), None, &live);
+        assert!(!text.contains("hashgrid_ledger_entries") && text.contains("hashgrid_shares_unacknowledged 0"));
     }
 
     #[test]
     fn the_grafana_dashboard_uses_only_metrics_that_exist() {
         let dashboard = include_str!("../../../deploy/grafana-dashboard.json");
-        let coordinator = encode(&view(), 1, &IntakeMetrics::default());
+        let coordinator = encode(&view(), Some(1), &IntakeMetrics::default());
         // A family with no series yet (device rates before any device) has no TYPE line: the
         // node's names are looked up where they are registered, under the prefix `hashgrid_rig`.
         let rig = include_str!("../../../node/src/service/metrics.rs");

@@ -3,6 +3,7 @@
 //! and the status page (`status_page`) when `serve --http` asks for them.
 
 pub mod admin;
+pub mod backlog;
 pub mod history;
 pub mod http;
 pub mod lease;

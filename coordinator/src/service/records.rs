@@ -271,8 +271,8 @@ impl Reader {
         super::store::receipt_shares(&tx, account, cut.period_start_ms, (page.after, cut.last_share), |id, share| {
             pager.offer(id, share)
         })?;
-        receipt_page(account, (standard.as_str(), delivered.as_str()), cut, pager, |hash| {
-            super::upstream_store::share_outcome(&tx, hash)
+        receipt_page(account, (standard.as_str(), delivered.as_str()), cut, pager, |hashes| {
+            hashes.iter().map(|hash| super::upstream_store::share_outcome(&tx, hash)).collect()
         })
         .map(Some)
     }
@@ -280,17 +280,27 @@ impl Reader {
 
 /// A receipt page, from the account's row (`standard`, `delivered`), the cut and the page's
 /// shares, as either store reads them, each share with its upstream outcome if it was sent to
-/// a pool (`upstream_outcome`, the store's lookup by share hash).
+/// a pool (`upstream_outcomes`, the store's lookup by share hash: given the page's hashes, their
+/// outcomes in the same order, looked up at once so that a store across a network answers a
+/// page in one round trip, not one per share).
 pub(super) fn receipt_page(
     account: &str,
     (standard, delivered): (&str, &str),
     cut: ReceiptCut,
     pager: Pager<hashgrid_common::message::ReceiptShare>,
-    mut upstream_outcome: impl FnMut(&hashgrid_common::BlockHash) -> Result<Option<String>, StoreError>,
+    upstream_outcomes: impl FnOnce(&[hashgrid_common::BlockHash]) -> Result<Vec<Option<String>>, StoreError>,
 ) -> Result<Receipt, StoreError> {
     let (mut shares, next) = pager.finish();
-    for share in &mut shares {
-        share.upstream = upstream_outcome(&share.header.block_hash())?;
+    let hashes: Vec<_> = shares.iter().map(|share| share.header.block_hash()).collect();
+    let outcomes = upstream_outcomes(&hashes)?;
+    if outcomes.len() != shares.len() {
+        return Err(StoreError::Corrupt {
+            what: "upstream_submits",
+            detail: format!("{} outcomes for {} shares", outcomes.len(), shares.len()),
+        });
+    }
+    for (share, outcome) in shares.iter_mut().zip(outcomes) {
+        share.upstream = outcome;
     }
     Ok(Receipt {
         account: account.into(),

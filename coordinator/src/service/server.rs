@@ -45,6 +45,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use super::admin::{Readers, admin};
+use super::backlog::Backlog;
 use super::http::Sources;
 use super::limits::{Admission, ConnectionLimits, HELLO_DEADLINE, MAX_HELLO, check_identity};
 use super::metrics::{CoreView, IntakeMetrics};
@@ -210,6 +211,9 @@ struct Group {
     /// When each share of the batch arrived from its node, in the order the core answered
     /// them (for the share-intake histogram: arrival to acknowledgement).
     arrivals: std::collections::VecDeque<Instant>,
+    /// Shares of nodes' connections in the batch: the room they hold in the backlog until the
+    /// group is delivered.
+    node_shares: usize,
 }
 
 fn now_ms() -> u64 {
@@ -263,7 +267,7 @@ impl Service {
         let checkpointer = store.checkpointer()?;
         let (groups_tx, groups_rx) = std::sync::mpsc::channel();
         let wake_core = events_tx.clone();
-        let intake = IntakeMetrics::default();
+        let intake = IntakeMetrics::new(config.limits.unacknowledged_shares);
         let store_intake = intake.clone();
         let pool_events = events_tx.clone();
         let pools = PoolConnections::new(tokio::runtime::Handle::current(), config.pool_ca.clone(), move |e| {
@@ -301,7 +305,12 @@ impl Service {
         let reads_on_core = Arc::new(AtomicBool::new(false));
         let accept_endpoint = endpoint.clone();
         let admission = Admission::new(config.limits);
-        let peers = Peers { events: events_tx.clone(), readers, reads_on_core: reads_on_core.clone() };
+        let peers = Peers {
+            events: events_tx.clone(),
+            readers,
+            reads_on_core: reads_on_core.clone(),
+            backlog: intake.backlog.clone(),
+        };
         // QUIC nodes and Stratum miners draw their ids from one counter.
         let next_node = Arc::new(AtomicU64::new(1));
         let (stratum_addr, stratum_tls_addr) = match config.stratum {
@@ -492,11 +501,13 @@ fn core_loop(
                     core.handle_node_joined(now, node, &hello, protocol);
                 }
                 Event::NodeMessage { node, msg, at } => {
-                    match &msg {
-                        NodeMessage::Share(_) => group.arrivals.push_back(at),
-                        NodeMessage::Shares(shares) => group.arrivals.extend(shares.iter().map(|_| at)),
-                        _ => {}
-                    }
+                    let shares = match &msg {
+                        NodeMessage::Share(_) => 1,
+                        NodeMessage::Shares(shares) => shares.len(),
+                        _ => 0,
+                    };
+                    group.arrivals.extend(std::iter::repeat_n(at, shares));
+                    group.node_shares += shares;
                     core.handle_node_message(now, node, msg)
                 }
                 Event::NodeLeft { node, departed } => {
@@ -685,6 +696,7 @@ fn deliver(
     pools: &mut PoolConnections,
 ) -> bool {
     let mut arrivals = group.arrivals;
+    intake.backlog.answered(group.node_shares);
     outboxes.extend(group.joins);
     for node in group.leaves {
         outboxes.remove(&node);
@@ -733,6 +745,8 @@ struct Peers {
     events: mpsc::UnboundedSender<Event>,
     readers: Arc<Readers>,
     reads_on_core: Arc<AtomicBool>,
+    /// Room for nodes' shares whose answers wait for their commit.
+    backlog: Arc<Backlog>,
 }
 
 /// Reads the first frame of the first stream (closing the connection if it takes longer than
@@ -775,7 +789,7 @@ async fn serve_connection(
                 return;
             }
             let node = next_node.fetch_add(1, Ordering::Relaxed);
-            serve_node(conn, send, source, peers.events, node, hello, protocol).await;
+            serve_node(conn, send, source, (peers.events, &peers.backlog), node, hello, protocol).await;
         }
         Hello::Admin { token } => {
             if !tokens_equal(&token, admin_token) {
@@ -854,12 +868,13 @@ fn reply_frame(response: &AdminResponse, asked: &str) -> Vec<u8> {
 }
 
 /// Serves a node after its hello: a writer task that sends whatever is queued with one write,
-/// and a reader that turns every frame of each received chunk into an event.
+/// and a reader that turns every frame of each received chunk into an event (and stops reading
+/// while `backlog` has no room for its shares).
 async fn serve_node(
     conn: quinn::Connection,
     mut send: quinn::SendStream,
     mut source: FrameReader,
-    events: mpsc::UnboundedSender<Event>,
+    (events, backlog): (mpsc::UnboundedSender<Event>, &Backlog),
     node: NodeId,
     hello: NodeHello,
     protocol: u16,
@@ -942,7 +957,7 @@ async fn serve_node(
         };
         match chunk {
             Ok(Some(msgs)) => {
-                if !forward(&events, &conn, node, protocol, msgs) {
+                if !forward(&events, backlog, &conn, node, protocol, msgs).await {
                     break 'read;
                 }
             }
@@ -952,7 +967,7 @@ async fn serve_node(
             }
             Err((msgs, e)) => {
                 // The frames before the bad one are the node's; then the connection ends.
-                if !forward(&events, &conn, node, protocol, msgs) {
+                if !forward(&events, backlog, &conn, node, protocol, msgs).await {
                     break;
                 }
                 match e.close_reason() {
@@ -987,9 +1002,11 @@ impl Drop for Service {
 
 /// Hands a chunk's messages to the core thread, all with one arrival time. A message its
 /// connection's protocol version does not allow closes the connection (`close_code::PROTOCOL`)
-/// before it or anything after it is handed over. `false`: stop reading.
-fn forward(
+/// before it or anything after it is handed over. Shares wait for room in `backlog` (a batch
+/// goes in parts when only part of it fits). `false`: stop reading.
+async fn forward(
     events: &mpsc::UnboundedSender<Event>,
+    backlog: &Backlog,
     conn: &quinn::Connection,
     node: NodeId,
     protocol: u16,
@@ -1002,8 +1019,25 @@ fn forward(
             conn.close(close_code::PROTOCOL.into(), reason.as_bytes());
             return false;
         }
-        if events.send(Event::NodeMessage { node, msg, at }).is_err() {
-            return false;
+        match msg {
+            NodeMessage::Shares(mut rest) => {
+                while !rest.is_empty() {
+                    let taken = backlog.take(rest.len()).await;
+                    let after = rest.split_off(taken);
+                    let part = NodeMessage::Shares(std::mem::replace(&mut rest, after));
+                    if events.send(Event::NodeMessage { node, msg: part, at }).is_err() {
+                        return false;
+                    }
+                }
+            }
+            msg => {
+                if matches!(msg, NodeMessage::Share(_)) {
+                    backlog.take(1).await;
+                }
+                if events.send(Event::NodeMessage { node, msg, at }).is_err() {
+                    return false;
+                }
+            }
         }
     }
     true

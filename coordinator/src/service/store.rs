@@ -69,6 +69,7 @@ use super::{history, records};
 
 pub mod backend;
 pub mod pg;
+mod pg_tls;
 use crate::core::{Account, Snapshot, StoreOp, SubmittedJob, Work};
 
 /// Schema migrations: step `i` takes the database from version `i` to `i + 1`.

@@ -29,6 +29,7 @@
 //!   unchanged since `hold`): nothing was written since, so it is what a cold load reads.
 //!   Otherwise it loads cold, on the session already open.
 //! - Text that orders (names) is compared `COLLATE "C"`: byte order, as SQLite's BINARY.
+//! - TLS when the URL asks (`sslmode=verify-full`, `sslrootcert=PATH`): see `pg_tls`.
 //! - `postgres::Client` runs its own small runtime and may not be created or dropped on a tokio
 //!   worker thread: `Conn` connects and drops its client on a thread of its own.
 
@@ -44,6 +45,7 @@ use postgres::types::ToSql;
 use postgres::{Client, GenericClient, IsolationLevel, NoTls, Row, Statement, Transaction};
 
 use super::backend::OnStoreLoss;
+use super::pg_tls;
 use super::{MIGRATIONS, SCHEMA_VERSION, StoreError, fixed, parse_u128, to_i64, to_u64};
 use crate::core::ledger::{self, LedgerRecord};
 use crate::core::{Account, Snapshot, StoreOp, SubmittedJob, Work};
@@ -71,16 +73,22 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    /// Connects to `url` (a `postgres://` URL or a `key=value` string).
+    /// Connects to `url` (a `postgres://` URL or a `key=value` string), over TLS when it asks
+    /// (`pg_tls`).
     pub(crate) fn connect(url: &str) -> Result<Conn, StoreError> {
-        let mut config: postgres::Config =
-            url.parse().map_err(|e: postgres::Error| StoreError::Connect(format!("{url}: {e}")))?;
+        let bad = |e: String| StoreError::Connect(format!("{}: {e}", redact(url)));
+        let (conninfo, tls) = pg_tls::split(url).map_err(bad)?;
+        let mut config: postgres::Config = conninfo.parse().map_err(|e: postgres::Error| bad(e.to_string()))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         config.keepalives(true).keepalives_idle(KEEPALIVE_IDLE).keepalives_interval(Duration::from_secs(1));
         config.keepalives_retries(3);
-        let client = config.connect(NoTls).map_err(|e| {
+        let connected = match tls {
+            pg_tls::Tls::Off => config.connect(NoTls),
+            pg_tls::Tls::Verified { root_cert } => config.connect(pg_tls::connector(root_cert.as_ref()).map_err(bad)?),
+        };
+        let client = connected.map_err(|e| {
             // The client's message is generic ("error connecting to server"): add its causes.
             let mut why = e.to_string();
             let mut source = std::error::Error::source(&e);
@@ -646,7 +654,15 @@ struct PgBatch {
     accounts: HashMap<String, (u128, i64, i64)>,
     seen: HashSet<(JobId, u32, u32, u32)>,
     shares: Vec<ShareRow>,
+    /// The ledger's last entry as of this batch's last append (`None`: not read yet).
+    ledger_head: Option<LedgerHead>,
+    /// The entries appended, with their `account` column, inserted at the end with one
+    /// statement.
+    ledger: Vec<(LedgerEntry, Option<String>)>,
 }
+
+/// The ledger's last entry, `(seq, hash)`; `None` when it is empty.
+type LedgerHead = Option<(u64, [u8; 32])>;
 
 /// One `shares` row to insert: `nonce` is (version, time, nonce), `bytes` (header, hash,
 /// share_target).
@@ -685,9 +701,57 @@ impl PgBatch {
         Ok(())
     }
 
+    /// Appends one entry to the ledger, linked to the last one (as `records::append_ledger`):
+    /// the head is read from the table at the batch's first entry, then kept.
+    fn append_ledger(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        st: &mut Statements,
+        at_ms: u64,
+        record: &LedgerRecord,
+    ) -> Result<(), StoreError> {
+        let prev = match self.ledger_head {
+            Some(head) => head,
+            None => {
+                let s = st.get(tx, "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")?;
+                match tx.query_opt(&s, &[])? {
+                    Some(r) => Some((to_u64("ledger.seq", r.get(0))?, fixed("ledger.hash", r.get(1))?)),
+                    None => None,
+                }
+            }
+        };
+        let (kind, payload) = record.encode();
+        let e = ledger::next_entry(prev, at_ms, &kind, &payload);
+        self.ledger_head = Some(Some((e.seq, e.hash)));
+        self.ledger.push((e, record.account().map(str::to_string)));
+        Ok(())
+    }
+
     fn flush_all(self, tx: &mut Transaction<'_>, statements: &mut Statements) -> Result<(), StoreError> {
-        for (name, delta) in self.accounts {
-            write_account(tx, statements, &name, delta)?;
+        for (name, delta) in &self.accounts {
+            write_account(tx, statements, name, *delta)?;
+        }
+        if !self.ledger.is_empty() {
+            let entries = &self.ledger;
+            let number = |f: &dyn Fn(&LedgerEntry) -> u64, what| {
+                entries.iter().map(|(e, _)| to_i64(what, f(e))).collect::<Result<Vec<i64>, _>>()
+            };
+            exec(
+                tx,
+                statements,
+                "INSERT INTO ledger (seq, at_ms, kind, payload, prev_hash, hash, account)
+                 SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BYTEA[], $6::BYTEA[],
+                                      $7::TEXT[])",
+                &[
+                    &number(&|e| e.seq, "ledger.seq")?,
+                    &number(&|e| e.at_ms, "ledger.at_ms")?,
+                    &entries.iter().map(|(e, _)| e.kind.as_str()).collect::<Vec<_>>(),
+                    &entries.iter().map(|(e, _)| e.payload.as_str()).collect::<Vec<_>>(),
+                    &entries.iter().map(|(e, _)| &e.prev_hash[..]).collect::<Vec<_>>(),
+                    &entries.iter().map(|(e, _)| &e.hash[..]).collect::<Vec<_>>(),
+                    &entries.iter().map(|(_, account)| account.as_deref()).collect::<Vec<_>>(),
+                ],
+            )?;
         }
         if self.shares.is_empty() {
             return Ok(());
@@ -876,7 +940,7 @@ fn apply_one(
                 &[&to_i64("assignment", *assignment)?, fate, &to_i64("handed", *handed)?],
             )?;
         }
-        StoreOp::Ledger { at_ms, record } => append_ledger(tx, st, *at_ms, record)?,
+        StoreOp::Ledger { at_ms, record } => batch.append_ledger(tx, st, *at_ms, record)?,
         StoreOp::AccountPoolSet { account, pool, basis } => upstream::set_pool(tx, account, pool.as_ref(), *basis)?,
         StoreOp::UpstreamSubmitted { account, hash, url, pool_job, work, at_ms } => {
             upstream::submitted(tx, account, hash, url, pool_job, *work, *at_ms)?
@@ -910,37 +974,6 @@ fn set_setting(tx: &mut Transaction<'_>, st: &mut Statements, key: &str, value: 
         st,
         "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         &[&key, &value],
-    )?;
-    Ok(())
-}
-
-/// Appends one entry to the ledger, linked to the last one (as `records::append_ledger`).
-fn append_ledger(
-    tx: &mut Transaction<'_>,
-    st: &mut Statements,
-    at_ms: u64,
-    record: &LedgerRecord,
-) -> Result<(), StoreError> {
-    let (kind, payload) = record.encode();
-    let s = st.get(tx, "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")?;
-    let prev = match tx.query_opt(&s, &[])? {
-        Some(r) => Some((to_u64("ledger.seq", r.get(0))?, fixed("ledger.hash", r.get(1))?)),
-        None => None,
-    };
-    let e = ledger::next_entry(prev, at_ms, &kind, &payload);
-    exec(
-        tx,
-        st,
-        "INSERT INTO ledger (seq, at_ms, kind, payload, prev_hash, hash, account) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[
-            &to_i64("ledger.seq", e.seq)?,
-            &to_i64("ledger.at_ms", e.at_ms)?,
-            &e.kind,
-            &e.payload,
-            &&e.prev_hash[..],
-            &&e.hash[..],
-            &record.account(),
-        ],
     )?;
     Ok(())
 }
@@ -1083,8 +1116,8 @@ impl PgReader {
                 break;
             }
         }
-        let receipt = records::receipt_page(account, (standard.as_str(), delivered.as_str()), cut, pager, |hash| {
-            upstream::share_outcome(&mut tx, hash)
+        let receipt = records::receipt_page(account, (standard.as_str(), delivered.as_str()), cut, pager, |hashes| {
+            upstream::share_outcomes(&mut tx, hashes)
         })?;
         tx.commit()?;
         Ok(Some(receipt))
@@ -1215,14 +1248,18 @@ mod upstream {
         Ok(client.execute("UPDATE upstream_submits SET outcome = 'unknown' WHERE outcome = 'pending'", &[])? as usize)
     }
 
-    /// The upstream outcome of the share `hash` (`None`: never sent to a pool).
-    pub(super) fn share_outcome(
+    /// The upstream outcomes of the shares `hashes`, in their order (`None`: never sent to a
+    /// pool), in one query.
+    pub(super) fn share_outcomes(
         client: &mut impl GenericClient,
-        hash: &BlockHash,
-    ) -> Result<Option<String>, StoreError> {
-        Ok(client
-            .query_opt("SELECT outcome FROM upstream_submits WHERE hash = $1", &[&hash.0.as_slice()])?
-            .map(|r| r.get(0)))
+        hashes: &[BlockHash],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        let keys: Vec<&[u8]> = hashes.iter().map(|h| h.0.as_slice()).collect();
+        let mut found: std::collections::HashMap<Vec<u8>, String> = std::collections::HashMap::new();
+        for r in client.query("SELECT hash, outcome FROM upstream_submits WHERE hash = ANY($1)", &[&keys])? {
+            found.insert(r.get(0), r.get(1));
+        }
+        Ok(keys.iter().map(|k| found.get(*k).cloned()).collect())
     }
 }
 

@@ -402,20 +402,20 @@ fn second_hash_meets_target(h: State) -> bool {
     // hash's most significant word is known: it decides unless it equals the target's top
     // word; only then finish the hash and compare the rest.
     let top = byte_swap(0x5be0cd19u + s.e);
-    if top != job.target_hi.w {
-        return top < job.target_hi.w;
+    if top == job.target_hi.w {
+        let x61 = ssig1(x59) + x54 + ssig0(x46) + x45;
+        s = round(s, 0xa4506cebu + x61);
+        let x62 = ssig1(x60) + x55 + ssig0(x47) + x46;
+        s = round(s, 0xbef9a3f7u + x62);
+        let x63 = ssig1(x61) + x56 + ssig0(x48) + x47;
+        s = round(s, 0xc67178f2u + x63);
+        let hash = State(
+            0x6a09e667u + s.a, 0xbb67ae85u + s.b, 0x3c6ef372u + s.c, 0xa54ff53au + s.d,
+            0x510e527fu + s.e, 0x9b05688cu + s.f, 0x1f83d9abu + s.g, 0x5be0cd19u + s.h,
+        );
+        return meets_target(hash);
     }
-    let x61 = ssig1(x59) + x54 + ssig0(x46) + x45;
-    s = round(s, 0xa4506cebu + x61);
-    let x62 = ssig1(x60) + x55 + ssig0(x47) + x46;
-    s = round(s, 0xbef9a3f7u + x62);
-    let x63 = ssig1(x61) + x56 + ssig0(x48) + x47;
-    s = round(s, 0xc67178f2u + x63);
-    let hash = State(
-        0x6a09e667u + s.a, 0xbb67ae85u + s.b, 0x3c6ef372u + s.c, 0xa54ff53au + s.d,
-        0x510e527fu + s.e, 0x9b05688cu + s.f, 0x1f83d9abu + s.g, 0x5be0cd19u + s.h,
-    );
-    return meets_target(hash);
+    return top < job.target_hi.w;
 }
 
 // Appends the hit (nonce, version index) if it fits; counts it either way.

@@ -41,6 +41,12 @@ fn optimized() -> Option<GpuBackend> {
     open_gpu(GpuOptions::default())
 }
 
+/// The optimized shader with rolled ranges on `search_rolled` (the default), or one version
+/// after another.
+fn sharing(share: bool) -> Option<GpuBackend> {
+    open_gpu(GpuOptions { share_schedule: share, ..GpuOptions::default() })
+}
+
 fn cpu() -> CpuBackend {
     CpuBackend::new(2).unwrap()
 }
@@ -363,14 +369,16 @@ fn slices_announced_ahead_match_cpu() {
     assert_eq!(search(&mut gpu, &job).hits, search(&mut cpu, &job).hits);
 }
 
-/// Version-rolled ranges: every nonce under each of k = 2, 4, 8 versions, on the GPU one
-/// version after another, on the CPU with the schedule shared (and not): the same hits, each
-/// under its own version; and slices announced ahead across versions and ranges.
+/// Version-rolled ranges: every nonce under each of k = 2, 4, 8 versions, on the GPU with the
+/// schedule shared (the default) and one version after another, on the CPU with the schedule
+/// shared (and not): the same hits, each under its own version; and slices announced ahead
+/// across versions and ranges.
 #[test]
 fn version_rolled_ranges_match_cpu() {
     let Some(mut gpu) = optimized() else { return };
     let mut rng = StdRng::seed_from_u64(0x0076_726f_6c6c);
     let mut cpu_one_by_one = cpu().sharing(false);
+    let Some(mut gpu_one_by_one) = sharing(false) else { return };
     let mut versions_hit = std::collections::BTreeSet::new();
     for (round, bits) in [1u32, 2, 3, 2].into_iter().enumerate() {
         let header = random_header(&mut rng);
@@ -384,6 +392,7 @@ fn version_rolled_ranges_match_cpu() {
         let on_gpu = search(&mut gpu, &job);
         let on_cpu = search(&mut cpu(), &job);
         assert_eq!(on_gpu.hits, on_cpu.hits, "round {round}: GPU and CPU disagree, rolled {rolled:#x}");
+        assert_eq!(search(&mut gpu_one_by_one, &job).hits, on_cpu.hits, "round {round}: GPU one by one");
         assert_eq!(search(&mut cpu_one_by_one, &job).hits, on_cpu.hits, "round {round}: shared schedule");
         versions_hit.extend(on_gpu.hits.iter().map(|h| h.version));
     }
@@ -419,7 +428,7 @@ fn rolled_bits(rng: &mut StdRng, bits: u32) -> u32 {
 /// overflow re-search runs on rolled batches too). k = 1 runs the single-version kernel.
 #[test]
 fn shared_schedule_kernel_matches_cpu() {
-    let Some(mut gpu) = optimized() else { return };
+    let Some(mut gpu) = sharing(true) else { return };
     let mut rng = StdRng::seed_from_u64(0x5eed_0013);
     let plain = SearchJob::new(random_header(&mut rng), one_in_2_pow(8), 0, 1_000).unwrap();
     assert!(!gpu.shares_schedule(&plain), "k = 1: the single-version kernel");
@@ -482,9 +491,8 @@ fn shared_schedule_overflow_and_fallbacks() {
     assert!(!small.shares_schedule(&k16), "16 hits of one nonce do not fit 8");
     assert_eq!(same_hits(&mut small, &k16).len(), 800);
 
-    let Some(mut shared) = optimized() else { return };
-    let one_by_one = GpuOptions { share_schedule: false, ..GpuOptions::default() };
-    let Some(mut one_by_one) = open_gpu(one_by_one) else { return };
+    let Some(mut shared) = sharing(true) else { return };
+    let Some(mut one_by_one) = sharing(false) else { return };
     let job = SearchJob::new(header, one_in_2_pow(8), 77_777, 20_000).unwrap().with_rolled(0x0001_e000).unwrap();
     assert!(!one_by_one.shares_schedule(&job));
     let hits = search(&mut one_by_one, &job).hits;
@@ -497,11 +505,12 @@ fn shared_schedule_overflow_and_fallbacks() {
 /// and start is discarded, not taken as the beginning of a job with more versions.
 #[test]
 fn rolled_slices_announced_ahead_match_cpu() {
-    let Some(mut gpu) = optimized() else { return };
+    let Some(mut gpu) = sharing(true) else { return };
     let mut rng = StdRng::seed_from_u64(0x5eed_0015);
     let header = random_header(&mut rng);
     let cancel = AtomicBool::new(false);
-    let count = 2 * gpu.batch_size() + 10;
+    // Two batches and a bit per slice of four versions (the batch size counts hashes).
+    let count = gpu.batch_size() / 2 + 10;
     let rolled = SearchJob::new(header, one_in_2_pow(10), 0, 4 * count).unwrap().with_rolled(0x0000_6000).unwrap();
     let mut cpu = cpu();
     for i in 0..3 {

@@ -19,11 +19,12 @@
 //!
 //! A version-rolled job (k = 2^bits versions) runs the `search_rolled` entry point
 //! (`shares_schedule`): each invocation computes its nonce's first-hash message schedule once
-//! and both compressions once per version, from the k midstates in the uniform; its batches
-//! are queued ahead like any others. With `GpuOptions::share_schedule` off (or the reference
-//! shader) a rolled job is searched one version after another (`search_each_version`), each
-//! announcing the next. What the sharing is worth: BENCHMARKS.md, "GPU: the message schedule
-//! shared across versions".
+//! and both compressions once per version, from the k midstates in the uniform. Its batches
+//! are queued ahead like any others, and sized in hashes (nonces × versions), so a rolled
+//! dispatch takes as long as a single-version one. With `GpuOptions::share_schedule` off, or
+//! the reference shader, a rolled job is searched one version after another
+//! (`search_each_version`), each announcing the next. What the sharing is worth:
+//! BENCHMARKS.md, "GPU: the message schedule shared across versions".
 //!
 //! What the kernel steps are worth on Mesa lavapipe (llvmpipe, LLVM 15, 256-bit, release build,
 //! 2-vCPU VM shared with other builds; median of 5 runs of 3 s, MH per CPU-second, ±25% run to
@@ -111,8 +112,10 @@ pub struct GpuOptions {
     /// Hits one dispatch can return (at least 1); more trigger a re-search in smaller pieces.
     pub result_capacity: u32,
     /// Whether a version-rolled range runs `search_rolled` (the first hash's schedule computed
-    /// once per nonce for all k versions) rather than one version after another. Only with the
-    /// optimized shader, and only for k <= `result_capacity` (a single nonce's hits must fit).
+    /// once per nonce for all k versions; on by default) rather than one version after
+    /// another. Only with the optimized shader, and only for k <= `result_capacity` (a single
+    /// nonce's hits must fit). What it is worth: BENCHMARKS.md, "GPU: the message schedule
+    /// shared across versions".
     pub share_schedule: bool,
 }
 
@@ -534,11 +537,12 @@ impl Context {
 pub struct GpuBackend {
     info: AdapterInfo,
     context: Context,
-    /// The current batch size, steered toward `TARGET_DISPATCH_TIME`; kept across searches.
+    /// The current batch size in hashes (nonces times versions), steered toward
+    /// `TARGET_DISPATCH_TIME`; kept across searches.
     batch: u64,
     /// The first batch of the search announced as next, queued while the last one finished.
     ahead: Option<Ahead>,
-    /// `GpuOptions::share_schedule`, with the optimized shader.
+    /// `GpuOptions::share_schedule` for this adapter, with the optimized shader.
     share_schedule: bool,
 }
 
@@ -574,7 +578,7 @@ impl GpuBackend {
         let instance = new_instance();
         let (adapter, info) = select(enumerate(&instance), adapter, allow_software)?;
         let context = Context::new(&adapter, &options)?;
-        let share_schedule = options.share_schedule && options.shader == ShaderVariant::Optimized;
+        let share_schedule = options.shader == ShaderVariant::Optimized && options.share_schedule;
         Ok(GpuBackend { info, context, batch: FIRST_BATCH, ahead: None, share_schedule })
     }
 
@@ -607,12 +611,18 @@ impl GpuBackend {
         self.context.capacity
     }
 
-    /// The batch size the next search starts with.
+    /// The batch size the next search starts with, in hashes (nonces times versions).
     pub fn batch_size(&self) -> u64 {
         self.batch
     }
 
-    /// Steers the batch size from the `count` nonces of a full-size batch that kept the device
+    /// Nonces per batch for a search of `versions` versions per nonce: the batch size is kept
+    /// in hashes, so a rolled range's dispatches take as long as a single-version range's.
+    fn batch_nonces(&self, versions: u64) -> u64 {
+        (self.batch / versions.max(1)).max(MIN_BATCH)
+    }
+
+    /// Steers the batch size from the `count` hashes of a full-size batch that kept the device
     /// busy for `busy`: toward `TARGET_DISPATCH_TIME`, at most 4× up or down per batch.
     fn tune(&mut self, count: u64, busy: Duration) {
         let busy = busy.as_secs_f64().max(1e-6);
@@ -648,10 +658,10 @@ impl GpuBackend {
                 let (offset, count, tunable) = if let Some((offset, count)) = pieces.pop_front() {
                     (offset, count, false)
                 } else if next < job.count {
-                    let size = self.batch.min(hit_bound);
-                    let count = size.min(job.count - next);
+                    let full = self.batch_nonces(versions);
+                    let count = full.min(hit_bound).min(job.count - next);
                     next += count;
-                    (next - count, count, count == self.batch)
+                    (next - count, count, count == full)
                 } else {
                     if let Some(upcoming) = upcoming.filter(|_| self.ahead.is_none()) {
                         free.pop();
@@ -694,7 +704,7 @@ impl GpuBackend {
                 candidates.extend(result.hits);
                 if batch.tunable {
                     let started = last_done.map_or(batch.submitted, |t| t.max(batch.submitted));
-                    self.tune(batch.count, done.saturating_duration_since(started));
+                    self.tune(batch.count * versions, done.saturating_duration_since(started));
                 }
             }
             last_done = Some(done);
@@ -706,7 +716,7 @@ impl GpuBackend {
     /// Its timing steers nothing: the device was still busy with the batch before it.
     fn queue_ahead(&self, slot: usize, job: &SearchJob) -> Result<Ahead, SearchError> {
         let mut uniform = JobUniform::new(job, self.context.capacity);
-        let count = self.batch.min(job.count);
+        let count = self.batch_nonces(u64::from(uniform.versions())).min(job.count);
         uniform.count = count as u32;
         let submission = self.context.submit(slot, &uniform)?;
         let batch = Batch { slot, offset: 0, count, submitted: Instant::now(), submission, tunable: false };

@@ -427,46 +427,50 @@ fn report(nonce: u32, version: u32) {
     }
 }
 
-// Tests one nonce under the header's own version.
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn search(
+// The builtins that place an invocation in its dispatch.
+struct Invocation {
     @builtin(workgroup_id) group: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
-) {
-    // Dispatches are two-dimensional to stay under 65,535 workgroups per dimension.
-    let index = (group.y * groups.x + group.x) * WORKGROUP_SIZE + local;
-    if index >= job.limits.x {
+}
+
+// The nonce this invocation tests (x) and its index in the dispatch (y; past the dispatch's
+// count, the invocation has nothing to test). Dispatches are two-dimensional to stay under
+// 65,535 workgroups per dimension; the host keeps first nonce + count <= 2^32, so the nonce
+// never wraps.
+fn nonce_of(invocation: Invocation) -> vec2<u32> {
+    let index = (invocation.group.y * invocation.groups.x + invocation.group.x) * WORKGROUP_SIZE + invocation.local;
+    return vec2<u32>(job.tail.w + index, index);
+}
+
+// Tests one nonce under the header's own version.
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn search(invocation: Invocation) {
+    let nonce = nonce_of(invocation);
+    if nonce.y >= job.limits.x {
         return;
     }
-    // The host keeps first nonce + count <= 2^32, so this never wraps.
-    let nonce = job.tail.w + index;
     // Block word W3: the nonce field is little-endian in the header.
-    let n = byte_swap(nonce);
+    let n = byte_swap(nonce.x);
     if second_hash_meets_target(first_hash(job.versions[0], n, first_schedule(n))) {
-        report(nonce, 0u);
+        report(nonce.x, 0u);
     }
 }
 
 // Tests one nonce under each of the job's versions, with the first hash's schedule shared.
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn search_rolled(
-    @builtin(workgroup_id) group: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) local: u32,
-) {
-    let index = (group.y * groups.x + group.x) * WORKGROUP_SIZE + local;
-    if index >= job.limits.x {
+fn search_rolled(invocation: Invocation) {
+    let nonce = nonce_of(invocation);
+    if nonce.y >= job.limits.x {
         return;
     }
-    let nonce = job.tail.w + index;
-    let n = byte_swap(nonce);
+    let n = byte_swap(nonce.x);
     let w = first_schedule(n);
     // The host sends at most 16; the bound keeps the index inside the array regardless.
     let versions = min(job.limits.z, 16u);
     for (var v = 0u; v < versions; v++) {
         if second_hash_meets_target(first_hash(job.versions[v], n, w)) {
-            report(nonce, v);
+            report(nonce.x, v);
         }
     }
 }

@@ -29,7 +29,7 @@
 // What each step is worth on lavapipe is noted in the `search::gpu` module docs.
 //
 // The bindings and the `Job` layout are shared with `sha256d_reference.wgsl` and filled by
-// `node/src/search/gpu.rs` (`JobUniform`).
+// `node/src/search/gpu/job.rs` (`JobUniform`).
 
 // What differs between the versions of a header.
 struct Version {

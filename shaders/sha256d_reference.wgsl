@@ -5,7 +5,7 @@
 // tests) and to measure what the optimizations are worth; the search uses the optimized one.
 //
 // The bindings and the `Job` layout are shared with `sha256d.wgsl` and filled by
-// `node/src/search/gpu.rs` (`JobUniform`); this shader ignores the precomputed fields.
+// `node/src/search/gpu/job.rs` (`JobUniform`); this shader ignores the precomputed fields.
 
 // What differs between the versions of a header.
 struct Version {

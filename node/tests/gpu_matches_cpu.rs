@@ -533,3 +533,26 @@ fn rolled_slices_announced_ahead_match_cpu() {
     assert!(report.hits.iter().any(|h| !two.versions().contains(&h.version)), "hits under the other four");
     assert_eq!(report.hits, search(&mut cpu, &three).hits);
 }
+
+/// A rolled search on the shared-schedule kernel cancelled part way reports whole nonces
+/// (hashes a multiple of k) and exactly the hits of the nonces it did, under every version.
+#[test]
+fn cancelled_rolled_search_reports_whole_nonces() {
+    let Some(mut gpu) = sharing(true) else { return };
+    let header = Header::from_hex(GENESIS_HEX).unwrap();
+    let job = SearchJob::new(header, one_in_2_pow(12), 0, 1 << 32).unwrap().with_rolled(0x0000_6000).unwrap();
+    let cancel = AtomicBool::new(false);
+    let report = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        gpu.search(&job, &cancel).unwrap()
+    });
+    assert!(report.hashes < job.hashes());
+    assert_eq!(report.hashes % 4, 0, "whole nonces, each under its four versions");
+    if report.hashes > 0 {
+        let done = SearchJob { count: report.hashes / 4, ..job };
+        assert_eq!(report.hits, search(&mut cpu(), &done).hits);
+    }
+}

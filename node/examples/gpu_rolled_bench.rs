@@ -79,13 +79,15 @@ fn main() -> Result<()> {
 
     let options = |share| GpuOptions { share_schedule: share, ..GpuOptions::default() };
     // One backend per configuration, each with its own tuned batch size.
-    let mut backends = [options(true), options(false), options(true)].map(|o| GpuBackend::open_with(None, true, o));
+    let mut backends = [options(true), options(false), options(true)]
+        .into_iter()
+        .map(|o| GpuBackend::open_with(None, true, o))
+        .collect::<Result<Vec<_>, _>>()
+        .context("opening the GPU")?;
     let configs = [(0, single), (1, multi), (2, multi)];
     for (b, job) in &configs {
-        let backend = backends[*b].as_mut().map_err(|e| anyhow::anyhow!("opening the GPU: {e}"))?;
-        assert_eq!(backend.shares_schedule(job), *b == 2);
+        assert_eq!(backends[*b].shares_schedule(job), *b == 2);
     }
-    let mut backends = backends.map(|b| b.expect("opened above"));
     println!("adapter: {}", backends[0].device());
     // Warm-up: pipelines built, batch sizes tuned.
     for (b, job) in &configs {

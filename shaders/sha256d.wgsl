@@ -1,14 +1,26 @@
-// Optimized SHA-256d nonce search (the kernel `GpuBackend` runs by default).
+// Optimized SHA-256d nonce search: the kernels `GpuBackend` runs.
 //
 // Each invocation tests one nonce of a Bitcoin header: it compresses the header's second
-// 64-byte block from the midstate, hashes the 32-byte digest again, and appends the nonce to
-// `results` if the hash, read as a little-endian 256-bit number, is at or below the target.
-// The host re-hashes every reported nonce on the CPU; `sha256d_reference.wgsl` is the plain
-// version of this kernel that the tests compare it with.
+// 64-byte block from the midstate, hashes the 32-byte digest again, and reports the nonce if
+// the hash, read as a little-endian 256-bit number, is at or below the target. The host
+// re-hashes every reported nonce on the CPU; `sha256d_reference.wgsl` is the plain version of
+// `search` that the tests compare it with.
+//
+// Two entry points:
+// - `search` tests the nonce under one version (`job.versions[0]`).
+// - `search_rolled` tests it under each of `job.limits.z` versions (BIP 320 version rolling).
+//   The versions differ only in the header's first 64 bytes, so each has its own midstate but
+//   all share the second block: the first hash's message schedule W16..W63 (tail words and
+//   nonce) is computed once per nonce, and both compressions run once per version. The
+//   schedule is a private array indexed only by constants, which compilers keep in registers:
+//   48 words live across the version loop, about 70 registers with the state and temporaries,
+//   well under the 255 NVIDIA and AMD allow a thread. The versions are a loop, neither
+//   unrolled nor interleaved round by round: the loop body is one version's code, so the
+//   instruction footprint stays that of `search` whatever k is.
 //
 // Both compressions are fully unrolled, with the standard mining precomputations:
 // - Rounds 0-2 of the first hash see only header words that every nonce shares, and round 3
-//   adds the nonce to two registers: the host runs them once per job (`round3_lo/hi`).
+//   adds the nonce to two registers: the host runs them once per job and version (`round3`).
 // - W4..W15 of the first block are padding, so rounds 4-15 add constants, and the terms of
 //   W16..W32 that do not involve the nonce come from the host (`schedule_lo/hi`).
 // - W8..W15 of the second block are padding too: folded into constants below.
@@ -17,31 +29,40 @@
 // What each step is worth on lavapipe is noted in the `search::gpu` module docs.
 //
 // The bindings and the `Job` layout are shared with `sha256d_reference.wgsl` and filled by
-// `node/src/search/gpu.rs` (`JobUniform`).
-struct Job {
+// `node/src/search/gpu/job.rs` (`JobUniform`).
+
+// What differs between the versions of a header.
+struct Version {
     // The SHA-256 state after the first 64 header bytes.
     midstate_lo: vec4<u32>,
     midstate_hi: vec4<u32>,
+    // The state after round 3 of the second block, less the nonce word (host `round3_state`).
+    round3_lo: vec4<u32>,
+    round3_hi: vec4<u32>,
+}
+
+struct Job {
     // xyz: header bytes 64..76 as big-endian words (W0..W2); w: the dispatch's first nonce.
     tail: vec4<u32>,
     // The target as 32-bit words, least significant first (`Target::to_le_words`).
     target_lo: vec4<u32>,
     target_hi: vec4<u32>,
-    // x: nonces in this dispatch; y: capacity of `results.nonces`; z, w: zero.
+    // x: nonces in this dispatch; y: hits `results` can hold; z: versions (`search_rolled`);
+    // w: zero.
     limits: vec4<u32>,
-    // The state after round 3 without the nonce word (host `round3_state`).
-    round3_lo: vec4<u32>,
-    round3_hi: vec4<u32>,
     // W16, W17, K16 + W16, K17 + W17 / the rest of W18, W19, W31, W32 (host `schedule_terms`).
     schedule_lo: vec4<u32>,
     schedule_hi: vec4<u32>,
+    // The header's own version first, then the rolled ones (`SearchJob::versions`).
+    versions: array<Version, 16>,
 }
 
-// Hits: `count` is incremented once per hit, even past the capacity, so the host can tell
-// that nonces were dropped and search the dispatch again in smaller pieces.
+// Hits as (nonce, version index) pairs. `count` is incremented once per hit, even past the
+// capacity, so the host can tell that hits were dropped and search the dispatch again in
+// smaller pieces.
 struct Results {
     count: atomic<u32>,
-    nonces: array<u32>,
+    hits: array<u32>,
 }
 
 @group(0) @binding(0) var<uniform> job: Job;
@@ -126,30 +147,71 @@ fn meets_target(hash: State) -> bool {
     return byte_swap(hash.a) <= u.x;
 }
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn search(
-    @builtin(workgroup_id) group: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) local: u32,
-) {
-    // Dispatches are two-dimensional to stay under 65,535 workgroups per dimension.
-    let index = (group.y * groups.x + group.x) * WORKGROUP_SIZE + local;
-    if index >= job.limits.x {
-        return;
-    }
-    // The host keeps first nonce + count <= 2^32, so this never wraps.
-    let nonce = job.tail.w + index;
-    // Block word W3: the nonce field is little-endian in the header.
-    let n = byte_swap(nonce);
+// The first hash's message schedule for the byte-swapped nonce `n`: w[i] is Wi for i in
+// 16..63 (W0..W15, the tail words, the nonce and padding, are folded into `first_hash`). It is
+// the same for every version of the header.
+fn first_schedule(n: u32) -> array<u32, 64> {
+    var w: array<u32, 64>;
+    w[16] = job.schedule_lo.x;
+    w[17] = job.schedule_lo.y;
+    w[18] = job.schedule_hi.x + ssig0(n);
+    w[19] = job.schedule_hi.y + n;
+    w[20] = ssig1(w[18]) + 0x80000000u;
+    w[21] = ssig1(w[19]);
+    w[22] = ssig1(w[20]) + 0x00000280u;
+    w[23] = ssig1(w[21]) + w[16];
+    w[24] = ssig1(w[22]) + w[17];
+    w[25] = ssig1(w[23]) + w[18];
+    w[26] = ssig1(w[24]) + w[19];
+    w[27] = ssig1(w[25]) + w[20];
+    w[28] = ssig1(w[26]) + w[21];
+    w[29] = ssig1(w[27]) + w[22];
+    w[30] = ssig1(w[28]) + w[23] + 0x00a00055u;
+    w[31] = ssig1(w[29]) + w[24] + job.schedule_hi.z;
+    w[32] = ssig1(w[30]) + w[25] + job.schedule_hi.w;
+    w[33] = ssig1(w[31]) + w[26] + ssig0(w[18]) + w[17];
+    w[34] = ssig1(w[32]) + w[27] + ssig0(w[19]) + w[18];
+    w[35] = ssig1(w[33]) + w[28] + ssig0(w[20]) + w[19];
+    w[36] = ssig1(w[34]) + w[29] + ssig0(w[21]) + w[20];
+    w[37] = ssig1(w[35]) + w[30] + ssig0(w[22]) + w[21];
+    w[38] = ssig1(w[36]) + w[31] + ssig0(w[23]) + w[22];
+    w[39] = ssig1(w[37]) + w[32] + ssig0(w[24]) + w[23];
+    w[40] = ssig1(w[38]) + w[33] + ssig0(w[25]) + w[24];
+    w[41] = ssig1(w[39]) + w[34] + ssig0(w[26]) + w[25];
+    w[42] = ssig1(w[40]) + w[35] + ssig0(w[27]) + w[26];
+    w[43] = ssig1(w[41]) + w[36] + ssig0(w[28]) + w[27];
+    w[44] = ssig1(w[42]) + w[37] + ssig0(w[29]) + w[28];
+    w[45] = ssig1(w[43]) + w[38] + ssig0(w[30]) + w[29];
+    w[46] = ssig1(w[44]) + w[39] + ssig0(w[31]) + w[30];
+    w[47] = ssig1(w[45]) + w[40] + ssig0(w[32]) + w[31];
+    w[48] = ssig1(w[46]) + w[41] + ssig0(w[33]) + w[32];
+    w[49] = ssig1(w[47]) + w[42] + ssig0(w[34]) + w[33];
+    w[50] = ssig1(w[48]) + w[43] + ssig0(w[35]) + w[34];
+    w[51] = ssig1(w[49]) + w[44] + ssig0(w[36]) + w[35];
+    w[52] = ssig1(w[50]) + w[45] + ssig0(w[37]) + w[36];
+    w[53] = ssig1(w[51]) + w[46] + ssig0(w[38]) + w[37];
+    w[54] = ssig1(w[52]) + w[47] + ssig0(w[39]) + w[38];
+    w[55] = ssig1(w[53]) + w[48] + ssig0(w[40]) + w[39];
+    w[56] = ssig1(w[54]) + w[49] + ssig0(w[41]) + w[40];
+    w[57] = ssig1(w[55]) + w[50] + ssig0(w[42]) + w[41];
+    w[58] = ssig1(w[56]) + w[51] + ssig0(w[43]) + w[42];
+    w[59] = ssig1(w[57]) + w[52] + ssig0(w[44]) + w[43];
+    w[60] = ssig1(w[58]) + w[53] + ssig0(w[45]) + w[44];
+    w[61] = ssig1(w[59]) + w[54] + ssig0(w[46]) + w[45];
+    w[62] = ssig1(w[60]) + w[55] + ssig0(w[47]) + w[46];
+    w[63] = ssig1(w[61]) + w[56] + ssig0(w[48]) + w[47];
+    return w;
+}
 
-    // First hash: the header's second block, compressed from the midstate.
-    // Rounds 0-2 and all of round 3 but the nonce word ran on the host (`round3_state`).
-    var s = State(
-        job.round3_lo.x + n, job.round3_lo.y, job.round3_lo.z, job.round3_lo.w,
-        job.round3_hi.x + n, job.round3_hi.y, job.round3_hi.z, job.round3_hi.w,
-    );
-    // W4..W15 are padding: rounds 4-15 add constants, and the schedule terms that do
-    // not involve the nonce come from the host (`schedule_terms`).
+// The first hash's digest (state words H0..H7) of the header under `version`, for the
+// byte-swapped nonce `n` and its schedule `w`: from the state after round 3 (host
+// `round3_state`) plus the nonce, rounds 4-63, and the midstate added back.
+fn first_hash(version: Version, n: u32, w: array<u32, 64>) -> State {
+    let r_lo = version.round3_lo;
+    let r_hi = version.round3_hi;
+    var s = State(r_lo.x + n, r_lo.y, r_lo.z, r_lo.w, r_hi.x + n, r_hi.y, r_hi.z, r_hi.w);
+    // W4..W15 are padding: rounds 4-15 add constants; rounds 16 and 17 take K + W from the
+    // host (`schedule_terms`).
     s = round(s, 0xb956c25bu);
     s = round(s, 0x59f111f1u);
     s = round(s, 0x923f82a4u);
@@ -162,114 +224,74 @@ fn search(
     s = round(s, 0x80deb1feu);
     s = round(s, 0x9bdc06a7u);
     s = round(s, 0xc19bf3f4u);
-    let w16 = job.schedule_lo.x;
     s = round(s, job.schedule_lo.z);
-    let w17 = job.schedule_lo.y;
     s = round(s, job.schedule_lo.w);
-    let w18 = job.schedule_hi.x + ssig0(n);
-    s = round(s, 0x0fc19dc6u + w18);
-    let w19 = job.schedule_hi.y + n;
-    s = round(s, 0x240ca1ccu + w19);
-    let w20 = ssig1(w18) + 0x80000000u;
-    s = round(s, 0x2de92c6fu + w20);
-    let w21 = ssig1(w19);
-    s = round(s, 0x4a7484aau + w21);
-    let w22 = ssig1(w20) + 0x00000280u;
-    s = round(s, 0x5cb0a9dcu + w22);
-    let w23 = ssig1(w21) + w16;
-    s = round(s, 0x76f988dau + w23);
-    let w24 = ssig1(w22) + w17;
-    s = round(s, 0x983e5152u + w24);
-    let w25 = ssig1(w23) + w18;
-    s = round(s, 0xa831c66du + w25);
-    let w26 = ssig1(w24) + w19;
-    s = round(s, 0xb00327c8u + w26);
-    let w27 = ssig1(w25) + w20;
-    s = round(s, 0xbf597fc7u + w27);
-    let w28 = ssig1(w26) + w21;
-    s = round(s, 0xc6e00bf3u + w28);
-    let w29 = ssig1(w27) + w22;
-    s = round(s, 0xd5a79147u + w29);
-    let w30 = ssig1(w28) + w23 + 0x00a00055u;
-    s = round(s, 0x06ca6351u + w30);
-    let w31 = ssig1(w29) + w24 + job.schedule_hi.z;
-    s = round(s, 0x14292967u + w31);
-    let w32 = ssig1(w30) + w25 + job.schedule_hi.w;
-    s = round(s, 0x27b70a85u + w32);
-    let w33 = ssig1(w31) + w26 + ssig0(w18) + w17;
-    s = round(s, 0x2e1b2138u + w33);
-    let w34 = ssig1(w32) + w27 + ssig0(w19) + w18;
-    s = round(s, 0x4d2c6dfcu + w34);
-    let w35 = ssig1(w33) + w28 + ssig0(w20) + w19;
-    s = round(s, 0x53380d13u + w35);
-    let w36 = ssig1(w34) + w29 + ssig0(w21) + w20;
-    s = round(s, 0x650a7354u + w36);
-    let w37 = ssig1(w35) + w30 + ssig0(w22) + w21;
-    s = round(s, 0x766a0abbu + w37);
-    let w38 = ssig1(w36) + w31 + ssig0(w23) + w22;
-    s = round(s, 0x81c2c92eu + w38);
-    let w39 = ssig1(w37) + w32 + ssig0(w24) + w23;
-    s = round(s, 0x92722c85u + w39);
-    let w40 = ssig1(w38) + w33 + ssig0(w25) + w24;
-    s = round(s, 0xa2bfe8a1u + w40);
-    let w41 = ssig1(w39) + w34 + ssig0(w26) + w25;
-    s = round(s, 0xa81a664bu + w41);
-    let w42 = ssig1(w40) + w35 + ssig0(w27) + w26;
-    s = round(s, 0xc24b8b70u + w42);
-    let w43 = ssig1(w41) + w36 + ssig0(w28) + w27;
-    s = round(s, 0xc76c51a3u + w43);
-    let w44 = ssig1(w42) + w37 + ssig0(w29) + w28;
-    s = round(s, 0xd192e819u + w44);
-    let w45 = ssig1(w43) + w38 + ssig0(w30) + w29;
-    s = round(s, 0xd6990624u + w45);
-    let w46 = ssig1(w44) + w39 + ssig0(w31) + w30;
-    s = round(s, 0xf40e3585u + w46);
-    let w47 = ssig1(w45) + w40 + ssig0(w32) + w31;
-    s = round(s, 0x106aa070u + w47);
-    let w48 = ssig1(w46) + w41 + ssig0(w33) + w32;
-    s = round(s, 0x19a4c116u + w48);
-    let w49 = ssig1(w47) + w42 + ssig0(w34) + w33;
-    s = round(s, 0x1e376c08u + w49);
-    let w50 = ssig1(w48) + w43 + ssig0(w35) + w34;
-    s = round(s, 0x2748774cu + w50);
-    let w51 = ssig1(w49) + w44 + ssig0(w36) + w35;
-    s = round(s, 0x34b0bcb5u + w51);
-    let w52 = ssig1(w50) + w45 + ssig0(w37) + w36;
-    s = round(s, 0x391c0cb3u + w52);
-    let w53 = ssig1(w51) + w46 + ssig0(w38) + w37;
-    s = round(s, 0x4ed8aa4au + w53);
-    let w54 = ssig1(w52) + w47 + ssig0(w39) + w38;
-    s = round(s, 0x5b9cca4fu + w54);
-    let w55 = ssig1(w53) + w48 + ssig0(w40) + w39;
-    s = round(s, 0x682e6ff3u + w55);
-    let w56 = ssig1(w54) + w49 + ssig0(w41) + w40;
-    s = round(s, 0x748f82eeu + w56);
-    let w57 = ssig1(w55) + w50 + ssig0(w42) + w41;
-    s = round(s, 0x78a5636fu + w57);
-    let w58 = ssig1(w56) + w51 + ssig0(w43) + w42;
-    s = round(s, 0x84c87814u + w58);
-    let w59 = ssig1(w57) + w52 + ssig0(w44) + w43;
-    s = round(s, 0x8cc70208u + w59);
-    let w60 = ssig1(w58) + w53 + ssig0(w45) + w44;
-    s = round(s, 0x90befffau + w60);
-    let w61 = ssig1(w59) + w54 + ssig0(w46) + w45;
-    s = round(s, 0xa4506cebu + w61);
-    let w62 = ssig1(w60) + w55 + ssig0(w47) + w46;
-    s = round(s, 0xbef9a3f7u + w62);
-    let w63 = ssig1(w61) + w56 + ssig0(w48) + w47;
-    s = round(s, 0xc67178f2u + w63);
-    let h0 = job.midstate_lo.x + s.a;
-    let h1 = job.midstate_lo.y + s.b;
-    let h2 = job.midstate_lo.z + s.c;
-    let h3 = job.midstate_lo.w + s.d;
-    let h4 = job.midstate_hi.x + s.e;
-    let h5 = job.midstate_hi.y + s.f;
-    let h6 = job.midstate_hi.z + s.g;
-    let h7 = job.midstate_hi.w + s.h;
+    s = round(s, 0x0fc19dc6u + w[18]);
+    s = round(s, 0x240ca1ccu + w[19]);
+    s = round(s, 0x2de92c6fu + w[20]);
+    s = round(s, 0x4a7484aau + w[21]);
+    s = round(s, 0x5cb0a9dcu + w[22]);
+    s = round(s, 0x76f988dau + w[23]);
+    s = round(s, 0x983e5152u + w[24]);
+    s = round(s, 0xa831c66du + w[25]);
+    s = round(s, 0xb00327c8u + w[26]);
+    s = round(s, 0xbf597fc7u + w[27]);
+    s = round(s, 0xc6e00bf3u + w[28]);
+    s = round(s, 0xd5a79147u + w[29]);
+    s = round(s, 0x06ca6351u + w[30]);
+    s = round(s, 0x14292967u + w[31]);
+    s = round(s, 0x27b70a85u + w[32]);
+    s = round(s, 0x2e1b2138u + w[33]);
+    s = round(s, 0x4d2c6dfcu + w[34]);
+    s = round(s, 0x53380d13u + w[35]);
+    s = round(s, 0x650a7354u + w[36]);
+    s = round(s, 0x766a0abbu + w[37]);
+    s = round(s, 0x81c2c92eu + w[38]);
+    s = round(s, 0x92722c85u + w[39]);
+    s = round(s, 0xa2bfe8a1u + w[40]);
+    s = round(s, 0xa81a664bu + w[41]);
+    s = round(s, 0xc24b8b70u + w[42]);
+    s = round(s, 0xc76c51a3u + w[43]);
+    s = round(s, 0xd192e819u + w[44]);
+    s = round(s, 0xd6990624u + w[45]);
+    s = round(s, 0xf40e3585u + w[46]);
+    s = round(s, 0x106aa070u + w[47]);
+    s = round(s, 0x19a4c116u + w[48]);
+    s = round(s, 0x1e376c08u + w[49]);
+    s = round(s, 0x2748774cu + w[50]);
+    s = round(s, 0x34b0bcb5u + w[51]);
+    s = round(s, 0x391c0cb3u + w[52]);
+    s = round(s, 0x4ed8aa4au + w[53]);
+    s = round(s, 0x5b9cca4fu + w[54]);
+    s = round(s, 0x682e6ff3u + w[55]);
+    s = round(s, 0x748f82eeu + w[56]);
+    s = round(s, 0x78a5636fu + w[57]);
+    s = round(s, 0x84c87814u + w[58]);
+    s = round(s, 0x8cc70208u + w[59]);
+    s = round(s, 0x90befffau + w[60]);
+    s = round(s, 0xa4506cebu + w[61]);
+    s = round(s, 0xbef9a3f7u + w[62]);
+    s = round(s, 0xc67178f2u + w[63]);
+    let m_lo = version.midstate_lo;
+    let m_hi = version.midstate_hi;
+    return State(
+        m_lo.x + s.a, m_lo.y + s.b, m_lo.z + s.c, m_lo.w + s.d,
+        m_hi.x + s.e, m_hi.y + s.f, m_hi.z + s.g, m_hi.w + s.h,
+    );
+}
 
-    // Second hash: the 32-byte digest and its padding, compressed from the IV.
-    // W8..W15 are padding, folded into the constants below.
-    s = State(0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au, 0x510e527fu, 0x9b05688cu, 0x1f83d9abu, 0x5be0cd19u);
+// Whether the second hash, of the first hash's digest `h`, meets the target. W8..W15 of its
+// block are padding, folded into the constants below.
+fn second_hash_meets_target(h: State) -> bool {
+    let h0 = h.a;
+    let h1 = h.b;
+    let h2 = h.c;
+    let h3 = h.d;
+    let h4 = h.e;
+    let h5 = h.f;
+    let h6 = h.g;
+    let h7 = h.h;
+    var s = State(0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au, 0x510e527fu, 0x9b05688cu, 0x1f83d9abu, 0x5be0cd19u);
     s = round(s, 0x428a2f98u + h0);
     s = round(s, 0x71374491u + h1);
     s = round(s, 0xb5c0fbcfu + h2);
@@ -377,12 +399,9 @@ fn search(
     let x60 = ssig1(x58) + x53 + ssig0(x45) + x44;
     s = round(s, 0x90befffau + x60);
     // After round 60 the e register holds what rounds 61-63 only shift into h, so the
-    // hash's most significant word is known: reject on it, accept below the target's top
-    // word, and only when it equals that word finish the hash and compare the rest.
+    // hash's most significant word is known: it decides unless it equals the target's top
+    // word; only then finish the hash and compare the rest.
     let top = byte_swap(0x5be0cd19u + s.e);
-    if top > job.target_hi.w {
-        return;
-    }
     if top == job.target_hi.w {
         let x61 = ssig1(x59) + x54 + ssig0(x46) + x45;
         s = round(s, 0xa4506cebu + x61);
@@ -394,13 +413,64 @@ fn search(
             0x6a09e667u + s.a, 0xbb67ae85u + s.b, 0x3c6ef372u + s.c, 0xa54ff53au + s.d,
             0x510e527fu + s.e, 0x9b05688cu + s.f, 0x1f83d9abu + s.g, 0x5be0cd19u + s.h,
         );
-        if !meets_target(hash) {
-            return;
-        }
+        return meets_target(hash);
     }
+    return top < job.target_hi.w;
+}
 
+// Appends the hit (nonce, version index) if it fits; counts it either way.
+fn report(nonce: u32, version: u32) {
     let slot = atomicAdd(&results.count, 1u);
     if slot < job.limits.y {
-        results.nonces[slot] = nonce;
+        results.hits[2u * slot] = nonce;
+        results.hits[2u * slot + 1u] = version;
+    }
+}
+
+// The builtins that place an invocation in its dispatch.
+struct Invocation {
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+}
+
+// The nonce this invocation tests (x) and its index in the dispatch (y; past the dispatch's
+// count, the invocation has nothing to test). Dispatches are two-dimensional to stay under
+// 65,535 workgroups per dimension; the host keeps first nonce + count <= 2^32, so the nonce
+// never wraps.
+fn nonce_of(invocation: Invocation) -> vec2<u32> {
+    let index = (invocation.group.y * invocation.groups.x + invocation.group.x) * WORKGROUP_SIZE + invocation.local;
+    return vec2<u32>(job.tail.w + index, index);
+}
+
+// Tests one nonce under the header's own version.
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn search(invocation: Invocation) {
+    let nonce = nonce_of(invocation);
+    if nonce.y >= job.limits.x {
+        return;
+    }
+    // Block word W3: the nonce field is little-endian in the header.
+    let n = byte_swap(nonce.x);
+    if second_hash_meets_target(first_hash(job.versions[0], n, first_schedule(n))) {
+        report(nonce.x, 0u);
+    }
+}
+
+// Tests one nonce under each of the job's versions, with the first hash's schedule shared.
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn search_rolled(invocation: Invocation) {
+    let nonce = nonce_of(invocation);
+    if nonce.y >= job.limits.x {
+        return;
+    }
+    let n = byte_swap(nonce.x);
+    let w = first_schedule(n);
+    // The host sends at most 16; the bound keeps the index inside the array regardless.
+    let versions = min(job.limits.z, 16u);
+    for (var v = 0u; v < versions; v++) {
+        if second_hash_meets_target(first_hash(job.versions[v], n, w)) {
+            report(nonce.x, v);
+        }
     }
 }

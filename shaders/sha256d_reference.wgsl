@@ -5,31 +5,39 @@
 // tests) and to measure what the optimizations are worth; the search uses the optimized one.
 //
 // The bindings and the `Job` layout are shared with `sha256d.wgsl` and filled by
-// `node/src/search/gpu.rs` (`JobUniform`); this shader ignores the precomputed fields.
+// `node/src/search/gpu/job.rs` (`JobUniform`); this shader ignores the precomputed fields.
 
-struct Job {
+// What differs between the versions of a header.
+struct Version {
     // The SHA-256 state after the first 64 header bytes.
     midstate_lo: vec4<u32>,
     midstate_hi: vec4<u32>,
+    // A host precomputation, used only by the optimized shader.
+    round3_lo: vec4<u32>,
+    round3_hi: vec4<u32>,
+}
+
+struct Job {
     // xyz: header bytes 64..76 as big-endian words; w: the dispatch's first nonce.
     tail: vec4<u32>,
     // The target as 32-bit words, least significant first (`Target::to_le_words`).
     target_lo: vec4<u32>,
     target_hi: vec4<u32>,
-    // x: nonces in this dispatch; y: capacity of `results.nonces`; z, w: zero.
+    // x: nonces in this dispatch; y: hits `results` can hold; z: versions; w: zero.
     limits: vec4<u32>,
     // Host precomputations, used only by the optimized shader.
-    round3_lo: vec4<u32>,
-    round3_hi: vec4<u32>,
     schedule_lo: vec4<u32>,
     schedule_hi: vec4<u32>,
+    // The header's own version first; this shader searches that one only.
+    versions: array<Version, 16>,
 }
 
-// Hits: `count` is incremented once per hit, even past the capacity, so the host can tell
-// that nonces were dropped and search the dispatch again in smaller pieces.
+// Hits as (nonce, version index) pairs. `count` is incremented once per hit, even past the
+// capacity, so the host can tell that hits were dropped and search the dispatch again in
+// smaller pieces.
 struct Results {
     count: atomic<u32>,
-    nonces: array<u32>,
+    hits: array<u32>,
 }
 
 @group(0) @binding(0) var<uniform> job: Job;
@@ -127,10 +135,9 @@ fn search(
     // The host keeps first nonce + count <= 2^32, so this never wraps.
     let nonce = job.tail.w + index;
 
-    let midstate = array<u32, 8>(
-        job.midstate_lo.x, job.midstate_lo.y, job.midstate_lo.z, job.midstate_lo.w,
-        job.midstate_hi.x, job.midstate_hi.y, job.midstate_hi.z, job.midstate_hi.w,
-    );
+    let lo = job.versions[0].midstate_lo;
+    let hi = job.versions[0].midstate_hi;
+    let midstate = array<u32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
     // Header bytes 64..80 and the padding of an 80-byte (640-bit) message.
     let tail_block = array<u32, 16>(
         job.tail.x, job.tail.y, job.tail.z, byte_swap(nonce),
@@ -147,7 +154,8 @@ fn search(
     if meets_target(hash) {
         let slot = atomicAdd(&results.count, 1u);
         if slot < job.limits.y {
-            results.nonces[slot] = nonce;
+            results.hits[2u * slot] = nonce;
+            results.hits[2u * slot + 1u] = 0u;
         }
     }
 }

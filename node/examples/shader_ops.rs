@@ -6,10 +6,13 @@
 //! cargo run --release -p hashgrid-node --example shader_ops [shaders/sha256d.wgsl ...]
 //! ```
 //!
-//! Each shader is parsed and validated. The count walks the entry point with every function
+//! Each shader is parsed and validated. The count walks each entry point with every function
 //! call inlined (the kernels are unrolled: a static count is the per-nonce count) and puts
-//! what sits under an `if` apart: the early exit's rare rounds and the hit report. A kernel
-//! with a loop is reported as such (its static count is not per nonce).
+//! what sits under an `if` apart: the early exit's rare rounds and the hit report. An entry
+//! point with one loop whose body has no loop is a version loop (`search_rolled`): what is
+//! outside it runs once per nonce (the shared schedule), its body once per version, and the
+//! count is given per nonce-version for k = 1, 2, 4, 8 and 16, i.e. (outside + k · body) / k.
+//! A kernel with any other loop is reported as such (its static count is not per nonce).
 //!
 //! The NVIDIA model: a rotate spelled `(x >> n) | (x << 32 - n)` is one `SHF` (funnel shift),
 //! other shifts one `SHF` each; runs of bitwise logic become `LOP3`s (any function of three
@@ -22,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use naga::{BinaryOperator, Block, Expression, Function, Handle, Literal, Module, Statement, UnaryOperator};
 
 /// Operation counts of one path through a function.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
 struct Ops {
     add: u64,
     logic: u64,
@@ -52,19 +55,57 @@ impl Ops {
     }
 }
 
-/// Counts per function (the main path, and what sits under an `if`), calls inlined.
+/// A function's counts: the common path outside loops, the common path of one loop iteration,
+/// and what sits under an `if` (in or out of a loop).
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    main: Ops,
+    each: Ops,
+    rare: Ops,
+}
+
+/// Where the statements being walked run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Path {
+    Main,
+    Each,
+    Rare,
+}
+
+impl Tally {
+    fn at(&mut self, path: Path) -> &mut Ops {
+        match path {
+            Path::Main => &mut self.main,
+            Path::Each => &mut self.each,
+            Path::Rare => &mut self.rare,
+        }
+    }
+
+    /// One call of a function with counts `callee`, made on `path`.
+    fn call(&mut self, callee: Tally, path: Path) {
+        *self.at(path) = self.at(path).plus(callee.main, 1);
+        let each = if path == Path::Rare { Path::Rare } else { Path::Each };
+        *self.at(each) = self.at(each).plus(callee.each, 1);
+        self.rare = self.rare.plus(callee.rare, 1);
+    }
+
+    fn loops(&self) -> u64 {
+        self.main.loops + self.each.loops + self.rare.loops
+    }
+}
+
+/// Counts per function, calls inlined.
 struct Counter<'a> {
     module: &'a Module,
-    done: HashMap<Handle<Function>, (Ops, Ops)>,
+    done: HashMap<Handle<Function>, Tally>,
 }
 
 impl Counter<'_> {
-    fn function(&mut self, f: &Function) -> (Ops, Ops) {
+    fn function(&mut self, f: &Function) -> Tally {
         let rotates = rotate_parts(f);
-        let mut main = Ops::default();
-        let mut rare = Ops::default();
-        self.block(f, &f.body, &rotates, false, &mut main, &mut rare);
-        (main, rare)
+        let mut tally = Tally::default();
+        self.block(f, &f.body, &rotates, Path::Main, &mut tally);
+        tally
     }
 
     fn block(
@@ -72,20 +113,19 @@ impl Counter<'_> {
         f: &Function,
         block: &Block,
         rotates: &HashMap<Handle<Expression>, bool>,
-        under_if: bool,
-        main: &mut Ops,
-        rare: &mut Ops,
+        path: Path,
+        tally: &mut Tally,
     ) {
+        let rare = Path::Rare;
         for statement in block.iter() {
-            let into = if under_if { &mut *rare } else { &mut *main };
             match statement {
                 Statement::Emit(range) => {
                     for h in range.clone() {
-                        count_expression(f, h, rotates, into);
+                        count_expression(f, h, rotates, tally.at(path));
                     }
                 }
                 Statement::Call { function, .. } => {
-                    let (m, r) = match self.done.get(function) {
+                    let callee = match self.done.get(function) {
                         Some(c) => *c,
                         None => {
                             let c = self.function(&self.module.functions[*function]);
@@ -93,22 +133,22 @@ impl Counter<'_> {
                             c
                         }
                     };
-                    *into = into.plus(m, 1);
-                    *rare = rare.plus(r, 1);
+                    tally.call(callee, path);
                 }
-                Statement::Block(b) => self.block(f, b, rotates, under_if, main, rare),
+                Statement::Block(b) => self.block(f, b, rotates, path, tally),
                 Statement::If { accept, reject, .. } => {
-                    self.block(f, accept, rotates, true, main, rare);
-                    self.block(f, reject, rotates, true, main, rare);
+                    self.block(f, accept, rotates, rare, tally);
+                    self.block(f, reject, rotates, rare, tally);
                 }
                 Statement::Loop { body, continuing, .. } => {
-                    into.loops += 1;
-                    self.block(f, body, rotates, under_if, main, rare);
-                    self.block(f, continuing, rotates, under_if, main, rare);
+                    tally.at(path).loops += 1;
+                    let inner = if path == Path::Rare { rare } else { Path::Each };
+                    self.block(f, body, rotates, inner, tally);
+                    self.block(f, continuing, rotates, inner, tally);
                 }
                 Statement::Switch { cases, .. } => {
                     for case in cases {
-                        self.block(f, &case.body, rotates, true, main, rare);
+                        self.block(f, &case.body, rotates, rare, tally);
                     }
                 }
                 _ => {}
@@ -183,34 +223,50 @@ fn main() -> Result<()> {
         paths.sort();
     }
     println!(
-        "| shader | SPIR-V int ops/nonce | adds | logic | shifts | rotates | other | rare path ops | NVIDIA est. |"
+        "| kernel | k | SPIR-V int ops per nonce-version | once per nonce | per version | adds | logic \
+         | shifts | rotates | other | rare path ops | NVIDIA est. per nonce-version |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for path in paths {
         let source = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
         let module = naga::front::wgsl::parse_str(&source).map_err(|e| anyhow::anyhow!(e.emit_to_string(&source)))?;
         naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
             .validate(&module)
             .with_context(|| format!("validating {path}"))?;
-        let Some(entry) = module.entry_points.first() else { bail!("{path}: no entry point") };
-        let mut counter = Counter { module: &module, done: HashMap::new() };
-        let (main, rare) = counter.function(&entry.function);
-        let name = path.rsplit('/').next().unwrap_or(&path);
-        if main.loops > 0 {
-            println!("| {name} | (has loops: not per nonce) | - | - | - | - | - | - | - |");
-            continue;
+        if module.entry_points.is_empty() {
+            bail!("{path}: no entry point");
         }
-        println!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            main.spirv(),
-            main.add,
-            main.logic,
-            main.shift,
-            main.rotate,
-            main.other,
-            rare.spirv(),
-            main.nvidia()
-        );
+        let name = path.rsplit('/').next().unwrap_or(&path);
+        for entry in &module.entry_points {
+            let mut counter = Counter { module: &module, done: HashMap::new() };
+            let tally = counter.function(&entry.function);
+            let kernel = format!("{name} `{}`", entry.name);
+            let versions: &[u64] = match tally.loops() {
+                0 => &[1],
+                1 if tally.each != Ops::default() => &[1, 2, 4, 8, 16],
+                _ => {
+                    println!("| {kernel} | - | (has loops: not per nonce) | - | - | - | - | - | - | - | - | - |");
+                    continue;
+                }
+            };
+            for &k in versions {
+                let per = |x: u64, y: u64| format!("{:.1}", (x + k * y) as f64 / k as f64);
+                let (m, e) = (tally.main, tally.each);
+                println!(
+                    "| {kernel} | {k} | **{}** | {} | {} | {} | {} | {} | {} | {} | {} | **{}** |",
+                    per(m.spirv(), e.spirv()),
+                    m.spirv(),
+                    e.spirv(),
+                    per(m.add, e.add),
+                    per(m.logic, e.logic),
+                    per(m.shift, e.shift),
+                    per(m.rotate, e.rotate),
+                    per(m.other, e.other),
+                    tally.rare.spirv(),
+                    per(m.nvidia(), e.nvidia()),
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! GPU (optimized and reference shaders) must report exactly the hits of the CPU backend,
 //! including result-buffer overflow, ranges ending at nonce 4294967295, partial workgroups
 //! targets equal to a hash in their top words, and version-rolled ranges (every nonce under
-//! each of k versions).
+//! each of k versions), on the kernel that shares the schedule across versions and one version
+//! after another.
 //!
 //! Without a GPU or Vulkan adapter (hardware or Mesa lavapipe) each test prints
 //! "SKIPPED: no GPU/Vulkan adapter" and passes, unless `HASHGRID_REQUIRE_GPU=1`.
@@ -13,7 +14,7 @@ use std::sync::atomic::AtomicBool;
 use hashgrid_common::{CompactTarget, Hash256, Header, Target};
 use hashgrid_node::search::cpu::CpuBackend;
 use hashgrid_node::search::gpu::{self, GpuBackend, GpuOptions, ShaderVariant};
-use hashgrid_node::search::{Backend, BackendKind, SearchError, SearchJob, SearchReport};
+use hashgrid_node::search::{Backend, BackendKind, Hit, SearchError, SearchJob, SearchReport};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -40,6 +41,12 @@ fn optimized() -> Option<GpuBackend> {
     open_gpu(GpuOptions::default())
 }
 
+/// The optimized shader with rolled ranges on `search_rolled` (the default), or one version
+/// after another.
+fn sharing(share: bool) -> Option<GpuBackend> {
+    open_gpu(GpuOptions { share_schedule: share, ..GpuOptions::default() })
+}
+
 fn cpu() -> CpuBackend {
     CpuBackend::new(2).unwrap()
 }
@@ -59,8 +66,14 @@ fn search(backend: &mut dyn Backend, job: &SearchJob) -> SearchReport {
     report
 }
 
-/// Searches `job` on the GPU and the CPU and checks both report the same hits; returns them.
+/// Searches `job` on the GPU and the CPU and checks both report the same hits; returns their
+/// nonces.
 fn assert_same_hits(gpu: &mut GpuBackend, job: &SearchJob) -> Vec<u32> {
+    same_hits(gpu, job).iter().map(|h| h.nonce).collect()
+}
+
+/// Searches `job` on the GPU and the CPU and checks both report the same hits; returns them.
+fn same_hits(gpu: &mut GpuBackend, job: &SearchJob) -> Vec<Hit> {
     let on_gpu = search(gpu, job);
     let on_cpu = search(&mut cpu(), job);
     assert_eq!(
@@ -72,7 +85,7 @@ fn assert_same_hits(gpu: &mut GpuBackend, job: &SearchJob) -> Vec<u32> {
         job.header,
         job.target
     );
-    on_gpu.hits.iter().map(|h| h.nonce).collect()
+    on_gpu.hits
 }
 
 fn random_header(rng: &mut StdRng) -> Header {
@@ -356,14 +369,16 @@ fn slices_announced_ahead_match_cpu() {
     assert_eq!(search(&mut gpu, &job).hits, search(&mut cpu, &job).hits);
 }
 
-/// Version-rolled ranges: every nonce under each of k = 2, 4, 8 versions, on the GPU one
-/// version after another, on the CPU with the schedule shared (and not): the same hits, each
-/// under its own version; and slices announced ahead across versions and ranges.
+/// Version-rolled ranges: every nonce under each of k = 2, 4, 8 versions, on the GPU with the
+/// schedule shared (the default) and one version after another, on the CPU with the schedule
+/// shared (and not): the same hits, each under its own version; and slices announced ahead
+/// across versions and ranges.
 #[test]
 fn version_rolled_ranges_match_cpu() {
     let Some(mut gpu) = optimized() else { return };
     let mut rng = StdRng::seed_from_u64(0x0076_726f_6c6c);
     let mut cpu_one_by_one = cpu().sharing(false);
+    let Some(mut gpu_one_by_one) = sharing(false) else { return };
     let mut versions_hit = std::collections::BTreeSet::new();
     for (round, bits) in [1u32, 2, 3, 2].into_iter().enumerate() {
         let header = random_header(&mut rng);
@@ -377,6 +392,7 @@ fn version_rolled_ranges_match_cpu() {
         let on_gpu = search(&mut gpu, &job);
         let on_cpu = search(&mut cpu(), &job);
         assert_eq!(on_gpu.hits, on_cpu.hits, "round {round}: GPU and CPU disagree, rolled {rolled:#x}");
+        assert_eq!(search(&mut gpu_one_by_one, &job).hits, on_cpu.hits, "round {round}: GPU one by one");
         assert_eq!(search(&mut cpu_one_by_one, &job).hits, on_cpu.hits, "round {round}: shared schedule");
         versions_hit.extend(on_gpu.hits.iter().map(|h| h.version));
     }
@@ -393,5 +409,150 @@ fn version_rolled_ranges_match_cpu() {
         let report = gpu.search_ahead(&job, next.as_ref(), &cancel).unwrap();
         assert_eq!(report.hashes, job.hashes());
         assert_eq!(report.hits, search(&mut cpu(), &job).hits);
+    }
+}
+
+/// `bits` random bits of the BIP 320 mask (13..=28).
+fn rolled_bits(rng: &mut StdRng, bits: u32) -> u32 {
+    let mut rolled = 0u32;
+    while rolled.count_ones() < bits {
+        rolled |= 1 << rng.random_range(13..29);
+    }
+    rolled
+}
+
+/// The `search_rolled` kernel (the first hash's schedule shared across versions) against the
+/// CPU for k = 2, 4, 8: random ranges with hits under every version, targets equal to the
+/// hash of a non-first version (met) and one below it (not met), and ranges at both ends of
+/// the nonce space where every hash is a hit (more than the result buffer holds, so the
+/// overflow re-search runs on rolled batches too). k = 1 runs the single-version kernel.
+#[test]
+fn shared_schedule_kernel_matches_cpu() {
+    let Some(mut gpu) = sharing(true) else { return };
+    let mut rng = StdRng::seed_from_u64(0x5eed_0013);
+    let plain = SearchJob::new(random_header(&mut rng), one_in_2_pow(8), 0, 1_000).unwrap();
+    assert!(!gpu.shares_schedule(&plain), "k = 1: the single-version kernel");
+    for bits in [1u32, 2, 3] {
+        let header = random_header(&mut rng);
+        let rolled = rolled_bits(&mut rng, bits);
+        let k = 1u64 << bits;
+        let start = rng.random_range(0..u32::MAX - 20_000);
+        let job = SearchJob::new(header, one_in_2_pow(9), start, 12_000).unwrap().with_rolled(rolled).unwrap();
+        assert!(gpu.shares_schedule(&job), "k = {k}: the shared-schedule kernel");
+        let hits = same_hits(&mut gpu, &job);
+        let versions = job.versions();
+        for version in &versions {
+            assert!(hits.iter().any(|h| h.version == *version), "k = {k}: a hit under {version:#x}");
+        }
+
+        // Exact comparisons under a version other than the first: the target is that hash
+        // (met), or that hash with its lowest word one less (not met).
+        let version = versions[rng.random_range(1..versions.len())];
+        let nonce = rng.random_range(1_000..u32::MAX - 1_000);
+        let Hash256(hash) = Header { version, ..header }.with_nonce(nonce).block_hash();
+        let mut cases = vec![(hash, true)];
+        if let Some(lowest) = hash[0].checked_sub(1) {
+            let mut below = hash;
+            below[0] = lowest;
+            cases.push((below, false));
+        }
+        for (le, met) in cases {
+            let Some(target) = target_from_le_bytes(le) else { continue };
+            let job = SearchJob::new(header, target, nonce - 200, 401).unwrap().with_rolled(rolled).unwrap();
+            let hits = same_hits(&mut gpu, &job);
+            let found = hits.iter().any(|h| (h.nonce, h.version) == (nonce, version));
+            assert_eq!(found, met, "k = {k}: nonce {nonce} under {version:#x} against {target}");
+        }
+
+        // Both ends of the nonce space, every hash a hit.
+        for (start, count) in [(u32::MAX - 256, 257u64), (0, 255)] {
+            let job = SearchJob::new(header, Target::MAX, start, count).unwrap().with_rolled(rolled).unwrap();
+            let hits = same_hits(&mut gpu, &job);
+            assert_eq!(hits.len() as u64, count * k, "k = {k}: every nonce under every version");
+            assert_eq!(hits.last().map(|h| h.nonce), Some(job.last_nonce()));
+        }
+    }
+}
+
+/// Rolled ranges with a result buffer of 8 hits: k = 4 shares the schedule and its overflowing
+/// batches are split down to pieces of two nonces; k = 16 would overflow on one nonce, so it
+/// is searched one version after another. Both exact. And the same rolled job one version
+/// after another (`share_schedule: false`) gives the same hits.
+#[test]
+fn shared_schedule_overflow_and_fallbacks() {
+    let options = GpuOptions { result_capacity: 8, ..GpuOptions::default() };
+    let Some(mut small) = open_gpu(options) else { return };
+    let mut rng = StdRng::seed_from_u64(0x5eed_0014);
+    let header = random_header(&mut rng);
+    let k4 = SearchJob::new(header, Target::MAX, 1_000, 600).unwrap().with_rolled(rolled_bits(&mut rng, 2)).unwrap();
+    assert!(small.shares_schedule(&k4));
+    assert_eq!(same_hits(&mut small, &k4).len(), 2_400);
+    let k16 = SearchJob::new(header, Target::MAX, 7, 50).unwrap().with_rolled(rolled_bits(&mut rng, 4)).unwrap();
+    assert!(!small.shares_schedule(&k16), "16 hits of one nonce do not fit 8");
+    assert_eq!(same_hits(&mut small, &k16).len(), 800);
+
+    let Some(mut shared) = sharing(true) else { return };
+    let Some(mut one_by_one) = sharing(false) else { return };
+    let job = SearchJob::new(header, one_in_2_pow(8), 77_777, 20_000).unwrap().with_rolled(0x0001_e000).unwrap();
+    assert!(!one_by_one.shares_schedule(&job));
+    let hits = search(&mut one_by_one, &job).hits;
+    assert!(hits.len() > 500, "{} hits", hits.len());
+    assert_eq!(search(&mut shared, &job).hits, hits);
+}
+
+/// Slices of rolled ranges announced ahead on the shared-schedule kernel: the next slice's
+/// first batch is queued (and used); an announcement of other rolled bits for the same header
+/// and start is discarded, not taken as the beginning of a job with more versions.
+#[test]
+fn rolled_slices_announced_ahead_match_cpu() {
+    let Some(mut gpu) = sharing(true) else { return };
+    let mut rng = StdRng::seed_from_u64(0x5eed_0015);
+    let header = random_header(&mut rng);
+    let cancel = AtomicBool::new(false);
+    // Two batches and a bit per slice of four versions (the batch size counts hashes).
+    let count = gpu.batch_size() / 2 + 10;
+    let rolled = SearchJob::new(header, one_in_2_pow(10), 0, 4 * count).unwrap().with_rolled(0x0000_6000).unwrap();
+    let mut cpu = cpu();
+    for i in 0..3 {
+        let (job, next) = (rolled.slice(i * count, count), rolled.slice((i + 1) * count, count));
+        let report = gpu.search_ahead(&job, Some(&next), &cancel).unwrap();
+        assert_eq!(report.hashes, job.hashes());
+        assert_eq!(report.hits, search(&mut cpu, &job).hits, "slice {i}");
+        assert!(gpu.has_queued_ahead(), "slice {i} queued the next one's first batch");
+    }
+    // Announced with two rolled bits, searched with three (whose first four versions are the
+    // same): the queued batch tested four versions, so taking it would lose the hits of the
+    // other four. A quarter of the hashes are hits, fewer than the result buffer holds.
+    let two = SearchJob::new(header, one_in_2_pow(2), 5_000, 300).unwrap().with_rolled(0x0000_6000).unwrap();
+    let three = two.with_rolled(0x0001_6000).unwrap();
+    assert_eq!(three.versions()[..4], two.versions()[..]);
+    gpu.search_ahead(&rolled.slice(0, 10), Some(&two), &cancel).unwrap();
+    assert!(gpu.has_queued_ahead());
+    let report = gpu.search_ahead(&three, None, &cancel).unwrap();
+    assert_eq!(report.hashes, 300 * 8);
+    assert!(report.hits.iter().any(|h| !two.versions().contains(&h.version)), "hits under the other four");
+    assert_eq!(report.hits, search(&mut cpu, &three).hits);
+}
+
+/// A rolled search on the shared-schedule kernel cancelled part way reports whole nonces
+/// (hashes a multiple of k) and exactly the hits of the nonces it did, under every version.
+#[test]
+fn cancelled_rolled_search_reports_whole_nonces() {
+    let Some(mut gpu) = sharing(true) else { return };
+    let header = Header::from_hex(GENESIS_HEX).unwrap();
+    let job = SearchJob::new(header, one_in_2_pow(12), 0, 1 << 32).unwrap().with_rolled(0x0000_6000).unwrap();
+    let cancel = AtomicBool::new(false);
+    let report = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        gpu.search(&job, &cancel).unwrap()
+    });
+    assert!(report.hashes < job.hashes());
+    assert_eq!(report.hashes % 4, 0, "whole nonces, each under its four versions");
+    if report.hashes > 0 {
+        let done = SearchJob { count: report.hashes / 4, ..job };
+        assert_eq!(report.hits, search(&mut cpu(), &done).hits);
     }
 }

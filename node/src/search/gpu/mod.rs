@@ -1,22 +1,30 @@
 //! The GPU search backend: SHA-256d nonce search in a WGSL compute shader through wgpu.
 //!
 //! This module owns adapter discovery and selection (`list_adapters`, `GpuBackend::open`), the
-//! long-lived per-adapter context (device, queue, pipeline, and a fixed set of dispatch slots
-//! whose buffers are created once and refilled with `Queue::write_buffer`), the host-side
-//! mining precomputations that go into the job uniform, and the dispatch loop.
+//! long-lived per-adapter context (device, queue, pipelines, and a fixed set of dispatch slots
+//! whose buffers are created once and refilled with `Queue::write_buffer`), and the dispatch
+//! loop; `job` owns the job uniform and the host-side mining precomputations in it.
 //!
 //! Each shader invocation tests one nonce. A search is cut into batches; two are in flight at
 //! a time (one slot computes while the other's results are read back), and the batch size is
 //! tuned from measured dispatch times toward `TARGET_DISPATCH_TIME`. Told the caller's next
 //! search (`Backend::search_ahead`), the backend queues that search's first batch before it
 //! returns, so the device works on while the host reports a slice and asks for the next; a
-//! next search that differs from what was announced waits that batch out and discards it. Hits go to a bounded
-//! result buffer through an atomic counter that keeps counting past the capacity: when a batch
-//! overflows, its nonces are searched again in smaller pieces (which may split again), so no
-//! hit is dropped. Every candidate is re-hashed on the CPU (`verify_hit`) before it is
-//! reported. Failures come back as `SearchError::Gpu`; nothing here panics on a device error.
-//! A version-rolled job is searched one version after another (`search_each_version`), each
-//! announcing the next, so the queue stays full across versions too.
+//! next search that differs from what was announced waits that batch out and discards it.
+//! Hits, as (nonce, version index), go to a bounded result buffer through an atomic counter
+//! that keeps counting past the capacity: when a batch overflows, its nonces are searched again
+//! in smaller pieces (which may split again), so no hit is dropped. Every candidate is re-hashed
+//! on the CPU (`verify_hit`) before it is reported. Failures come back as `SearchError::Gpu`;
+//! nothing here panics on a device error.
+//!
+//! A version-rolled job (k = 2^bits versions) runs the `search_rolled` entry point
+//! (`shares_schedule`): each invocation computes its nonce's first-hash message schedule once
+//! and both compressions once per version, from the k midstates in the uniform. Its batches
+//! are queued ahead like any others, and sized in hashes (nonces × versions), so a rolled
+//! dispatch takes as long as a single-version one. With `GpuOptions::share_schedule` off, or
+//! the reference shader, a rolled job is searched one version after another
+//! (`search_each_version`), each announcing the next. What the sharing is worth:
+//! BENCHMARKS.md, "GPU: the message schedule shared across versions".
 //!
 //! What the kernel steps are worth on Mesa lavapipe (llvmpipe, LLVM 15, 256-bit, release build,
 //! 2-vCPU VM shared with other builds; median of 5 runs of 3 s, MH per CPU-second, ±25% run to
@@ -36,23 +44,29 @@
 //! the standard ones for hardware GPUs, where ALU work is what limits the rate. End to end,
 //! `hashgrid-node bench --backend gpu` measured 6.2-7.1 MH/s on that lavapipe.
 
+use std::cell::OnceCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use bytemuck::{Pod, Zeroable};
-use hashgrid_common::sha256::{K, big_sigma0, big_sigma1, ch, maj, small_sigma0, small_sigma1};
-use hashgrid_common::{Header, Target};
 use serde::Serialize;
 
 use super::{Backend, BackendKind, Hit, NONCE_SPACE, SearchError, SearchJob, SearchReport, verify_hit};
 
-/// The optimized search shader (host precomputations, folded padding, early exit).
-const OPTIMIZED_SHADER: &str = include_str!("../../../shaders/sha256d.wgsl");
+mod job;
+
+pub use job::MAX_VERSIONS;
+use job::{JobUniform, UNIFORM_SIZE};
+
+/// The optimized search shader (host precomputations, folded padding, early exit), with the
+/// single-version entry point `search` and the version-rolled one `search_rolled`.
+const OPTIMIZED_SHADER: &str = include_str!("../../../../shaders/sha256d.wgsl");
 /// The straightforward search shader, kept for differential tests and measurements.
-const REFERENCE_SHADER: &str = include_str!("../../../shaders/sha256d_reference.wgsl");
+const REFERENCE_SHADER: &str = include_str!("../../../../shaders/sha256d_reference.wgsl");
+/// The entry point of `OPTIMIZED_SHADER` that shares the first hash's schedule across versions.
+const ROLLED_ENTRY_POINT: &str = "search_rolled";
 
 /// Invocations per workgroup (each tests one nonce); passed to the shaders' `WORKGROUP_SIZE`.
 pub const WORKGROUP_SIZE: u32 = 256;
@@ -97,11 +111,17 @@ pub struct GpuOptions {
     pub shader: ShaderVariant,
     /// Hits one dispatch can return (at least 1); more trigger a re-search in smaller pieces.
     pub result_capacity: u32,
+    /// Whether a version-rolled range runs `search_rolled` (the first hash's schedule computed
+    /// once per nonce for all k versions; on by default) rather than one version after
+    /// another. Only with the optimized shader, and only for k <= `result_capacity` (a single
+    /// nonce's hits must fit). What it is worth: BENCHMARKS.md, "GPU: the message schedule
+    /// shared across versions".
+    pub share_schedule: bool,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { shader: ShaderVariant::Optimized, result_capacity: DEFAULT_RESULT_CAPACITY }
+        GpuOptions { shader: ShaderVariant::Optimized, result_capacity: DEFAULT_RESULT_CAPACITY, share_schedule: true }
     }
 }
 
@@ -225,86 +245,11 @@ fn gpu_error(context: &str, error: impl fmt::Display) -> SearchError {
     SearchError::Gpu(format!("{context}: {error}"))
 }
 
-/// The job uniform, laid out as the shaders' `Job` struct (ten `vec4<u32>`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
-struct JobUniform {
-    midstate: [u32; 8],
-    tail: [u32; 3],
-    first_nonce: u32,
-    target: [u32; 8],
-    count: u32,
-    capacity: u32,
-    zero: [u32; 2],
-    /// The first hash's state after round 3, less the nonce word (see `round3_state`).
-    round3: [u32; 8],
-    /// The nonce-independent message schedule terms (see `schedule_terms`).
-    schedule: [u32; 8],
-}
-
-const UNIFORM_SIZE: u64 = std::mem::size_of::<JobUniform>() as u64;
-
-impl JobUniform {
-    fn new(header: &Header, target: &Target, capacity: u32) -> Self {
-        let midstate = header.midstate().0;
-        let tail = header.tail_words();
-        JobUniform {
-            midstate,
-            tail,
-            first_nonce: 0,
-            target: target.to_le_words(),
-            count: 0,
-            capacity,
-            zero: [0; 2],
-            round3: round3_state(&midstate, &tail),
-            schedule: schedule_terms(&tail),
-        }
-    }
-}
-
-/// Rounds 0-2 of the header's second block use only the tail words, so they run once per job
-/// here. Round 3 adds the nonce word W3 to both new registers; everything else in it is
-/// constant too. Returns the state after round 3 with W3 left out of `a` and `e`: the shader
-/// adds the byte-swapped nonce to words 0 and 4.
-fn round3_state(midstate: &[u32; 8], tail: &[u32; 3]) -> [u32; 8] {
-    let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = *midstate;
-    for (i, &w) in tail.iter().enumerate() {
-        let t1 = h.wrapping_add(big_sigma1(e)).wrapping_add(ch(e, f, g)).wrapping_add(K[i]).wrapping_add(w);
-        let t2 = big_sigma0(a).wrapping_add(maj(a, b, c));
-        (h, g, f, e, d, c, b, a) = (g, f, e, d.wrapping_add(t1), c, b, a, t1.wrapping_add(t2));
-    }
-    let t1 = h.wrapping_add(big_sigma1(e)).wrapping_add(ch(e, f, g)).wrapping_add(K[3]);
-    let t2 = big_sigma0(a).wrapping_add(maj(a, b, c));
-    [t1.wrapping_add(t2), a, b, c, d.wrapping_add(t1), e, f, g]
-}
-
-/// The second block's words are W0..W2 = tail, W3 = nonce, then constant padding (W4 =
-/// 0x80000000, W15 = 640, zeros). The message schedule terms that involve no nonce are
-/// computed here once per job:
-/// `[W16, W17, K16 + W16, K17 + W17, σ1(W16) + W2, σ1(W17) + σ0(W4), σ0(W16) + W15,
-/// σ0(W17) + W16]`; the shader completes W18, W19, W31 and W32 from the last four.
-fn schedule_terms(tail: &[u32; 3]) -> [u32; 8] {
-    let [w0, w1, w2] = *tail;
-    let (w4, w15) = (0x8000_0000u32, 640u32);
-    let w16 = small_sigma0(w1).wrapping_add(w0);
-    let w17 = small_sigma1(w15).wrapping_add(small_sigma0(w2)).wrapping_add(w1);
-    [
-        w16,
-        w17,
-        K[16].wrapping_add(w16),
-        K[17].wrapping_add(w17),
-        small_sigma1(w16).wrapping_add(w2),
-        small_sigma1(w17).wrapping_add(small_sigma0(w4)),
-        small_sigma0(w16).wrapping_add(w15),
-        small_sigma0(w17).wrapping_add(w16),
-    ]
-}
-
 /// One dispatch's buffers: created once, reused for every batch.
 #[derive(Debug)]
 struct Slot {
     uniform: wgpu::Buffer,
-    /// `[hit count, nonces...]`, written by the shader.
+    /// `[hit count, (nonce, version index)...]`, written by the shader.
     results: wgpu::Buffer,
     /// Where `results` is copied for the host to map.
     readback: wgpu::Buffer,
@@ -331,15 +276,45 @@ struct Batch {
 struct BatchResult {
     /// Hits the shader counted, possibly more than it could store.
     total: u64,
-    nonces: Vec<u32>,
+    /// (nonce, index into `SearchJob::versions`) of the hits stored.
+    hits: Vec<(u32, u32)>,
 }
 
-/// The device, pipeline and slots of one adapter.
+/// The compute pipeline of `entry_point` in the WGSL `source`, with the shared bind group
+/// layout. Errors surface in the caller's error scope.
+fn build_pipeline(
+    device: &wgpu::Device,
+    layout: &wgpu::PipelineLayout,
+    source: &str,
+    entry_point: &str,
+) -> wgpu::ComputePipeline {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("sha256d search"),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(entry_point),
+        layout: Some(layout),
+        module: &module,
+        entry_point: Some(entry_point),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: &[("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))],
+            zero_initialize_workgroup_memory: false,
+        },
+        cache: None,
+    })
+}
+
+/// The device, pipelines and slots of one adapter.
 #[derive(Debug)]
 struct Context {
     device: wgpu::Device,
     queue: wgpu::Queue,
+    /// `search` of the configured shader: one version per nonce.
     pipeline: wgpu::ComputePipeline,
+    /// `search_rolled`, built on the first version-rolled dispatch.
+    rolled: OnceCell<wgpu::ComputePipeline>,
+    layout: wgpu::PipelineLayout,
     slots: Vec<Slot>,
     capacity: u32,
     results_size: u64,
@@ -372,10 +347,6 @@ impl Context {
         });
 
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("sha256d search"),
-            source: wgpu::ShaderSource::Wgsl(options.shader.source().into()),
-        });
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("sha256d search"),
             entries: &[
@@ -406,19 +377,9 @@ impl Context {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("sha256d search"),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some("search"),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &[("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))],
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        });
+        let pipeline = build_pipeline(&device, &pipeline_layout, options.shader.source(), "search");
 
-        let results_size = 4 * (1 + u64::from(capacity));
+        let results_size = 4 * (1 + 2 * u64::from(capacity));
         let slots = (0..SLOTS)
             .map(|i| {
                 let buffer = |what: &str, size: u64, usage: wgpu::BufferUsages| {
@@ -452,9 +413,37 @@ impl Context {
         if let Some(error) = pollster::block_on(scope.pop()) {
             return Err(gpu_error("building the search pipeline", error));
         }
-        let context = Context { device, queue, pipeline, slots, capacity, results_size, errors };
+        let context = Context {
+            device,
+            queue,
+            pipeline,
+            rolled: OnceCell::new(),
+            layout: pipeline_layout,
+            slots,
+            capacity,
+            results_size,
+            errors,
+        };
         context.check_errors()?;
         Ok(context)
+    }
+
+    /// The pipeline a dispatch of `uniform` runs: `search_rolled` for more than one version
+    /// (built here the first time), else `search`.
+    fn pipeline_for(&self, uniform: &JobUniform) -> Result<&wgpu::ComputePipeline, SearchError> {
+        if uniform.versions() <= 1 {
+            return Ok(&self.pipeline);
+        }
+        if let Some(pipeline) = self.rolled.get() {
+            return Ok(pipeline);
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pipeline = build_pipeline(&self.device, &self.layout, OPTIMIZED_SHADER, ROLLED_ENTRY_POINT);
+        if let Some(error) = pollster::block_on(scope.pop()) {
+            return Err(gpu_error("building the version-rolled search pipeline", error));
+        }
+        self.check_errors()?;
+        Ok(self.rolled.get_or_init(|| pipeline))
     }
 
     /// Fails with the first error wgpu reported asynchronously, if any.
@@ -468,7 +457,8 @@ impl Context {
 
     /// Queues a dispatch over nonces `first_nonce..first_nonce + count` in `slot`, with the
     /// copy of its results to the slot's readback buffer and the buffer's mapping.
-    fn submit(&self, slot: usize, uniform: &JobUniform) -> wgpu::SubmissionIndex {
+    fn submit(&self, slot: usize, uniform: &JobUniform) -> Result<wgpu::SubmissionIndex, SearchError> {
+        let pipeline = self.pipeline_for(uniform)?;
         let slot = &self.slots[slot];
         self.queue.write_buffer(&slot.uniform, 0, bytemuck::bytes_of(uniform));
         let groups = uniform.count.div_ceil(WORKGROUP_SIZE);
@@ -482,7 +472,7 @@ impl Context {
                 label: Some("sha256d search"),
                 timestamp_writes: None,
             });
-            pass.set_pipeline(&self.pipeline);
+            pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &slot.bind_group, &[]);
             pass.dispatch_workgroups(x, y, 1);
         }
@@ -493,7 +483,7 @@ impl Context {
             // The receiver lives as long as the slot; a send can only fail during teardown.
             let _ = mapped.send(result);
         });
-        submission
+        Ok(submission)
     }
 
     /// Waits for `batch` and reads its hits.
@@ -527,8 +517,9 @@ impl Context {
         slot.readback.unmap();
         let total = u64::from(words.first().copied().unwrap_or(0));
         let stored = total.min(u64::from(self.capacity)) as usize;
-        let nonces = words.get(1..1 + stored).map(<[u32]>::to_vec).unwrap_or_default();
-        Ok(BatchResult { total, nonces })
+        let hits = words.get(1..1 + 2 * stored).unwrap_or_default();
+        let hits = hits.chunks_exact(2).map(|pair| (pair[0], pair[1])).collect();
+        Ok(BatchResult { total, hits })
     }
 
     /// Waits out batches abandoned by a failed search so their slots can be mapped again.
@@ -546,10 +537,13 @@ impl Context {
 pub struct GpuBackend {
     info: AdapterInfo,
     context: Context,
-    /// The current batch size, steered toward `TARGET_DISPATCH_TIME`; kept across searches.
+    /// The current batch size in hashes (nonces times versions), steered toward
+    /// `TARGET_DISPATCH_TIME`; kept across searches.
     batch: u64,
     /// The first batch of the search announced as next, queued while the last one finished.
     ahead: Option<Ahead>,
+    /// `GpuOptions::share_schedule` for this adapter, with the optimized shader.
+    share_schedule: bool,
 }
 
 /// A batch queued for an announced search: its nonces are `job.start..job.start + batch.count`.
@@ -560,9 +554,11 @@ struct Ahead {
 }
 
 impl Ahead {
-    /// Whether this batch is the beginning of `job`'s range (same header, target and start).
+    /// Whether this batch is the beginning of `job`'s range (same header, versions, target
+    /// and start).
     fn begins(&self, job: &SearchJob) -> bool {
         self.job.header == job.header
+            && self.job.rolled == job.rolled
             && self.job.target == job.target
             && self.job.start == job.start
             && self.batch.count <= job.count
@@ -582,7 +578,22 @@ impl GpuBackend {
         let instance = new_instance();
         let (adapter, info) = select(enumerate(&instance), adapter, allow_software)?;
         let context = Context::new(&adapter, &options)?;
-        Ok(GpuBackend { info, context, batch: FIRST_BATCH, ahead: None })
+        let share_schedule = options.shader == ShaderVariant::Optimized && options.share_schedule;
+        Ok(GpuBackend { info, context, batch: FIRST_BATCH, ahead: None, share_schedule })
+    }
+
+    /// Whether `job` runs the `search_rolled` kernel, its versions tested per nonce with the
+    /// first hash's schedule shared; otherwise a rolled job is searched one version after
+    /// another. A job of one version (k = 1) always runs the single-version kernel, and so does
+    /// one whose k hits of a single nonce would not fit the result buffer.
+    pub fn shares_schedule(&self, job: &SearchJob) -> bool {
+        self.share_schedule && job.rolled != 0 && job.version_count() <= u64::from(self.context.capacity)
+    }
+
+    /// `job` as the search for it will run: a rolled job that is searched one version after
+    /// another starts with its first version.
+    fn as_searched(&self, job: &SearchJob) -> SearchJob {
+        if job.rolled != 0 && !self.shares_schedule(job) { job.for_version(job.header.version) } else { *job }
     }
 
     /// Whether the adapter is a software rasterizer on the CPU.
@@ -600,12 +611,18 @@ impl GpuBackend {
         self.context.capacity
     }
 
-    /// The batch size the next search starts with.
+    /// The batch size the next search starts with, in hashes (nonces times versions).
     pub fn batch_size(&self) -> u64 {
         self.batch
     }
 
-    /// Steers the batch size from the `count` nonces of a full-size batch that kept the device
+    /// Nonces per batch for a search of `versions` versions per nonce: the batch size is kept
+    /// in hashes, so a rolled range's dispatches take as long as a single-version range's.
+    fn batch_nonces(&self, versions: u64) -> u64 {
+        (self.batch / versions.max(1)).max(MIN_BATCH)
+    }
+
+    /// Steers the batch size from the `count` hashes of a full-size batch that kept the device
     /// busy for `busy`: toward `TARGET_DISPATCH_TIME`, at most 4× up or down per batch.
     fn tune(&mut self, count: u64, busy: Duration) {
         let busy = busy.as_secs_f64().max(1e-6);
@@ -623,8 +640,9 @@ impl GpuBackend {
         cancel: &AtomicBool,
         base: &mut JobUniform,
         in_flight: &mut VecDeque<Batch>,
-        candidates: &mut Vec<u32>,
+        candidates: &mut Vec<(u32, u32)>,
     ) -> Result<u64, SearchError> {
+        let versions = u64::from(base.versions());
         let capacity = u64::from(self.context.capacity);
         // Ranges to search again in pieces after their batch overflowed the result buffer.
         let mut pieces: VecDeque<(u64, u64)> = VecDeque::new();
@@ -640,21 +658,21 @@ impl GpuBackend {
                 let (offset, count, tunable) = if let Some((offset, count)) = pieces.pop_front() {
                     (offset, count, false)
                 } else if next < job.count {
-                    let size = self.batch.min(hit_bound);
-                    let count = size.min(job.count - next);
+                    let full = self.batch_nonces(versions);
+                    let count = full.min(hit_bound).min(job.count - next);
                     next += count;
-                    (next - count, count, count == self.batch)
+                    (next - count, count, count == full)
                 } else {
                     if let Some(upcoming) = upcoming.filter(|_| self.ahead.is_none()) {
                         free.pop();
-                        self.ahead = Some(self.queue_ahead(slot, upcoming));
+                        self.ahead = Some(self.queue_ahead(slot, upcoming)?);
                     }
                     break;
                 };
                 free.pop();
                 base.first_nonce = (u64::from(job.start) + offset) as u32;
                 base.count = count as u32;
-                let submission = self.context.submit(slot, base);
+                let submission = self.context.submit(slot, base)?;
                 in_flight.push_back(Batch { slot, offset, count, submitted: Instant::now(), submission, tunable });
             }
             let Some(batch) = in_flight.front() else { break };
@@ -664,7 +682,9 @@ impl GpuBackend {
             let done = Instant::now();
             if result.total > capacity {
                 // Dropped hits: search the batch again in pieces expected to hold at most half
-                // the capacity each. A piece no larger than the capacity cannot overflow.
+                // the capacity each. A piece of at most capacity / versions nonces cannot
+                // overflow (`shares_schedule` keeps versions <= capacity), and pieces halve
+                // at least until they reach it.
                 let parts = (2 * result.total).div_ceil(capacity).clamp(2, batch.count);
                 let size = batch.count.div_ceil(parts);
                 let mut offset = batch.offset;
@@ -680,11 +700,11 @@ impl GpuBackend {
                 }
                 hit_bound = hit_bound.min(size.max(1));
             } else {
-                hashes += batch.count;
-                candidates.extend(result.nonces);
+                hashes += batch.count * versions;
+                candidates.extend(result.hits);
                 if batch.tunable {
                     let started = last_done.map_or(batch.submitted, |t| t.max(batch.submitted));
-                    self.tune(batch.count, done.saturating_duration_since(started));
+                    self.tune(batch.count * versions, done.saturating_duration_since(started));
                 }
             }
             last_done = Some(done);
@@ -694,14 +714,13 @@ impl GpuBackend {
 
     /// Submits the first batch of `job` in `slot`, to be picked up by the search for `job`.
     /// Its timing steers nothing: the device was still busy with the batch before it.
-    fn queue_ahead(&self, slot: usize, job: &SearchJob) -> Ahead {
-        let mut uniform = JobUniform::new(&job.header, &job.target, self.context.capacity);
-        let count = self.batch.min(job.count);
-        uniform.first_nonce = job.start;
+    fn queue_ahead(&self, slot: usize, job: &SearchJob) -> Result<Ahead, SearchError> {
+        let mut uniform = JobUniform::new(job, self.context.capacity);
+        let count = self.batch_nonces(u64::from(uniform.versions())).min(job.count);
         uniform.count = count as u32;
-        let submission = self.context.submit(slot, &uniform);
+        let submission = self.context.submit(slot, &uniform)?;
         let batch = Batch { slot, offset: 0, count, submitted: Instant::now(), submission, tunable: false };
-        Ahead { job: *job, batch }
+        Ok(Ahead { job: *job, batch })
     }
 
     /// The batches already queued for `job`: the one queued ahead if it begins `job`'s range.
@@ -742,13 +761,12 @@ impl Backend for GpuBackend {
         next: Option<&SearchJob>,
         cancel: &AtomicBool,
     ) -> Result<SearchReport, SearchError> {
-        if job.rolled != 0 {
-            // One version after another: the WGSL kernel shares nothing across versions
-            // (BENCHMARKS.md, "Version rolling").
+        if job.rolled != 0 && !self.shares_schedule(job) {
             return super::search_each_version(job, next, cancel, |one, next, cancel| {
                 self.search_ahead(one, next, cancel)
             });
         }
+        let next = next.map(|next| self.as_searched(next));
         let started = Instant::now();
         if job.count == 0 {
             return Err(SearchError::EmptyRange);
@@ -756,10 +774,10 @@ impl Backend for GpuBackend {
         if u64::from(job.start) + job.count > NONCE_SPACE {
             return Err(SearchError::RangePastEnd { start: job.start, count: job.count });
         }
-        let mut base = JobUniform::new(&job.header, &job.target, self.context.capacity);
+        let mut base = JobUniform::new(job, self.context.capacity);
         let mut in_flight = self.take_ahead(job);
         let mut candidates = Vec::new();
-        let hashes = match self.run(job, next, cancel, &mut base, &mut in_flight, &mut candidates) {
+        let hashes = match self.run(job, next.as_ref(), cancel, &mut base, &mut in_flight, &mut candidates) {
             Ok(hashes) => hashes,
             Err(error) => {
                 self.context.drain(in_flight);
@@ -771,83 +789,13 @@ impl Backend for GpuBackend {
         };
         candidates.sort_unstable();
         candidates.dedup();
-        let hits: Vec<Hit> = candidates.into_iter().filter_map(|nonce| verify_hit(job, nonce)).collect();
+        // The version index comes from the device: one out of range is dropped, not trusted.
+        let versions = job.versions();
+        let mut hits: Vec<Hit> = candidates
+            .into_iter()
+            .filter_map(|(nonce, index)| verify_hit(&job.for_version(*versions.get(index as usize)?), nonce))
+            .collect();
+        hits.sort_unstable();
         Ok(SearchReport { hashes, elapsed: started.elapsed(), hits })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use hashgrid_common::sha256::header_tail_block;
-
-    /// The full message schedule of a block.
-    fn schedule(block: &[u32; 16]) -> [u32; 64] {
-        let mut w = [0u32; 64];
-        w[..16].copy_from_slice(block);
-        for i in 16..64 {
-            w[i] = small_sigma1(w[i - 2])
-                .wrapping_add(w[i - 7])
-                .wrapping_add(small_sigma0(w[i - 15]))
-                .wrapping_add(w[i - 16]);
-        }
-        w
-    }
-
-    fn headers() -> impl Iterator<Item = Header> {
-        (0u32..50).map(|i| {
-            let mut bytes = [0u8; 80];
-            for (j, b) in bytes.iter_mut().enumerate() {
-                *b = (i.wrapping_mul(2_654_435_761).wrapping_add(j as u32 * 40_503)).to_le_bytes()[j % 4];
-            }
-            Header::from_bytes(&bytes)
-        })
-    }
-
-    #[test]
-    fn precomputed_schedule_terms_complete_the_schedule() {
-        for header in headers() {
-            let tail = header.tail_words();
-            let terms = schedule_terms(&tail);
-            for nonce in [0u32, 1, 0x1234_5678, u32::MAX] {
-                let n = nonce.swap_bytes();
-                let w = schedule(&header_tail_block(&tail, nonce));
-                assert_eq!([terms[0], terms[1]], [w[16], w[17]]);
-                assert_eq!([terms[2], terms[3]], [K[16].wrapping_add(w[16]), K[17].wrapping_add(w[17])]);
-                assert_eq!(terms[4].wrapping_add(small_sigma0(n)), w[18]);
-                assert_eq!(terms[5].wrapping_add(n), w[19]);
-                assert_eq!(small_sigma1(w[29]).wrapping_add(w[24]).wrapping_add(terms[6]), w[31]);
-                assert_eq!(small_sigma1(w[30]).wrapping_add(w[25]).wrapping_add(terms[7]), w[32]);
-            }
-        }
-    }
-
-    #[test]
-    fn round3_state_plus_nonce_is_four_rounds() {
-        for header in headers() {
-            let midstate = header.midstate().0;
-            let tail = header.tail_words();
-            let pre = round3_state(&midstate, &tail);
-            for nonce in [0u32, 7, u32::MAX] {
-                let block = header_tail_block(&tail, nonce);
-                let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = midstate;
-                for (i, &w) in block.iter().enumerate().take(4) {
-                    let t1 = h.wrapping_add(big_sigma1(e)).wrapping_add(ch(e, f, g)).wrapping_add(K[i]).wrapping_add(w);
-                    let t2 = big_sigma0(a).wrapping_add(maj(a, b, c));
-                    (h, g, f, e, d, c, b, a) = (g, f, e, d.wrapping_add(t1), c, b, a, t1.wrapping_add(t2));
-                }
-                let n = nonce.swap_bytes();
-                let mut expected = pre;
-                expected[0] = expected[0].wrapping_add(n);
-                expected[4] = expected[4].wrapping_add(n);
-                assert_eq!(expected, [a, b, c, d, e, f, g, h]);
-            }
-        }
-    }
-
-    #[test]
-    fn uniform_matches_the_shader_layout() {
-        // Ten vec4<u32>.
-        assert_eq!(UNIFORM_SIZE, 160);
     }
 }

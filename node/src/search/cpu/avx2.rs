@@ -1,5 +1,12 @@
 //! AVX2 kernel: the shared kernel on 8 lanes (8 consecutive nonces per 256-bit vector).
-//! Rotations are two shifts and an or (AVX2 has no vector rotate).
+//! Rotations are two shifts and an or (AVX2 has no vector rotate, and none of SHA-256's
+//! rotations is a whole number of bytes, so `vpshufb` cannot stand in).
+//!
+//! Hand-shaped variants of this kernel (`maj` in three instructions, no zeroed schedule
+//! arrays, `K + W` tables shared across versions, two groups of 8 lanes interleaved, a scalar
+//! BMI2 companion lane) measured no faster on Zen 4, or slower; the kernel issues about 3
+//! vector instructions a cycle, near what the core sustains for this mix (BENCHMARKS.md, "CPU
+//! on machines without AVX-512 or SHA-NI").
 //!
 //! Invariant: every function here has `#[target_feature(enable = "avx2")]`; `scan` may only
 //! be called once `is_x86_feature_detected!("avx2")` has returned true (the dispatcher in

@@ -196,6 +196,8 @@ struct Flow {
     sent_ns: Vec<AtomicU64>,
     sent: AtomicUsize,
     sender_done: AtomicBool,
+    /// Told when the sender is done (its receiver then drains against a deadline).
+    done: tokio::sync::Notify,
     /// Ranges the coordinator revoked (their shares are not sent), and how many.
     revoked: Mutex<HashSet<AssignmentId>>,
     revocations: AtomicUsize,
@@ -337,6 +339,7 @@ async fn run_clients(
             sent_ns: (0..pool.len()).map(|_| AtomicU64::new(0)).collect(),
             sent: AtomicUsize::new(0),
             sender_done: AtomicBool::new(false),
+            done: tokio::sync::Notify::new(),
             revoked: Mutex::new(HashSet::new()),
             revocations: AtomicUsize::new(0),
         });
@@ -628,6 +631,7 @@ async fn send_loop(
     }
     flow.count_sent(next - skipped as usize);
     flow.sender_done.store(true, Ordering::Release);
+    flow.done.notify_one();
     // The stream stays open until the last acknowledgement is in (dropping it would finish it,
     // which ends the node's session on the coordinator).
     (exhausted, skipped, send)
@@ -670,11 +674,21 @@ async fn recv_loop(
             }
         }
         // Cancel-safe: the reader keeps what it has read, and returns decoded frames at once.
-        let (msgs, error) = match tokio::time::timeout(Duration::from_millis(50), reader.recv_batch()).await {
-            Err(_) => continue,
-            Ok(Ok(Some(msgs))) => (msgs, None),
-            Ok(Ok(None)) => (Vec::new(), Some("the coordinator ended the stream".to_string())),
-            Ok(Err((msgs, e))) => (msgs, Some(e.to_string())),
+        // While the sender runs, no timer per read (the client shares the server's cores):
+        // its end wakes this loop instead; then the drain looks at its deadline every 50 ms.
+        let read = if drain_deadline.is_some() || flow.sender_done.load(Ordering::Acquire) {
+            tokio::time::timeout(Duration::from_millis(50), reader.recv_batch()).await.ok()
+        } else {
+            tokio::select! {
+                read = reader.recv_batch() => Some(read),
+                () = flow.done.notified() => None,
+            }
+        };
+        let (msgs, error) = match read {
+            None => continue,
+            Some(Ok(Some(msgs))) => (msgs, None),
+            Some(Ok(None)) => (Vec::new(), Some("the coordinator ended the stream".to_string())),
+            Some(Err((msgs, e))) => (msgs, Some(e.to_string())),
         };
         let now = clock.now_ns();
         for msg in msgs.into_iter().flat_map(CoordinatorMessage::unbatched) {

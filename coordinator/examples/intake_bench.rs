@@ -149,7 +149,11 @@ fn main() -> anyhow::Result<()> {
     let node_token = std::fs::read_to_string(&data_dir.node_token)?.trim().to_string();
     let admin_token = std::fs::read_to_string(&data_dir.admin_token)?.trim().to_string();
 
-    let result = client_rt.block_on(run_clients(&args, addr, &ca_pem, &node_token, &admin_token));
+    // The coordinator's own histogram (arrival on its connection to the acknowledgement handed
+    // to the connection's writer) is read at both ends of the window: what the server holds
+    // an acknowledgement for, apart from QUIC and the client.
+    let metrics = server_rt.block_on(server.serve_http("127.0.0.1:0".parse()?))?;
+    let result = client_rt.block_on(run_clients(&args, addr, metrics, &ca_pem, &node_token, &admin_token));
     server_rt.block_on(server.shutdown())?;
     drop(client_rt);
     drop(server_rt);
@@ -248,6 +252,7 @@ struct Client {
 async fn run_clients(
     args: &Args,
     addr: SocketAddr,
+    metrics: SocketAddr,
     ca_pem: &[u8],
     node_token: &str,
     admin_token: &str,
@@ -359,8 +364,10 @@ async fn run_clients(
     let ticker = tokio::spawn(progress(epoch, per_second.clone()));
     tokio::time::sleep_until((epoch + Duration::from_secs_f64(args.warmup)).into()).await;
     let cpu_start = sampler.sample();
+    let intake_start = intake_histogram(metrics).await;
     tokio::time::sleep_until((epoch + Duration::from_secs_f64(total_secs)).into()).await;
     let cpu_end = sampler.sample();
+    let intake_end = intake_histogram(metrics).await;
     stop.store(true, Ordering::Relaxed);
     ticker.abort();
     // A sender waiting for a slot stops now rather than wait for acks that may never come.
@@ -399,6 +406,7 @@ async fn run_clients(
     }
 
     report(args, &all, &per_second, &cpu_start, &cpu_end);
+    server_held_report(&intake_start, &intake_end);
     // A connection lost under overload is a result, not a reason to skip the store check: what
     // was acknowledged on it must still be credited.
     if let Some(e) = &all.error {
@@ -786,6 +794,46 @@ fn report(args: &Args, all: &ConnStats, per_second: &[AtomicU64], cpu_start: &Cp
         .collect();
     println!("accepted acks per second of the run: {}", secs.join(" "));
     cpu_report(cpu_start, cpu_end);
+}
+
+/// The coordinator's `hashgrid_share_intake_seconds` buckets from its `/metrics`: (upper bound
+/// in seconds, cumulative count), empty if it cannot be read.
+async fn intake_histogram(metrics: SocketAddr) -> Vec<(f64, u64)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut page = String::new();
+    if let Ok(mut stream) = tokio::net::TcpStream::connect(metrics).await {
+        let _ = stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n").await;
+        let _ = stream.read_to_string(&mut page).await;
+    }
+    page.lines()
+        .filter_map(|l| l.strip_prefix("hashgrid_share_intake_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, count) = l.split_once("\"} ")?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The server's share of the latency in the window: the bucket bounds its p50 and p99 fall
+/// under (arrival to acknowledgement handed to the connection's writer, after the flush).
+fn server_held_report(start: &[(f64, u64)], end: &[(f64, u64)]) {
+    if start.len() != end.len() || end.is_empty() {
+        println!("server-side latency: /metrics not read");
+        return;
+    }
+    let window: Vec<(f64, u64)> = start.iter().zip(end).map(|(a, b)| (b.0, b.1.saturating_sub(a.1))).collect();
+    let total = window.iter().map(|b| b.1).max().unwrap_or(0);
+    let bound = |p: f64| {
+        let want = (total as f64 * p).ceil() as u64;
+        window.iter().find(|b| b.1 >= want).map_or(f64::NAN, |b| b.0 * 1e3)
+    };
+    println!(
+        "server-side latency (share read to acknowledgement queued, after the flush), {total} shares in the window: \
+         p50 <= {:.1} ms, p99 <= {:.1} ms (histogram bucket bounds)",
+        bound(0.5),
+        bound(0.99)
+    );
 }
 
 // ---- CPU accounting from /proc ----

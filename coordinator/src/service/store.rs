@@ -556,75 +556,11 @@ fn checkpoint(conn: &Connection, mode: &str) -> Result<Option<(i64, i64)>, Store
 }
 
 /// What one `apply` keeps across its ops: the accounts its credits changed, written back
-/// once at the end, the shares it credited (no share twice in one call), and the share rows
-/// not inserted yet (`Batch::insert_credits`, before any other op and at the end, so rows
-/// keep the ops' order).
+/// once at the end, and the shares it credited (no share twice in one call).
 #[derive(Debug, Default)]
-struct Batch<'a> {
+struct Batch {
     accounts: HashMap<String, AccountDelta>,
     seen: HashSet<(JobId, u32, u32, u32)>,
-    rows: Vec<ShareRow<'a>>,
-}
-
-/// A credited share's row in `shares`, waiting for its `INSERT`.
-#[derive(Debug)]
-struct ShareRow<'a> {
-    account: &'a str,
-    period_start_ms: i64,
-    node: &'a str,
-    job: i64,
-    header: &'a hashgrid_common::Header,
-    hash: &'a hashgrid_common::Hash256,
-    share_target: &'a hashgrid_common::Target,
-    work: Work,
-    at_ms: i64,
-}
-
-/// Share rows per multi-row `INSERT` (12 parameters each): SQLite's per-statement work
-/// (binding, cursors, reset) is paid once for this many rows rather than once per row.
-const ROWS_PER_INSERT: usize = 32;
-
-/// `INSERT INTO shares … VALUES (…), (…)` for `rows` rows.
-fn insert_shares_sql(rows: usize) -> String {
-    let values: Vec<String> = (0..rows)
-        .map(|r| format!("({})", (1..=12).map(|k| format!("?{}", r * 12 + k)).collect::<Vec<_>>().join(", ")))
-        .collect();
-    format!(
-        "INSERT INTO shares (account, period_start_ms, node, job, version, time, nonce, header, hash, share_target,
-                             work, at_ms)
-         VALUES {}",
-        values.join(", ")
-    )
-}
-
-static INSERT_SHARES: std::sync::LazyLock<[String; 2]> =
-    std::sync::LazyLock::new(|| [insert_shares_sql(1), insert_shares_sql(ROWS_PER_INSERT)]);
-
-/// `work` in decimal, from `last` when it was the last one asked for.
-fn work_decimal(last: &mut (Work, String), work: Work) -> &str {
-    if last.0 != work {
-        *last = (work, work.0.to_string());
-    }
-    &last.1
-}
-
-impl ShareRow<'_> {
-    /// Binds the row to parameters `first..first + 12` of `stmt`; `work` is its work in
-    /// decimal. Blobs are bound from the stack (SQLite copies them), not allocated.
-    fn bind(&self, stmt: &mut rusqlite::Statement<'_>, first: usize, work: &str) -> rusqlite::Result<()> {
-        stmt.raw_bind_parameter(first, self.account)?;
-        stmt.raw_bind_parameter(first + 1, self.period_start_ms)?;
-        stmt.raw_bind_parameter(first + 2, self.node)?;
-        stmt.raw_bind_parameter(first + 3, self.job)?;
-        stmt.raw_bind_parameter(first + 4, self.header.version)?;
-        stmt.raw_bind_parameter(first + 5, self.header.time)?;
-        stmt.raw_bind_parameter(first + 6, self.header.nonce)?;
-        stmt.raw_bind_parameter(first + 7, &self.header.to_bytes()[..])?;
-        stmt.raw_bind_parameter(first + 8, &self.hash.0[..])?;
-        stmt.raw_bind_parameter(first + 9, &self.share_target.to_be_bytes()[..])?;
-        stmt.raw_bind_parameter(first + 10, work)?;
-        stmt.raw_bind_parameter(first + 11, self.at_ms)
-    }
 }
 
 /// An account row as this batch's credits left it: `delivered` is the new total, `added` the
@@ -636,61 +572,7 @@ struct AccountDelta {
     added: i64,
 }
 
-impl<'a> Batch<'a> {
-    /// Credits a share: checked and counted now, its row inserted with the next ones.
-    #[allow(clippy::too_many_arguments)]
-    fn credit(
-        &mut self,
-        tx: &Transaction<'_>,
-        account: &'a str,
-        work: Work,
-        node: &'a str,
-        job: JobId,
-        header: &'a hashgrid_common::Header,
-        hash: &'a hashgrid_common::Hash256,
-        share_target: &'a hashgrid_common::Target,
-        at_ms: u64,
-    ) -> Result<(), StoreError> {
-        credit_once(&mut self.seen, job, header)?;
-        let entry = self.account(tx, account)?;
-        // Saturating, as the core adds.
-        entry.delivered = entry.delivered.saturating_add(work.0);
-        entry.added += 1;
-        let period_start_ms = entry.period_start_ms;
-        let (job, at_ms) = (to_i64("job", job)?, to_i64("at_ms", at_ms)?);
-        self.rows.push(ShareRow { account, period_start_ms, node, job, header, hash, share_target, work, at_ms });
-        Ok(())
-    }
-
-    /// Inserts the share rows waiting, `ROWS_PER_INSERT` to a statement, in order.
-    fn insert_credits(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
-        if self.rows.is_empty() {
-            return Ok(());
-        }
-        // Every share of a target has the same work: its decimal is made once.
-        let mut decimal = (Work::ZERO, String::from("0"));
-        let mut chunks = self.rows.chunks_exact(ROWS_PER_INSERT);
-        if chunks.len() > 0 {
-            let mut many = tx.prepare_cached(&INSERT_SHARES[1])?;
-            for chunk in &mut chunks {
-                for (i, row) in chunk.iter().enumerate() {
-                    row.bind(&mut many, i * 12 + 1, work_decimal(&mut decimal, row.work))?;
-                }
-                many.raw_execute()?;
-            }
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut one = tx.prepare_cached(&INSERT_SHARES[0])?;
-            for row in rest {
-                row.bind(&mut one, 1, work_decimal(&mut decimal, row.work))?;
-                one.raw_execute()?;
-            }
-        }
-        self.rows.clear();
-        Ok(())
-    }
-
+impl Batch {
     /// The account's row, read from the database the first time this batch names it.
     fn account(&mut self, tx: &Transaction<'_>, name: &str) -> Result<&mut AccountDelta, StoreError> {
         if !self.accounts.contains_key(name) {
@@ -713,8 +595,7 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
-    fn flush_all(mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
-        self.insert_credits(tx)?;
+    fn flush_all(self, tx: &Transaction<'_>) -> Result<(), StoreError> {
         for (name, delta) in &self.accounts {
             write_account(tx, name, delta)?;
         }
@@ -731,11 +612,7 @@ fn write_account(tx: &Transaction<'_>, name: &str, delta: &AccountDelta) -> Resu
     Ok(())
 }
 
-fn apply_one<'a>(tx: &Transaction<'_>, batch: &mut Batch<'a>, op: &'a StoreOp) -> Result<(), StoreError> {
-    if !matches!(op, StoreOp::Credit { .. }) {
-        // The share rows before this op go first: rows keep the ops' order.
-        batch.insert_credits(tx)?;
-    }
+fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<(), StoreError> {
     match op {
         StoreOp::AccountAdded { name, standard, period_ms, order, period_start_ms, chain } => {
             let period_ms = period_ms.map(|p| to_i64("period_ms", p)).transpose()?;
@@ -753,7 +630,31 @@ fn apply_one<'a>(tx: &Transaction<'_>, batch: &mut Batch<'a>, op: &'a StoreOp) -
             ])?;
         }
         StoreOp::Credit { account, work, node, job, header, hash, share_target, at_ms } => {
-            batch.credit(tx, account, *work, node, *job, header, hash, share_target, *at_ms)?
+            credit_once(&mut batch.seen, *job, header)?;
+            let entry = batch.account(tx, account)?;
+            // Saturating, as the core adds.
+            entry.delivered = entry.delivered.saturating_add(work.0);
+            entry.added += 1;
+            let period_start_ms = entry.period_start_ms;
+            tx.prepare_cached(
+                "INSERT INTO shares (account, period_start_ms, node, job, version, time, nonce, header, hash,
+                                     share_target, work, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?
+            .execute(params![
+                account,
+                period_start_ms,
+                node,
+                to_i64("job", *job)?,
+                header.version,
+                header.time,
+                header.nonce,
+                header,
+                hash,
+                share_target,
+                work.to_string(),
+                to_i64("at_ms", *at_ms)?,
+            ])?;
         }
         StoreOp::PeriodRenewed { account, period_start_ms } => {
             batch.flush(tx, account)?;
@@ -1343,15 +1244,15 @@ pub(crate) mod tests {
         assert_eq!(store.credited_total("nobody").unwrap(), 0);
     }
 
-    /// Share rows go in `ROWS_PER_INSERT` to a statement: across full and partial statements,
-    /// other ops between credits, two works and two accounts, every row holds its own share's
-    /// columns, rows keep the ops' order, and each is in the period it was credited in.
+    /// Across other ops between credits, two works and two accounts, every share row holds
+    /// its own share's columns, rows keep the ops' order, and each is in the period it was
+    /// credited in.
     #[test]
-    fn multi_row_inserts_keep_each_rows_columns_order_and_period() {
+    fn share_rows_keep_each_shares_columns_order_and_period() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = open(&dir);
         let shares: Vec<_> = mine(template(1), 4, 60).into_iter().chain(mine(template(2), 16, 50)).collect();
-        let (first, then) = shares.split_at(2 * ROWS_PER_INSERT + 5);
+        let (first, then) = shares.split_at(69);
         let account = |i: usize| if i % 7 == 3 { "bob" } else { "alice" };
         let mut ops = vec![added("alice", u128::MAX, Some(1000), 0), added("bob", u128::MAX, None, 1)];
         let mut expected = Vec::new();

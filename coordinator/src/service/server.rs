@@ -24,7 +24,9 @@
 //! logged); list replies are paged so that they fit (see `admin`).
 //!
 //! Connection I/O is batched: a node's reader decodes every frame of each received chunk
-//! (`FrameReader::recv_batch`), and its writer drains its queue into one stream write.
+//! (`FrameReader::recv_batch`), and its writer drains its queue into one stream write. The
+//! results the core gave one node one after another reach its queue as one `ShareResults`
+//! entry (`deliver`), not one entry per share.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -21,7 +21,11 @@
 //! The headline counts accepted (durable) acknowledgements received in the measured window
 //! (after `--warmup`), rejections apart and by reason; latencies are those of accepted shares
 //! sent in the window. At the end the store is reopened and its credited share count compared
-//! with the accepted acknowledgements.
+//! with the accepted acknowledgements (equal; on failed connections it may hold more, shares
+//! whose acknowledgement never arrived, never fewer). The coordinator's own latency histogram
+//! (`/metrics`, share read to acknowledgement queued after the flush) is read at both ends of
+//! the window and printed beside the client's figure, which splits the server's part from
+//! QUIC and the client.
 //!
 //! `--micro` instead times the pieces on one thread: the core's share handling, `Store::apply`
 //! at several batch sizes, and copies of the credit SQL with the variants docs/bench-intake.md

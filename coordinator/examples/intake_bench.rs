@@ -202,6 +202,9 @@ fn bench_core_config(share_work: u128, probe: bool) -> CoreConfig {
     }
 }
 
+/// The clients' QUIC idle timeout, ms (see `run_clients`).
+const BENCH_IDLE_MS: u32 = 10_000;
+
 struct RunResult {
     accepted_total: u64,
     /// Connections that failed (their last acknowledgements may never have arrived).
@@ -298,7 +301,14 @@ async fn run_clients(
     let endpoints: Vec<quinn::Endpoint> = (0..args.connections.div_ceil(args.conns_per_endpoint))
         .map(|_| {
             let mut endpoint = net::client_endpoint_for(ca_pem, addr)?;
-            endpoint.set_default_client_config(net::client_config_speaking(ca_pem, alpn)?);
+            let mut config = net::client_config_speaking(ca_pem, alpn)?;
+            // The node's 1 s idle timeout is for failover; on two saturated cores shared by
+            // 1,000 connections, a few timed out while joining. The coordinator's (10 s) rules.
+            let mut transport = quinn::TransportConfig::default();
+            transport.keep_alive_interval(Some(Duration::from_secs(1)));
+            transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(BENCH_IDLE_MS))));
+            config.transport_config(Arc::new(transport));
+            endpoint.set_default_client_config(config);
             Ok::<_, net::NetError>(endpoint)
         })
         .collect::<Result<_, _>>()?;

@@ -46,7 +46,7 @@ impl Core {
             return Err(RejectReason::StaleJob);
         }
         let held = (holder && in_time).then_some(range);
-        let share_target = a.share_target;
+        let (share_target, work) = (a.share_target, a.share_work);
         let job = self.jobs.get_mut(&share.job).ok_or(RejectReason::UnknownJob)?;
         let verified = job.check_share(
             share.version,
@@ -56,7 +56,6 @@ impl Core {
             &share_target,
             self.config.time_window_secs,
         )?;
-        let work = Work::of(&share_target);
         let account_name = job.account.clone();
         let job_id = job.id;
         let mut block = false;

@@ -249,6 +249,7 @@ impl Core {
                 start,
                 count,
                 share_target,
+                share_work: Work::of(&share_target),
                 live: true,
                 retired_ms: 0,
             },

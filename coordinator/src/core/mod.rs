@@ -371,6 +371,8 @@ struct AssignmentEntry {
     start: u32,
     count: u64,
     share_target: Target,
+    /// `Work::of(&share_target)`, the credit of each of its shares (worked out once).
+    share_work: Work,
     /// Still in its node's pipeline (not finished, revoked or handed over).
     live: bool,
     /// When it stopped being live (meaningful once `live` is false): its late shares are
@@ -512,7 +514,10 @@ impl Core {
 
     /// Commands produced since the last call, in the order they must be carried out.
     pub fn drain_commands(&mut self) -> Vec<Command> {
-        std::mem::take(&mut self.out)
+        // The next batch is sized like this one: room for it now, rather than growing by
+        // doubling (each step a copy of every command so far).
+        let room = self.out.len();
+        std::mem::replace(&mut self.out, Vec::with_capacity(room))
     }
 
     fn ledger(&mut self, now_ms: u64, record: LedgerRecord) {

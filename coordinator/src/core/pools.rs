@@ -329,14 +329,16 @@ impl Core {
 
     /// After a share of a pool template is credited: submits it if it meets the pool's target.
     pub(super) fn submit_upstream(&mut self, now_ms: u64, account: &str, job: JobId, header: &Header, hash: BlockHash) {
+        // Looked at before anything is cloned: most shares go no further.
+        let Some(JobKind::Upstream { pool_target, .. }) = self.jobs.get(&job).map(|j| &j.kind) else { return };
+        if !pool_target.is_met_by(&hash) {
+            return;
+        }
         let Some(JobKind::Upstream { pool_job, extranonce2, pool_target, version_mask }) =
             self.jobs.get(&job).map(|j| j.kind.clone())
         else {
             return;
         };
-        if !pool_target.is_met_by(&hash) {
-            return;
-        }
         let Some(up) = self.upstreams.get(account) else { return };
         let share = Submit {
             worker: up.settings.user.clone(),

@@ -24,7 +24,9 @@
 //! logged); list replies are paged so that they fit (see `admin`).
 //!
 //! Connection I/O is batched: a node's reader decodes every frame of each received chunk
-//! (`FrameReader::recv_batch`), and its writer drains its queue into one stream write.
+//! (`FrameReader::recv_batch`), and its writer drains its queue into one stream write. The
+//! results the core gave one node one after another reach its queue as one `ShareResults`
+//! entry (`deliver`), not one entry per share.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -179,6 +181,9 @@ pub(super) enum Event {
 }
 
 pub(super) enum Outgoing {
+    /// A run of share results the core gave one node one after another comes as one
+    /// `ShareResults` (one queue entry); the writer sends it as such, or one `ShareResult`
+    /// each before hashgrid/3.
     Message(CoordinatorMessage),
     Close {
         code: u32,
@@ -485,7 +490,8 @@ fn core_loop(
     groups: std::sync::mpsc::Sender<Group>,
 ) {
     while let Some(first) = events.blocking_recv() {
-        let mut batch = vec![first];
+        let mut batch = Vec::with_capacity(events.len().min(MAX_BATCH) + 1);
+        batch.push(first);
         while batch.len() < MAX_BATCH {
             match events.try_recv() {
                 Ok(e) => batch.push(e),
@@ -545,7 +551,12 @@ fn core_loop(
                 Event::Stop => group.stop = true,
             }
         }
-        for c in core.drain_commands() {
+        let commands = core.drain_commands();
+        let persists = commands.iter().filter(|c| matches!(c, Command::Persist(_))).count();
+        // Sized once: growing by doubling copies every (large) command again at each step.
+        group.ops.reserve_exact(persists);
+        group.deliveries.reserve_exact(commands.len() - persists);
+        for c in commands {
             match c {
                 Command::Persist(op) => group.ops.push(op),
                 other => group.deliveries.push(other),
@@ -701,15 +712,38 @@ fn deliver(
     for node in group.leaves {
         outboxes.remove(&node);
     }
+    let now = Instant::now();
+    let observe = |arrivals: &mut std::collections::VecDeque<Instant>| {
+        if let Some(arrived) = arrivals.pop_front() {
+            intake.share_intake.observe(now.saturating_duration_since(arrived).as_secs_f64());
+        }
+    };
+    // A run of share results for one node goes to its outbox as one entry.
+    let mut run: Option<(NodeId, Vec<ShareVerdict>)> = None;
+    let end_run = |run: &mut Option<(NodeId, Vec<ShareVerdict>)>, outboxes: &HashMap<_, mpsc::UnboundedSender<_>>| {
+        if let Some((node, verdicts)) = run.take()
+            && let Some(outbox) = outboxes.get(&node)
+        {
+            let _ = outbox.send(Outgoing::Message(CoordinatorMessage::ShareResults(verdicts)));
+        }
+    };
     for c in group.deliveries {
+        if let Command::Send { node, msg: CoordinatorMessage::ShareResult { id, outcome } } = c {
+            observe(&mut arrivals);
+            match &mut run {
+                Some((held, verdicts)) if *held == node => verdicts.push(ShareVerdict { id, outcome }),
+                _ => {
+                    end_run(&mut run, outboxes);
+                    run = Some((node, vec![ShareVerdict { id, outcome }]));
+                }
+            }
+            continue;
+        }
+        end_run(&mut run, outboxes);
         match c {
             Command::Send { node, msg } => {
-                let ack = matches!(msg, CoordinatorMessage::ShareResult { .. });
                 if let Some(outbox) = outboxes.get(&node) {
                     let _ = outbox.send(Outgoing::Message(msg));
-                }
-                if ack && let Some(arrived) = arrivals.pop_front() {
-                    intake.share_intake.observe(arrived.elapsed().as_secs_f64());
                 }
             }
             Command::Close { node, reason } => {
@@ -722,8 +756,8 @@ fn deliver(
                 if let Some(outbox) = outboxes.get(&node) {
                     let _ = outbox.send(Outgoing::Miner(order));
                 }
-                if ack && let Some(arrived) = arrivals.pop_front() {
-                    intake.share_intake.observe(arrived.elapsed().as_secs_f64());
+                if ack {
+                    observe(&mut arrivals);
                 }
             }
             Command::PoolConnect { conn, url } => pools.connect(conn, &url),
@@ -732,6 +766,7 @@ fn deliver(
             Command::Persist(_) => {}
         }
     }
+    end_run(&mut run, outboxes);
     for (reply, response) in group.replies {
         let _ = reply.send(response);
     }
@@ -896,10 +931,23 @@ async fn serve_node(
             let mut next = Some(first);
             while let Some(out) = next {
                 let msg = match out {
-                    Outgoing::Message(CoordinatorMessage::ShareResult { id, outcome }) if batches => {
-                        verdicts.push(ShareVerdict { id, outcome });
-                        if verdicts.len() == MAX_BATCH_SHARES && !encode_verdicts(&mut buf, &mut verdicts, node) {
-                            return;
+                    Outgoing::Message(CoordinatorMessage::ShareResults(run)) => {
+                        if batches {
+                            verdicts.extend(run);
+                            if verdicts.len() >= MAX_BATCH_SHARES && !encode_verdicts(&mut buf, &mut verdicts, node) {
+                                return;
+                            }
+                        } else {
+                            // Before hashgrid/3: one `ShareResult` frame each.
+                            for msg in CoordinatorMessage::ShareResults(run).unbatched() {
+                                match codec::encode(&for_node(protocol, msg)) {
+                                    Ok(frame) => buf.extend_from_slice(&frame),
+                                    Err(e) => {
+                                        warn!(node, "cannot encode a message to the node: {e}");
+                                        return;
+                                    }
+                                }
+                            }
                         }
                         next = if buf.len() < WRITE_BATCH { outgoing.try_recv().ok() } else { None };
                         continue;
@@ -1096,15 +1144,57 @@ mod tests {
     use hashgrid_common::message::{AccountStatus, ShareOutcome};
     use hashgrid_common::{CompactTarget, Hash256, Header, Target};
 
-    /// What a node's outbox received, in order.
+    /// What a node's outbox received, in order (share results one by one).
     fn received(outgoing: &mut mpsc::UnboundedReceiver<Outgoing>) -> Vec<String> {
-        std::iter::from_fn(|| outgoing.try_recv().ok())
-            .map(|out| match out {
-                Outgoing::Message(msg) => format!("{msg:?}"),
-                Outgoing::Close { code, reason } => format!("close {code:#x}: {reason}"),
-                Outgoing::Miner(order) => format!("{order:?}"),
+        entries(outgoing)
+            .into_iter()
+            .flat_map(|out| match out {
+                Outgoing::Message(msg) => msg.unbatched().iter().map(|m| format!("{m:?}")).collect(),
+                Outgoing::Close { code, reason } => vec![format!("close {code:#x}: {reason}")],
+                Outgoing::Miner(order) => vec![format!("{order:?}")],
             })
             .collect()
+    }
+
+    /// The entries waiting in a node's outbox.
+    fn entries(outgoing: &mut mpsc::UnboundedReceiver<Outgoing>) -> Vec<Outgoing> {
+        std::iter::from_fn(|| outgoing.try_recv().ok()).collect()
+    }
+
+    /// A run of results for one node is one outbox entry (`ShareResults`), and the core's
+    /// order holds across runs, other messages and closes.
+    #[test]
+    fn a_run_of_share_results_is_one_outbox_entry_in_the_cores_order() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let mut pools = PoolConnections::new(runtime.handle().clone(), None, |_| {});
+        let ((one, mut to_one), (two, mut to_two)) = (mpsc::unbounded_channel(), mpsc::unbounded_channel());
+        let result = |node, id| Command::Send {
+            node,
+            msg: CoordinatorMessage::ShareResult { id, outcome: ShareOutcome::Accepted { work: 16 } },
+        };
+        let revoke = Command::Send { node: 1, msg: CoordinatorMessage::Revoke { assignment: 9 } };
+        let deliveries = vec![
+            result(1, 1),
+            result(1, 2),
+            revoke,
+            result(1, 3),
+            result(2, 4),
+            result(1, 5),
+            Command::Close { node: 2, reason: "bye".into() },
+        ];
+        let group = Group { joins: vec![(1, one), (2, two)], deliveries, ..Group::default() };
+        let mut outboxes = HashMap::new();
+        deliver(group, &mut outboxes, &IntakeMetrics::default(), &mut pools);
+        let ids = |out: &Outgoing| match out {
+            Outgoing::Message(CoordinatorMessage::ShareResults(v)) => v.iter().map(|v| v.id.to_string()).collect(),
+            Outgoing::Message(msg) => vec![format!("{msg:?}")],
+            Outgoing::Close { reason, .. } => vec![format!("close: {reason}")],
+            Outgoing::Miner(order) => vec![format!("{order:?}")],
+        };
+        let got: Vec<Vec<String>> = entries(&mut to_one).iter().map(ids).collect();
+        assert_eq!(got, [vec!["1", "2"], vec!["Revoke { assignment: 9 }"], vec!["3"], vec!["5"]]);
+        let got: Vec<Vec<String>> = entries(&mut to_two).iter().map(ids).collect();
+        assert_eq!(got, [vec!["4"], vec!["close: bye"]]);
     }
 
     /// Runs the store thread's loop on one group on the SQLite store in `dir`: `ops`, then an

@@ -1245,6 +1245,86 @@ pub(crate) mod tests {
         assert_eq!(store.credited_total("nobody").unwrap(), 0);
     }
 
+    /// Across other ops between credits, two works and two accounts, every share row holds
+    /// its own share's columns, rows keep the ops' order, and each is in the period it was
+    /// credited in.
+    #[test]
+    fn share_rows_keep_each_shares_columns_order_and_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(&dir);
+        let shares: Vec<_> = mine(template(1), 4, 60).into_iter().chain(mine(template(2), 16, 50)).collect();
+        let (first, then) = shares.split_at(69);
+        let account = |i: usize| if i % 7 == 3 { "bob" } else { "alice" };
+        let mut ops = vec![added("alice", u128::MAX, Some(1000), 0), added("bob", u128::MAX, None, 1)];
+        let mut expected = Vec::new();
+        for (i, &(h, t)) in first.iter().enumerate() {
+            ops.push(credit(account(i), 1 + i as u64 / 60, h, t, T0 + i as u64));
+            expected.push((account(i), T0, h, t, T0 + i as u64));
+        }
+        ops.push(StoreOp::PeriodRenewed { account: "alice".into(), period_start_ms: T0 + 1000 });
+        for (i, &(h, t)) in then.iter().enumerate() {
+            let i = i + first.len();
+            ops.push(credit(account(i), 1 + i as u64 / 60, h, t, T0 + i as u64));
+            let period = if account(i) == "alice" { T0 + 1000 } else { T0 };
+            expected.push((account(i), period, h, t, T0 + i as u64));
+        }
+        store.apply(&ops).unwrap();
+
+        let mut stmt = store
+            .conn
+            .prepare(
+                "SELECT account, period_start_ms, node, job, version, time, nonce, header, hash, share_target, work, at_ms
+                 FROM shares ORDER BY id",
+            )
+            .unwrap();
+        type Row = (String, i64, String, i64, u32, u32, u32, Header, Hash256, Target, String, i64);
+        let rows: Vec<Row> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                    r.get(11)?,
+                ))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows.len(), expected.len());
+        for (i, (row, &(account, period, h, t, at_ms))) in rows.iter().zip(&expected).enumerate() {
+            let want = (
+                account.to_string(),
+                period as i64,
+                "rig-1".to_string(),
+                1 + i as i64 / 60,
+                h.version,
+                h.time,
+                h.nonce,
+                h,
+                h.block_hash(),
+                t,
+                t.work().to_string(),
+                at_ms as i64,
+            );
+            assert_eq!(row, &want, "row {i}");
+        }
+        let alice: u128 = expected.iter().filter(|e| e.0 == "alice" && e.1 == T0 + 1000).map(|e| e.3.work()).sum();
+        let bob: u128 = expected.iter().filter(|e| e.0 == "bob").map(|e| e.3.work()).sum();
+        let snap = store.load().unwrap();
+        let got: Vec<(u128, u64)> = snap.accounts.iter().map(|a| (a.delivered.0, a.shares)).collect();
+        let count = |name, period| expected.iter().filter(|e| e.0 == name && e.1 == period).count() as u64;
+        assert_eq!(got, vec![(alice, count("alice", T0 + 1000)), (bob, count("bob", T0))]);
+        assert_eq!(store.credited_total("alice").unwrap(), alice);
+    }
+
     /// Credit throughput of one 1000-op batch with synchronous=FULL. Run by hand:
     /// `cargo test -p hashgrid-coordinator --release store::tests::credit_throughput -- --ignored --nocapture`
     /// (`HASHGRID_BENCH_DIR` picks the disk; the default temp dir may be a RAM disk).

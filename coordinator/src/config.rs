@@ -524,6 +524,16 @@ mod tests {
     }
 
     #[test]
+    fn the_store_key_takes_sqlite_or_a_postgres_url_and_names_a_wrong_value() {
+        let url = "postgres://hashgrid:secret@db.example/hashgrid?sslmode=verify-full";
+        let c = CoordinatorConfig::parse(&format!("store = \"{url}\"\non_store_loss = \"retry\"\n")).unwrap();
+        assert_eq!((c.store, c.on_store_loss), (StoreLocation::Postgres(url.into()), OnStoreLoss::Retry));
+        assert_eq!(CoordinatorConfig::parse("store = \"sqlite\"\n").unwrap().store, StoreLocation::Sqlite);
+        let err = CoordinatorConfig::parse("store = \"mysql://db\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("store") && err.contains("postgres://"), "{err}");
+    }
+
+    #[test]
     fn the_stratum_tls_port_comes_beside_the_plain_one() {
         let c = CoordinatorConfig::parse("stratum = \"0.0.0.0:3333\"\nstratum_tls = \"0.0.0.0:3334\"\n").unwrap();
         assert_eq!(c.stratum_tls, Some("0.0.0.0:3334".parse().unwrap()));

@@ -28,7 +28,7 @@
 use std::time::{Duration, Instant};
 
 use hashgrid_tests::postgres::{Cluster, TestStore, available};
-use hashgrid_tests::{Coordinator, Operator, Site, assert_credit_matches_receipts, wait_for};
+use hashgrid_tests::{Coordinator, Operator, Site, assert_credit_matches_receipts, http_get, metric, wait_for};
 
 /// Kills of the active coordinator in a row.
 const ROUNDS: usize = 20;
@@ -124,7 +124,8 @@ fn kill_9_of_the_active_coordinator_hands_over_to_the_standby_every_time() {
     let by_name = |addr: &str| addr.replace("127.0.0.1:", "localhost:");
     let other_by_name = by_name(&ports[1]);
     let other = ["--coordinator", &other_by_name];
-    let nodes: Vec<_> = (1..=2).map(|n| site.start_node_with(&active, &format!("n{n}"), &other)).collect();
+    // Each node counts the acknowledgements it received on its `/metrics`, across every takeover.
+    let nodes: Vec<_> = (1..=2).map(|n| site.start_node_http(&active, &format!("n{n}"), &other)).collect();
     let via_standby = Operator { addr: ports[1].parse().unwrap(), ..active.operator() };
     // Until its first look at the lease, a standby names no active coordinator.
     let hint = format!("{}{}", hashgrid_common::message::close_code::STANDBY_REASON, ports[0]);
@@ -188,7 +189,26 @@ fn kill_9_of_the_active_coordinator_hands_over_to_the_standby_every_time() {
     wait_for("both nodes on the last active coordinator", TAKEOVER_TIMEOUT, || {
         (op.status().active_nodes() == 2).then_some(())
     });
+    // Counted against the nodes' own acknowledgements: every share a node saw accepted, under any
+    // of the coordinators, is in the store (read after the nodes' counts, so it can only be more).
+    let acked: Vec<(String, f64)> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (_, http))| {
+            let (code, text) = http_get(*http, "/metrics");
+            assert_eq!(code, 200, "{text}");
+            let accepted = metric(&text, "hashgrid_rig_shares_accepted_total").expect("the node's accepted count");
+            (format!("n{}", i + 1), accepted)
+        })
+        .collect();
     drop(nodes);
+    let db = active.database();
+    for (node, accepted) in &acked {
+        let stored = db.rows(&format!("SELECT CAST(count(*) AS TEXT) FROM shares WHERE node = '{node}'"))[0][0].clone();
+        let stored: f64 = stored.expect("a count").parse().expect("a number");
+        assert!(*accepted > 0.0, "{node} had a share acknowledged");
+        assert!(stored >= *accepted, "{node}: {accepted} shares acknowledged to it, {stored} stored");
+    }
     let accounts = op.settled_accounts();
     assert!(accounts[0].shares >= acknowledged, "acknowledged credit lost: {acknowledged} vs {accounts:?}");
     assert_credit_matches_receipts(&active.database(), &accounts);
@@ -306,11 +326,6 @@ fn a_database_lost_while_running_holds_the_acknowledgements_then_they_resume() {
     exits.kill();
 }
 
-/// The value of the metric line `name` on a `/metrics` page, if the page has it.
-fn metric(page: &str, name: &str) -> Option<u64> {
-    page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok()).map(|v| v as u64)
-}
-
 #[test]
 fn while_the_database_is_lost_the_shares_awaiting_their_commit_stay_bounded_then_are_acknowledged() {
     let Some(site) = site_or_skip() else { return };
@@ -342,7 +357,7 @@ fn while_the_database_is_lost_the_shares_awaiting_their_commit_stay_bounded_then
     let unacknowledged = || {
         let (status, page) = hashgrid_tests::http_get(http, "/metrics");
         assert_eq!(status, 200, "the metrics answer while the database is lost: {page}");
-        metric(&page, "hashgrid_shares_unacknowledged").expect("the backlog gauge")
+        metric(&page, "hashgrid_shares_unacknowledged").expect("the backlog gauge") as u64
     };
     wait_for("the shares awaiting their commit to reach the bound", TAKEOVER_TIMEOUT, || {
         (unacknowledged() >= CAP).then_some(())
@@ -362,7 +377,7 @@ fn while_the_database_is_lost_the_shares_awaiting_their_commit_stay_bounded_then
     admin.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).unwrap();
     let node_acks = || {
         let (_, page) = hashgrid_tests::http_get(node_http, "/metrics");
-        metric(&page, "hashgrid_rig_shares_accepted_total").unwrap_or(0)
+        metric(&page, "hashgrid_rig_shares_accepted_total").map_or(0, |v| v as u64)
     };
     let resumed = wait_for("acknowledgements past the bound after the outage", TAKEOVER_TIMEOUT, || {
         let n = shares(&coordinator);

@@ -281,6 +281,25 @@ fn a_lost_session_writes_the_batch_once_whether_or_not_its_commit_happened() {
     assert_eq!(count(&mut side), before + 2);
 }
 
+/// A standby coordinator's store at 127.0.0.1:2, waiting on its own thread for the lease: it
+/// tells the active holder's address on `waiting` at each look, and once it has taken over
+/// gives its epoch and the snapshot it loaded first, as the service does.
+fn spawn_standby(
+    location: &StoreLocation,
+    dir: &std::path::Path,
+    ttl: std::time::Duration,
+) -> (std::thread::JoinHandle<Result<(Option<i64>, String), StoreError>>, std::sync::mpsc::Receiver<String>) {
+    let (told, waiting) = std::sync::mpsc::channel();
+    let (location, dir) = (location.clone(), dir.to_path_buf());
+    let standby = std::thread::spawn(move || {
+        let mut store = location.open_active(&dir, "127.0.0.1:2", ttl, OnStoreLoss::Exit, |held| {
+            let _ = told.send(held.address.clone());
+        })?;
+        Ok((store.epoch(), format!("{:?}", store.load()?)))
+    });
+    (standby, waiting)
+}
+
 #[test]
 fn a_warm_standby_takes_over_with_the_snapshot_a_cold_load_reads() {
     let Some(cluster) = postgres_or_skip() else { return };
@@ -290,20 +309,7 @@ fn a_warm_standby_takes_over_with_the_snapshot_a_cold_load_reads() {
         let location = StoreLocation::Postgres(cluster.create_database());
         let mut active = location.open_active(dir.path(), "127.0.0.1:1", ttl, OnStoreLoss::Exit, |_| {}).unwrap();
         active.apply(&history()[0]).unwrap();
-        let (told, waiting) = std::sync::mpsc::channel();
-        let standby = std::thread::spawn({
-            let (location, dir) = (location.clone(), dir.path().to_path_buf());
-            move || {
-                let mut store = location
-                    .open_active(&dir, "127.0.0.1:2", ttl, OnStoreLoss::Exit, |held| {
-                        let _ = told.send(held.address.clone());
-                    })
-                    .unwrap();
-                // First after the takeover, as the service does.
-                let snapshot = store.load().unwrap();
-                (store.epoch(), snapshot)
-            }
-        });
+        let (standby, waiting) = spawn_standby(&location, dir.path(), ttl);
         // The standby loads its snapshot before its first look at the lease.
         assert_eq!(waiting.recv().unwrap(), "127.0.0.1:1");
         let warm_loaded = format!("{:?}", location.open(dir.path()).unwrap().load().unwrap());
@@ -316,10 +322,10 @@ fn a_warm_standby_takes_over_with_the_snapshot_a_cold_load_reads() {
         }
         // The active one stops: its lease's session ends and the standby takes over.
         drop(active);
-        let (epoch, taken_over) = standby.join().unwrap();
+        let (epoch, taken_over) = standby.join().unwrap().unwrap();
         assert_eq!(epoch, Some(2));
         let cold = format!("{:?}", location.open(dir.path()).unwrap().load().unwrap());
-        assert_eq!(format!("{taken_over:?}"), cold, "writes after the warm load: {writes_after_warm}");
+        assert_eq!(taken_over, cold, "writes after the warm load: {writes_after_warm}");
         assert_eq!(cold != warm_loaded, writes_after_warm, "the writes show in the snapshot");
     }
 }
@@ -333,16 +339,7 @@ fn a_standby_whose_sessions_are_lost_reconnects_and_takes_over() {
     let ttl = std::time::Duration::from_secs(10);
     let mut active = location.open_active(dir.path(), "127.0.0.1:1", ttl, OnStoreLoss::Exit, |_| {}).unwrap();
     active.apply(&history()[0]).unwrap();
-    let (told, waiting) = std::sync::mpsc::channel();
-    let standby = std::thread::spawn({
-        let (location, dir) = (location.clone(), dir.path().to_path_buf());
-        move || {
-            let mut store = location.open_active(&dir, "127.0.0.1:2", ttl, OnStoreLoss::Exit, |held| {
-                let _ = told.send(held.address.clone());
-            })?;
-            Ok::<_, StoreError>((store.epoch(), format!("{:?}", store.load()?)))
-        }
-    });
+    let (standby, waiting) = spawn_standby(&location, dir.path(), ttl);
     assert_eq!(waiting.recv().unwrap(), "127.0.0.1:1");
     // Every session ends (a database restart): the standby's store and lease sessions too.
     let mut side = postgres::Client::connect(&url, postgres::NoTls).unwrap();

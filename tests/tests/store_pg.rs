@@ -281,6 +281,9 @@ fn a_lost_session_writes_the_batch_once_whether_or_not_its_commit_happened() {
     assert_eq!(count(&mut side), before + 2);
 }
 
+/// The epoch a standby took over at, and the snapshot it loaded first (`Debug` text).
+type TakenOver = (Option<i64>, String);
+
 /// A standby coordinator's store at 127.0.0.1:2, waiting on its own thread for the lease: it
 /// tells the active holder's address on `waiting` at each look, and once it has taken over
 /// gives its epoch and the snapshot it loaded first, as the service does.
@@ -288,7 +291,7 @@ fn spawn_standby(
     location: &StoreLocation,
     dir: &std::path::Path,
     ttl: std::time::Duration,
-) -> (std::thread::JoinHandle<Result<(Option<i64>, String), StoreError>>, std::sync::mpsc::Receiver<String>) {
+) -> (std::thread::JoinHandle<Result<TakenOver, StoreError>>, std::sync::mpsc::Receiver<String>) {
     let (told, waiting) = std::sync::mpsc::channel();
     let (location, dir) = (location.clone(), dir.to_path_buf());
     let standby = std::thread::spawn(move || {

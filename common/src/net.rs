@@ -8,6 +8,9 @@
 //! close a receiver answers a bad frame with, and the operator's admin requests. The node
 //! service, the `hashgrid` CLI and the coordinator's server loop all use it.
 //!
+//! `bind_endpoint`: every QUIC endpoint of both sides is bound here, with `UDP_BUFFER_BYTES` asked
+//! for its socket's buffers.
+//!
 //! `Addresses`: the coordinators of a hot-standby pair, and which one to try next.
 //!
 //! When the peer closes a connection with a reason (a QUIC application close), the reason text
@@ -59,6 +62,12 @@ const CERTIFICATE_ALERTS: [u8; 8] = [
 const NO_APPLICATION_PROTOCOL: u8 = 120;
 /// The most a `FrameReader` takes from QUIC at once.
 const READ_CHUNK: usize = 64 << 10;
+/// The receive and send buffers each QUIC socket asks the kernel for. One coordinator socket
+/// takes every node's datagrams; with the kernel's default (about 208 KiB on Linux) a burst
+/// from many nodes while the process is busy overflows it, and every dropped datagram waits
+/// for QUIC's loss recovery (tens of ms) before it is sent again. Linux caps the request at
+/// `net.core.rmem_max` / `wmem_max` (docs/operations.md).
+pub const UDP_BUFFER_BYTES: usize = 4 << 20;
 
 /// Why talking to the peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -393,14 +402,32 @@ impl Addresses {
     }
 }
 
+/// A QUIC endpoint on a UDP socket bound to `addr` whose buffers are `UDP_BUFFER_BYTES` (as far
+/// as the kernel allows): a server when `server` is given, else a client only. Needs a tokio
+/// runtime.
+pub fn bind_endpoint(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> std::io::Result<quinn::Endpoint> {
+    let socket = bind_udp(addr)?;
+    let runtime = quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime found"))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
+}
+
+/// The UDP socket under `bind_endpoint`: bound to `addr`, buffers of `UDP_BUFFER_BYTES` asked.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    state.set_recv_buffer_size((&socket).into(), UDP_BUFFER_BYTES)?;
+    state.set_send_buffer_size((&socket).into(), UDP_BUFFER_BYTES)?;
+    Ok(socket)
+}
+
 /// A client endpoint whose only trust root is the certificate(s) in `ca_pem` (the `--ca`
 /// file). Binds an unspecified local address: dual-stack `[::]:0` where IPv6 is available (so
 /// IPv4 and IPv6 coordinators both work), else `0.0.0.0:0`. Needs a tokio runtime.
 pub fn client_endpoint(ca_pem: &[u8]) -> Result<quinn::Endpoint, NetError> {
     let config = client_config(ca_pem)?;
-    let mut endpoint = match quinn::Endpoint::client(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))) {
+    let mut endpoint = match bind_endpoint(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)), None) {
         Ok(endpoint) => endpoint,
-        Err(_) => quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).map_err(NetError::Socket)?,
+        Err(_) => bind_endpoint(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), None).map_err(NetError::Socket)?,
     };
     endpoint.set_default_client_config(config);
     Ok(endpoint)
@@ -411,7 +438,7 @@ pub fn client_endpoint_for(ca_pem: &[u8], target: SocketAddr) -> Result<quinn::E
     let config = client_config(ca_pem)?;
     let local: SocketAddr =
         if target.is_ipv6() { (Ipv6Addr::UNSPECIFIED, 0).into() } else { (Ipv4Addr::UNSPECIFIED, 0).into() };
-    let mut endpoint = quinn::Endpoint::client(local).map_err(NetError::Socket)?;
+    let mut endpoint = bind_endpoint(local, None).map_err(NetError::Socket)?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)
 }
@@ -681,6 +708,22 @@ mod tests {
     use super::*;
     use crate::codec::MAX_FRAME;
     use crate::message::{NodeMessage, Share};
+
+    /// Linux grants at most `net.core.rmem_max` (`wmem_max`) and reports twice what it grants.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn quic_sockets_ask_for_large_buffers() {
+        let limit = |name: &str| -> usize {
+            let path = format!("/proc/sys/net/core/{name}");
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")).trim().parse().unwrap()
+        };
+        let socket = bind_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+        let state = quinn::udp::UdpSocketState::new((&socket).into()).unwrap();
+        let recv = state.recv_buffer_size((&socket).into()).unwrap();
+        let send = state.send_buffer_size((&socket).into()).unwrap();
+        assert!(recv >= UDP_BUFFER_BYTES.min(limit("rmem_max")), "receive buffer {recv}");
+        assert!(send >= UDP_BUFFER_BYTES.min(limit("wmem_max")), "send buffer {send}");
+    }
 
     #[test]
     fn addresses_go_where_a_standby_points_else_round_the_list() {

@@ -229,7 +229,7 @@ impl Service {
     /// Opens (or creates) the data dir and its store, restores the core, and starts listening.
     pub async fn start(config: ServiceConfig) -> Result<Service, ServiceError> {
         let data_dir = DataDir::open_or_init(&config.data_dir)?;
-        let endpoint = quinn::Endpoint::server(server_config(&data_dir)?, config.listen)
+        let endpoint = hashgrid_common::net::bind_endpoint(config.listen, Some(server_config(&data_dir)?))
             .map_err(|source| ServiceError::Listen { addr: config.listen, source })?;
         let local_addr =
             endpoint.local_addr().map_err(|source| ServiceError::Listen { addr: config.listen, source })?;

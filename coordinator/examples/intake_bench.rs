@@ -406,10 +406,16 @@ async fn run_clients(
 
     let mut all = ConnStats::default();
     let (mut exhausted, mut failed) = (0, 0);
+    let mut quic = [0u64; 4];
     for (conn, sender, receiver, revokes, assigns) in tasks {
         let (exhausted_here, skipped, send) = sender.await?;
         let stats = receiver.await?;
         drop(send);
+        let q = conn.stats();
+        for (sum, n) in quic.iter_mut().zip([q.udp_tx.datagrams, q.udp_rx.datagrams, q.frame_tx.acks, q.frame_rx.acks])
+        {
+            *sum += n;
+        }
         conn.close(close_code::NORMAL.into(), b"done");
         exhausted += usize::from(exhausted_here);
         if let Some(e) = &stats.error {
@@ -436,6 +442,15 @@ async fn run_clients(
 
     report(args, &all, &per_second, &cpu_start, &cpu_end);
     server_held_report(&intake_start, &intake_end);
+    let per_share = |n: u64| n as f64 / all.accepted.max(1) as f64;
+    println!(
+        "QUIC datagrams over the whole run, per accepted share: clients sent {:.2}, received {:.2}; ACK frames \
+         sent {:.2}, received {:.2}",
+        per_share(quic[0]),
+        per_share(quic[1]),
+        per_share(quic[2]),
+        per_share(quic[3])
+    );
     // A connection lost under overload is a result, not a reason to skip the store check: what
     // was acknowledged on it must still be credited.
     if let Some(e) = &all.error {

@@ -63,7 +63,7 @@ use std::time::Duration;
 
 use hashgrid_common::message::JobId;
 use hashgrid_common::message::{Policy, ReceiptShare};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{history, records};
 
@@ -556,12 +556,19 @@ fn checkpoint(conn: &Connection, mode: &str) -> Result<Option<(i64, i64)>, Store
     Ok((busy == 0).then_some((log, done)))
 }
 
+/// The shares one `apply` credited, by (job, version, time, nonce) (no share twice in one call).
+/// foldhash, not std's SipHash: one insert per credit, and the keys are verified shares, so
+/// no peer chooses them freely.
+pub(super) type SeenShares = HashSet<(JobId, u32, u32, u32), foldhash::fast::RandomState>;
+
 /// What one `apply` keeps across its ops: the accounts its credits changed, written back
-/// once at the end, and the shares it credited (no share twice in one call).
-#[derive(Debug, Default)]
-struct Batch {
-    accounts: HashMap<String, AccountDelta>,
-    seen: HashSet<(JobId, u32, u32, u32)>,
+/// once at the end, the shares it credited, and its share `INSERT` (prepared once per call,
+/// not looked up in the statement cache per credit).
+#[derive(Default)]
+struct Batch<'tx> {
+    accounts: HashMap<String, AccountDelta, foldhash::fast::RandomState>,
+    seen: SeenShares,
+    insert_share: Option<CachedStatement<'tx>>,
 }
 
 /// An account row as this batch's credits left it: `delivered` is the new total, `added` the
@@ -573,7 +580,7 @@ struct AccountDelta {
     added: i64,
 }
 
-impl Batch {
+impl<'tx> Batch<'tx> {
     /// The account's row, read from the database the first time this batch names it.
     fn account(&mut self, tx: &Transaction<'_>, name: &str) -> Result<&mut AccountDelta, StoreError> {
         if !self.accounts.contains_key(name) {
@@ -596,6 +603,18 @@ impl Batch {
         Ok(())
     }
 
+    /// The share `INSERT`, prepared the first time this batch credits a share.
+    fn insert_share(&mut self, tx: &'tx Transaction<'_>) -> Result<&mut CachedStatement<'tx>, StoreError> {
+        if self.insert_share.is_none() {
+            self.insert_share = Some(tx.prepare_cached(
+                "INSERT INTO shares (account, period_start_ms, node, job, version, time, nonce, header, hash,
+                                     share_target, work, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?);
+        }
+        Ok(self.insert_share.as_mut().expect("prepared above"))
+    }
+
     fn flush_all(self, tx: &Transaction<'_>) -> Result<(), StoreError> {
         for (name, delta) in &self.accounts {
             write_account(tx, name, delta)?;
@@ -613,7 +632,7 @@ fn write_account(tx: &Transaction<'_>, name: &str, delta: &AccountDelta) -> Resu
     Ok(())
 }
 
-fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<(), StoreError> {
+fn apply_one<'tx>(tx: &'tx Transaction<'_>, batch: &mut Batch<'tx>, op: &StoreOp) -> Result<(), StoreError> {
     match op {
         StoreOp::AccountAdded { name, standard, period_ms, order, period_start_ms, chain } => {
             let period_ms = period_ms.map(|p| to_i64("period_ms", p)).transpose()?;
@@ -637,12 +656,10 @@ fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<()
             entry.delivered = entry.delivered.saturating_add(work.0);
             entry.added += 1;
             let period_start_ms = entry.period_start_ms;
-            tx.prepare_cached(
-                "INSERT INTO shares (account, period_start_ms, node, job, version, time, nonce, header, hash,
-                                     share_target, work, at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )?
-            .execute(params![
+            // Bound from the stack: no allocation per credit for the blobs or the decimal.
+            let (header_bytes, target_bytes) = (header.to_bytes(), share_target.to_be_bytes());
+            let mut decimal = itoa::Buffer::new();
+            batch.insert_share(tx)?.execute(params![
                 account,
                 period_start_ms,
                 node,
@@ -650,10 +667,10 @@ fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<()
                 header.version,
                 header.time,
                 header.nonce,
-                header,
+                &header_bytes[..],
                 hash,
-                share_target,
-                work.to_string(),
+                &target_bytes[..],
+                decimal.format(work.0),
                 to_i64("at_ms", *at_ms)?,
             ])?;
         }
@@ -766,7 +783,7 @@ pub(super) fn receipt_shares(
 
 /// Refuses the same share twice within one `apply` (either store's batch keeps `seen`).
 pub(super) fn credit_once(
-    seen: &mut HashSet<(JobId, u32, u32, u32)>,
+    seen: &mut SeenShares,
     job: JobId,
     header: &hashgrid_common::Header,
 ) -> Result<(), StoreError> {

@@ -33,7 +33,7 @@
 //! - `postgres::Client` runs its own small runtime and may not be created or dropped on a tokio
 //!   worker thread: `Conn` connects and drops its client on a thread of its own.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use hashgrid_common::message::{
@@ -652,7 +652,7 @@ fn hits(client: &mut impl GenericClient, job: JobId) -> Result<Vec<JobHit>, Stor
 struct PgBatch {
     /// Account → (delivered, period_start_ms, shares added).
     accounts: HashMap<String, (u128, i64, i64)>,
-    seen: HashSet<(JobId, u32, u32, u32)>,
+    seen: super::SeenShares,
     shares: Vec<ShareRow>,
     /// The ledger's last entry as of this batch's last append (`None`: not read yet).
     ledger_head: Option<LedgerHead>,

@@ -15,10 +15,13 @@
 //! BLOBs big-endian.
 //!
 //! - `accounts(name PK, standard, period_ms NULL = one-off, sort_order, delivered, period_start_ms, shares)`
-//! - `shares(id PK, account, period_start_ms, node, job, version, time, nonce, header, hash,
-//!   share_target, work, at_ms)`, indexed by `(account, period_start_ms)` and by `job`: every
-//!   credited share, the delivery receipt. `period_start_ms` is the account's period it was
-//!   credited in. Since migration 2 there is no UNIQUE (job, version, time, nonce) index: it
+//! - `shares(id PK, account, period_start_ms, node, job, header, share_target, work, at_ms)`,
+//!   indexed by `(account, period_start_ms)` and by `job`: every credited share, the delivery
+//!   receipt. `period_start_ms` is the account's period it was credited in. Since migration 7 a
+//!   row holds no `version`, `time`, `nonce` or `hash`: the header holds the first three (readers
+//!   take them from it) and the hash is its sha256d (a smaller row is fewer pages written per
+//!   commit and checkpointed after it). Since migration 2 there is no UNIQUE (job, version,
+//!   time, nonce) index: it
 //!   cost most of the credit SQL (one index leaf dirtied per active range and commit, see
 //!   docs/bench-intake.md). A share is credited once because the core refuses duplicates, and
 //!   `load` rebuilds each submitted job's seen set from these rows, so that holds across
@@ -166,6 +169,25 @@ pub(super) const MIGRATIONS: &[&str] = &[
     super::history::MIGRATION,
     // 6: accounts at pools: their pools, standard basis and upstream submits (see `upstream_store`).
     super::upstream_store::MIGRATION,
+    // 7: thinner `shares` rows: `version`, `time`, `nonce` and `hash` go, as the `header` holds
+    // the first three and `hash` is its sha256d (readers take them from the header).
+    "CREATE TABLE shares_new (
+        id INTEGER PRIMARY KEY,
+        account TEXT NOT NULL REFERENCES accounts(name),
+        period_start_ms INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        job INTEGER NOT NULL,
+        header BLOB NOT NULL CHECK (length(header) = 80),
+        share_target BLOB NOT NULL CHECK (length(share_target) = 32),
+        work TEXT NOT NULL,
+        at_ms INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO shares_new (id, account, period_start_ms, node, job, header, share_target, work, at_ms)
+        SELECT id, account, period_start_ms, node, job, header, share_target, work, at_ms FROM shares;
+    DROP TABLE shares;
+    ALTER TABLE shares_new RENAME TO shares;
+    CREATE INDEX shares_by_account ON shares(account, period_start_ms);
+    CREATE INDEX shares_by_job ON shares(job);",
 ];
 
 /// The page cache of the store connection, in KiB (SQLite's default is 2 MiB; the share
@@ -426,7 +448,7 @@ impl Store {
         }
         let mut hits =
             self.conn.prepare("SELECT version, time, nonce, hash FROM job_hits WHERE job = ?1 ORDER BY rowid")?;
-        let mut shares = self.conn.prepare("SELECT version, time, nonce FROM shares WHERE job = ?1 ORDER BY id")?;
+        let mut shares = self.conn.prepare("SELECT header FROM shares WHERE job = ?1 ORDER BY id")?;
         for job in &mut jobs {
             let id = to_i64("jobs.id", job.job)?;
             let rows = hits.query_map([id], |r| {
@@ -438,8 +460,9 @@ impl Store {
                 })
             })?;
             job.hits = rows.collect::<Result<_, _>>()?;
-            job.shares =
-                shares.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+            job.shares = shares
+                .query_map([id], |r| r.get::<_, hashgrid_common::Header>(0).map(|h| (h.version, h.time, h.nonce)))?
+                .collect::<Result<_, _>>()?;
         }
 
         let pools = super::upstream_store::load(&self.conn, &mut accounts)?;
@@ -607,9 +630,8 @@ impl<'tx> Batch<'tx> {
     fn insert_share(&mut self, tx: &'tx Transaction<'_>) -> Result<&mut CachedStatement<'tx>, StoreError> {
         if self.insert_share.is_none() {
             self.insert_share = Some(tx.prepare_cached(
-                "INSERT INTO shares (account, period_start_ms, node, job, version, time, nonce, header, hash,
-                                     share_target, work, at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT INTO shares (account, period_start_ms, node, job, header, share_target, work, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?);
         }
         Ok(self.insert_share.as_mut().expect("prepared above"))
@@ -649,7 +671,7 @@ fn apply_one<'tx>(tx: &'tx Transaction<'_>, batch: &mut Batch<'tx>, op: &StoreOp
                 chain
             ])?;
         }
-        StoreOp::Credit { account, work, node, job, header, hash, share_target, at_ms } => {
+        StoreOp::Credit { account, work, node, job, header, hash: _, share_target, at_ms } => {
             credit_once(&mut batch.seen, *job, header)?;
             let entry = batch.account(tx, account)?;
             // Saturating, as the core adds.
@@ -664,11 +686,7 @@ fn apply_one<'tx>(tx: &'tx Transaction<'_>, batch: &mut Batch<'tx>, op: &StoreOp
                 period_start_ms,
                 node,
                 to_i64("job", *job)?,
-                header.version,
-                header.time,
-                header.nonce,
                 &header_bytes[..],
-                hash,
                 &target_bytes[..],
                 decimal.format(work.0),
                 to_i64("at_ms", *at_ms)?,
@@ -1127,19 +1145,10 @@ pub(crate) mod tests {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(MIGRATIONS[0]).unwrap();
             conn.pragma_update(None, "user_version", 1).unwrap();
-            conn.execute(
-                "INSERT INTO accounts (name, standard, period_ms, sort_order, delivered, period_start_ms, shares)
-                 VALUES ('alice', '1000', NULL, 0, '0', ?1, 0)",
-                [T0 as i64],
-            )
-            .unwrap();
-            let mut store = Store { conn, path: path.clone(), restart_wanted: Arc::default(), full_sync: true };
-            store
-                .apply(&[
-                    credit("alice", 3, shares[0].0, shares[0].1, T0),
-                    credit("alice", 3, shares[1].0, shares[1].1, T0),
-                ])
-                .unwrap();
+            old_account_and_job(&conn, 3);
+            for &(header, target) in &shares {
+                old_credit(&conn, 3, header, target);
+            }
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
@@ -1152,6 +1161,87 @@ pub(crate) mod tests {
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'shares' ORDER BY name",
         );
         assert_eq!(indexes, ["shares_by_account", "shares_by_job"]);
+    }
+
+    /// An account "alice" (period from `T0`) and job `job` in a database of schema 1 to 6.
+    fn old_account_and_job(conn: &Connection, job: i64) {
+        conn.execute(
+            "INSERT INTO accounts (name, standard, period_ms, sort_order, delivered, period_start_ms, shares)
+             VALUES ('alice', '1000', NULL, 0, '0', ?1, 0)",
+            [T0 as i64],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO jobs (id, account, header, target) VALUES (?1, 'alice', ?2, ?3)",
+            params![job, template(1), Target::MAX],
+        )
+        .unwrap();
+    }
+
+    /// A share credited to "alice" as schemas 1 to 6 wrote it (with `version`, `time`,
+    /// `nonce` and `hash` columns).
+    fn old_credit(conn: &Connection, job: i64, header: Header, target: Target) {
+        conn.execute(
+            "INSERT INTO shares (account, period_start_ms, node, job, version, time, nonce, header, hash,
+                                 share_target, work, at_ms)
+             VALUES ('alice', ?1, 'rig-1', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                T0 as i64,
+                job,
+                header.version,
+                header.time,
+                header.nonce,
+                header,
+                header.block_hash(),
+                target,
+                target.work().to_string(),
+                T0 as i64 + 5
+            ],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE accounts SET delivered = delivered + ?1, shares = shares + 1",
+            [target.work().to_string()],
+        )
+        .unwrap();
+    }
+
+    /// Step 7 drops `version`, `time`, `nonce` and `hash` from `shares`: a version-6 database
+    /// keeps every share, its receipt row and the duplicate check's seen set after it.
+    #[test]
+    fn thinner_share_rows_keep_every_share_its_receipt_and_its_seen_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hashgrid.db");
+        let shares: Vec<_> = mine(template(1), 8, 5).into_iter().chain(mine(template(2), 64, 4)).collect();
+        {
+            let conn = Connection::open(&path).unwrap();
+            for (version, sql) in (1..=6).zip(MIGRATIONS) {
+                conn.execute_batch(sql).unwrap();
+                conn.pragma_update(None, "user_version", version).unwrap();
+            }
+            old_account_and_job(&conn, 3);
+            for &(header, target) in &shares {
+                old_credit(&conn, 3, header, target);
+            }
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let columns = names(&store.conn, "SELECT name FROM pragma_table_info('shares') ORDER BY cid");
+        assert_eq!(
+            columns,
+            ["id", "account", "period_start_ms", "node", "job", "header", "share_target", "work", "at_ms"]
+        );
+
+        let receipt = store.receipt("alice").unwrap();
+        let got: Vec<_> =
+            receipt.iter().map(|r| (r.header, r.share_target, r.work, r.node.as_str(), r.at_ms)).collect();
+        let want: Vec<_> = shares.iter().map(|&(h, t)| (h, t, t.work(), "rig-1", T0 + 5)).collect();
+        assert_eq!(got, want, "every share, in order, with its columns");
+        let snap = store.load().unwrap();
+        let seen: Vec<_> = shares.iter().map(|(h, _)| (h.version, h.time, h.nonce)).collect();
+        assert_eq!(snap.jobs[0].shares, seen, "the job's seen set, read from the headers");
+        let total: u128 = shares.iter().map(|(_, t)| t.work()).sum();
+        assert_eq!((snap.accounts[0].delivered.0, snap.accounts[0].shares), (total, shares.len() as u64));
     }
 
     #[test]
@@ -1247,11 +1337,8 @@ pub(crate) mod tests {
 
         let receipt = store.receipt("alice").unwrap();
         assert_eq!(receipt.len(), new.len(), "only the current period");
-        let mut stored = store.conn.prepare("SELECT hash FROM shares WHERE header = ?1").unwrap();
         for row in &receipt {
             let hash = row.header.block_hash();
-            let stored: Vec<u8> = stored.query_row([&row.header.to_bytes()[..]], |r| r.get(0)).unwrap();
-            assert_eq!(stored, hash.0);
             assert!(row.share_target.is_met_by(&hash));
             assert_eq!(row.work, row.share_target.work());
             assert_eq!((row.node.as_str(), row.at_ms), ("rig-1", T0 + 1001));
@@ -1290,27 +1377,13 @@ pub(crate) mod tests {
         let mut stmt = store
             .conn
             .prepare(
-                "SELECT account, period_start_ms, node, job, version, time, nonce, header, hash, share_target, work, at_ms
-                 FROM shares ORDER BY id",
+                "SELECT account, period_start_ms, node, job, header, share_target, work, at_ms FROM shares ORDER BY id",
             )
             .unwrap();
-        type Row = (String, i64, String, i64, u32, u32, u32, Header, Hash256, Target, String, i64);
+        type Row = (String, i64, String, i64, Header, Target, String, i64);
         let rows: Vec<Row> = stmt
             .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                    r.get(10)?,
-                    r.get(11)?,
-                ))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
             })
             .unwrap()
             .collect::<Result<_, _>>()
@@ -1322,11 +1395,7 @@ pub(crate) mod tests {
                 period as i64,
                 "rig-1".to_string(),
                 1 + i as i64 / 60,
-                h.version,
-                h.time,
-                h.nonce,
                 h,
-                h.block_hash(),
                 t,
                 t.work().to_string(),
                 at_ms as i64,

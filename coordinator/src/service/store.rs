@@ -170,24 +170,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 6: accounts at pools: their pools, standard basis and upstream submits (see `upstream_store`).
     super::upstream_store::MIGRATION,
     // 7: thinner `shares` rows: `version`, `time`, `nonce` and `hash` go, as the `header` holds
-    // the first three and `hash` is its sha256d (readers take them from the header).
-    "CREATE TABLE shares_new (
-        id INTEGER PRIMARY KEY,
-        account TEXT NOT NULL REFERENCES accounts(name),
-        period_start_ms INTEGER NOT NULL,
-        node TEXT NOT NULL,
-        job INTEGER NOT NULL,
-        header BLOB NOT NULL CHECK (length(header) = 80),
-        share_target BLOB NOT NULL CHECK (length(share_target) = 32),
-        work TEXT NOT NULL,
-        at_ms INTEGER NOT NULL
-    ) STRICT;
-    INSERT INTO shares_new (id, account, period_start_ms, node, job, header, share_target, work, at_ms)
-        SELECT id, account, period_start_ms, node, job, header, share_target, work, at_ms FROM shares;
-    DROP TABLE shares;
-    ALTER TABLE shares_new RENAME TO shares;
-    CREATE INDEX shares_by_account ON shares(account, period_start_ms);
-    CREATE INDEX shares_by_job ON shares(job);",
+    // the first three and `hash` is its sha256d (readers take them from the header). DROP COLUMN
+    // rewrites the rows in SQLite and runs as it is in PostgreSQL (no index names them since 2).
+    "ALTER TABLE shares DROP COLUMN version;
+    ALTER TABLE shares DROP COLUMN time;
+    ALTER TABLE shares DROP COLUMN nonce;
+    ALTER TABLE shares DROP COLUMN hash;",
 ];
 
 /// The page cache of the store connection, in KiB (SQLite's default is 2 MiB; the share

@@ -75,8 +75,9 @@ pub mod pg;
 mod pg_tls;
 use crate::core::{Account, Snapshot, StoreOp, SubmittedJob, Work};
 
-/// Schema migrations: step `i` takes the database from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[
+/// Schema migrations: step `i` takes the database from version `i` to `i + 1` (public for the
+/// tests that build an old database and open it with this build).
+pub const MIGRATIONS: &[&str] = &[
     // 1: the initial schema.
     "CREATE TABLE accounts (
         name TEXT PRIMARY KEY,

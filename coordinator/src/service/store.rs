@@ -21,11 +21,10 @@
 //!   row holds no `version`, `time`, `nonce` or `hash`: the header holds the first three (readers
 //!   take them from it) and the hash is its sha256d (a smaller row is fewer pages written per
 //!   commit and checkpointed after it). Since migration 2 there is no UNIQUE (job, version,
-//!   time, nonce) index: it
-//!   cost most of the credit SQL (one index leaf dirtied per active range and commit, see
-//!   docs/bench-intake.md). A share is credited once because the core refuses duplicates, and
-//!   `load` rebuilds each submitted job's seen set from these rows, so that holds across
-//!   restarts; `apply` also refuses the same share twice within one call.
+//!   time, nonce) index: it cost most of the credit SQL (one index leaf dirtied per active
+//!   range and commit, see docs/bench-intake.md). A share is credited once because the core
+//!   refuses duplicates, and `load` rebuilds each submitted job's seen set from these rows, so
+//!   that holds across restarts; `apply` also refuses the same share twice within one call.
 //! - `settings(key PK, value)`: `policy`.
 //! - `jobs(id PK, account, header, target)` and `job_hits(job, version, time, nonce, hash)`:
 //!   submitted jobs and the headers found meeting their targets.
@@ -569,8 +568,8 @@ fn checkpoint(conn: &Connection, mode: &str) -> Result<Option<(i64, i64)>, Store
 }
 
 /// The shares one `apply` credited, by (job, version, time, nonce) (no share twice in one call).
-/// foldhash, not std's SipHash: one insert per credit, and the keys are verified shares, so
-/// no peer chooses them freely.
+/// foldhash (seeded per process), not std's SipHash: one insert per credit, and the keys are
+/// shares the core verified, each worth its proof of work, so no peer picks them freely.
 pub(super) type SeenShares = HashSet<(JobId, u32, u32, u32), foldhash::fast::RandomState>;
 
 /// What one `apply` keeps across its ops: the accounts its credits changed, written back

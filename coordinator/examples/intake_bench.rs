@@ -29,7 +29,8 @@
 //!
 //! `--micro` instead times the pieces on one thread: the core's share handling, `Store::apply`
 //! at several batch sizes, and copies of the credit SQL with the variants docs/bench-intake.md
-//! priced (variant E is what store.rs does since schema migration 2).
+//! priced (variant E is what store.rs does since schema migration 2). `--micro-store` times only
+//! the store thread's part, `Store::apply_unsynced` of 4,096-credit batches, in thread CPU time.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -105,6 +106,14 @@ struct Args {
     /// Time the core, the store and alternative credit SQL on one thread instead.
     #[arg(long)]
     micro: bool,
+    /// Time only `Store::apply_unsynced` of 4,096-credit batches on one thread, as the store
+    /// thread runs them (checkpointer on, `maintain` between batches), `--rounds` times, each on
+    /// a fresh database: per-credit CPU time of the thread and wall time.
+    #[arg(long)]
+    micro_store: bool,
+    /// Rounds of `--micro-store`.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// The protocol version the clients speak: 3 sends each write's shares as one `Shares`
     /// message and takes `ShareResults`; 2 sends one `Share` message per share, as before.
     #[arg(long, default_value_t = PROTOCOL_VERSION, value_parser = clap::value_parser!(u16).range(2..=3))]
@@ -118,6 +127,9 @@ fn main() -> anyhow::Result<()> {
     print_machine();
     if args.micro {
         return micro(&args);
+    }
+    if args.micro_store {
+        return micro_store(&args);
     }
     let parent = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::tempdir_in(&parent).with_context(|| format!("tempdir in {}", parent.display()))?;
@@ -992,17 +1004,24 @@ fn filesystem_of(path: &Path) -> String {
 
 // ---- micro benchmarks ----
 
-/// Times the core's share handling, `Store::apply` and alternative credit SQL, one thread each.
-fn micro(args: &Args) -> anyhow::Result<()> {
-    let parent = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let n_shares = 200_000usize;
+/// Shares in the micro benchmarks.
+const MICRO_SHARES: usize = 200_000;
+
+/// The start of the micro benchmarks' virtual clock, ms.
+const MICRO_T0: u64 = 1_700_000_000_000;
+
+/// A core with one account ("bench") and `--connections` nodes, one range each, and
+/// `MICRO_SHARES` valid shares of those ranges interleaved as they arrive from many
+/// connections (so the share index sees as many insertion points as in a run).
+fn micro_shares(args: &Args) -> anyhow::Result<(Core, Vec<(u64, Share)>)> {
+    let n_shares = MICRO_SHARES;
 
     // The core: --connections nodes, one range each, their shares interleaved as they arrive
     // from many connections (so the share index sees as many insertion points as in a run).
     let nodes = args.connections;
     let per_node = n_shares.div_ceil(nodes);
     let mut core = Core::new(bench_core_config(args.share_work, false));
-    let t0 = 1_700_000_000_000u64;
+    let t0 = MICRO_T0;
     core.add_account(t0, "bench", u128::MAX, None, None, None).map_err(anyhow::Error::msg)?;
     let mut ranges = Vec::new();
     for node in 1..=nodes as u64 {
@@ -1038,6 +1057,99 @@ fn micro(args: &Args) -> anyhow::Result<()> {
     shares.truncate(n_shares);
     ensure!(shares.len() == n_shares, "found only {} shares", shares.len());
     println!("micro: {n_shares} shares from {nodes} nodes, interleaved");
+    Ok((core, shares))
+}
+
+/// The `StoreOp`s the core persists for `shares` (handled in batches of 512, as arriving).
+fn micro_ops(core: &mut Core, shares: &[(u64, Share)]) -> Vec<StoreOp> {
+    let mut ops = Vec::with_capacity(shares.len());
+    for chunk in shares.chunks(512) {
+        for &(node, s) in chunk {
+            core.handle_node_message(MICRO_T0 + 1000, node, NodeMessage::Share(s));
+        }
+        ops.extend(core.drain_commands().into_iter().filter_map(|c| match c {
+            Command::Persist(op) => Some(op),
+            _ => None,
+        }));
+    }
+    ops
+}
+
+/// A fresh store in `parent` with the account "bench" the micro benchmarks credit.
+fn micro_store_open(parent: &Path) -> anyhow::Result<(tempfile::TempDir, Store)> {
+    let dir = tempfile::tempdir_in(parent)?;
+    let mut store = Store::open(&dir.path().join("hashgrid.db"))?;
+    store.apply(&[StoreOp::AccountAdded {
+        name: "bench".into(),
+        standard: hashgrid_coordinator::core::Work(u128::MAX),
+        period_ms: None,
+        order: 0,
+        period_start_ms: MICRO_T0,
+        chain: "local".into(),
+    }])?;
+    Ok((dir, store))
+}
+
+/// This thread's CPU time (utime + stime), in clock ticks (USER_HZ, 100 per second).
+fn thread_ticks() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/stat").map_or(0, |s| stat_ticks(&s))
+}
+
+/// This process's CPU time (utime + stime of every thread), in clock ticks.
+fn process_ticks() -> u64 {
+    std::fs::read_to_string("/proc/self/stat").map_or(0, |s| stat_ticks(&s))
+}
+
+/// `--micro-store`: the store thread's work per credit, alone on this thread.
+fn micro_store(args: &Args) -> anyhow::Result<()> {
+    let parent = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let (mut core, shares) = micro_shares(args)?;
+    let ops = micro_ops(&mut core, &shares);
+    let batch = 4096;
+    println!(
+        "Store::apply_unsynced of {} credits in batches of {batch} (checkpointer on, maintain between \
+         batches), data dir on {}:",
+        ops.len(),
+        filesystem_of(&parent)
+    );
+    let mut per_credit = Vec::new();
+    for round in 1..=args.rounds {
+        let (dir, mut store) = micro_store_open(&parent)?;
+        let checkpointer = store.checkpointer()?;
+        let (ticks, process, started) = (thread_ticks(), process_ticks(), Instant::now());
+        for chunk in ops.chunks(batch) {
+            store.apply_unsynced(chunk)?;
+            store.maintain()?;
+        }
+        let cpu = (thread_ticks() - ticks) as f64 / 100.0;
+        let wall = started.elapsed().as_secs_f64();
+        // The checkpointer's share: its thread ends with the handle, so count the process.
+        drop(checkpointer);
+        let process = (process_ticks() - process) as f64 / 100.0;
+        let us = cpu * 1e6 / ops.len() as f64;
+        per_credit.push(us);
+        // Nothing is checkpointed in a round this short: the WAL holds every page written.
+        let bytes = std::fs::metadata(dir.path().join("hashgrid.db-wal")).map_or(0, |m| m.len());
+        println!(
+            "  round {round}: {us:.2} µs CPU per credit ({:.2} µs wall; with the checkpointer {:.2} µs), \
+             {:.0} credits per CPU-second, WAL {:.0} bytes per credit",
+            wall * 1e6 / ops.len() as f64,
+            process * 1e6 / ops.len() as f64,
+            ops.len() as f64 / cpu,
+            bytes as f64 / ops.len() as f64,
+        );
+    }
+    per_credit.sort_by(f64::total_cmp);
+    println!("micro-store median: {:.2} µs CPU per credit", per_credit[per_credit.len() / 2]);
+    Ok(())
+}
+
+/// Times the core's share handling, `Store::apply` and alternative credit SQL, one thread each.
+fn micro(args: &Args) -> anyhow::Result<()> {
+    let parent = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let n_shares = MICRO_SHARES;
+    let (mut core, shares) = micro_shares(args)?;
+    let t0 = MICRO_T0;
 
     let mut ops: Vec<StoreOp> = Vec::with_capacity(n_shares);
     let batch = 512;
@@ -1076,16 +1188,7 @@ fn micro(args: &Args) -> anyhow::Result<()> {
     // The real store at several batch sizes.
     println!("Store::apply (synchronous=FULL, WAL) of Credit batches, data dir on {}:", filesystem_of(&parent));
     for &size in &[1usize, 16, 128, 1024, 4096] {
-        let dir = tempfile::tempdir_in(&parent)?;
-        let mut store = Store::open(&dir.path().join("hashgrid.db"))?;
-        store.apply(&[StoreOp::AccountAdded {
-            name: "bench".into(),
-            standard: hashgrid_coordinator::core::Work(u128::MAX),
-            period_ms: None,
-            order: 0,
-            period_start_ms: t0,
-            chain: "local".into(),
-        }])?;
+        let (_dir, mut store) = micro_store_open(&parent)?;
         let limit = if size == 1 { 2000 } else { ops.len() };
         let started = Instant::now();
         let mut batches = 0;

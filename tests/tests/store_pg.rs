@@ -13,8 +13,9 @@ use hashgrid_common::message::{ChainParams, JobHit, PageRequest, Policy};
 use hashgrid_common::{CompactTarget, Hash256, Header, Target};
 use hashgrid_coordinator::core::ledger::LedgerRecord;
 use hashgrid_coordinator::core::{StoreOp, Work};
-use hashgrid_coordinator::service::store::StoreError;
 use hashgrid_coordinator::service::store::backend::{Durable, OnStoreLoss, Records, StoreLocation};
+use hashgrid_coordinator::service::store::pg::dialect;
+use hashgrid_coordinator::service::store::{MIGRATIONS, StoreError};
 use hashgrid_tests::postgres::{Cluster, available};
 use hashgrid_tests::{Outcome, binary, run_with_timeout};
 
@@ -213,6 +214,79 @@ fn a_batch_with_a_duplicate_share_writes_nothing_on_postgres() {
     let err = store.apply(&[credit("nobody", 1, header(3, 0), T0)]).unwrap_err();
     assert!(matches!(err, StoreError::UnknownAccount(ref n) if n == "nobody"), "{err}");
     assert_eq!(format!("{:?}", store.load().unwrap()), before);
+}
+
+/// Schema step 7 (shares without `version`, `time`, `nonce`, `hash`) on PostgreSQL: a
+/// version-6 database keeps every share, its receipt row and the seen set `load` reads from
+/// it, and takes new credits after it.
+#[test]
+fn a_version_6_database_keeps_its_shares_and_receipts_on_postgres() {
+    let Some(cluster) = postgres_or_skip() else { return };
+    let url = cluster.create_database();
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let steps: Vec<String> = MIGRATIONS[..6].iter().map(|step| dialect(step)).collect();
+    client.batch_execute(&steps.join(";\n")).unwrap();
+    client
+        .batch_execute("CREATE TABLE schema_version (version BIGINT NOT NULL); INSERT INTO schema_version VALUES (6);")
+        .unwrap();
+    let share_target = Target::from_expected_hashes(1 << 20);
+    let work = share_target.work();
+    let old: Vec<Header> = (0..3).map(|nonce| header(4, nonce)).collect();
+    client
+        .execute(
+            "INSERT INTO accounts (name, standard, period_ms, sort_order, delivered, period_start_ms, shares, chain)
+             VALUES ('alice', '1000000000000', NULL, 0, $1, $2, 3, 'local')",
+            &[&(3 * work).to_string(), &(T0 as i64)],
+        )
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO jobs (id, account, header, target) VALUES (3, 'alice', $1, $2)",
+            &[&&header(4, 0).to_bytes()[..], &&Target::MAX.to_be_bytes()[..]],
+        )
+        .unwrap();
+    for h in &old {
+        client
+            .execute(
+                "INSERT INTO shares (account, period_start_ms, node, job, version, time, nonce, header, hash,
+                                     share_target, work, at_ms)
+                 VALUES ('alice', $1, 'rig-1', 3, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &(T0 as i64),
+                    &i64::from(h.version),
+                    &i64::from(h.time),
+                    &i64::from(h.nonce),
+                    &&h.to_bytes()[..],
+                    &&h.block_hash().0[..],
+                    &&share_target.to_be_bytes()[..],
+                    &work.to_string(),
+                    &(T0 as i64 + 5),
+                ],
+            )
+            .unwrap();
+    }
+
+    let location = StoreLocation::Postgres(url);
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = location.open(dir.path()).unwrap();
+    let snapshot = store.load().unwrap();
+    let seen: Vec<_> = old.iter().map(|h| (h.version, h.time, h.nonce)).collect();
+    assert_eq!(snapshot.jobs[0].shares, seen, "the job's seen set, read from the headers");
+    store.apply(&[credit("alice", 3, header(4, 3), T0 + 6)]).unwrap();
+    let mut reader = location.reader(dir.path()).unwrap();
+    let receipt = reader.receipt("alice", None, PageRequest { after: 0, limit: 0 }).unwrap().unwrap();
+    let got: Vec<_> = receipt.shares.iter().map(|s| (s.header, s.share_target, s.work, s.at_ms)).collect();
+    let mut want: Vec<_> = old.iter().map(|&h| (h, share_target, work, T0 + 5)).collect();
+    want.push((header(4, 3), share_target, work, T0 + 6));
+    assert_eq!(got, want, "the old shares, in order, then the new one");
+    assert_eq!(receipt.delivered, 4 * work);
+    let columns: Vec<String> = client
+        .query("SELECT column_name::TEXT FROM information_schema.columns WHERE table_name = 'shares' ORDER BY ordinal_position", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(columns, ["id", "account", "period_start_ms", "node", "job", "header", "share_target", "work", "at_ms"]);
 }
 
 #[test]

@@ -15,14 +15,16 @@
 //! BLOBs big-endian.
 //!
 //! - `accounts(name PK, standard, period_ms NULL = one-off, sort_order, delivered, period_start_ms, shares)`
-//! - `shares(id PK, account, period_start_ms, node, job, version, time, nonce, header, hash,
-//!   share_target, work, at_ms)`, indexed by `(account, period_start_ms)` and by `job`: every
-//!   credited share, the delivery receipt. `period_start_ms` is the account's period it was
-//!   credited in. Since migration 2 there is no UNIQUE (job, version, time, nonce) index: it
-//!   cost most of the credit SQL (one index leaf dirtied per active range and commit, see
-//!   docs/bench-intake.md). A share is credited once because the core refuses duplicates, and
-//!   `load` rebuilds each submitted job's seen set from these rows, so that holds across
-//!   restarts; `apply` also refuses the same share twice within one call.
+//! - `shares(id PK, account, period_start_ms, node, job, header, share_target, work, at_ms)`,
+//!   indexed by `(account, period_start_ms)` and by `job`: every credited share, the delivery
+//!   receipt. `period_start_ms` is the account's period it was credited in. Since migration 7 a
+//!   row holds no `version`, `time`, `nonce` or `hash`: the header holds the first three (readers
+//!   take them from it) and the hash is its sha256d (a smaller row is fewer pages written per
+//!   commit and checkpointed after it). Since migration 2 there is no UNIQUE (job, version,
+//!   time, nonce) index: it cost most of the credit SQL (one index leaf dirtied per active
+//!   range and commit, see docs/bench-intake.md). A share is credited once because the core
+//!   refuses duplicates, and `load` rebuilds each submitted job's seen set from these rows, so
+//!   that holds across restarts; `apply` also refuses the same share twice within one call.
 //! - `settings(key PK, value)`: `policy`.
 //! - `jobs(id PK, account, header, target)` and `job_hits(job, version, time, nonce, hash)`:
 //!   submitted jobs and the headers found meeting their targets.
@@ -63,7 +65,7 @@ use std::time::Duration;
 
 use hashgrid_common::message::JobId;
 use hashgrid_common::message::{Policy, ReceiptShare};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{history, records};
 
@@ -72,8 +74,9 @@ pub mod pg;
 mod pg_tls;
 use crate::core::{Account, Snapshot, StoreOp, SubmittedJob, Work};
 
-/// Schema migrations: step `i` takes the database from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[
+/// Schema migrations: step `i` takes the database from version `i` to `i + 1` (public for the
+/// tests that build an old database and open it with this build).
+pub const MIGRATIONS: &[&str] = &[
     // 1: the initial schema.
     "CREATE TABLE accounts (
         name TEXT PRIMARY KEY,
@@ -166,6 +169,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     super::history::MIGRATION,
     // 6: accounts at pools: their pools, standard basis and upstream submits (see `upstream_store`).
     super::upstream_store::MIGRATION,
+    // 7: thinner `shares` rows: `version`, `time`, `nonce` and `hash` go, as the `header` holds
+    // the first three and `hash` is its sha256d (readers take them from the header). DROP COLUMN
+    // rewrites the rows in SQLite and runs as it is in PostgreSQL (no index names them since 2).
+    "ALTER TABLE shares DROP COLUMN version;
+    ALTER TABLE shares DROP COLUMN time;
+    ALTER TABLE shares DROP COLUMN nonce;
+    ALTER TABLE shares DROP COLUMN hash;",
 ];
 
 /// The page cache of the store connection, in KiB (SQLite's default is 2 MiB; the share
@@ -426,7 +436,7 @@ impl Store {
         }
         let mut hits =
             self.conn.prepare("SELECT version, time, nonce, hash FROM job_hits WHERE job = ?1 ORDER BY rowid")?;
-        let mut shares = self.conn.prepare("SELECT version, time, nonce FROM shares WHERE job = ?1 ORDER BY id")?;
+        let mut shares = self.conn.prepare("SELECT header FROM shares WHERE job = ?1 ORDER BY id")?;
         for job in &mut jobs {
             let id = to_i64("jobs.id", job.job)?;
             let rows = hits.query_map([id], |r| {
@@ -438,8 +448,9 @@ impl Store {
                 })
             })?;
             job.hits = rows.collect::<Result<_, _>>()?;
-            job.shares =
-                shares.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+            job.shares = shares
+                .query_map([id], |r| r.get::<_, hashgrid_common::Header>(0).map(|h| (h.version, h.time, h.nonce)))?
+                .collect::<Result<_, _>>()?;
         }
 
         let pools = super::upstream_store::load(&self.conn, &mut accounts)?;
@@ -556,12 +567,19 @@ fn checkpoint(conn: &Connection, mode: &str) -> Result<Option<(i64, i64)>, Store
     Ok((busy == 0).then_some((log, done)))
 }
 
+/// The shares one `apply` credited, by (job, version, time, nonce) (no share twice in one call).
+/// foldhash (seeded per process), not std's SipHash: one insert per credit, and the keys are
+/// shares the core verified, each worth its proof of work, so no peer picks them freely.
+pub(super) type SeenShares = HashSet<(JobId, u32, u32, u32), foldhash::fast::RandomState>;
+
 /// What one `apply` keeps across its ops: the accounts its credits changed, written back
-/// once at the end, and the shares it credited (no share twice in one call).
-#[derive(Debug, Default)]
-struct Batch {
-    accounts: HashMap<String, AccountDelta>,
-    seen: HashSet<(JobId, u32, u32, u32)>,
+/// once at the end, the shares it credited, and its share `INSERT` (prepared once per call,
+/// not looked up in the statement cache per credit).
+#[derive(Default)]
+struct Batch<'tx> {
+    accounts: HashMap<String, AccountDelta, foldhash::fast::RandomState>,
+    seen: SeenShares,
+    insert_share: Option<CachedStatement<'tx>>,
 }
 
 /// An account row as this batch's credits left it: `delivered` is the new total, `added` the
@@ -573,7 +591,7 @@ struct AccountDelta {
     added: i64,
 }
 
-impl Batch {
+impl<'tx> Batch<'tx> {
     /// The account's row, read from the database the first time this batch names it.
     fn account(&mut self, tx: &Transaction<'_>, name: &str) -> Result<&mut AccountDelta, StoreError> {
         if !self.accounts.contains_key(name) {
@@ -596,6 +614,17 @@ impl Batch {
         Ok(())
     }
 
+    /// The share `INSERT`, prepared the first time this batch credits a share.
+    fn insert_share(&mut self, tx: &'tx Transaction<'_>) -> Result<&mut CachedStatement<'tx>, StoreError> {
+        if self.insert_share.is_none() {
+            self.insert_share = Some(tx.prepare_cached(
+                "INSERT INTO shares (account, period_start_ms, node, job, header, share_target, work, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?);
+        }
+        Ok(self.insert_share.as_mut().expect("prepared above"))
+    }
+
     fn flush_all(self, tx: &Transaction<'_>) -> Result<(), StoreError> {
         for (name, delta) in &self.accounts {
             write_account(tx, name, delta)?;
@@ -613,7 +642,7 @@ fn write_account(tx: &Transaction<'_>, name: &str, delta: &AccountDelta) -> Resu
     Ok(())
 }
 
-fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<(), StoreError> {
+fn apply_one<'tx>(tx: &'tx Transaction<'_>, batch: &mut Batch<'tx>, op: &StoreOp) -> Result<(), StoreError> {
     match op {
         StoreOp::AccountAdded { name, standard, period_ms, order, period_start_ms, chain } => {
             let period_ms = period_ms.map(|p| to_i64("period_ms", p)).transpose()?;
@@ -630,30 +659,24 @@ fn apply_one(tx: &Transaction<'_>, batch: &mut Batch, op: &StoreOp) -> Result<()
                 chain
             ])?;
         }
-        StoreOp::Credit { account, work, node, job, header, hash, share_target, at_ms } => {
+        StoreOp::Credit { account, work, node, job, header, hash: _, share_target, at_ms } => {
             credit_once(&mut batch.seen, *job, header)?;
             let entry = batch.account(tx, account)?;
             // Saturating, as the core adds.
             entry.delivered = entry.delivered.saturating_add(work.0);
             entry.added += 1;
             let period_start_ms = entry.period_start_ms;
-            tx.prepare_cached(
-                "INSERT INTO shares (account, period_start_ms, node, job, version, time, nonce, header, hash,
-                                     share_target, work, at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )?
-            .execute(params![
+            // Bound from the stack: no allocation per credit for the blobs or the decimal.
+            let (header_bytes, target_bytes) = (header.to_bytes(), share_target.to_be_bytes());
+            let mut decimal = itoa::Buffer::new();
+            batch.insert_share(tx)?.execute(params![
                 account,
                 period_start_ms,
                 node,
                 to_i64("job", *job)?,
-                header.version,
-                header.time,
-                header.nonce,
-                header,
-                hash,
-                share_target,
-                work.to_string(),
+                &header_bytes[..],
+                &target_bytes[..],
+                decimal.format(work.0),
                 to_i64("at_ms", *at_ms)?,
             ])?;
         }
@@ -766,7 +789,7 @@ pub(super) fn receipt_shares(
 
 /// Refuses the same share twice within one `apply` (either store's batch keeps `seen`).
 pub(super) fn credit_once(
-    seen: &mut HashSet<(JobId, u32, u32, u32)>,
+    seen: &mut SeenShares,
     job: JobId,
     header: &hashgrid_common::Header,
 ) -> Result<(), StoreError> {
@@ -1110,19 +1133,10 @@ pub(crate) mod tests {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(MIGRATIONS[0]).unwrap();
             conn.pragma_update(None, "user_version", 1).unwrap();
-            conn.execute(
-                "INSERT INTO accounts (name, standard, period_ms, sort_order, delivered, period_start_ms, shares)
-                 VALUES ('alice', '1000', NULL, 0, '0', ?1, 0)",
-                [T0 as i64],
-            )
-            .unwrap();
-            let mut store = Store { conn, path: path.clone(), restart_wanted: Arc::default(), full_sync: true };
-            store
-                .apply(&[
-                    credit("alice", 3, shares[0].0, shares[0].1, T0),
-                    credit("alice", 3, shares[1].0, shares[1].1, T0),
-                ])
-                .unwrap();
+            old_account_and_job(&conn, 3);
+            for &(header, target) in &shares {
+                old_credit(&conn, 3, header, target);
+            }
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
@@ -1135,6 +1149,87 @@ pub(crate) mod tests {
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'shares' ORDER BY name",
         );
         assert_eq!(indexes, ["shares_by_account", "shares_by_job"]);
+    }
+
+    /// An account "alice" (period from `T0`) and job `job` in a database of schema 1 to 6.
+    fn old_account_and_job(conn: &Connection, job: i64) {
+        conn.execute(
+            "INSERT INTO accounts (name, standard, period_ms, sort_order, delivered, period_start_ms, shares)
+             VALUES ('alice', '1000', NULL, 0, '0', ?1, 0)",
+            [T0 as i64],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO jobs (id, account, header, target) VALUES (?1, 'alice', ?2, ?3)",
+            params![job, template(1), Target::MAX],
+        )
+        .unwrap();
+    }
+
+    /// A share credited to "alice" as schemas 1 to 6 wrote it (with `version`, `time`,
+    /// `nonce` and `hash` columns).
+    fn old_credit(conn: &Connection, job: i64, header: Header, target: Target) {
+        conn.execute(
+            "INSERT INTO shares (account, period_start_ms, node, job, version, time, nonce, header, hash,
+                                 share_target, work, at_ms)
+             VALUES ('alice', ?1, 'rig-1', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                T0 as i64,
+                job,
+                header.version,
+                header.time,
+                header.nonce,
+                header,
+                header.block_hash(),
+                target,
+                target.work().to_string(),
+                T0 as i64 + 5
+            ],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE accounts SET delivered = delivered + ?1, shares = shares + 1",
+            [target.work().to_string()],
+        )
+        .unwrap();
+    }
+
+    /// Step 7 drops `version`, `time`, `nonce` and `hash` from `shares`: a version-6 database
+    /// keeps every share, its receipt row and the duplicate check's seen set after it.
+    #[test]
+    fn thinner_share_rows_keep_every_share_its_receipt_and_its_seen_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hashgrid.db");
+        let shares: Vec<_> = mine(template(1), 8, 5).into_iter().chain(mine(template(2), 64, 4)).collect();
+        {
+            let conn = Connection::open(&path).unwrap();
+            for (version, sql) in (1..=6).zip(MIGRATIONS) {
+                conn.execute_batch(sql).unwrap();
+                conn.pragma_update(None, "user_version", version).unwrap();
+            }
+            old_account_and_job(&conn, 3);
+            for &(header, target) in &shares {
+                old_credit(&conn, 3, header, target);
+            }
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let columns = names(&store.conn, "SELECT name FROM pragma_table_info('shares') ORDER BY cid");
+        assert_eq!(
+            columns,
+            ["id", "account", "period_start_ms", "node", "job", "header", "share_target", "work", "at_ms"]
+        );
+
+        let receipt = store.receipt("alice").unwrap();
+        let got: Vec<_> =
+            receipt.iter().map(|r| (r.header, r.share_target, r.work, r.node.as_str(), r.at_ms)).collect();
+        let want: Vec<_> = shares.iter().map(|&(h, t)| (h, t, t.work(), "rig-1", T0 + 5)).collect();
+        assert_eq!(got, want, "every share, in order, with its columns");
+        let snap = store.load().unwrap();
+        let seen: Vec<_> = shares.iter().map(|(h, _)| (h.version, h.time, h.nonce)).collect();
+        assert_eq!(snap.jobs[0].shares, seen, "the job's seen set, read from the headers");
+        let total: u128 = shares.iter().map(|(_, t)| t.work()).sum();
+        assert_eq!((snap.accounts[0].delivered.0, snap.accounts[0].shares), (total, shares.len() as u64));
     }
 
     #[test]
@@ -1230,11 +1325,8 @@ pub(crate) mod tests {
 
         let receipt = store.receipt("alice").unwrap();
         assert_eq!(receipt.len(), new.len(), "only the current period");
-        let mut stored = store.conn.prepare("SELECT hash FROM shares WHERE header = ?1").unwrap();
         for row in &receipt {
             let hash = row.header.block_hash();
-            let stored: Vec<u8> = stored.query_row([&row.header.to_bytes()[..]], |r| r.get(0)).unwrap();
-            assert_eq!(stored, hash.0);
             assert!(row.share_target.is_met_by(&hash));
             assert_eq!(row.work, row.share_target.work());
             assert_eq!((row.node.as_str(), row.at_ms), ("rig-1", T0 + 1001));
@@ -1273,27 +1365,13 @@ pub(crate) mod tests {
         let mut stmt = store
             .conn
             .prepare(
-                "SELECT account, period_start_ms, node, job, version, time, nonce, header, hash, share_target, work, at_ms
-                 FROM shares ORDER BY id",
+                "SELECT account, period_start_ms, node, job, header, share_target, work, at_ms FROM shares ORDER BY id",
             )
             .unwrap();
-        type Row = (String, i64, String, i64, u32, u32, u32, Header, Hash256, Target, String, i64);
+        type Row = (String, i64, String, i64, Header, Target, String, i64);
         let rows: Vec<Row> = stmt
             .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                    r.get(10)?,
-                    r.get(11)?,
-                ))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
             })
             .unwrap()
             .collect::<Result<_, _>>()
@@ -1305,11 +1383,7 @@ pub(crate) mod tests {
                 period as i64,
                 "rig-1".to_string(),
                 1 + i as i64 / 60,
-                h.version,
-                h.time,
-                h.nonce,
                 h,
-                h.block_hash(),
                 t,
                 t.work().to_string(),
                 at_ms as i64,

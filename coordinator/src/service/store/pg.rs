@@ -33,7 +33,7 @@
 //! - `postgres::Client` runs its own small runtime and may not be created or dropped on a tokio
 //!   worker thread: `Conn` connects and drops its client on a thread of its own.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use hashgrid_common::message::{
@@ -516,18 +516,12 @@ impl PgStore {
                 shares: Vec::new(),
             });
         }
-        let shares = tx.prepare("SELECT version, time, nonce FROM shares WHERE job = $1 ORDER BY id")?;
+        let shares = tx.prepare("SELECT header FROM shares WHERE job = $1 ORDER BY id")?;
         for job in &mut jobs {
             job.shares = tx
                 .query(&shares, &[&to_i64("jobs.id", job.job)?])?
                 .iter()
-                .map(|r| {
-                    Ok((
-                        to_u32("shares.version", r.get(0))?,
-                        to_u32("shares.time", r.get(1))?,
-                        to_u32("shares.nonce", r.get(2))?,
-                    ))
-                })
+                .map(|r| header("shares.header", r, 0).map(|h| (h.version, h.time, h.nonce)))
                 .collect::<Result<_, StoreError>>()?;
         }
         let pools = upstream::load(&mut tx, &mut accounts)?;
@@ -652,7 +646,7 @@ fn hits(client: &mut impl GenericClient, job: JobId) -> Result<Vec<JobHit>, Stor
 struct PgBatch {
     /// Account → (delivered, period_start_ms, shares added).
     accounts: HashMap<String, (u128, i64, i64)>,
-    seen: HashSet<(JobId, u32, u32, u32)>,
+    seen: super::SeenShares,
     shares: Vec<ShareRow>,
     /// The ledger's last entry as of this batch's last append (`None`: not read yet).
     ledger_head: Option<LedgerHead>,
@@ -664,16 +658,14 @@ struct PgBatch {
 /// The ledger's last entry, `(seq, hash)`; `None` when it is empty.
 type LedgerHead = Option<(u64, [u8; 32])>;
 
-/// One `shares` row to insert: `nonce` is (version, time, nonce), `bytes` (header, hash,
-/// share_target).
+/// One `shares` row to insert: `bytes` is (header, share_target).
 #[derive(Debug)]
 struct ShareRow {
     account: String,
     period_start_ms: i64,
     node: String,
     job: i64,
-    nonce: [i64; 3],
-    bytes: [Vec<u8>; 3],
+    bytes: [Vec<u8>; 2],
     work: String,
     at_ms: i64,
 }
@@ -764,22 +756,17 @@ impl PgBatch {
         exec(
             tx,
             statements,
-            "INSERT INTO shares (account, period_start_ms, node, job, version, time, nonce, header, hash,
-                                 share_target, work, at_ms)
-             SELECT a, p, n, j, v, t, o, h, x, g, w, m FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[],
-                                  $7::BIGINT[], $8::BYTEA[], $9::BYTEA[], $10::BYTEA[], $11::TEXT[], $12::BIGINT[])
-             WITH ORDINALITY AS s(a, p, n, j, v, t, o, h, x, g, w, m, i) ORDER BY i",
+            "INSERT INTO shares (account, period_start_ms, node, job, header, share_target, work, at_ms)
+             SELECT a, p, n, j, h, g, w, m FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[],
+                                  $5::BYTEA[], $6::BYTEA[], $7::TEXT[], $8::BIGINT[])
+             WITH ORDINALITY AS s(a, p, n, j, h, g, w, m, i) ORDER BY i",
             &[
                 &text(&|r| &r.account),
                 &column(&|r| r.period_start_ms),
                 &text(&|r| &r.node),
                 &column(&|r| r.job),
-                &column(&|r| r.nonce[0]),
-                &column(&|r| r.nonce[1]),
-                &column(&|r| r.nonce[2]),
                 &bytes(0),
                 &bytes(1),
-                &bytes(2),
                 &text(&|r| &r.work),
                 &column(&|r| r.at_ms),
             ],
@@ -826,7 +813,7 @@ fn apply_one(
                 &[name, &standard.to_string(), &period_ms, order, &to_i64("period_start_ms", *period_start_ms)?, chain],
             )?;
         }
-        StoreOp::Credit { account, work, node, job, header, hash, share_target, at_ms } => {
+        StoreOp::Credit { account, work, node, job, header, hash: _, share_target, at_ms } => {
             super::credit_once(&mut batch.seen, *job, header)?;
             let entry = batch.account(tx, st, account)?;
             // Saturating, as the core adds.
@@ -838,8 +825,7 @@ fn apply_one(
                 period_start_ms,
                 node: node.clone(),
                 job: to_i64("job", *job)?,
-                nonce: [header.version, header.time, header.nonce].map(i64::from),
-                bytes: [header.to_bytes().to_vec(), hash.0.to_vec(), share_target.to_be_bytes().to_vec()],
+                bytes: [header.to_bytes().to_vec(), share_target.to_be_bytes().to_vec()],
                 work: work.to_string(),
                 at_ms: to_i64("at_ms", *at_ms)?,
             });

@@ -1209,13 +1209,13 @@ fn micro(args: &Args) -> anyhow::Result<()> {
     let credits: Vec<Credit> = ops
         .iter()
         .filter_map(|op| match op {
-            StoreOp::Credit { account, work, node, job, header, hash, share_target, at_ms } => Some(Credit {
+            StoreOp::Credit { account, work, node, job, header, share_target, at_ms } => Some(Credit {
                 account: account.clone(),
                 work: work.0,
                 node: node.clone(),
                 job: *job,
                 header: *header,
-                hash: hash.0,
+                hash: header.block_hash().0,
                 share_target: *share_target,
                 at_ms: *at_ms,
             }),

@@ -47,7 +47,6 @@ fn a_receipt_of_50000_shares_and_a_long_ledger_come_back_whole() {
             node: "rig-1".into(),
             job: 1,
             header,
-            hash: header.block_hash(),
             share_target: target,
             at_ms: 1_700_000_000_000,
         })

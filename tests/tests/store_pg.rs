@@ -48,7 +48,6 @@ fn credit(account: &str, job: u64, header: Header, at_ms: u64) -> StoreOp {
         node: "rig-1".into(),
         job,
         header,
-        hash: header.block_hash(),
         share_target,
         at_ms,
     }

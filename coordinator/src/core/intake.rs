@@ -81,7 +81,6 @@ impl Core {
             node: node_name,
             job: job_id,
             header: verified.header,
-            hash: verified.hash,
             share_target,
             at_ms: now_ms,
         }));

@@ -255,7 +255,6 @@ impl Core {
             node: node_name,
             job: job_id,
             header: accepted.header,
-            hash: accepted.hash,
             share_target: accepted.share_target,
             at_ms: now_ms,
         }));

@@ -209,8 +209,6 @@ pub enum StoreOp {
         node: String,
         job: JobId,
         header: Header,
-        /// `header`'s block hash, as the core verified it (the store need not hash again).
-        hash: BlockHash,
         share_target: Target,
         at_ms: u64,
     },

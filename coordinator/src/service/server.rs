@@ -1242,7 +1242,6 @@ mod tests {
             node: "rig-1".into(),
             job: 1,
             header,
-            hash: header.block_hash(),
             share_target,
             at_ms: 2,
         }

@@ -659,7 +659,7 @@ fn apply_one<'tx>(tx: &'tx Transaction<'_>, batch: &mut Batch<'tx>, op: &StoreOp
                 chain
             ])?;
         }
-        StoreOp::Credit { account, work, node, job, header, hash: _, share_target, at_ms } => {
+        StoreOp::Credit { account, work, node, job, header, share_target, at_ms } => {
             credit_once(&mut batch.seen, *job, header)?;
             let entry = batch.account(tx, account)?;
             // Saturating, as the core adds.
@@ -862,7 +862,6 @@ pub(crate) mod tests {
             node: "rig-1".into(),
             job,
             header,
-            hash: header.block_hash(),
             share_target,
             at_ms,
         }
@@ -1299,7 +1298,6 @@ pub(crate) mod tests {
             node: "rig-1".into(),
             job: 1,
             header: shares[i].0,
-            hash: shares[i].0.block_hash(),
             share_target: shares[i].1,
             at_ms: T0,
         };

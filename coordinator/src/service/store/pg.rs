@@ -813,7 +813,7 @@ fn apply_one(
                 &[name, &standard.to_string(), &period_ms, order, &to_i64("period_start_ms", *period_start_ms)?, chain],
             )?;
         }
-        StoreOp::Credit { account, work, node, job, header, hash: _, share_target, at_ms } => {
+        StoreOp::Credit { account, work, node, job, header, share_target, at_ms } => {
             super::credit_once(&mut batch.seen, *job, header)?;
             let entry = batch.account(tx, st, account)?;
             // Saturating, as the core adds.
